@@ -1,0 +1,175 @@
+"""The dynamic mean-field (DMF) equations: the single source of truth of colplugin's model.
+
+Per population ``i`` (state: membrane-like potential ``V`` and adaptation ``A``, in mV)::
+
+    r_i            = f(V_i - A_i)                                     Hz
+    I_i            = tau_s * (sum_j W_ij r_j + W_bg,i nu_bg + sum_k W_in,ik u_k(t))   nA
+    tau_m dV_i/dt  = -V_i + R I_i                    R = tau_m / C (MOhm)
+    tau_a dA_i/dt  = -A_i + kappa_i r_i
+    tau_s dr~_i/dt = -r~_i + r_i                     read-out only
+    f(x)           = (a x - b) / (1 - exp(-d (a x - b)))
+
+The torch vector field (:func:`dmf_rhs`) and the Brian2 equations (:data:`BRIAN2_EQUATIONS`)
+are written here side by side; ``tests/test_brian2_export.py`` integrates both with the
+same explicit scheme and requires agreement to 1e-12.
+
+The filtered rate ``r~`` does not feed back. Its 0.5 ms time constant would set the step
+of any explicit solver, so it is kept out of the solver state and obtained from the
+instantaneous rate at the output times by the exact solution of the linear filter for a
+piecewise-linear input (:func:`filter_rate`).
+
+References
+----------
+.. [Evers23] Evers, Peters & Senden (2023), bioRxiv 10.1101/2023.09.19.558418.
+.. [dL25] de Leeuw, Goebel & Senden, Biophysical Deep Learning: Laminar-resolved
+   Cortical Columns as Neural Network Units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["transfer", "transfer_np", "dmf_rhs", "filter_rate", "BRIAN2_EQUATIONS"]
+
+_SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
+
+
+_TINY = {dt: torch.finfo(dt).tiny for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
+def _transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+    z = d * (a * x - b)
+    az = z.abs().clamp_min(_TINY[z.dtype])
+    # z > 0: z / (1 - e^-z);  z < 0: |z| e^z / (1 - e^z);  z = 0: the limit 1 (az / -expm1(-az))
+    return az * torch.exp(z.clamp(max=0.0)) / (torch.expm1(-az) * (-d))
+
+
+class _Transfer(torch.autograd.Function):
+    """f with an analytic derivative: exact near the removable singularity, and cheaper."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+        f = _transfer_value(x, a, b, d)
+        ctx.save_for_backward(x, f)
+        ctx.abd = (a, b, d)
+        return f
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, f = ctx.saved_tensors
+        a, b, d = ctx.abd
+        z = d * (a * x - b)
+        g = d * f  # g(z) = z / (1 - e^-z);  g'(z) = g (1 + z - g) / z
+        small = z.abs() < _SERIES_Z
+        zs = torch.where(small, torch.ones_like(z), z)
+        dg = torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
+        return grad_out * (a * dg), None, None, None
+
+
+def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+    """Transfer function f(x) = y / (1 - exp(-d y)), y = a x - b (rate in Hz).
+
+    Exact and overflow-free for every finite ``x``: with ``z = d y`` it is evaluated as
+    ``|z| exp(min(z, 0)) / (d (1 - exp(-|z|)))`` using ``expm1``, which equals
+    ``y / (1 - e^-z)`` for ``z > 0``, ``y e^z / (e^z - 1)`` for ``z < 0`` (no exponential
+    of a large positive number) and its limit ``1 / d`` at the removable singularity
+    ``a x = b``. The derivative ``a g'(z)``, ``g(z) = z / (1 - e^-z)``, is analytic
+    (Taylor series ``1/2 + z/6 - z^3/180`` for ``|z| < 0.01``). Inside ``torch.func``
+    transforms the formula is differentiated by autograd instead.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Input potential in mV.
+    a : float
+        Gain in Hz/mV.
+    b : float
+        Threshold in Hz.
+    d : float
+        Noise factor in s.
+
+    Returns
+    -------
+    torch.Tensor
+        Rate in Hz.
+    """
+    if torch._C._are_functorch_transforms_active():
+        return _transfer_value(x, a, b, d)
+    return _Transfer.apply(x, a, b, d)
+
+
+def transfer_np(x, a: float, b: float, d: float):
+    """NumPy/float version of :func:`transfer` (same formula), for scripts and tests."""
+    import numpy as np
+
+    return transfer(torch.as_tensor(np.asarray(x, dtype=float)), a, b, d).numpy()
+
+
+def dmf_rhs(V: torch.Tensor, A: torch.Tensor, drive: torch.Tensor, r: torch.Tensor,
+            gain: float, tau_m: float, kappa: torch.Tensor, tau_a: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Time derivatives of V and A (mV/s).
+
+    Parameters
+    ----------
+    V, A : torch.Tensor
+        Membrane-like potential and adaptation, mV.
+    drive : torch.Tensor
+        ``sum_j W_ij r_j + W_bg,i nu_bg + sum_k W_in,ik u_k`` in nA*Hz.
+    r : torch.Tensor
+        Instantaneous rate ``f(V - A)`` in Hz.
+    gain : float
+        ``R * tau_s`` in mV/(nA*Hz), so that ``R I = gain * drive``.
+    tau_m, tau_a : float
+        Time constants in s.
+    kappa : torch.Tensor
+        Adaptation strength per population, mV*s.
+    """
+    dV = (gain * drive - V) / tau_m
+    dA = (kappa * r - A) / tau_a
+    return dV, dA
+
+
+def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor | None = None) -> torch.Tensor:
+    """Low-pass filtered rate r~ (``tau_s dr~/dt = -r~ + r``) at the sample times ``t``.
+
+    Exact for a rate that is linear between samples (first-order hold).
+
+    Parameters
+    ----------
+    t : torch.Tensor, shape (T,)
+        Sample times in s, increasing.
+    r : torch.Tensor, shape (T, ...)
+        Instantaneous rate in Hz.
+    tau_s : float
+        Filter time constant in s.
+    r0 : torch.Tensor, optional
+        Filtered rate at ``t[0]``; defaults to ``r[0]``.
+    """
+    out = [r[0] if r0 is None else r0]
+    h = (t[1:] - t[:-1]).tolist()
+    for k, hk in enumerate(h):
+        if hk <= 0:
+            out.append(out[-1])
+            continue
+        e = math.exp(-hk / tau_s)
+        c = (1.0 - e) * tau_s / hk
+        out.append(e * out[-1] + (1.0 - c) * r[k + 1] + (c - e) * r[k])
+    return torch.stack(out)
+
+
+#: The same equations for Brian2 (one neuron per population). ``I_rec`` is the summed
+#: recurrent + inter-column drive (amp*Hz, from ``Synapses``), ``I_in`` the stimulus
+#: drive (amp*Hz), ``W_bg`` the background weight (amp). ``f`` is written with Brian2's
+#: ``exprel``: (a x - b)/(1 - exp(-d(a x - b))) = 1 / (d * exprel(-d (a x - b))).
+BRIAN2_EQUATIONS = """
+dV/dt = (-V + R * tau_s * (I_rec + W_bg * nu_bg + I_in)) / tau_m : volt
+dA/dt = (-A + kappa * r) / tau_a : volt
+drf/dt = (-rf + r) / tau_s : Hz
+r = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz
+I_rec : amp * Hz
+I_in : amp * Hz
+kappa : volt * second (constant)
+W_bg : amp (constant)
+"""

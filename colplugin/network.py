@@ -1,0 +1,681 @@
+"""Networks of laminar columns: areas, fixed intra-column blocks, learnable projections.
+
+A :class:`ColumnNetwork` holds areas of columns. Every column carries the fixed
+8x8 intra-column block of its area (never trained); only the projections *between*
+columns (and from external inputs) are learnable. A learnable weight keeps the sign of
+its source population (Dale's law) by construction::
+
+    w = sign(source) * unit * softplus(theta)
+
+with ``unit = J_E * 100`` (the strength of 100 excitatory synapses, 8.78 nA in the
+presets), so the free parameters ``theta`` are of order one.
+
+Inter-column weights are stored as edge lists (source index, target index, weight), so
+memory grows with the number of connections, never with (8 x columns)^2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .connectivity import background_weights, column_sizes, input_weights, intra_column_weights
+from .dynamics import dmf_rhs, transfer
+from .params import ParameterError, Params
+from .populations import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
+
+__all__ = ["Area", "Projection", "Lateral", "Feedforward", "Feedback", "Input", "ColumnNetwork"]
+
+#: Reference number of synapses for the learnable-weight unit (unit = J_E * this).
+UNIT_SYNAPSES = 100.0
+
+
+@dataclass(frozen=True)
+class Area:
+    """An area: ``n_columns`` columns of one area type (a key of ``params.areas``).
+
+    Parameters
+    ----------
+    kind : str
+        Area type, e.g. ``"mt"`` (population sizes from the parameter set).
+    n_columns : int
+        Number of columns.
+    split : bool
+        dL25 rule: split the area's neurons among its columns (N / n per column), which
+        changes the in-degrees. ``False`` gives every column the full N.
+    """
+
+    kind: str
+    n_columns: int = 1
+    split: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "n_columns": self.n_columns, "split": self.split}
+
+
+def _softplus_inv(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    return np.where(x > 20, x, np.log(np.expm1(np.maximum(x, 1e-12))))
+
+
+@dataclass
+class Projection:
+    """A set of inter-column connections between source and target populations.
+
+    Parameters
+    ----------
+    source, target : str
+        Source and target area names (for ``Input`` the source is the input channels).
+    source_pops, target_pops : sequence of str
+        Populations connected (every source population to every target population).
+    columns : {"all", "same", "different"} or array of shape (m, 2)
+        Which (source column, target column) pairs are connected: every pair, only the
+        same column index, only different columns (same area), or an explicit list.
+    learnable : bool
+        Whether the weights are trained. Fixed weights are set to ``init``.
+    init : float
+        Initial weight magnitude in nA.
+    jitter : float
+        Relative uniform jitter of the initial magnitudes: ``init * U(1 - jitter, 1 + jitter)``.
+    name : str, optional
+        Unique name; defaults to ``"kind:source->target"``.
+    """
+
+    source: str
+    target: str
+    source_pops: Sequence[str]
+    target_pops: Sequence[str]
+    columns: Any = "all"
+    learnable: bool = True
+    init: float = 8.78
+    jitter: float = 0.5
+    name: str | None = None
+    kind: str = "projection"
+
+    def column_pairs(self, n_source: int, n_target: int) -> np.ndarray:
+        """(m, 2) array of connected (source column, target column) pairs."""
+        if isinstance(self.columns, str):
+            s, t = np.meshgrid(np.arange(n_source), np.arange(n_target), indexing="ij")
+            pairs = np.stack([s.ravel(), t.ravel()], axis=1)
+            if self.columns == "all":
+                return pairs
+            if self.columns == "same":
+                return pairs[pairs[:, 0] == pairs[:, 1]]
+            if self.columns == "different":
+                return pairs[pairs[:, 0] != pairs[:, 1]]
+            raise ValueError(f"projection {self.label!r}: columns={self.columns!r} is not one of "
+                             "'all', 'same', 'different' or an (m, 2) array of column pairs")
+        pairs = np.asarray(self.columns, dtype=np.int64).reshape(-1, 2)
+        if pairs.size and (pairs[:, 0].min() < 0 or pairs[:, 0].max() >= n_source
+                           or pairs[:, 1].min() < 0 or pairs[:, 1].max() >= n_target):
+            raise ValueError(f"projection {self.label!r}: column pairs out of range "
+                             f"(source has {n_source} columns, target {n_target})")
+        return pairs
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.kind}:{self.source}->{self.target}"
+
+    def edges(self, net: "ColumnNetwork") -> tuple[np.ndarray, np.ndarray]:
+        """Global (source, target) population indices of every connection."""
+        ns, nt = net.area_columns(self.source), net.area_columns(self.target)
+        pairs = self.column_pairs(ns, nt)
+        sp, tp = pop_indices(self.source_pops), pop_indices(self.target_pops)
+        src, tgt = [], []
+        for a in sp:
+            for b in tp:
+                src.append(net.column_offset(self.source) + pairs[:, 0] * N_POP + a)
+                tgt.append(net.column_offset(self.target) + pairs[:, 1] * N_POP + b)
+        return (np.concatenate(src) if src else np.zeros(0, np.int64),
+                np.concatenate(tgt) if tgt else np.zeros(0, np.int64))
+
+    def to_dict(self) -> dict[str, Any]:
+        cols = self.columns if isinstance(self.columns, str) else np.asarray(self.columns).tolist()
+        return {"kind": self.kind, "source": self.source, "target": self.target,
+                "source_pops": list(self.source_pops), "target_pops": list(self.target_pops),
+                "columns": cols, "learnable": self.learnable, "init": self.init,
+                "jitter": self.jitter, "name": self.name}
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Projection":
+        d = dict(d)
+        kind = d.get("kind", "projection")
+        if kind == "input":
+            return Input(d["target"], channels=d.get("channels"), to=d.get("to", "one_to_one"),
+                         learnable=d["learnable"], init=d.get("init"), jitter=d["jitter"],
+                         name=d.get("name"))
+        proj = Projection(**{k: v for k, v in d.items() if k != "channels"})
+        return proj
+
+
+def Lateral(area: str, *, self_excitation: bool = True, columns: Any = "different",
+            learnable: bool = True, init: float = 8.78, jitter: float = 0.5,
+            name: str | None = None) -> list[Projection]:
+    """Lateral projections within an area (dL25).
+
+    L2/3E of one column -> L2/3I of other columns (``columns``: ``"different"`` or an
+    explicit (m, 2) array of column pairs), and, with ``self_excitation``, L2/3E -> L2/3E
+    within each column. Returns one or two :class:`Projection` objects.
+    """
+    base = name or f"lateral:{area}"
+    out = [Projection(area, area, ["L23E"], ["L23I"], columns, learnable, init, jitter,
+                      f"{base}:cross", "lateral")]
+    if self_excitation:
+        out.append(Projection(area, area, ["L23E"], ["L23E"], "same", learnable, init, jitter,
+                              f"{base}:self", "lateral"))
+    return out
+
+
+def Feedforward(source: str, target: str, *, columns: Any = "all", learnable: bool = True,
+                init: float = 8.78, jitter: float = 0.5, name: str | None = None) -> Projection:
+    """Feedforward projection: L2/3E of a lower area -> L4E and L4I of a higher area."""
+    return Projection(source, target, ["L23E"], ["L4E", "L4I"], columns, learnable, init, jitter,
+                      name, "feedforward")
+
+
+def Feedback(source: str, target: str, *, columns: Any = "all", learnable: bool = True,
+             init: float = 8.78, jitter: float = 0.5, name: str | None = None) -> Projection:
+    """Feedback projection: L2/3E and L5E of a higher area -> all non-L4 populations of a lower one."""
+    return Projection(source, target, ["L23E", "L5E"], ["L23E", "L23I", "L5E", "L5I", "L6E", "L6I"],
+                      columns, learnable, init, jitter, name, "feedback")
+
+
+class Input(Projection):
+    """External input channels -> L4E and L4I of an area's columns (thalamic-like, excitatory).
+
+    Parameters
+    ----------
+    target : str
+        Area that receives the input.
+    channels : sequence of int, optional
+        Stimulus channels used. Default: the next free channels, one per column
+        (``to="one_to_one"``) or a single one (``to="all"``).
+    to : {"one_to_one", "all"}
+        Channel k drives column k, or every channel drives every column.
+    learnable : bool
+        Fixed inputs use the thalamic weights ``K_in * J_E`` (25.9 nA into L4E, 16.3 nA
+        into L4I for the presets); learnable ones start there (times the jitter).
+    """
+
+    def __init__(self, target: str, channels: Sequence[int] | None = None, to: str = "one_to_one",
+                 learnable: bool = False, init: float | None = None, jitter: float = 0.0,
+                 name: str | None = None) -> None:
+        if to not in ("one_to_one", "all"):
+            raise ValueError(f"Input(to={to!r}): use 'one_to_one' or 'all'")
+        super().__init__("input", target, [], ["L4E", "L4I"], "all", learnable,
+                         float("nan") if init is None else init, jitter, name, "input")
+        self.channels = None if channels is None else [int(c) for c in channels]
+        self.to = to
+
+    @property
+    def label(self) -> str:
+        return self.name or f"input:{self.target}"
+
+    def resolve_channels(self, n_columns: int, first_free: int) -> list[int]:
+        if self.channels is not None:
+            if self.to == "one_to_one" and len(self.channels) != n_columns:
+                raise ValueError(f"{self.label}: one_to_one needs one channel per column "
+                                 f"({n_columns}), got {self.channels}")
+            return self.channels
+        n = n_columns if self.to == "one_to_one" else 1
+        return list(range(first_free, first_free + n))
+
+    def edges_in(self, net: "ColumnNetwork", channels: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(channel, target population, target population type) of every input connection."""
+        nt = net.area_columns(self.target)
+        if self.to == "one_to_one":
+            pairs = np.array([(channels[c], c) for c in range(nt)], dtype=np.int64)
+        else:
+            pairs = np.array([(k, c) for k in channels for c in range(nt)], dtype=np.int64)
+        src, tgt, pop = [], [], []
+        for b in pop_indices(self.target_pops):
+            src.append(pairs[:, 0])
+            tgt.append(net.column_offset(self.target) + pairs[:, 1] * N_POP + b)
+            pop.append(np.full(len(pairs), b))
+        return np.concatenate(src), np.concatenate(tgt), np.concatenate(pop)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "input", "target": self.target, "channels": self.channels, "to": self.to,
+                "learnable": self.learnable, "init": None if math.isnan(self.init) else self.init,
+                "jitter": self.jitter, "name": self.name}
+
+
+def _flatten(projections: Iterable[Any]) -> list[Projection]:
+    out: list[Projection] = []
+    for p in projections:
+        if isinstance(p, (list, tuple)):
+            out.extend(_flatten(p))
+        elif isinstance(p, Projection):
+            out.append(p)
+        elif isinstance(p, Mapping):
+            out.append(Projection.from_dict(p))
+        else:
+            raise TypeError(f"not a projection: {p!r}; use Lateral, Feedforward, Feedback, Input "
+                            "or Projection")
+    return out
+
+
+class ColumnNetwork(nn.Module):
+    """A network of laminar cortical columns with learnable inter-column projections.
+
+    Parameters
+    ----------
+    params : Params
+        Parameter set (:func:`colplugin.load_preset`).
+    areas : mapping
+        ``{name: Area | (kind, n_columns)}``, e.g. ``{"lower": ("mt", 2), "upper": ("mt", 1)}``.
+        With the tuple form the dL25 rule applies (neurons split among the columns).
+    projections : sequence
+        :class:`Projection` objects (or lists of them, as :func:`Lateral` returns).
+    dtype, device : optional
+        Floating-point type (default float64) and device of all tensors.
+    seed : int, optional
+        Seed for the initial learnable weights (independent of the global RNG).
+
+    Notes
+    -----
+    The state of the ODE is ``y = [V, A]`` of shape (batch, 2 * n_populations), mV.
+    Population ``p`` of column ``c`` (global column index) has index ``8 c + p``.
+    """
+
+    def __init__(self, params: Params, areas: Mapping[str, Any],
+                 projections: Sequence[Any] = (), *, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None, seed: int | None = None) -> None:
+        super().__init__()
+        if not isinstance(params, Params):
+            raise TypeError(f"params must be a colplugin Params (load_preset(...)), got {type(params).__name__}")
+        if not areas:
+            raise ValueError("a ColumnNetwork needs at least one area, e.g. areas={'mt': ('mt', 1)}")
+        self.params = params
+        self.areas: dict[str, Area] = {}
+        for name, a in areas.items():
+            if isinstance(a, Area):
+                area = a
+            elif isinstance(a, Mapping):
+                area = Area(**a)
+            elif isinstance(a, (tuple, list)) and len(a) in (2, 3):
+                area = Area(*a)
+            else:
+                raise ValueError(f"area {name!r}: give Area(kind, n_columns) or (kind, n_columns), got {a!r}")
+            if not isinstance(area.n_columns, (int, np.integer)) or area.n_columns < 1:
+                raise ValueError(f"area {name!r}: n_columns must be a positive integer, got {area.n_columns!r}")
+            params.area_sizes(area.kind)  # raises a clear error for unknown area types
+            self.areas[str(name)] = area
+        self._offsets: dict[str, int] = {}
+        n = 0
+        for name, area in self.areas.items():
+            self._offsets[name] = n
+            n += area.n_columns
+        self.n_columns = n
+        self.n_populations = n * N_POP
+        self.projections = _flatten(projections)
+        labels = [p.label for p in self.projections]
+        dup = {lab for lab in labels if labels.count(lab) > 1}
+        if dup:
+            raise ValueError(f"projection names must be unique; repeated: {sorted(dup)} (pass name=...)")
+        for p in self.projections:
+            for a in ([p.target] if isinstance(p, Input) else [p.source, p.target]):
+                if a not in self.areas:
+                    raise ValueError(f"projection {p.label!r} refers to unknown area {a!r}; "
+                                     f"areas of this network: {', '.join(self.areas)}")
+        self.seed = seed
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._build(gen, dtype)
+        if device is not None:
+            self.to(device)
+
+    # -- layout -------------------------------------------------------------------
+    def area_columns(self, area: str) -> int:
+        """Number of columns of an area."""
+        try:
+            return self.areas[area].n_columns
+        except KeyError:
+            raise KeyError(f"unknown area {area!r}; areas of this network: {', '.join(self.areas)}") from None
+
+    def column_offset(self, area: str) -> int:
+        """Global index of the first population of an area."""
+        self.area_columns(area)
+        return self._offsets[area] * N_POP
+
+    def index(self, area: str, column: int, population: str | int) -> int:
+        """Global population index of (area, column, population)."""
+        nc = self.area_columns(area)
+        if not -nc <= column < nc:
+            raise IndexError(f"area {area!r} has {nc} columns; column {column} does not exist")
+        return self.column_offset(area) + (column % nc) * N_POP + pop_indices(population)[0]
+
+    @property
+    def channels(self) -> list[dict[str, Any]]:
+        """One record per population: area, area kind, column, population, layer, cell type."""
+        out = []
+        for name, area in self.areas.items():
+            for c in range(area.n_columns):
+                for p in range(N_POP):
+                    out.append({"area": name, "kind": area.kind, "column": c, "population": POPULATIONS[p],
+                                "layer": LAYERS[p], "cell_type": CELL_TYPES[p]})
+        return out
+
+    @property
+    def channel_names(self) -> list[str]:
+        """``"area[column].population"`` for every population."""
+        return [f"{c['area']}[{c['column']}].{c['population']}" for c in self.channels]
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of stimulus channels the network reads."""
+        return self._n_inputs
+
+    # -- construction -------------------------------------------------------------
+    def _build(self, gen: torch.Generator | None, dtype: torch.dtype) -> None:
+        p = self.params
+        J_E = p["J_E"]
+        self.weight_unit = J_E * UNIT_SYNAPSES
+        blocks = []
+        for area in self.areas.values():
+            N = column_sizes(p, area.kind, area.n_columns, area.split)
+            blocks.append(np.asarray(intra_column_weights(p, N)))
+        self.register_buffer("W_intra", torch.tensor(np.stack(blocks), dtype=dtype))
+        bg = np.tile(np.asarray(background_weights(p)) * p["nu_bg"], self.n_columns)
+        self.register_buffer("bg_drive", torch.tensor(bg, dtype=dtype))
+        self.register_buffer("kappa", torch.tensor(np.tile(p["kappa"], self.n_columns), dtype=dtype))
+        self.gain = p.R * p["tau_s"]  # mV per (nA Hz)
+        self.tau_m, self.tau_a, self.tau_s = p["tau_m"], p["tau_a"], p["tau_s"]
+        self.a, self.b, self.d = p["a"], p["b"], p["d"]
+        w_thal = np.asarray(input_weights(p))
+
+        def draw(m: int, proj: Projection) -> np.ndarray:
+            u = torch.rand(m, generator=gen, dtype=torch.float64).numpy() if m else np.zeros(0)
+            return 1.0 + proj.jitter * (2.0 * u - 1.0)
+
+        # recurrent inter-column edges; learnable ones first, then fixed
+        rec = {True: [], False: []}
+        inp = {True: [], False: []}
+        first_free = 0
+        self.slices: dict[str, tuple[str, bool, slice]] = {}
+        self._input_channels: dict[str, list[int]] = {}
+        for proj in self.projections:
+            if isinstance(proj, Input):
+                ch = proj.resolve_channels(self.area_columns(proj.target), first_free)
+                first_free = max(first_free, max(ch) + 1)
+                self._input_channels[proj.label] = ch
+                src, tgt, pop = proj.edges_in(self, ch)
+                base = w_thal[pop] if math.isnan(proj.init) else np.full(len(src), proj.init)
+                mag = base * draw(len(src), proj)
+                inp[proj.learnable].append((proj, src, tgt, np.ones(len(src)), mag))
+            else:
+                src, tgt = proj.edges(self)
+                sign = SIGNS[src % N_POP]
+                mag = proj.init * draw(len(src), proj)
+                rec[proj.learnable].append((proj, src, tgt, sign, mag))
+        self._n_inputs = first_free
+
+        def stack(groups: dict[bool, list], kind: str) -> None:
+            pos = {True: 0, False: 0}
+            cols = {True: ([], [], [], []), False: ([], [], [], [])}
+            for learnable in (True, False):
+                for proj, src, tgt, sign, mag in groups[learnable]:
+                    m = len(src)
+                    self.slices[proj.label] = (kind, learnable, slice(pos[learnable], pos[learnable] + m))
+                    pos[learnable] += m
+                    for lst, arr in zip(cols[learnable], (src, tgt, sign, mag)):
+                        lst.append(arr)
+            cat = lambda lst, dt: (np.concatenate(lst) if lst else np.zeros(0)).astype(dt)
+            s_l, t_l, g_l, m_l = (cat(x, d) for x, d in zip(cols[True], (np.int64, np.int64, float, float)))
+            s_f, t_f, g_f, m_f = (cat(x, d) for x, d in zip(cols[False], (np.int64, np.int64, float, float)))
+            self.register_buffer(f"{kind}_src", torch.tensor(np.concatenate([s_l, s_f]), dtype=torch.long))
+            self.register_buffer(f"{kind}_tgt", torch.tensor(np.concatenate([t_l, t_f]), dtype=torch.long))
+            self.register_buffer(f"{kind}_sign", torch.tensor(g_l, dtype=dtype))
+            self.register_buffer(f"{kind}_fixed", torch.tensor(g_f * m_f, dtype=dtype))
+            theta = torch.tensor(_softplus_inv(m_l / self.weight_unit), dtype=dtype)
+            setattr(self, f"{kind}_theta", nn.Parameter(theta, requires_grad=len(theta) > 0))
+
+        stack(rec, "rec")
+        stack(inp, "inp")
+
+    # -- weights ------------------------------------------------------------------
+    def _weights(self, kind: str) -> torch.Tensor:
+        theta = getattr(self, f"{kind}_theta")
+        fixed = getattr(self, f"{kind}_fixed")
+        if theta.numel() == 0:
+            return fixed
+        learned = getattr(self, f"{kind}_sign") * (self.weight_unit * F.softplus(theta))
+        return torch.cat([learned, fixed]) if fixed.numel() else learned
+
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        """The free parameters of the learnable projections (what training updates)."""
+        return [t for t in (self.rec_theta, self.inp_theta) if t.numel() > 0]
+
+    def projection_weights(self, name: str) -> dict[str, np.ndarray]:
+        """Weights (nA) of one projection with their source and target labels.
+
+        Returns
+        -------
+        dict
+            ``weight`` (nA, signed), ``source`` and ``target`` (labels such as
+            ``"lower[0].L23E"`` or ``"input[1]"``).
+        """
+        try:
+            kind, learnable, sl = self.slices[name]
+        except KeyError:
+            raise KeyError(f"unknown projection {name!r}; projections: {', '.join(self.slices)}") from None
+        with torch.no_grad():
+            w = self._weights(kind)
+        n_l = getattr(self, f"{kind}_theta").numel()
+        idx = slice(sl.start, sl.stop) if learnable else slice(n_l + sl.start, n_l + sl.stop)
+        src = getattr(self, f"{kind}_src")[idx].cpu().numpy()
+        tgt = getattr(self, f"{kind}_tgt")[idx].cpu().numpy()
+        names = self.channel_names
+        src_names = [f"input[{s}]" for s in src] if kind == "inp" else [names[s] for s in src]
+        return {"weight": w[idx].detach().cpu().numpy(), "source": src_names,
+                "target": [names[t] for t in tgt], "learnable": learnable}
+
+    def set_projection_weights(self, name: str, weights: np.ndarray | torch.Tensor | float) -> None:
+        """Set the weights (nA, signed as Dale's law requires) of a projection."""
+        kind, learnable, sl = self.slices[name]
+        n_l = getattr(self, f"{kind}_theta").numel()
+        w = torch.as_tensor(weights, dtype=self.W_intra.dtype).expand(sl.stop - sl.start).cpu().numpy()
+        if learnable:
+            sign = getattr(self, f"{kind}_sign")[sl].cpu().numpy()
+            if np.any(w * sign < 0):
+                raise ValueError(f"{name}: weights violate Dale's law (source sign {sign[0]:+.0f})")
+            theta = torch.tensor(_softplus_inv(np.abs(w) / self.weight_unit), dtype=self.W_intra.dtype)
+            with torch.no_grad():
+                getattr(self, f"{kind}_theta")[sl] = theta.to(self.W_intra.device)
+        else:
+            with torch.no_grad():
+                getattr(self, f"{kind}_fixed")[sl.start:sl.stop] = torch.as_tensor(w).to(self.W_intra)
+
+    # -- the vector field ---------------------------------------------------------------
+    #: Networks with at most this many populations couple through one dense P x P matrix
+    #: assembled per solve (one matmul per step); larger ones use per-area blocks plus an
+    #: edge list, whose cost and memory grow linearly with the number of connections.
+    dense_max_populations: int = 512
+
+    def rates(self, y: torch.Tensor) -> torch.Tensor:
+        """Instantaneous rates f(V - A) in Hz of a state ``y = [V, A]``."""
+        P = self.n_populations
+        return transfer(y[..., :P] - y[..., P:], self.a, self.b, self.d)
+
+    def coupling(self, input_rates: torch.Tensor | None = None) -> "Coupling":
+        """The weights in the form the vector field uses, computed once per solve.
+
+        Parameters
+        ----------
+        input_rates : torch.Tensor, shape (B, K, n_inputs), optional
+            Stimulus rates (Hz) of each segment; default no input.
+        """
+        return Coupling(self, input_rates)
+
+    def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """dy/dt (mV/s) of the state ``y = [V, A]`` (B, 2P) under constant input rates ``u`` (B, n_inputs)."""
+        rates = None if u is None or self.n_inputs == 0 else u.reshape(u.shape[0], 1, -1)
+        return self.coupling(rates)(y, 0)
+
+    def _intra_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, values) of the block-diagonal intra-column weights."""
+        if getattr(self, "_intra_cache", None) is None or self._intra_cache[2].device != self.W_intra.device:
+            rows, cols, which = [], [], []
+            i, j = np.meshgrid(np.arange(N_POP), np.arange(N_POP), indexing="ij")
+            for ai, (name, area) in enumerate(self.areas.items()):
+                for c in range(area.n_columns):
+                    o = (self._offsets[name] + c) * N_POP
+                    rows.append(o + i.ravel()); cols.append(o + j.ravel())
+                    which.append(ai * N_POP * N_POP + i.ravel() * N_POP + j.ravel())
+            dev = self.W_intra.device
+            self._intra_cache = tuple(torch.tensor(np.concatenate(x), device=dev) for x in (rows, cols, which))
+        rows, cols, which = self._intra_cache
+        return rows, cols, self.W_intra.reshape(-1)[which]
+
+    # -- states ---------------------------------------------------------------------
+    def initial_state(self, batch_size: int = 1, V: float = 0.0, A: float = 0.0) -> torch.Tensor:
+        """A uniform initial state (B, 2P): V and A in mV (default 0 mV)."""
+        y = torch.empty(batch_size, 2 * self.n_populations, dtype=self.W_intra.dtype, device=self.W_intra.device)
+        y[:, :self.n_populations] = V
+        y[:, self.n_populations:] = A
+        return y
+
+    def resting_state(self, u: Sequence[float] | torch.Tensor | None = None, tol: float = 1e-10) -> torch.Tensor:
+        """The fixed point y* = [V*, A*] (1, 2P) under constant input ``u`` (Hz; default none).
+
+        Solved with Newton's method on the reduced system ``V = gain * drive(f(V - A))``,
+        ``A = kappa f(V - A)``, started from the end of a 2 s simulation.
+
+        Raises
+        ------
+        RuntimeError
+            If Newton's method does not converge.
+        """
+        from .simulate import simulate  # local import: simulate depends on network
+        from .stimulus import Stimulus
+
+        dtype, dev = self.W_intra.dtype, self.W_intra.device
+        uu = torch.zeros(1, self.n_inputs, dtype=dtype, device=dev) if u is None else \
+            torch.as_tensor(u, dtype=dtype, device=dev).reshape(1, -1)
+        with torch.no_grad():
+            traj = simulate(self, Stimulus.constant(uu, dtype=dtype, device=dev), duration=2.0, dt_out=0.1)
+            y = traj.state[-1].clone()
+            f = lambda z: self.vector_field(z, uu)
+            for _ in range(50):
+                J = torch.func.jacrev(lambda z: f(z.unsqueeze(0))[0])(y[0])
+                step = torch.linalg.solve(J, f(y)[0])
+                y = y - step.unsqueeze(0)
+                if float(step.abs().max()) < tol * (1 + float(y.abs().max())):
+                    return y
+        raise RuntimeError("resting_state: Newton's method did not converge; the network may have no "
+                           "stable fixed point under this input (simulate it to see)")
+
+    def jacobian(self, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """Jacobian d(dy/dt)/dy (2P, 2P) at state ``y`` (1, 2P), in 1/s."""
+        dtype, dev = self.W_intra.dtype, self.W_intra.device
+        uu = torch.zeros(1, self.n_inputs, dtype=dtype, device=dev) if u is None else u
+        return torch.func.jacrev(lambda z: self.vector_field(z.unsqueeze(0), uu)[0])(y.reshape(-1))
+
+    # -- (de)serialisation ---------------------------------------------------------------
+    def spec(self) -> dict[str, Any]:
+        """Plain-type description from which :meth:`from_spec` rebuilds the network."""
+        return {"params": self.params.to_dict(),
+                "areas": {k: a.to_dict() for k, a in self.areas.items()},
+                "projections": [p.to_dict() for p in self.projections],
+                "dtype": str(self.W_intra.dtype).replace("torch.", ""),
+                "seed": self.seed}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], device: torch.device | str | None = None) -> "ColumnNetwork":
+        """Rebuild a network (with its initial weights) from :meth:`spec` output."""
+        try:
+            params = Params.from_dict(spec["params"])
+            areas = {k: Area(**a) for k, a in spec["areas"].items()}
+            projs = [Projection.from_dict(p) for p in spec["projections"]]
+            dtype = getattr(torch, spec.get("dtype", "float64"))
+        except (KeyError, TypeError) as exc:
+            raise ParameterError(f"network spec is incomplete or malformed ({exc!r}); it must come "
+                                 "from ColumnNetwork.spec()") from None
+        return cls(params, areas, projs, dtype=dtype, device=device, seed=spec.get("seed"))
+
+    def extra_repr(self) -> str:
+        areas = ", ".join(f"{k}: {a.kind} x{a.n_columns}" for k, a in self.areas.items())
+        return (f"areas=({areas}), populations={self.n_populations}, inputs={self.n_inputs}, "
+                f"inter-column edges={self.rec_src.numel()}, learnable={sum(p.numel() for p in self.learnable_parameters())}")
+
+
+class Coupling:
+    """Per-solve form of a network's weights and constant drives (see :meth:`ColumnNetwork.coupling`).
+
+    Holds ``c = R tau_s / tau_m`` times: the recurrent weights (dense ``P x P`` for
+    small networks, else per-area blocks plus an inter-column edge list) and the
+    drive ``W_bg nu_bg + W_in u_k`` of every stimulus segment ``k``, so that one
+    evaluation of the vector field is
+
+        r  = f(V - A)
+        dV = c (W r + W_bg nu_bg + W_in u_k) - V / tau_m      = (-V + R I) / tau_m
+        dA = (kappa r - A) / tau_a
+
+    The tensors depend differentiably on the learnable parameters; :attr:`tensors`
+    lists them for ``odeint_adjoint``'s ``adjoint_params``.
+    """
+
+    def __init__(self, net: ColumnNetwork, input_rates: torch.Tensor | None) -> None:
+        self.net = net
+        P = net.n_populations
+        c = net.gain / net.tau_m
+        self.inv_tau_m, self.inv_tau_a = 1.0 / net.tau_m, 1.0 / net.tau_a
+        self.kappa_over_tau_a = net.kappa / net.tau_a
+        self.abd = (net.a, net.b, net.d)
+        # constant drive per segment (B, K, P)
+        const = c * net.bg_drive
+        if input_rates is not None and net.inp_src.numel():
+            w_inp = net._weights("inp")
+            B, K, _ = input_rates.shape
+            inp = torch.zeros(B, K, P, dtype=const.dtype, device=const.device)
+            inp = inp.index_add(2, net.inp_tgt, input_rates[:, :, net.inp_src] * (c * w_inp))
+            self.drive = inp + const
+        else:
+            self.drive = const.reshape(1, 1, P)
+        w_rec = net._weights("rec") if net.rec_src.numel() else None
+        self.dense = P <= net.dense_max_populations
+        if self.dense:
+            rows, cols, vals = net._intra_index()
+            if w_rec is not None:
+                rows = torch.cat([rows, net.rec_tgt]); cols = torch.cat([cols, net.rec_src])
+                vals = torch.cat([vals, w_rec])
+            W = torch.zeros(P, P, dtype=const.dtype, device=const.device).index_put((rows, cols), c * vals,
+                                                                                     accumulate=True)
+            self.Wt = W.T
+            self.tensors = (self.Wt, self.drive)
+        else:
+            self.blocks_t = (c * net.W_intra).transpose(1, 2)
+            self.w_rec = None if w_rec is None else c * w_rec
+            self.tensors = tuple(t for t in (self.blocks_t, self.w_rec, self.drive) if t is not None)
+
+    def __call__(self, y: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+        """dy/dt for state ``y`` (B, 2P) in stimulus segment ``k``."""
+        net = self.net
+        P = net.n_populations
+        V, A = y[:, :P], y[:, P:]
+        r = transfer(V - A, *self.abd)
+        drive = self.drive[:, k]
+        if self.dense:
+            dV = torch.addmm(drive, r, self.Wt)
+        else:
+            B = r.shape[0]
+            parts = []
+            for i, area in enumerate(net.areas.values()):
+                o = net._offsets[area_name(net, i)] * N_POP
+                rc = r[:, o:o + area.n_columns * N_POP].reshape(B, area.n_columns, N_POP)
+                parts.append((rc @ self.blocks_t[i]).reshape(B, -1))
+            dV = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)) + drive
+            if self.w_rec is not None:
+                dV = dV.index_add(1, net.rec_tgt, r[:, net.rec_src] * self.w_rec)
+        dV = dV - V * self.inv_tau_m
+        dA = r * self.kappa_over_tau_a - A * self.inv_tau_a
+        return torch.cat([dV, dA], 1)
+
+
+def area_name(net: ColumnNetwork, i: int) -> str:
+    return list(net.areas)[i]

@@ -1,0 +1,387 @@
+"""Model parameters as documented data: TOML presets, loading, overrides and validation.
+
+Every entry of a preset is a TOML table with ``value``, ``unit`` (any unit string the
+`quantities` package understands) and ``source``. Values are converted to colplugin's
+internal units on load:
+
+=========================  ==========
+quantity                   unit
+=========================  ==========
+time constants, ``d``      s
+capacitance ``C``          pF
+rates ``b``, ``nu_bg``     Hz
+gain ``a``                 Hz/mV
+strengths ``J_E``          nA
+adaptation ``kappa``       mV*s
+counts, probabilities      1
+=========================  ==========
+
+Examples
+--------
+>>> import colplugin as cp
+>>> p = cp.load_preset("dl25", overrides={"tau_m": "10 ms"})
+>>> p["tau_m"]
+0.01
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import quantities as pq
+
+from ..populations import N_POP
+
+__all__ = ["Params", "ParameterError", "load_preset", "load_params", "PRESETS"]
+
+#: Names of the shipped presets.
+PRESETS: tuple[str, ...] = ("dl25", "pd14")
+
+
+class ParameterError(ValueError):
+    """A parameter set is invalid; the message names the key, the value and the fix."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    unit: str | None  # internal unit; None for string-valued entries
+    shape: tuple[int, ...] | None  # None for scalars and strings
+    check: Callable[[Any], bool]
+    requirement: str
+    choices: tuple[str, ...] = ()
+
+
+def _all(pred: Callable[[np.ndarray], np.ndarray]) -> Callable[[Any], bool]:
+    return lambda v: bool(np.all(pred(np.asarray(v, dtype=float))))
+
+
+_POSITIVE = _all(lambda v: v > 0)
+_NONNEG = _all(lambda v: v >= 0)
+_FINITE = _all(np.isfinite)
+
+#: The parameters colplugin knows, with their internal units and validity rules.
+SPECS: dict[str, _Spec] = {
+    "tau_s": _Spec("s", None, _POSITIVE, "a positive time constant"),
+    "tau_m": _Spec("s", None, _POSITIVE, "a positive time constant"),
+    "tau_a": _Spec("s", None, _POSITIVE, "a positive time constant"),
+    "C": _Spec("pF", None, _POSITIVE, "a positive capacitance"),
+    "a": _Spec("Hz/mV", None, _POSITIVE, "a positive gain"),
+    "b": _Spec("Hz", None, _FINITE, "a finite rate"),
+    "d": _Spec("s", None, _POSITIVE, "a positive time"),
+    "nu_bg": _Spec("Hz", None, _NONNEG, "a non-negative rate"),
+    "J_E": _Spec("nA", None, _POSITIVE, "a positive synaptic strength"),
+    "kappa": _Spec("mV*s", (N_POP,), _NONNEG, "8 non-negative adaptation strengths"),
+    "inhibition": _Spec(None, None, lambda v: True, "one of the choices", ("layer_ratio", "g")),
+    "g": _Spec("dimensionless", None, _all(lambda v: v < 0), "a negative number (PD14: -4)"),
+    "connection_probability": _Spec(
+        "dimensionless", (N_POP, N_POP), _all(lambda v: (v >= 0) & (v < 1)),
+        "an 8x8 matrix of probabilities in [0, 1)"),
+    "l4e_to_l23e_mode": _Spec(None, None, lambda v: True, "one of the choices",
+                              ("probability", "weight")),
+    "l4e_to_l23e_factor": _Spec("dimensionless", None, _POSITIVE, "a positive factor"),
+    "K_bg": _Spec("dimensionless", (N_POP,), _NONNEG, "8 non-negative in-degrees"),
+    "K_in": _Spec("dimensionless", (2,), _NONNEG, "2 non-negative in-degrees (L4E, L4I)"),
+}
+_AREA_SPEC = _Spec("dimensionless", (N_POP,), _POSITIVE, "8 positive population sizes")
+
+
+def _convert(key: str, entry: Any, spec: _Spec, default_unit: str | None) -> tuple[Any, str | None]:
+    """Convert one raw entry (number, string with unit, Quantity or {value, unit}) to internal units."""
+    unit = default_unit
+    value = entry
+    if isinstance(entry, Mapping):
+        if "value" not in entry:
+            raise ParameterError(f"parameter {key!r}: table {dict(entry)!r} has no 'value'; "
+                                 "write it as {value = ..., unit = \"...\", source = \"...\"}")
+        value = entry["value"]
+        unit = entry.get("unit", unit)
+    if spec.unit is None:  # string-valued choice
+        if value not in spec.choices:
+            raise ParameterError(f"parameter {key!r} = {value!r} is not valid; "
+                                 f"use one of {', '.join(map(repr, spec.choices))}")
+        return value, None
+    if isinstance(value, pq.Quantity):
+        q = value
+    elif isinstance(value, str):
+        try:
+            number, _, ustr = value.strip().partition(" ")
+            q = pq.Quantity(float(number), ustr.strip() or "dimensionless")
+        except Exception:
+            raise ParameterError(f"parameter {key!r} = {value!r} cannot be read; write a number "
+                                 f"or a string like '20 ms' (expected unit {spec.unit})") from None
+    else:
+        try:
+            arr = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise ParameterError(f"parameter {key!r} = {value!r} is not numeric; expected "
+                                 f"{spec.requirement} in {spec.unit}") from None
+        if unit is None:
+            unit = spec.unit
+        try:
+            q = pq.Quantity(arr, unit)
+        except Exception:
+            raise ParameterError(f"parameter {key!r}: unknown unit {unit!r}; use a unit "
+                                 f"compatible with {spec.unit}") from None
+    try:
+        arr = np.asarray(q.rescale(spec.unit).magnitude, dtype=float)
+    except ValueError:
+        raise ParameterError(f"parameter {key!r} = {value!r} {q.dimensionality.string}: "
+                             f"unit is not compatible with {spec.unit}; give it in {spec.unit} "
+                             "or a unit convertible to it") from None
+    expected = spec.shape or ()
+    if arr.shape != expected:
+        raise ParameterError(f"parameter {key!r} has shape {arr.shape}, expected "
+                             f"{expected or 'a scalar'} ({spec.requirement})")
+    if not (np.all(np.isfinite(arr)) and spec.check(arr)):
+        raise ParameterError(f"parameter {key!r} = {arr.tolist()} is invalid: it must be "
+                             f"{spec.requirement}")
+    return (float(arr) if arr.ndim == 0 else arr), spec.unit
+
+
+class Params(Mapping[str, Any]):
+    """A validated, resolved parameter set in colplugin's internal units.
+
+    Behaves as a read-only mapping from parameter name to value (floats, numpy arrays
+    or strings); ``params.areas`` maps area names to population sizes. Use
+    :func:`load_preset` or :func:`load_params` to obtain one and :meth:`with_overrides`
+    to derive a modified copy.
+    """
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str],
+                 areas: dict[str, np.ndarray], area_sources: dict[str, str],
+                 name: str, default_area: str, description: str = "") -> None:
+        self._values = values
+        self._sources = sources
+        self.areas: dict[str, np.ndarray] = areas
+        self._area_sources = area_sources
+        self.name = name
+        self.default_area = default_area
+        self.description = description
+        self._validate_consistency()
+
+    # -- mapping protocol -------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        try:
+            v = self._values[key]
+        except KeyError:
+            raise KeyError(f"unknown parameter {key!r}; known: {', '.join(SPECS)}") from None
+        return v.copy() if isinstance(v, np.ndarray) else v
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Params(name={self.name!r}, areas={sorted(self.areas)})"
+
+    # -- derived quantities ------------------------------------------------
+    @property
+    def R(self) -> float:
+        """Membrane resistance R = tau_m / C in MOhm (so that R * nA = mV)."""
+        return self["tau_m"] / (self["C"] * 1e-12) / 1e6
+
+    def source(self, key: str) -> str:
+        """The documented source of a parameter (or of an area, ``"areas.mt"``)."""
+        if key.startswith("areas."):
+            return self._area_sources[key[6:]]
+        return self._sources[key]
+
+    def area_sizes(self, area: str) -> np.ndarray:
+        """Population sizes (8 neurons counts) of a known area.
+
+        Raises
+        ------
+        ParameterError
+            If the area is unknown.
+        """
+        try:
+            return self.areas[area].copy()
+        except KeyError:
+            raise ParameterError(
+                f"unknown area {area!r}; known areas: {', '.join(sorted(self.areas))}. "
+                "Add it with overrides={'areas.NAME': [8 sizes]} or an [areas.NAME] table"
+            ) from None
+
+    def _validate_consistency(self) -> None:
+        missing = [k for k in SPECS if k not in self._values]
+        if missing:
+            raise ParameterError(f"parameter set {self.name!r} lacks {', '.join(missing)}; "
+                                 "start from a preset (base = \"dl25\") and override only what changes")
+        if self.default_area not in self.areas:
+            raise ParameterError(f"default_area {self.default_area!r} is not among the areas "
+                                 f"({', '.join(sorted(self.areas))})")
+        P = self._values["connection_probability"]
+        if self._values["l4e_to_l23e_mode"] == "probability":
+            p = P[0, 2] * self._values["l4e_to_l23e_factor"]
+            if not p < 1:
+                raise ParameterError(f"l4e_to_l23e_factor {self._values['l4e_to_l23e_factor']} "
+                                     f"makes P[L23E, L4E] = {p} >= 1; lower the factor")
+
+    # -- modification and serialisation -------------------------------------
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Params":
+        """A copy with some values replaced.
+
+        Parameters
+        ----------
+        overrides : mapping
+            ``{name: value}``. A value is a number or array in the internal unit (see the
+            module docstring), a string with a unit (``"10 ms"``), a
+            :class:`quantities.Quantity`, or a table ``{"value": ..., "unit": ...}``.
+            Areas are set with ``"areas.NAME": [8 sizes]``; ``"default_area"`` and
+            ``"name"`` are accepted too.
+        """
+        values = dict(self._values)
+        sources = dict(self._sources)
+        areas = dict(self.areas)
+        area_sources = dict(self._area_sources)
+        name, default_area = self.name, self.default_area
+        for key, entry in (overrides or {}).items():
+            src = entry.get("source", "user override") if isinstance(entry, Mapping) else "user override"
+            if key == "default_area":
+                default_area = str(entry)
+            elif key == "name":
+                name = str(entry)
+            elif key.startswith("areas."):
+                areas[key[6:]], _ = _convert(key, entry, _AREA_SPEC, "dimensionless")
+                area_sources[key[6:]] = src
+            elif key in SPECS:
+                values[key], _ = _convert(key, entry, SPECS[key], None)
+                sources[key] = src
+            else:
+                import difflib
+                close = difflib.get_close_matches(key, list(SPECS) + ["default_area"], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ParameterError(f"unknown parameter {key!r}{hint}; known parameters: "
+                                     f"{', '.join(SPECS)}, areas.NAME, default_area")
+        return Params(values, sources, areas, area_sources, name, default_area, self.description)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type representation (JSON/TOML-able) with values, units and sources."""
+        def plain(v: Any) -> Any:
+            return v.tolist() if isinstance(v, np.ndarray) else v
+        out: dict[str, Any] = {"preset": {"name": self.name, "default_area": self.default_area,
+                                          "description": self.description}}
+        for k, v in self._values.items():
+            entry = {"value": plain(v), "source": self._sources.get(k, "")}
+            if SPECS[k].unit is not None:
+                entry["unit"] = SPECS[k].unit
+            out[k] = entry
+        out["areas"] = {a: {"value": plain(v), "unit": "dimensionless",
+                            "source": self._area_sources.get(a, "")} for a, v in self.areas.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Params":
+        """Rebuild a parameter set from :meth:`to_dict` output (or a parsed TOML file)."""
+        data = copy.deepcopy(dict(data))
+        meta = data.pop("preset", {}) or {}
+        areas_raw = data.pop("areas", {}) or {}
+        data.pop("base", None)
+        unknown = [k for k in data if k not in SPECS]
+        if unknown:
+            raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                                 f"known parameters: {', '.join(SPECS)}")
+        values, sources = {}, {}
+        for k, entry in data.items():
+            values[k], _ = _convert(k, entry, SPECS[k], None)
+            sources[k] = entry.get("source", "") if isinstance(entry, Mapping) else ""
+        areas, area_sources = {}, {}
+        for a, entry in areas_raw.items():
+            areas[a], _ = _convert(f"areas.{a}", entry, _AREA_SPEC, "dimensionless")
+            area_sources[a] = entry.get("source", "") if isinstance(entry, Mapping) else ""
+        return cls(values, sources, areas, area_sources, meta.get("name", "custom"),
+                   meta.get("default_area", next(iter(areas), "")), meta.get("description", ""))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved set as JSON (atomically) and return the path."""
+        from .._io import atomic_write_text
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Params):
+            return NotImplemented
+        return json.dumps(self.to_dict(), sort_keys=True) == json.dumps(other.to_dict(), sort_keys=True)
+
+    def __hash__(self) -> int:  # pragma: no cover - Params are not meant as dict keys
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+
+def _read_toml(path: Path | Any, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParameterError(f"{what} is not valid TOML: {exc}") from None
+    except FileNotFoundError:
+        raise ParameterError(f"{what} does not exist") from None
+
+
+def _raw_preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ParameterError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)} "
+                             "or load your own file with load_params(path)")
+    pkg = resources.files(__name__)
+    raw = _read_toml(pkg / f"{name}.toml", f"preset {name!r}")
+    raw.setdefault("areas", {})
+    raw["areas"] = {**_read_toml(pkg / "areas.toml", "areas.toml")["areas"], **raw["areas"]}
+    return raw
+
+
+def load_preset(name: str = "dl25", overrides: Mapping[str, Any] | None = None) -> Params:
+    """Load a shipped preset, optionally with overrides.
+
+    Parameters
+    ----------
+    name : {"dl25", "pd14"}
+        ``"dl25"``: the column of de Leeuw et al. (tau_m = 20 ms, layer-specific
+        inhibition, doubled L4E->L2/3E probability, K_bg = 2510). ``"pd14"``: the same
+        equations with the Potjans & Diesmann (2014) microcircuit's parameters.
+    overrides : mapping, optional
+        See :meth:`Params.with_overrides`.
+    """
+    return Params.from_dict(_raw_preset(name)).with_overrides(overrides)
+
+
+def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:
+    """Load a user parameter file (TOML, or JSON written by :meth:`Params.save`).
+
+    A TOML file may start from a preset with a top-level ``base = "dl25"`` and then
+    override only the entries that change; without ``base`` it must define every
+    parameter.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ParameterError(f"cannot read parameter file {path}: {exc}") from None
+    else:
+        raw = _read_toml(path, f"parameter file {path}")
+    base = raw.pop("base", None)
+    if base is None:
+        params = Params.from_dict(raw)
+    else:
+        merged = _raw_preset(str(base))
+        meta = raw.pop("preset", {})
+        for a, entry in raw.pop("areas", {}).items():
+            merged["areas"][a] = entry
+        for k, entry in raw.items():
+            if k not in SPECS:
+                raise ParameterError(f"{path}: unknown parameter {k!r}; known: {', '.join(SPECS)}")
+            if isinstance(entry, Mapping) and "unit" not in entry and SPECS[k].unit is not None:
+                entry = {**entry, "unit": merged[k].get("unit")}
+            merged[k] = entry
+        merged["preset"] = {**merged.get("preset", {}), **meta,
+                            "name": meta.get("name", f"{base}+{path.stem}")}
+        params = Params.from_dict(merged)
+    return params.with_overrides(overrides)

@@ -1,0 +1,327 @@
+"""Batched simulation of a :class:`~colplugin.network.ColumnNetwork` with torchdiffeq."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, asdict
+from typing import Any
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+
+from .dynamics import filter_rate
+from .network import ColumnNetwork
+from .stimulus import Stimulus
+
+__all__ = ["Solver", "Trajectory", "SimulationError", "simulate"]
+
+_FIXED = {"euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams"}
+_ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
+
+
+class SimulationError(RuntimeError):
+    """The ODE solve diverged, produced NaN, or got stuck; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Solver:
+    """ODE solver settings (a torchdiffeq method and its options).
+
+    Parameters
+    ----------
+    method : str
+        ``"rk4"`` (fixed step, default), ``"euler"``, ``"midpoint"``, or an adaptive
+        method (``"dopri5"``, ``"bosh3"``, ...).
+    step : float
+        Step (s) of fixed-step methods; the grid also contains every stimulus change
+        point and output time. Default 0.5 ms: the fastest stable rk4 step of the
+        dl25/pd14 columns at rest and under the tasks' inputs is about 1 ms.
+    rtol, atol : float
+        Tolerances of adaptive methods (atol in mV).
+    max_steps : int
+        Steps after which a solve counts as stuck (adaptive methods shrinking their step).
+    adjoint_rtol, adjoint_atol : float, optional
+        Tolerances of the adjoint solve (default: same as the forward solve).
+    """
+
+    method: str = "rk4"
+    step: float = 5e-4
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    max_steps: int = 1_000_000
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in _FIXED | _ADAPTIVE:
+            raise ValueError(f"unknown solver method {self.method!r}; use one of "
+                             f"{', '.join(sorted(_FIXED | _ADAPTIVE))}")
+        if not (self.step > 0 and math.isfinite(self.step)):
+            raise ValueError(f"Solver step must be a positive time in s, got {self.step}")
+        if not (self.rtol > 0 and self.atol > 0):
+            raise ValueError("Solver tolerances rtol and atol must be positive")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in _ADAPTIVE
+
+    def options(self, jump_times: torch.Tensor, t_out: torch.Tensor) -> dict[str, Any]:
+        """torchdiffeq ``options`` for this solver and these change points."""
+        if self.adaptive:
+            return {"jump_t": jump_times} if jump_times.numel() else {}
+        step = self.step
+        extra = torch.cat([jump_times.to(t_out), t_out])
+
+        def grid(func, y0, t):  # called with descending t during the adjoint's backward solve
+            lo, hi = float(t.min()), float(t.max())
+            k0, k1 = math.floor(lo / step) + 1, math.ceil(hi / step) - 1
+            base = torch.arange(k0, k1 + 1, dtype=t.dtype, device=t.device) * step
+            inner = extra[(extra > lo) & (extra < hi)].to(t)
+            g = torch.cat([t.min().reshape(1), base, inner, t.max().reshape(1)]).unique(sorted=True)
+            keep = torch.ones_like(g, dtype=torch.bool)  # drop points closer than step/1e6
+            keep[1:] = (g[1:] - g[:-1]) > step * 1e-6
+            keep[-1] = True
+            keep[-2] = keep[-2] & ((g[-1] - g[-2]) > step * 1e-6) if len(g) > 2 else keep[-2]
+            g = g[keep]
+            return g if t[0] <= t[-1] else g.flip(0)
+
+        return {"grid_constructor": grid}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _ODEFunc(nn.Module):
+    """dy/dt = vector field of the network in the current stimulus segment (for torchdiffeq).
+
+    With fixed-step methods the grid contains every change point, so a step never
+    straddles one; the segment is then looked up once per step (``callback_step``, from
+    the step's midpoint) instead of once per evaluation. Adaptive methods look it up from
+    ``t`` in every evaluation (their ``jump_t`` handling perturbs ``t`` to the correct side).
+    """
+
+    def __init__(self, network: ColumnNetwork, stimulus: Stimulus, per_step: bool,
+                 max_rate: float = float("inf"), max_steps: int = 10**9, check_every: int = 25) -> None:
+        super().__init__()
+        self.network = [network]  # not a submodule: its parameters reach the solve via `coupling`
+        # V - A above x_max means f > max_rate (f(x) >= a x - b)
+        self.x_max = (max_rate + network.b) / network.a
+        self.max_rate, self.max_steps, self.check_every = max_rate, max_steps, check_every
+        self.steps = 0
+        self.coupling = network.coupling(stimulus.rates if stimulus.n_inputs else None)
+        self.times = stimulus.times
+        self.piecewise = stimulus.n_inputs > 0 and stimulus.times.numel() > 1
+        self.per_step = per_step
+        self.k: int | torch.Tensor = 0
+        self.nfe = 0
+
+    def _segment(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(self.times, t.reshape(1), right=True)[0] - 1
+
+    def _watch(self, t0: torch.Tensor, y0: torch.Tensor) -> None:
+        """Stop a diverging solve early instead of after it has run to the end."""
+        self.steps += 1
+        if self.steps % self.check_every:
+            return
+        if self.steps > self.max_steps:
+            raise SimulationError(
+                f"the solver took more than {self.max_steps} steps (t = {float(t0):.4g} s): the "
+                "dynamics diverged or are too stiff for the tolerances. Use Solver('rk4', step=1e-4), "
+                "loosen rtol/atol, or lower the inter-column weights")
+        P = y0.shape[-1] // 2
+        x = float((y0[..., :P] - y0[..., P:]).detach().max())
+        if not math.isfinite(x) or x > self.x_max:
+            raise SimulationError(
+                f"runaway rates at t = {float(t0):.4g} s: a population exceeded max_rate = "
+                f"{self.max_rate:g} Hz (or became NaN). The network is unstable with these "
+                "weights/inputs: lower the excitatory inter-column weights or the input, use a "
+                "smaller solver step, or raise max_rate if such rates are intended")
+
+    def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self._watch(t0, y0)
+        if self.piecewise and self.per_step:
+            self.k = self._segment(t0 + 0.5 * dt)
+
+    def callback_step_adjoint(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        if self.piecewise and self.per_step:  # the adjoint runs backwards in time from t0
+            self.k = self._segment(t0 - 0.5 * dt)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        if self.piecewise and not self.per_step:
+            self.k = self._segment(t)
+        return self.coupling(y, self.k)
+
+
+@dataclass
+class Trajectory:
+    """The result of :func:`simulate`.
+
+    Attributes
+    ----------
+    t : torch.Tensor, shape (T,)
+        Output times in s.
+    state : torch.Tensor, shape (T, B, 2P)
+        ``[V, A]`` in mV.
+    network : ColumnNetwork
+    stimulus : Stimulus
+    solver : Solver
+    nfe : int
+        Vector-field evaluations of the forward solve.
+    """
+
+    t: torch.Tensor
+    state: torch.Tensor
+    network: ColumnNetwork
+    stimulus: Stimulus
+    solver: Solver
+    nfe: int = 0
+    _filtered: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def V(self) -> torch.Tensor:
+        """Membrane-like potential (T, B, P), mV."""
+        return self.state[..., :self.network.n_populations]
+
+    @property
+    def A(self) -> torch.Tensor:
+        """Adaptation (T, B, P), mV."""
+        return self.state[..., self.network.n_populations:]
+
+    @property
+    def rate(self) -> torch.Tensor:
+        """Instantaneous rate f(V - A) (T, B, P), Hz."""
+        return self.network.rates(self.state)
+
+    @property
+    def rate_filtered(self) -> torch.Tensor:
+        """Low-pass filtered rate r~ (T, B, P), Hz (tau_s, started at r(0))."""
+        if self._filtered is None:
+            self._filtered = filter_rate(self.t, self.rate, self.network.tau_s)
+        return self._filtered
+
+    @property
+    def input(self) -> torch.Tensor:
+        """Stimulus rates at the output times (T, B, n_inputs), Hz."""
+        return self.stimulus.sample(self.t)
+
+    def get(self, variable: str, area: str, column: int, population: str) -> torch.Tensor:
+        """One population's trace (T, B): ``traj.get("rate", "upper", 0, "L23E")``."""
+        if variable not in ("V", "A", "rate", "rate_filtered"):
+            raise KeyError(f"unknown variable {variable!r}; use V, A, rate or rate_filtered")
+        return getattr(self, variable)[..., self.network.index(area, column, population)]
+
+    @property
+    def channel_names(self) -> list[str]:
+        return self.network.channel_names
+
+
+def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float, solver: Solver) -> None:
+    if not bool(torch.isfinite(traj_state).all()):
+        raise SimulationError(
+            "the simulation produced NaN/inf: the network diverged. Lower the learnable weights "
+            f"or the input rates, or use a smaller step (now {solver.method}, step {solver.step} s)")
+    with torch.no_grad():
+        rmax = float(network.rates(traj_state.detach()).max())
+    if rmax > max_rate:
+        raise SimulationError(
+            f"runaway rates: a population reached {rmax:.4g} Hz (> max_rate = {max_rate:g} Hz). "
+            "The network is unstable with these weights/inputs: lower the excitatory inter-column "
+            "weights or the input, or raise max_rate if such rates are intended")
+
+
+def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
+             dt_out: float = 1e-3, y0: torch.Tensor | None = None, solver: Solver | None = None,
+             gradient: str = "direct", max_rate: float = 2000.0) -> Trajectory:
+    """Simulate a batch of trials in one ODE solve.
+
+    Parameters
+    ----------
+    network : ColumnNetwork
+    stimulus : Stimulus, optional
+        Input rates (B trials); default no input, one trial.
+    duration : float
+        Simulated time in s.
+    dt_out : float
+        Spacing of the output times in s (default 1 ms).
+    y0 : torch.Tensor, optional
+        Initial state (B, 2P) or (2P,) in mV; default V = A = 0 mV.
+    solver : Solver, optional
+        Method and tolerances; default ``Solver()`` (rk4, 0.5 ms step).
+    gradient : {"direct", "adjoint"}
+        How gradients are obtained if the output is differentiated: backpropagation
+        through the solver, or the adjoint method (Chen et al. 2018) with the network's
+        learnable parameters as ``adjoint_params``.
+    max_rate : float
+        Rate (Hz) above which the run counts as diverged.
+
+    Returns
+    -------
+    Trajectory
+
+    Raises
+    ------
+    SimulationError
+        NaN/inf, runaway rates or a step-size underflow; the message names the remedy.
+    ValueError
+        Inconsistent shapes (stimulus channels, batch, initial state).
+    """
+    solver = solver or Solver()
+    dtype, dev = network.W_intra.dtype, network.W_intra.device
+    if not (duration > 0 and math.isfinite(duration)):
+        raise ValueError(f"duration must be a positive time in s, got {duration}")
+    if not (0 < dt_out <= duration):
+        raise ValueError(f"dt_out must be in (0, duration], got {dt_out}")
+    if stimulus is None:
+        B = 1 if y0 is None or y0.ndim == 1 else y0.shape[0]
+        stimulus = Stimulus.none(B, network.n_inputs)
+    if stimulus.n_inputs != network.n_inputs:
+        raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
+                         f"{network.n_inputs} (one per Input projection channel)")
+    stimulus = stimulus.to(device=dev, dtype=dtype)
+    if y0 is None:
+        y0 = network.initial_state(stimulus.batch_size)
+    y0 = torch.as_tensor(y0, dtype=dtype, device=dev)
+    if y0.ndim == 1:
+        y0 = y0.unsqueeze(0)
+    if y0.shape[-1] != 2 * network.n_populations:
+        raise ValueError(f"y0 must have 2 * {network.n_populations} = {2 * network.n_populations} "
+                         f"entries ([V, A] per population), got {y0.shape[-1]}")
+    B = max(y0.shape[0], stimulus.batch_size)
+    if y0.shape[0] not in (1, B) or stimulus.batch_size not in (1, B):
+        raise ValueError(f"batch sizes do not fit: y0 has {y0.shape[0]} trials, the stimulus "
+                         f"{stimulus.batch_size}")
+    y0 = y0.expand(B, -1).contiguous()
+    stimulus = stimulus.expand(B)
+    n = int(round(duration / dt_out))
+    t = torch.arange(n + 1, dtype=dtype, device=dev) * dt_out
+    t[-1] = duration
+    if abs(n * dt_out - duration) > 1e-9 * duration:
+        t = torch.cat([t[:-1][t[:-1] < duration], torch.tensor([duration], dtype=dtype, device=dev)])
+    jumps = stimulus.jump_times
+    jumps = jumps[(jumps > 0) & (jumps < duration)]
+    func = _ODEFunc(network, stimulus, per_step=not solver.adaptive, max_rate=max_rate,
+                    max_steps=solver.max_steps)
+    opts = solver.options(jumps, t)
+    kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method, options=opts)
+    try:
+        if gradient == "adjoint":
+            params = func.coupling.tensors
+            adj_opts = dict(opts)
+            state = odeint_adjoint(func, y0, t, adjoint_params=params, adjoint_options=adj_opts,
+                                   adjoint_rtol=solver.adjoint_rtol or solver.rtol,
+                                   adjoint_atol=solver.adjoint_atol or solver.atol, **kwargs)
+        elif gradient == "direct":
+            state = odeint(func, y0, t, **kwargs)
+        else:
+            raise ValueError(f"gradient must be 'direct' or 'adjoint', got {gradient!r}")
+    except AssertionError as exc:
+        if "underflow in dt" in str(exc):
+            raise SimulationError(
+                f"the adaptive solver {solver.method} got stuck (underflow in dt): the dynamics "
+                "diverged or became too stiff. Use Solver('rk4', step=1e-4) to see where it "
+                "diverges, loosen rtol/atol, or lower the inter-column weights") from None
+        raise
+    _check(state, network, max_rate, solver)
+    return Trajectory(t, state, network, stimulus, solver, func.nfe)

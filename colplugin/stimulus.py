@@ -1,0 +1,123 @@
+"""Piecewise-constant stimuli with their change points."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["Stimulus"]
+
+
+class Stimulus:
+    """Piecewise-constant input rates u_k(t) (Hz) for a batch of trials.
+
+    The rate of segment ``k`` holds on ``[times[k], times[k+1])`` (right-continuous);
+    the last segment holds until the end of the simulation. The change points
+    ``times[1:]`` are handed to the ODE solver so that no step straddles a jump.
+
+    Parameters
+    ----------
+    times : sequence of float, shape (K,)
+        Segment start times in s, strictly increasing, ``times[0] = 0``.
+    rates : array-like, shape (K, n_inputs) or (B, K, n_inputs)
+        Input rates in Hz; a 2-D array is shared by every trial.
+
+    Examples
+    --------
+    >>> stim = Stimulus(times=[0.0, 0.5], rates=[[0, 0], [20, 0]])   # one trial, 2 inputs
+    >>> stim.batch_size, stim.n_inputs
+    (1, 2)
+    """
+
+    def __init__(self, times: Sequence[float] | torch.Tensor, rates, *,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> None:
+        dtype = dtype or torch.get_default_dtype()
+        times_t = torch.as_tensor(np.asarray(times, dtype=float) if not torch.is_tensor(times) else times,
+                                  dtype=dtype, device=device).reshape(-1)
+        rates_t = torch.as_tensor(rates if torch.is_tensor(rates) else np.asarray(rates, dtype=float),
+                                  dtype=dtype, device=device)
+        if times_t.numel() == 0:
+            raise ValueError("Stimulus needs at least one segment: times=[0.0]")
+        if float(times_t[0]) != 0.0:
+            raise ValueError(f"Stimulus times must start at 0 s, got {float(times_t[0])}; "
+                             "prepend a segment with zero rates")
+        if times_t.numel() > 1 and not bool(torch.all(times_t[1:] > times_t[:-1])):
+            raise ValueError(f"Stimulus times must be strictly increasing, got {times_t.tolist()}")
+        if rates_t.ndim == 2:
+            rates_t = rates_t.unsqueeze(0)
+        if rates_t.ndim != 3 or rates_t.shape[1] != times_t.numel():
+            raise ValueError(
+                f"Stimulus rates must have shape (K, n_inputs) or (B, K, n_inputs) with K = "
+                f"{times_t.numel()} segments, got {tuple(rates_t.shape)}")
+        if not bool(torch.all(torch.isfinite(rates_t))):
+            raise ValueError("Stimulus rates contain NaN or inf")
+        if bool(torch.any(rates_t < 0)):
+            raise ValueError("Stimulus rates are firing rates and must be >= 0 Hz")
+        self.times = times_t
+        self.rates = rates_t
+
+    # -- constructors ---------------------------------------------------------
+    @classmethod
+    def steps(cls, times: Sequence[float], rates, **kw) -> "Stimulus":
+        """Same as the constructor: segment start times (s) and rates (Hz)."""
+        return cls(times, rates, **kw)
+
+    @classmethod
+    def constant(cls, rates, **kw) -> "Stimulus":
+        """A stimulus that holds ``rates`` (shape (n_inputs,) or (B, n_inputs), Hz) throughout."""
+        r = torch.as_tensor(np.asarray(rates, dtype=float)) if not torch.is_tensor(rates) else rates
+        r = r.reshape(1, -1) if r.ndim == 1 else r
+        return cls([0.0], r.unsqueeze(1), **kw)
+
+    @classmethod
+    def none(cls, batch_size: int = 1, n_inputs: int = 0, **kw) -> "Stimulus":
+        """No input (all rates 0 Hz)."""
+        return cls([0.0], torch.zeros(batch_size, 1, n_inputs), **kw)
+
+    # -- properties -------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Number of trials B."""
+        return int(self.rates.shape[0])
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input channels."""
+        return int(self.rates.shape[2])
+
+    @property
+    def jump_times(self) -> torch.Tensor:
+        """Change points (s), excluding t = 0."""
+        return self.times[1:]
+
+    def to(self, device=None, dtype=None) -> "Stimulus":
+        """Copy on another device/dtype."""
+        return Stimulus(self.times.to(device=device, dtype=dtype), self.rates.to(device=device, dtype=dtype))
+
+    def expand(self, batch_size: int) -> "Stimulus":
+        """Broadcast a single-trial stimulus to ``batch_size`` trials."""
+        if self.batch_size == batch_size:
+            return self
+        if self.batch_size != 1:
+            raise ValueError(f"cannot expand a stimulus of {self.batch_size} trials to {batch_size}")
+        return Stimulus(self.times, self.rates.expand(batch_size, -1, -1))
+
+    def segment(self, t: torch.Tensor) -> torch.Tensor:
+        """Index of the segment holding at time ``t`` (right-continuous)."""
+        return torch.searchsorted(self.times, t.reshape(1), right=True)[0] - 1
+
+    def at(self, t: torch.Tensor | float) -> torch.Tensor:
+        """Input rates (B, n_inputs) at time ``t`` (s)."""
+        t = torch.as_tensor(t, dtype=self.times.dtype, device=self.times.device)
+        return self.rates[:, self.segment(t)]
+
+    def sample(self, t: torch.Tensor) -> torch.Tensor:
+        """Input rates at many times: shape (T, B, n_inputs)."""
+        idx = torch.searchsorted(self.times, t.to(self.times), right=True) - 1
+        return self.rates[:, idx].transpose(0, 1)
+
+    def __repr__(self) -> str:
+        return (f"Stimulus(batch_size={self.batch_size}, n_inputs={self.n_inputs}, "
+                f"times={[round(x, 6) for x in self.times.tolist()]})")

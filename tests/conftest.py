@@ -1,0 +1,57 @@
+"""Shared test problems."""
+
+import numpy as np
+import pytest
+import torch
+
+import colplugin as cp
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def dl25():
+    return cp.load_preset("dl25")
+
+
+@pytest.fixture(scope="session")
+def pd14():
+    return cp.load_preset("pd14")
+
+
+def two_column_net(params, dtype=torch.float64, seed=0):
+    """Two MT columns (N/2 each) with learnable lateral projections and fixed inputs."""
+    return cp.ColumnNetwork(params, {"mt": ("mt", 2)},
+                            [cp.Input("mt"), cp.Lateral("mt", init=20.0)], dtype=dtype, seed=seed)
+
+
+def numpy_column_rhs(params, N, area_inputs=None):
+    """An independent numpy implementation of one column's DMF equations (DESIGN section 1)."""
+    P = np.array(params["connection_probability"], dtype=float)
+    if params["l4e_to_l23e_mode"] == "probability":
+        P[0, 2] *= params["l4e_to_l23e_factor"]
+    K = np.log(1 - P) / np.log(1 - 1 / np.outer(N, N)) / N[:, None]
+    JE = params["J_E"]
+    J = np.tile(JE, (8, 8)).astype(float)
+    for j in (1, 3, 5, 7):
+        J[:, j] = -(N[j - 1] / N[j]) * JE if params["inhibition"] == "layer_ratio" else params["g"] * JE
+    if params["l4e_to_l23e_mode"] == "weight":
+        J[0, 2] *= params["l4e_to_l23e_factor"]
+    W = K * J
+    bg = np.asarray(params["K_bg"]) * JE * params["nu_bg"]
+    R = params["tau_m"] / (params["C"] * 1e-12) / 1e6
+    a, b, d = params["a"], params["b"], params["d"]
+    kappa = np.asarray(params["kappa"])
+    ext = np.zeros(8) if area_inputs is None else area_inputs
+
+    def f(x):
+        y = a * x - b
+        return y / (1 - np.exp(-d * y))
+
+    def rhs(t, s):
+        V, A = s[:8], s[8:]
+        r = f(V - A)
+        I = params["tau_s"] * (W @ r + bg + ext)
+        return np.concatenate([(-V + R * I) / params["tau_m"], (-A + kappa * r) / params["tau_a"]])
+
+    return rhs, f

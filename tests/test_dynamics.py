@@ -1,0 +1,48 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from colplugin.dynamics import filter_rate, transfer
+
+A, B, D = 48.0, 981.0, 0.0089
+
+
+@pytest.mark.parametrize("x, expected", [
+    (B / A, 1 / D), (0.0, 0.1585), (15.0, 28.35), (20.0, 102.19),
+])
+def test_design_values(x, expected):
+    f = float(transfer(torch.tensor(x, dtype=torch.float64), A, B, D))
+    assert f == pytest.approx(expected, abs=5e-3 if x else 5e-5)
+
+
+def test_matches_textbook_formula_and_is_finite():
+    x = torch.linspace(-50, 60, 2001, dtype=torch.float64)
+    y = A * x - B
+    naive = y / (1 - torch.exp(-D * y))
+    ok = (D * y).abs() > 1e-6
+    torch.testing.assert_close(transfer(x, A, B, D)[ok], naive[ok], rtol=1e-12, atol=0)
+    extreme = torch.tensor([-1e6, -1e4, 1e4, 1e6], dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64):
+        fx = transfer(extreme.to(dtype), A, B, D)
+        assert torch.isfinite(fx).all() and (fx >= 0).all()
+
+
+def test_gradient_matches_finite_differences_near_singularity():
+    x = (B / A + torch.tensor([-1e-3, -1e-7, 0.0, 1e-9, 1e-4, 2.0], dtype=torch.float64)).requires_grad_()
+    transfer(x, A, B, D).sum().backward()
+    h = 1e-6
+    with torch.no_grad():
+        fd = (transfer(x + h, A, B, D) - transfer(x - h, A, B, D)) / (2 * h)
+    torch.testing.assert_close(x.grad, fd, rtol=1e-6, atol=0)
+    assert torch.autograd.gradcheck(lambda v: transfer(v, A, B, D),
+                                    (torch.linspace(-30, 60, 50, dtype=torch.float64).requires_grad_(),))
+
+
+def test_filter_rate_exact_for_a_ramp():
+    tau = 5e-4
+    t = torch.linspace(0, 0.01, 41, dtype=torch.float64)
+    r = 100.0 * t  # ramp of slope 100 Hz/s; exact filtered response from r~(0) = 0:
+    exact = 100.0 * (t - tau * (1 - torch.exp(-t / tau)))
+    torch.testing.assert_close(filter_rate(t, r, tau), exact, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+import quantities as pq
+
+import colplugin as cp
+from colplugin.params import ParameterError
+
+
+def test_presets_load_in_internal_units(dl25, pd14):
+    assert dl25["tau_m"] == pytest.approx(0.020)
+    assert dl25["tau_s"] == pytest.approx(0.0005)
+    assert dl25.R == pytest.approx(80.0)  # MOhm = 20 ms / 250 pF
+    assert pd14.R == pytest.approx(40.0)
+    assert dl25["kappa"][0] == 1.5 and np.all(dl25["kappa"][1:] == 0)
+    assert np.all(dl25["K_bg"] == 2510)
+    assert list(pd14["K_bg"]) == [1600, 1500, 2100, 1900, 2000, 1900, 2900, 2100]
+    assert dl25.default_area == "mt" and pd14.default_area == "pd14"
+    # every value documents its source
+    for k in dl25:
+        assert dl25.source(k)
+
+
+def test_overrides_with_units():
+    p = cp.load_preset("dl25", overrides={"tau_m": "10 ms", "C": 0.25 * pq.nF, "nu_bg": 4})
+    assert p["tau_m"] == pytest.approx(0.010)
+    assert p["C"] == pytest.approx(250.0)
+    assert p["nu_bg"] == 4.0
+    assert p.R == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"tau_m": -1.0}, "tau_m"),
+    ({"tau_m": "10 mV"}, "not compatible"),
+    ({"connection_probability": np.zeros((7, 8))}, "shape"),
+    ({"connection_probability": np.full((8, 8), 1.0)}, "probabilities in [0, 1)"),
+    ({"areas.x": [1, 2, 3]}, "areas.x"),
+    ({"areas.x": [1, 2, 3, 4, 5, 6, 7, -8]}, "positive population sizes"),
+    ({"tau_mem": 0.01}, "did you mean 'tau_m'"),
+    ({"inhibition": "dale"}, "layer_ratio"),
+    ({"l4e_to_l23e_factor": 30.0}, "lower the factor"),
+])
+def test_bad_values_are_named(overrides, fragment):
+    with pytest.raises(ParameterError, match=None) as info:
+        cp.load_preset("dl25", overrides=overrides)
+    assert fragment in str(info.value)
+
+
+def test_unknown_preset_and_area(dl25):
+    with pytest.raises(ParameterError, match="unknown preset"):
+        cp.load_preset("pd15")
+    with pytest.raises(ParameterError, match="unknown area 'v9'"):
+        dl25.area_sizes("v9")
+
+
+def test_user_toml_with_base(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('base = "dl25"\n[tau_m]\nvalue = 10\nunit = "ms"\nsource = "me"\n'
+                 '[areas.toy]\nvalue = [100, 30, 100, 30, 100, 30, 100, 30]\n')
+    p = cp.load_params(f)
+    assert p["tau_m"] == pytest.approx(0.01)
+    assert p.source("tau_m") == "me"
+    assert p.area_sizes("toy")[1] == 30
+    assert p["J_E"] == pytest.approx(0.0878)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("base = 'dl25'\n[tau_m\n")
+    with pytest.raises(ParameterError, match="not valid TOML"):
+        cp.load_params(bad)
+
+
+def test_round_trip_through_json(tmp_path, dl25):
+    path = dl25.save(tmp_path / "params.json")
+    data = json.loads(path.read_text())
+    assert data["tau_m"]["unit"] == "s" and data["tau_m"]["value"] == pytest.approx(0.02)
+    assert cp.load_params(path) == dl25
