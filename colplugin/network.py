@@ -7,8 +7,9 @@ its source population (Dale's law) by construction::
 
     w = sign(source) * unit * softplus(theta)
 
-with ``unit = J_E * 100`` (the strength of 100 excitatory synapses, 8.78 nA in the
-presets), so the free parameters ``theta`` are of order one.
+with ``unit`` the projection's initial magnitude ``init`` (nA), so the free parameters
+``theta`` start near ``softplus^-1(1) = 0.54`` and an optimiser step changes a weight by
+a similar fraction of its initial size in every projection.
 
 Inter-column weights are stored as edge lists (source index, target index, weight), so
 memory grows with the number of connections, never with (8 x columns)^2.
@@ -31,9 +32,6 @@ from .params import ParameterError, Params
 from .populations import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
 
 __all__ = ["Area", "Projection", "Lateral", "Feedforward", "Feedback", "Input", "ColumnNetwork"]
-
-#: Reference number of synapses for the learnable-weight unit (unit = J_E * this).
-UNIT_SYNAPSES = 100.0
 
 
 @dataclass(frozen=True)
@@ -374,8 +372,6 @@ class ColumnNetwork(nn.Module):
     # -- construction -------------------------------------------------------------
     def _build(self, gen: torch.Generator | None, dtype: torch.dtype) -> None:
         p = self.params
-        J_E = p["J_E"]
-        self.weight_unit = J_E * UNIT_SYNAPSES
         blocks = []
         for area in self.areas.values():
             N = column_sizes(p, area.kind, area.n_columns, area.split)
@@ -407,19 +403,21 @@ class ColumnNetwork(nn.Module):
                 src, tgt, pop = proj.edges_in(self, ch)
                 base = w_thal[pop] if math.isnan(proj.init) else np.full(len(src), proj.init)
                 mag = base * draw(len(src), proj)
-                inp[proj.learnable].append((proj, src, tgt, np.ones(len(src)), mag))
+                inp[proj.learnable].append((proj, src, tgt, np.ones(len(src)), mag, base))
             else:
                 src, tgt = proj.edges(self)
                 sign = SIGNS[src % N_POP]
                 mag = proj.init * draw(len(src), proj)
-                rec[proj.learnable].append((proj, src, tgt, sign, mag))
+                rec[proj.learnable].append((proj, src, tgt, sign, mag, np.full(len(src), proj.init)))
         self._n_inputs = first_free
 
         def stack(groups: dict[bool, list], kind: str) -> None:
             pos = {True: 0, False: 0}
             cols = {True: ([], [], [], []), False: ([], [], [], [])}
+            units: dict[bool, list] = {True: [], False: []}
             for learnable in (True, False):
-                for proj, src, tgt, sign, mag in groups[learnable]:
+                for proj, src, tgt, sign, mag, unit in groups[learnable]:
+                    units[learnable].append(unit)
                     m = len(src)
                     self.slices[proj.label] = (kind, learnable, slice(pos[learnable], pos[learnable] + m))
                     pos[learnable] += m
@@ -430,9 +428,11 @@ class ColumnNetwork(nn.Module):
             s_f, t_f, g_f, m_f = (cat(x, d) for x, d in zip(cols[False], (np.int64, np.int64, float, float)))
             self.register_buffer(f"{kind}_src", torch.tensor(np.concatenate([s_l, s_f]), dtype=torch.long))
             self.register_buffer(f"{kind}_tgt", torch.tensor(np.concatenate([t_l, t_f]), dtype=torch.long))
+            u_l = np.concatenate(units[True]) if units[True] else np.zeros(0)
             self.register_buffer(f"{kind}_sign", torch.tensor(g_l, dtype=dtype))
+            self.register_buffer(f"{kind}_unit", torch.tensor(g_l * u_l, dtype=dtype))
             self.register_buffer(f"{kind}_fixed", torch.tensor(g_f * m_f, dtype=dtype))
-            theta = torch.tensor(_softplus_inv(m_l / self.weight_unit), dtype=dtype)
+            theta = torch.tensor(_softplus_inv(m_l / u_l), dtype=dtype)
             setattr(self, f"{kind}_theta", nn.Parameter(theta, requires_grad=len(theta) > 0))
 
         stack(rec, "rec")
@@ -444,7 +444,7 @@ class ColumnNetwork(nn.Module):
         fixed = getattr(self, f"{kind}_fixed")
         if theta.numel() == 0:
             return fixed
-        learned = getattr(self, f"{kind}_sign") * (self.weight_unit * F.softplus(theta))
+        learned = getattr(self, f"{kind}_unit") * F.softplus(theta)
         return torch.cat([learned, fixed]) if fixed.numel() else learned
 
     def learnable_parameters(self) -> list[nn.Parameter]:
@@ -484,7 +484,8 @@ class ColumnNetwork(nn.Module):
             sign = getattr(self, f"{kind}_sign")[sl].cpu().numpy()
             if np.any(w * sign < 0):
                 raise ValueError(f"{name}: weights violate Dale's law (source sign {sign[0]:+.0f})")
-            theta = torch.tensor(_softplus_inv(np.abs(w) / self.weight_unit), dtype=self.W_intra.dtype)
+            unit = getattr(self, f"{kind}_unit")[sl].abs().cpu().numpy()
+            theta = torch.tensor(_softplus_inv(np.abs(w) / unit), dtype=self.W_intra.dtype)
             with torch.no_grad():
                 getattr(self, f"{kind}_theta")[sl] = theta.to(self.W_intra.device)
         else:
@@ -622,7 +623,7 @@ class Coupling:
 
     def __init__(self, net: ColumnNetwork, input_rates: torch.Tensor | None) -> None:
         self.net = net
-        P = net.n_populations
+        self.P = P = net.n_populations
         c = net.gain / net.tau_m
         self.inv_tau_m, self.inv_tau_a = 1.0 / net.tau_m, 1.0 / net.tau_a
         self.kappa_over_tau_a = net.kappa / net.tau_a
@@ -653,29 +654,31 @@ class Coupling:
             self.w_rec = None if w_rec is None else c * w_rec
             self.tensors = tuple(t for t in (self.blocks_t, self.w_rec, self.drive) if t is not None)
 
-    def __call__(self, y: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+    def __call__(self, y: torch.Tensor, k: int) -> torch.Tensor:
         """dy/dt for state ``y`` (B, 2P) in stimulus segment ``k``."""
-        net = self.net
-        P = net.n_populations
+        P = self.P
         V, A = y[:, :P], y[:, P:]
         r = transfer(V - A, *self.abd)
-        drive = self.drive[:, k]
+        drive = self.drive.select(1, k)
         if self.dense:
             dV = torch.addmm(drive, r, self.Wt)
         else:
-            B = r.shape[0]
-            parts = []
-            for i, area in enumerate(net.areas.values()):
-                o = net._offsets[area_name(net, i)] * N_POP
-                rc = r[:, o:o + area.n_columns * N_POP].reshape(B, area.n_columns, N_POP)
-                parts.append((rc @ self.blocks_t[i]).reshape(B, -1))
-            dV = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)) + drive
-            if self.w_rec is not None:
-                dV = dV.index_add(1, net.rec_tgt, r[:, net.rec_src] * self.w_rec)
+            dV = self._sparse_drive(r) + drive
         dV = dV - V * self.inv_tau_m
         dA = r * self.kappa_over_tau_a - A * self.inv_tau_a
         return torch.cat([dV, dA], 1)
 
+    def _sparse_drive(self, r: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        B = r.shape[0]
+        parts = []
+        for i, (name, area) in enumerate(net.areas.items()):
+            o = net._offsets[name] * N_POP
+            rc = r[:, o:o + area.n_columns * N_POP].reshape(B, area.n_columns, N_POP)
+            parts.append((rc @ self.blocks_t[i]).reshape(B, -1))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        if self.w_rec is not None:
+            out = out.index_add(1, net.rec_tgt, r[:, net.rec_src] * self.w_rec)
+        return out
 
-def area_name(net: ColumnNetwork, i: int) -> str:
-    return list(net.areas)[i]
+

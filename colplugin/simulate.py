@@ -113,11 +113,11 @@ class _ODEFunc(nn.Module):
         self.times = stimulus.times
         self.piecewise = stimulus.n_inputs > 0 and stimulus.times.numel() > 1
         self.per_step = per_step
-        self.k: int | torch.Tensor = 0
+        self.k = 0
         self.nfe = 0
 
-    def _segment(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.searchsorted(self.times, t.reshape(1), right=True)[0] - 1
+    def _segment(self, t: torch.Tensor) -> int:
+        return int(torch.searchsorted(self.times, t.reshape(1), right=True)[0]) - 1
 
     def _watch(self, t0: torch.Tensor, y0: torch.Tensor) -> None:
         """Stop a diverging solve early instead of after it has run to the end."""
