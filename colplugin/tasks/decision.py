@@ -1,0 +1,175 @@
+"""Two-alternative forced choice (winner-take-all) with two MT columns (dL25, Figure 2).
+
+Target: the reduced two-variable model of Wong & Wang (2006) driven by the same two
+inputs, its rates divided by 20 and its three 5 s phases (pre / stimulus / post)
+mapped onto 0.5 s column phases (1.5 s in all). Learnable: the lateral L2/3E(A) ->
+L2/3I(B), L2/3E(B) -> L2/3I(A) weights and each column's L2/3E self-excitation.
+
+References
+----------
+.. [WW06] Wong, K.-F., & Wang, X.-J. (2006). A recurrent network mechanism of time
+   integration in perceptual decisions. J Neurosci 26(4), 1314-1328.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..dynamics import transfer
+from ..network import ColumnNetwork, Input, Lateral
+from ..params import Params, load_preset
+from ..simulate import Solver, Trajectory
+from ..stimulus import Stimulus
+from .base import Batch, Task
+
+
+@dataclass(frozen=True)
+class WongWang:
+    """Parameters of the reduced Wong-Wang model (WW06, Table/eqs. 4-9); units in the names."""
+
+    a_Hz_per_nA: float = 270.0
+    b_Hz: float = 108.0
+    d_s: float = 0.154
+    tau_S_s: float = 0.100
+    gamma: float = 0.641
+    J11_nA: float = 0.2609
+    J12_nA: float = 0.0497
+    I0_nA: float = 0.3255
+    J_ext_nA_per_Hz: float = 5.2e-4
+    tau_AMPA_s: float = 0.002
+    sigma_nA: float = 0.02
+    S0: float = 0.1
+
+
+def wong_wang(mu: torch.Tensor, duration: float, *, dt: float = 5e-4, sigma: float | None = None,
+              stim_on: float = 0.0, stim_off: float | None = None, model: WongWang = WongWang(),
+              generator: torch.Generator | None = None, dt_out: float | None = None) -> dict[str, torch.Tensor]:
+    """Simulate the reduced Wong-Wang model for a batch of trials (Euler / Euler-Maruyama).
+
+    ``dS_i/dt = -S_i / tau_S + (1 - S_i) gamma H(x_i)``, ``x_1 = J11 S_1 - J12 S_2 + I0 +
+    J_ext mu_1 + I_noise,1`` (symmetric for pool 2), ``H`` the transfer function of
+    :func:`colplugin.dynamics.transfer` with ``a = 270 Hz/nA, b = 108 Hz, d = 0.154 s``;
+    the noise is an Ornstein-Uhlenbeck process ``tau_AMPA dI/dt = -I + eta sqrt(tau_AMPA) sigma``.
+
+    Parameters
+    ----------
+    mu : torch.Tensor, shape (B, 2)
+        Input rates (Hz) of the two pools while the stimulus is on.
+    duration : float
+        Simulated time (s).
+    dt : float
+        Time step (s).
+    sigma : float, optional
+        Noise amplitude (nA); default ``model.sigma_nA`` (0.02). dL25 used 0.
+    stim_on, stim_off : float
+        Stimulus period (s); default the whole run.
+    dt_out : float, optional
+        Output spacing (s); default ``dt``.
+
+    Returns
+    -------
+    dict
+        ``t`` (T,) in s, ``S`` (T, B, 2) gating variables, ``rate`` (T, B, 2) in Hz.
+    """
+    m = model
+    mu = torch.as_tensor(mu, dtype=torch.float64)
+    sigma = m.sigma_nA if sigma is None else sigma
+    stim_off = duration if stim_off is None else stim_off
+    n = int(round(duration / dt))
+    every = max(1, int(round((dt_out or dt) / dt)))
+    S = torch.full_like(mu, m.S0)
+    noise = torch.zeros_like(mu)
+    J = torch.tensor([[m.J11_nA, -m.J12_nA], [-m.J12_nA, m.J11_nA]], dtype=torch.float64)
+    ts, Ss, rs = [], [], []
+
+    def rate(S, noise, on):
+        x = S @ J.T + m.I0_nA + m.J_ext_nA_per_Hz * mu * on + noise
+        return transfer(x, m.a_Hz_per_nA, m.b_Hz, m.d_s)
+
+    for k in range(n + 1):
+        t = k * dt
+        on = float(stim_on <= t < stim_off)
+        H = rate(S, noise, on)
+        if k % every == 0:
+            ts.append(t); Ss.append(S); rs.append(H)
+        if k == n:
+            break
+        S = S + dt * (-S / m.tau_S_s + (1 - S) * m.gamma * H)
+        if sigma > 0:
+            eta = torch.randn(mu.shape, generator=generator, dtype=torch.float64)
+            noise = noise + dt / m.tau_AMPA_s * (-noise) + sigma * (dt / m.tau_AMPA_s) ** 0.5 * eta
+    return {"t": torch.tensor(ts, dtype=torch.float64), "S": torch.stack(Ss), "rate": torch.stack(rs)}
+
+
+class Decision(Task):
+    """The dL25 decision-making task (2AFC, winner-take-all).
+
+    Inputs: ``mu_A ~ U(15, 40)`` Hz, ``mu_B = mu_A (1 +/- U(1/15, 1/7.5))``, given to L4E/L4I
+    of each column (fixed thalamic weights) during the stimulus phase. Targets: the
+    Wong-Wang rates / ``rate_scale`` on the column time axis (``time_scale`` = 10: 5 s
+    WW06 phases -> 0.5 s column phases). Loss: smooth L1 on both columns' L2/3E rates.
+    Accuracy: the column with the stronger input has the higher L2/3E rate at the end
+    of the stimulus phase.
+    """
+
+    name = "decision"
+    duration = 1.5
+    dt_out = 0.01
+
+    def __init__(self, phase: float = 0.5, time_scale: float = 10.0, rate_scale: float = 20.0,
+                 sigma: float = 0.0, solver: Solver | None = None, batch_size: int = 16) -> None:
+        self.phase, self.time_scale, self.rate_scale, self.sigma = phase, time_scale, rate_scale, sigma
+        self.duration = 3 * phase
+        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4)
+        self.batch_size = batch_size
+
+    def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
+        params = params or load_preset("dl25")
+        return ColumnNetwork(params, {"mt": ("mt", 2)},
+                             [Input("mt"), Lateral("mt", init=50.0, jitter=0.5)], seed=seed)
+
+    def inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, 2) input rates (Hz): mu_A ~ U(15, 40), mu_B = mu_A (1 +/- U(1/15, 1/7.5)), shuffled."""
+        u = lambda *s: torch.rand(*s, generator=generator, dtype=torch.float64)
+        mu_a = 15 + 25 * u(n)
+        sign = torch.where(u(n) < 0.5, -1.0, 1.0).to(torch.float64)
+        mu_b = mu_a * (1 + sign * (1 / 15 + (1 / 7.5 - 1 / 15) * u(n)))
+        return torch.stack([mu_a, mu_b], 1)
+
+    def targets(self, mu: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Wong-Wang target rates on the column time axis, (T, B, 2) in Hz."""
+        ww = wong_wang(mu, self.duration * self.time_scale, dt=5e-4, sigma=self.sigma,
+                       stim_on=self.phase * self.time_scale, stim_off=2 * self.phase * self.time_scale,
+                       generator=generator, dt_out=self.dt_out * self.time_scale)
+        return ww["rate"] / self.rate_scale
+
+    def stimulus(self, mu: torch.Tensor) -> Stimulus:
+        z = torch.zeros_like(mu)
+        return Stimulus([0.0, self.phase, 2 * self.phase], torch.stack([z, mu, z], 1))
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        mu = self.inputs(n, generator)
+        return Batch(self.stimulus(mu), self.targets(mu, generator), {"mu": mu})
+
+    def output(self, traj: Trajectory) -> torch.Tensor:
+        """(T, B, 2) L2/3E rates of both columns (Hz)."""
+        net = traj.network
+        idx = [net.index("mt", 0, "L23E"), net.index("mt", 1, "L23E")]
+        return traj.rate[..., idx]
+
+    def loss(self, traj: Trajectory, batch: Batch) -> torch.Tensor:
+        return F.smooth_l1_loss(self.output(traj), batch.target.to(traj.state))
+
+    def accuracy(self, traj: Trajectory, batch: Batch) -> float:
+        k = int(round(2 * self.phase / self.dt_out)) - 1  # just before the stimulus ends
+        out = self.output(traj)[k]
+        mu = batch.info["mu"].to(out.device)
+        return float(((out[:, 0] > out[:, 1]) == (mu[:, 0] > mu[:, 1])).to(torch.float64).mean())
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "phase": self.phase, "time_scale": self.time_scale,
+                "rate_scale": self.rate_scale, "sigma": self.sigma}
