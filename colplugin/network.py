@@ -59,7 +59,7 @@ class Area:
 
 def _softplus_inv(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=float)
-    return np.where(x > 20, x, np.log(np.expm1(np.maximum(x, 1e-12))))
+    return np.where(x > 20, x, np.log(np.expm1(np.clip(x, 1e-12, 20))))
 
 
 @dataclass

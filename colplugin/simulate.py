@@ -41,6 +41,11 @@ class Solver:
         Tolerances of adaptive methods (atol in mV).
     max_steps : int
         Steps after which a solve counts as stuck (adaptive methods shrinking their step).
+    adjoint_checkpoint : float
+        Spacing (s) of the forward states the adjoint resets to during its backward
+        solve. The backward re-integration of these dissipative, stiff dynamics grows
+        errors like exp(t * 2600/s); resetting every 1 ms keeps them bounded (torchdiffeq
+        resets at every output time, so the solve uses this finer output grid).
     adjoint_rtol, adjoint_atol : float, optional
         Tolerances of the adjoint solve (default: same as the forward solve).
     """
@@ -50,6 +55,7 @@ class Solver:
     rtol: float = 1e-6
     atol: float = 1e-6
     max_steps: int = 1_000_000
+    adjoint_checkpoint: float = 1e-3
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
 
@@ -308,15 +314,25 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     try:
         if gradient == "adjoint":
             params = func.coupling.tensors
-            adj_opts = dict(opts)
-            state = odeint_adjoint(func, y0, t, adjoint_params=params, adjoint_options=adj_opts,
+            ck = solver.adjoint_checkpoint
+            t_fine = torch.cat([t, torch.arange(1, int(duration / ck), dtype=dtype, device=dev) * ck]).unique(sorted=True)
+            keep = torch.ones_like(t_fine, dtype=torch.bool)
+            keep[1:] = (t_fine[1:] - t_fine[:-1]) > 1e-9
+            t_fine = t_fine[keep | torch.isin(t_fine, t)]
+            pick = torch.searchsorted(t_fine, t)
+            opts = solver.options(jumps, t_fine)
+            kwargs["options"] = opts
+            state = odeint_adjoint(func, y0, t_fine, adjoint_params=params, adjoint_options=dict(opts),
                                    adjoint_rtol=solver.adjoint_rtol or solver.rtol,
-                                   adjoint_atol=solver.adjoint_atol or solver.atol, **kwargs)
+                                   adjoint_atol=solver.adjoint_atol or solver.atol, **kwargs)[pick]
         elif gradient == "direct":
             state = odeint(func, y0, t, **kwargs)
         else:
             raise ValueError(f"gradient must be 'direct' or 'adjoint', got {gradient!r}")
     except AssertionError as exc:
+        if "non-finite" in str(exc):
+            raise SimulationError("the solve produced non-finite values: the network diverged. "
+                                  "Lower the inter-column weights or the input, or use a smaller step") from None
         if "underflow in dt" in str(exc):
             raise SimulationError(
                 f"the adaptive solver {solver.method} got stuck (underflow in dt): the dynamics "

@@ -205,7 +205,7 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
             grads_ok = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
             if not grads_ok:
                 raise SimulationError("the gradient is NaN/inf")
-        except SimulationError as exc:
+        except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
             bar.close()
             kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
             raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). Lower the learning rate "

@@ -1,0 +1,110 @@
+import json
+
+import pytest
+import torch
+
+import colplugin as cp
+from colplugin.tasks import XOR, Decision
+from colplugin.tasks.base import Batch
+from colplugin.train import CheckpointError, TrainingDiverged, load_checkpoint, train
+
+from conftest import two_column_net
+
+
+def _grads(net, gradient):
+    stim = cp.Stimulus([0.0, 0.02], [[[0, 0], [20, 10]], [[0, 0], [5, 30]]])
+    for p in net.learnable_parameters():
+        p.grad = None
+    traj = cp.simulate(net, stim, duration=0.04, dt_out=0.01, gradient=gradient,
+                       solver=cp.Solver("dopri5", rtol=1e-10, atol=1e-10))
+    (traj.rate[-1] ** 2).sum().backward()
+    return torch.cat([p.grad.reshape(-1) for p in net.learnable_parameters()])
+
+
+def test_adjoint_and_direct_gradients_agree(dl25):
+    net = two_column_net(dl25)
+    g_direct = _grads(net, "direct")
+    g_adjoint = _grads(net, "adjoint")
+    rel = (g_adjoint - g_direct).norm() / g_direct.norm()
+    assert rel < 1e-4
+    assert g_direct.norm() > 0
+
+
+class TinyXOR(XOR):
+    """XOR with a shorter trial, for fast tests."""
+
+    def __init__(self):
+        super().__init__(batch_size=4)
+        self.t_on, self.duration, self.dt_out = 0.05, 0.15, 0.15
+
+    def test_set(self):
+        return self.sample(8, torch.Generator().manual_seed(1))
+
+
+def test_training_lowers_the_loss(tmp_path):
+    task = TinyXOR()
+    net = task.build_network(seed=0)
+    test = task.test_set()
+    with torch.no_grad():
+        before = float(task.loss(cp.simulate(net, test.stimulus, task.duration, dt_out=task.dt_out,
+                                             solver=task.solver), test))
+    res = train(net, task, updates=4, gradient="adjoint", lr=0.05, seed=0, progress=False, out=tmp_path)
+    losses = [m["test_loss"] for m in res.metrics]
+    assert losses[-1] < 0.5 * before
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("final_accuracy", "updates", "wall_seconds", "seed", "gradient"):
+        assert key in data
+    assert data["updates"] == 4 and data["gradient"] == "adjoint"
+
+
+def test_resume_continues_exactly(tmp_path):
+    task = TinyXOR()
+    full = task.build_network(seed=1)
+    train(full, task, updates=3, gradient="direct", seed=5, progress=False, evaluate=False, out=tmp_path / "a")
+    part = task.build_network(seed=1)
+    train(part, task, updates=2, gradient="direct", seed=5, progress=False, evaluate=False, out=tmp_path / "b")
+    resumed = task.build_network(seed=1)
+    train(resumed, task, updates=3, gradient="direct", seed=5, progress=False, evaluate=False,
+          out=tmp_path / "b", resume=True)
+    for a, b in zip(full.learnable_parameters(), resumed.learnable_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert ckpt["update"] == 3
+
+
+def test_corrupt_and_incompatible_checkpoints(tmp_path, dl25):
+    task = TinyXOR()
+    net = task.build_network(seed=0)
+    train(net, task, updates=1, gradient="direct", progress=False, evaluate=False, out=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(path, two_column_net(dl25))
+    rebuilt = load_checkpoint(path)["network"]
+    torch.testing.assert_close(rebuilt.inp_theta, net.inp_theta)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_divergence_stops_and_keeps_last_checkpoint(tmp_path):
+    task = TinyXOR()
+    net = task.build_network(seed=0)
+    train(net, task, updates=1, gradient="direct", progress=False, evaluate=False, out=tmp_path)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    net.set_projection_weights("feedforward:lower->upper", 1e7)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(net, task, updates=3, gradient="direct", progress=False, evaluate=False, out=tmp_path, resume=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_decision_task_shapes():
+    task = Decision()
+    batch = task.sample(3, torch.Generator().manual_seed(0))
+    mu = batch.info["mu"]
+    ratio = (mu[:, 1] / mu[:, 0] - 1).abs()
+    assert torch.all((mu[:, 0] >= 15) & (mu[:, 0] <= 40))
+    assert torch.all((ratio >= 1 / 15 - 1e-12) & (ratio <= 1 / 7.5 + 1e-12))
+    assert batch.target.shape == (151, 3, 2)
