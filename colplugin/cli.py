@@ -55,6 +55,41 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from colplugin.experiments import train_run
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.resume and args.out else _new_run_dir(args.out, f"train-{args.task}-s{args.seed}", args.overwrite)
+    res = train_run(args.task, args.seed, out, updates=args.updates, gradient=args.gradient, lr=args.lr,
+                    progress=not args.no_progress, resume=args.resume)
+    s = res.summary
+    print(f"{args.task} seed {args.seed}: {s['updates']} updates, final loss {s['final_loss']:.4g}, "
+          f"test accuracy {s['final_accuracy']}, {s['wall_seconds']:.1f} s")
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import torch
+
+    from colplugin.experiments import reproduce_xor, train_run
+
+    torch.set_num_threads(args.threads)
+    out = _new_run_dir(args.out, f"reproduce-{args.task}", args.overwrite)
+    if args.task == "xor":
+        r = reproduce_xor(args.seeds, out, progress=not args.no_progress, gradient=args.gradient)
+        print(f"XOR: {r['solved']}/{r['seeds']} seeds reached 100 % test accuracy "
+              f"(updates: {r['updates_to_solve']}), {r['total_wall_seconds']:.1f} s in all")
+    else:
+        res = train_run("decision", args.seed, out, gradient=args.gradient, progress=not args.no_progress,
+                        updates=args.updates)
+        print(f"decision: final loss {res.summary['final_loss']:.4g}, accuracy {res.summary['final_accuracy']}")
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colplugin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default runs/simulate-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_simulate)
+
+    for name, helptext in (("train", "train one paper task"), ("reproduce", "reproduce a paper figure")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("task", choices=["xor", "decision"])
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--updates", type=int, default=None)
+        p.add_argument("--gradient", choices=["adjoint", "direct"], default="adjoint")
+        p.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
+        p.add_argument("--overwrite", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (CI logs)")
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch intra-op threads (1 is fastest for these small networks)")
+        if name == "train":
+            p.add_argument("--lr", type=float, default=None)
+            p.add_argument("--resume", action="store_true", help="continue the run in --out")
+            p.set_defaults(func=_cmd_train)
+        else:
+            p.add_argument("--seeds", type=int, default=10)
+            p.set_defaults(func=_cmd_reproduce)
     return parser
 
 
@@ -84,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ParameterError, SimulationError, ValueError, FileNotFoundError) as exc:
+    except (ParameterError, SimulationError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from .populations import LAYERS, POPULATIONS
 
-__all__ = ["plot_rates"]
+__all__ = ["plot_rates", "plot_training", "plot_weights", "plot_decision"]
 
 
 def plot_rates(traj: Any, trial: int = 0, title: str | None = None) -> Figure:
@@ -31,4 +31,99 @@ def plot_rates(traj: Any, trial: int = 0, title: str | None = None) -> Figure:
         ax.set_xlabel("time (s)")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_training(metrics_by_seed: dict[Any, list[dict]], key: str = "test_accuracy",
+                  title: str = "Test accuracy per update") -> Figure:
+    """One line per initialisation (dL25 Figure 1B style)."""
+    fig = Figure(figsize=(6, 4), constrained_layout=True)
+    ax = fig.subplots()
+    for seed, rows in metrics_by_seed.items():
+        xs = [0] + [r["update"] for r in rows]
+        ys = [rows[0].get("initial_" + key, np.nan)] + [r.get(key, np.nan) for r in rows]
+        ax.plot(xs[1:], ys[1:], marker=".", label=f"seed {seed}")
+    ax.set_xlabel("update")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(title)
+    if len(metrics_by_seed) <= 12:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_weights(network: Any, title: str = "Learned inter-column weights") -> Figure:
+    """A Figure 1A-like diagram: inputs and columns as nodes, learned weights as arrows.
+
+    Arrow width grows with |w| (nA); red arrows target E populations, blue ones I.
+    """
+    fig = Figure(figsize=(7, 5), constrained_layout=True)
+    ax = fig.subplots()
+    cols = sorted({c["area"] + f"[{c['column']}]" for c in network.channels},
+                  key=lambda s: (list(network.areas).index(s.split("[")[0]), s))
+    levels = {a: i + 1 for i, a in enumerate(network.areas)}
+    pos: dict[str, tuple[float, float]] = {}
+    for a in network.areas:
+        members = [c for c in cols if c.startswith(a + "[")]
+        for j, c in enumerate(members):
+            pos[c] = ((j + 1) / (len(members) + 1), levels[a])
+    for k in range(network.n_inputs):
+        pos[f"input[{k}]"] = ((k + 1) / (network.n_inputs + 1), 0)
+    wmax = 1e-12
+    edges = []
+    for name in network.slices:
+        pw = network.projection_weights(name)
+        for w, s, t in zip(pw["weight"], pw["source"], pw["target"]):
+            src = s.split(".")[0]
+            tgt, tpop = t.split(".")
+            edges.append((src, tgt, tpop, float(w)))
+            wmax = max(wmax, abs(float(w)))
+    for src, tgt, tpop, w in edges:
+        (x0, y0), (x1, y1) = pos[src], pos[tgt]
+        off = 0.02 if tpop.endswith("I") else -0.02
+        color = "tab:blue" if tpop.endswith("I") else "tab:red"
+        if src == tgt:
+            ax.annotate("", xy=(x1 + 0.05, y1 + 0.05), xytext=(x0 + 0.05, y0 - 0.05),
+                        arrowprops=dict(arrowstyle="->", lw=0.5 + 4 * abs(w) / wmax, color=color,
+                                        connectionstyle="arc3,rad=1.5"))
+        else:
+            ax.annotate("", xy=(x1 + off, y1 - 0.12), xytext=(x0 + off, y0 + 0.12),
+                        arrowprops=dict(arrowstyle="->", lw=0.5 + 4 * abs(w) / wmax, color=color))
+    for name, (x, y) in pos.items():
+        ax.text(x, y, name, ha="center", va="center", fontsize=9,
+                bbox=dict(boxstyle="round", fc="white" if name.startswith("input") else "lightgrey"))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.5, max(levels.values()) + 0.5)
+    ax.axis("off")
+    ax.set_title(title + "  (red: onto E, blue: onto I; width ~ |w|)")
+    return fig
+
+
+def plot_decision(t: np.ndarray, rates: np.ndarray, evidence: Sequence[float], winner: np.ndarray,
+                  title: str = "E rates per layer (winner solid, loser dashed)") -> Figure:
+    """dL25 Figure 2: E rates of every layer for each evidence level.
+
+    Parameters
+    ----------
+    t : (T,) s
+    rates : (T, n_levels, 2 columns, 4 layers) Hz, excitatory populations
+    evidence : n_levels values of c (Hz)
+    winner : (n_levels,) index of the winning column
+    """
+    import matplotlib as mpl
+
+    fig = Figure(figsize=(11, 7), constrained_layout=True)
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    cmap = mpl.colormaps["viridis"]
+    for li, (ax, layer) in enumerate(zip(axes, ("L2/3E", "L4E", "L5E", "L6E"))):
+        for k, c in enumerate(evidence):
+            color = cmap(k / max(1, len(evidence) - 1))
+            w = int(winner[k])
+            ax.plot(t, rates[:, k, w, li], "-", color=color, lw=1.2, label=f"c = {c:g} Hz" if li == 0 else None)
+            ax.plot(t, rates[:, k, 1 - w, li], "--", color=color, lw=1.0)
+        ax.set_title(layer)
+        ax.set_ylabel("rate (Hz)")
+    for ax in axes[2:]:
+        ax.set_xlabel("time (s)")
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle(title)
     return fig

@@ -240,5 +240,5 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
                "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer), "lr": lr,
                "batch_size": batch_size, "colplugin_version": __version__, "solver": task.solver.to_dict()}
     if out is not None:
-        atomic_write_text(out / "metrics.json", json.dumps({"updates": metrics, **summary}, indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps({"per_update": metrics, **summary}, indent=2))
     return TrainResult(network, metrics, summary)
