@@ -1,0 +1,140 @@
+"""Build a trained :class:`~colplugin.network.ColumnNetwork` as Brian2 objects with units.
+
+One ``NeuronGroup`` (one rate unit per population) runs the DMF equations of
+:data:`colplugin.dynamics.BRIAN2_EQUATIONS`; one ``Synapses`` object carries every
+connection (intra-column blocks and inter-column projections) through the summed
+variable ``I_rec_post = w * r_pre``; the stimulus enters as a ``TimedArray`` of the
+input drive per population.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..dynamics import BRIAN2_EQUATIONS
+from ..network import ColumnNetwork
+from ..stimulus import Stimulus
+
+__all__ = ["to_brian2", "Brian2Run"]
+
+
+@dataclass
+class Brian2Run:
+    """Brian2 objects of an exported network: ``network`` (a ``brian2.Network``), the
+    ``group``, ``synapses``, ``monitor`` and the ``duration`` (s) to run."""
+
+    network: Any
+    group: Any
+    synapses: Any
+    monitor: Any
+    duration: float
+    source: ColumnNetwork
+
+    def run(self, report: str | None = None) -> "Brian2Run":
+        """Run for ``duration`` (Brian2 units are added here)."""
+        import brian2 as b2
+
+        self.network.run(self.duration * b2.second, report=report)
+        return self
+
+    @property
+    def t(self) -> np.ndarray:
+        """Recorded times (s)."""
+        return np.asarray(self.monitor.t / __import__("brian2").second)
+
+    @property
+    def rate(self) -> np.ndarray:
+        """Recorded instantaneous rates (T, P) in Hz."""
+        import brian2 as b2
+
+        return np.asarray(self.monitor.r / b2.Hz).T
+
+
+def _connections(network: ColumnNetwork) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source, target, weight in nA) of every connection, intra- and inter-column."""
+    with torch.no_grad():
+        rows, cols, vals = network._intra_index()
+        w_rec = network._weights("rec") if network.rec_src.numel() else torch.zeros(0, dtype=vals.dtype)
+    src = np.concatenate([cols.cpu().numpy(), network.rec_src.cpu().numpy()])
+    tgt = np.concatenate([rows.cpu().numpy(), network.rec_tgt.cpu().numpy()])
+    w = np.concatenate([vals.cpu().numpy(), w_rec.cpu().numpy()])
+    keep = w != 0
+    return src[keep], tgt[keep], w[keep]
+
+
+def input_drive(network: ColumnNetwork, stimulus: Stimulus, trial: int, dt: float, duration: float) -> np.ndarray:
+    """Input drive ``sum_k W_in,ik u_k(t)`` (nA*Hz) on the Brian2 time grid, shape (n_steps, P)."""
+    n = int(round(duration / dt)) + 1
+    t = torch.arange(n, dtype=torch.float64) * dt
+    u = stimulus.to(dtype=torch.float64).sample(t + 1e-9 * dt)[:, trial]  # (n, n_inputs)
+    drive = torch.zeros(n, network.n_populations, dtype=torch.float64)
+    if network.inp_src.numel() and stimulus.n_inputs:
+        with torch.no_grad():
+            w = network._weights("inp").cpu().to(torch.float64)
+        drive = drive.index_add(1, network.inp_tgt.cpu(), u[:, network.inp_src.cpu()] * w)
+    return drive.numpy()
+
+
+def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
+              trial: int = 0, dt: float = 1e-4, method: str = "rk4", record_dt: float | None = None,
+              y0: np.ndarray | torch.Tensor | None = None, target: str = "numpy") -> Brian2Run:
+    """Build Brian2 objects (with units) that simulate ``network`` under one trial of ``stimulus``.
+
+    Parameters
+    ----------
+    network : ColumnNetwork
+    stimulus : Stimulus, optional
+        Input rates; trial ``trial`` is exported. Default: no input.
+    duration : float
+        Run time (s).
+    dt : float
+        Brian2 time step (s), default 0.1 ms.
+    method : str
+        Brian2 integration method (``"rk4"`` default, ``"euler"``). ``exponential_euler``
+        mis-handles these equations and is refused.
+    record_dt : float, optional
+        Monitor spacing (s); default every step.
+    y0 : array (2P,), optional
+        Initial ``[V, A]`` in mV; default 0.
+    target : str
+        Brian2 code-generation target for the runtime device (``"numpy"`` default, ``"cython"``).
+
+    Returns
+    -------
+    Brian2Run
+        Call ``.run()``; results in ``.t`` (s) and ``.rate`` (T, P) Hz.
+    """
+    import brian2 as b2
+
+    if method == "exponential_euler":
+        raise ValueError("exponential_euler mis-handles the DMF equations in Brian2 2.9; use 'rk4' or 'euler'")
+    b2.prefs.codegen.target = target
+    p = network.params
+    P = network.n_populations
+    stimulus = stimulus or Stimulus.none(1, network.n_inputs)
+    drive = input_drive(network, stimulus, trial, dt, duration)
+    drive_ta = b2.TimedArray(drive * b2.nA * b2.Hz, dt=dt * b2.second, name="drive_ta")
+    ns = {"tau_m": p["tau_m"] * b2.second, "tau_a": p["tau_a"] * b2.second, "tau_s": p["tau_s"] * b2.second,
+          "R": p.R * b2.Mohm, "a": p["a"] * b2.Hz / b2.mV, "b": p["b"] * b2.Hz, "d": p["d"] * b2.second,
+          "nu_bg": p["nu_bg"] * b2.Hz, "drive_ta": drive_ta}
+    eqs = BRIAN2_EQUATIONS.replace("I_in : amp * Hz", "I_in = drive_ta(t, i) : amp * Hz")
+    G = b2.NeuronGroup(P, eqs, method=method, namespace=ns, dt=dt * b2.second, name="columns")
+    G.kappa = np.asarray(network.kappa.cpu()) * b2.mV * b2.second
+    G.W_bg = np.asarray(network.bg_drive.cpu()) / p["nu_bg"] * b2.nA if p["nu_bg"] else 0 * b2.nA
+    y0 = np.zeros(2 * P) if y0 is None else np.asarray(torch.as_tensor(y0).reshape(-1).cpu(), dtype=float)
+    G.V = y0[:P] * b2.mV
+    G.A = y0[P:] * b2.mV
+    G.rf = np.asarray(network.rates(torch.as_tensor(y0)).cpu()) * b2.Hz
+    src, tgt, w = _connections(network)
+    S = b2.Synapses(G, G, model="w : amp\nI_rec_post = w * r_pre : amp * Hz (summed)", namespace=ns,
+                    dt=dt * b2.second, name="connections")
+    S.connect(i=src.astype(np.int64), j=tgt.astype(np.int64))
+    S.w = w * b2.nA
+    M = b2.StateMonitor(G, ["V", "A", "r", "rf"], record=True,
+                        dt=(record_dt or dt) * b2.second, name="rates")
+    net = b2.Network(G, S, M)
+    return Brian2Run(net, G, S, M, duration, network)

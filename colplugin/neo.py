@@ -1,0 +1,156 @@
+"""Neo outputs and inputs: trajectories as ``neo.Block`` objects, NIX files, training targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import quantities as pq
+
+from . import __version__
+
+__all__ = ["to_neo", "from_neo", "save_nix", "load_nix", "NeoError"]
+
+
+class NeoError(ValueError):
+    """A Neo object lacks units, has incompatible units or does not fit a network."""
+
+
+def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "neo.Block":
+    """A torch :class:`~colplugin.simulate.Trajectory` or a :class:`~colplugin.brian2.Brian2Run` as a Neo Block.
+
+    One Segment per trial; in each, an ``AnalogSignal`` of the instantaneous rates (Hz,
+    one channel per population) with ``array_annotations`` area, column, layer,
+    population and cell type, and one ``Epoch`` per stimulus segment with input.
+    Block annotations record provenance (colplugin version, preset, solver, seed).
+    """
+    import neo
+
+    from .brian2.export import Brian2Run
+    from .simulate import Trajectory
+
+    if isinstance(result, Trajectory):
+        net, t = result.network, result.t.detach().cpu().numpy()
+        rates = result.rate.detach().cpu().numpy()  # (T, B, P)
+        stim = result.stimulus
+        source, solver = "torch", result.solver.to_dict()
+    elif isinstance(result, Brian2Run):
+        net, t = result.source, result.t
+        rates = result.rate[:, None, :]
+        stim, source, solver = None, "brian2", {"method": str(result.group.state_updater.method_choice)}
+    else:
+        raise TypeError(f"to_neo takes a Trajectory or a Brian2Run, got {type(result).__name__}")
+    if len(t) < 2:
+        raise NeoError("need at least two samples to define a sampling rate")
+    dt = float(t[1] - t[0])
+    ch = net.channels
+    ann = {k: np.array([c[k] for c in ch]) for k in ("area", "kind", "column", "population", "layer", "cell_type")}
+    block = neo.Block(name=f"colplugin {source} run", description=description,
+                      colplugin_version=__version__, preset=net.params.name, source=source,
+                      solver=str(solver), seed=-1 if seed is None else int(seed),
+                      network_seed=-1 if net.seed is None else int(net.seed),
+                      session_start_time="", experimenter="", institution="")
+    for b in range(rates.shape[1]):
+        seg = neo.Segment(name=f"trial {b}", index=b)
+        sig = neo.AnalogSignal(rates[:, b, :], units="Hz", sampling_period=dt * pq.s, t_start=float(t[0]) * pq.s,
+                               name="rate", array_annotations=ann)
+        seg.analogsignals.append(sig)
+        if stim is not None:
+            times = stim.times.cpu().numpy()
+            ends = np.append(times[1:], t[-1])
+            r = stim.rates[b].cpu().numpy()
+            on = [k for k in range(len(times)) if np.any(r[k] > 0)]
+            if on:
+                seg.epochs.append(neo.Epoch(times=times[on] * pq.s, durations=(ends[on] - times[on]) * pq.s,
+                                            labels=np.array([f"input {r[k].tolist()} Hz" for k in on]),
+                                            name="stimulus"))
+        block.segments.append(seg)
+    return block
+
+
+def save_nix(block: "neo.Block", path: str | Path) -> Path:
+    """Write a Block to a NIX file atomically (``neo.io.NixIO``)."""
+    from neo.io import NixIO
+
+    from ._io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        with NixIO(str(tmp), mode="ow") as io:
+            io.write_block(block)
+    return path
+
+
+def load_nix(path: str | Path) -> "neo.Block":
+    """Read the first Block of a NIX file."""
+    from neo.io import NixIO
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"NIX file {path} does not exist")
+    try:
+        with NixIO(str(path), mode="ro") as io:
+            return io.read_block(lazy=False)
+    except Exception as exc:
+        raise NeoError(f"{path} is not a readable NIX file ({exc.__class__.__name__}: {exc})") from None
+
+
+def from_neo(block: "neo.Block", populations: Sequence[str] | None = None, *, sampling_period: float | None = None):
+    """Rates of a Block as a training target: ``(t, rates)`` with t (T,) in s, rates (T, B, C) in Hz.
+
+    Analog signals must carry rate units (converted to Hz). Spike trains are turned into
+    rates with Elephant's ``instantaneous_rate`` (Gaussian kernel) at ``sampling_period``.
+    ``populations`` selects channels by their ``population`` array annotation (or channel
+    names ``"area[c].POP"``).
+
+    Raises
+    ------
+    NeoError
+        Dimensionless signals, incompatible units, or missing channels.
+    """
+    import neo
+
+    trials = []
+    t_out = None
+    for seg in block.segments:
+        if seg.analogsignals:
+            sig = seg.analogsignals[0]
+            if sig.dimensionality == pq.dimensionless.dimensionality:
+                raise NeoError(f"segment {seg.name!r}: signal {sig.name!r} has no units; rates must be in Hz "
+                               "(e.g. AnalogSignal(..., units='Hz'))")
+            try:
+                values = sig.rescale("Hz").magnitude
+            except ValueError:
+                raise NeoError(f"segment {seg.name!r}: signal {sig.name!r} is in {sig.dimensionality}, "
+                               "which is not a rate; give rates in Hz (or 1/s)") from None
+            if populations is not None:
+                ann = sig.array_annotations
+                names = list(ann.get("population", []))
+                full = [f"{a}[{c}].{p}" for a, c, p in zip(ann.get("area", []), ann.get("column", []), names)]
+                idx = []
+                for p in populations:
+                    if p in full:
+                        idx.append(full.index(p))
+                    elif p in names:
+                        idx.append(names.index(p))
+                    else:
+                        raise NeoError(f"no channel {p!r} in segment {seg.name!r}; channels: {full or names}")
+                values = values[:, idx]
+            t = sig.times.rescale("s").magnitude
+        elif seg.spiketrains:
+            from elephant.kernels import GaussianKernel
+            from elephant.statistics import instantaneous_rate
+
+            sp = (sampling_period or 1e-3) * pq.s
+            r = instantaneous_rate(seg.spiketrains, sampling_period=sp, kernel=GaussianKernel(10 * pq.ms))
+            values = r.rescale("Hz").magnitude
+            t = r.times.rescale("s").magnitude
+        else:
+            raise NeoError(f"segment {seg.name!r} holds neither analog signals nor spike trains")
+        t_out = t if t_out is None else t_out
+        trials.append(values)
+    if not trials:
+        raise NeoError("the Block has no segments")
+    return t_out, np.stack(trials, 1)
