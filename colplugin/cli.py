@@ -90,6 +90,24 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from colplugin.experiments import main_run
+
+    torch.set_num_threads(args.threads)
+    out = _new_run_dir(args.out, f"run-{args.task}", args.overwrite)
+    r = main_run(out, args.task, progress=not args.no_progress, updates=args.updates)
+    s = r["summary"]
+    print(f"\n== colplugin run {args.task} ==")
+    print(f"learned:   {s['updates']} updates, test accuracy {s['final_accuracy']}, loss {s['final_loss']:.4g}")
+    for m, a in r["agreement"].items():
+        print(f"Brian2 {m:<6} max |diff| {a['max_abs_hz']:.3g} Hz, max rel {a['max_rel']:.3g}")
+    print(f"wall time: {r['wall_seconds']:.1f} s")
+    print(f"report:    {out / 'report.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colplugin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default runs/simulate-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("run", help="main job: train, export to Brian2, compare, write Neo/NIX and a report")
+    p.add_argument("task", nargs="?", default="xor", choices=["xor", "decision"])
+    p.add_argument("--updates", type=int, default=None)
+    p.add_argument("--out", help="run directory (default runs/run-TASK-TIMESTAMP)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_cmd_run)
 
     for name, helptext in (("train", "train one paper task"), ("reproduce", "reproduce a paper figure")):
         p = sub.add_parser(name, help=helptext)

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from .populations import LAYERS, POPULATIONS
 
-__all__ = ["plot_rates", "plot_training", "plot_weights", "plot_decision"]
+__all__ = ["plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay"]
 
 
 def plot_rates(traj: Any, trial: int = 0, title: str | None = None) -> Figure:
@@ -126,4 +126,22 @@ def plot_decision(t: np.ndarray, rates: np.ndarray, evidence: Sequence[float], w
         ax.set_xlabel("time (s)")
     axes[0].legend(fontsize=6, ncol=2)
     fig.suptitle(title)
+    return fig
+
+
+def plot_overlay(traj: Any, run: Any, trial: int = 0) -> Figure:
+    """Torch trajectory (solid) and Brian2 run (dashed) of every population's rate."""
+    fig = Figure(figsize=(9, 5), constrained_layout=True)
+    ax = fig.subplots()
+    t = traj.t.detach().cpu().numpy()
+    r = traj.rate[:, trial].detach().cpu().numpy()
+    n = min(len(t), len(run.t))
+    for i, name in enumerate(traj.network.channel_names):
+        line, = ax.plot(t[:n], r[:n, i], lw=1.0, label=name)
+        ax.plot(run.t[:n], run.rate[:n, i], "--", color=line.get_color(), lw=1.0)
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("rate (Hz)")
+    ax.set_title("torch (solid) vs Brian2 (dashed)")
+    ax.legend(fontsize=5, ncol=3)
     return fig
