@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ class Batch:
     info: dict[str, Any]
 
 
-class Task:
+class Task(ABC):
     """Base class of a training task.
 
     Subclasses define :meth:`build_network`, :meth:`sample`, :meth:`loss` and
@@ -36,18 +37,21 @@ class Task:
     batch_size: int = 16
     solver: Solver = Solver("rk4", step=1e-3)
 
+    @abstractmethod
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
-        raise NotImplementedError
+        """The task's network (learnable projections initialised from ``seed``)."""
 
+    @abstractmethod
     def sample(self, n: int, generator: torch.Generator) -> Batch:
-        raise NotImplementedError
+        """``n`` trials drawn with ``generator``."""
 
     def test_set(self) -> Batch:
         """A fixed evaluation set (drawn from a fixed seed)."""
         return self.sample(100, torch.Generator().manual_seed(12345))
 
+    @abstractmethod
     def loss(self, traj: Trajectory, batch: Batch) -> torch.Tensor:
-        raise NotImplementedError
+        """Scalar loss of a simulated batch."""
 
     def accuracy(self, traj: Trajectory, batch: Batch) -> float | None:
         return None
