@@ -9,8 +9,8 @@ Per population ``i`` (state: membrane-like potential ``V`` and adaptation ``A``,
     tau_s dr~_i/dt = -r~_i + r_i                     read-out only
     f(x)           = (a x - b) / (1 - exp(-d (a x - b)))
 
-The torch vector field (:func:`dmf_rhs`) and the Brian2 equations (:data:`BRIAN2_EQUATIONS`)
-are written here side by side; ``tests/test_brian2_export.py`` integrates both with the
+The torch vector field (``colplugin.network.Coupling.__call__``, which uses :func:`transfer`)
+and the Brian2 equations (:data:`BRIAN2_EQUATIONS`) must agree; ``tests/test_brian2_export.py`` integrates both with the
 same explicit scheme and requires agreement to 1e-12.
 
 The filtered rate ``r~`` does not feed back. Its 0.5 ms time constant would set the step
@@ -31,7 +31,7 @@ import math
 
 import torch
 
-__all__ = ["transfer", "transfer_np", "dmf_rhs", "filter_rate", "BRIAN2_EQUATIONS"]
+__all__ = ["transfer", "transfer_np", "filter_rate", "BRIAN2_EQUATIONS"]
 
 _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
 
@@ -105,30 +105,6 @@ def transfer_np(x, a: float, b: float, d: float):
     import numpy as np
 
     return transfer(torch.as_tensor(np.asarray(x, dtype=float)), a, b, d).numpy()
-
-
-def dmf_rhs(V: torch.Tensor, A: torch.Tensor, drive: torch.Tensor, r: torch.Tensor,
-            gain: float, tau_m: float, kappa: torch.Tensor, tau_a: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Time derivatives of V and A (mV/s).
-
-    Parameters
-    ----------
-    V, A : torch.Tensor
-        Membrane-like potential and adaptation, mV.
-    drive : torch.Tensor
-        ``sum_j W_ij r_j + W_bg,i nu_bg + sum_k W_in,ik u_k`` in nA*Hz.
-    r : torch.Tensor
-        Instantaneous rate ``f(V - A)`` in Hz.
-    gain : float
-        ``R * tau_s`` in mV/(nA*Hz), so that ``R I = gain * drive``.
-    tau_m, tau_a : float
-        Time constants in s.
-    kappa : torch.Tensor
-        Adaptation strength per population, mV*s.
-    """
-    dV = (gain * drive - V) / tau_m
-    dA = (kappa * r - A) / tau_a
-    return dV, dA
 
 
 def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor | None = None) -> torch.Tensor:

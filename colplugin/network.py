@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .connectivity import background_weights, column_sizes, input_weights, intra_column_weights
-from .dynamics import dmf_rhs, transfer
+from .dynamics import transfer
 from .params import ParameterError, Params
 from .populations import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
 
