@@ -33,3 +33,34 @@ def test_units_are_checked_by_brian2():
     assert b2.get_dimensions(run.group.r[:]) == b2.Hz.dim
     with pytest.raises(ValueError, match="exponential_euler"):
         to_brian2(net, method="exponential_euler")
+
+
+def test_standalone_script_runs_without_colplugin(tmp_path):
+    import subprocess
+    import sys
+
+    from colplugin.brian2 import export_brian2_script
+
+    net = two_column_net(cp.load_preset("dl25"))
+    stim = cp.Stimulus([0.0, 0.01], [[0, 0], [20, 10]])
+    paths = export_brian2_script(net, tmp_path / "model.py", stim, duration=0.02, method="euler")
+    text = paths["script"].read_text()
+    assert "colplugin" not in "\n".join(l for l in text.splitlines() if l.startswith(("import", "from")))
+    assert "## Parameters" in paths["description"].read_text()
+    # a clean interpreter (-I: no user site, no PYTHONPATH) in another directory
+    subprocess.run([sys.executable, "-I", str(paths["script"]), "--out", str(tmp_path / "out.npz")],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    out = np.load(tmp_path / "out.npz")
+    ref = to_brian2(net, stim, duration=0.02, method="euler").run()
+    np.testing.assert_allclose(out["rate_Hz"], ref.rate, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.standalone
+def test_cpp_standalone_matches_runtime():
+    net = two_column_net(cp.load_preset("dl25"))
+    stim = cp.Stimulus([0.0, 0.01], [[0, 0], [20, 10]])
+    rt = to_brian2(net, stim, duration=0.02, method="euler").run()
+    sa = to_brian2(net, stim, duration=0.02, method="euler", device="cpp_standalone").run()
+    np.testing.assert_allclose(sa.rate, rt.rate, rtol=1e-10, atol=1e-10)
+    again = to_brian2(net, stim, duration=0.02, method="euler").run()  # runtime device restored
+    np.testing.assert_array_equal(again.rate, rt.rate)

@@ -25,7 +25,12 @@ __all__ = ["to_brian2", "Brian2Run"]
 @dataclass
 class Brian2Run:
     """Brian2 objects of an exported network: ``network`` (a ``brian2.Network``), the
-    ``group``, ``synapses``, ``monitor`` and the ``duration`` (s) to run."""
+    ``group``, ``synapses``, ``monitor`` and the ``duration`` (s) to run.
+
+    After :meth:`run`, ``t`` (s), ``rate`` (T, P, Hz), ``V`` and ``A`` (mV) hold the
+    recorded values as numpy arrays (also for ``cpp_standalone``, whose device is reset
+    to the runtime device after the run).
+    """
 
     network: Any
     group: Any
@@ -33,25 +38,35 @@ class Brian2Run:
     monitor: Any
     duration: float
     source: ColumnNetwork
+    device: str = "runtime"
+    method: str = "rk4"
+    t: np.ndarray | None = None
+    rate: np.ndarray | None = None
+    V: np.ndarray | None = None
+    A: np.ndarray | None = None
+    wall_seconds: float = 0.0
 
     def run(self, report: str | None = None) -> "Brian2Run":
-        """Run for ``duration`` (Brian2 units are added here)."""
+        """Run for ``duration`` and collect the recordings."""
+        import time
+
         import brian2 as b2
 
-        self.network.run(self.duration * b2.second, report=report)
+        t0 = time.perf_counter()
+        try:
+            self.network.run(self.duration * b2.second, report=report)
+            m = self.monitor
+            self.t = np.asarray(m.t / b2.second)
+            self.rate = np.asarray(m.r / b2.Hz).T
+            self.V = np.asarray(m.V / b2.mV).T
+            self.A = np.asarray(m.A / b2.mV).T
+        finally:
+            if self.device == "cpp_standalone":
+                b2.device.reinit()
+                b2.device.activate()
+                b2.set_device("runtime")
+        self.wall_seconds = time.perf_counter() - t0
         return self
-
-    @property
-    def t(self) -> np.ndarray:
-        """Recorded times (s)."""
-        return np.asarray(self.monitor.t / __import__("brian2").second)
-
-    @property
-    def rate(self) -> np.ndarray:
-        """Recorded instantaneous rates (T, P) in Hz."""
-        import brian2 as b2
-
-        return np.asarray(self.monitor.r / b2.Hz).T
 
 
 def _connections(network: ColumnNetwork) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,7 +96,8 @@ def input_drive(network: ColumnNetwork, stimulus: Stimulus, trial: int, dt: floa
 
 def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
               trial: int = 0, dt: float = 1e-4, method: str = "rk4", record_dt: float | None = None,
-              y0: np.ndarray | torch.Tensor | None = None, target: str = "numpy") -> Brian2Run:
+              y0: np.ndarray | torch.Tensor | None = None, target: str = "numpy",
+              device: str = "runtime", directory: str | None = None) -> Brian2Run:
     """Build Brian2 objects (with units) that simulate ``network`` under one trial of ``stimulus``.
 
     Parameters
@@ -102,6 +118,9 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
         Initial ``[V, A]`` in mV; default 0.
     target : str
         Brian2 code-generation target for the runtime device (``"numpy"`` default, ``"cython"``).
+    device : {"runtime", "cpp_standalone"}
+        Brian2 device. ``cpp_standalone`` compiles the network to C++ (in ``directory``, a
+        temporary one by default) when it runs; the device is reset afterwards.
 
     Returns
     -------
@@ -112,7 +131,15 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
 
     if method == "exponential_euler":
         raise ValueError("exponential_euler mis-handles the DMF equations in Brian2 2.9; use 'rk4' or 'euler'")
-    b2.prefs.codegen.target = target
+    if device not in ("runtime", "cpp_standalone"):
+        raise ValueError(f"device must be 'runtime' or 'cpp_standalone', got {device!r}")
+    if device == "cpp_standalone":
+        import tempfile
+
+        b2.set_device("cpp_standalone", directory=directory or tempfile.mkdtemp(prefix="colplugin_b2_"),
+                      build_on_run=True)
+    else:
+        b2.prefs.codegen.target = target
     p = network.params
     P = network.n_populations
     stimulus = stimulus or Stimulus.none(1, network.n_inputs)
@@ -128,7 +155,8 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     y0 = np.zeros(2 * P) if y0 is None else np.asarray(torch.as_tensor(y0).reshape(-1).cpu(), dtype=float)
     G.V = y0[:P] * b2.mV
     G.A = y0[P:] * b2.mV
-    G.rf = np.asarray(network.rates(torch.as_tensor(y0)).cpu()) * b2.Hz
+    with torch.no_grad():
+        G.rf = np.asarray(network.rates(torch.as_tensor(y0, dtype=network.W_intra.dtype)).cpu()) * b2.Hz
     src, tgt, w = _connections(network)
     S = b2.Synapses(G, G, model="w : amp\nI_rec_post = w * r_pre : amp * Hz (summed)", namespace=ns,
                     dt=dt * b2.second, name="connections")
@@ -137,4 +165,4 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     M = b2.StateMonitor(G, ["V", "A", "r", "rf"], record=True,
                         dt=(record_dt or dt) * b2.second, name="rates")
     net = b2.Network(G, S, M)
-    return Brian2Run(net, G, S, M, duration, network)
+    return Brian2Run(net, G, S, M, duration, network, device=device, method=method)
