@@ -108,6 +108,59 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from colplugin.validation import validate_microcircuit, validate_stimulus
+
+    out = _new_run_dir(args.out, f"validate-{args.what}", args.overwrite)
+    if args.what == "microcircuit":
+        r = validate_microcircuit(out, scale=args.scale, duration=args.duration, seed=args.seed,
+                                  k_scale=args.k_scale, device=args.device)
+        print(r["table_md"])
+        print(f"\nspiking within 20 % of published: {r['within20']}; DMF within 30 % of spiking: {r['within30']}; "
+              f"I above E in every layer (DMF): {r['ordering']}; {r['wall_seconds']:.1f} s, peak {r['peak_mb']:.0f} MB")
+    else:
+        r = validate_stimulus(out, scale=args.scale, rate=args.rate, seed=args.seed, k_scale=args.k_scale,
+                              device=args.device)
+        print(f"directions agree in {r['directions_agree']}/8 populations, Spearman rho {r['spearman_rho']:.2f}")
+    print(f"wrote {out}/report.md")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import json as _json
+
+    import torch
+
+    from colplugin.experiments import export_run, task_stimulus
+    from colplugin.network import ColumnNetwork
+    from colplugin.stimulus import Stimulus
+    from colplugin.tasks import get_task
+    from colplugin.train import load_checkpoint
+
+    run = Path(args.run_dir)
+    ckpt_path = next((p for p in (run / "checkpoint.pt", run / "train" / "checkpoint.pt") if p.exists()), None)
+    if ckpt_path is not None:
+        ck = load_checkpoint(ckpt_path)
+        net, task_name = ck["network"], ck["task"]["name"]
+        stim, duration = task_stimulus(task_name), get_task(task_name).duration
+    elif (run / "network.json").exists() or run.suffix == ".json":
+        spec_path = run if run.suffix == ".json" else run / "network.json"
+        net = ColumnNetwork.from_spec(_json.loads(spec_path.read_text()))
+        stim = Stimulus([0.0, 0.5], [[0.0] * net.n_inputs, [20.0] * net.n_inputs])
+        duration = 1.0
+    else:
+        raise FileNotFoundError(f"{run} holds no checkpoint.pt (or train/checkpoint.pt) and no network.json; "
+                                "pass a run directory of `colplugin train`/`run` or a network spec")
+    out = _new_run_dir(args.out, "export", args.overwrite)
+    torch.set_num_threads(1)
+    r = export_run(net, stim, duration, out, device=args.device)
+    print(f"Brian2 ({args.device}) vs torch, dt 0.1 ms: rk4 max |diff| {r['rk4']['max_abs_hz']:.3g} Hz "
+          f"(rel {r['rk4']['max_rel']:.3g}); euler max |diff| {r['euler']['max_abs_hz']:.3g} Hz "
+          f"(rel {r['euler']['max_rel']:.3g})")
+    print(f"wrote {out} (model.py, model_data.npz, model_model.md, brian2.nix, torch.nix, agreement.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colplugin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +176,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default runs/simulate-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("validate", help="compare the DMF column with the spiking PD14 microcircuit")
+    p.add_argument("what", choices=["microcircuit", "stimulus"])
+    p.add_argument("--scale", type=float, default=0.1, help="neuron scaling of the spiking circuit (default 0.1)")
+    p.add_argument("--k-scale", type=float, default=0.5, help="in-degree scaling (default 0.5)")
+    p.add_argument("--duration", type=float, default=2.5, help="simulated time in s (first 0.5 s discarded)")
+    p.add_argument("--rate", type=float, default=8.0, help="thalamic step rate in Hz (stimulus validation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpp_standalone", "runtime"], default="cpp_standalone")
+    p.add_argument("--out")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("export", help="export a trained run (or a network spec) to Brian2 and compare")
+    p.add_argument("run_dir", help="run directory with checkpoint.pt, or a network.json spec")
+    p.add_argument("--to", choices=["brian2"], default="brian2")
+    p.add_argument("--device", choices=["runtime", "cpp_standalone"], default="runtime")
+    p.add_argument("--out")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("run", help="main job: train, export to Brian2, compare, write Neo/NIX and a report")
     p.add_argument("task", nargs="?", default="xor", choices=["xor", "decision"])

@@ -132,6 +132,7 @@ class MicrocircuitResult:
 def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale: float | None = 0.5,
                           seed: int = 0, background: str = "poisson", device: str = "cpp_standalone",
                           directory: str | None = None, dt: float = 1e-4, threads: int = 1,
+                          thalamic: tuple[float, float] | None = None,
                           neuron: NeuronParams = NeuronParams()) -> MicrocircuitResult:
     """Build and run the PD14 microcircuit in Brian2.
 
@@ -153,6 +154,9 @@ def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale:
         DC background a down-scaled circuit falls silent after the initial transient (its
         constant negative compensation current makes the silent state stable).
     device : {"cpp_standalone", "runtime"}
+    thalamic : (rate_hz, t_on_s), optional
+        Extra Poisson input from ``t_on``: 295 synapses onto each L4E and 186 onto each L4I
+        neuron (PD14's thalamic in-degrees, 0.0983 and 0.0619 x 3000) at ``rate``.
     """
     import tempfile
 
@@ -216,6 +220,12 @@ def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale:
                 sub = G[offsets[p]:offsets[p + 1]]
                 pi = b2.PoissonInput(sub, "I", int(K_EXT[p]), neuron.nu_bg_Hz * b2.Hz, weight=neuron.J_pA * b2.pA)
                 objs.append(pi)
+        if thalamic is not None:
+            th_rate, th_on = thalamic
+            th = b2.TimedArray(np.array([0.0, th_rate]) * b2.Hz, dt=th_on * b2.second, name="thalamus")
+            for p, k_th in ((2, 295), (3, 186)):
+                sub = G[offsets[p]:offsets[p + 1]]
+                objs.append(b2.PoissonInput(sub, "I", k_th, "thalamus(t)", weight=neuron.J_pA * b2.pA))
         M = b2.SpikeMonitor(G, name="spikes")
         objs.append(M)
         net = b2.Network(*objs)

@@ -1,0 +1,112 @@
+"""Elephant-based statistics of spiking runs, and the rate-vs-spiking comparison.
+
+All functions take Neo objects (``SpikeTrain``s annotated with ``population``) and use
+Elephant: ``mean_firing_rate``, ``cv(isi(...))``, ``correlation_coefficient`` on a
+``BinnedSpikeTrain``, ``time_histogram`` and ``welch_psd``.
+
+References
+----------
+.. [PD14] Potjans & Diesmann (2014), Cereb Cortex 24:785.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import quantities as pq
+
+from .populations import POPULATIONS
+
+__all__ = ["population_statistics", "dmf_rates", "compare_rate_to_spiking", "comparison_table_md"]
+
+
+def population_statistics(block, t_start: float = 0.5, t_stop: float | None = None, *,
+                          n_corr: int = 200, corr_bin: float = 5e-3, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per-population statistics of a Block of annotated SpikeTrains (first Segment).
+
+    Returns, per population: ``rate`` (mean firing rate over all neurons, Hz), ``cv``
+    (mean ISI CV over neurons with >= 3 spikes) and the CVs themselves, ``correlation``
+    (mean pairwise spike-count correlation of up to ``n_corr`` active neurons, bins of
+    ``corr_bin`` s), and the population-rate power spectrum (``psd_freq_hz``, ``psd``,
+    ``psd_peak_hz``; 1 ms bins, Welch).
+    """
+    from elephant.conversion import BinnedSpikeTrain
+    from elephant.spectral import welch_psd
+    from elephant.spike_train_correlation import correlation_coefficient
+    from elephant.statistics import cv, isi, mean_firing_rate, time_histogram
+
+    seg = block.segments[0]
+    if not seg.spiketrains:
+        raise ValueError("the Block holds no spike trains; pass the result of a spiking run (to_neo())")
+    rng = np.random.default_rng(seed)
+    stop = t_stop if t_stop is not None else float(seg.spiketrains[0].t_stop.rescale("s"))
+    out: dict[str, dict[str, Any]] = {}
+    for pop in POPULATIONS:
+        trains = [st.time_slice(t_start * pq.s, stop * pq.s) for st in seg.spiketrains
+                  if st.annotations.get("population") == pop]
+        if not trains:
+            continue
+        # elephant refuses empty trains; a silent neuron's rate is 0 Hz
+        rates = np.array([float(mean_firing_rate(st, t_start * pq.s, stop * pq.s).rescale("Hz")) if len(st) else 0.0
+                          for st in trains])
+        cvs = np.array([cv(isi(st).magnitude) for st in trains if len(st) >= 3])
+        active = [st for st in trains if len(st) > 0]
+        corr = float("nan")
+        if len(active) >= 2:
+            pick = rng.choice(len(active), min(n_corr, len(active)), replace=False)
+            binned = BinnedSpikeTrain([active[i] for i in pick], bin_size=corr_bin * pq.s)
+            c = correlation_coefficient(binned)
+            corr = float(np.nanmean(c[~np.eye(len(c), dtype=bool)]))
+        hist = time_histogram(trains, bin_size=1 * pq.ms, output="rate")
+        freq, psd = welch_psd(hist.magnitude.ravel() - hist.magnitude.mean(), fs=1000.0,
+                              frequency_resolution=2.0 if stop - t_start >= 0.5 else None)
+        out[pop] = {"rate": float(rates.mean()), "rate_sd": float(rates.std()), "n_neurons": len(trains),
+                    "cv": float(np.mean(cvs)) if len(cvs) else float("nan"), "cvs": cvs.tolist(),
+                    "correlation": corr, "psd_freq_hz": np.asarray(freq).tolist(),
+                    "psd": np.asarray(psd).tolist(),
+                    "psd_peak_hz": float(np.asarray(freq)[1:][np.argmax(np.asarray(psd)[1:])]) if len(freq) > 1 else float("nan")}
+    return out
+
+
+def dmf_rates(preset: str = "pd14", input_rate: float = 0.0) -> np.ndarray:
+    """Fixed-point rates (Hz) of one DMF column (preset's default area) under a constant L4 input."""
+    import torch
+
+    from .network import ColumnNetwork, Input
+    from .params import load_preset
+
+    params = load_preset(preset)
+    area = params.default_area
+    net = ColumnNetwork(params, {area: (area, 1)}, [Input(area)])
+    y = net.resting_state(u=[input_rate])
+    with torch.no_grad():
+        return net.rates(y)[0].numpy()
+
+
+def compare_rate_to_spiking(spiking: dict[str, dict[str, Any]], dmf: Sequence[float],
+                            published: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """One row per population: spiking, DMF and published rates (Hz), spiking CV, relative deviations."""
+    from .brian2.microcircuit import PUBLISHED_RATES
+
+    published = PUBLISHED_RATES if published is None else np.asarray(published)
+    rows = []
+    for p, pop in enumerate(POPULATIONS):
+        s = spiking.get(pop, {})
+        sr = s.get("rate", float("nan"))
+        rows.append({"population": pop, "spiking_rate": sr, "dmf_rate": float(dmf[p]),
+                     "published_rate": float(published[p]), "spiking_cv": s.get("cv", float("nan")),
+                     "spiking_correlation": s.get("correlation", float("nan")),
+                     "spiking_vs_published": sr / published[p] - 1, "dmf_vs_spiking": float(dmf[p]) / sr - 1 if sr else float("nan"),
+                     "dmf_vs_published": float(dmf[p]) / published[p] - 1})
+    return rows
+
+
+def comparison_table_md(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table."""
+    head = ("| population | spiking (Hz) | DMF (Hz) | published (Hz) | spiking vs published | DMF vs spiking | ISI CV |\n"
+            "|---|---|---|---|---|---|---|\n")
+    return head + "\n".join(
+        f"| {r['population']} | {r['spiking_rate']:.3f} | {r['dmf_rate']:.3f} | {r['published_rate']:.3f} | "
+        f"{100 * r['spiking_vs_published']:+.1f} % | {100 * r['dmf_vs_spiking']:+.1f} % | {r['spiking_cv']:.2f} |"
+        for r in rows)
