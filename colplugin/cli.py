@@ -55,12 +55,44 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import json as _json
+
+    import colplugin as cp
+    from colplugin.fit import fit
+    from colplugin.network import ColumnNetwork
+
+    if not args.target:
+        raise ValueError("colplugin train fit needs --target FILE.nix (rates or spike trains as Neo)")
+    block = cp.load_nix(args.target)
+    if args.network:
+        spec = _json.loads(Path(args.network).read_text())
+    elif "network_spec" in block.annotations:
+        spec = _json.loads(block.annotations["network_spec"])
+    else:
+        raise ValueError(f"{args.target} carries no network spec; pass --network SPEC.json (ColumnNetwork.spec())")
+    spec = {**spec, "seed": args.seed}
+    net = ColumnNetwork.from_spec(spec)
+    out = _new_run_dir(args.out, "fit", args.overwrite)
+    pops = args.populations.split(",") if args.populations else None
+    res = fit(net, block, pops, updates=args.updates or 100, lr=args.lr or 0.1, gradient=args.gradient,
+              out=out, progress=not args.no_progress, seed=args.seed)
+    from colplugin._io import atomic_write_text
+
+    atomic_write_text(out / "network.json", _json.dumps(net.spec(), indent=2))
+    err = 1 - res.summary["final_accuracy"]
+    print(f"fit: relative RMS error {100 * err:.2f} % after {res.summary['updates']} updates; wrote {out}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from colplugin.experiments import train_run
 
     torch.set_num_threads(args.threads)
+    if args.task == "fit":
+        return _cmd_fit(args)
     out = Path(args.out) if args.resume and args.out else _new_run_dir(args.out, f"train-{args.task}-s{args.seed}", args.overwrite)
     res = train_run(args.task, args.seed, out, updates=args.updates, gradient=args.gradient, lr=args.lr,
                     progress=not args.no_progress, resume=args.resume)
@@ -208,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, helptext in (("train", "train one paper task"), ("reproduce", "reproduce a paper figure")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("task", choices=["xor", "decision"])
+        p.add_argument("task", choices=["xor", "decision", "fit"] if name == "train" else ["xor", "decision"])
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--updates", type=int, default=None)
         p.add_argument("--gradient", choices=["adjoint", "direct"], default="adjoint")
@@ -220,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             p.add_argument("--lr", type=float, default=None)
             p.add_argument("--resume", action="store_true", help="continue the run in --out")
+            p.add_argument("--target", help="fit: a NIX file with target rates (or spike trains)")
+            p.add_argument("--populations", help="fit: comma-separated channels, e.g. mt[0].L23E,mt[1].L23E")
+            p.add_argument("--network", help="fit: network spec JSON (default: the one stored in the target)")
             p.set_defaults(func=_cmd_train)
         else:
             p.add_argument("--seeds", type=int, default=10)

@@ -7,10 +7,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import quantities as pq
+import torch
 
 from . import __version__
 
-__all__ = ["to_neo", "from_neo", "save_nix", "load_nix", "NeoError"]
+__all__ = ["to_neo", "from_neo", "stimulus_from_neo", "save_nix", "load_nix", "NeoError"]
 
 
 class NeoError(ValueError):
@@ -46,8 +47,11 @@ def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "n
     dt = float(t[1] - t[0])
     ch = net.channels
     ann = {k: np.array([c[k] for c in ch]) for k in ("area", "kind", "column", "population", "layer", "cell_type")}
+    import json
+
     block = neo.Block(name=f"colplugin {source} run", description=description,
                       colplugin_version=__version__, preset=net.params.name, source=source,
+                      network_spec=json.dumps(net.spec()),
                       solver=str(solver), seed=-1 if seed is None else int(seed),
                       network_seed=-1 if net.seed is None else int(net.seed),
                       session_start_time="", experimenter="", institution="")
@@ -56,6 +60,11 @@ def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "n
         sig = neo.AnalogSignal(rates[:, b, :], units="Hz", sampling_period=dt * pq.s, t_start=float(t[0]) * pq.s,
                                name="rate", array_annotations=ann)
         seg.analogsignals.append(sig)
+        if stim is not None and stim.n_inputs:
+            u = stim.sample(torch.as_tensor(t, dtype=stim.times.dtype))[:, b].cpu().numpy()
+            seg.analogsignals.append(neo.AnalogSignal(u, units="Hz", sampling_period=dt * pq.s,
+                                                      t_start=float(t[0]) * pq.s, name="input",
+                                                      array_annotations={"channel": np.arange(u.shape[1])}))
         if stim is not None:
             times = stim.times.cpu().numpy()
             ends = np.append(times[1:], t[-1])
@@ -116,7 +125,8 @@ def from_neo(block: "neo.Block", populations: Sequence[str] | None = None, *, sa
     t_out = None
     for seg in block.segments:
         if seg.analogsignals:
-            sig = seg.analogsignals[0]
+            named = [s for s in seg.analogsignals if s.name == "rate"]
+            sig = named[0] if named else seg.analogsignals[0]
             if sig.dimensionality == pq.dimensionless.dimensionality:
                 raise NeoError(f"segment {seg.name!r}: signal {sig.name!r} has no units; rates must be in Hz "
                                "(e.g. AnalogSignal(..., units='Hz'))")
@@ -154,3 +164,27 @@ def from_neo(block: "neo.Block", populations: Sequence[str] | None = None, *, sa
     if not trials:
         raise NeoError("the Block has no segments")
     return t_out, np.stack(trials, 1)
+
+
+def stimulus_from_neo(block: "neo.Block"):
+    """The piecewise-constant stimulus stored by :func:`to_neo` (signal ``"input"``), as a Stimulus.
+
+    Returns ``None`` if the Block holds no input signal.
+    """
+    from .stimulus import Stimulus
+
+    rates, times = [], None
+    for seg in block.segments:
+        sig = [s for s in seg.analogsignals if s.name == "input"]
+        if not sig:
+            return None
+        u = sig[0].rescale("Hz").magnitude
+        t = sig[0].times.rescale("s").magnitude - float(sig[0].t_start.rescale("s"))
+        change = np.nonzero(np.any(np.diff(u, axis=0) != 0, axis=1))[0] + 1
+        seg_times = np.concatenate([[0.0], t[change]])
+        if times is None:
+            times = seg_times
+        elif len(times) != len(seg_times) or not np.allclose(times, seg_times):
+            raise NeoError("the trials' inputs change at different times; fit them one trial at a time")
+        rates.append(u[np.concatenate([[0], change])])
+    return Stimulus(times, np.stack(rates))

@@ -93,8 +93,8 @@ def validate_stimulus(out: str | Path, scale: float = 0.1, rate: float = 8.0, *,
     """Drive L4 of both models with a step of thalamic input and compare each population's response.
 
     The DMF column gets ``rate`` Hz on its input channel (weights K_in J_E); the spiking
-    circuit gets the same number of extra Poisson synapses (295 onto L4E, 186 onto L4I)
-    at ``rate`` from ``t_on``. Reported: per population the rate change in both models,
+    circuit gets PD14's thalamic population (3000 Poisson neurons at ``rate`` from ``t_on``,
+    295 synapses onto each L4E and 186 onto each L4I neuron on average). Reported: per population the rate change in both models,
     whether its direction agrees, and the rank correlation of the changes.
     """
     from scipy.stats import spearmanr

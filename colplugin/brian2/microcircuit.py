@@ -155,8 +155,9 @@ def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale:
         constant negative compensation current makes the silent state stable).
     device : {"cpp_standalone", "runtime"}
     thalamic : (rate_hz, t_on_s), optional
-        Extra Poisson input from ``t_on``: 295 synapses onto each L4E and 186 onto each L4I
-        neuron (PD14's thalamic in-degrees, 0.0983 and 0.0619 x 3000) at ``rate``.
+        PD14's thalamic population: 3000 Poisson neurons firing at ``rate`` from ``t_on``,
+        connected to L4E and L4I with probabilities 0.0983 and 0.0619 (295 and 186
+        synapses per neuron on average), PSC J, delay 1.5 ms.
     """
     import tempfile
 
@@ -222,10 +223,14 @@ def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale:
                 objs.append(pi)
         if thalamic is not None:
             th_rate, th_on = thalamic
-            th = b2.TimedArray(np.array([0.0, th_rate]) * b2.Hz, dt=th_on * b2.second, name="thalamus")
-            for p, k_th in ((2, 295), (3, 186)):
-                sub = G[offsets[p]:offsets[p + 1]]
-                objs.append(b2.PoissonInput(sub, "I", k_th, "thalamus(t)", weight=neuron.J_pA * b2.pA))
+            thalamus = b2.TimedArray(np.array([0.0, th_rate]) * b2.Hz, dt=th_on * b2.second)
+            TH = b2.PoissonGroup(3000, rates="thalamus(t)", namespace={"thalamus": thalamus}, name="thalamus")
+            objs.append(TH)
+            for p, prob in ((2, 0.0983), (3, 0.0619)):
+                St = b2.Synapses(TH, G[offsets[p]:offsets[p + 1]], on_pre=f"I_post += {neuron.J_pA}*pA",
+                                 delay=neuron.delay_E_ms * b2.ms, name=f"thalamus_to_{POPULATIONS[p]}")
+                St.connect(p=prob)
+                objs.append(St)
         M = b2.SpikeMonitor(G, name="spikes")
         objs.append(M)
         net = b2.Network(*objs)
