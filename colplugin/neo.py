@@ -38,7 +38,7 @@ def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "n
         source, solver = "torch", result.solver.to_dict()
     elif isinstance(result, Brian2Run):
         net, t = result.source, result.t
-        rates = result.rate[:, None, :]
+        rates = result.trial_rates
         stim, source, solver = None, "brian2", {"method": str(result.group.state_updater.method_choice)}
     else:
         raise TypeError(f"to_neo takes a Trajectory or a Brian2Run, got {type(result).__name__}")

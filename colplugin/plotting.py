@@ -136,9 +136,10 @@ def plot_overlay(traj: Any, run: Any, trial: int = 0) -> Figure:
     t = traj.t.detach().cpu().numpy()
     r = traj.rate[:, trial].detach().cpu().numpy()
     n = min(len(t), len(run.t))
+    rb = run.trial_rates[:, trial if run.n_trials > 1 else 0]
     for i, name in enumerate(traj.network.channel_names):
         line, = ax.plot(t[:n], r[:n, i], lw=1.0, label=name)
-        ax.plot(run.t[:n], run.rate[:n, i], "--", color=line.get_color(), lw=1.0)
+        ax.plot(run.t[:n], rb[:n, i], "--", color=line.get_color(), lw=1.0)
     ax.set_yscale("symlog", linthresh=0.1)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("rate (Hz)")

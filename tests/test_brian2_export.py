@@ -64,3 +64,13 @@ def test_cpp_standalone_matches_runtime():
     np.testing.assert_allclose(sa.rate, rt.rate, rtol=1e-10, atol=1e-10)
     again = to_brian2(net, stim, duration=0.02, method="euler").run()  # runtime device restored
     np.testing.assert_array_equal(again.rate, rt.rate)
+
+
+def test_all_trials_in_one_run_match_single_trials():
+    net = two_column_net(cp.load_preset("dl25"))
+    stim = cp.Stimulus([0.0, 0.01], [[[0, 0], [20, 10]], [[0, 0], [3, 30]]])
+    both = to_brian2(net, stim, duration=0.02, trial=None, method="euler").run()
+    assert both.trial_rates.shape[1:] == (2, 16)
+    for b in range(2):
+        single = to_brian2(net, stim, duration=0.02, trial=b, method="euler").run()
+        np.testing.assert_array_equal(both.trial_rates[:, b], single.rate)

@@ -45,6 +45,13 @@ class Brian2Run:
     V: np.ndarray | None = None
     A: np.ndarray | None = None
     wall_seconds: float = 0.0
+    n_trials: int = 1
+
+    @property
+    def trial_rates(self) -> np.ndarray:
+        """Recorded rates of every exported trial, (T, B, P) in Hz."""
+        T = self.rate.shape[0]
+        return self.rate.reshape(T, self.n_trials, -1)
 
     def run(self, report: str | None = None) -> "Brian2Run":
         """Run for ``duration`` and collect the recordings."""
@@ -57,7 +64,7 @@ class Brian2Run:
             self.network.run(self.duration * b2.second, report=report)
             m = self.monitor
             self.t = np.asarray(m.t / b2.second)
-            self.rate = np.asarray(m.r / b2.Hz).T
+            self.rate = np.asarray(m.r / b2.Hz).T  # (T, B * P); see trial_rates
             self.V = np.asarray(m.V / b2.mV).T
             self.A = np.asarray(m.A / b2.mV).T
         finally:
@@ -95,7 +102,7 @@ def input_drive(network: ColumnNetwork, stimulus: Stimulus, trial: int, dt: floa
 
 
 def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
-              trial: int = 0, dt: float = 1e-4, method: str = "rk4", record_dt: float | None = None,
+              trial: int | None = 0, dt: float = 1e-4, method: str = "rk4", record_dt: float | None = None,
               y0: np.ndarray | torch.Tensor | None = None, target: str = "numpy",
               device: str = "runtime", directory: str | None = None) -> Brian2Run:
     """Build Brian2 objects (with units) that simulate ``network`` under one trial of ``stimulus``.
@@ -104,7 +111,10 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     ----------
     network : ColumnNetwork
     stimulus : Stimulus, optional
-        Input rates; trial ``trial`` is exported. Default: no input.
+        Input rates. Default: no input.
+    trial : int or None
+        The trial of ``stimulus`` to export, or ``None`` for all of them: B independent
+        copies of the network in one ``NeuronGroup`` (B x P rate units), run at once.
     duration : float
         Run time (s).
     dt : float
@@ -125,7 +135,8 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     Returns
     -------
     Brian2Run
-        Call ``.run()``; results in ``.t`` (s) and ``.rate`` (T, P) Hz.
+        Call ``.run()``; results in ``.t`` (s), ``.rate`` (T, P) Hz of the first exported
+        trial and ``.trial_rates`` (T, B, P) Hz.
     """
     import brian2 as b2
 
@@ -141,23 +152,30 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     else:
         b2.prefs.codegen.target = target
     p = network.params
-    P = network.n_populations
+    P1 = network.n_populations
     stimulus = stimulus or Stimulus.none(1, network.n_inputs)
-    drive = input_drive(network, stimulus, trial, dt, duration)
+    trials = list(range(stimulus.batch_size)) if trial is None else [int(trial)]
+    nT = len(trials)
+    P = P1 * nT
+    drive = np.concatenate([input_drive(network, stimulus, k, dt, duration) for k in trials], 1)
     drive_ta = b2.TimedArray(drive * b2.nA * b2.Hz, dt=dt * b2.second, name="drive_ta")
     ns = {"tau_m": p["tau_m"] * b2.second, "tau_a": p["tau_a"] * b2.second, "tau_s": p["tau_s"] * b2.second,
           "R": p.R * b2.Mohm, "a": p["a"] * b2.Hz / b2.mV, "b": p["b"] * b2.Hz, "d": p["d"] * b2.second,
           "nu_bg": p["nu_bg"] * b2.Hz, "drive_ta": drive_ta}
     eqs = BRIAN2_EQUATIONS.replace("I_in : amp * Hz", "I_in = drive_ta(t, i) : amp * Hz")
     G = b2.NeuronGroup(P, eqs, method=method, namespace=ns, dt=dt * b2.second, name="columns")
-    G.kappa = np.asarray(network.kappa.cpu()) * b2.mV * b2.second
-    G.W_bg = np.asarray(network.bg_drive.cpu()) / p["nu_bg"] * b2.nA if p["nu_bg"] else 0 * b2.nA
-    y0 = np.zeros(2 * P) if y0 is None else np.asarray(torch.as_tensor(y0).reshape(-1).cpu(), dtype=float)
-    G.V = y0[:P] * b2.mV
-    G.A = y0[P:] * b2.mV
+    G.kappa = np.tile(np.asarray(network.kappa.cpu()), nT) * b2.mV * b2.second
+    G.W_bg = np.tile(np.asarray(network.bg_drive.cpu()) / p["nu_bg"], nT) * b2.nA if p["nu_bg"] else 0 * b2.nA
+    y = np.zeros((nT, 2 * P1)) if y0 is None else np.broadcast_to(
+        np.asarray(torch.as_tensor(y0).cpu(), dtype=float).reshape(-1, 2 * P1), (nT, 2 * P1))
+    G.V = y[:, :P1].reshape(-1) * b2.mV
+    G.A = y[:, P1:].reshape(-1) * b2.mV
     with torch.no_grad():
-        G.rf = np.asarray(network.rates(torch.as_tensor(y0, dtype=network.W_intra.dtype)).cpu()) * b2.Hz
-    src, tgt, w = _connections(network)
+        G.rf = np.asarray(network.rates(torch.as_tensor(y, dtype=network.W_intra.dtype)).cpu()).reshape(-1) * b2.Hz
+    src1, tgt1, w1 = _connections(network)
+    src = np.concatenate([src1 + k * P1 for k in range(nT)])
+    tgt = np.concatenate([tgt1 + k * P1 for k in range(nT)])
+    w = np.tile(w1, nT)
     S = b2.Synapses(G, G, model="w : amp\nI_rec_post = w * r_pre : amp * Hz (summed)", namespace=ns,
                     dt=dt * b2.second, name="connections")
     S.connect(i=src.astype(np.int64), j=tgt.astype(np.int64))
@@ -165,4 +183,4 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     M = b2.StateMonitor(G, ["V", "A", "r", "rf"], record=True,
                         dt=(record_dt or dt) * b2.second, name="rates")
     net = b2.Network(G, S, M)
-    return Brian2Run(net, G, S, M, duration, network, device=device, method=method)
+    return Brian2Run(net, G, S, M, duration, network, device=device, method=method, n_trials=nT)
