@@ -135,6 +135,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"learned:   {s['updates']} updates, test accuracy {s['final_accuracy']}, loss {s['final_loss']:.4g}")
     for m, a in r["agreement"].items():
         print(f"Brian2 {m:<6} max |diff| {a['max_abs_hz']:.3g} Hz, max rel {a['max_rel']:.3g}")
+    v = r.get("validation")
+    if v:
+        worst = max(v["rows"], key=lambda row: abs(row["dmf_vs_spiking"]))
+        print(f"spiking:   rates within 20 % of published: {v['within20']}; DMF within 30 % of spiking: "
+              f"{v['within30']} (worst {worst['population']} {100 * worst['dmf_vs_spiking']:+.1f} %)")
     print(f"wall time: {r['wall_seconds']:.1f} s")
     print(f"report:    {out / 'report.md'}")
     return 0

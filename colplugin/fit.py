@@ -72,9 +72,9 @@ class FitTarget(Task):
 
 
 def fit(network: ColumnNetwork, block, populations: Sequence[str] | None = None, *,
-        mapping: Mapping[str, str] | None = None, stimulus: Stimulus | None = None, updates: int = 100,
-        lr: float = 0.05, gradient: str = "direct", out: str | Path | None = None, progress: bool = True,
-        seed: int = 0, **train_kwargs) -> TrainResult:
+        mapping: Mapping[str, str] | None = None, stimulus: Stimulus | None = None, updates: int = 60,
+        lr: float = 0.3, gradient: str = "direct", out: str | Path | None = None, progress: bool = True,
+        seed: int = 0, keep_best: bool = True, **train_kwargs) -> TrainResult:
     """Fit ``network``'s learnable weights so that chosen populations reproduce a Neo Block's rates.
 
     Parameters
@@ -91,6 +91,10 @@ def fit(network: ColumnNetwork, block, populations: Sequence[str] | None = None,
         Explicit ``{signal channel name: network channel name}`` when annotations differ.
     stimulus : Stimulus, optional
         The trials' inputs; default the ``"input"`` signal that :func:`to_neo` stores.
+
+    keep_best : bool
+        Restore the weights with the lowest error seen (Adam at a high learning rate
+        overshoots near the optimum) and report that error as ``final_accuracy``.
 
     Returns
     -------
@@ -124,5 +128,20 @@ def fit(network: ColumnNetwork, block, populations: Sequence[str] | None = None,
     if stim.batch_size != rates.shape[1]:
         raise NeoError(f"the stimulus has {stim.batch_size} trials but the Block {rates.shape[1]} segments")
     task = FitTarget(t, rates, [names.index(n) for n in wanted_net], stim)
-    return train(network, task, updates, gradient=gradient, lr=lr, seed=seed, out=out, progress=progress,
-                 **train_kwargs)
+    best: dict[str, Any] = {"acc": -np.inf, "state": None}
+
+    def remember(row: dict[str, Any]) -> None:
+        if keep_best and row.get("test_accuracy", -np.inf) > best["acc"]:
+            best["acc"] = row["test_accuracy"]
+            best["state"] = {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+    callbacks = list(train_kwargs.pop("callbacks", ())) + [remember]
+    res = train(network, task, updates, gradient=gradient, lr=lr, seed=seed, out=out, progress=progress,
+                callbacks=callbacks, **train_kwargs)
+    if keep_best and best["state"] is not None:
+        network.load_state_dict(best["state"])
+        res.summary["final_accuracy"] = best["acc"]
+        res.summary["kept_best"] = True
+        if out is not None:
+            torch.save({"state_dict": network.state_dict()}, Path(out) / "best_weights.pt")
+    return res

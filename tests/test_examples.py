@@ -1,0 +1,21 @@
+"""Every example runs (at reduced size) as a test."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("name", ["xor.py", "decision.py", "neo_round_trip.py"])
+def test_example_runs(name, tmp_path):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env={"MPLBACKEND": "Agg",
+                                                                            "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if name == "neo_round_trip.py":
+        line = [l for l in proc.stdout.splitlines() if l.startswith("relative RMS")][0]
+        final = float(line.split("->")[1].split("%")[0])
+        assert final < 5.0  # the fit recovers the known network's rates within 5 % RMS
