@@ -75,7 +75,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     net = ColumnNetwork.from_spec(spec)
     out = _new_run_dir(args.out, "fit", args.overwrite)
     pops = args.populations.split(",") if args.populations else None
-    res = fit(net, block, pops, updates=args.updates or 100, lr=args.lr or 0.1, gradient=args.gradient,
+    res = fit(net, block, pops, updates=args.updates or 60, lr=args.lr or 0.3, gradient=args.gradient or "direct",
               out=out, progress=not args.no_progress, seed=args.seed)
     from colplugin._io import atomic_write_text
 
@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("task", choices=["xor", "decision", "fit"] if name == "train" else ["xor", "decision"])
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--updates", type=int, default=None)
-        p.add_argument("--gradient", choices=["adjoint", "direct"], default="adjoint")
+        p.add_argument("--gradient", choices=["adjoint", "direct"], default=None,
+                       help="default: adjoint for xor, direct for decision and fit")
         p.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
         p.add_argument("--overwrite", action="store_true")
         p.add_argument("--no-progress", action="store_true", help="no progress bar (CI logs)")

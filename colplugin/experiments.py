@@ -26,15 +26,22 @@ def _save_fig(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=110, format=path.suffix[1:])
 
 
-def train_run(task_name: str, seed: int, out: Path, *, updates: int | None = None, gradient: str = "adjoint",
+def train_run(task_name: str, seed: int, out: Path, *, updates: int | None = None, gradient: str | None = None,
               lr: float | None = None, progress: bool = True, resume: bool = False) -> TrainResult:
-    """Train one seed of a paper task into ``out`` (checkpoint, metrics, parameters, figures)."""
+    """Train one seed of a paper task into ``out`` (checkpoint, metrics, parameters, figures).
+
+    Defaults: XOR 50 updates at lr 0.05 with adjoint gradients (stops at 100 % test
+    accuracy); decision 60 updates at lr 0.2 with direct backpropagation (4x faster per
+    update here than the adjoint, whose backward solve must reset to forward states
+    every 1 ms; both give the same gradient to < 1e-4).
+    """
     from .plotting import plot_training, plot_weights
 
     task = get_task(task_name)
-    defaults = {"xor": (50, 0.05), "decision": (60, 0.05)}[task_name]
+    defaults = {"xor": (50, 0.05), "decision": (60, 0.2)}[task_name]
     updates = updates or defaults[0]
     lr = lr or defaults[1]
+    gradient = gradient or {"xor": "adjoint", "decision": "direct"}[task_name]
     net = task.build_network(seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     net.params.save(out / "params.json")
@@ -70,13 +77,17 @@ def figure2(net, task, out: Path, evidence: np.ndarray | None = None) -> dict[st
     end = rates[-1, :, :, 0]
     winner = np.argmax(end, axis=1)
     sep = np.abs(rates[:, :, 0, 0] - rates[:, :, 1, 0])  # L2/3E separation (T, levels)
-    onset = []
+    onset = []  # time after stimulus onset when the separation first exceeds sep_threshold
+    sep_threshold = 0.1
     for k in range(len(c)):
-        above = np.nonzero((t > task.phase) & (sep[:, k] > 0.5 * max(sep[-1, k], 1e-12)))[0]
-        onset.append(float(t[above[0]] - task.phase) if len(above) and sep[-1, k] > 1e-3 else None)
+        above = np.nonzero((t > task.phase) & (sep[:, k] > sep_threshold))[0]
+        onset.append(float(t[above[0]] - task.phase) if len(above) else None)
     numbers = {"evidence_hz": c.tolist(), "t_s": t.tolist(), "winner_column": winner.tolist(),
                "stronger_input_wins": [bool(w == 0) for w in winner[1:]],
-               "final_L23E_separation_hz": sep[-1].tolist(), "half_separation_time_s": onset,
+               "final_L23E_separation_hz": sep[-1].tolist(), "separation_threshold_hz": sep_threshold,
+               "separation_onset_s": onset,
+               "L6E_winner_minus_loser_hz": (rates[-1, np.arange(len(c)), winner, 3]
+                                             - rates[-1, np.arange(len(c)), 1 - winner, 3]).tolist(),
                "final_rates_hz": {lay: rates[-1, :, :, i].tolist() for i, lay in enumerate(("L23E", "L4E", "L5E", "L6E"))},
                "rates_hz": rates.tolist()}
     atomic_write_text(out / "figure2.json", json.dumps(numbers))
@@ -84,7 +95,7 @@ def figure2(net, task, out: Path, evidence: np.ndarray | None = None) -> dict[st
     return numbers
 
 
-def reproduce_xor(seeds: int, out: Path, progress: bool = True, gradient: str = "adjoint") -> dict[str, Any]:
+def reproduce_xor(seeds: int, out: Path, progress: bool = True, gradient: str | None = None) -> dict[str, Any]:
     """Train ``seeds`` XOR networks and draw dL25 Figure 1B (test accuracy per update)."""
     from .plotting import plot_training
 

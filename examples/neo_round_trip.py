@@ -55,6 +55,7 @@ run = cp.to_brian2(net, stim_from_file, duration=0.4, trial=None, method="euler"
 cp.save_nix(cp.to_neo(run), out / "fit_brian2.nix")
 t_tgt, r_tgt = cp.from_neo(cp.load_nix(out / "target.nix"), channels)
 t_b2, r_b2 = cp.from_neo(cp.load_nix(out / "fit_brian2.nix"), channels)
-r_b2 = r_b2[:: int(round(0.01 / 1e-4))][: len(t_tgt)]
-err = np.sqrt(np.mean((r_b2 - r_tgt) ** 2)) / np.sqrt(np.mean(r_tgt ** 2))
+r_b2 = r_b2[:: int(round(0.01 / 1e-4))]  # Brian2 records every 0.1 ms, the target every 10 ms
+n = min(len(r_b2), len(r_tgt))  # Brian2's monitor stops one step before the end
+err = np.sqrt(np.mean((r_b2[:n] - r_tgt[:n]) ** 2)) / np.sqrt(np.mean(r_tgt[:n] ** 2))
 print(f"Brian2 run of the fitted network vs target (from NIX files): relative RMS {100 * err:.2f} %")

@@ -155,6 +155,10 @@ class Decision(Task):
         mu = self.inputs(n, generator)
         return Batch(self.stimulus(mu), self.targets(mu, generator), {"mu": mu})
 
+    def test_set(self) -> Batch:
+        """32 fixed trials (the Wong-Wang targets make each evaluation a 1.5 s solve)."""
+        return self.sample(32, torch.Generator().manual_seed(12345))
+
     def output(self, traj: Trajectory) -> torch.Tensor:
         """(T, B, 2) L2/3E rates of both columns (Hz)."""
         net = traj.network
