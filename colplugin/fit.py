@@ -56,6 +56,7 @@ class FitTarget(Task):
         return Batch(self.stim, self.rates, {})
 
     def output(self, traj: Trajectory) -> torch.Tensor:
+        """The fitted channels' rates (T, B, C) in Hz."""
         return traj.rate[: self.rates.shape[0], :, self.indices]
 
     def loss(self, traj: Trajectory, batch: Batch) -> torch.Tensor:

@@ -54,6 +54,7 @@ class Area:
     split: bool = True
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-type form (``Area(**d)`` rebuilds it)."""
         return {"kind": self.kind, "n_columns": self.n_columns, "split": self.split}
 
 
@@ -134,6 +135,7 @@ class Projection:
                 np.concatenate(tgt) if tgt else np.zeros(0, np.int64))
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-type form for network specs and checkpoints."""
         cols = self.columns if isinstance(self.columns, str) else np.asarray(self.columns).tolist()
         return {"kind": self.kind, "source": self.source, "target": self.target,
                 "source_pops": list(self.source_pops), "target_pops": list(self.target_pops),
@@ -142,6 +144,7 @@ class Projection:
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> "Projection":
+        """Rebuild a projection (or an :class:`Input`) from :meth:`to_dict` output."""
         d = dict(d)
         kind = d.get("kind", "projection")
         if kind == "input":
@@ -216,6 +219,7 @@ class Input(Projection):
         return self.name or f"input:{self.target}"
 
     def resolve_channels(self, n_columns: int, first_free: int) -> list[int]:
+        """The stimulus channels this input reads (explicit, or the next free ones)."""
         if self.channels is not None:
             if self.to == "one_to_one" and len(self.channels) != n_columns:
                 raise ValueError(f"{self.label}: one_to_one needs one channel per column "
@@ -239,6 +243,7 @@ class Input(Projection):
         return np.concatenate(src), np.concatenate(tgt), np.concatenate(pop)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-type form for network specs and checkpoints."""
         return {"kind": "input", "target": self.target, "channels": self.channels, "to": self.to,
                 "learnable": self.learnable, "init": None if math.isnan(self.init) else self.init,
                 "jitter": self.jitter, "name": self.name}

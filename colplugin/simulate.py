@@ -95,6 +95,7 @@ class Solver:
         return {"grid_constructor": grid}
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-type form, saved with metrics and checkpoints."""
         return asdict(self)
 
 
