@@ -1,0 +1,74 @@
+"""Training cost (issue 3), run by hand:  python benchmarks/bench_training.py [--quick]
+
+1. Wall time per update: XOR (batch 4 and 16) and decision (batch 16), adjoint vs direct.
+2. Peak memory (max RSS of a fresh process) of one forward+backward pass, adjoint vs direct,
+   as the simulated duration grows from 1 s to 10 s (two MT columns, batch 16).
+
+Each configuration runs in its own subprocess so that peak RSS is its own. Single thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time, torch
+import colplugin as cp
+from colplugin.tasks import XOR, Decision
+torch.set_num_threads(1)
+kind, gradient, batch, duration, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+task = XOR() if kind == "xor" else Decision()
+net = task.build_network(seed=0)
+gen = torch.Generator().manual_seed(0)
+times = []
+for _ in range(reps):
+    b = task.sample(batch, gen)
+    if kind == "memory":
+        pass
+    t0 = time.perf_counter()
+    if kind == "decision_long":
+        z = torch.zeros(batch, 2, dtype=torch.float64)
+        mu = task.inputs(batch, gen)
+        stim = cp.Stimulus([0.0, 0.5], torch.stack([z, mu], 1))
+        traj = cp.simulate(net, stim, duration, dt_out=0.01, solver=task.solver, gradient=gradient)
+        loss = traj.rate.pow(2).mean()
+    else:
+        traj = cp.simulate(net, b.stimulus, task.duration, dt_out=task.dt_out, solver=task.solver, gradient=gradient)
+        loss = task.loss(traj, b)
+    loss.backward()
+    times.append(time.perf_counter() - t0)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds_per_update": sorted(times)[len(times) // 2], "peak_rss_mb": rss}))
+"""
+
+
+def run(*args) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, *map(str, args)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and durations")
+    args = ap.parse_args()
+    reps = 1 if args.quick else 3
+    print("1. wall time per update (median of %d; forward + backward, no evaluation)" % reps)
+    print(f"{'task':<10}{'batch':>6}{'gradient':>10}{'s/update':>10}")
+    for kind, batch in (("xor", 4), ("xor", 16), ("decision", 16)):
+        for g in ("direct", "adjoint"):
+            r = run(kind, g, batch, 0, reps)
+            print(f"{kind:<10}{batch:>6}{g:>10}{r['seconds_per_update']:>10.2f}", flush=True)
+    print("\n2. peak memory of one forward+backward, two MT columns, batch 16")
+    print(f"{'duration s':>10}{'direct MB':>12}{'adjoint MB':>12}{'direct s':>10}{'adjoint s':>10}")
+    for d in ((1, 5) if args.quick else (1, 2, 5, 10)):
+        rd = run("decision_long", "direct", 16, d, 1)
+        ra = run("decision_long", "adjoint", 16, d, 1)
+        print(f"{d:>10}{rd['peak_rss_mb']:>12.0f}{ra['peak_rss_mb']:>12.0f}{rd['seconds_per_update']:>10.1f}"
+              f"{ra['seconds_per_update']:>10.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
