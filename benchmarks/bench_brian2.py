@@ -31,18 +31,6 @@ for solver in (cp.Solver("rk4", step=1e-4), cp.Solver("dopri5", rtol=1e-6, atol=
     with torch.no_grad():
         cp.simulate(net, stim, a.duration, dt_out=1e-3, solver=solver)
     print(f"torch {solver.method:<7} {time.perf_counter() - t0:8.2f} s for {a.duration} s of model time")
-import brian2 as b2  # noqa: E402
-
-run = cp.to_brian2(net, stim, a.duration, method="rk4", record_dt=1e-3, device="cpp_standalone")
-t0 = time.perf_counter()
-run.run()
-total = time.perf_counter() - t0
-# Brian2 reports the time spent in the compiled run itself
-from brian2 import device  # noqa: E402,F401
-
-print(f"brian2 cpp_standalone rk4: {total:8.2f} s total (compile + run); see the line below for the run alone")
-run2 = cp.to_brian2(net, stim, a.duration, method="rk4", record_dt=1e-3, device="cpp_standalone",
-                    directory="/tmp/colplugin_bench_b2")
-t0 = time.perf_counter()
-run2.run()
-print(f"brian2 cpp_standalone (fixed directory, second build reuses objects): {time.perf_counter() - t0:8.2f} s")
+run = cp.to_brian2(net, stim, a.duration, method="rk4", record_dt=1e-3, device="cpp_standalone").run()
+print(f"brian2 cpp_standalone rk4: {run.wall_seconds:8.2f} s in all; simulation loop {run.run_seconds:.2f} s, "
+      f"code generation + compilation + I/O {run.wall_seconds - run.run_seconds:.2f} s")

@@ -45,6 +45,7 @@ class Brian2Run:
     V: np.ndarray | None = None
     A: np.ndarray | None = None
     wall_seconds: float = 0.0
+    run_seconds: float = float("nan")
     n_trials: int = 1
 
     @property
@@ -67,6 +68,8 @@ class Brian2Run:
             self.rate = np.asarray(m.r / b2.Hz).T  # (T, B * P); see trial_rates
             self.V = np.asarray(m.V / b2.mV).T
             self.A = np.asarray(m.A / b2.mV).T
+            if self.device == "cpp_standalone":  # time of the compiled simulation loop alone
+                self.run_seconds = float(getattr(b2.device, "_last_run_time", float("nan")))
         finally:
             if self.device == "cpp_standalone":
                 b2.device.reinit()
