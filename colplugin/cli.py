@@ -128,8 +128,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from colplugin.experiments import main_run
 
     torch.set_num_threads(args.threads)
-    out = _new_run_dir(args.out, f"run-{args.task}", args.overwrite)
-    r = main_run(out, args.task, progress=not args.no_progress, updates=args.updates)
+    if args.resume:
+        if not args.out or not Path(args.out).is_dir():
+            raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
+        out = Path(args.out)
+    else:
+        out = _new_run_dir(args.out, f"run-{args.task}", args.overwrite)
+    print(f"run directory: {out}", flush=True)
+    r = main_run(out, args.task, progress=not args.no_progress, updates=args.updates, resume=args.resume)
     s = r["summary"]
     print(f"\n== colplugin run {args.task} ==")
     print(f"learned:   {s['updates']} updates, test accuracy {s['final_accuracy']}, loss {s['final_loss']:.4g}")
@@ -241,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (training resumes from its checkpoint)")
     p.set_defaults(func=_cmd_run)
 
     for name, helptext in (("train", "train one paper task"), ("reproduce", "reproduce a paper figure")):

@@ -179,12 +179,13 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
 
 
 def main_run(out: Path, task_name: str = "xor", progress: bool = True, updates: int | None = None,
-             validate_scale: float | None = 0.1, validate_duration: float = 2.5) -> dict[str, Any]:
+             validate_scale: float | None = 0.1, validate_duration: float = 2.5, resume: bool = False) -> dict[str, Any]:
     """The main job: train, export to Brian2 and run there, compare, validate, write Neo/NIX and a report."""
     import time
 
     t0 = time.perf_counter()
-    res = train_run(task_name, 0, out / "train", progress=progress, updates=updates)
+    resume = resume and (out / "train" / "checkpoint.pt").exists()
+    res = train_run(task_name, 0, out / "train", progress=progress, updates=updates, resume=resume)
     net = res.network
     task = get_task(task_name)
     agree = export_run(net, task_stimulus(task_name), task.duration, out / "brian2", seed=0)

@@ -1,0 +1,33 @@
+"""The command line: outputs, refusal to mix results, clear errors."""
+
+import json
+
+import pytest
+
+from colplugin.cli import main
+
+
+def test_simulate_writes_results_and_refuses_to_mix(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["simulate", "--duration", "0.2", "--out", str(out)]) == 0
+    rates = json.loads((out / "rates.json").read_text())
+    assert "mt[0].L4E" in rates and (out / "rates.png").exists() and (out / "params.json").exists()
+    before = (out / "rates.json").read_text()
+    with pytest.raises(SystemExit, match="not empty"):
+        main(["simulate", "--duration", "0.2", "--out", str(out)])
+    assert (out / "rates.json").read_text() == before
+    assert main(["simulate", "--duration", "0.2", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_bad_inputs_give_errors_not_tracebacks(tmp_path, capsys):
+    bad = tmp_path / "p.toml"
+    bad.write_text("base = 'dl25'\n[tau_m]\nvalue = -3\n")
+    assert main(["simulate", "--params", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "tau_m" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+    corrupt = tmp_path / "run"
+    corrupt.mkdir()
+    (corrupt / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["export", str(corrupt), "--out", str(tmp_path / "z")]) == 2
+    assert "corrupt" in capsys.readouterr().err
