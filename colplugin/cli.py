@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--updates", type=int, default=None)
         p.add_argument("--gradient", choices=["adjoint", "direct"], default=None,
-                       help="default: adjoint for xor, direct for decision and fit")
+                       help="default: direct (faster here; adjoint is the paper's method)")
         p.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
         p.add_argument("--overwrite", action="store_true")
         p.add_argument("--no-progress", action="store_true", help="no progress bar (CI logs)")
