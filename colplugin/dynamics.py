@@ -31,7 +31,7 @@ import math
 
 import torch
 
-__all__ = ["transfer", "transfer_np", "filter_rate", "BRIAN2_EQUATIONS"]
+__all__ = ["transfer", "filter_rate", "BRIAN2_EQUATIONS"]
 
 _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
 
@@ -98,13 +98,6 @@ def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     if torch._C._are_functorch_transforms_active():
         return _transfer_value(x, a, b, d)
     return _Transfer.apply(x, a, b, d)
-
-
-def transfer_np(x, a: float, b: float, d: float):
-    """NumPy/float version of :func:`transfer` (same formula), for scripts and tests."""
-    import numpy as np
-
-    return transfer(torch.as_tensor(np.asarray(x, dtype=float)), a, b, d).numpy()
 
 
 def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor | None = None) -> torch.Tensor:

@@ -178,7 +178,7 @@ def plot_validation(result: Any, stats: dict, rows: list[dict], transient: float
     for p, pop in enumerate(POPS):
         cvs = stats.get(pop, {}).get("cvs", [])
         if cvs:
-            ax_c.hist(cvs, bins=30, range=(0, 2), histtype="step", label=pop, color=mpl_color(p))
+            ax_c.hist(cvs, bins=30, range=(0, 2), histtype="step", label=pop, color=f"C{p % 10}")
     ax_c.axvspan(0.7, 1.2, color="grey", alpha=0.15)
     ax_c.set_xlabel("ISI CV")
     ax_c.legend(fontsize=6)
@@ -189,7 +189,3 @@ def plot_validation(result: Any, stats: dict, rows: list[dict], transient: float
     ax_d.set_ylabel("DMF vs spiking (%)")
     ax_d.set_title("relative deviation of the DMF column (grey: +/- 30 %)")
     return fig
-
-
-def mpl_color(i: int) -> str:
-    return f"C{i % 10}"
