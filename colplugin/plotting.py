@@ -144,7 +144,8 @@ def plot_overlay(traj: Any, run: Any, trial: int = 0) -> Figure:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("rate (Hz)")
     ax.set_title("torch (solid) vs Brian2 (dashed)")
-    ax.legend(fontsize=5, ncol=3)
+    if r.shape[1] <= 48:
+        ax.legend(fontsize=5, ncol=3)
     return fig
 
 
