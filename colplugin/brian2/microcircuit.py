@@ -171,8 +171,8 @@ def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale:
     rng = np.random.default_rng(seed)
     b2.seed(seed)
     if device == "cpp_standalone":
-        b2.set_device("cpp_standalone", directory=directory or tempfile.mkdtemp(prefix="colplugin_pd14_"),
-                      build_on_run=False)
+        directory = directory or tempfile.mkdtemp(prefix="colplugin_pd14_")
+        b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
         if threads > 1:
             b2.prefs.devices.cpp_standalone.openmp_threads = threads
     elif device == "runtime":
@@ -237,8 +237,7 @@ def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale:
         t_build = time.perf_counter() - t0
         net.run(duration * b2.second)
         if device == "cpp_standalone":
-            t1 = time.perf_counter()
-            b2.device.build(run=True, compile=True)
+            b2.device.build(directory=directory, run=True, compile=True)  # build() defaults to ./output
         t_run = time.perf_counter() - t0 - t_build
         i_all = np.asarray(M.i[:])
         t_all = np.asarray(M.t[:] / b2.second)
