@@ -151,7 +151,7 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
         import tempfile
 
         b2.set_device("cpp_standalone", directory=directory or tempfile.mkdtemp(prefix="colplugin_b2_"),
-                      build_on_run=True)
+                      build_on_run=True)  # a temporary project (kept: it can be re-run with new weights)
     else:
         b2.prefs.codegen.target = target
     p = network.params

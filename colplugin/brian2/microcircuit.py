@@ -170,6 +170,7 @@ def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale:
     N = conn["N"]
     rng = np.random.default_rng(seed)
     b2.seed(seed)
+    cleanup = device == "cpp_standalone" and directory is None
     if device == "cpp_standalone":
         directory = directory or tempfile.mkdtemp(prefix="colplugin_pd14_")
         b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
@@ -246,6 +247,10 @@ def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale:
             b2.device.reinit()
             b2.device.activate()
             b2.set_device("runtime")
+        if cleanup:  # a temporary project of a large circuit holds GBs of connectivity
+            import shutil
+
+            shutil.rmtree(directory, ignore_errors=True)
     spikes = {}
     for p, name in enumerate(POPULATIONS):
         sel = (i_all >= offsets[p]) & (i_all < offsets[p + 1])
