@@ -76,8 +76,7 @@ def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     ``y / (1 - e^-z)`` for ``z > 0``, ``y e^z / (e^z - 1)`` for ``z < 0`` (no exponential
     of a large positive number) and its limit ``1 / d`` at the removable singularity
     ``a x = b``. The derivative ``a g'(z)``, ``g(z) = z / (1 - e^-z)``, is analytic
-    (Taylor series ``1/2 + z/6 - z^3/180`` for ``|z| < 0.01``). Inside ``torch.func``
-    transforms the formula is differentiated by autograd instead.
+    (Taylor series ``1/2 + z/6 - z^3/180`` for ``|z| < 0.01``).
 
     Parameters
     ----------
@@ -95,8 +94,6 @@ def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     torch.Tensor
         Rate in Hz.
     """
-    if torch._C._are_functorch_transforms_active():
-        return _transfer_value(x, a, b, d)
     return _Transfer.apply(x, a, b, d)
 
 

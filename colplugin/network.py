@@ -568,7 +568,7 @@ class ColumnNetwork(nn.Module):
             y = traj.state[-1].clone()
             f = lambda z: self.vector_field(z, uu)
             for _ in range(50):
-                J = torch.func.jacrev(lambda z: f(z.unsqueeze(0))[0])(y[0])
+                J = torch.autograd.functional.jacobian(lambda z: f(z.unsqueeze(0))[0], y[0])
                 step = torch.linalg.solve(J, f(y)[0])
                 y = y - step.unsqueeze(0)
                 if float(step.abs().max()) < tol * (1 + float(y.abs().max())):
@@ -580,7 +580,7 @@ class ColumnNetwork(nn.Module):
         """Jacobian d(dy/dt)/dy (2P, 2P) at state ``y`` (1, 2P), in 1/s."""
         dtype, dev = self.W_intra.dtype, self.W_intra.device
         uu = torch.zeros(1, self.n_inputs, dtype=dtype, device=dev) if u is None else u
-        return torch.func.jacrev(lambda z: self.vector_field(z.unsqueeze(0), uu)[0])(y.reshape(-1))
+        return torch.autograd.functional.jacobian(lambda z: self.vector_field(z.unsqueeze(0), uu)[0], y.reshape(-1))
 
     # -- (de)serialisation ---------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
