@@ -69,8 +69,8 @@ def figure2(net, task, out: Path, evidence: np.ndarray | None = None) -> dict[st
     mu = torch.tensor(np.stack([np.full_like(c, 20.0), 20.0 - c], 1))
     z = torch.zeros_like(mu)
     stim = Stimulus([0.0, task.phase], torch.stack([z, mu], 1))
-    with torch.no_grad():
-        traj = simulate(net, stim, task.duration, dt_out=task.dt_out, solver=task.solver)
+    with torch.no_grad():  # 1 ms output resolves when the separation appears
+        traj = simulate(net, stim, task.duration, dt_out=1e-3, solver=task.solver)
     E = [pop_index(p) for p in ("L23E", "L4E", "L5E", "L6E")]
     idx = [[net.index("mt", col, p) for p in E] for col in (0, 1)]
     rates = traj.rate[..., idx].numpy()  # (T, levels, 2 columns, 4 layers)
