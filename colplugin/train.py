@@ -111,7 +111,7 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
           optimizer: str | Callable = "adam", lr: float = 0.1, scheduler: Callable | None = None,
           batch_size: int | None = None, seed: int = 0, out: str | Path | None = None,
           resume: bool = False, progress: bool = True, evaluate: bool = True,
-          stop_at_accuracy: float | None = None,
+          stop_at_accuracy: float | None = None, clip_grad: float | None = None,
           callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> TrainResult:
     """Learn the learnable inter-column weights of ``network`` on ``task``.
 
@@ -151,6 +151,8 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
         Compute the task's test accuracy after every update.
     stop_at_accuracy : float, optional
         Stop early once the test accuracy reaches this value.
+    clip_grad : float, optional
+        Clip the gradient of the free parameters to this norm before each step.
     callbacks : sequence of callables
         Called with each update's metrics dictionary.
 
@@ -205,11 +207,13 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
             grads_ok = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
             if not grads_ok:
                 raise SimulationError("the gradient is NaN/inf")
+            if clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
         except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
             bar.close()
             kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
             raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). Lower the learning rate "
-                                   f"(now {lr}) or use gradient clipping{kept}") from None
+                                   f"(now {lr}) or clip the gradient (clip_grad=...){kept}") from None
         opt.step()
         if sched is not None:
             sched.step()

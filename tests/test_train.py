@@ -108,3 +108,13 @@ def test_decision_task_shapes():
     assert torch.all((mu[:, 0] >= 15) & (mu[:, 0] <= 40))
     assert torch.all((ratio >= 1 / 15 - 1e-12) & (ratio <= 1 / 7.5 + 1e-12))
     assert batch.target.shape == (151, 3, 2)
+
+
+def test_clip_grad_bounds_the_step():
+    task = TinyXOR()
+    net = task.build_network(seed=0)
+    before = [p.detach().clone() for p in net.learnable_parameters()]
+    train(net, task, updates=1, gradient="direct", optimizer="sgd", lr=1.0, clip_grad=1e-6,
+          progress=False, evaluate=False)
+    step = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.learnable_parameters(), before)))
+    assert 0 < float(step) <= 1e-6 * (1 + 1e-9)  # SGD step = lr * clipped gradient
