@@ -14,16 +14,10 @@ from .populations import pop_index
 from .simulate import simulate
 from .stimulus import Stimulus
 from .tasks import get_task
+from .plotting import save_figure
 from .train import TrainResult, train
 
 __all__ = ["train_run", "figure2", "reproduce_xor"]
-
-
-def _save_fig(fig, path: Path) -> None:
-    from ._io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format=path.suffix[1:])
 
 
 def train_run(task_name: str, seed: int, out: Path, *, updates: int | None = None, gradient: str | None = None,
@@ -51,9 +45,9 @@ def train_run(task_name: str, seed: int, out: Path, *, updates: int | None = Non
     res = train(net, task, updates, gradient=gradient, lr=lr, seed=seed, out=out, progress=progress,
                 resume=resume, stop_at_accuracy=1.0 if task_name == "xor" else None,
                 clip_grad=0.1 if task_name == "xor" else None)
-    _save_fig(plot_training({seed: res.metrics}, title=f"{task_name}: test accuracy per update"),
+    save_figure(plot_training({seed: res.metrics}, title=f"{task_name}: test accuracy per update"),
               out / "training.png")
-    _save_fig(plot_weights(net), out / "weights.png")
+    save_figure(plot_weights(net), out / "weights.png")
     if task_name == "xor":
         from .tasks.xor import truth_table
 
@@ -94,7 +88,7 @@ def figure2(net, task, out: Path, evidence: np.ndarray | None = None) -> dict[st
                "final_rates_hz": {lay: rates[-1, :, :, i].tolist() for i, lay in enumerate(("L23E", "L4E", "L5E", "L6E"))},
                "rates_hz": rates.tolist()}
     atomic_write_text(out / "figure2.json", json.dumps(numbers))
-    _save_fig(plot_decision(t, rates, c, winner), out / "figure2.png")
+    save_figure(plot_decision(t, rates, c, winner), out / "figure2.png")
     return numbers
 
 
@@ -108,7 +102,7 @@ def reproduce_xor(seeds: int, out: Path, progress: bool = True, gradient: str | 
         res = train_run("xor", s, out / f"seed{s}", progress=progress, gradient=gradient)
         by_seed[s] = res.metrics
         summary.append(res.summary)
-    _save_fig(plot_training(by_seed, title="XOR: test accuracy per update (one line per seed)"),
+    save_figure(plot_training(by_seed, title="XOR: test accuracy per update (one line per seed)"),
               out / "figure1b.png")
     solved = [s for s in summary if (s["final_accuracy"] or 0) >= 1.0]
     result = {"seeds": seeds, "solved": len(solved),
@@ -174,7 +168,7 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
             report.update({"method": method, "max_abs_hz": entry["max_abs_hz"], "max_rel": entry["max_rel"],
                            "per_trial": per_trial})
             for b in range(stim.batch_size):
-                _save_fig(plot_overlay(traj, run, b), out / f"overlay_trial{b}.png")
+                save_figure(plot_overlay(traj, run, b), out / f"overlay_trial{b}.png")
             save_nix(to_neo(run, seed=seed), out / "brian2.nix")
             save_nix(to_neo(traj, seed=seed), out / "torch.nix")
     atomic_write_text(out / "agreement.json", json.dumps(report, indent=2))

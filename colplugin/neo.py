@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import quantities as pq
 import torch
 
 from . import __version__
+
+if TYPE_CHECKING:  # for annotations only; neo is imported where it is used
+    import neo
 
 __all__ = ["to_neo", "from_neo", "stimulus_from_neo", "save_nix", "load_nix", "NeoError"]
 
@@ -119,7 +122,6 @@ def from_neo(block: "neo.Block", populations: Sequence[str] | None = None, *, sa
     NeoError
         Dimensionless signals, incompatible units, or missing channels.
     """
-    import neo
 
     trials = []
     t_out = None

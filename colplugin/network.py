@@ -18,7 +18,7 @@ memory grows with the number of connections, never with (8 x columns)^2.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -483,7 +483,6 @@ class ColumnNetwork(nn.Module):
     def set_projection_weights(self, name: str, weights: np.ndarray | torch.Tensor | float) -> None:
         """Set the weights (nA, signed as Dale's law requires) of a projection."""
         kind, learnable, sl = self.slices[name]
-        n_l = getattr(self, f"{kind}_theta").numel()
         w = torch.as_tensor(weights, dtype=self.W_intra.dtype).expand(sl.stop - sl.start).cpu().numpy()
         if learnable:
             sign = getattr(self, f"{kind}_sign")[sl].cpu().numpy()

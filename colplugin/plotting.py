@@ -7,9 +7,19 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .populations import LAYERS, POPULATIONS
 
-__all__ = ["plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay", "plot_validation"]
+__all__ = ["save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay", "plot_validation"]
+
+
+def save_figure(fig: Figure, path: Any, dpi: int = 110) -> None:
+    """Write a figure atomically (the format follows the file suffix)."""
+    from pathlib import Path
+
+    from ._io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:])
 
 
 def plot_rates(traj: Any, trial: int = 0, title: str | None = None) -> Figure:

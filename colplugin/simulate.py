@@ -213,11 +213,6 @@ class Trajectory:
         """Stimulus rates at the output times (T, B, n_inputs), Hz."""
         return self.stimulus.sample(self.t)
 
-    def trials(self, index: slice) -> "Trajectory":
-        """The same run restricted to some trials (a view; shares tensors)."""
-        stim = Stimulus(self.stimulus.times, self.stimulus.rates[index])
-        return Trajectory(self.t, self.state[:, index], self.network, stim, self.solver, self.nfe)
-
     def get(self, variable: str, area: str, column: int, population: str) -> torch.Tensor:
         """One population's trace (T, B): ``traj.get("rate", "upper", 0, "L23E")``."""
         if variable not in ("V", "A", "rate", "rate_filtered"):

@@ -104,15 +104,6 @@ class Stimulus:
             raise ValueError(f"cannot expand a stimulus of {self.batch_size} trials to {batch_size}")
         return Stimulus(self.times, self.rates.expand(batch_size, -1, -1))
 
-    @staticmethod
-    def concat(stimuli: "list[Stimulus]") -> "Stimulus":
-        """Trials of several stimuli with the same change points, as one batch."""
-        first = stimuli[0]
-        for s in stimuli[1:]:
-            if s.times.shape != first.times.shape or not torch.equal(s.times.to(first.times), first.times):
-                raise ValueError("Stimulus.concat needs identical change points in every stimulus")
-        return Stimulus(first.times, torch.cat([s.rates.to(first.rates) for s in stimuli], 0))
-
     def segment(self, t: torch.Tensor) -> torch.Tensor:
         """Index of the segment holding at time ``t`` (right-continuous)."""
         return torch.searchsorted(self.times, t.reshape(1), right=True)[0] - 1

@@ -10,15 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_path, atomic_write_text
+from ._io import atomic_write_text
 from .populations import POPULATIONS
 
 __all__ = ["validate_microcircuit", "validate_stimulus"]
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
 
 
 def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float = 2.5, *, transient: float = 0.5,
@@ -36,11 +31,11 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
 
     from . import __version__
     from .analysis import compare_rate_to_spiking, comparison_table_md, dmf_rates, population_statistics
-    from .brian2.microcircuit import PUBLISHED_RATES, simulate_microcircuit
+    from .brian2.microcircuit import simulate_microcircuit
     from .neo import save_nix, to_neo
     from .network import ColumnNetwork
     from .params import load_preset
-    from .plotting import plot_validation
+    from .plotting import plot_validation, save_figure
     from .simulate import simulate
 
     out = Path(out)
@@ -62,7 +57,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     with torch.no_grad():
         traj = simulate(net, duration=duration, dt_out=1e-3, y0=net.resting_state())
     save_nix(to_neo(traj, seed=seed), out / "dmf.nix")
-    _save(plot_validation(res, stats, rows, transient), out / "rates.png")
+    save_figure(plot_validation(res, stats, rows, transient), out / "rates.png")
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     within20 = all(abs(r["spiking_vs_published"]) <= 0.2 for r in rows)

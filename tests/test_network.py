@@ -83,7 +83,7 @@ def test_vector_field_matches_independent_numpy(dl25):
 ])
 def test_bad_networks_raise(dl25, kwargs, fragment):
     with pytest.raises((ValueError, KeyError)) as info:
-        net = cp.ColumnNetwork(dl25, **kwargs)
+        cp.ColumnNetwork(dl25, **kwargs)
     assert fragment in str(info.value)
 
 

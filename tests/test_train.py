@@ -5,7 +5,6 @@ import torch
 
 import colplugin as cp
 from colplugin.tasks import XOR, Decision
-from colplugin.tasks.base import Batch
 from colplugin.train import CheckpointError, TrainingDiverged, load_checkpoint, train
 
 from conftest import two_column_net

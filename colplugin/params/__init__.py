@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources

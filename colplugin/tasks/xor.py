@@ -9,7 +9,6 @@ L2/3E rate: class 1 when it exceeds the midpoint between the two target rates.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import torch
