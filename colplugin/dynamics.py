@@ -31,7 +31,7 @@ import math
 
 import torch
 
-__all__ = ["transfer", "filter_rate", "BRIAN2_EQUATIONS"]
+__all__ = ["transfer", "transfer_value", "slope", "filter_rate", "BRIAN2_EQUATIONS"]
 
 _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
 
@@ -39,11 +39,21 @@ _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
 _TINY = {dt: torch.finfo(dt).tiny for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 
 
-def _transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+def transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+    """f(x) without autograd support (see :func:`transfer`): the forward formula alone."""
     z = d * (a * x - b)
     az = z.abs().clamp_min(_TINY[z.dtype])
     # z > 0: z / (1 - e^-z);  z < 0: |z| e^z / (1 - e^z);  z = 0: the limit 1 (az / -expm1(-az))
     return az * torch.exp(z.clamp(max=0.0)) / (torch.expm1(-az) * (-d))
+
+
+def slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+    """f'(x) (Hz/mV) from x and f(x) = transfer(x), without autograd support: a g'(z), g(z) = z / (1 - e^-z) = d f, g' = g (1 + z - g) / z."""
+    z = d * (a * x - b)
+    g = d * f
+    small = z.abs() < _SERIES_Z
+    zs = torch.where(small, torch.ones_like(z), z)
+    return a * torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
 
 
 class _Transfer(torch.autograd.Function):
@@ -51,7 +61,7 @@ class _Transfer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
-        f = _transfer_value(x, a, b, d)
+        f = transfer_value(x, a, b, d)
         ctx.save_for_backward(x, f)
         ctx.abd = (a, b, d)
         return f
@@ -59,13 +69,7 @@ class _Transfer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, f = ctx.saved_tensors
-        a, b, d = ctx.abd
-        z = d * (a * x - b)
-        g = d * f  # g(z) = z / (1 - e^-z);  g'(z) = g (1 + z - g) / z
-        small = z.abs() < _SERIES_Z
-        zs = torch.where(small, torch.ones_like(z), z)
-        dg = torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
-        return grad_out * (a * dg), None, None, None
+        return grad_out * slope(x, f, *ctx.abd), None, None, None
 
 
 def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
