@@ -48,12 +48,19 @@ def transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tenso
 
 
 def slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
-    """f'(x) (Hz/mV) from x and f(x) = transfer(x), without autograd support: a g'(z), g(z) = z / (1 - e^-z) = d f, g' = g (1 + z - g) / z."""
-    z = d * (a * x - b)
-    g = d * f
+    """f'(x) (Hz/mV) from x and f(x) = transfer(x), without autograd support.
+
+    f' = a g'(z) with g(z) = z / (1 - e^-z) = d f and g' = g (1 + z - g) / z; for
+    |z| < 0.01, where that quotient cancels, the Taylor series 1/2 + z/6 - z^3/180.
+    """
+    z = torch.sub(x, b / a).mul_(d * a)
+    g = f * d
+    out = torch.sub(z, g).add_(1.0).mul_(g).div_(z)
     small = z.abs() < _SERIES_Z
-    zs = torch.where(small, torch.ones_like(z), z)
-    return a * torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
+    if bool(small.any()):
+        zs = z[small]
+        out[small] = 0.5 + zs / 6.0 - zs ** 3 / 180.0
+    return out.mul_(a)
 
 
 class _Transfer(torch.autograd.Function):

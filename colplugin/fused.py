@@ -1,55 +1,121 @@
-"""Fused fixed-step Runge-Kutta solve of a dense network, with a hand-derived backward pass.
+"""Fused explicit Runge-Kutta solves of a dense network, with a hand-derived backward pass.
 
-torchdiffeq's fixed-grid solvers are the reference; this module integrates the *same*
-schemes on the *same* grid (``euler``, ``midpoint`` and torchdiffeq's ``rk4``, the 3/8 rule)
-for networks whose coupling is one dense matrix (:class:`~colplugin.network.Coupling` with
-``dense=True``). It exists for speed: for the few-column networks of the paper's tasks one
-vector-field evaluation is ~15 tiny tensor operations, so per-operation overhead, not
-arithmetic, sets the cost. Here
+torchdiffeq is the reference solver; this module integrates the *same* schemes (``euler``,
+``midpoint``, torchdiffeq's ``rk4`` - the 3/8 rule - on the same fixed grid, and the
+Dormand-Prince ``dopri5`` pair with torchdiffeq's error norm and step-size rule) for networks
+whose coupling is one dense matrix (:class:`~colplugin.network.Coupling` with ``dense=True``).
+It exists for speed: for the few-column networks of the paper's tasks one vector-field
+evaluation is ~10 tiny tensor operations, so per-operation overhead, not arithmetic, sets
+the cost. Here
 
-* the forward solve runs without building an autograd graph and keeps only the state at
-  every grid point;
-* the backward pass is the discrete adjoint of the Runge-Kutta scheme, written out with the
-  analytic vector-field Jacobian: per step, the stages are recomputed from the stored state
-  and the cotangent is pulled back through them in reverse,
+* the forward solve builds no autograd graph; it keeps the stage inputs x = V - A and the
+  rates r = f(x) of every accepted step;
+* every stage is formed with one matrix product, ``Y_i = y + h (a_i . K)``, ``K`` the stacked
+  stage derivatives;
+* the backward pass is the discrete adjoint of the Runge-Kutta scheme over the accepted
+  steps, written out with the analytic vector-field Jacobian,
 
       k_i = F(Y_i),  Y_i = y + h sum_j a_ij k_j,  y' = y + h sum_i b_i k_i
-      gk_i = h b_i lam + h sum_{m>i} a_mi u_m,   u_i = (dF/dy)(Y_i)^T gk_i,   lam <- lam + sum_i u_i
+      gk_i = h b_i lam + h sum_{j>i} a_ji u_j,   u_i = (dF/dy)(Y_i)^T gk_i,   lam <- lam + sum_i u_i
 
-  which is exactly the gradient of the discrete solve (the same number direct
-  backpropagation through ``odeint`` gives, without its graph of ~100 nodes per step).
+  which is the exact gradient of the discrete solve (for fixed grids, the number direct
+  backpropagation through torchdiffeq's ``odeint`` gives; for dopri5, the gradient with the
+  accepted step sizes held fixed).
 
-For F (see :mod:`colplugin.dynamics`), with x = V - A, r = f(x):
+The vector field (see :mod:`colplugin.dynamics`) with y = [V, A] (B, 2P), x = V - A, r = f(x):
 
-    F_V = drive_k + r W^T c - V / tau_m,     F_A = (kappa / tau_a) r - A / tau_a
-    (dF/dy)^T g = [ -g_V / tau_m + s,  -g_A / tau_a - s ],   s = f'(x) (g_V W c + g_A kappa / tau_a)
+    x = y M,    F(y) = r Wk + [drive_k, 0] + y * c
+    M = [I; -I],  Wk = [c_R W^T | diag(kappa / tau_a)],  c = [-1/tau_m, -1/tau_a]
+    (dF/dy)^T g = g * c + s M^T,   s = f'(x) * (g Wk^T)
 
-and the parameter cotangents are r^T g_V (for the coupling matrix) and g_V (for the drive of
-the current stimulus segment).
+(products with the identity blocks are exact), and the parameter cotangents are
+``r^T g_V`` for the coupling matrix and ``g_V`` for the drive of the current stimulus segment.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
 from .dynamics import slope
 
-__all__ = ["TABLEAUS", "fused_solve"]
+__all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "fused_solve"]
 
-#: Explicit Butcher tableaus (a: lower triangle by rows, b: weights), identical to torchdiffeq's
-#: fixed-grid methods (its ``rk4`` is the 3/8 rule, ``rk4_alt_step_func``).
-TABLEAUS: dict[str, tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]] = {
-    "euler": ((), (1.0,)),
-    "midpoint": (((0.5,),), (0.0, 1.0)),
-    "rk4": (((1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)), (0.125, 0.375, 0.375, 0.125)),
+
+@dataclass(frozen=True)
+class Tableau:
+    """An explicit Runge-Kutta scheme.
+
+    ``a``: rows 2..s of the lower-triangular stage matrix; ``b``: weights of the solution;
+    ``b_err``: weights of the embedded error estimate (adaptive schemes; ``b - b_low``);
+    ``fsal``: the last stage is evaluated at the new solution and reused as the next step's
+    first stage (its weight in ``b`` is 0); ``order``: order of the solution.
+    """
+
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    b_err: tuple[float, ...] | None = None
+    fsal: bool = False
+    order: int = 1
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+    @property
+    def solution_stages(self) -> int:
+        """Stages that enter the new solution (an FSAL stage only feeds the error estimate)."""
+        return self.stages - 1 if self.fsal else self.stages
+
+
+_DP_A = ((1 / 5,),
+         (3 / 40, 9 / 40),
+         (44 / 45, -56 / 15, 32 / 9),
+         (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+         (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+         (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84))
+_DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
+_DP_B_LOW = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+
+#: The schemes, identical to torchdiffeq's of the same name (its ``rk4`` is the 3/8 rule,
+#: ``rk4_alt_step_func``; ``dopri5`` is the Dormand-Prince 5(4) pair).
+TABLEAUS: dict[str, Tableau] = {
+    "euler": Tableau((), (1.0,), order=1),
+    "midpoint": Tableau(((0.5,),), (0.0, 1.0), order=2),
+    "rk4": Tableau(((1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)), (0.125, 0.375, 0.375, 0.125), order=4),
+    "dopri5": Tableau(_DP_A, _DP_B, tuple(x - y for x, y in zip(_DP_B, _DP_B_LOW)), fsal=True, order=5),
 }
 
+# torchdiffeq's step-size controller constants (rk_common._optimal_step_size)
+_SAFETY, _IFACTOR, _DFACTOR = 0.9, 10.0, 0.2
+# largest h * rho accepted by the stiffness cap (dopri5's stability region reaches ~3.3 on the
+# negative real axis). A step-size controller alone lets h hover at the stability boundary in
+# settled phases, where the error estimate is tiny; the forward solve stays bounded there, but
+# the discrete adjoint multiplies amplification factors slightly above 1 over many steps.
+_STIFF_LIMIT = 0.9 * 3.3
 
-def _rate(x: torch.Tensor, da: float, b_over_a: float, d: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """f(x) in 6 operations (hot loop): z / (d (1 - e^-z)), z = d (a x - b).
+
+class StepSizeUnderflow(RuntimeError):
+    """The adaptive step shrank below 1e-12 of the interval: the solve diverged or is too stiff."""
+
+
+def _operators(coupling, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """M (2P, P), Wk (P, 2P) and c (2P) of the module docstring."""
+    P = coupling.P
+    eye = torch.eye(P, dtype=Wt.dtype, device=Wt.device)
+    M = torch.cat([eye, -eye], 0)
+    kr = torch.as_tensor(coupling.kappa_over_tau_a, dtype=Wt.dtype, device=Wt.device).expand(P)
+    Wk = torch.cat([Wt, torch.diag(kr)], 1)
+    c = torch.cat([torch.full((P,), -coupling.inv_tau_m, dtype=Wt.dtype, device=Wt.device),
+                   torch.full((P,), -coupling.inv_tau_a, dtype=Wt.dtype, device=Wt.device)])
+    return M, Wk, c
+
+
+def _rate(x: torch.Tensor, da: float, b_over_a: float, d: float) -> torch.Tensor:
+    """f(x) in 7 operations (hot loop): z / (d (1 - e^-z)), z = d (a x - b).
 
     Overflow-free: for z << 0, e^-z = inf and the quotient is +0 (the exact value
     underflows). At z = 0 the quotient is 0/0, replaced by the limit 1/d; a NaN ``x``
@@ -57,120 +123,181 @@ def _rate(x: torch.Tensor, da: float, b_over_a: float, d: float, out: torch.Tens
     """
     z = torch.sub(x, b_over_a).mul_(da)
     den = torch.neg(z).expm1_().mul_(-d)
-    return torch.div(z, den, out=out).nan_to_num_(nan=1.0 / d)
+    return torch.div(z, den).nan_to_num_(nan=1.0 / d)
 
 
 class _FusedSolve(torch.autograd.Function):
-    """States at the output grid points; backward = discrete adjoint of the RK scheme."""
+    """States at the output stops; backward = discrete adjoint over the accepted steps."""
 
     @staticmethod
-    def forward(ctx, y0, Wt, drive, coupling, grid, seg, out_idx, method, watch):
-        a_tab, b_tab = TABLEAUS[method]
-        n_st = len(b_tab)
+    def forward(ctx, y0, Wt, drive, coupling, stops, seg, out_idx, method, watch, opts):
+        tab = TABLEAUS[method]
+        s, s_sol = tab.stages, tab.solution_stages
         P = coupling.P
         a, b, d = coupling.abd
         da, boa = d * a, b / a
-        inv_m, inv_a, kr = coupling.inv_tau_m, coupling.inv_tau_a, coupling.kappa_over_tau_a
+        dt, dev = y0.dtype, y0.device
+        M, Wk, c = _operators(coupling, Wt)
+        drive2 = torch.cat([drive, torch.zeros_like(drive)], 2)  # [drive_k, 0] (Bd, K, 2P)
+        B, N = y0.shape[0], y0.numel()
+        A_full = torch.zeros(s, s, dtype=dt, device=dev)
+        for i, row in enumerate(tab.a, start=1):
+            A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
+        a_rows = [A_full[i:i + 1, :i].contiguous() for i in range(s)]
+        b_row = torch.tensor([tab.b[:s_sol]], dtype=dt, device=dev)
+        e_row = None if tab.b_err is None else torch.tensor([tab.b_err], dtype=dt, device=dev)
+        K = torch.empty(s, N, dtype=dt, device=dev)
+        Kv = [K[i].view(B, 2 * P) for i in range(s)]
         keep = any(ctx.needs_input_grad[:3])
-        n_steps = len(grid) - 1
-        B = y0.shape[0]
-        # stage inputs x = V - A and rates r = f(x), kept for the backward pass (n_steps, stages, B, P)
-        X = torch.empty((n_steps if keep else 1, n_st, B, P), dtype=y0.dtype, device=y0.device)
-        R = torch.empty_like(X)
+        adaptive = e_row is not None
+        rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
+
+        xs: list[torch.Tensor] = []  # accepted steps' stage inputs and rates (for the backward pass)
+        rs: list[torch.Tensor] = []
+        steps: list[tuple[float, int]] = []  # (h, segment) of every accepted step
+        landed: dict[int, int] = {}  # stop index -> number of accepted steps before it
         out_at: dict[int, list[int]] = {}
         for j, n in enumerate(out_idx):
             out_at.setdefault(n, []).append(j)
-        out = torch.empty((len(out_idx),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
+        out = torch.empty((len(out_idx),) + tuple(y0.shape), dtype=dt, device=dev)
         for j in out_at.get(0, ()):
             out[j] = y0
-        V, A = y0[:, :P], y0[:, P:]
-        for n in range(n_steps):
-            h = grid[n + 1] - grid[n]
-            dr = drive[:, seg[n]]
-            kV, kA = [], []
-            Xn, Rn = X[n if keep else 0], R[n if keep else 0]
-            for i in range(n_st):
-                VY, AY = V, A
-                if i:
-                    for j, aij in enumerate(a_tab[i - 1]):
-                        if aij:
-                            VY = torch.add(VY, kV[j], alpha=h * aij)
-                            AY = torch.add(AY, kA[j], alpha=h * aij)
-                x = torch.sub(VY, AY, out=Xn[i])
-                r = _rate(x, da, boa, d, out=Rn[i])
-                kV.append(torch.addmm(dr, r, Wt).add_(VY, alpha=-inv_m))
-                kA.append(torch.mul(r, kr).add_(AY, alpha=-inv_a))
-            for bi, k1, k2 in zip(b_tab, kV, kA):
-                if bi:
-                    V = torch.add(V, k1, alpha=h * bi)
-                    A = torch.add(A, k2, alpha=h * bi)
-            for j in out_at.get(n + 1, ()):
-                out[j, :, :P] = V
-                out[j, :, P:] = A
-            watch(n, grid[n + 1], V, A)
+
+        def stage(i: int, y: torch.Tensor, h: float, dr: torch.Tensor, Y: torch.Tensor | None = None):
+            if Y is None:
+                Y = y if i == 0 else torch.addmm(y.view(1, N), a_rows[i], K[:i], alpha=h).view(B, 2 * P)
+            x = torch.mm(Y, M)
+            r = _rate(x, da, boa, d)
+            torch.addmm(dr, r, Wk, out=Kv[i]).addcmul_(Y, c)
+            if i == s - 2:
+                Ys[0] = Y
+            return x, r
+
+        Ys: list[torch.Tensor] = [y0]  # the second-to-last stage's input (stiffness estimate)
+
+        y = y0
+        first: tuple[torch.Tensor, torch.Tensor] | None = None  # stage 1 (x, r) of the next step
+        nxt = first
+        n_attempts = 0
+        for m in range(len(stops) - 1):
+            t, t_end, k = stops[m], stops[m + 1], seg[m]
+            dr = drive2[:, k]
+            if m == 0 or k != seg[m - 1]:
+                first = None  # the drive changed: stage 1 must be re-evaluated
+            while t < t_end:
+                rem = t_end - t
+                last = not adaptive or h_next >= rem * (1 - 1e-9)
+                h = rem if last else h_next
+                if first is None:
+                    first = stage(0, y, h, dr)
+                if n_attempts % watch_every == 0:
+                    watch(t, first[0], watch_every)
+                n_attempts += 1
+                stage_xr = [first]
+                for i in range(1, s_sol):
+                    stage_xr.append(stage(i, y, h, dr))
+                y_new = torch.addmm(y.view(1, N), b_row, K[:s_sol], alpha=h).view(B, 2 * P)
+                if adaptive:
+                    nxt = stage(s - 1, y, h, dr, Y=y_new)  # FSAL stage at the new solution
+                    err = torch.mm(e_row, K).view(B, 2 * P).mul_(h)
+                    tol = torch.maximum(y.abs(), y_new.abs()).mul_(rtol).add_(atol)
+                    # stiffness: the last two stages share c = 1, so |k_s - k_s-1| / |Y_s - Y_s-1|
+                    # estimates the spectral radius rho of the Jacobian (Hairer & Wanner, DOPRI5)
+                    num = torch.linalg.vector_norm(K[s - 1] - K[s - 2])
+                    den = torch.linalg.vector_norm(y_new - Ys[0])
+                    ratio, num, den = torch.stack([err.div_(tol).square_().mean().sqrt(), num, den]).tolist()
+                    if not ratio <= 1.0:  # rejected (or NaN): shrink and retry
+                        fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / tab.order)) if math.isfinite(ratio) else _DFACTOR
+                        h_next = h * fac
+                        if h_next < 1e-12 * max(abs(t_end), 1.0):
+                            raise StepSizeUnderflow(f"step size underflow at t = {t:.6g} s")
+                        continue
+                    fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / tab.order))) if ratio > 0 else _IFACTOR
+                    if not last or fac < 1.0:  # a step shortened to land on a stop keeps the proposal
+                        h_next = h * fac
+                    if num > 0 and den > 0:  # stay inside the stability region: h rho < 0.9 * 3.3
+                        h_next = min(h_next, _STIFF_LIMIT * den / num)
+                    K[0].copy_(K[s - 1])
+                if keep:
+                    for xi, ri in stage_xr:
+                        xs.append(xi)
+                        rs.append(ri)
+                    steps.append((h, k))
+                y = y_new
+                first = nxt if adaptive else None
+                t = t_end if last else t + h
+            landed[m + 1] = len(steps)
+            for j in out_at.get(m + 1, ()):
+                out[j] = y
         if keep:
+            n = len(steps)
+            shape = (n, s_sol, B, P)
+            X = torch.stack(xs).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
+            R = torch.stack(rs).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
             ctx.save_for_backward(X, R, Wt, drive)
-        ctx.coupling, ctx.grid, ctx.seg, ctx.out_at, ctx.method = coupling, grid, seg, out_at, method
+        ctx.coupling, ctx.steps, ctx.method = coupling, steps, method
+        ctx.out_at = {landed[m]: js for m, js in out_at.items() if m > 0}
+        ctx.out_at0 = out_at.get(0, [])
+        ctx.n_segments = drive.shape[1]
+        opts["nfe"] = n_attempts * (s - 1 if tab.fsal else s)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         X, R, Wt, drive = ctx.saved_tensors
-        coupling, grid, seg, out_at, method = ctx.coupling, ctx.grid, ctx.seg, ctx.out_at, ctx.method
-        a_tab, b_tab = TABLEAUS[method]
-        n_st = len(b_tab)
+        coupling, steps, tab = ctx.coupling, ctx.steps, TABLEAUS[ctx.method]
+        s = tab.solution_stages
         P = coupling.P
-        inv_m, inv_a, kr = coupling.inv_tau_m, coupling.inv_tau_a, coupling.kappa_over_tau_a
-        W = Wt.T
-        n_steps = len(grid) - 1
-        GV = torch.zeros_like(X)  # dL/dk_V of every stage: the coupling's and drive's cotangents
-        gy = grad_out.sum(0) * 0
-        lamV, lamA = gy[:, :P].clone(), gy[:, P:].clone()
-        for n in range(n_steps, -1, -1):
-            for j in out_at.get(n, ()):
-                lamV.add_(grad_out[j, :, :P])
-                lamA.add_(grad_out[j, :, P:])
-            if n == 0:
-                break
-            n -= 1
-            h = grid[n + 1] - grid[n]
-            Sn = slope(X[n], R[n], *coupling.abd)  # f'(x) of the step's stages
-            gkV = [lamV * (h * bi) if bi else None for bi in b_tab]
-            gkA = [lamA * (h * bi) if bi else None for bi in b_tab]
-            for i in range(n_st - 1, -1, -1):
-                gV, gA = gkV[i], gkA[i]
-                if gV is None:
-                    continue
-                GV[n, i] = gV
-                s = torch.addmm(gA * kr, gV, W).mul_(Sn[i])
-                uV = torch.add(s, gV, alpha=-inv_m)
-                uA = torch.mul(gA, -inv_a).sub_(s)
-                lamV.add_(uV)
-                lamA.add_(uA)
-                for m in range(i):
-                    aim = a_tab[i - 1][m]
-                    if aim:
-                        if gkV[m] is None:
-                            gkV[m], gkA[m] = uV * (h * aim), uA * (h * aim)
-                        else:
-                            gkV[m].add_(uV, alpha=h * aim)
-                            gkA[m].add_(uA, alpha=h * aim)
+        B = grad_out.shape[1]
+        N = B * 2 * P
+        dt, dev = X.dtype, X.device
+        M, Wk, c = _operators(coupling, Wt)
+        MT, WkT = M.T.contiguous(), Wk.T.contiguous()
+        A_full = torch.zeros(s, s, dtype=dt, device=dev)
+        for i, row in enumerate(tab.a[:s - 1], start=1):
+            A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
+        a_cols = [A_full[i + 1:, i].reshape(1, -1).contiguous() for i in range(s)]  # a_ji, j > i
+        U = torch.empty(s, N, dtype=dt, device=dev)
+        Uv = [U[i].view(B, 2 * P) for i in range(s)]
+        gs: list[torch.Tensor] = []  # dL/dk of every stage, last step first
+        lam = torch.zeros_like(grad_out[0])
+        for n in range(len(steps) - 1, -1, -1):
+            for j in ctx.out_at.get(n + 1, ()):
+                lam.add_(grad_out[j])
+            h = steps[n][0]
+            S = slope(X[n], R[n], *coupling.abd)  # f'(x) of the step's stages
+            for i in range(s - 1, -1, -1):
+                bi = tab.b[i]
+                if i == s - 1:
+                    gk = lam * (h * bi)
+                else:
+                    gk = torch.addmm(lam.view(1, N), a_cols[i], U[i + 1:], beta=h * bi, alpha=h).view(B, 2 * P)
+                gs.append(gk)
+                sx = torch.mm(gk, WkT).mul_(S[i])
+                torch.addmm(gk * c, sx, MT, out=Uv[i])
+            lam.add_(U.sum(0).view(B, 2 * P))
+        for j in ctx.out_at0:
+            lam.add_(grad_out[j])
         g_Wt = g_drive = None
-        if ctx.needs_input_grad[1]:  # sum over steps, stages and trials of r^T gV
-            g_Wt = R.reshape(-1, P).T @ GV.reshape(-1, P)
-        if ctx.needs_input_grad[2]:
-            per_step = GV.sum(1)  # (n_steps, B, P)
-            seg_t = torch.as_tensor(seg, device=X.device)
-            g = torch.zeros((drive.shape[1],) + tuple(per_step.shape[1:]), dtype=X.dtype, device=X.device)
-            g = g.index_add_(0, seg_t, per_step).transpose(0, 1)  # (B, K, P)
-            g_drive = g if drive.shape[0] > 1 else g.sum(0, keepdim=True)
-        return torch.cat([lamV, lamA], 1), g_Wt, g_drive, None, None, None, None, None, None
+        if steps and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            G = torch.stack(gs[::-1]).reshape(len(steps), s, B, 2 * P)[..., :P]  # forward order
+            if ctx.needs_input_grad[1]:  # sum over steps, stages and trials of r^T g_V
+                g_Wt = R.reshape(-1, P).T @ G.reshape(-1, P)
+            if ctx.needs_input_grad[2]:
+                seg_t = torch.tensor([k for _, k in steps], device=dev)
+                g = torch.zeros((ctx.n_segments, B, P), dtype=dt, device=dev).index_add_(0, seg_t, G.sum(1))
+                g = g.transpose(0, 1)  # (B, K, P)
+                g_drive = g if drive.shape[0] > 1 else g.sum(0, keepdim=True)
+        elif ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            g_Wt, g_drive = torch.zeros_like(Wt), torch.zeros_like(drive)
+        return lam, g_Wt, g_drive, None, None, None, None, None, None, None
 
 
-def fused_solve(coupling, y0: torch.Tensor, grid: Sequence[float], seg: Sequence[int],
-                out_idx: Sequence[int], method: str,
-                watch: Callable[[int, float, torch.Tensor], None]) -> torch.Tensor:
-    """Integrate ``coupling``'s vector field on ``grid`` with an explicit RK ``method``.
+def fused_solve(coupling, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
+                out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None], *,
+                step: float = 5e-4, rtol: float = 1e-6, atol: float = 1e-6,
+                watch_every: int = 25) -> tuple[torch.Tensor, int]:
+    """Integrate ``coupling``'s vector field through ``stops`` with an explicit RK ``method``.
 
     Parameters
     ----------
@@ -178,27 +305,44 @@ def fused_solve(coupling, y0: torch.Tensor, grid: Sequence[float], seg: Sequence
         A dense coupling (``coupling.dense``).
     y0 : torch.Tensor, shape (B, 2P)
         Initial state, mV.
-    grid : sequence of float
-        Increasing grid times in s (contains every stimulus change point and output time).
+    stops : sequence of float
+        Increasing times in s that every solve lands on: the start, the stimulus change
+        points, the output times and the end. Fixed-step methods take exactly one step
+        between consecutive stops (pass the whole grid); adaptive ones as many as needed.
     seg : sequence of int
-        Stimulus segment of each step (``len(grid) - 1`` entries).
+        Stimulus segment between consecutive stops (``len(stops) - 1`` entries).
     out_idx : sequence of int
-        Grid indices of the output times.
-    method : {"euler", "midpoint", "rk4"}
+        Indices into ``stops`` of the output times.
+    method : {"euler", "midpoint", "rk4", "dopri5"}
     watch : callable
-        ``watch(step, t, V, A)`` after every step; raises to stop a diverging solve.
+        ``watch(t, x, steps)`` every ``watch_every`` steps with ``x = V - A`` of a recent
+        stage; raises to stop a diverging solve.
+    step : float
+        Initial step of adaptive methods (s).
+    rtol, atol : float
+        Tolerances of adaptive methods (torchdiffeq's RMS error norm).
+    watch_every : int
 
     Returns
     -------
-    torch.Tensor, shape (len(out_idx), B, 2P)
+    states : torch.Tensor, shape (len(out_idx), B, 2P)
         Differentiable with respect to ``y0`` and the coupling's tensors.
+    nfe : int
+        Vector-field evaluations.
+
+    Raises
+    ------
+    StepSizeUnderflow
+        If an adaptive step shrinks to nothing.
     """
     if not coupling.dense:
         raise ValueError("the fused solver needs a dense coupling (networks of at most "
                          "ColumnNetwork.dense_max_populations populations); use Solver(fused=False)")
     if method not in TABLEAUS:
         raise ValueError(f"the fused solver supports {sorted(TABLEAUS)}, not {method!r}")
-    if len(seg) != len(grid) - 1 or any(math.isnan(g) for g in grid):
-        raise ValueError("fused_solve: one stimulus segment per grid step is required")
-    return _FusedSolve.apply(y0, coupling.Wt, coupling.drive, coupling, list(grid), list(seg),
-                             list(out_idx), method, watch)
+    if len(seg) != len(stops) - 1:
+        raise ValueError("fused_solve: one stimulus segment per interval between stops is required")
+    opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every}
+    out = _FusedSolve.apply(y0, coupling.Wt, coupling.drive, coupling, list(stops), list(seg), list(out_idx),
+                            method, watch, opts)
+    return out, opts["nfe"]

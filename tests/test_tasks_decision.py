@@ -40,3 +40,13 @@ def test_noise_breaks_the_symmetry():
     winners = (end[:, 0] > end[:, 1]).sum()
     assert torch.all(end.max(1).values > 15)  # every noisy trial decides
     assert 0 < winners < 8  # and both pools win sometimes
+
+
+def test_dopri5_agrees_with_fine_euler_steps():
+    """Second method: the noiseless default (dopri5) against Euler steps of 20 us."""
+    mu = torch.tensor([[32.0, 28.0], [25.0, 26.0]], dtype=torch.float64)
+    kw = dict(stim_on=0.3, stim_off=1.0, sigma=0.0, dt_out=0.01)
+    a = wong_wang(mu, 1.5, **kw)["rate"]
+    e = wong_wang(mu, 1.5, method="euler", dt=2e-5, **kw)["rate"]
+    assert a.shape == e.shape == (151, 2, 2)
+    torch.testing.assert_close(a, e, rtol=0, atol=5e-3)  # Hz; Euler's error is O(dt)

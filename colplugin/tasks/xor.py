@@ -44,7 +44,7 @@ class XOR(Task):
     def __init__(self, rate: float = 20.0, jitter: float = 0.025, low: float = 0.15, high: float = 1.0,
                  solver: Solver | None = None, batch_size: int = 16) -> None:
         self.rate, self.jitter, self.low, self.high = rate, jitter, low, high
-        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4)
+        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, fused=True)
         self.batch_size = batch_size
         self.t_on = 0.5
 
