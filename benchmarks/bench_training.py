@@ -1,6 +1,8 @@
 """Training cost (issue 3), run by hand:  python benchmarks/bench_training.py [--quick]
 
-1. Wall time per update: XOR (batch 4 and 16) and decision (batch 16), adjoint vs direct.
+1. Wall time per update: XOR (batch 4 and 16) and decision (batch 16): the tasks' default
+   (fused dopri5, direct gradients), torchdiffeq dopri5 with direct backpropagation, and
+   torchdiffeq's adjoint; plus the time to draw one batch (the decision task's Wong-Wang targets).
 2. Peak memory (max RSS of a fresh process) of one forward+backward pass, adjoint vs direct,
    as the simulated duration grows from 1 s to 10 s (two MT columns, batch 16).
 
@@ -15,19 +17,21 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, resource, sys, time, torch
+import dataclasses, json, resource, sys, time, torch
 import colplugin as cp
 from colplugin.tasks import XOR, Decision
 torch.set_num_threads(1)
 kind, gradient, batch, duration, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+fused = sys.argv[6] == "fused"
 task = XOR() if kind == "xor" else Decision()
+task.solver = dataclasses.replace(task.solver, fused=fused)
 net = task.build_network(seed=0)
 gen = torch.Generator().manual_seed(0)
-times = []
+times, sample = [], []
 for _ in range(reps):
+    t0 = time.perf_counter()
     b = task.sample(batch, gen)
-    if kind == "memory":
-        pass
+    sample.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     if kind == "decision_long":
         z = torch.zeros(batch, 2, dtype=torch.float64)
@@ -41,7 +45,8 @@ for _ in range(reps):
     loss.backward()
     times.append(time.perf_counter() - t0)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds_per_update": sorted(times)[len(times) // 2], "peak_rss_mb": rss}))
+print(json.dumps({"seconds_per_update": sorted(times)[len(times) // 2], "peak_rss_mb": rss,
+                  "sample_seconds": sorted(sample)[len(sample) // 2]}))
 """
 
 
@@ -55,17 +60,20 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and durations")
     args = ap.parse_args()
     reps = 1 if args.quick else 3
-    print("1. wall time per update (median of %d; forward + backward, no evaluation)" % reps)
-    print(f"{'task':<10}{'batch':>6}{'gradient':>10}{'s/update':>10}")
+    print("1. wall time per update (median of %d; forward + backward, no evaluation; sampling apart)" % reps)
+    print(f"{'task':<10}{'batch':>6}{'solver':>28}{'s/update':>10}{'sample s':>10}")
     for kind, batch in (("xor", 4), ("xor", 16), ("decision", 16)):
-        for g in ("direct", "adjoint"):
-            r = run(kind, g, batch, 0, reps)
-            print(f"{kind:<10}{batch:>6}{g:>10}{r['seconds_per_update']:>10.2f}", flush=True)
+        for g, fused, label in (("direct", "fused", "fused dopri5, direct"),
+                                ("direct", "torchdiffeq", "torchdiffeq dopri5, direct"),
+                                ("adjoint", "torchdiffeq", "torchdiffeq dopri5, adjoint")):
+            r = run(kind, g, batch, 0, reps, fused)
+            print(f"{kind:<10}{batch:>6}{label:>28}{r['seconds_per_update']:>10.3f}{r['sample_seconds']:>10.3f}",
+                  flush=True)
     print("\n2. peak memory of one forward+backward, two MT columns, batch 16")
-    print(f"{'duration s':>10}{'direct MB':>12}{'adjoint MB':>12}{'direct s':>10}{'adjoint s':>10}")
+    print(f"{'duration s':>10}{'fused MB':>12}{'adjoint MB':>12}{'fused s':>10}{'adjoint s':>10}")
     for d in ((1, 5) if args.quick else (1, 2, 5, 10)):
-        rd = run("decision_long", "direct", 16, d, 1)
-        ra = run("decision_long", "adjoint", 16, d, 1)
+        rd = run("decision_long", "direct", 16, d, 1, "fused")
+        ra = run("decision_long", "adjoint", 16, d, 1, "torchdiffeq")
         print(f"{d:>10}{rd['peak_rss_mb']:>12.0f}{ra['peak_rss_mb']:>12.0f}{rd['seconds_per_update']:>10.1f}"
               f"{ra['seconds_per_update']:>10.1f}", flush=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -45,7 +46,8 @@ class TrainResult:
 def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, update: int,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     generator: torch.Generator | None = None, metrics: Sequence[dict] = (),
-                    seed: int | None = None, gradient: str = "adjoint") -> Path:
+                    seed: int | None = None, gradient: str = "adjoint",
+                    rollback_best: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically (plain types only: ``torch.load(weights_only=True)`` works)."""
     ckpt = {
         "format": CHECKPOINT_FORMAT, "colplugin_version": __version__, "task": task.config(),
@@ -54,6 +56,7 @@ def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, upd
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": generator.get_state() if generator is not None else None,
         "metrics": json.dumps(list(metrics)), "seed": seed, "gradient": gradient,
+        "rollback_best": rollback_best,
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
@@ -112,7 +115,7 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
           batch_size: int | None = None, seed: int = 0, out: str | Path | None = None,
           resume: bool = False, progress: bool = True, evaluate: bool = True,
           stop_at_accuracy: float | None = None, clip_grad: float | None = None,
-          callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> TrainResult:
+          rollback: float | None = None, callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> TrainResult:
     """Learn the learnable inter-column weights of ``network`` on ``task``.
 
     Each update simulates a batch of trials in one ODE solve, computes the task's loss
@@ -153,6 +156,14 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
         Stop early once the test accuracy reaches this value.
     clip_grad : float, optional
         Clip the gradient of the free parameters to this norm before each step.
+    rollback : float, optional
+        Guard against a step that throws the network into a bad region (e.g. all columns
+        silenced, where f underflows and the gradient vanishes): when a batch loss exceeds
+        ``rollback`` times the lowest batch loss so far, no step is taken; the parameters
+        and optimiser state return to those that gave the lowest loss and the learning rate
+        is halved (the metrics row says ``"rolled_back": true``). Compares training-batch
+        losses only, so it suits tasks whose batches are alike (XOR). With a scheduler, the
+        scheduler's next learning rate wins.
     callbacks : sequence of callables
         Called with each update's metrics dictionary.
 
@@ -174,6 +185,9 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
     gen = torch.Generator().manual_seed(seed)
     metrics: list[dict[str, Any]] = []
     start = 0
+    best: dict[str, Any] | None = None  # lowest batch loss so far, with its parameters (rollback)
+    if rollback is not None and not rollback > 1:
+        raise ValueError(f"rollback must be a loss ratio > 1 (e.g. 1.5), got {rollback}")
     out = Path(out) if out is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     if resume:
@@ -189,6 +203,7 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
         metrics = ckpt["metrics"]
         start = ckpt["update"]
         seed = ckpt["seed"]
+        best = ckpt.get("rollback_best")
     test = task.test_set() if evaluate else None
     dev, dtype = network.W_intra.device, network.W_intra.dtype
     t_start = time.perf_counter() - (metrics[-1]["wall_seconds"] if metrics else 0.0)
@@ -203,22 +218,39 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
             loss = task.loss(traj, batch)
             if not torch.isfinite(loss):
                 raise SimulationError("the loss is NaN/inf")
-            loss.backward()
-            grads_ok = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
-            if not grads_ok:
-                raise SimulationError("the gradient is NaN/inf")
-            if clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad)
+            loss_value = float(loss.detach())
+            rolled_back = rollback is not None and best is not None and loss_value > rollback * best["loss"]
+            if rollback is not None and not rolled_back and (best is None or loss_value < best["loss"]):
+                best = {"loss": loss_value, "update": k,
+                        "state_dict": {n: t.detach().clone() for n, t in network.state_dict().items()},
+                        "optimizer": copy.deepcopy(opt.state_dict())}
+            if not rolled_back:
+                loss.backward()
+                grads_ok = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
+                if not grads_ok:
+                    raise SimulationError("the gradient is NaN/inf")
+                if clip_grad is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip_grad)
         except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
             bar.close()
             kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
             raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). Lower the learning rate "
                                    f"(now {lr}) or clip the gradient (clip_grad=...){kept}") from None
-        opt.step()
+        train_accuracy = task.accuracy(traj, batch)
+        if rolled_back:
+            lrs = [g["lr"] * 0.5 for g in opt.param_groups]
+            network.load_state_dict(best["state_dict"])
+            opt.load_state_dict(copy.deepcopy(best["optimizer"]))
+            for g, new_lr in zip(opt.param_groups, lrs):
+                g["lr"] = new_lr
+        else:
+            opt.step()
         if sched is not None:
             sched.step()
-        row: dict[str, Any] = {"update": k + 1, "loss": float(loss.detach()), "train_accuracy": task.accuracy(traj, batch),
+        row: dict[str, Any] = {"update": k + 1, "loss": loss_value, "train_accuracy": train_accuracy,
                                "lr": opt.param_groups[0]["lr"]}
+        if rollback is not None:
+            row["rolled_back"] = rolled_back
         if test is not None:
             with torch.no_grad():
                 tt = simulate(network, test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
@@ -230,7 +262,7 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
         bar.set_postfix(loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"))
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, network, task, update=k + 1, optimizer=opt, scheduler=sched,
-                            generator=gen, metrics=metrics, seed=seed, gradient=gradient)
+                            generator=gen, metrics=metrics, seed=seed, gradient=gradient, rollback_best=best)
         for cb in callbacks:
             cb(row)
         if stop_at_accuracy is not None and row.get("test_accuracy") is not None \
@@ -242,6 +274,7 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
                "final_accuracy": metrics[-1].get("test_accuracy") if metrics else None,
                "wall_seconds": metrics[-1]["wall_seconds"] if metrics else 0.0,
                "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer), "lr": lr,
+               "clip_grad": clip_grad, "rollback": rollback,
                "batch_size": batch_size, "colplugin_version": __version__, "solver": task.solver.to_dict()}
     if out is not None:
         atomic_write_text(out / "metrics.json", json.dumps({"per_update": metrics, **summary}, indent=2))

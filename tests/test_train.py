@@ -117,3 +117,20 @@ def test_clip_grad_bounds_the_step():
           progress=False, evaluate=False)
     step = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.learnable_parameters(), before)))
     assert 0 < float(step) <= 1e-6 * (1 + 1e-9)  # SGD step = lr * clipped gradient
+
+
+def test_rollback_restores_the_best_parameters_and_halves_the_rate():
+    """Gradient *ascent* raises the loss; the next update must undo it exactly and halve lr."""
+    task = TinyXOR()
+    net = task.build_network(seed=0)
+    start = [p.detach().clone() for p in net.learnable_parameters()]
+    res = train(net, task, updates=2, gradient="direct", lr=3.0, rollback=1.2, progress=False, evaluate=False,
+                optimizer=lambda params: torch.optim.SGD(params, lr=3.0, maximize=True))
+    first, second = res.metrics
+    assert second["loss"] > 1.2 * first["loss"]  # the ascent step made things worse ...
+    assert not first["rolled_back"] and second["rolled_back"]  # ... so it was rolled back
+    assert second["lr"] == pytest.approx(1.5)
+    for p, s in zip(net.learnable_parameters(), start):
+        torch.testing.assert_close(p.detach(), s, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="rollback"):
+        train(net, task, updates=1, rollback=0.9, progress=False, evaluate=False)
