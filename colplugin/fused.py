@@ -8,8 +8,8 @@ It exists for speed: for the few-column networks of the paper's tasks one vector
 evaluation is ~10 tiny tensor operations, so per-operation overhead, not arithmetic, sets
 the cost. Here
 
-* the forward solve builds no autograd graph; it keeps the stage inputs x = V - A and the
-  rates r = f(x) of every accepted step;
+* the forward solve builds no autograd graph; it keeps w and g (below) of every stage of
+  every accepted step;
 * every stage is formed with one matrix product, ``Y_i = y + h (a_i . K)``, ``K`` the stacked
   stage derivatives;
 * the backward pass is the discrete adjoint of the Runge-Kutta scheme over the accepted
@@ -22,14 +22,16 @@ the cost. Here
   backpropagation through torchdiffeq's ``odeint`` gives; for dopri5, the gradient with the
   accepted step sizes held fixed).
 
-The vector field (see :mod:`colplugin.dynamics`) with y = [V, A] (B, 2P), x = V - A, r = f(x):
+The vector field (see :mod:`colplugin.dynamics`) with y = [V, A] (B, 2P), x = V - A,
+z = d (a x - b), r = f(x) = g(z) / d, g(z) = z / (1 - e^-z):
 
-    x = y M,    F(y) = r Wk + [drive_k, 0] + y * c
-    M = [I; -I],  Wk = [c_R W^T | diag(kappa / tau_a)],  c = [-1/tau_m, -1/tau_a]
-    (dF/dy)^T g = g * c + s M^T,   s = f'(x) * (g Wk^T)
+    F(y) = r Wk + [drive_k, 0] + y * c,   Wk = [c_R W^T | diag(kappa / tau_a)],  c = [-1/tau_m, -1/tau_a]
+    (dF/dy)^T q = q * c + f'(x) * (q Wk^T) [I; -I]^T
 
-(products with the identity blocks are exact), and the parameter cotangents are
-``r^T g_V`` for the coupling matrix and ``g_V`` for the drive of the current stimulus segment.
+(products with the identity blocks are exact). The loop computes w = -z = y Mw + d b with
+Mw = -d a [I; -I] and g = w / expm1(w) (3 operations), and k = g (Wk / d) + ... The
+parameter cotangents are ``r^T q_V`` for the coupling matrix and ``q_V`` for the drive of
+the current stimulus segment.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .dynamics import slope
+from .dynamics import _SERIES_Z
 
 __all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "fused_solve"]
 
@@ -102,28 +104,40 @@ class StepSizeUnderflow(RuntimeError):
     """The adaptive step shrank below 1e-12 of the interval: the solve diverged or is too stiff."""
 
 
-def _operators(coupling, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """M (2P, P), Wk (P, 2P) and c (2P) of the module docstring."""
+def _operators(coupling, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The vector field in the scaled form of the hot loop (see the module docstring).
+
+    Returns Mw = -d a M (2P, P), Wg = Wk / d (P, 2P), c (2P) and the scalar tensor d b.
+    """
     P = coupling.P
+    a, b, d = coupling.abd
     eye = torch.eye(P, dtype=Wt.dtype, device=Wt.device)
-    M = torch.cat([eye, -eye], 0)
+    Mw = torch.cat([eye, -eye], 0).mul_(-d * a)
     kr = torch.as_tensor(coupling.kappa_over_tau_a, dtype=Wt.dtype, device=Wt.device).expand(P)
-    Wk = torch.cat([Wt, torch.diag(kr)], 1)
+    Wg = torch.cat([Wt, torch.diag(kr)], 1).div_(d)
     c = torch.cat([torch.full((P,), -coupling.inv_tau_m, dtype=Wt.dtype, device=Wt.device),
                    torch.full((P,), -coupling.inv_tau_a, dtype=Wt.dtype, device=Wt.device)])
-    return M, Wk, c
+    return Mw, Wg, c, torch.tensor(d * b, dtype=Wt.dtype, device=Wt.device)
 
 
-def _rate(x: torch.Tensor, da: float, b_over_a: float, d: float) -> torch.Tensor:
-    """f(x) in 7 operations (hot loop): z / (d (1 - e^-z)), z = d (a x - b).
+def _g(w: torch.Tensor) -> torch.Tensor:
+    """g = w / expm1(w) = z / (1 - e^-z) = d f (z = -w), in 3 operations (hot loop).
 
-    Overflow-free: for z << 0, e^-z = inf and the quotient is +0 (the exact value
-    underflows). At z = 0 the quotient is 0/0, replaced by the limit 1/d; a NaN ``x``
-    also maps to 1/d here, but it stays in the state, where the divergence checks see it.
+    Overflow-free: for w >> 0 (z << 0), expm1 = inf and g = +0 (the exact value
+    underflows). At w = 0 the quotient is 0/0, replaced by the limit 1; a NaN ``w`` also
+    maps to 1 here, but it stays in the state, where the divergence checks see it.
     """
-    z = torch.sub(x, b_over_a).mul_(da)
-    den = torch.neg(z).expm1_().mul_(-d)
-    return torch.div(z, den).nan_to_num_(nan=1.0 / d)
+    return torch.div(w, torch.expm1(w)).nan_to_num_(nan=1.0)
+
+
+def _g_slope(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """dg/dz at z = -w: g (1 + z - g) / z, or the Taylor series 1/2 + z/6 - z^3/180 for |z| < 0.01."""
+    out = torch.add(g, w).sub_(1.0).mul_(g).div_(w)
+    small = w.abs() < _SERIES_Z
+    if bool(small.any()):
+        zs = -w[small]
+        out[small] = 0.5 + zs / 6.0 - zs ** 3 / 180.0
+    return out
 
 
 class _FusedSolve(torch.autograd.Function):
@@ -134,10 +148,8 @@ class _FusedSolve(torch.autograd.Function):
         tab = TABLEAUS[method]
         s, s_sol = tab.stages, tab.solution_stages
         P = coupling.P
-        a, b, d = coupling.abd
-        da, boa = d * a, b / a
         dt, dev = y0.dtype, y0.device
-        M, Wk, c = _operators(coupling, Wt)
+        Mw, Wg, c, db = _operators(coupling, Wt)
         drive2 = torch.cat([drive, torch.zeros_like(drive)], 2)  # [drive_k, 0] (Bd, K, 2P)
         B, N = y0.shape[0], y0.numel()
         A_full = torch.zeros(s, s, dtype=dt, device=dev)
@@ -152,7 +164,7 @@ class _FusedSolve(torch.autograd.Function):
         adaptive = e_row is not None
         rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
 
-        xs: list[torch.Tensor] = []  # accepted steps' stage inputs and rates (for the backward pass)
+        xs: list[torch.Tensor] = []  # accepted steps' stage w and g (for the backward pass)
         rs: list[torch.Tensor] = []
         steps: list[tuple[float, int]] = []  # (h, segment) of every accepted step
         landed: dict[int, int] = {}  # stop index -> number of accepted steps before it
@@ -166,17 +178,17 @@ class _FusedSolve(torch.autograd.Function):
         def stage(i: int, y: torch.Tensor, h: float, dr: torch.Tensor, Y: torch.Tensor | None = None):
             if Y is None:
                 Y = y if i == 0 else torch.addmm(y.view(1, N), a_rows[i], K[:i], alpha=h).view(B, 2 * P)
-            x = torch.mm(Y, M)
-            r = _rate(x, da, boa, d)
-            torch.addmm(dr, r, Wk, out=Kv[i]).addcmul_(Y, c)
+            w = torch.addmm(db, Y, Mw)
+            g = _g(w)
+            torch.addmm(dr, g, Wg, out=Kv[i]).addcmul_(Y, c)
             if i == s - 2:
                 Ys[0] = Y
-            return x, r
+            return w, g
 
         Ys: list[torch.Tensor] = [y0]  # the second-to-last stage's input (stiffness estimate)
 
         y = y0
-        first: tuple[torch.Tensor, torch.Tensor] | None = None  # stage 1 (x, r) of the next step
+        first: tuple[torch.Tensor, torch.Tensor] | None = None  # stage 1 (w, g) of the next step
         nxt = first
         n_attempts = 0
         for m in range(len(stops) - 1):
@@ -202,10 +214,12 @@ class _FusedSolve(torch.autograd.Function):
                     err = torch.mm(e_row, K).view(B, 2 * P).mul_(h)
                     tol = torch.maximum(y.abs(), y_new.abs()).mul_(rtol).add_(atol)
                     # stiffness: the last two stages share c = 1, so |k_s - k_s-1| / |Y_s - Y_s-1|
-                    # estimates the spectral radius rho of the Jacobian (Hairer & Wanner, DOPRI5)
-                    num = torch.linalg.vector_norm(K[s - 1] - K[s - 2])
-                    den = torch.linalg.vector_norm(y_new - Ys[0])
-                    ratio, num, den = torch.stack([err.div_(tol).square_().mean().sqrt(), num, den]).tolist()
+                    # estimates the spectral radius rho of the Jacobian (Hairer & Wanner, DOPRI5);
+                    # per trial, and the stiffest trial counts
+                    num = torch.linalg.vector_norm((Kv[s - 1] - Kv[s - 2]), dim=1)
+                    den = torch.linalg.vector_norm(y_new - Ys[0], dim=1)
+                    rho = (num / den).nan_to_num_(nan=0.0, posinf=0.0).max()
+                    ratio, rho = torch.stack([err.div_(tol).square_().mean().sqrt(), rho]).tolist()
                     if not ratio <= 1.0:  # rejected (or NaN): shrink and retry
                         fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / tab.order)) if math.isfinite(ratio) else _DFACTOR
                         h_next = h * fac
@@ -215,8 +229,8 @@ class _FusedSolve(torch.autograd.Function):
                     fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / tab.order))) if ratio > 0 else _IFACTOR
                     if not last or fac < 1.0:  # a step shortened to land on a stop keeps the proposal
                         h_next = h * fac
-                    if num > 0 and den > 0:  # stay inside the stability region: h rho < 0.9 * 3.3
-                        h_next = min(h_next, _STIFF_LIMIT * den / num)
+                    if rho > 0:  # stay inside the stability region: h rho < 0.9 * 3.3
+                        h_next = min(h_next, _STIFF_LIMIT / rho)
                     K[0].copy_(K[s - 1])
                 if keep:
                     for xi, ri in stage_xr:
@@ -251,8 +265,8 @@ class _FusedSolve(torch.autograd.Function):
         B = grad_out.shape[1]
         N = B * 2 * P
         dt, dev = X.dtype, X.device
-        M, Wk, c = _operators(coupling, Wt)
-        MT, WkT = M.T.contiguous(), Wk.T.contiguous()
+        Mw, Wg, c, _ = _operators(coupling, Wt)
+        MwT, WgT = Mw.T.contiguous(), Wg.T.contiguous()
         A_full = torch.zeros(s, s, dtype=dt, device=dev)
         for i, row in enumerate(tab.a[:s - 1], start=1):
             A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
@@ -265,7 +279,7 @@ class _FusedSolve(torch.autograd.Function):
             for j in ctx.out_at.get(n + 1, ()):
                 lam.add_(grad_out[j])
             h = steps[n][0]
-            S = slope(X[n], R[n], *coupling.abd)  # f'(x) of the step's stages
+            S = _g_slope(X[n], R[n])  # dg/dz of the step's stages
             for i in range(s - 1, -1, -1):
                 bi = tab.b[i]
                 if i == s - 1:
@@ -273,8 +287,8 @@ class _FusedSolve(torch.autograd.Function):
                 else:
                     gk = torch.addmm(lam.view(1, N), a_cols[i], U[i + 1:], beta=h * bi, alpha=h).view(B, 2 * P)
                 gs.append(gk)
-                sx = torch.mm(gk, WkT).mul_(S[i])
-                torch.addmm(gk * c, sx, MT, out=Uv[i])
+                sz = torch.mm(gk, WgT).mul_(S[i])  # dL/dz;  dL/dY = gk c + (dL/dw) Mw^T,  dL/dw = -dL/dz
+                torch.addmm(gk * c, sz, MwT, alpha=-1.0, out=Uv[i])
             lam.add_(U.sum(0).view(B, 2 * P))
         for j in ctx.out_at0:
             lam.add_(grad_out[j])
@@ -282,7 +296,7 @@ class _FusedSolve(torch.autograd.Function):
         if steps and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
             G = torch.stack(gs[::-1]).reshape(len(steps), s, B, 2 * P)[..., :P]  # forward order
             if ctx.needs_input_grad[1]:  # sum over steps, stages and trials of r^T g_V
-                g_Wt = R.reshape(-1, P).T @ G.reshape(-1, P)
+                g_Wt = (R.reshape(-1, P).T @ G.reshape(-1, P)).div_(coupling.abd[2])  # r = g / d
             if ctx.needs_input_grad[2]:
                 seg_t = torch.tensor([k for _, k in steps], device=dev)
                 g = torch.zeros((ctx.n_segments, B, P), dtype=dt, device=dev).index_add_(0, seg_t, G.sum(1))
@@ -315,7 +329,7 @@ def fused_solve(coupling, y0: torch.Tensor, stops: Sequence[float], seg: Sequenc
         Indices into ``stops`` of the output times.
     method : {"euler", "midpoint", "rk4", "dopri5"}
     watch : callable
-        ``watch(t, x, steps)`` every ``watch_every`` steps with ``x = V - A`` of a recent
+        ``watch(t, w, steps)`` every ``watch_every`` steps with ``w = -d (a (V - A) - b)`` of a recent
         stage; raises to stop a diverging solve.
     step : float
         Initial step of adaptive methods (s).

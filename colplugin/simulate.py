@@ -275,9 +275,14 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
     seg = (torch.searchsorted(stimulus.times.to(t), mid, right=True) - 1).clamp_min(0)
     if not func.piecewise:
         seg = torch.zeros_like(seg)
+    a, b, d = func.coupling.abd
+
+    def watch(tn: float, w: torch.Tensor, steps: int) -> None:  # w = -d (a x - b)
+        func._watch(tn, (b - w / d) / a, steps)
+
     try:
         state, func.nfe = fused_solve(func.coupling, y0, stops.tolist(), seg.tolist(), out_idx.tolist(),
-                                      solver.method, func._watch, step=solver.step, rtol=solver.rtol,
+                                      solver.method, watch, step=solver.step, rtol=solver.rtol,
                                       atol=solver.atol, watch_every=func.check_every)
     except StepSizeUnderflow:
         raise SimulationError(
