@@ -20,7 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from torchdiffeq import odeint
+import numpy as np
+from scipy.integrate import solve_ivp
+from scipy.special import exprel
 
 from ..dynamics import transfer_value
 from ..network import ColumnNetwork, Input, Lateral
@@ -48,6 +50,36 @@ class WongWang:
     S0: float = 0.1
 
 
+def _solve_noiseless(m: WongWang, mu: np.ndarray, t: np.ndarray, stim_on: float, stim_off: float) -> np.ndarray:
+    """S (T, B, 2) at the times ``t`` by scipy's RK45 (Dormand-Prince 5(4)), phase by phase.
+
+    In numpy, with ``scipy.special.exprel`` for H (the form the Brian2 export uses): for
+    these 2 x B states scipy's solver costs a tenth of a torch solve.
+    """
+    B = mu.shape[0]
+    a, b, d = m.a_Hz_per_nA, m.b_Hz, m.d_s
+    edges = [float(t[0])] + [x for x in (stim_on, stim_off) if t[0] < x < t[-1]] + [float(t[-1])]
+    S = np.full(2 * B, m.S0)
+    out = np.empty((len(t), 2 * B))
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        drive = m.I0_nA + (m.J_ext_nA_per_Hz * mu if stim_on <= lo < stim_off else 0.0)
+
+        def field(_, y, drive=drive):
+            S2 = y.reshape(B, 2)
+            x = m.J11_nA * S2 - m.J12_nA * S2[:, ::-1] + drive  # elementwise: equal pools stay equal
+            H = 1.0 / (d * exprel(-d * (a * x - b)))
+            return -y / m.tau_S_s + (1 - y) * m.gamma * H.ravel()
+
+        inside = (t >= lo) & ((t < hi) if hi < t[-1] else (t <= hi))
+        t_eval = np.concatenate([t[inside], [hi]]) if hi < t[-1] else t[inside]
+        sol = solve_ivp(field, (lo, hi), S, method="RK45", t_eval=t_eval, rtol=1e-6, atol=1e-8)
+        if not sol.success:
+            raise RuntimeError(f"wong_wang: scipy's RK45 failed ({sol.message})")
+        out[inside] = sol.y.T[:inside.sum()]
+        S = sol.y[:, -1]
+    return out.reshape(len(t), B, 2)
+
+
 def wong_wang(mu: torch.Tensor, duration: float, *, dt: float = 5e-4, sigma: float | None = None,
               stim_on: float = 0.0, stim_off: float | None = None, model: WongWang = WongWang(),
               generator: torch.Generator | None = None, dt_out: float | None = None,
@@ -59,8 +91,9 @@ def wong_wang(mu: torch.Tensor, duration: float, *, dt: float = 5e-4, sigma: flo
     :func:`colplugin.dynamics.transfer` with ``a = 270 Hz/nA, b = 108 Hz, d = 0.154 s``;
     the noise is an Ornstein-Uhlenbeck process ``tau_AMPA dI/dt = -I + eta sqrt(tau_AMPA) sigma``.
 
-    Noiseless runs are solved by torchdiffeq's ``dopri5`` (rtol 1e-8, with the stimulus
-    on/off times as ``jump_t``), or by Euler steps of ``dt`` with ``method="euler"``.
+    Noiseless runs are solved phase by phase (the stimulus on/off times are phase edges) by
+    the Dormand-Prince 5(4) pair (scipy's ``RK45``, rtol 1e-6, atol 1e-8), or by Euler steps
+    of ``dt`` with ``method="euler"``.
     Noisy runs use Euler-Maruyama steps of ``dt`` for S and the exact OU update for the noise.
 
     Parameters
@@ -106,17 +139,9 @@ def wong_wang(mu: torch.Tensor, duration: float, *, dt: float = 5e-4, sigma: flo
     S0 = torch.full_like(mu, m.S0)
     if sigma == 0 and method == "dopri5":
         t = torch.arange(0, n + 1, every, dtype=torch.float64) * dt
-        jumps = torch.tensor([x for x in (stim_on, stim_off) if 0 < x < duration], dtype=torch.float64)
-
-        def field(t_, S):
-            return dS(S, rate(S, drive_on if stim_on <= float(t_) < stim_off else drive_off))
-
-        with torch.no_grad():
-            S = odeint(field, S0, t, method="dopri5", rtol=1e-8, atol=1e-10,
-                       options={"jump_t": jumps} if jumps.numel() else {})
         on = ((t >= stim_on) & (t < stim_off)).reshape(-1, 1, 1)
-        H = rate(S, torch.where(on, drive_on, drive_off))
-        return {"t": t, "S": S, "rate": H}
+        S = torch.from_numpy(_solve_noiseless(m, mu.numpy(), t.numpy(), stim_on, stim_off))
+        return {"t": t, "S": S, "rate": rate(S, torch.where(on, drive_on, drive_off))}
     if sigma > 0:  # exact OU update (stationary variance sigma^2 / 2): noise' = e noise + sigma sqrt((1 - e^2) / 2) eta
         e = math.exp(-dt / m.tau_AMPA_s)
         eta = torch.randn((n,) + tuple(mu.shape), generator=generator, dtype=torch.float64)
