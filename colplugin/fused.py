@@ -219,7 +219,8 @@ class _FusedSolve(torch.autograd.Function):
                     num = torch.linalg.vector_norm((Kv[s - 1] - Kv[s - 2]), dim=1)
                     den = torch.linalg.vector_norm(y_new - Ys[0], dim=1)
                     rho = (num / den).nan_to_num_(nan=0.0, posinf=0.0).max()
-                    ratio, rho = torch.stack([err.div_(tol).square_().mean().sqrt(), rho]).tolist()
+                    ratio = float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(N)  # RMS norm
+                    rho = float(rho)
                     if not ratio <= 1.0:  # rejected (or NaN): shrink and retry
                         fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / tab.order)) if math.isfinite(ratio) else _DFACTOR
                         h_next = h * fac

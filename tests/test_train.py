@@ -134,3 +134,20 @@ def test_rollback_restores_the_best_parameters_and_halves_the_rate():
         torch.testing.assert_close(p.detach(), s, rtol=0, atol=0)
     with pytest.raises(ValueError, match="rollback"):
         train(net, task, updates=1, rollback=0.9, progress=False, evaluate=False)
+
+
+def test_resume_keeps_the_rollback_state(tmp_path):
+    """A run resumed after update 1 must still roll update 2 back to update 1's parameters."""
+    task = TinyXOR()
+    kw = dict(gradient="direct", lr=3.0, rollback=1.2, progress=False, evaluate=False, seed=2,
+              optimizer=lambda params: torch.optim.SGD(params, lr=3.0, maximize=True))
+    full = task.build_network(seed=1)
+    res = train(full, task, updates=3, out=tmp_path / "a", **kw)
+    assert res.metrics[1]["rolled_back"]
+    part = task.build_network(seed=1)
+    train(part, task, updates=1, out=tmp_path / "b", **kw)
+    resumed = task.build_network(seed=1)
+    res2 = train(resumed, task, updates=3, out=tmp_path / "b", resume=True, **kw)
+    assert [m["rolled_back"] for m in res2.metrics] == [m["rolled_back"] for m in res.metrics]
+    for a, b in zip(full.learnable_parameters(), resumed.learnable_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
