@@ -52,15 +52,13 @@ def slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> tor
 
     f' = a g'(z) with g(z) = z / (1 - e^-z) = d f and g' = g (1 + z - g) / z; for
     |z| < 0.01, where that quotient cancels, the Taylor series 1/2 + z/6 - z^3/180.
+    Branch-free (no host synchronisation on GPUs).
     """
-    z = torch.sub(x, b / a).mul_(d * a)
-    g = f * d
-    out = torch.sub(z, g).add_(1.0).mul_(g).div_(z)
+    z = d * (a * x - b)
+    g = d * f
     small = z.abs() < _SERIES_Z
-    if bool(small.any()):
-        zs = z[small]
-        out[small] = 0.5 + zs / 6.0 - zs ** 3 / 180.0
-    return out.mul_(a)
+    zs = torch.where(small, torch.ones_like(z), z)
+    return a * torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
 
 
 class _Transfer(torch.autograd.Function):

@@ -164,8 +164,8 @@ class _FusedSolve(torch.autograd.Function):
         adaptive = e_row is not None
         rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
 
-        xs: list[torch.Tensor] = []  # accepted steps' stage w and g (for the backward pass)
-        rs: list[torch.Tensor] = []
+        ws: list[torch.Tensor] = []  # accepted steps' stage w and g (for the backward pass)
+        gv: list[torch.Tensor] = []
         steps: list[tuple[float, int]] = []  # (h, segment) of every accepted step
         landed: dict[int, int] = {}  # stop index -> number of accepted steps before it
         out_at: dict[int, list[int]] = {}
@@ -205,9 +205,9 @@ class _FusedSolve(torch.autograd.Function):
                 if n_attempts % watch_every == 0:
                     watch(t, first[0], watch_every)
                 n_attempts += 1
-                stage_xr = [first]
+                stage_wg = [first]
                 for i in range(1, s_sol):
-                    stage_xr.append(stage(i, y, h, dr))
+                    stage_wg.append(stage(i, y, h, dr))
                 y_new = torch.addmm(y.view(1, N), b_row, K[:s_sol], alpha=h).view(B, 2 * P)
                 if adaptive:
                     nxt = stage(s - 1, y, h, dr, Y=y_new)  # FSAL stage at the new solution
@@ -234,9 +234,9 @@ class _FusedSolve(torch.autograd.Function):
                         h_next = min(h_next, _STIFF_LIMIT / rho)
                     K[0].copy_(K[s - 1])
                 if keep:
-                    for xi, ri in stage_xr:
-                        xs.append(xi)
-                        rs.append(ri)
+                    for wi, gi in stage_wg:
+                        ws.append(wi)
+                        gv.append(gi)
                     steps.append((h, k))
                 y = y_new
                 first = nxt if adaptive else None
@@ -247,9 +247,9 @@ class _FusedSolve(torch.autograd.Function):
         if keep:
             n = len(steps)
             shape = (n, s_sol, B, P)
-            X = torch.stack(xs).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
-            R = torch.stack(rs).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
-            ctx.save_for_backward(X, R, Wt, drive)
+            Wst = torch.stack(ws).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
+            Gst = torch.stack(gv).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
+            ctx.save_for_backward(Wst, Gst, Wt, drive)
         ctx.coupling, ctx.steps, ctx.method = coupling, steps, method
         ctx.out_at = {landed[m]: js for m, js in out_at.items() if m > 0}
         ctx.out_at0 = out_at.get(0, [])
@@ -259,13 +259,13 @@ class _FusedSolve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        X, R, Wt, drive = ctx.saved_tensors
+        Wst, Gst, Wt, drive = ctx.saved_tensors  # w and g of every stage (steps, stages, B, P)
         coupling, steps, tab = ctx.coupling, ctx.steps, TABLEAUS[ctx.method]
         s = tab.solution_stages
         P = coupling.P
         B = grad_out.shape[1]
         N = B * 2 * P
-        dt, dev = X.dtype, X.device
+        dt, dev = Wst.dtype, Wst.device
         Mw, Wg, c, _ = _operators(coupling, Wt)
         MwT, WgT = Mw.T.contiguous(), Wg.T.contiguous()
         A_full = torch.zeros(s, s, dtype=dt, device=dev)
@@ -280,7 +280,7 @@ class _FusedSolve(torch.autograd.Function):
             for j in ctx.out_at.get(n + 1, ()):
                 lam.add_(grad_out[j])
             h = steps[n][0]
-            S = _g_slope(X[n], R[n])  # dg/dz of the step's stages
+            S = _g_slope(Wst[n], Gst[n])  # dg/dz of the step's stages
             for i in range(s - 1, -1, -1):
                 bi = tab.b[i]
                 if i == s - 1:
@@ -297,7 +297,7 @@ class _FusedSolve(torch.autograd.Function):
         if steps and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
             G = torch.stack(gs[::-1]).reshape(len(steps), s, B, 2 * P)[..., :P]  # forward order
             if ctx.needs_input_grad[1]:  # sum over steps, stages and trials of r^T g_V
-                g_Wt = (R.reshape(-1, P).T @ G.reshape(-1, P)).div_(coupling.abd[2])  # r = g / d
+                g_Wt = (Gst.reshape(-1, P).T @ G.reshape(-1, P)).div_(coupling.abd[2])  # r = g / d
             if ctx.needs_input_grad[2]:
                 seg_t = torch.tensor([k for _, k in steps], device=dev)
                 g = torch.zeros((ctx.n_segments, B, P), dtype=dt, device=dev).index_add_(0, seg_t, G.sum(1))
