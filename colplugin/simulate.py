@@ -260,6 +260,13 @@ def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float, so
             "weights or the input, or raise max_rate if such rates are intended")
 
 
+def _stuck(solver: Solver) -> SimulationError:
+    return SimulationError(
+        f"the adaptive solver {solver.method} got stuck (underflow in dt): the dynamics "
+        "diverged or became too stiff. Use Solver('rk4', step=1e-4) to see where it "
+        "diverges, loosen rtol/atol, or lower the inter-column weights")
+
+
 def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch.Tensor,
                  stimulus: Stimulus, solver: Solver) -> torch.Tensor:
     """States at ``t`` from :func:`colplugin.fused.fused_solve` (fixed grid or adaptive steps)."""
@@ -285,10 +292,7 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
                                       solver.method, watch, step=solver.step, rtol=solver.rtol,
                                       atol=solver.atol, watch_every=func.check_every)
     except StepSizeUnderflow:
-        raise SimulationError(
-            f"the adaptive solver {solver.method} got stuck (underflow in dt): the dynamics "
-            "diverged or became too stiff. Use Solver('rk4', step=1e-4) to see where it "
-            "diverges, loosen rtol/atol, or lower the inter-column weights") from None
+        raise _stuck(solver) from None
     return state
 
 
@@ -391,10 +395,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
             raise SimulationError("the solve produced non-finite values: the network diverged. "
                                   "Lower the inter-column weights or the input, or use a smaller step") from None
         if "underflow in dt" in str(exc):
-            raise SimulationError(
-                f"the adaptive solver {solver.method} got stuck (underflow in dt): the dynamics "
-                "diverged or became too stiff. Use Solver('rk4', step=1e-4) to see where it "
-                "diverges, loosen rtol/atol, or lower the inter-column weights") from None
+            raise _stuck(solver) from None
         raise
     _check(state, network, max_rate, solver)
     return Trajectory(t, state, network, stimulus, solver, func.nfe)
