@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ._io import atomic_path
 from .network import ColumnNetwork
 from .neo import NeoError, from_neo, stimulus_from_neo
 from .simulate import Solver, Trajectory
@@ -128,7 +129,9 @@ def fit(network: ColumnNetwork, block, populations: Sequence[str] | None = None,
         stim = Stimulus.none(rates.shape[1], network.n_inputs)
     if stim.batch_size != rates.shape[1]:
         raise NeoError(f"the stimulus has {stim.batch_size} trials but the Block {rates.shape[1]} segments")
-    task = FitTarget(t, rates, [names.index(n) for n in wanted_net], stim)
+    dense = network.n_populations <= network.dense_max_populations  # the fused solve needs a dense coupling
+    task = FitTarget(t, rates, [names.index(n) for n in wanted_net], stim,
+                     solver=Solver("dopri5", rtol=1e-5, atol=1e-4, fused=dense))
     best: dict[str, Any] = {"acc": -np.inf, "state": None}
 
     def remember(row: dict[str, Any]) -> None:
@@ -144,5 +147,6 @@ def fit(network: ColumnNetwork, block, populations: Sequence[str] | None = None,
         res.summary["final_accuracy"] = best["acc"]
         res.summary["kept_best"] = True
         if out is not None:
-            torch.save({"state_dict": network.state_dict()}, Path(out) / "best_weights.pt")
+            with atomic_path(Path(out) / "best_weights.pt") as tmp:
+                torch.save({"state_dict": network.state_dict()}, tmp)
     return res
