@@ -17,10 +17,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-
-import numpy as np
 from scipy.integrate import solve_ivp
 from scipy.special import exprel
 
