@@ -31,7 +31,7 @@ import math
 
 import torch
 
-__all__ = ["transfer", "transfer_value", "slope", "filter_rate", "BRIAN2_EQUATIONS"]
+__all__ = ["transfer", "transfer_value", "slope", "g_slope", "filter_rate", "BRIAN2_EQUATIONS"]
 
 _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
 
@@ -47,18 +47,21 @@ def transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tenso
     return az * torch.exp(z.clamp(max=0.0)) / (torch.expm1(-az) * (-d))
 
 
-def slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
-    """f'(x) (Hz/mV) from x and f(x) = transfer(x), without autograd support.
+def g_slope(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """g'(z) of g(z) = z / (1 - e^-z) from z and g(z), without autograd support.
 
-    f' = a g'(z) with g(z) = z / (1 - e^-z) = d f and g' = g (1 + z - g) / z; for
-    |z| < 0.01, where that quotient cancels, the Taylor series 1/2 + z/6 - z^3/180.
-    Branch-free (no host synchronisation on GPUs).
+    g' = g (1 + z - g) / z; for |z| < 0.01, where that quotient cancels, the Taylor series
+    1/2 + z/6 - z^3/180. Branch-free (no host synchronisation on GPUs).
     """
-    z = d * (a * x - b)
-    g = d * f
     small = z.abs() < _SERIES_Z
     zs = torch.where(small, torch.ones_like(z), z)
-    return a * torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
+    return torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
+
+
+def slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+    """f'(x) (Hz/mV) from x and f(x) = transfer(x), without autograd support: f' = a g'(z),
+    z = d (a x - b), g = d f (see :func:`g_slope`)."""
+    return a * g_slope(d * (a * x - b), d * f)
 
 
 class _Transfer(torch.autograd.Function):

@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .dynamics import _SERIES_Z
+from .dynamics import g_slope
 
 __all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "fused_solve"]
 
@@ -128,16 +128,6 @@ def _g(w: torch.Tensor) -> torch.Tensor:
     maps to 1 here, but it stays in the state, where the divergence checks see it.
     """
     return torch.div(w, torch.expm1(w)).nan_to_num_(nan=1.0)
-
-
-def _g_slope(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """dg/dz at z = -w: g (1 + z - g) / z, or the Taylor series 1/2 + z/6 - z^3/180 for |z| < 0.01."""
-    out = torch.add(g, w).sub_(1.0).mul_(g).div_(w)
-    small = w.abs() < _SERIES_Z
-    if bool(small.any()):
-        zs = -w[small]
-        out[small] = 0.5 + zs / 6.0 - zs ** 3 / 180.0
-    return out
 
 
 class _FusedSolve(torch.autograd.Function):
@@ -280,7 +270,7 @@ class _FusedSolve(torch.autograd.Function):
             for j in ctx.out_at.get(n + 1, ()):
                 lam.add_(grad_out[j])
             h = steps[n][0]
-            S = _g_slope(Wst[n], Gst[n])  # dg/dz of the step's stages
+            S = g_slope(torch.neg(Wst[n]), Gst[n])  # dg/dz of the step's stages (z = -w)
             for i in range(s - 1, -1, -1):
                 bi = tab.b[i]
                 if i == s - 1:

@@ -271,10 +271,7 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
                  stimulus: Stimulus, solver: Solver) -> torch.Tensor:
     """States at ``t`` from :func:`colplugin.fused.fused_solve` (fixed grid or adaptive steps)."""
     extra = torch.cat([jumps.to(t), t])
-    if solver.adaptive:
-        stops = torch.cat([t, jumps.to(t)]).unique(sorted=True)
-    else:
-        stops = solver.grid(t, extra)
+    stops = extra.unique(sorted=True) if solver.adaptive else solver.grid(t, extra)
     out_idx = torch.searchsorted(stops, t).clamp_max(len(stops) - 1)
     below = (out_idx - 1).clamp_min(0)
     out_idx = torch.where((stops[out_idx] - t).abs() <= (stops[below] - t).abs(), out_idx, below)
