@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 kind, gradient, batch, duration, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 fused = sys.argv[6] == "fused"
 task = XOR() if kind == "xor" else Decision()
-task.solver = dataclasses.replace(task.solver, fused=fused)
+task.solver = dataclasses.replace(task.solver, backend="fused" if fused else "torchdiffeq")
 net = task.build_network(seed=0)
 gen = torch.Generator().manual_seed(0)
 times, sample = [], []
@@ -56,7 +56,7 @@ print(json.dumps({"seconds_per_update": sorted(times)[len(times) // 2], "peak_rs
 TO_100 = r"""
 import json, sys, time, torch
 from colplugin.tasks import XOR
-from colplugin.train import train
+from colplugin.training.trainer import train
 torch.set_num_threads(1)
 seed, gradient = int(sys.argv[1]), sys.argv[2]
 task = XOR()

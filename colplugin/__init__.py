@@ -1,23 +1,27 @@
-"""colplugin: laminar cortical columns as trainable units, from PyTorch to Brian2 and Neo."""
+"""colplugin: laminar cortical columns as trainable units, from PyTorch to Brian2 and Neo.
+
+The data flow, and the import order of the subpackages (nothing imports a later one)::
+
+    params -> column -> field -> network -> stimulus -> solve -> training -> tasks
+           -> export (Brian2 rate model, Neo) -> spiking -> analysis -> experiments -> cli
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .params import Params, ParameterError, load_params, load_preset, PRESETS
-from .populations import POPULATIONS
+from ._version import __version__
+from .params import PRESETS, ParameterError, Params, load_params, load_preset
+from .column import POPULATIONS
 from .network import Area, ColumnNetwork, Feedback, Feedforward, Input, Lateral, Projection
 from .stimulus import Stimulus
-from .simulate import SimulationError, Solver, Trajectory, simulate
-from .train import train, load_checkpoint
+from .solve import Adjoint, Direct, SimulationError, Solver, Trajectory, simulate
+from .training import load_checkpoint, train
 from . import tasks
-from .brian2 import to_brian2
-from .neo import from_neo, load_nix, save_nix, to_neo
+from .export import from_neo, load_nix, save_nix, to_brian2, to_neo
 
 __all__ = [
     "__version__",
     "Params", "ParameterError", "load_params", "load_preset", "PRESETS", "POPULATIONS",
     "Area", "ColumnNetwork", "Feedback", "Feedforward", "Input", "Lateral", "Projection",
-    "Stimulus", "Solver", "SimulationError", "Trajectory", "simulate",
+    "Stimulus", "Solver", "Direct", "Adjoint", "SimulationError", "Trajectory", "simulate",
     "train", "load_checkpoint", "tasks", "to_brian2", "to_neo", "from_neo", "save_nix", "load_nix",
 ]

@@ -59,7 +59,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import json as _json
 
     import colplugin as cp
-    from colplugin.fit import fit
+    from colplugin.tasks.fit import fit
     from colplugin.network import ColumnNetwork
 
     if not args.target:
@@ -152,7 +152,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from colplugin.validation import validate_microcircuit, validate_stimulus
+    from colplugin.analysis.validation import validate_microcircuit, validate_stimulus
 
     out = _new_run_dir(args.out, f"validate-{args.what}", args.overwrite)
     if args.what == "microcircuit":
@@ -178,7 +178,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from colplugin.network import ColumnNetwork
     from colplugin.stimulus import Stimulus
     from colplugin.tasks import get_task
-    from colplugin.train import load_checkpoint
+    from colplugin.training.trainer import load_checkpoint
 
     run = Path(args.run_dir)
     ckpt_path = next((p for p in (run / "checkpoint.pt", run / "train" / "checkpoint.pt") if p.exists()), None)
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     matplotlib.use("Agg")
     args = build_parser().parse_args(argv)
     from colplugin.params import ParameterError
-    from colplugin.simulate import SimulationError
+    from colplugin.solve.simulate import SimulationError
 
     try:
         return int(args.func(args) or 0)

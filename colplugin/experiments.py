@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_text
-from .populations import pop_index
-from .simulate import simulate
+from .params.names import pop_index
+from .solve.simulate import simulate
 from .stimulus import Stimulus
 from .tasks import get_task
 from .plotting import save_figure
-from .train import TrainResult, train
+from .training.trainer import TrainResult, train
 
 __all__ = ["train_run", "figure2", "reproduce_xor"]
 
@@ -146,10 +146,10 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
     ``max_rel`` of ``agreement.json`` are those of the first method.
     """
 
-    from .brian2 import export_brian2_script, to_brian2
-    from .neo import save_nix, to_neo
+    from .export import export_brian2_script, to_brian2
+    from .export.neo import save_nix, to_neo
     from .plotting import plot_overlay
-    from .simulate import Solver
+    from .solve.simulate import Solver
 
     out.mkdir(parents=True, exist_ok=True)
     export_brian2_script(net, out / "model.py", stim, duration, method=methods[0], dt=dt)
@@ -190,7 +190,7 @@ def main_run(out: Path, task_name: str = "xor", progress: bool = True, updates: 
     agree = export_run(net, task_stimulus(task_name), task.duration, out / "brian2", seed=0)
     validation = None
     if validate_scale:
-        from .validation import validate_microcircuit
+        from .analysis.validation import validate_microcircuit
 
         validation = validate_microcircuit(out / "validation", scale=validate_scale, duration=validate_duration,
                                            progress=progress)

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .connectivity import background_weights, column_sizes, input_weights, intra_column_weights
-from .dynamics import transfer
+from .column import background_weights, column_sizes, input_weights, intra_column_weights
+from .field import transfer
 from .params import ParameterError, Params
-from .populations import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
+from .params.names import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
 
 __all__ = ["Area", "Projection", "Lateral", "Feedforward", "Feedback", "Input", "ColumnNetwork"]
 
@@ -544,42 +544,6 @@ class ColumnNetwork(nn.Module):
         y[:, :self.n_populations] = V
         y[:, self.n_populations:] = A
         return y
-
-    def resting_state(self, u: Sequence[float] | torch.Tensor | None = None, tol: float = 1e-10) -> torch.Tensor:
-        """The fixed point y* = [V*, A*] (1, 2P) under constant input ``u`` (Hz; default none).
-
-        Solved with Newton's method on the reduced system ``V = gain * drive(f(V - A))``,
-        ``A = kappa f(V - A)``, started from the end of a 2 s simulation.
-
-        Raises
-        ------
-        RuntimeError
-            If Newton's method does not converge.
-        """
-        from .simulate import simulate  # local import: simulate depends on network
-        from .stimulus import Stimulus
-
-        dtype, dev = self.W_intra.dtype, self.W_intra.device
-        uu = torch.zeros(1, self.n_inputs, dtype=dtype, device=dev) if u is None else \
-            torch.as_tensor(u, dtype=dtype, device=dev).reshape(1, -1)
-        with torch.no_grad():
-            traj = simulate(self, Stimulus.constant(uu, dtype=dtype, device=dev), duration=2.0, dt_out=0.1)
-            y = traj.state[-1].clone()
-            f = lambda z: self.vector_field(z, uu)
-            for _ in range(50):
-                J = torch.autograd.functional.jacobian(lambda z: f(z.unsqueeze(0))[0], y[0])
-                step = torch.linalg.solve(J, f(y)[0])
-                y = y - step.unsqueeze(0)
-                if float(step.abs().max()) < tol * (1 + float(y.abs().max())):
-                    return y
-        raise RuntimeError("resting_state: Newton's method did not converge; the network may have no "
-                           "stable fixed point under this input (simulate it to see)")
-
-    def jacobian(self, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        """Jacobian d(dy/dt)/dy (2P, 2P) at state ``y`` (1, 2P), in 1/s."""
-        dtype, dev = self.W_intra.dtype, self.W_intra.device
-        uu = torch.zeros(1, self.n_inputs, dtype=dtype, device=dev) if u is None else u
-        return torch.autograd.functional.jacobian(lambda z: self.vector_field(z.unsqueeze(0), uu)[0], y.reshape(-1))
 
     # -- (de)serialisation ---------------------------------------------------------------
     def spec(self) -> dict[str, Any]:

@@ -161,7 +161,7 @@ def plot_overlay(traj: Any, run: Any, trial: int = 0) -> Figure:
 
 def plot_validation(result: Any, stats: dict, rows: list[dict], transient: float = 0.5) -> Figure:
     """Raster, rates by population (with published values), CV histograms, DMF vs spiking bars."""
-    from .populations import POPULATIONS as POPS
+    from .params.names import POPULATIONS as POPS
 
     fig = Figure(figsize=(12, 8), constrained_layout=True)
     (ax_r, ax_b), (ax_c, ax_d) = fig.subplots(2, 2)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 import colplugin as cp
-from colplugin.fit import fit
+from colplugin.export.neo import stimulus_from_neo
+from colplugin.tasks.fit import fit
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")
@@ -50,7 +51,7 @@ print(f"relative RMS error of the fitted channels: {100 * rms0:.2f} % after 1 up
 print("learned cross weights (nA):", net.projection_weights("lateral:mt:cross")["weight"].round(1), "(truth 250)")
 print("learned self weights (nA): ", net.projection_weights("lateral:mt:self")["weight"].round(1), "(truth 10)")
 
-stim_from_file = cp.neo.stimulus_from_neo(block)
+stim_from_file = stimulus_from_neo(block)
 run = cp.to_brian2(net, stim_from_file, duration=0.4, trial=None, method="euler").run()
 cp.save_nix(cp.to_neo(run), out / "fit_brian2.nix")
 t_tgt, r_tgt = cp.from_neo(cp.load_nix(out / "target.nix"), channels)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import colplugin as cp
-from colplugin.brian2 import to_brian2
+from colplugin.export import to_brian2
 
 from conftest import two_column_net
 
@@ -39,7 +39,7 @@ def test_standalone_script_runs_without_colplugin(tmp_path):
     import subprocess
     import sys
 
-    from colplugin.brian2 import export_brian2_script
+    from colplugin.export import export_brian2_script
 
     net = two_column_net(cp.load_preset("dl25"))
     stim = cp.Stimulus([0.0, 0.01], [[0, 0], [20, 10]])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from colplugin.connectivity import (background_weights, column_sizes, connection_probability,
+from colplugin.column import (background_weights, column_sizes, connection_probability,
                                      in_degrees, input_weights, intra_column_weights,
                                      synaptic_strengths)
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from colplugin.dynamics import filter_rate, transfer
+from colplugin.field import filter_rate, transfer
 
 A, B, D = 48.0, 981.0, 0.0089
 

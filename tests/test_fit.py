@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import colplugin as cp
-from colplugin.fit import fit
-from colplugin.neo import NeoError, stimulus_from_neo
+from colplugin.tasks.fit import fit
+from colplugin.export.neo import NeoError, stimulus_from_neo
 
 
 def _net(params, seed):

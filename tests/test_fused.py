@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import colplugin as cp
-from colplugin.fused import TABLEAUS
-from colplugin.simulate import SimulationError
+from colplugin.solve.fused import TABLEAUS
+from colplugin.solve.simulate import SimulationError
 
 from conftest import two_column_net
 
@@ -35,7 +35,7 @@ def test_same_scheme_as_torchdiffeq(dl25, method):
     net.rec_theta.data += 0.3 * torch.randn_like(net.rec_theta)
     step = 2e-4 if method == "euler" else 1e-3
     ref_s, ref_g = _run(net, cp.Solver(method, step=step), _stim())
-    s, g = _run(net, cp.Solver(method, step=step, fused=True), _stim())
+    s, g = _run(net, cp.Solver(method, step=step, backend="fused"), _stim())
     torch.testing.assert_close(s, ref_s, rtol=1e-11, atol=1e-10)
     assert len(g) == len(ref_g) == 2  # lateral weights and y0
     for a, b in zip(g, ref_g):
@@ -46,7 +46,7 @@ def test_adaptive_dopri5_agrees_with_a_fine_fixed_grid(dl25):
     """Second method: fused dopri5 (rtol 1e-7) vs torchdiffeq rk4 at 0.1 ms, states and gradients."""
     net = two_column_net(dl25)
     ref_s, ref_g = _run(net, cp.Solver("rk4", step=1e-4), _stim())
-    s, g = _run(net, cp.Solver("dopri5", rtol=1e-7, atol=1e-7, fused=True), _stim())
+    s, g = _run(net, cp.Solver("dopri5", rtol=1e-7, atol=1e-7, backend="fused"), _stim())
     torch.testing.assert_close(s, ref_s, rtol=1e-5, atol=1e-5)
     for a, b in zip(g, ref_g):
         assert float((a - b).norm() / b.norm()) < 1e-4
@@ -58,7 +58,7 @@ def test_gradcheck_finite_differences(dl25):
     theta = net.rec_theta.detach().clone()
     del net.rec_theta
     stim = cp.Stimulus([0.0, 0.004], [[0, 0], [20, 5]])
-    for solver in (cp.Solver("rk4", step=1e-3, fused=True), cp.Solver("dopri5", fused=True)):
+    for solver in (cp.Solver("rk4", step=1e-3, backend="fused"), cp.Solver("dopri5", backend="fused")):
         def output(th, solver=solver):
             net.rec_theta = th
             return cp.simulate(net, stim, duration=0.008, dt_out=0.004, solver=solver).rate[1:]
@@ -69,7 +69,7 @@ def test_gradcheck_finite_differences(dl25):
 def test_no_graph_without_gradients(dl25):
     net = two_column_net(dl25)
     with torch.no_grad():
-        traj = cp.simulate(net, _stim(), 0.03, solver=cp.Solver("rk4", step=1e-3, fused=True))
+        traj = cp.simulate(net, _stim(), 0.03, solver=cp.Solver("rk4", step=1e-3, backend="fused"))
     assert not traj.state.requires_grad
     assert traj.nfe == 31 * 4  # 30 grid steps plus one extra step at the 20.3 ms change point
 
@@ -77,19 +77,19 @@ def test_no_graph_without_gradients(dl25):
 def test_divergence_and_stiffness_errors(dl25):
     net = two_column_net(dl25)
     net.set_projection_weights("lateral:mt:self", 5e4)
-    for solver in (cp.Solver("rk4", step=1e-3, fused=True), cp.Solver("dopri5", fused=True),
-                   cp.Solver("dopri5", rtol=1e-12, atol=1e-12, fused=True)):
+    for solver in (cp.Solver("rk4", step=1e-3, backend="fused"), cp.Solver("dopri5", backend="fused"),
+                   cp.Solver("dopri5", rtol=1e-12, atol=1e-12, backend="fused")):
         with pytest.raises(SimulationError, match="runaway rates|NaN|underflow in dt"):
             cp.simulate(net, cp.Stimulus.constant([20.0, 20.0]), duration=0.2, solver=solver)
 
 
 def test_configuration_errors(dl25):
-    with pytest.raises(ValueError, match="fused=True"):
-        cp.Solver("bosh3", fused=True)
+    with pytest.raises(ValueError, match="backend=.fused."):
+        cp.Solver("bosh3", backend="fused")
     net = two_column_net(dl25)
     net.dense_max_populations = 4  # force the sparse coupling
     with pytest.raises(ValueError, match="dense coupling"):
-        cp.simulate(net, duration=0.01, solver=cp.Solver("rk4", fused=True))
+        cp.simulate(net, duration=0.01, solver=cp.Solver("rk4", backend="fused"))
 
 
 def test_tableaus_have_their_order():
@@ -119,7 +119,7 @@ def test_learnable_input_and_feedforward_gradients():
     net = task.build_network(seed=3)
     batch = task.sample(4, torch.Generator().manual_seed(0))
     grads = []
-    for solver in (cp.Solver("rk4", step=1e-3), cp.Solver("rk4", step=1e-3, fused=True)):
+    for solver in (cp.Solver("rk4", step=1e-3), cp.Solver("rk4", step=1e-3, backend="fused")):
         for p in net.parameters():
             p.grad = None
         traj = cp.simulate(net, batch.stimulus, 0.52, dt_out=0.01, solver=solver)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import quantities as pq
 
-from colplugin.brian2.microcircuit import PD14_SIZES, PUBLISHED_RATES, microcircuit_connectivity
+from colplugin.spiking.microcircuit import PD14_SIZES, PUBLISHED_RATES, microcircuit_connectivity
 
 
 def test_full_scale_synapse_count_matches_pd14():
@@ -47,7 +47,7 @@ def test_bad_scales():
 @pytest.mark.brian2
 def test_tiny_circuit_to_neo_and_elephant():
     from colplugin.analysis import population_statistics
-    from colplugin.brian2.microcircuit import simulate_microcircuit
+    from colplugin.spiking.microcircuit import simulate_microcircuit
 
     res = simulate_microcircuit(0.01, 0.6, k_scale=0.2, seed=3, device="runtime")
     block = res.to_neo()

@@ -5,7 +5,7 @@ import quantities as pq
 import torch
 
 import colplugin as cp
-from colplugin.neo import NeoError, from_neo, load_nix, save_nix, to_neo
+from colplugin.export.neo import NeoError, from_neo, load_nix, save_nix, to_neo
 
 from conftest import two_column_net
 

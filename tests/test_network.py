@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import colplugin as cp
-from colplugin.populations import SIGNS
+from colplugin.params.names import SIGNS
 
 from conftest import two_column_net
 

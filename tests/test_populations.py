@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from colplugin.populations import POPULATIONS, SIGNS, PopulationMatrix, pop_index
+from colplugin.params.names import POPULATIONS, SIGNS, PopulationMatrix, pop_index
 
 
 def test_order_and_signs():

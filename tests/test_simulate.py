@@ -4,7 +4,8 @@ import torch
 from scipy.integrate import solve_ivp
 
 import colplugin as cp
-from colplugin.simulate import SimulationError
+from colplugin.analysis import jacobian, resting_state
+from colplugin.solve.simulate import SimulationError
 
 from conftest import numpy_column_rhs, two_column_net
 
@@ -51,11 +52,11 @@ def test_resting_state_is_a_stable_fixed_point(dl25):
     from conftest import numpy_column_rhs
 
     net = cp.ColumnNetwork(dl25, {"mt": ("mt", 1)})
-    y = net.resting_state()
+    y = resting_state(net)
     rhs, f = numpy_column_rhs(dl25, dl25.area_sizes("mt").astype(float))
     # a fixed point, checked independently (terms are ~1e4 mV/s, so 1e-3 is a relative 1e-7)
     np.testing.assert_allclose(rhs(0, y[0].numpy()), 0, atol=1e-3)
-    J = net.jacobian(y)
+    J = jacobian(net, y)
     ev = torch.linalg.eigvals(J)
     assert ev.real.max() < 0  # stable
     assert ev.real.max() == pytest.approx(-1 / dl25["tau_a"], rel=1e-3)  # slowest: pure adaptation modes

@@ -5,7 +5,7 @@ import torch
 
 import colplugin as cp
 from colplugin.tasks import XOR, Decision
-from colplugin.train import CheckpointError, TrainingDiverged, load_checkpoint, train
+from colplugin.training.trainer import CheckpointError, TrainingDiverged, load_checkpoint, train
 
 from conftest import two_column_net
 

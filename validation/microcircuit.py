@@ -7,7 +7,7 @@ Same as `colplugin validate microcircuit`; writes report.md, comparison.json, fi
 
 import argparse
 
-from colplugin.validation import validate_microcircuit
+from colplugin.analysis.validation import validate_microcircuit
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--scale", type=float, default=0.1)

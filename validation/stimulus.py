@@ -5,7 +5,7 @@
 
 import argparse
 
-from colplugin.validation import validate_stimulus
+from colplugin.analysis.validation import validate_stimulus
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--scale", type=float, default=0.1)

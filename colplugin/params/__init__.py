@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import quantities as pq
 
-from ..populations import N_POP
+from .names import N_POP
 
 __all__ = ["Params", "ParameterError", "load_preset", "load_params", "PRESETS"]
 

@@ -1,6 +1,6 @@
 """The paper's experiments as reusable tasks: each defines its network, inputs, loss and accuracy."""
 
-from .base import Task
+from ..training import Task
 from .decision import Decision, wong_wang
 from .xor import XOR
 

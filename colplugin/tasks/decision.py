@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from scipy.integrate import solve_ivp
 from scipy.special import exprel
 
-from ..dynamics import transfer_value
+from ..field import transfer_value
 from ..network import ColumnNetwork, Input, Lateral
 from ..params import Params, load_preset
-from ..simulate import Solver, Trajectory
+from ..solve.simulate import Solver, Trajectory
 from ..stimulus import Stimulus
-from .base import Batch, Task
+from ..training.task import Batch, Task
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class Decision(Task):
                  sigma: float = 0.0, solver: Solver | None = None, batch_size: int = 16) -> None:
         self.phase, self.time_scale, self.rate_scale, self.sigma = phase, time_scale, rate_scale, sigma
         self.duration = 3 * phase
-        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, fused=True)
+        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused")
         self.batch_size = batch_size
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:

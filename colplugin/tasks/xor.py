@@ -15,9 +15,9 @@ import torch
 
 from ..network import ColumnNetwork, Feedforward, Input
 from ..params import Params, load_preset
-from ..simulate import Solver, Trajectory
+from ..solve.simulate import Solver, Trajectory
 from ..stimulus import Stimulus
-from .base import Batch, Task
+from ..training.task import Batch, Task
 
 PATTERNS = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float64)
 
@@ -44,7 +44,7 @@ class XOR(Task):
     def __init__(self, rate: float = 20.0, jitter: float = 0.025, low: float = 0.15, high: float = 1.0,
                  solver: Solver | None = None, batch_size: int = 16) -> None:
         self.rate, self.jitter, self.low, self.high = rate, jitter, low, high
-        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, fused=True)
+        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused")
         self.batch_size = batch_size
         self.t_on = 0.5
 
@@ -94,7 +94,7 @@ def truth_table(network: ColumnNetwork, task: XOR | None = None) -> dict[str, An
              (1, 0, 0, 0): "NOR", (1, 0, 0, 1): "XNOR", (0, 0, 0, 0): "FALSE", (1, 1, 1, 1): "TRUE",
              (0, 1, 0, 0): "x2 AND NOT x1", (0, 0, 1, 0): "x1 AND NOT x2", (0, 1, 0, 1): "x2",
              (0, 0, 1, 1): "x1"}
-    from ..simulate import simulate
+    from ..solve.simulate import simulate
 
     rates = torch.stack([torch.zeros(4, 2, dtype=torch.float64), PATTERNS * task.rate], 1)
     with torch.no_grad():

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import quantities as pq
 
-from .populations import POPULATIONS
+from ..params.names import POPULATIONS
 
 __all__ = ["population_statistics", "dmf_rates", "compare_rate_to_spiking", "comparison_table_md"]
 
@@ -73,13 +73,14 @@ def dmf_rates(preset: str = "pd14", input_rate: float = 0.0) -> np.ndarray:
     """Fixed-point rates (Hz) of one DMF column (preset's default area) under a constant L4 input."""
     import torch
 
-    from .network import ColumnNetwork, Input
-    from .params import load_preset
+    from ..network import ColumnNetwork, Input
+    from .fixed_points import resting_state
+    from ..params import load_preset
 
     params = load_preset(preset)
     area = params.default_area
     net = ColumnNetwork(params, {area: (area, 1)}, [Input(area)])
-    y = net.resting_state(u=[input_rate])
+    y = resting_state(net, u=[input_rate])
     with torch.no_grad():
         return net.rates(y)[0].numpy()
 
@@ -87,7 +88,7 @@ def dmf_rates(preset: str = "pd14", input_rate: float = 0.0) -> np.ndarray:
 def compare_rate_to_spiking(spiking: dict[str, dict[str, Any]], dmf: Sequence[float],
                             published: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """One row per population: spiking, DMF and published rates (Hz), spiking CV, relative deviations."""
-    from .brian2.microcircuit import PUBLISHED_RATES
+    from ..spiking.microcircuit import PUBLISHED_RATES
 
     published = PUBLISHED_RATES if published is None else np.asarray(published)
     rows = []

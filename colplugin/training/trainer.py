@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -12,11 +13,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import __version__
-from ._io import atomic_path, atomic_write_text
-from .network import ColumnNetwork
-from .simulate import SimulationError, simulate
-from .tasks.base import Task
+from .._version import __version__
+from .._io import atomic_path, atomic_write_text
+from ..network import ColumnNetwork
+from ..solve.simulate import SimulationError, simulate
+from .task import Task
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "CheckpointError", "save_checkpoint",
            "load_checkpoint"]
@@ -85,7 +86,7 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> d
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a colplugin checkpoint of format {CHECKPOINT_FORMAT}")
     if network is None:
-        from .network import ColumnNetwork as _CN
+        from ..network import ColumnNetwork as _CN
 
         network = _CN.from_spec(json.loads(ckpt["spec"]))
     own = network.state_dict()
@@ -176,6 +177,9 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
 
     if gradient not in ("adjoint", "direct"):
         raise ValueError(f"gradient must be 'adjoint' or 'direct', got {gradient!r}")
+    solver = task.solver
+    if gradient == "adjoint" and solver.fused:  # the adjoint is torchdiffeq's continuous-time method
+        solver = dataclasses.replace(solver, backend="torchdiffeq")
     params = network.learnable_parameters()
     if not params:
         raise ValueError("the network has no learnable projections; add one (e.g. Lateral(..., learnable=True))")
@@ -214,7 +218,7 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
         opt.zero_grad()
         try:
             traj = simulate(network, batch.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                            solver=task.solver, gradient=gradient)
+                            solver=solver, gradient=gradient)
             loss = task.loss(traj, batch)
             if not torch.isfinite(loss):
                 raise SimulationError("the loss is NaN/inf")

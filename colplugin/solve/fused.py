@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .dynamics import g_slope
+from ..field import g_slope
 
 __all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "fused_solve"]
 
@@ -342,7 +342,7 @@ def fused_solve(coupling, y0: torch.Tensor, stops: Sequence[float], seg: Sequenc
     """
     if not coupling.dense:
         raise ValueError("the fused solver needs a dense coupling (networks of at most "
-                         "ColumnNetwork.dense_max_populations populations); use Solver(fused=False)")
+                         "ColumnNetwork.dense_max_populations populations); use Solver(backend='torchdiffeq')")
     if method not in TABLEAUS:
         raise ValueError(f"the fused solver supports {sorted(TABLEAUS)}, not {method!r}")
     if len(seg) != len(stops) - 1:

@@ -1,4 +1,5 @@
-"""Fixed intra-column connectivity: in-degrees, synaptic strengths and weights.
+"""One column: its eight populations (names, layers, E/I) and fixed intra-column connectivity
+(in-degrees, synaptic strengths and weights).
 
 All matrices are ``[target, source]`` :class:`~colplugin.populations.PopulationMatrix`
 objects, so ``W["L23E", "L4E"]`` reads the L4E -> L2/3E entry.
@@ -16,9 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from .params import Params
-from .populations import CELL_TYPES, N_POP, PopulationMatrix, PopulationVector, pop_index
+from .params.names import (CELL_TYPES, LAYERS, N_POP, POPULATIONS, SIGNS, PopulationMatrix, PopulationVector,
+                           pop_index, pop_indices)
 
 __all__ = [
+    "POPULATIONS", "LAYERS", "CELL_TYPES", "SIGNS", "N_POP", "pop_index", "pop_indices",
+    "PopulationMatrix", "PopulationVector",
     "column_sizes",
     "connection_probability",
     "in_degrees",

@@ -9,7 +9,7 @@ import numpy as np
 import quantities as pq
 import torch
 
-from . import __version__
+from .._version import __version__
 
 if TYPE_CHECKING:  # for annotations only; neo is imported where it is used
     import neo
@@ -31,8 +31,8 @@ def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "n
     """
     import neo
 
-    from .brian2.export import Brian2Run
-    from .simulate import Trajectory
+    from .brian2 import Brian2Run
+    from ..solve.simulate import Trajectory
 
     if isinstance(result, Trajectory):
         net, t = result.network, result.t.detach().cpu().numpy()
@@ -85,7 +85,7 @@ def save_nix(block: "neo.Block", path: str | Path) -> Path:
     """Write a Block to a NIX file atomically (``neo.io.NixIO``)."""
     from neo.io import NixIO
 
-    from ._io import atomic_path
+    from .._io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -173,7 +173,7 @@ def stimulus_from_neo(block: "neo.Block"):
 
     Returns ``None`` if the Block holds no input signal.
     """
-    from .stimulus import Stimulus
+    from ..stimulus import Stimulus
 
     rates, times = [], None
     for seg in block.segments:

@@ -3,123 +3,20 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from .dynamics import filter_rate
-from .fused import TABLEAUS, StepSizeUnderflow, fused_solve
-from .network import ColumnNetwork
-from .stimulus import Stimulus
+from ..field import filter_rate
+from .fused import StepSizeUnderflow, fused_solve
+from .strategies import Adjoint, Direct, Gradient, SimulationError, Solver, as_gradient, check_combination
+from ..network import ColumnNetwork
+from ..stimulus import Stimulus
 
 __all__ = ["Solver", "Trajectory", "SimulationError", "simulate"]
-
-_FIXED = {"euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams"}
-_ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
-
-
-class SimulationError(RuntimeError):
-    """The ODE solve diverged, produced NaN, or got stuck; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class Solver:
-    """ODE solver settings (a torchdiffeq method and its options).
-
-    Parameters
-    ----------
-    method : str
-        ``"rk4"`` (fixed step, default), ``"euler"``, ``"midpoint"``, or an adaptive
-        method (``"dopri5"``, ``"bosh3"``, ...).
-    step : float
-        Step (s) of fixed-step methods; the grid also contains every stimulus change
-        point and output time. Default 0.5 ms: the fastest stable rk4 step of the
-        dl25/pd14 columns at rest and under the tasks' inputs is about 1 ms.
-    rtol, atol : float
-        Tolerances of adaptive methods (atol in mV).
-    max_steps : int
-        Steps after which a solve counts as stuck (adaptive methods shrinking their step).
-    adjoint_checkpoint : float
-        Spacing (s) of the forward states the adjoint resets to during its backward
-        solve. The backward re-integration of these dissipative, stiff dynamics grows
-        errors like exp(t * 2600/s); resetting every 1 ms keeps them bounded (torchdiffeq
-        resets at every output time, so the solve uses this finer output grid).
-    adjoint_rtol, adjoint_atol : float, optional
-        Tolerances of the adjoint solve (default: same as the forward solve).
-    fused : bool
-        Networks with a dense coupling only (at most ``dense_max_populations``): integrate
-        with :mod:`colplugin.fused` instead of torchdiffeq - the same scheme (``euler``,
-        ``midpoint``, ``rk4`` on the same grid, agreeing to ~1e-13; or ``dopri5`` with
-        torchdiffeq's error norm, landing on every output time instead of interpolating, and
-        a stiffness cap that keeps each step inside the stability region), no per-step autograd
-        graph, and a hand-derived backward pass that is the exact gradient of the discrete
-        solve (for fixed grids what ``gradient="direct"`` through torchdiffeq gives). About 5x
-        faster per update for the paper's networks. With ``gradient="adjoint"`` the solve is
-        torchdiffeq's ``odeint_adjoint`` with the same method, as for fused=False (the adjoint
-        is a continuous-time method).
-    """
-
-    method: str = "rk4"
-    step: float = 5e-4
-    rtol: float = 1e-6
-    atol: float = 1e-6
-    max_steps: int = 1_000_000
-    adjoint_checkpoint: float = 1e-3
-    adjoint_rtol: float | None = None
-    adjoint_atol: float | None = None
-    fused: bool = False
-
-    def __post_init__(self) -> None:
-        if self.method not in _FIXED | _ADAPTIVE:
-            raise ValueError(f"unknown solver method {self.method!r}; use one of "
-                             f"{', '.join(sorted(_FIXED | _ADAPTIVE))}")
-        if self.fused and self.method not in TABLEAUS:
-            raise ValueError(f"Solver(fused=True) integrates {', '.join(sorted(TABLEAUS))} only, not "
-                             f"{self.method!r}; use fused=False for torchdiffeq's {self.method}")
-        if not (self.step > 0 and math.isfinite(self.step)):
-            raise ValueError(f"Solver step must be a positive time in s, got {self.step}")
-        if not (self.rtol > 0 and self.atol > 0):
-            raise ValueError("Solver tolerances rtol and atol must be positive")
-
-    @property
-    def adaptive(self) -> bool:
-        return self.method in _ADAPTIVE
-
-    def options(self, jump_times: torch.Tensor, t_out: torch.Tensor) -> dict[str, Any]:
-        """torchdiffeq ``options`` for this solver and these change points."""
-        if self.adaptive:
-            return {"jump_t": jump_times} if jump_times.numel() else {}
-        extra = torch.cat([jump_times.to(t_out), t_out])
-
-        def grid(func, y0, t):  # called with descending t during the adjoint's backward solve
-            g = self.grid(t, extra)
-            return g if t[0] <= t[-1] else g.flip(0)
-
-        return {"grid_constructor": grid}
-
-    def grid(self, t: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """Increasing fixed-step grid over [min t, max t]: multiples of ``step`` plus the
-        points ``extra`` (change points, output times) inside; points closer than
-        step/1e6 are merged."""
-        step = self.step
-        lo, hi = float(t.min()), float(t.max())
-        k0, k1 = math.floor(lo / step) + 1, math.ceil(hi / step) - 1
-        base = torch.arange(k0, k1 + 1, dtype=t.dtype, device=t.device) * step
-        inner = extra[(extra > lo) & (extra < hi)].to(t)
-        g = torch.cat([t.min().reshape(1), base, inner, t.max().reshape(1)]).unique(sorted=True)
-        keep = torch.ones_like(g, dtype=torch.bool)
-        keep[1:] = (g[1:] - g[:-1]) > step * 1e-6
-        keep[-1] = True
-        keep[-2] = keep[-2] & ((g[-1] - g[-2]) > step * 1e-6) if len(g) > 2 else keep[-2]
-        return g[keep]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-type form, saved with metrics and checkpoints."""
-        return asdict(self)
-
 
 class _ODEFunc(nn.Module):
     """dy/dt = vector field of the network in the current stimulus segment (for torchdiffeq).
@@ -295,7 +192,7 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
 
 def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
              dt_out: float = 1e-3, y0: torch.Tensor | None = None, solver: Solver | None = None,
-             gradient: str = "direct", max_rate: float = 2000.0) -> Trajectory:
+             gradient: Gradient | str = Direct(), max_rate: float = 2000.0) -> Trajectory:
     """Simulate a batch of trials in one ODE solve.
 
     Parameters
@@ -311,10 +208,10 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         Initial state (B, 2P) or (2P,) in mV; default V = A = 0 mV.
     solver : Solver, optional
         Method and tolerances; default ``Solver()`` (rk4, 0.5 ms step).
-    gradient : {"direct", "adjoint"}
+    gradient : Direct or Adjoint (or ``"direct"``, ``"adjoint"``)
         How gradients are obtained if the output is differentiated: backpropagation
-        through the solver, or the adjoint method (Chen et al. 2018) with the network's
-        learnable parameters as ``adjoint_params``.
+        through the solve (:class:`Direct`, default), or the adjoint method (Chen et al.
+        2018, :class:`Adjoint`) with the network's learnable tensors as ``adjoint_params``.
     max_rate : float
         Rate (Hz) above which the run counts as diverged.
 
@@ -330,6 +227,8 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         Inconsistent shapes (stimulus channels, batch, initial state).
     """
     solver = solver or Solver()
+    gradient = as_gradient(gradient)
+    check_combination(solver, gradient)
     dtype, dev = network.W_intra.dtype, network.W_intra.device
     if not (duration > 0 and math.isfinite(duration)):
         raise ValueError(f"duration must be a positive time in s, got {duration}")
@@ -368,9 +267,9 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     opts = solver.options(jumps, t)
     kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method, options=opts)
     try:
-        if gradient == "adjoint":
+        if isinstance(gradient, Adjoint):
             params = func.coupling.tensors
-            ck = solver.adjoint_checkpoint
+            ck = gradient.checkpoint
             t_fine = torch.cat([t, torch.arange(1, int(duration / ck), dtype=dtype, device=dev) * ck]).unique(sorted=True)
             keep = torch.ones_like(t_fine, dtype=torch.bool)
             keep[1:] = (t_fine[1:] - t_fine[:-1]) > 1e-9
@@ -379,14 +278,12 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
             opts = solver.options(jumps, t_fine)
             kwargs["options"] = opts
             state = odeint_adjoint(func, y0, t_fine, adjoint_params=params, adjoint_options=dict(opts),
-                                   adjoint_rtol=solver.adjoint_rtol or solver.rtol,
-                                   adjoint_atol=solver.adjoint_atol or solver.atol, **kwargs)[pick]
-        elif gradient == "direct" and solver.fused:
+                                   adjoint_rtol=gradient.rtol or solver.rtol,
+                                   adjoint_atol=gradient.atol or solver.atol, **kwargs)[pick]
+        elif solver.fused:
             state = _solve_fused(func, y0, t, jumps, stimulus, solver)
-        elif gradient == "direct":
-            state = odeint(func, y0, t, **kwargs)
         else:
-            raise ValueError(f"gradient must be 'direct' or 'adjoint', got {gradient!r}")
+            state = odeint(func, y0, t, **kwargs)
     except AssertionError as exc:
         if "non-finite" in str(exc):
             raise SimulationError("the solve produced non-finite values: the network diverged. "

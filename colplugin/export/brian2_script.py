@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from .._io import atomic_path, atomic_write_text
-from ..dynamics import BRIAN2_EQUATIONS
+from ..field import BRIAN2_EQUATIONS
 from ..network import ColumnNetwork
 from ..stimulus import Stimulus
-from .export import _connections, input_drive
+from .brian2 import _connections, input_drive
 
 __all__ = ["export_brian2_script"]
 

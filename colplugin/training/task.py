@@ -10,7 +10,7 @@ import torch
 
 from ..network import ColumnNetwork
 from ..params import Params
-from ..simulate import Solver, Trajectory
+from ..solve.simulate import Solver, Trajectory
 from ..stimulus import Stimulus
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..dynamics import BRIAN2_EQUATIONS
+from ..field import BRIAN2_EQUATIONS
 from ..network import ColumnNetwork
 from ..stimulus import Stimulus
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..connectivity import in_degrees
-from ..populations import CELL_TYPES, LAYERS, N_POP, POPULATIONS
+from ..column import in_degrees
+from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS
 
 __all__ = ["PD14_SIZES", "PUBLISHED_RATES", "MicrocircuitResult", "microcircuit_connectivity", "simulate_microcircuit"]
 
@@ -105,7 +105,7 @@ class MicrocircuitResult:
         import neo
         import quantities as pq
 
-        from .. import __version__
+        from .._version import __version__
 
         block = neo.Block(name="PD14 spiking microcircuit (Brian2)", colplugin_version=__version__,
                           source="brian2 spiking", preset="pd14", seed=int(self.settings.get("seed", -1)),

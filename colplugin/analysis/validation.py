@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_text
-from .populations import POPULATIONS
+from .._io import atomic_write_text
+from ..params.names import POPULATIONS
 
 __all__ = ["validate_microcircuit", "validate_stimulus"]
 
@@ -29,14 +29,15 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     """
     import torch
 
-    from . import __version__
-    from .analysis import compare_rate_to_spiking, comparison_table_md, dmf_rates, population_statistics
-    from .brian2.microcircuit import simulate_microcircuit
-    from .neo import save_nix, to_neo
-    from .network import ColumnNetwork
-    from .params import load_preset
-    from .plotting import plot_validation, save_figure
-    from .simulate import simulate
+    from .._version import __version__
+    from . import compare_rate_to_spiking, comparison_table_md, dmf_rates, population_statistics
+    from ..spiking.microcircuit import simulate_microcircuit
+    from ..export.neo import save_nix, to_neo
+    from ..network import ColumnNetwork
+    from ..params import load_preset
+    from ..plotting import plot_validation, save_figure
+    from ..solve.simulate import simulate
+    from .fixed_points import resting_state
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     save_nix(small, out / "spiking.nix")
     net = ColumnNetwork(params, {"pd14": ("pd14", 1)})
     with torch.no_grad():
-        traj = simulate(net, duration=duration, dt_out=1e-3, y0=net.resting_state())
+        traj = simulate(net, duration=duration, dt_out=1e-3, y0=resting_state(net))
     save_nix(to_neo(traj, seed=seed), out / "dmf.nix")
     save_figure(plot_validation(res, stats, rows, transient), out / "rates.png")
     wall = time.perf_counter() - t0
@@ -94,8 +95,8 @@ def validate_stimulus(out: str | Path, scale: float = 0.1, rate: float = 8.0, *,
     """
     from scipy.stats import spearmanr
 
-    from .analysis import dmf_rates
-    from .brian2.microcircuit import simulate_microcircuit
+    from . import dmf_rates
+    from ..spiking.microcircuit import simulate_microcircuit
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

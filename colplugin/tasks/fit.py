@@ -8,13 +8,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ._io import atomic_path
-from .network import ColumnNetwork
-from .neo import NeoError, from_neo, stimulus_from_neo
-from .simulate import Solver, Trajectory
-from .stimulus import Stimulus
-from .tasks.base import Batch, Task
-from .train import TrainResult, train
+from .._io import atomic_path
+from ..network import ColumnNetwork
+from ..export.neo import NeoError, from_neo, stimulus_from_neo
+from ..solve.simulate import Solver, Trajectory
+from ..stimulus import Stimulus
+from ..training.task import Batch, Task
+from ..training.trainer import TrainResult, train
 
 __all__ = ["FitTarget", "fit"]
 
@@ -131,7 +131,7 @@ def fit(network: ColumnNetwork, block, populations: Sequence[str] | None = None,
         raise NeoError(f"the stimulus has {stim.batch_size} trials but the Block {rates.shape[1]} segments")
     dense = network.n_populations <= network.dense_max_populations  # the fused solve needs a dense coupling
     task = FitTarget(t, rates, [names.index(n) for n in wanted_net], stim,
-                     solver=Solver("dopri5", rtol=1e-5, atol=1e-4, fused=dense))
+                     solver=Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused" if dense else "torchdiffeq"))
     best: dict[str, Any] = {"acc": -np.inf, "state": None}
 
     def remember(row: dict[str, Any]) -> None:

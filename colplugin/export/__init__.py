@@ -1,0 +1,7 @@
+"""Exports of a trained network: Brian2 rate model (objects and standalone script), Neo/NIX."""
+
+from .brian2 import Brian2Run, to_brian2
+from .brian2_script import export_brian2_script
+from .neo import from_neo, load_nix, save_nix, to_neo
+
+__all__ = ["to_brian2", "Brian2Run", "export_brian2_script", "to_neo", "from_neo", "save_nix", "load_nix"]

@@ -1,0 +1,6 @@
+"""Solving a network's ODE: strategies (how to integrate, how to differentiate) and ``simulate``."""
+
+from .simulate import Trajectory, simulate
+from .strategies import Adjoint, Direct, SimulationError, Solver
+
+__all__ = ["simulate", "Trajectory", "Solver", "Direct", "Adjoint", "SimulationError"]

@@ -1,0 +1,197 @@
+"""How to integrate and how to differentiate: small strategy objects passed to ``simulate``.
+
+* :class:`Solver` says how the ODE is integrated: the ``backend`` (torchdiffeq, or
+  colplugin's fused Runge-Kutta loop), the ``method`` and its step or tolerances.
+* :class:`Direct` and :class:`Adjoint` say how gradients are obtained when the output of
+  a solve is differentiated: backpropagation through the solve, or the adjoint method
+  (Chen et al. 2018).
+
+Every valid combination works; :func:`check_combination` refuses the invalid ones with
+a message that names the fix.
+
+References
+----------
+.. [Chen18] Chen, Rubanova, Bettencourt & Duvenaud (2018), Neural ordinary differential
+   equations, arXiv 1806.07366.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Union
+
+import torch
+
+from .fused import TABLEAUS
+
+__all__ = ["Solver", "Direct", "Adjoint", "Gradient", "SimulationError", "as_gradient", "check_combination",
+           "BACKENDS"]
+
+_FIXED = {"euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams"}
+_ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
+#: Integration backends: torchdiffeq's ``odeint`` (the reference) or the fused loop.
+BACKENDS = ("torchdiffeq", "fused")
+
+
+class SimulationError(RuntimeError):
+    """The ODE solve diverged, produced NaN, or got stuck; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Solver:
+    """How to integrate: backend, method, step and tolerances.
+
+    Parameters
+    ----------
+    method : str
+        ``"rk4"`` (fixed step, default), ``"euler"``, ``"midpoint"``, or an adaptive
+        method (``"dopri5"``, ``"bosh3"``, ...).
+    step : float
+        Step (s) of fixed-step methods; the grid also contains every stimulus change
+        point and output time. Initial step of adaptive methods in the fused backend.
+    rtol, atol : float
+        Tolerances of adaptive methods (atol in mV).
+    max_steps : int
+        Steps after which a solve counts as stuck (adaptive methods shrinking their step).
+    backend : {"torchdiffeq", "fused"}
+        ``"torchdiffeq"`` (default): torchdiffeq's ``odeint``. ``"fused"``: colplugin's
+        fused explicit Runge-Kutta loop (:mod:`colplugin.solve.fused`), for networks with a
+        dense coupling and the methods ``euler``, ``midpoint``, ``rk4`` (same scheme and grid
+        as torchdiffeq) and ``dopri5`` (torchdiffeq's error norm and step-size rule, plus a
+        stiffness cap); it builds no autograd graph and its backward pass is the exact
+        gradient of the discrete solve.
+    """
+
+    method: str = "rk4"
+    step: float = 5e-4
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    max_steps: int = 1_000_000
+    backend: str = "torchdiffeq"
+
+    def __post_init__(self) -> None:
+        if self.method not in _FIXED | _ADAPTIVE:
+            raise ValueError(f"unknown solver method {self.method!r}; use one of "
+                             f"{', '.join(sorted(_FIXED | _ADAPTIVE))}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown solver backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        if self.backend == "fused" and self.method not in TABLEAUS:
+            raise ValueError(f"Solver(backend='fused') integrates {', '.join(sorted(TABLEAUS))} only, not "
+                             f"{self.method!r}; use backend='torchdiffeq' for torchdiffeq's {self.method}")
+        if not (self.step > 0 and math.isfinite(self.step)):
+            raise ValueError(f"Solver step must be a positive time in s, got {self.step}")
+        if not (self.rtol > 0 and self.atol > 0):
+            raise ValueError("Solver tolerances rtol and atol must be positive")
+
+    @property
+    def fused(self) -> bool:
+        """Whether the fused backend integrates."""
+        return self.backend == "fused"
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the method chooses its own steps."""
+        return self.method in _ADAPTIVE
+
+    def options(self, jump_times: torch.Tensor, t_out: torch.Tensor) -> dict[str, Any]:
+        """torchdiffeq ``options`` for this solver and these change points."""
+        if self.adaptive:
+            return {"jump_t": jump_times} if jump_times.numel() else {}
+        extra = torch.cat([jump_times.to(t_out), t_out])
+
+        def grid(func, y0, t):  # called with descending t during the adjoint's backward solve
+            g = self.grid(t, extra)
+            return g if t[0] <= t[-1] else g.flip(0)
+
+        return {"grid_constructor": grid}
+
+    def grid(self, t: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Increasing fixed-step grid over [min t, max t]: multiples of ``step`` plus the
+        points ``extra`` (change points, output times) inside; points closer than
+        step/1e6 are merged."""
+        step = self.step
+        lo, hi = float(t.min()), float(t.max())
+        k0, k1 = math.floor(lo / step) + 1, math.ceil(hi / step) - 1
+        base = torch.arange(k0, k1 + 1, dtype=t.dtype, device=t.device) * step
+        inner = extra[(extra > lo) & (extra < hi)].to(t)
+        g = torch.cat([t.min().reshape(1), base, inner, t.max().reshape(1)]).unique(sorted=True)
+        keep = torch.ones_like(g, dtype=torch.bool)
+        keep[1:] = (g[1:] - g[:-1]) > step * 1e-6
+        keep[-1] = True
+        keep[-2] = keep[-2] & ((g[-1] - g[-2]) > step * 1e-6) if len(g) > 2 else keep[-2]
+        return g[keep]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type form, saved with metrics and checkpoints."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Direct:
+    """Gradients by backpropagation through the solve.
+
+    With the torchdiffeq backend, autograd records every step; with the fused backend, the
+    hand-derived discrete adjoint of the Runge-Kutta scheme runs instead (the same numbers,
+    without a per-step graph).
+    """
+
+    name = "direct"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type form, saved with metrics and checkpoints."""
+        return {"name": self.name}
+
+
+@dataclass(frozen=True)
+class Adjoint:
+    """Gradients by the adjoint method (torchdiffeq's ``odeint_adjoint``; the paper's method).
+
+    Parameters
+    ----------
+    checkpoint : float
+        Spacing (s) of the forward states the adjoint resets to during its backward solve.
+        The backward re-integration of these dissipative, stiff dynamics amplifies errors
+        exponentially in time; resetting at a fine spacing keeps them bounded (torchdiffeq
+        resets at every output time, so the solve uses this finer output grid).
+    rtol, atol : float, optional
+        Tolerances of the backward solve (default: those of the forward :class:`Solver`).
+    """
+
+    checkpoint: float = 1e-3
+    rtol: float | None = None
+    atol: float | None = None
+    name = "adjoint"
+
+    def __post_init__(self) -> None:
+        if not (self.checkpoint > 0 and math.isfinite(self.checkpoint)):
+            raise ValueError(f"Adjoint checkpoint must be a positive time in s, got {self.checkpoint}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type form, saved with metrics and checkpoints."""
+        return {"name": self.name, "checkpoint": self.checkpoint, "rtol": self.rtol, "atol": self.atol}
+
+
+Gradient = Union[Direct, Adjoint]
+
+
+def as_gradient(gradient: Gradient | str | None) -> Gradient:
+    """A gradient strategy from an object or its name (``"direct"``, ``"adjoint"``)."""
+    if gradient is None:
+        return Direct()
+    if isinstance(gradient, (Direct, Adjoint)):
+        return gradient
+    if gradient == "direct":
+        return Direct()
+    if gradient == "adjoint":
+        return Adjoint()
+    raise ValueError(f"gradient must be Direct(), Adjoint(), 'direct' or 'adjoint', got {gradient!r}")
+
+
+def check_combination(solver: Solver, gradient: Gradient) -> None:
+    """Refuse a solver/gradient pair that cannot work, with the fix in the message."""
+    if isinstance(gradient, Adjoint) and solver.fused:
+        raise ValueError("Adjoint() is a continuous-time method run by torchdiffeq's odeint_adjoint; "
+                         "Solver(backend='fused') has its own exact discrete adjoint. Use "
+                         "gradient=Direct() with the fused backend, or Solver(backend='torchdiffeq') "
+                         "with Adjoint()")
