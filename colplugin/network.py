@@ -399,12 +399,10 @@ class ColumnNetwork(nn.Module):
         inp = {True: [], False: []}
         first_free = 0
         self.slices: dict[str, tuple[str, bool, slice]] = {}
-        self._input_channels: dict[str, list[int]] = {}
         for proj in self.projections:
             if isinstance(proj, Input):
                 ch = proj.resolve_channels(self.area_columns(proj.target), first_free)
                 first_free = max(first_free, max(ch) + 1)
-                self._input_channels[proj.label] = ch
                 src, tgt, pop = proj.edges_in(self, ch)
                 base = w_thal[pop] if math.isnan(proj.init) else np.full(len(src), proj.init)
                 mag = base * draw(len(src), proj)

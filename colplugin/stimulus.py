@@ -60,11 +60,6 @@ class Stimulus:
 
     # -- constructors ---------------------------------------------------------
     @classmethod
-    def steps(cls, times: Sequence[float], rates, **kw) -> "Stimulus":
-        """Same as the constructor: segment start times (s) and rates (Hz)."""
-        return cls(times, rates, **kw)
-
-    @classmethod
     def constant(cls, rates, **kw) -> "Stimulus":
         """A stimulus that holds ``rates`` (shape (n_inputs,) or (B, n_inputs), Hz) throughout."""
         r = torch.as_tensor(np.asarray(rates, dtype=float)) if not torch.is_tensor(rates) else rates
@@ -104,14 +99,14 @@ class Stimulus:
             raise ValueError(f"cannot expand a stimulus of {self.batch_size} trials to {batch_size}")
         return Stimulus(self.times, self.rates.expand(batch_size, -1, -1))
 
-    def segment(self, t: torch.Tensor) -> torch.Tensor:
-        """Index of the segment holding at time ``t`` (right-continuous)."""
-        return torch.searchsorted(self.times, t.reshape(1), right=True)[0] - 1
-
-    def at(self, t: torch.Tensor | float) -> torch.Tensor:
-        """Input rates (B, n_inputs) at time ``t`` (s)."""
-        t = torch.as_tensor(t, dtype=self.times.dtype, device=self.times.device)
-        return self.rates[:, self.segment(t)]
+    def select(self, trials: Sequence[int]) -> "Stimulus":
+        """The stimulus of some trials only (indices into the batch)."""
+        idx = [int(k) for k in trials]
+        bad = [k for k in idx if not 0 <= k < self.batch_size]
+        if bad:
+            raise IndexError(f"trial(s) {bad} out of range: this stimulus has {self.batch_size} trials "
+                             f"(0..{self.batch_size - 1})")
+        return Stimulus(self.times, self.rates[idx])
 
     def sample(self, t: torch.Tensor) -> torch.Tensor:
         """Input rates at many times: shape (T, B, n_inputs)."""

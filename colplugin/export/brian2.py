@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._neo import rate_block
 from ..field import BRIAN2_EQUATIONS
 from ..network import ColumnNetwork
 from ..stimulus import Stimulus
@@ -47,12 +48,21 @@ class Brian2Run:
     wall_seconds: float = 0.0
     run_seconds: float = float("nan")
     n_trials: int = 1
+    stimulus: Stimulus | None = None
 
     @property
     def trial_rates(self) -> np.ndarray:
         """Recorded rates of every exported trial, (T, B, P) in Hz."""
         T = self.rate.shape[0]
         return self.rate.reshape(T, self.n_trials, -1)
+
+    def to_neo(self, *, seed: int | None = None, description: str = ""):
+        """The recorded run as a Neo Block (see :func:`colplugin.to_neo`): rates, inputs, stimulus epochs."""
+        if self.rate is None:
+            raise RuntimeError("this Brian2Run has not run yet; call .run() before .to_neo()")
+        return rate_block(self.source, self.t, self.trial_rates, source="brian2",
+                          solver={"method": self.method, "device": self.device}, stimulus=self.stimulus,
+                          seed=seed, description=description)
 
     def run(self, report: str | None = None) -> "Brian2Run":
         """Run for ``duration`` and collect the recordings."""
@@ -186,4 +196,6 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     M = b2.StateMonitor(G, ["V", "A", "r", "rf"], record=True,
                         dt=(record_dt or dt) * b2.second, name="rates")
     net = b2.Network(G, S, M)
-    return Brian2Run(net, G, S, M, duration, network, device=device, method=method, n_trials=nT)
+    exported = stimulus if trial is None else stimulus.select([int(trial)])
+    return Brian2Run(net, G, S, M, duration, network, device=device, method=method, n_trials=nT,
+                     stimulus=exported)

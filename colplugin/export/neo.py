@@ -9,7 +9,6 @@ import numpy as np
 import quantities as pq
 import torch
 
-from .._version import __version__
 
 if TYPE_CHECKING:  # for annotations only; neo is imported where it is used
     import neo
@@ -22,63 +21,20 @@ class NeoError(ValueError):
 
 
 def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "neo.Block":
-    """A torch :class:`~colplugin.simulate.Trajectory` or a :class:`~colplugin.brian2.Brian2Run` as a Neo Block.
+    """Any colplugin result as a Neo Block (the result's own ``to_neo``).
 
-    One Segment per trial; in each, an ``AnalogSignal`` of the instantaneous rates (Hz,
-    one channel per population) with ``array_annotations`` area, column, layer,
-    population and cell type, and one ``Epoch`` per stimulus segment with input.
-    Block annotations record provenance (colplugin version, preset, solver, seed).
+    Rate runs (:class:`~colplugin.solve.Trajectory`, :class:`~colplugin.export.Brian2Run`)
+    give one Segment per trial with an ``AnalogSignal`` of the instantaneous rates (Hz, one
+    channel per population; ``array_annotations`` area, column, layer, population, cell
+    type), the input rates and ``Epoch`` s of the stimulus; spiking runs give annotated
+    ``SpikeTrain`` s. Block annotations record provenance (colplugin version, preset,
+    solver as JSON, seed).
     """
-    import neo
-
-    from .brian2 import Brian2Run
-    from ..solve.simulate import Trajectory
-
-    if isinstance(result, Trajectory):
-        net, t = result.network, result.t.detach().cpu().numpy()
-        rates = result.rate.detach().cpu().numpy()  # (T, B, P)
-        stim = result.stimulus
-        source, solver = "torch", result.solver.to_dict()
-    elif isinstance(result, Brian2Run):
-        net, t = result.source, result.t
-        rates = result.trial_rates
-        stim, source, solver = None, "brian2", {"method": str(result.group.state_updater.method_choice)}
-    else:
-        raise TypeError(f"to_neo takes a Trajectory or a Brian2Run, got {type(result).__name__}")
-    if len(t) < 2:
-        raise NeoError("need at least two samples to define a sampling rate")
-    dt = float(t[1] - t[0])
-    ch = net.channels
-    ann = {k: np.array([c[k] for c in ch]) for k in ("area", "kind", "column", "population", "layer", "cell_type")}
-    import json
-
-    block = neo.Block(name=f"colplugin {source} run", description=description,
-                      colplugin_version=__version__, preset=net.params.name, source=source,
-                      network_spec=json.dumps(net.spec()),
-                      solver=str(solver), seed=-1 if seed is None else int(seed),
-                      network_seed=-1 if net.seed is None else int(net.seed),
-                      session_start_time="", experimenter="", institution="")
-    for b in range(rates.shape[1]):
-        seg = neo.Segment(name=f"trial {b}", index=b)
-        sig = neo.AnalogSignal(rates[:, b, :], units="Hz", sampling_period=dt * pq.s, t_start=float(t[0]) * pq.s,
-                               name="rate", array_annotations=ann)
-        seg.analogsignals.append(sig)
-        if stim is not None and stim.n_inputs:
-            u = stim.sample(torch.as_tensor(t, dtype=stim.times.dtype))[:, b].cpu().numpy()
-            seg.analogsignals.append(neo.AnalogSignal(u, units="Hz", sampling_period=dt * pq.s,
-                                                      t_start=float(t[0]) * pq.s, name="input",
-                                                      array_annotations={"channel": np.arange(u.shape[1])}))
-        if stim is not None:
-            times = stim.times.cpu().numpy()
-            ends = np.append(times[1:], t[-1])
-            r = stim.rates[b].cpu().numpy()
-            on = [k for k in range(len(times)) if np.any(r[k] > 0)]
-            if on:
-                seg.epochs.append(neo.Epoch(times=times[on] * pq.s, durations=(ends[on] - times[on]) * pq.s,
-                                            labels=np.array([f"input {r[k].tolist()} Hz" for k in on]),
-                                            name="stimulus"))
-        block.segments.append(seg)
-    return block
+    method = getattr(result, "to_neo", None)
+    if not callable(method):
+        raise TypeError(f"{type(result).__name__} cannot become Neo: to_neo takes a colplugin result "
+                        "(Trajectory, Brian2Run, a spiking result), i.e. an object with a to_neo() method")
+    return method(seed=seed, description=description)
 
 
 def save_nix(block: "neo.Block", path: str | Path) -> Path:

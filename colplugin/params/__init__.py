@@ -311,8 +311,7 @@ class Params(Mapping[str, Any]):
             return NotImplemented
         return json.dumps(self.to_dict(), sort_keys=True) == json.dumps(other.to_dict(), sort_keys=True)
 
-    def __hash__(self) -> int:  # pragma: no cover - Params are not meant as dict keys
-        return hash(json.dumps(self.to_dict(), sort_keys=True))
+    __hash__ = None  # mutable, compared by value: not a dict key
 
 
 def _read_toml(path: Path | Any, what: str) -> dict[str, Any]:

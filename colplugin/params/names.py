@@ -23,10 +23,6 @@ CELL_TYPES: tuple[str, ...] = ("E", "I", "E", "I", "E", "I", "E", "I")
 SIGNS: np.ndarray = np.array([+1.0, -1.0, +1.0, -1.0, +1.0, -1.0, +1.0, -1.0])
 #: Number of populations per column.
 N_POP: int = len(POPULATIONS)
-#: Excitatory populations.
-EXCITATORY: tuple[str, ...] = tuple(p for p, c in zip(POPULATIONS, CELL_TYPES) if c == "E")
-#: Inhibitory populations.
-INHIBITORY: tuple[str, ...] = tuple(p for p, c in zip(POPULATIONS, CELL_TYPES) if c == "I")
 
 _ALIASES = {"L2/3E": "L23E", "L2/3I": "L23I"}
 

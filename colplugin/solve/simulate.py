@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from .._neo import rate_block
 from ..field import filter_rate
 from .fused import StepSizeUnderflow, fused_solve
 from .strategies import Adjoint, Direct, Gradient, SimulationError, Solver, as_gradient, check_combination
@@ -140,7 +141,14 @@ class Trajectory:
 
     @property
     def channel_names(self) -> list[str]:
+        """``"area[column].population"`` of every population."""
         return self.network.channel_names
+
+    def to_neo(self, *, seed: int | None = None, description: str = ""):
+        """The run as a Neo Block (see :func:`colplugin.to_neo`): rates, inputs, stimulus epochs."""
+        return rate_block(self.network, self.t.detach().cpu().numpy(), self.rate.detach().cpu().numpy(),
+                          source="torch", solver=self.solver.to_dict(), stimulus=self.stimulus, seed=seed,
+                          description=description)
 
 
 def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float, solver: Solver) -> None:
