@@ -31,7 +31,7 @@ import math
 
 import torch
 
-__all__ = ["transfer", "transfer_value", "slope", "g_slope", "filter_rate", "BRIAN2_EQUATIONS"]
+__all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate", "BRIAN2_EQUATIONS"]
 
 _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
 
@@ -45,6 +45,18 @@ def transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tenso
     az = z.abs().clamp_min(_TINY[z.dtype])
     # z > 0: z / (1 - e^-z);  z < 0: |z| e^z / (1 - e^z);  z = 0: the limit 1 (az / -expm1(-az))
     return az * torch.exp(z.clamp(max=0.0)) / (torch.expm1(-az) * (-d))
+
+
+def transfer_numpy(x, a: float, b: float, d: float):
+    """f(x) = (a x - b) / (1 - exp(-d (a x - b))) for numpy arrays (Hz), via ``scipy.special.exprel``.
+
+    ``1 / (d exprel(-d (a x - b)))``: the form the Brian2 equations use, finite at a x = b.
+    For scipy ODE solves and reference models (e.g. Wong & Wang's H, the same function
+    with other constants).
+    """
+    from scipy.special import exprel
+
+    return 1.0 / (d * exprel(-d * (a * x - b)))
 
 
 def g_slope(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
