@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o644 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; move it onto ``path`` on success.
@@ -25,6 +34,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files (0644 less umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -36,8 +36,13 @@ class Stimulus:
         dtype = dtype or torch.get_default_dtype()
         times_t = torch.as_tensor(np.asarray(times, dtype=float) if not torch.is_tensor(times) else times,
                                   dtype=dtype, device=device).reshape(-1)
-        rates_t = torch.as_tensor(rates if torch.is_tensor(rates) else np.asarray(rates, dtype=float),
-                                  dtype=dtype, device=device)
+        try:
+            rates_np = rates if torch.is_tensor(rates) else np.asarray(rates, dtype=float)
+        except (ValueError, TypeError):
+            raise ValueError("Stimulus rates must be a regular array of numbers (Hz) of shape (K, n_inputs) "
+                             "or (B, K, n_inputs): every trial needs the same segments and every segment the "
+                             "same number of input channels") from None
+        rates_t = torch.as_tensor(rates_np, dtype=dtype, device=device)
         if times_t.numel() == 0:
             raise ValueError("Stimulus needs at least one segment: times=[0.0]")
         if float(times_t[0]) != 0.0:
