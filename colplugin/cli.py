@@ -55,34 +55,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_fit(args: argparse.Namespace) -> int:
-    import json as _json
+def _task_from_args(args: argparse.Namespace):
+    """The task named on the command line, built from its own options; refuse other tasks' options."""
+    from colplugin.tasks import TASKS
 
-    import colplugin as cp
-    from colplugin.tasks.fit import fit
-    from colplugin.network import ColumnNetwork
-
-    if not args.target:
-        raise ValueError("colplugin train fit needs --target FILE.nix (rates or spike trains as Neo)")
-    block = cp.load_nix(args.target)
-    if args.network:
-        spec = _json.loads(Path(args.network).read_text())
-    elif "network_spec" in block.annotations:
-        spec = _json.loads(block.annotations["network_spec"])
-    else:
-        raise ValueError(f"{args.target} carries no network spec; pass --network SPEC.json (ColumnNetwork.spec())")
-    spec = {**spec, "seed": args.seed}
-    net = ColumnNetwork.from_spec(spec)
-    out = _new_run_dir(args.out, "fit", args.overwrite)
-    pops = args.populations.split(",") if args.populations else None
-    res = fit(net, block, pops, updates=args.updates or 60, lr=args.lr or 0.3, gradient=args.gradient or "direct",
-              out=out, progress=not args.no_progress, seed=args.seed)
-    from colplugin._io import atomic_write_text
-
-    atomic_write_text(out / "network.json", _json.dumps(net.spec(), indent=2))
-    err = 1 - res.summary["final_accuracy"]
-    print(f"fit: relative RMS error {100 * err:.2f} % after {res.summary['updates']} updates; wrote {out}")
-    return 0
+    cls = TASKS[args.task]
+    for name, options in getattr(args, "_task_options", {}).items():
+        if name == args.task:
+            continue
+        for dest, flag in options:
+            if getattr(args, dest, None) is not None:
+                raise ValueError(f"{flag} belongs to task {name!r}, not {args.task!r}; "
+                                 f"see `colplugin {args.command} {args.task} --help`")
+    return cls.from_args(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -91,13 +76,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from colplugin.experiments import train_run
 
     torch.set_num_threads(args.threads)
-    if args.task == "fit":
-        return _cmd_fit(args)
-    out = Path(args.out) if args.resume and args.out else _new_run_dir(args.out, f"train-{args.task}-s{args.seed}", args.overwrite)
-    res = train_run(args.task, args.seed, out, updates=args.updates, gradient=args.gradient, lr=args.lr,
+    task = _task_from_args(args)
+    if args.resume:
+        if not args.out or not Path(args.out).is_dir():
+            raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
+        out = Path(args.out)
+    else:
+        out = _new_run_dir(args.out, f"train-{task.name}-s{args.seed}", args.overwrite)
+    res = train_run(task, args.seed, out, updates=args.updates, gradient=args.gradient, lr=args.lr,
                     progress=not args.no_progress, resume=args.resume)
     s = res.summary
-    print(f"{args.task} seed {args.seed}: {s['updates']} updates, final loss {s['final_loss']:.4g}, "
+    print(f"{task.name} seed {args.seed}: {s['updates']} updates, final loss {s['final_loss']:.4g}, "
           f"test accuracy {s['final_accuracy']}, {s['wall_seconds']:.1f} s")
     print(f"wrote {out}")
     return 0
@@ -106,18 +95,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     import torch
 
-    from colplugin.experiments import reproduce_xor, train_run
+    from colplugin.experiments import reproduce
 
     torch.set_num_threads(args.threads)
-    out = _new_run_dir(args.out, f"reproduce-{args.task}", args.overwrite)
-    if args.task == "xor":
-        r = reproduce_xor(args.seeds, out, progress=not args.no_progress, gradient=args.gradient)
-        print(f"XOR: {r['solved']}/{r['seeds']} seeds reached 100 % test accuracy "
-              f"(updates: {r['updates_to_solve']}), {r['total_wall_seconds']:.1f} s in all")
-    else:
-        res = train_run("decision", args.seed, out, gradient=args.gradient, progress=not args.no_progress,
-                        updates=args.updates)
-        print(f"decision: final loss {res.summary['final_loss']:.4g}, accuracy {res.summary['final_accuracy']}")
+    task = _task_from_args(args)
+    out = _new_run_dir(args.out, f"reproduce-{task.name}", args.overwrite)
+    r = reproduce(task, out, seeds=args.seeds, seed=args.seed, updates=args.updates, gradient=args.gradient,
+                  lr=args.lr, progress=not args.no_progress)
+    print(r["headline"])
     print(f"wrote {out}")
     return 0
 
@@ -128,16 +113,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from colplugin.experiments import main_run
 
     torch.set_num_threads(args.threads)
+    task = _task_from_args(args)
+    if args.validate_scale < 0:
+        raise ValueError(f"--validate-scale must be >= 0 (0: no spiking validation), got {args.validate_scale}")
     if args.resume:
         if not args.out or not Path(args.out).is_dir():
             raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
         out = Path(args.out)
     else:
-        out = _new_run_dir(args.out, f"run-{args.task}", args.overwrite)
+        out = _new_run_dir(args.out, f"run-{task.name}", args.overwrite)
     print(f"run directory: {out}", flush=True)
-    r = main_run(out, args.task, progress=not args.no_progress, updates=args.updates, resume=args.resume)
+    r = main_run(out, task, progress=not args.no_progress, updates=args.updates, resume=args.resume,
+                 validate_scale=args.validate_scale or None, validate_duration=args.validate_duration, seed=args.seed)
     s = r["summary"]
-    print(f"\n== colplugin run {args.task} ==")
+    print(f"\n== colplugin run {task.name} ==")
     print(f"learned:   {s['updates']} updates, test accuracy {s['final_accuracy']}, loss {s['final_loss']:.4g}")
     for m, a in r["agreement"].items():
         print(f"Brian2 {m:<6} max |diff| {a['max_abs_hz']:.3g} Hz, max rel {a['max_rel']:.3g}")
@@ -170,109 +159,117 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import json as _json
-
     import torch
 
-    from colplugin.experiments import export_run, task_stimulus
-    from colplugin.network import ColumnNetwork
-    from colplugin.stimulus import Stimulus
-    from colplugin.tasks import get_task
-    from colplugin.training.trainer import load_checkpoint
+    from colplugin.experiments import export_run, load_run
 
-    run = Path(args.run_dir)
-    ckpt_path = next((p for p in (run / "checkpoint.pt", run / "train" / "checkpoint.pt") if p.exists()), None)
-    if ckpt_path is not None:
-        ck = load_checkpoint(ckpt_path)
-        net, task_name = ck["network"], ck["task"]["name"]
-        stim, duration = task_stimulus(task_name), get_task(task_name).duration
-    elif (run / "network.json").exists() or run.suffix == ".json":
-        spec_path = run if run.suffix == ".json" else run / "network.json"
-        net = ColumnNetwork.from_spec(_json.loads(spec_path.read_text()))
-        stim = Stimulus([0.0, 0.5], [[0.0] * net.n_inputs, [20.0] * net.n_inputs])
-        duration = 1.0
-    else:
-        raise FileNotFoundError(f"{run} holds no checkpoint.pt (or train/checkpoint.pt) and no network.json; "
-                                "pass a run directory of `colplugin train`/`run` or a network spec")
+    net, stim, duration = load_run(Path(args.run_dir))
     out = _new_run_dir(args.out, "export", args.overwrite)
     torch.set_num_threads(1)
     r = export_run(net, stim, duration, out, device=args.device)
-    print(f"Brian2 ({args.device}) vs torch, dt 0.1 ms: rk4 max |diff| {r['rk4']['max_abs_hz']:.3g} Hz "
-          f"(rel {r['rk4']['max_rel']:.3g}); euler max |diff| {r['euler']['max_abs_hz']:.3g} Hz "
-          f"(rel {r['euler']['max_rel']:.3g})")
+    for m in (k for k, v in r.items() if isinstance(v, dict) and "max_rel" in v):
+        print(f"Brian2 ({args.device}) vs torch, dt 0.1 ms, {m}: max |diff| {r[m]['max_abs_hz']:.3g} Hz "
+              f"(rel {r[m]['max_rel']:.3g})")
     print(f"wrote {out} (model.py, model_data.npz, model_model.md, brian2.nix, torch.nix, agreement.json)")
     return 0
 
 
+def _add_common(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument("--out", help=f"output directory (default runs/{prefix}-TIMESTAMP); must be new or empty")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out directory")
+
+
+def _add_task_options(p: argparse.ArgumentParser, tasks: dict) -> dict[str, list[tuple[str, str]]]:
+    """Add every task's own options in a group of its own; return their (dest, flag) per task."""
+    owned = {}
+    for name, cls in sorted(tasks.items()):
+        group = p.add_argument_group(f"options of task {name}")
+        cls.add_arguments(group)
+        owned[name] = [(a.dest, a.option_strings[0]) for a in group._group_actions]
+        for a in group._group_actions:  # None marks "not given", so misuse on another task is caught
+            a.default = None
+    return owned
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the trials (default 0)")
+    p.add_argument("--updates", type=int, default=None, help="number of updates (default: the task's)")
+    p.add_argument("--gradient", choices=["adjoint", "direct"], default=None,
+                   help="how gradients are obtained (default: the task's; adjoint is the paper's method)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (CI logs)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1, the fastest for these small networks)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``colplugin`` argument parser; the task choices come from the task registry."""
+    from colplugin import __version__
+    from colplugin.tasks import TASKS
+
     parser = argparse.ArgumentParser(prog="colplugin", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"colplugin {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate a column (or an area of columns) with a step input")
-    p.add_argument("--preset", default="dl25", choices=["dl25", "pd14"])
+    p.add_argument("--preset", default="dl25", choices=["dl25", "pd14"], help="parameter preset (default dl25)")
     p.add_argument("--params", help="a parameter TOML file (overrides --preset)")
     p.add_argument("--area", help="area type (default: the preset's default area)")
-    p.add_argument("--columns", type=int, default=1)
+    p.add_argument("--columns", type=int, default=1, help="number of columns in the area (default 1)")
     p.add_argument("--full", action="store_true", help="give every column the full area size")
     p.add_argument("--input", type=float, default=20.0, help="input rate in Hz (default 20)")
-    p.add_argument("--duration", type=float, default=1.0, help="simulated time in s")
-    p.add_argument("--out", help="output directory (default runs/simulate-TIMESTAMP)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--duration", type=float, default=1.0, help="simulated time in s (default 1)")
+    _add_common(p, "simulate")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("validate", help="compare the DMF column with the spiking PD14 microcircuit")
-    p.add_argument("what", choices=["microcircuit", "stimulus"])
+    p.add_argument("what", choices=["microcircuit", "stimulus"],
+                   help="resting rates (microcircuit) or the response to a thalamic step (stimulus)")
     p.add_argument("--scale", type=float, default=0.1, help="neuron scaling of the spiking circuit (default 0.1)")
     p.add_argument("--k-scale", type=float, default=0.5, help="in-degree scaling (default 0.5)")
     p.add_argument("--duration", type=float, default=2.5, help="simulated time in s (first 0.5 s discarded)")
     p.add_argument("--rate", type=float, default=8.0, help="thalamic step rate in Hz (stimulus validation)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["cpp_standalone", "runtime"], default="cpp_standalone")
-    p.add_argument("--out")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the spiking network (default 0)")
+    p.add_argument("--device", choices=["cpp_standalone", "runtime"], default="cpp_standalone",
+                   help="Brian2 device (default cpp_standalone)")
+    _add_common(p, "validate-WHAT")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("export", help="export a trained run (or a network spec) to Brian2 and compare")
-    p.add_argument("run_dir", help="run directory with checkpoint.pt, or a network.json spec")
-    p.add_argument("--to", choices=["brian2"], default="brian2")
-    p.add_argument("--device", choices=["runtime", "cpp_standalone"], default="runtime")
-    p.add_argument("--out")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("run_dir", help="run directory with checkpoint.pt (or train/checkpoint.pt), or a network.json spec")
+    p.add_argument("--device", choices=["runtime", "cpp_standalone"], default="runtime",
+                   help="Brian2 device of the first method's run (default runtime)")
+    _add_common(p, "export")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("run", help="main job: train, export to Brian2, compare, write Neo/NIX and a report")
-    p.add_argument("task", nargs="?", default="xor", choices=["xor", "decision"])
-    p.add_argument("--updates", type=int, default=None)
-    p.add_argument("--out", help="run directory (default runs/run-TASK-TIMESTAMP)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
+    p = sub.add_parser("run", help="main job: train, export to Brian2, compare, validate, write Neo/NIX and a report")
+    p.add_argument("task", nargs="?", default="xor", choices=sorted(TASKS), help="the task (default xor)")
+    _add_training(p)
+    p.add_argument("--validate-scale", type=float, default=0.1,
+                   help="neuron scale of the spiking validation (default 0.1; 0: no validation)")
+    p.add_argument("--validate-duration", type=float, default=2.5,
+                   help="simulated time of the spiking validation in s (default 2.5)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (training resumes from its checkpoint)")
-    p.set_defaults(func=_cmd_run)
+    _add_common(p, "run-TASK")
+    p.set_defaults(func=_cmd_run, _task_options=_add_task_options(p, TASKS))
 
-    for name, helptext in (("train", "train one paper task"), ("reproduce", "reproduce a paper figure")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("task", choices=["xor", "decision", "fit"] if name == "train" else ["xor", "decision"])
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--updates", type=int, default=None)
-        p.add_argument("--gradient", choices=["adjoint", "direct"], default=None,
-                       help="default: direct (faster here; adjoint is the paper's method)")
-        p.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
-        p.add_argument("--overwrite", action="store_true")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar (CI logs)")
-        p.add_argument("--threads", type=int, default=1,
-                       help="torch intra-op threads (1 is fastest for these small networks)")
-        if name == "train":
-            p.add_argument("--lr", type=float, default=None)
-            p.add_argument("--resume", action="store_true", help="continue the run in --out")
-            p.add_argument("--target", help="fit: a NIX file with target rates (or spike trains)")
-            p.add_argument("--populations", help="fit: comma-separated channels, e.g. mt[0].L23E,mt[1].L23E")
-            p.add_argument("--network", help="fit: network spec JSON (default: the one stored in the target)")
-            p.set_defaults(func=_cmd_train)
-        else:
-            p.add_argument("--seeds", type=int, default=10)
-            p.set_defaults(func=_cmd_reproduce)
+    p = sub.add_parser("train", help="train one task")
+    p.add_argument("task", choices=sorted(TASKS), help="the task")
+    _add_training(p)
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    _add_common(p, "train-TASK-sSEED")
+    p.set_defaults(func=_cmd_train, _task_options=_add_task_options(p, TASKS))
+
+    reproducible = {name: cls for name, cls in TASKS.items() if cls.can_reproduce()}
+    p = sub.add_parser("reproduce", help="reproduce a task's paper figure (e.g. XOR Figure 1B, decision Figure 2)")
+    p.add_argument("task", choices=sorted(reproducible), help="the task")
+    _add_training(p)
+    p.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds, from --seed on (default: the task's; tasks without a figure over "
+                        "seeds train one run)")
+    _add_common(p, "reproduce-TASK")
+    p.set_defaults(func=_cmd_reproduce, _task_options=_add_task_options(p, reproducible))
     return parser
 
 

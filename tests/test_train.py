@@ -5,6 +5,7 @@ import torch
 
 import colplugin as cp
 from colplugin.tasks import XOR, Decision
+from colplugin.training import TrainSettings
 from colplugin.training.trainer import CheckpointError, TrainingDiverged, load_checkpoint, train
 
 from conftest import two_column_net
@@ -30,10 +31,11 @@ def test_adjoint_and_direct_gradients_agree(dl25):
 
 
 class TinyXOR(XOR):
-    """XOR with a shorter trial, for fast tests."""
+    """XOR with a shorter trial, for fast tests; plain training settings (adjoint, lr 0.1, no aids)."""
 
     def __init__(self):
-        super().__init__(batch_size=4)
+        super().__init__()
+        self.settings = TrainSettings(updates=50, lr=0.1, gradient="adjoint", batch_size=4)
         self.t_on, self.duration, self.dt_out = 0.05, 0.15, 0.15
 
     def test_set(self):
@@ -54,7 +56,12 @@ def test_training_lowers_the_loss(tmp_path):
     data = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("final_accuracy", "updates", "wall_seconds", "seed", "gradient"):
         assert key in data
-    assert data["updates"] == 4 and data["gradient"] == "adjoint"
+    assert data["updates"] == 4 and data["gradient"] == {"name": "adjoint", "checkpoint": 1e-3, "rtol": None,
+                                                         "atol": None}
+    # the adjoint integrates on torchdiffeq (TrainSettings.solver_for); test solves on the task's fused solver
+    assert data["solver"] == {**task.solver.to_dict(), "backend": "torchdiffeq"}
+    assert data["test_solver"] == task.solver.to_dict() and data["test_solver"]["backend"] == "fused"
+    assert data["settings"]["lr"] == 0.05 and data["settings"]["clip_grad"] is None
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -70,6 +77,11 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert ckpt["update"] == 3
+    assert ckpt["gradient"] == {"name": "direct"} and ckpt["solver"]["backend"] == "fused"
+    assert ckpt["settings"]["batch_size"] == 4 and ckpt["task"]["settings"]["gradient"] == {"name": "adjoint",
+                                                                                          "checkpoint": 1e-3,
+                                                                                          "rtol": None,
+                                                                                          "atol": None}
 
 
 def test_corrupt_and_incompatible_checkpoints(tmp_path, dl25):

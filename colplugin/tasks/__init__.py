@@ -1,17 +1,20 @@
-"""The paper's experiments as reusable tasks: each defines its network, inputs, loss and accuracy."""
+"""The paper's experiments (and the Neo fit) as tasks: each module defines and registers one.
 
-from ..training import Task
+Every module of this package is imported here, so a task registered with
+:func:`colplugin.training.register_task` in a new module ``colplugin/tasks/<name>.py`` is
+known to :func:`get_task` and the command line without any other change.
+"""
+
+import importlib
+import pkgutil
+
+from ..training.task import TASKS, Task, get_task, register_task, task_class
 from .decision import Decision, wong_wang
+from .fit import FitTarget
 from .xor import XOR
 
-TASKS = {"xor": XOR, "decision": Decision}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["Task", "XOR", "Decision", "wong_wang", "TASKS", "get_task"]
-
-
-def get_task(name: str, **kwargs) -> Task:
-    """A task by name (``"xor"`` or ``"decision"``)."""
-    try:
-        return TASKS[name](**kwargs)
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; use one of {', '.join(TASKS)}") from None
+__all__ = ["Task", "XOR", "Decision", "FitTarget", "wong_wang", "TASKS", "get_task", "task_class",
+           "register_task"]

@@ -13,22 +13,28 @@ References
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.integrate import solve_ivp
-from scipy.special import exprel
 
-from ..field import transfer_value
+from .._io import atomic_write_text
+from ..field import transfer_numpy, transfer_value
 from ..network import ColumnNetwork, Input, Lateral
 from ..params import Params, load_preset
-from ..solve.simulate import Solver, Trajectory
+from ..params.names import pop_index
+from ..solve.simulate import Solver, Trajectory, simulate
 from ..stimulus import Stimulus
-from ..training.task import Batch, Task
+from ..training.settings import TrainSettings
+from ..training.task import Batch, Task, register_task
+
+__all__ = ["Decision", "WongWang", "wong_wang", "figure2"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,8 @@ class WongWang:
 def _solve_noiseless(m: WongWang, mu: np.ndarray, t: np.ndarray, stim_on: float, stim_off: float) -> np.ndarray:
     """S (T, B, 2) at the times ``t`` by scipy's RK45 (Dormand-Prince 5(4)), phase by phase.
 
-    In numpy, with ``scipy.special.exprel`` for H (the form the Brian2 export uses): for
-    these 2 x B states scipy's solver costs a tenth of a torch solve.
+    In numpy, with :func:`colplugin.field.transfer_numpy` for H (the exprel form the Brian2
+    export uses).
     """
     B = mu.shape[0]
     a, b, d = m.a_Hz_per_nA, m.b_Hz, m.d_s
@@ -66,7 +72,7 @@ def _solve_noiseless(m: WongWang, mu: np.ndarray, t: np.ndarray, stim_on: float,
         def field(_, y, drive=drive):
             S2 = y.reshape(B, 2)
             x = m.J11_nA * S2 - m.J12_nA * S2[:, ::-1] + drive  # elementwise: equal pools stay equal
-            H = 1.0 / (d * exprel(-d * (a * x - b)))
+            H = transfer_numpy(x, a, b, d)
             return -y / m.tau_S_s + (1 - y) * m.gamma * H.ravel()
 
         inside = (t >= lo) & ((t < hi) if hi < t[-1] else (t <= hi))
@@ -153,7 +159,9 @@ def wong_wang(mu: torch.Tensor, duration: float, *, dt: float = 5e-4, sigma: flo
         drive = drive_on if stim_on <= t < stim_off else drive_off
         H = rate(S, drive + noise if sigma > 0 else drive)
         if k % every == 0:
-            ts.append(t); Ss.append(S); rs.append(H)
+            ts.append(t)
+            Ss.append(S)
+            rs.append(H)
         if k == n:
             break
         S = S + dt * dS(S, H)
@@ -162,6 +170,7 @@ def wong_wang(mu: torch.Tensor, duration: float, *, dt: float = 5e-4, sigma: flo
     return {"t": torch.tensor(ts, dtype=torch.float64), "S": torch.stack(Ss), "rate": torch.stack(rs)}
 
 
+@register_task
 class Decision(Task):
     """The dL25 decision-making task (2AFC, winner-take-all).
 
@@ -171,6 +180,9 @@ class Decision(Task):
     WW06 phases -> 0.5 s column phases). Loss: smooth L1 on both columns' L2/3E rates.
     Accuracy: the column with the stronger input has the higher L2/3E rate at the end
     of the stimulus phase.
+
+    Default training (:attr:`settings`): 60 Adam updates at lr 0.2 with direct gradients.
+    Evaluation: dL25's Figure 2 protocol (:func:`figure2`).
     """
 
     name = "decision"
@@ -182,7 +194,7 @@ class Decision(Task):
         self.phase, self.time_scale, self.rate_scale, self.sigma = phase, time_scale, rate_scale, sigma
         self.duration = 3 * phase
         self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused")
-        self.batch_size = batch_size
+        self.settings = TrainSettings(updates=60, lr=0.2, gradient="direct", batch_size=batch_size)
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         params = params or load_preset("dl25")
@@ -231,6 +243,78 @@ class Decision(Task):
         mu = batch.info["mu"].to(out.device)
         return float(((out[:, 0] > out[:, 1]) == (mu[:, 0] > mu[:, 1])).to(torch.float64).mean())
 
+    def evaluation_stimulus(self) -> Stimulus:
+        """Three trials, mu_A = 20 Hz and mu_B = 20, 16, 12 Hz (evidence c = 0, 4, 8 Hz)."""
+        return self.stimulus(torch.tensor([[20.0, 20.0], [20.0, 16.0], [20.0, 12.0]], dtype=torch.float64))
+
+    def evaluate(self, network: ColumnNetwork, out: Path | None = None) -> dict[str, Any]:
+        """dL25 Figure 2 (:func:`figure2`): ``figure2.json`` and ``figure2.png`` in ``out``."""
+        return figure2(network, self, out)
+
+    def report_section(self, network: ColumnNetwork, result: Any, evaluation: Mapping[str, Any],
+                       prefix: str = "") -> list[str]:
+        """Figure 2 and whether the stronger input won at every evidence level."""
+        wins = evaluation.get("stronger_input_wins", [])
+        return [f"Stronger input wins in {sum(wins)}/{len(wins)} evidence levels c > 0 (Figure 2 protocol).", "",
+                f"![figure 2]({prefix}figure2.png)"]
+
+    def reproduce(self, runs: Mapping[int, Any], out: Path) -> dict[str, Any]:
+        """dL25 Figure 2 of the trained run (written by :meth:`evaluate`); its loss and accuracy."""
+        (seed, res), = runs.items()
+        return {"seed": seed, "final_loss": res.summary["final_loss"], "final_accuracy": res.summary["final_accuracy"],
+                "headline": f"decision: final loss {res.summary['final_loss']:.4g}, "
+                            f"accuracy {res.summary['final_accuracy']}; Figure 2 in {Path(out) / 'figure2.png'}"}
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "phase": self.phase, "time_scale": self.time_scale,
                 "rate_scale": self.rate_scale, "sigma": self.sigma}
+
+
+def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
+            evidence: np.ndarray | None = None) -> dict[str, Any]:
+    """dL25 Figure 2 protocol: mu_A = 20 Hz, mu_B = 20 - c, c = 0, 2, ..., 20 Hz; stimulus held.
+
+    Simulated at 1 ms output resolution (so that the onset of the separation is
+    resolved). Writes ``figure2.json`` (the numbers below and every E rate) and
+    ``figure2.png`` (E rates of every layer, winner solid, loser dashed) into ``out``.
+
+    Returns
+    -------
+    dict
+        ``evidence_hz``, ``winner_column``, ``stronger_input_wins`` (c > 0),
+        ``final_L23E_separation_hz``, ``separation_onset_s`` (after stimulus onset, first
+        time the L2/3E separation exceeds ``separation_threshold_hz``), final rates per layer.
+    """
+    from ..plotting import plot_decision, save_figure
+
+    c = np.arange(0, 21, 2.0) if evidence is None else np.asarray(evidence, dtype=float)
+    mu = torch.tensor(np.stack([np.full_like(c, 20.0), 20.0 - c], 1))
+    z = torch.zeros_like(mu)
+    stim = Stimulus([0.0, task.phase], torch.stack([z, mu], 1))
+    with torch.no_grad():
+        traj = simulate(net, stim, task.duration, dt_out=1e-3, solver=task.solver)
+    E = [pop_index(p) for p in ("L23E", "L4E", "L5E", "L6E")]
+    idx = [[net.index("mt", col, p) for p in E] for col in (0, 1)]
+    rates = traj.rate[..., idx].numpy()  # (T, levels, 2 columns, 4 layers)
+    t = traj.t.numpy()
+    end = rates[-1, :, :, 0]
+    winner = np.argmax(end, axis=1)
+    sep = np.abs(rates[:, :, 0, 0] - rates[:, :, 1, 0])  # L2/3E separation (T, levels)
+    onset = []
+    sep_threshold = 0.1
+    for k in range(len(c)):
+        above = np.nonzero((t > task.phase) & (sep[:, k] > sep_threshold))[0]
+        onset.append(float(t[above[0]] - task.phase) if len(above) else None)
+    numbers = {"evidence_hz": c.tolist(), "t_s": t.tolist(), "winner_column": winner.tolist(),
+               "stronger_input_wins": [bool(w == 0) for w in winner[1:]],
+               "final_L23E_separation_hz": sep[-1].tolist(), "separation_threshold_hz": sep_threshold,
+               "separation_onset_s": onset,
+               "L6E_winner_minus_loser_hz": (rates[-1, np.arange(len(c)), winner, 3]
+                                             - rates[-1, np.arange(len(c)), 1 - winner, 3]).tolist(),
+               "final_rates_hz": {lay: rates[-1, :, :, i].tolist()
+                                  for i, lay in enumerate(("L23E", "L4E", "L5E", "L6E"))},
+               "rates_hz": rates.tolist()}
+    if out is not None:
+        atomic_write_text(Path(out) / "figure2.json", json.dumps(numbers))
+        save_figure(plot_decision(t, rates, c, winner), Path(out) / "figure2.png")
+    return numbers

@@ -1,26 +1,38 @@
-"""Fit the learnable weights of a network to rates stored in a Neo Block (the Neo pipeline back in)."""
+"""Fit the learnable weights of a network to rates stored in a Neo Block (the Neo pipeline back in).
+
+Reading Neo files is :mod:`colplugin.export.neo`'s job, and ``export`` stands after
+``tasks`` in the package's import order: it is imported when a target is read from a
+Neo Block (:meth:`FitTarget.from_block`, :meth:`FitTarget.from_args`), never when this
+module is imported.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .._io import atomic_path
 from ..network import ColumnNetwork
-from ..export.neo import NeoError, from_neo, stimulus_from_neo
+from ..params import Params
 from ..solve.simulate import Solver, Trajectory
 from ..stimulus import Stimulus
-from ..training.task import Batch, Task
+from ..training.settings import TrainSettings
+from ..training.task import Batch, Task, register_task
 from ..training.trainer import TrainResult, train
 
 __all__ = ["FitTarget", "fit"]
 
 
+@register_task
 class FitTarget(Task):
     """A task whose target is a set of recorded rate trajectories.
+
+    Build it from a Neo Block with :meth:`from_block` (the command line's ``colplugin
+    train fit --target FILE.nix``), or from arrays.
 
     Parameters
     ----------
@@ -32,35 +44,124 @@ class FitTarget(Task):
         Network population index of each channel.
     stimulus : Stimulus
         The B trials' inputs.
+    solver : Solver, optional
+        Default: dopri5 (rtol 1e-5, atol 1e-4) on torchdiffeq.
+    spec : dict, optional
+        :meth:`ColumnNetwork.spec` of the network to fit (what :meth:`build_network`
+        builds); without it, the network must be passed to :func:`fit` / ``train``.
+
+    Notes
+    -----
+    Every update simulates all B trials. Default training (:attr:`settings`): 60 Adam
+    updates at lr 0.3 with direct gradients, keeping the weights with the lowest error
+    seen (Adam at a high learning rate overshoots near the optimum). The accuracy is
+    1 - relative RMS error of the fitted channels.
     """
 
     name = "fit"
 
     def __init__(self, t: np.ndarray, rates: np.ndarray, indices: Sequence[int], stimulus: Stimulus,
-                 solver: Solver | None = None) -> None:
+                 solver: Solver | None = None, *, spec: Mapping[str, Any] | None = None) -> None:
         self.t = np.asarray(t, dtype=float)
         self.rates = torch.as_tensor(rates, dtype=torch.float64)
         self.indices = list(indices)
         self.stim = stimulus
+        self.spec = dict(spec) if spec is not None else None
         self.duration = float(self.t[-1])
         self.dt_out = float(self.t[1] - self.t[0])
-        self.batch_size = stimulus.batch_size
         self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4)
+        self.settings = TrainSettings(updates=60, lr=0.3, gradient="direct", keep_best=True,
+                                      batch_size=stimulus.batch_size)
 
-    def build_network(self, params=None, seed=None) -> ColumnNetwork:  # the network is given to fit()
-        raise TypeError("FitTarget has no network of its own; pass one to colplugin.fit")
+    @classmethod
+    def from_block(cls, block, network: ColumnNetwork | Mapping[str, Any], populations: Sequence[str] | None = None,
+                   *, mapping: Mapping[str, str] | None = None, stimulus: Stimulus | None = None) -> "FitTarget":
+        """The target of ``block`` for ``network`` (a network or its spec).
+
+        Parameters
+        ----------
+        block : neo.Block
+            Rates as AnalogSignals (Hz) or spike trains (turned into rates with Elephant), one
+            Segment per trial, e.g. from :func:`colplugin.to_neo` / :func:`colplugin.load_nix`.
+        network : ColumnNetwork or dict
+            The network to fit, or its :meth:`ColumnNetwork.spec`.
+        populations : sequence of str, optional
+            Channels to fit, as network channel names (``"mt[0].L23E"``), matched to the
+            signals through their array annotations (area, column, population). Default:
+            every channel of the signal that the network has.
+        mapping : mapping, optional
+            Explicit ``{signal channel name: network channel name}`` when annotations differ.
+        stimulus : Stimulus, optional
+            The trials' inputs; default the ``"input"`` signal that :func:`to_neo` stores.
+        """
+        from ..export.neo import NeoError, from_neo, stimulus_from_neo
+
+        if isinstance(network, ColumnNetwork):
+            spec = network.spec()
+        else:
+            spec = dict(network)
+            network = ColumnNetwork.from_spec(spec)
+        names = network.channel_names
+        seg0 = block.segments[0]
+        sig = next((s for s in seg0.analogsignals if s.name == "rate"),
+                   seg0.analogsignals[0] if seg0.analogsignals else None)
+        if sig is not None and "population" in sig.array_annotations:
+            ann = sig.array_annotations
+            sig_names = [f"{a}[{c}].{p}" for a, c, p in zip(ann["area"], ann["column"], ann["population"])]
+        else:
+            sig_names = None
+        if mapping:
+            wanted_sig, wanted_net = list(mapping), list(mapping.values())
+        else:
+            if sig_names is None:
+                raise NeoError("the signals carry no area/column/population annotations; pass mapping="
+                               "{signal channel: network channel}")
+            wanted_net = list(populations) if populations else [n for n in sig_names if n in names]
+            wanted_sig = wanted_net
+        missing = [n for n in wanted_net if n not in names]
+        if missing:
+            raise NeoError(f"network has no channel(s) {missing}; its channels: {names}")
+        t, rates = from_neo(block, wanted_sig)
+        t = t - t[0]
+        stim = stimulus if stimulus is not None else stimulus_from_neo(block)
+        if stim is None:
+            stim = Stimulus.none(rates.shape[1], network.n_inputs)
+        if stim.batch_size != rates.shape[1]:
+            raise NeoError(f"the stimulus has {stim.batch_size} trials but the Block {rates.shape[1]} segments")
+        dense = network.n_populations <= network.dense_max_populations  # the fused solve needs a dense coupling
+        return cls(t, rates, [names.index(n) for n in wanted_net], stim, spec=spec,
+                   solver=Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused" if dense else "torchdiffeq"))
+
+    def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
+        """The network of ``spec`` (with ``params`` and ``seed`` if given)."""
+        if self.spec is None:
+            raise TypeError("this FitTarget has no network spec; build it with FitTarget.from_block(block, network) "
+                            "or pass the network to colplugin.tasks.fit.fit")
+        spec = dict(self.spec)
+        if params is not None:
+            spec["params"] = params.to_dict()
+        if seed is not None:
+            spec["seed"] = seed
+        return ColumnNetwork.from_spec(spec)
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
+        """Every trial of the target (``n`` is ignored)."""
         return Batch(self.stim, self.rates, {})
 
     def test_set(self) -> Batch:
+        """Every trial of the target."""
         return Batch(self.stim, self.rates, {})
+
+    def evaluation_stimulus(self) -> Stimulus:
+        """The target's trials."""
+        return self.stim
 
     def output(self, traj: Trajectory) -> torch.Tensor:
         """The fitted channels' rates (T, B, C) in Hz."""
         return traj.rate[: self.rates.shape[0], :, self.indices]
 
     def loss(self, traj: Trajectory, batch: Batch) -> torch.Tensor:
+        """Mean squared error (Hz^2) over times, trials and channels."""
         return torch.mean((self.output(traj) - batch.target.to(traj.state)) ** 2)
 
     def accuracy(self, traj: Trajectory, batch: Batch) -> float:
@@ -69,84 +170,69 @@ class FitTarget(Task):
         tgt = batch.target.to(out)
         return float(1 - torch.sqrt(torch.mean((out - tgt) ** 2)) / torch.sqrt(torch.mean(tgt ** 2)))
 
+    def report_section(self, network: ColumnNetwork, result: Any, evaluation: Mapping[str, Any],
+                       prefix: str = "") -> list[str]:
+        """The relative RMS error of the kept weights."""
+        acc = result.summary.get("final_accuracy")
+        return [] if acc is None else [f"Relative RMS error of the fitted channels: {100 * (1 - acc):.2f} %."]
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """``--target``, ``--populations``, ``--network``."""
+        group.add_argument("--target", metavar="FILE.nix",
+                           help="fit: a NIX file with the target rates (or spike trains), one segment per trial")
+        group.add_argument("--populations", metavar="CHANNELS",
+                           help="fit: comma-separated network channels to fit, e.g. mt[0].L23E,mt[1].L23E "
+                                "(default: every channel of the target that the network has)")
+        group.add_argument("--network", metavar="SPEC.json",
+                           help="fit: network spec JSON (ColumnNetwork.spec(); default: the one stored in the target)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "FitTarget":
+        """The target of ``--target`` for the network of ``--network`` (or the target's own spec)."""
+        from ..export.neo import load_nix
+
+        if not args.target:
+            raise ValueError("colplugin train fit needs --target FILE.nix (rates or spike trains as Neo)")
+        block = load_nix(args.target)
+        if args.network:
+            spec = json.loads(Path(args.network).read_text())
+        elif "network_spec" in block.annotations:
+            spec = json.loads(block.annotations["network_spec"])
+        else:
+            raise ValueError(f"{args.target} carries no network spec; pass --network SPEC.json (ColumnNetwork.spec())")
+        pops = args.populations.split(",") if args.populations else None
+        return cls.from_block(block, spec, pops)
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "channels": self.indices}
 
 
 def fit(network: ColumnNetwork, block, populations: Sequence[str] | None = None, *,
-        mapping: Mapping[str, str] | None = None, stimulus: Stimulus | None = None, updates: int = 60,
-        lr: float = 0.3, gradient: str = "direct", out: str | Path | None = None, progress: bool = True,
-        seed: int = 0, keep_best: bool = True, **train_kwargs) -> TrainResult:
+        mapping: Mapping[str, str] | None = None, stimulus: Stimulus | None = None, updates: int | None = None,
+        lr: float | None = None, gradient: Any = None, out: str | Path | None = None, progress: bool = True,
+        seed: int = 0, keep_best: bool | None = None, **train_kwargs) -> TrainResult:
     """Fit ``network``'s learnable weights so that chosen populations reproduce a Neo Block's rates.
 
     Parameters
     ----------
     network : ColumnNetwork
     block : neo.Block
-        Rates as AnalogSignals (Hz) or spike trains (turned into rates with Elephant), one
-        Segment per trial, e.g. from :func:`colplugin.to_neo` / :func:`colplugin.load_nix`.
-    populations : sequence of str, optional
-        Channels to fit, as network channel names (``"mt[0].L23E"``), matched to the
-        signals through their array annotations (area, column, population). Default: every
-        channel of the signal that the network has.
-    mapping : mapping, optional
-        Explicit ``{signal channel name: network channel name}`` when annotations differ.
-    stimulus : Stimulus, optional
-        The trials' inputs; default the ``"input"`` signal that :func:`to_neo` stores.
-
-    keep_best : bool
-        Restore the weights with the lowest error seen (Adam at a high learning rate
-        overshoots near the optimum) and report that error as ``final_accuracy``.
+        The target (see :meth:`FitTarget.from_block`).
+    populations, mapping, stimulus
+        See :meth:`FitTarget.from_block`.
+    updates, lr, gradient, keep_best
+        Training settings; ``None`` takes :class:`FitTarget`'s (60 updates, lr 0.3,
+        direct gradients, keep the best weights).
+    out, progress, seed, **train_kwargs
+        Passed to :func:`colplugin.train`.
 
     Returns
     -------
     TrainResult
-        ``metrics`` hold ``test_accuracy`` = 1 - relative RMS error of the fitted channels.
+        ``metrics`` hold ``test_accuracy`` = 1 - relative RMS error of the fitted channels;
+        with ``keep_best``, ``summary["final_accuracy"]`` is that of the kept weights.
     """
-    names = network.channel_names
-    seg0 = block.segments[0]
-    sig = next((s for s in seg0.analogsignals if s.name == "rate"), seg0.analogsignals[0] if seg0.analogsignals else None)
-    if sig is not None and "population" in sig.array_annotations:
-        ann = sig.array_annotations
-        sig_names = [f"{a}[{c}].{p}" for a, c, p in zip(ann["area"], ann["column"], ann["population"])]
-    else:
-        sig_names = None
-    if mapping:
-        wanted_sig, wanted_net = list(mapping), list(mapping.values())
-    else:
-        if sig_names is None:
-            raise NeoError("the signals carry no area/column/population annotations; pass mapping="
-                           "{signal channel: network channel}")
-        wanted_net = list(populations) if populations else [n for n in sig_names if n in names]
-        wanted_sig = wanted_net
-    missing = [n for n in wanted_net if n not in names]
-    if missing:
-        raise NeoError(f"network has no channel(s) {missing}; its channels: {names}")
-    t, rates = from_neo(block, wanted_sig)
-    t = t - t[0]
-    stim = stimulus if stimulus is not None else stimulus_from_neo(block)
-    if stim is None:
-        stim = Stimulus.none(rates.shape[1], network.n_inputs)
-    if stim.batch_size != rates.shape[1]:
-        raise NeoError(f"the stimulus has {stim.batch_size} trials but the Block {rates.shape[1]} segments")
-    dense = network.n_populations <= network.dense_max_populations  # the fused solve needs a dense coupling
-    task = FitTarget(t, rates, [names.index(n) for n in wanted_net], stim,
-                     solver=Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused" if dense else "torchdiffeq"))
-    best: dict[str, Any] = {"acc": -np.inf, "state": None}
-
-    def remember(row: dict[str, Any]) -> None:
-        if keep_best and row.get("test_accuracy", -np.inf) > best["acc"]:
-            best["acc"] = row["test_accuracy"]
-            best["state"] = {k: v.detach().clone() for k, v in network.state_dict().items()}
-
-    callbacks = list(train_kwargs.pop("callbacks", ())) + [remember]
-    res = train(network, task, updates, gradient=gradient, lr=lr, seed=seed, out=out, progress=progress,
-                callbacks=callbacks, **train_kwargs)
-    if keep_best and best["state"] is not None:
-        network.load_state_dict(best["state"])
-        res.summary["final_accuracy"] = best["acc"]
-        res.summary["kept_best"] = True
-        if out is not None:
-            with atomic_path(Path(out) / "best_weights.pt") as tmp:
-                torch.save({"state_dict": network.state_dict()}, tmp)
-    return res
+    task = FitTarget.from_block(block, network, populations, mapping=mapping, stimulus=stimulus)
+    return train(network, task, updates, gradient=gradient, lr=lr, keep_best=keep_best, seed=seed, out=out,
+                 progress=progress, **train_kwargs)

@@ -1,17 +1,53 @@
-"""The task interface used by :func:`colplugin.train`."""
+"""The Task protocol and the task registry.
+
+A task owns everything that differs between experiments: its network, its stimuli, its
+loss and metrics, its default training settings, its evaluation, figures and report
+section, its command-line options and, optionally, a reproduction of a figure over
+seeds. The training loop (:func:`colplugin.train`), the pipelines of
+:mod:`colplugin.experiments` and the ``colplugin`` command only call these methods.
+
+Adding a task
+-------------
+Write one module in ``colplugin/tasks/`` with a :class:`Task` subclass decorated with
+:func:`register_task`::
+
+    @register_task
+    class MyTask(Task):
+        name = "mytask"                      # the command-line name
+        duration, dt_out = 1.0, 0.01         # s
+        settings = TrainSettings(updates=20, lr=0.2)
+
+        def build_network(self, params=None, seed=None): ...
+        def sample(self, n, generator): ...   # -> Batch
+        def loss(self, traj, batch): ...      # -> scalar tensor
+
+Every module of ``colplugin.tasks`` is imported with the package, so the task is then
+known to :func:`get_task`, ``colplugin train mytask`` and ``colplugin run mytask``.
+"""
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 
 from ..network import ColumnNetwork
 from ..params import Params
-from ..solve.simulate import Solver, Trajectory
+from ..solve.simulate import Trajectory
+from ..solve.strategies import Solver
 from ..stimulus import Stimulus
+from .settings import TrainSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from .trainer import TrainResult
+
+__all__ = ["Batch", "Task", "TASKS", "register_task", "get_task", "task_class"]
 
 
 @dataclass
@@ -26,37 +62,158 @@ class Batch:
 class Task(ABC):
     """Base class of a training task.
 
-    Subclasses define :meth:`build_network`, :meth:`sample`, :meth:`loss` and
-    :meth:`accuracy`; ``duration`` (s), ``dt_out`` (s) and ``solver`` say how trials are
-    simulated.
+    Subclasses define :meth:`build_network`, :meth:`sample` and :meth:`loss`, and set
+    ``name``, ``duration`` (s), ``dt_out`` (s), ``solver`` and ``settings``. Every other
+    method has a default that a task may override.
+
+    Attributes
+    ----------
+    name : str
+        Registry and command-line name.
+    duration : float
+        Simulated time of one trial (s).
+    dt_out : float
+        Output spacing of training and test solves (s).
+    solver : Solver
+        How trials are integrated (training runs apply :meth:`TrainSettings.solver_for`).
+    settings : TrainSettings
+        Default training settings: the single place of every training default.
+    reproduce_seeds : int or None
+        Number of seeds :meth:`reproduce` summarises by default (runs in ``seed<k>/``
+        subdirectories); ``None``: one run, written directly into the output directory.
     """
 
-    name = "task"
+    name: ClassVar[str] = "task"
     duration: float = 1.0
     dt_out: float = 1e-2
-    batch_size: int = 16
     solver: Solver = Solver("rk4", step=1e-3)
+    settings: TrainSettings = TrainSettings()
+    reproduce_seeds: ClassVar[int | None] = None
 
+    # -- network and stimuli ----------------------------------------------------------
     @abstractmethod
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         """The task's network (learnable projections initialised from ``seed``)."""
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator) -> Batch:
-        """``n`` trials drawn with ``generator``."""
+        """``n`` training trials drawn with ``generator``."""
 
     def test_set(self) -> Batch:
-        """A fixed evaluation set (drawn from a fixed seed)."""
+        """A fixed evaluation set (100 trials drawn from a fixed seed)."""
         return self.sample(100, torch.Generator().manual_seed(12345))
 
+    def evaluation_stimulus(self) -> Stimulus:
+        """The noiseless trials that exports and reports simulate (default: the test set's)."""
+        return self.test_set().stimulus
+
+    @property
+    def batch_size(self) -> int:
+        """Trials per update (``settings.batch_size``)."""
+        return self.settings.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.settings = self.settings.override(batch_size=int(value))
+
+    # -- loss and metrics -------------------------------------------------------------
     @abstractmethod
     def loss(self, traj: Trajectory, batch: Batch) -> torch.Tensor:
         """Scalar loss of a simulated batch."""
 
     def accuracy(self, traj: Trajectory, batch: Batch) -> float | None:
+        """Fraction of trials solved (``None``: the task has no accuracy)."""
         return None
+
+    def metrics(self, traj: Trajectory, batch: Batch) -> dict[str, float]:
+        """Further task metrics of a test solve, recorded as ``test_<key>`` per update."""
+        return {}
+
+    # -- evaluation, figures, report -------------------------------------------------
+    def evaluate(self, network: ColumnNetwork, out: Path | None = None) -> dict[str, Any]:
+        """Evaluate a trained network; write the task's result files into ``out``.
+
+        Returns plain-type numbers that :meth:`report_section` formats.
+        """
+        return {}
+
+    def figures(self, network: ColumnNetwork, result: "TrainResult") -> dict[str, "Figure"]:
+        """Figures of a trained run by file name (default: the learned weights)."""
+        from ..plotting import plot_weights
+
+        return {"weights.png": plot_weights(network)}
+
+    def report_section(self, network: ColumnNetwork, result: "TrainResult", evaluation: Mapping[str, Any],
+                       prefix: str = "") -> list[str]:
+        """Markdown lines of the task's part of a run report (``prefix``: path of the run's files)."""
+        return []
+
+    # -- reproduction of a figure over seeds -------------------------------------------
+    def reproduce(self, runs: Mapping[int, "TrainResult"], out: Path) -> dict[str, Any]:
+        """Summarise trained runs (one per seed) into the task's figure; write it into ``out``.
+
+        Returns a plain-type summary with a one-line ``"headline"``. The default raises
+        :class:`NotImplementedError`: the task has no figure to reproduce.
+        """
+        raise NotImplementedError(f"task {self.name!r} defines no reproduction")
+
+    @classmethod
+    def can_reproduce(cls) -> bool:
+        """Whether the task overrides :meth:`reproduce`."""
+        return cls.reproduce is not Task.reproduce
+
+    # -- command line -----------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """Add the task's own command-line options (every one with a help text) to ``group``.
+
+        The ``colplugin`` command offers every task's options on ``train``, ``run`` and
+        ``reproduce`` (in a group per task) and refuses one given for another task, so
+        option names must differ between tasks; leave their defaults at ``None``.
+        """
+        return None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Task":
+        """Build the task from parsed command-line options (default: ``cls()``)."""
+        return cls()
 
     def config(self) -> dict[str, Any]:
         """Plain-type settings saved with checkpoints and metrics."""
         return {"name": self.name, "duration": self.duration, "dt_out": self.dt_out,
-                "batch_size": self.batch_size, "solver": self.solver.to_dict()}
+                "batch_size": self.batch_size, "solver": self.solver.to_dict(),
+                "settings": self.settings.to_dict()}
+
+
+#: Registered tasks by name (filled by :func:`register_task`).
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a :class:`Task` subclass known by its ``name``.
+
+    Raises
+    ------
+    ValueError
+        If another class already holds the name.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Task)) or cls.name == Task.name:
+        raise ValueError(f"register_task needs a Task subclass with its own name, got {cls!r}")
+    old = TASKS.get(cls.name)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"task name {cls.name!r} is taken by {old.__module__}.{old.__qualname__}")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def task_class(name: str) -> type[Task]:
+    """The registered task class called ``name``."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; use one of {', '.join(sorted(TASKS))}") from None
+
+
+def get_task(name: str, **kwargs: Any) -> Task:
+    """A task by name, built with ``kwargs`` (e.g. ``get_task("xor", batch_size=4)``)."""
+    return task_class(name)(**kwargs)

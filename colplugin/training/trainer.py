@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import time
@@ -17,14 +16,14 @@ from .._version import __version__
 from .._io import atomic_path, atomic_write_text
 from ..network import ColumnNetwork
 from ..solve.simulate import SimulationError, simulate
+from ..solve.strategies import Gradient, Solver, check_combination
+from .settings import OPTIMIZERS, TrainSettings
 from .task import Task
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "CheckpointError", "save_checkpoint",
            "load_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-               "rmsprop": torch.optim.RMSprop}
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,19 +36,31 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the trained network and per-update metrics."""
+    """What :func:`train` returns: the trained network and per-update metrics.
+
+    :func:`colplugin.experiments.train_run` adds the task's ``evaluation`` numbers and the
+    names of the ``files`` (figures) it wrote.
+    """
 
     network: ColumnNetwork
     metrics: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
 
 
 def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, update: int,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     generator: torch.Generator | None = None, metrics: Sequence[dict] = (),
-                    seed: int | None = None, gradient: str = "adjoint",
-                    rollback_best: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint atomically (plain types only: ``torch.load(weights_only=True)`` works)."""
+                    seed: int | None = None, gradient: dict[str, Any] | None = None,
+                    settings: dict[str, Any] | None = None, solver: dict[str, Any] | None = None,
+                    rollback_best: dict[str, Any] | None = None, kept_best: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically (plain types only: ``torch.load(weights_only=True)`` works).
+
+    ``gradient``, ``settings`` and ``solver`` are the resolved training settings as plain
+    dictionaries; ``rollback_best`` and ``kept_best`` the state of the rollback guard and
+    of ``keep_best``, so that a resumed run continues exactly.
+    """
     ckpt = {
         "format": CHECKPOINT_FORMAT, "colplugin_version": __version__, "task": task.config(),
         "spec": json.dumps(network.spec()), "state_dict": network.state_dict(), "update": update,
@@ -57,7 +68,7 @@ def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, upd
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": generator.get_state() if generator is not None else None,
         "metrics": json.dumps(list(metrics)), "seed": seed, "gradient": gradient,
-        "rollback_best": rollback_best,
+        "settings": settings, "solver": solver, "rollback_best": rollback_best, "kept_best": kept_best,
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
@@ -93,8 +104,9 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> d
     theirs = ckpt["state_dict"]
     bad = [k for k in own if k not in theirs or theirs[k].shape != own[k].shape]
     if bad or set(theirs) - set(own):
-        raise CheckpointError(f"checkpoint {path} does not fit this network (mismatched {bad or sorted(set(theirs) - set(own))}); "
-                              "load it into the network it was trained with (ColumnNetwork.from_spec of its spec)")
+        raise CheckpointError(f"checkpoint {path} does not fit this network (mismatched "
+                              f"{bad or sorted(set(theirs) - set(own))}); load it into the network it was trained "
+                              "with (ColumnNetwork.from_spec of its spec)")
     network.load_state_dict(theirs)
     ckpt["network"] = network
     ckpt["metrics"] = json.loads(ckpt["metrics"])
@@ -104,43 +116,69 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> d
 def _make_optimizer(optimizer: str | Callable, params: list, lr: float) -> torch.optim.Optimizer:
     if callable(optimizer):
         return optimizer(params)
-    try:
-        return _OPTIMIZERS[optimizer](params, lr=lr)
-    except KeyError:
-        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(_OPTIMIZERS)} "
-                         "or a callable params -> torch.optim.Optimizer") from None
+    return OPTIMIZERS[optimizer](params, lr=lr)
 
 
-def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: str = "adjoint",
-          optimizer: str | Callable = "adam", lr: float = 0.1, scheduler: Callable | None = None,
-          batch_size: int | None = None, seed: int = 0, out: str | Path | None = None,
+def _state_copy(network: ColumnNetwork) -> dict[str, torch.Tensor]:
+    return {n: t.detach().clone() for n, t in network.state_dict().items()}
+
+
+def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
+          gradient: Gradient | str | None = None, lr: float | None = None,
+          optimizer: str | Callable | None = None, clip_grad: float | bool | None = None,
+          rollback: float | bool | None = None, stop_at_accuracy: float | bool | None = None,
+          keep_best: bool | None = None, batch_size: int | None = None,
+          settings: TrainSettings | None = None, solver: Solver | None = None,
+          scheduler: Callable | None = None, seed: int = 0, out: str | Path | None = None,
           resume: bool = False, progress: bool = True, evaluate: bool = True,
-          stop_at_accuracy: float | None = None, clip_grad: float | None = None,
-          rollback: float | None = None, callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> TrainResult:
+          callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> TrainResult:
     """Learn the learnable inter-column weights of ``network`` on ``task``.
 
     Each update simulates a batch of trials in one ODE solve, computes the task's loss
-    and takes one optimiser step. Gradients come from torchdiffeq's ``odeint_adjoint``
-    (``gradient="adjoint"``, the paper's method; the adjoint parameters are the tensors
-    built from the learnable parameters) or from backpropagation through ``odeint``
-    (``"direct"``).
+    and takes one optimiser step. Every training setting left at ``None`` comes from
+    ``settings`` (default: the task's, ``task.settings``), the single place of the task's
+    defaults: ``train(net, XOR())`` trains as ``colplugin train xor`` does.
 
     Parameters
     ----------
     network : ColumnNetwork
     task : Task
         E.g. :class:`colplugin.tasks.XOR` or :class:`colplugin.tasks.Decision`.
-    updates : int
+    updates : int, optional
         Number of optimiser steps (in total, including those of a resumed run).
-    gradient : {"adjoint", "direct"}
-    optimizer : str or callable
-        ``"adam"`` (default), ``"adamw"``, ``"sgd"``, ``"rmsprop"``, or ``params -> Optimizer``.
-    lr : float
+    gradient : Direct, Adjoint, "direct" or "adjoint", optional
+        How gradients are obtained: backpropagation through the solve (:class:`Direct`)
+        or torchdiffeq's ``odeint_adjoint`` (:class:`Adjoint`, the paper's method; a fused
+        task solver then runs on torchdiffeq, see :meth:`TrainSettings.solver_for`).
+    lr : float, optional
         Learning rate (on the free parameters, which start near 0.54).
+    optimizer : str or callable, optional
+        ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``, or ``params -> Optimizer``.
+    clip_grad : float or False, optional
+        Clip the gradient of the free parameters to this norm before each step
+        (``False``: off even if the task's settings clip).
+    rollback : float or False, optional
+        Guard against a step that throws the network into a bad region (e.g. all columns
+        silenced, where f underflows and the gradient vanishes): when a batch loss exceeds
+        ``rollback`` times the lowest batch loss so far, no step is taken; the parameters
+        and optimiser state return to those that gave the lowest loss and the learning rate
+        is halved (the metrics row says ``"rolled_back": true``). Compares training-batch
+        losses only, so it suits tasks whose batches are alike (XOR). With a scheduler, the
+        scheduler's next learning rate wins. ``False``: off.
+    stop_at_accuracy : float or False, optional
+        Stop early once the test accuracy reaches this value (``False``: never).
+    keep_best : bool, optional
+        At the end, restore the parameters with the highest test accuracy (written to
+        ``out/best_weights.pt``) and report that accuracy as ``final_accuracy``.
+    batch_size : int, optional
+        Trials per update.
+    settings : TrainSettings, optional
+        Base settings that the keywords above override (default ``task.settings``).
+    solver : Solver, optional
+        How trials are integrated (default ``task.solver``). Test solves use it as given;
+        training solves use ``settings.solver_for(solver)``.
     scheduler : callable, optional
         ``optimizer -> torch.optim.lr_scheduler``, stepped after every update.
-    batch_size : int, optional
-        Trials per update (default: the task's).
     seed : int
         Seeds trial sampling (and nothing global); together with the network's own seed
         a run is repeatable.
@@ -152,46 +190,42 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
     progress : bool
         Show a tqdm progress bar.
     evaluate : bool
-        Compute the task's test accuracy after every update.
-    stop_at_accuracy : float, optional
-        Stop early once the test accuracy reaches this value.
-    clip_grad : float, optional
-        Clip the gradient of the free parameters to this norm before each step.
-    rollback : float, optional
-        Guard against a step that throws the network into a bad region (e.g. all columns
-        silenced, where f underflows and the gradient vanishes): when a batch loss exceeds
-        ``rollback`` times the lowest batch loss so far, no step is taken; the parameters
-        and optimiser state return to those that gave the lowest loss and the learning rate
-        is halved (the metrics row says ``"rolled_back": true``). Compares training-batch
-        losses only, so it suits tasks whose batches are alike (XOR). With a scheduler, the
-        scheduler's next learning rate wins.
+        Compute the task's test loss, accuracy and metrics after every update.
     callbacks : sequence of callables
         Called with each update's metrics dictionary.
+
+    Returns
+    -------
+    TrainResult
+        ``summary`` records the resolved settings, gradient and solvers as plain types.
 
     Raises
     ------
     TrainingDiverged
         NaN loss or a diverging simulation; the last good checkpoint is kept.
+    ValueError
+        An invalid setting, or a solver/gradient pair that cannot work.
     """
     from tqdm.auto import tqdm
 
-    if gradient not in ("adjoint", "direct"):
-        raise ValueError(f"gradient must be 'adjoint' or 'direct', got {gradient!r}")
-    solver = task.solver
-    if gradient == "adjoint" and solver.fused:  # the adjoint is torchdiffeq's continuous-time method
-        solver = dataclasses.replace(solver, backend="torchdiffeq")
+    s = (settings or task.settings).override(
+        updates=updates, gradient=gradient, lr=lr, optimizer=optimizer if isinstance(optimizer, str) else None,
+        clip_grad=clip_grad, rollback=rollback, stop_at_accuracy=stop_at_accuracy, keep_best=keep_best,
+        batch_size=batch_size)
+    grad = s.gradient
+    test_solver = solver or task.solver
+    train_solver = s.solver_for(test_solver)
+    check_combination(train_solver, grad)
     params = network.learnable_parameters()
     if not params:
         raise ValueError("the network has no learnable projections; add one (e.g. Lateral(..., learnable=True))")
-    batch_size = batch_size or task.batch_size
-    opt = _make_optimizer(optimizer, params, lr)
+    opt = _make_optimizer(optimizer if callable(optimizer) else s.optimizer, params, s.lr)
     sched = scheduler(opt) if scheduler is not None else None
     gen = torch.Generator().manual_seed(seed)
     metrics: list[dict[str, Any]] = []
     start = 0
     best: dict[str, Any] | None = None  # lowest batch loss so far, with its parameters (rollback)
-    if rollback is not None and not rollback > 1:
-        raise ValueError(f"rollback must be a loss ratio > 1 (e.g. 1.5), got {rollback}")
+    kept: dict[str, Any] | None = None  # highest test accuracy so far, with its parameters (keep_best)
     out = Path(out) if out is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     if resume:
@@ -208,38 +242,39 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
         start = ckpt["update"]
         seed = ckpt["seed"]
         best = ckpt.get("rollback_best")
+        kept = ckpt.get("kept_best")
     test = task.test_set() if evaluate else None
     dev, dtype = network.W_intra.device, network.W_intra.dtype
     t_start = time.perf_counter() - (metrics[-1]["wall_seconds"] if metrics else 0.0)
-    bar = tqdm(range(start, updates), total=updates, initial=start, disable=not progress,
-               desc=f"train {task.name} ({gradient})", unit="update")
+    record = {"gradient": grad.to_dict(), "settings": s.to_dict(), "solver": train_solver.to_dict()}
+    bar = tqdm(range(start, s.updates), total=s.updates, initial=start, disable=not progress,
+               desc=f"train {task.name} ({grad.name})", unit="update")
     for k in bar:
-        batch = task.sample(batch_size, gen)
+        batch = task.sample(s.batch_size, gen)
         opt.zero_grad()
         try:
             traj = simulate(network, batch.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                            solver=solver, gradient=gradient)
+                            solver=train_solver, gradient=grad)
             loss = task.loss(traj, batch)
             if not torch.isfinite(loss):
                 raise SimulationError("the loss is NaN/inf")
             loss_value = float(loss.detach())
-            rolled_back = rollback is not None and best is not None and loss_value > rollback * best["loss"]
-            if rollback is not None and not rolled_back and (best is None or loss_value < best["loss"]):
-                best = {"loss": loss_value, "update": k,
-                        "state_dict": {n: t.detach().clone() for n, t in network.state_dict().items()},
+            rolled_back = s.rollback is not None and best is not None and loss_value > s.rollback * best["loss"]
+            if s.rollback is not None and not rolled_back and (best is None or loss_value < best["loss"]):
+                best = {"loss": loss_value, "update": k, "state_dict": _state_copy(network),
                         "optimizer": copy.deepcopy(opt.state_dict())}
             if not rolled_back:
                 loss.backward()
                 grads_ok = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
                 if not grads_ok:
                     raise SimulationError("the gradient is NaN/inf")
-                if clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(params, clip_grad)
+                if s.clip_grad is not None:
+                    torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
         except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
             bar.close()
-            kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
+            kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
             raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). Lower the learning rate "
-                                   f"(now {lr}) or clip the gradient (clip_grad=...){kept}") from None
+                                   f"(now {s.lr}) or clip the gradient (clip_grad=...){kept_ckpt}") from None
         train_accuracy = task.accuracy(traj, batch)
         if rolled_back:
             lrs = [g["lr"] * 0.5 for g in opt.param_groups]
@@ -253,33 +288,49 @@ def train(network: ColumnNetwork, task: Task, updates: int = 50, *, gradient: st
             sched.step()
         row: dict[str, Any] = {"update": k + 1, "loss": loss_value, "train_accuracy": train_accuracy,
                                "lr": opt.param_groups[0]["lr"]}
-        if rollback is not None:
+        if s.rollback is not None:
             row["rolled_back"] = rolled_back
         if test is not None:
             with torch.no_grad():
                 tt = simulate(network, test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                              solver=task.solver)
+                              solver=test_solver)
                 row["test_loss"] = float(task.loss(tt, test))
                 row["test_accuracy"] = task.accuracy(tt, test)
+                row.update({f"test_{key}": value for key, value in task.metrics(tt, test).items()})
+            acc = row["test_accuracy"]
+            if s.keep_best and acc is not None and (kept is None or acc > kept["accuracy"]):
+                kept = {"accuracy": acc, "update": k + 1, "state_dict": _state_copy(network)}
         row["wall_seconds"] = time.perf_counter() - t_start
         metrics.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"))
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, network, task, update=k + 1, optimizer=opt, scheduler=sched,
-                            generator=gen, metrics=metrics, seed=seed, gradient=gradient, rollback_best=best)
+                            generator=gen, metrics=metrics, seed=seed, rollback_best=best, kept_best=kept,
+                            **record)
         for cb in callbacks:
             cb(row)
-        if stop_at_accuracy is not None and row.get("test_accuracy") is not None \
-                and row["test_accuracy"] >= stop_at_accuracy:
+        if s.stop_at_accuracy is not None and row.get("test_accuracy") is not None \
+                and row["test_accuracy"] >= s.stop_at_accuracy:
+            bar.total = k + 1  # the bar ends where training stopped
+            bar.refresh()
             break
     bar.close()
-    summary = {"task": task.name, "seed": seed, "gradient": gradient, "updates": len(metrics),
-               "final_loss": metrics[-1]["loss"] if metrics else math.nan,
-               "final_accuracy": metrics[-1].get("test_accuracy") if metrics else None,
+    final_accuracy = metrics[-1].get("test_accuracy") if metrics else None
+    if kept is not None:
+        network.load_state_dict(kept["state_dict"])
+        final_accuracy = kept["accuracy"]
+        if out is not None:
+            with atomic_path(out / "best_weights.pt") as tmp:
+                torch.save({"state_dict": network.state_dict(), "update": kept["update"],
+                            "accuracy": kept["accuracy"]}, tmp)
+    summary = {"task": task.name, "seed": seed, "updates": len(metrics),
+               "final_loss": metrics[-1]["loss"] if metrics else math.nan, "final_accuracy": final_accuracy,
                "wall_seconds": metrics[-1]["wall_seconds"] if metrics else 0.0,
-               "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer), "lr": lr,
-               "clip_grad": clip_grad, "rollback": rollback,
-               "batch_size": batch_size, "colplugin_version": __version__, "solver": task.solver.to_dict()}
+               "optimizer": s.optimizer if not callable(optimizer) else repr(optimizer), "lr": s.lr,
+               "clip_grad": s.clip_grad, "rollback": s.rollback, "stop_at_accuracy": s.stop_at_accuracy,
+               "keep_best": s.keep_best, "kept_best_update": kept["update"] if kept is not None else None,
+               "batch_size": s.batch_size, "colplugin_version": __version__, **record,
+               "test_solver": test_solver.to_dict()}
     if out is not None:
         atomic_write_text(out / "metrics.json", json.dumps({"per_update": metrics, **summary}, indent=2))
     return TrainResult(network, metrics, summary)

@@ -1,0 +1,118 @@
+"""Training settings: the defaults of a task's training, in one frozen object.
+
+Every task carries a :class:`TrainSettings` (``task.settings``); :func:`colplugin.train`
+and the ``colplugin`` command fill every setting they are not given from it, so the
+Python API and the command line train alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..solve.strategies import Adjoint, Direct, Gradient, Solver, as_gradient
+
+__all__ = ["TrainSettings", "OPTIMIZERS"]
+
+#: Optimisers by name (``TrainSettings.optimizer``).
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+              "rmsprop": torch.optim.RMSprop}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a task is trained by default.
+
+    Parameters
+    ----------
+    updates : int
+        Number of optimiser steps.
+    lr : float
+        Learning rate (on the free parameters of the learnable projections).
+    optimizer : str
+        ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"rmsprop"``.
+    gradient : Direct, Adjoint, "direct" or "adjoint"
+        How gradients are obtained (stored as the strategy object).
+    clip_grad : float, optional
+        Clip the gradient of the free parameters to this norm before each step.
+    rollback : float, optional
+        Loss ratio (> 1) above which an update is undone and the learning rate halved
+        (see :func:`colplugin.train`).
+    stop_at_accuracy : float, optional
+        Stop once the test accuracy reaches this value.
+    keep_best : bool
+        At the end, restore the parameters with the highest test accuracy seen.
+    batch_size : int
+        Trials per update.
+
+    Notes
+    -----
+    ``False`` for ``clip_grad``, ``rollback`` or ``stop_at_accuracy`` means off (stored
+    as ``None``), so that ``train(..., clip_grad=False)`` switches off an aid that the
+    task's settings switch on.
+
+    The solver of a training run is the task's solver, with one rule
+    (:meth:`solver_for`): :class:`~colplugin.solve.Adjoint` is torchdiffeq's
+    continuous-time adjoint, so a task solver with the fused backend is replaced by the
+    torchdiffeq backend with the same method, step and tolerances. Every other pair is
+    used as given.
+    """
+
+    updates: int = 50
+    lr: float = 0.1
+    optimizer: str = "adam"
+    gradient: Gradient = Direct()
+    clip_grad: float | None = None
+    rollback: float | None = None
+    stop_at_accuracy: float | None = None
+    keep_best: bool = False
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
+        set_("gradient", as_gradient(self.gradient))
+        for name in ("clip_grad", "rollback", "stop_at_accuracy"):
+            if getattr(self, name) is False:
+                set_(name, None)
+        if isinstance(self.updates, bool) or not isinstance(self.updates, int) or self.updates < 1:
+            raise ValueError(f"updates must be a whole number >= 1, got {self.updates!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive learning rate, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)} "
+                             "(or pass a callable params -> torch.optim.Optimizer to train)")
+        if self.clip_grad is not None and not (self.clip_grad > 0 and math.isfinite(self.clip_grad)):
+            raise ValueError(f"clip_grad must be a positive gradient norm (or None/False: off), got {self.clip_grad!r}")
+        if self.rollback is not None and not (self.rollback > 1 and math.isfinite(self.rollback)):
+            raise ValueError(f"rollback must be a loss ratio > 1 (e.g. 1.5), or None/False: off; got {self.rollback}")
+        if self.stop_at_accuracy is not None and not 0 < self.stop_at_accuracy <= 1:
+            raise ValueError(f"stop_at_accuracy must be in (0, 1] (or None/False: off), got {self.stop_at_accuracy!r}")
+
+    def override(self, **changes: Any) -> "TrainSettings":
+        """A copy with the given settings changed; ``None`` values keep this object's setting."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **given) if given else self
+
+    def solver_for(self, solver: Solver) -> Solver:
+        """The solver a training run integrates with, given the task's ``solver``.
+
+        :class:`~colplugin.solve.Adjoint` with a fused solver becomes the torchdiffeq
+        backend with the same method, step and tolerances (the adjoint is torchdiffeq's
+        continuous-time method; the fused backend has its own exact discrete adjoint,
+        which :class:`~colplugin.solve.Direct` uses). Every other pair is returned as given.
+        """
+        if isinstance(self.gradient, Adjoint) and solver.fused:
+            return dataclasses.replace(solver, backend="torchdiffeq")
+        return solver
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type form (the gradient as its ``to_dict``), saved with metrics and checkpoints."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["gradient"] = self.gradient.to_dict()
+        return d
