@@ -1,4 +1,4 @@
-"""The dynamic mean-field (DMF) equations: the single source of truth of colplugin's model.
+"""The dynamic mean-field (DMF) equations, and the one vector field every backend uses.
 
 Per population ``i`` (state: membrane-like potential ``V`` and adaptation ``A``, in mV)::
 
@@ -9,9 +9,23 @@ Per population ``i`` (state: membrane-like potential ``V`` and adaptation ``A``,
     tau_s dr~_i/dt = -r~_i + r_i                     read-out only
     f(x)           = (a x - b) / (1 - exp(-d (a x - b)))
 
-The torch vector field (``colplugin.network.Coupling.__call__``, which uses :func:`transfer`)
-and the Brian2 equations (:data:`BRIAN2_EQUATIONS`) must agree; ``tests/test_brian2_export.py`` integrates both with the
-same explicit scheme and requires agreement to 1e-12.
+Every additive term of dV/dt and dA/dt is declared once, in :data:`DMF_TERMS`: a
+:class:`Term` holds its torch coefficient and its Brian2 expression side by side. A
+:class:`Field`, built from arrays (:meth:`colplugin.network.ColumnNetwork.field` builds one
+per solve), assembles the terms into the views the backends use:
+
+* ``field(y, k)``: the torch right-hand side (torchdiffeq, autograd, ``odeint_adjoint`` with
+  :attr:`Field.tensors`);
+* :meth:`Field.fused`: the operators of the fused Runge-Kutta solver
+  (:mod:`colplugin.solve.fused`) and its Jacobian-vector products;
+* :meth:`Field.brian2`: Brian2 ``Equations``, the unit namespace, per-neuron parameters,
+  the synapse model with its connections, and the input drive.
+
+A new term of the model is one more :class:`Term` (in :data:`DMF_TERMS`, or in the
+``terms`` of a :class:`Field` subclass); torch, the fused solver and Brian2 all follow.
+``tests/test_brian2_export.py`` integrates torch and Brian2 with the same explicit scheme
+and requires agreement to 1e-11; ``tests/test_field_terms.py`` adds a term and checks that
+every backend moves with it.
 
 The filtered rate ``r~`` does not feed back. Its 0.5 ms time constant would set the step
 of any explicit solver, so it is kept out of the solver state and obtained from the
@@ -28,10 +42,16 @@ References
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate", "BRIAN2_EQUATIONS"]
+__all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate",
+           "Term", "DMF_TERMS", "Field", "FusedOperators", "Brian2Model", "DENSE_MAX_POPULATIONS",
+           "BRIAN2_METHODS"]
 
 _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
 
@@ -149,17 +169,556 @@ def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor
     return torch.stack(out)
 
 
-#: The same equations for Brian2 (one neuron per population). ``I_rec`` is the summed
-#: recurrent + inter-column drive (amp*Hz, from ``Synapses``), ``I_in`` the stimulus
-#: drive (amp*Hz), ``W_bg`` the background weight (amp). ``f`` is written with Brian2's
-#: ``exprel``: (a x - b)/(1 - exp(-d(a x - b))) = 1 / (d * exprel(-d (a x - b))).
-BRIAN2_EQUATIONS = """
-dV/dt = (-V + R * tau_s * (I_rec + W_bg * nu_bg + I_in)) / tau_m : volt
-dA/dt = (-A + kappa * r) / tau_a : volt
-drf/dt = (-rf + r) / tau_s : Hz
-r = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz
-I_rec : amp * Hz
-I_in : amp * Hz
-kappa : volt * second (constant)
-W_bg : amp (constant)
-"""
+# -- the terms of the model ---------------------------------------------------------------
+
+_FACTORS = ("state", "rate", "one", "coupling", "input")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One additive term of dV/dt or dA/dt (mV/s), declared for every backend at once.
+
+    Parameters
+    ----------
+    name : str
+        Identifier; in Brian2 the subexpression (volt/second) that holds the term.
+    variable : {"V", "A"}
+        The state variable whose derivative the term adds to.
+    factor : {"state", "rate", "one", "coupling", "input"}
+        What the coefficient multiplies: the variable itself (``coef * V``), the
+        population's own rate (``coef * r``), nothing (a constant ``coef``), the recurrent
+        input ``sum_j W_ij r_j`` (nA Hz; intra- and inter-column weights), or the stimulus
+        drive ``sum_k W_in,ik u_k(t)`` (nA Hz).
+    coefficient : callable
+        ``coefficient(field)``: float or tensor (P,) in 1/s (``state``), mV/(s Hz)
+        (``rate``), mV/s (``one``) or mV/(s nA Hz) (``coupling``, ``input``; a float).
+    brian2 : str
+        The same term as a Brian2 expression (volt/second) in the names of the neuron
+        group: ``V``, ``A``, ``r``, the namespace (:data:`BRIAN2_CONSTANTS`), ``I_rec``
+        (the summed recurrent input, amp*Hz), ``I_in`` (the stimulus drive, amp*Hz) and the
+        term's own ``parameters``.
+    parameters : tuple of str
+        Brian2 declarations of the per-neuron parameters the expression uses, e.g.
+        ``("kappa : volt * second (constant)",)``.
+    values : callable, optional
+        ``values(field)``: ``{name: (array (P,), unit)}``, the values of those parameters
+        with a Brian2 unit expression such as ``"mV*second"``.
+    """
+
+    name: str
+    variable: str
+    factor: str
+    coefficient: Callable[["Field"], Any]
+    brian2: str
+    parameters: tuple[str, ...] = ()
+    values: Callable[["Field"], dict[str, tuple[Any, str]]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.variable not in ("V", "A"):
+            raise ValueError(f"term {self.name!r}: variable must be 'V' or 'A', not {self.variable!r}")
+        if self.factor not in _FACTORS:
+            raise ValueError(f"term {self.name!r}: factor must be one of {', '.join(_FACTORS)}, not {self.factor!r}")
+        if not self.name.isidentifier():
+            raise ValueError(f"term name {self.name!r} must be an identifier (it names a Brian2 subexpression)")
+
+
+def _current_gain(f: "Field") -> float:
+    """R tau_s / tau_m: mV/s per nA Hz of input."""
+    return f.R * f.tau_s / f.tau_m
+
+
+#: The DMF model, term by term (see the module docstring for the equations).
+DMF_TERMS: tuple[Term, ...] = (
+    Term("leak_V", "V", "state", lambda f: -1.0 / f.tau_m, "-V / tau_m"),
+    Term("recurrent", "V", "coupling", _current_gain, "R * tau_s * I_rec / tau_m"),
+    Term("background", "V", "one", lambda f: _current_gain(f) * (f.W_bg * f.nu_bg),
+         "R * tau_s * W_bg * nu_bg / tau_m", ("W_bg : amp (constant)",),
+         lambda f: {"W_bg": (f.W_bg, "nA")}),
+    Term("stimulus", "V", "input", _current_gain, "R * tau_s * I_in / tau_m"),
+    Term("leak_A", "A", "state", lambda f: -1.0 / f.tau_a, "-A / tau_a"),
+    Term("adaptation", "A", "rate", lambda f: f.kappa / f.tau_a, "kappa * r / tau_a",
+         ("kappa : volt * second (constant)",), lambda f: {"kappa": (f.kappa, "mV*second")}),
+)
+
+#: The constants of a :class:`Field` and their Brian2 units (its Brian2 namespace).
+BRIAN2_CONSTANTS: dict[str, str] = {"tau_m": "second", "tau_a": "second", "tau_s": "second", "R": "Mohm",
+                                    "a": "Hz/mV", "b": "Hz", "d": "second", "nu_bg": "Hz"}
+
+#: Brian2 equations of the rate and the filtered rate; ``dV/dt`` and ``dA/dt`` are the sums of the terms.
+BRIAN2_RATE = ("r = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz",
+               "drf/dt = (-rf + r) / tau_s : Hz")
+
+#: The summed recurrent input (Synapses) and the stimulus drive (a TimedArray named ``drive_ta``).
+BRIAN2_COUPLING = ("I_rec : amp * Hz",)
+BRIAN2_INPUT = ("I_in = drive_ta(t, i) : amp * Hz",)
+BRIAN2_SYNAPSE = ("w : amp", "I_rec_post = w * r_pre : amp * Hz (summed)")
+BRIAN2_DRIVE = "drive_ta"
+
+#: Integration methods of Brian2 that handle these equations. Only ``euler`` reproduces the
+#: torch solve exactly: Brian2 updates a summed variable (``I_rec``) once per step, so a
+#: multi-stage method holds the coupling fixed within a step.
+BRIAN2_METHODS = ("euler", "rk2", "rk4", "heun")
+
+#: Networks with at most this many populations couple through one dense P x P matrix (one
+#: matmul per evaluation); larger ones through per-area blocks plus an edge list, whose cost
+#: and memory grow with the number of connections.
+DENSE_MAX_POPULATIONS = 512
+
+
+def _brian2_unit(expr: str):
+    """A Brian2 unit from ``"mV*second"`` or ``"Hz/mV"`` (names of ``brian2`` joined by * and /)."""
+    import brian2 as b2
+
+    unit = 1.0
+    for k, part in enumerate(expr.replace(" ", "").split("/")):
+        prod = 1.0
+        for name in part.split("*"):
+            prod = prod * getattr(b2, name)
+        unit = prod if k == 0 else unit / prod
+    return unit
+
+
+def _total(parts: list):
+    """Sum of the coefficients (None if there are none; the single one itself if one)."""
+    if not parts:
+        return None
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + p
+    return out
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+@lru_cache(maxsize=64)
+def _block_index(layout: tuple[tuple[int, int], ...], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, index into blocks.reshape(-1)) of the block-diagonal intra-column weights."""
+    rows, cols, which = [], [], []
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    for ai, (first, n_columns) in enumerate(layout):
+        for c in range(n_columns):
+            o = first + c * n
+            rows.append(o + i.ravel())
+            cols.append(o + j.ravel())
+            which.append(ai * n * n + i.ravel() * n + j.ravel())
+    return tuple(np.concatenate(x) for x in (rows, cols, which))
+
+
+@dataclass
+class _Plan:
+    """The terms of one variable, assembled: ``d = r @ Wt (or blocks + edges) + drive_k + r * rate + X * state``."""
+
+    coupling: float | None = None
+    Wt: torch.Tensor | None = None
+    blocks_t: torch.Tensor | None = None
+    w_edges: torch.Tensor | None = None
+    drive: torch.Tensor | None = None
+    rate: Any = None
+    state: Any = None
+
+
+class Field:
+    """The DMF vector field of a network, with a view for every backend.
+
+    Built from arrays (a :class:`~colplugin.network.ColumnNetwork` builds its own with
+    :meth:`~colplugin.network.ColumnNetwork.field`, once per solve). The tensors may be on
+    any device and depend differentiably on learnable parameters.
+
+    Parameters
+    ----------
+    constants : mapping
+        ``tau_m``, ``tau_a``, ``tau_s`` (s), ``R`` (MOhm), ``a`` (Hz/mV), ``b`` (Hz),
+        ``d`` (s), ``nu_bg`` (Hz).
+    kappa : torch.Tensor, shape (P,)
+        Adaptation strength, mV s.
+    W_bg : torch.Tensor, shape (P,)
+        Background weights, nA.
+    blocks : torch.Tensor, shape (n_areas, n, n)
+        Intra-column weights of each area's columns (``[target, source]``), nA per Hz of
+        presynaptic rate; ``n`` populations per column.
+    layout : sequence of (int, int)
+        Per area: index of its first population and number of columns. The areas tile
+        the populations in order.
+    edges : (source, target, weight), optional
+        Inter-column connections: population indices (long tensors) and weights (nA).
+    inputs : (channel, target, weight), optional
+        Stimulus connections: input channel, target population, weight (nA).
+    input_rates : torch.Tensor, shape (B, K, n_inputs), optional
+        Stimulus rates (Hz) of each of K piecewise-constant segments; default none.
+    dense : bool, optional
+        Couple through one dense P x P matrix (needed by the fused solver), or through
+        per-area blocks plus the edge list. Default: dense up to
+        :data:`DENSE_MAX_POPULATIONS` populations.
+
+    Notes
+    -----
+    The state is ``y = [V, A]``, shape (B, 2P), mV. Subclass and extend :attr:`terms` to
+    add a term to the model (``terms = Field.terms + (Term(...),)``).
+    """
+
+    #: The terms of the model (see :class:`Term`).
+    terms: tuple[Term, ...] = DMF_TERMS
+
+    def __init__(self, constants: Mapping[str, float], kappa: torch.Tensor, W_bg: torch.Tensor,
+                 blocks: torch.Tensor, layout: Sequence[tuple[int, int]],
+                 edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                 inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                 input_rates: torch.Tensor | None = None, *, dense: bool | None = None) -> None:
+        missing = [k for k in BRIAN2_CONSTANTS if k not in constants]
+        if missing:
+            raise ValueError(f"Field constants lack {missing}")
+        for k in BRIAN2_CONSTANTS:
+            setattr(self, k, float(constants[k]))
+        self.blocks = blocks
+        self.layout = tuple((int(a), int(n)) for a, n in layout)
+        self.n = int(blocks.shape[-1])
+        self.P = P = sum(n for _, n in self.layout) * self.n
+        self.kappa, self.W_bg = kappa, W_bg
+        self.edges = edges if edges is not None and edges[0].numel() else None
+        self.inputs = inputs if inputs is not None and inputs[0].numel() else None
+        self.input_rates = input_rates
+        self.dense = P <= DENSE_MAX_POPULATIONS if dense is None else bool(dense)
+        self.dtype, self.device = blocks.dtype, blocks.device
+        self.plans = {v: self._plan(v) for v in ("V", "A")}
+        self.tensors = tuple(t for p in self.plans.values()
+                             for t in (p.Wt, p.blocks_t, p.w_edges, p.drive, p.rate, p.state)
+                             if isinstance(t, torch.Tensor) and t.requires_grad)
+
+    # -- assembling the terms ------------------------------------------------------------
+    def _terms(self, variable: str, factor: str) -> list:
+        return [t.coefficient(self) for t in self.terms if t.variable == variable and t.factor == factor]
+
+    def _plan(self, v: str) -> _Plan:
+        plan = _Plan(rate=_total(self._terms(v, "rate")), state=_total(self._terms(v, "state")))
+        scale = _total(self._terms(v, "coupling"))
+        if scale is not None:
+            plan.coupling = scale
+            if self.dense:
+                rows, cols, vals = self.intra_index()
+                if self.edges is not None:
+                    rows, cols = torch.cat([rows, self.edges[1]]), torch.cat([cols, self.edges[0]])
+                    vals = torch.cat([vals, self.edges[2]])
+                W = torch.zeros(self.P, self.P, dtype=self.dtype, device=self.device)
+                plan.Wt = W.index_put((rows, cols), scale * vals, accumulate=True).T
+            else:
+                plan.blocks_t = (scale * self.blocks).transpose(1, 2)
+                plan.w_edges = None if self.edges is None else scale * self.edges[2]
+        drive = None
+        gain = _total(self._terms(v, "input"))
+        if gain is not None and self.inputs is not None and self.input_rates is not None:
+            ch, tgt, w = self.inputs
+            B, K, _ = self.input_rates.shape
+            drive = torch.zeros(B, K, self.P, dtype=self.dtype, device=self.device)
+            drive = drive.index_add(2, tgt, self.input_rates[:, :, ch] * (gain * w))
+        const = _total(self._terms(v, "one"))
+        if const is not None:
+            const = torch.as_tensor(const, dtype=self.dtype, device=self.device).expand(self.P)
+            drive = const.reshape(1, 1, self.P) if drive is None else drive + const
+        plan.drive = drive
+        return plan
+
+    def intra_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, values) of the block-diagonal intra-column weights (nA/Hz), differentiable."""
+        key = (self.layout, self.n, self.device)
+        cached = _INDEX_CACHE.get(key)
+        if cached is None:
+            cached = tuple(torch.as_tensor(x, device=self.device) for x in _block_index(self.layout, self.n))
+            _INDEX_CACHE[key] = cached
+        rows, cols, which = cached
+        return rows, cols, self.blocks.reshape(-1)[which]
+
+    # -- the torch view ------------------------------------------------------------------
+    def rates(self, y: torch.Tensor) -> torch.Tensor:
+        """Instantaneous rates f(V - A) (..., P) in Hz of a state ``y = [V, A]`` (..., 2P)."""
+        P = self.P
+        return transfer(y[..., :P] - y[..., P:], self.a, self.b, self.d)
+
+    def __call__(self, y: torch.Tensor, k: int = 0) -> torch.Tensor:
+        """dy/dt (B, 2P), mV/s, for the state ``y`` (B, 2P) in stimulus segment ``k``."""
+        P = self.P
+        X = (y[:, :P], y[:, P:])
+        r = transfer(X[0] - X[1], self.a, self.b, self.d)
+        out = []
+        for x, plan in zip(X, self.plans.values()):
+            drive = None if plan.drive is None else plan.drive.select(1, k)
+            d = None
+            if plan.Wt is not None:
+                d = torch.mm(r, plan.Wt) if drive is None else torch.addmm(drive, r, plan.Wt)
+            elif plan.blocks_t is not None:
+                d = self._sparse(r, plan)
+                d = d if drive is None else d + drive
+            elif drive is not None:
+                d = drive.expand_as(x)
+            if plan.rate is not None:
+                d = r * plan.rate if d is None else d + r * plan.rate
+            if plan.state is not None:
+                d = x * plan.state if d is None else d + x * plan.state
+            out.append(torch.zeros_like(x) if d is None else d)
+        return torch.cat(out, 1)
+
+    def _sparse(self, r: torch.Tensor, plan: _Plan) -> torch.Tensor:
+        B, n = r.shape[0], self.n
+        parts = []
+        for i, (first, n_columns) in enumerate(self.layout):
+            rc = r[:, first:first + n_columns * n].reshape(B, n_columns, n)
+            parts.append((rc @ plan.blocks_t[i]).reshape(B, -1))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        if plan.w_edges is not None:
+            src, tgt, _ = self.edges
+            out = out.index_add(1, tgt, r[:, src] * plan.w_edges)
+        return out
+
+    # -- the fused solver's view ---------------------------------------------------------
+    def fused(self) -> "FusedOperators":
+        """The operators of the fused Runge-Kutta solver (a dense field only)."""
+        if not self.dense:
+            raise ValueError("the fused solver needs a dense field (networks of at most "
+                             f"{DENSE_MAX_POPULATIONS} populations, or Solver(dense=True)); "
+                             "use Solver(backend='torchdiffeq')")
+        P, dt, dev = self.P, self.dtype, self.device
+        eye = torch.eye(P, dtype=dt, device=dev)
+        Mw = torch.cat([eye, -eye], 0).mul_(-self.d * self.a)
+        cols, cs, drives = [], [], []
+        for plan in self.plans.values():
+            M = plan.Wt
+            if plan.rate is not None:
+                D = torch.diag(torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P))
+                M = D if M is None else M + D
+            cols.append(torch.zeros(P, P, dtype=dt, device=dev) if M is None else M)
+            s = 0.0 if plan.state is None else plan.state
+            cs.append(torch.as_tensor(s, dtype=dt, device=dev).expand(P) if isinstance(s, torch.Tensor)
+                      else torch.full((P,), s, dtype=dt, device=dev))
+            drives.append(plan.drive)
+        ref = next((x for x in drives if x is not None), torch.zeros(1, 1, P, dtype=dt, device=dev))
+        drive = torch.cat([ref.new_zeros(ref.shape) if x is None else x.expand(ref.shape) for x in drives], 2)
+        c = torch.cat(cs)
+        if c.requires_grad:
+            raise ValueError("the fused solver treats the state coefficients of the terms as constants")
+        return FusedOperators(Mw, torch.cat(cols, 1).div(self.d), c,
+                              torch.tensor(self.d * self.b, dtype=dt, device=dev), drive, self.a, self.b, self.d)
+
+    # -- the Brian2 view -----------------------------------------------------------------
+    def connections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source, target, weight in nA) of every nonzero connection, intra- and inter-column."""
+        with torch.no_grad():
+            rows, cols, vals = self.intra_index()
+            src, tgt, w = [_numpy(cols)], [_numpy(rows)], [_numpy(vals)]
+            if self.edges is not None:
+                src.append(_numpy(self.edges[0]))
+                tgt.append(_numpy(self.edges[1]))
+                w.append(_numpy(self.edges[2]))
+        src, tgt, w = (np.concatenate(x) for x in (src, tgt, w))
+        keep = w != 0
+        return src[keep].astype(np.int64), tgt[keep].astype(np.int64), w[keep].astype(float)
+
+    def input_drive(self, u: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Stimulus drive ``sum_k W_in,ik u_k`` (..., P), nA Hz, of input rates ``u`` (..., n_inputs), Hz."""
+        u = torch.as_tensor(u, dtype=torch.float64)
+        drive = torch.zeros(u.shape[:-1] + (self.P,), dtype=torch.float64)
+        if self.inputs is not None and u.shape[-1]:
+            with torch.no_grad():
+                ch, tgt, w = (x.cpu() for x in self.inputs)
+                drive = drive.index_add(drive.ndim - 1, tgt, u[..., ch] * w.to(torch.float64))
+        return drive.numpy()
+
+    def brian2(self, input_rates: np.ndarray | torch.Tensor | None = None,
+               y0: np.ndarray | torch.Tensor | None = None) -> "Brian2Model":
+        """The field as a Brian2 rate model (one neuron per population), with units.
+
+        Parameters
+        ----------
+        input_rates : array, shape (T, B, n_inputs), optional
+            Stimulus rates (Hz) of B trials on the Brian2 time grid (sample ``n`` holds
+            for ``[n dt, (n + 1) dt)``). Default: no input, one trial.
+        y0 : array, shape (2P,) or (B, 2P), optional
+            Initial ``[V, A]`` in mV; default 0.
+
+        Returns
+        -------
+        Brian2Model
+        """
+        import brian2 as b2
+
+        P = self.P
+        lines: list[str] = list(BRIAN2_RATE)
+        if any(t.factor == "coupling" for t in self.terms):
+            lines += BRIAN2_COUPLING
+        if any(t.factor == "input" for t in self.terms):
+            lines += BRIAN2_INPUT
+        values: dict[str, Any] = {}
+        for var in ("V", "A"):
+            names = [t.name for t in self.terms if t.variable == var]
+            lines.append(f"d{var}/dt = {' + '.join(names) if names else '0 * volt / second'} : volt")
+        for t in self.terms:
+            lines.append(f"{t.name} = {t.brian2} : volt / second")
+            lines += t.parameters
+            if t.values is not None:
+                for name, (v, unit) in t.values(self).items():
+                    values[name] = np.broadcast_to(_numpy(v).astype(float), (P,)) * _brian2_unit(unit)
+        equations = b2.Equations("")
+        for line in lines:
+            equations = equations + b2.Equations(line)
+        synapse = b2.Equations("")
+        for line in BRIAN2_SYNAPSE:
+            synapse = synapse + b2.Equations(line)
+        namespace = {k: getattr(self, k) * _brian2_unit(u) for k, u in BRIAN2_CONSTANTS.items()}
+        u = np.zeros((1, 1, 0)) if input_rates is None else _numpy(input_rates).astype(float)
+        if u.ndim != 3:
+            raise ValueError(f"input_rates must have shape (T, B, n_inputs), got {u.shape}")
+        B = u.shape[1]
+        y = np.zeros((1, 2 * P)) if y0 is None else _numpy(y0).astype(float).reshape(-1, 2 * P)
+        if y.shape[0] not in (1, B):
+            raise ValueError(f"y0 has {y.shape[0]} trials, the input {B}")
+        y = np.broadcast_to(y, (B, 2 * P))
+        rf = _numpy(self.rates(torch.as_tensor(y, dtype=torch.float64)))
+        src, tgt, w = self.connections()
+        return Brian2Model(lines=tuple(lines), equations=equations, synapse_lines=BRIAN2_SYNAPSE,
+                           synapse_model=synapse, namespace=namespace, values=values,
+                           initial={"V": y[:, :P] * b2.mV, "A": y[:, P:] * b2.mV, "rf": rf * b2.Hz},
+                           source=src, target=tgt, weight=w * b2.nA,
+                           drive=self.input_drive(u) * b2.nA * b2.Hz, n_populations=P, n_trials=B)
+
+
+_INDEX_CACHE: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+class FusedOperators:
+    """The field in the scaled form of the fused solver's hot loop.
+
+    With y = [V, A] (B, 2P), x = V - A, z = d (a x - b), r = f(x) = g(z) / d and
+    g(z) = z / (1 - e^-z), every term of the field is linear in the state, in r or
+    constant, so one evaluation is::
+
+        w = y Mw + d b               Mw = -d a [I; -I]          (w = -z)
+        g = w / expm1(w)                                        (= d r)
+        k = g Wg + drive_k + y * c   Wg = [coupling and rate terms of V | ... of A] / d
+
+    and its transposed Jacobian-vector product (the backward pass) is
+    ``(dk/dy)^T q = q * c - (g'(z) * (q Wg^T)) Mw^T``.
+
+    Attributes
+    ----------
+    Mw : torch.Tensor, shape (2P, P)
+    Wg : torch.Tensor, shape (P, 2P)
+        Differentiable: the solver returns its cotangent.
+    c : torch.Tensor, shape (2P,)
+        State coefficients (constants), 1/s.
+    db : torch.Tensor
+        The scalar d b.
+    drive : torch.Tensor, shape (B or 1, K, 2P)
+        Constant drive of each stimulus segment, mV/s; differentiable.
+    """
+
+    def __init__(self, Mw, Wg, c, db, drive, a: float, b: float, d: float) -> None:
+        self.Mw, self.Wg, self.c, self.db, self.drive = Mw, Wg, c, db, drive
+        self.a, self.b, self.d = a, b, d
+        self.P = Mw.shape[1]
+
+    def stage(self, Y: torch.Tensor, drive_k: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k = F(Y) into ``out`` (B, 2P); return w and g of the stage (for the backward pass)."""
+        w = torch.addmm(self.db, Y, self.Mw)
+        g = _g(w)
+        torch.addmm(drive_k, g, self.Wg, out=out).addcmul_(Y, self.c)
+        return w, g
+
+    @staticmethod
+    def slope(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """g'(z) at z = -w from w and g (stages of a step at once)."""
+        return g_slope(torch.neg(w), g)
+
+    def vjp(self, q: torch.Tensor, S: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Write ``(dF/dy)^T q`` into ``out`` (B, 2P): q (B, 2P), S = g'(z) of the stage (B, P)."""
+        if not hasattr(self, "_WgT"):
+            self._WgT, self._MwT = self.Wg.T.contiguous(), self.Mw.T.contiguous()
+        sz = torch.mm(q, self._WgT).mul_(S)  # dL/dz;  dL/dY = q c + (dL/dw) Mw^T,  dL/dw = -dL/dz
+        return torch.addmm(q * self.c, sz, self._MwT, alpha=-1.0, out=out)
+
+    def jvp(self, v: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """``(dF/dy) v`` (B, 2P) for a tangent v (B, 2P) at a state whose g'(z) is S (B, P)."""
+        return torch.mm(-S * torch.mm(v, self.Mw), self.Wg) + v * self.c
+
+    def grad_Wg(self, g: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Cotangent of Wg, sum over stages and trials of g^T q: g (..., P), q (..., 2P)."""
+        return g.reshape(-1, self.P).T @ q.reshape(-1, 2 * self.P)
+
+    def potential(self, w: torch.Tensor) -> torch.Tensor:
+        """x = V - A (mV) from w = -d (a x - b)."""
+        return (self.b - w / self.d) / self.a
+
+
+def _g(w: torch.Tensor) -> torch.Tensor:
+    """g = w / expm1(w) = z / (1 - e^-z) = d f (z = -w), in 3 operations (hot loop).
+
+    Overflow-free: for w >> 0 (z << 0), expm1 = inf and g = +0 (the exact value
+    underflows). At w = 0 the quotient is 0/0, replaced by the limit 1; a NaN ``w`` also
+    maps to 1 here, but it stays in the state, where the divergence checks see it.
+    """
+    return torch.div(w, torch.expm1(w)).nan_to_num_(nan=1.0)
+
+
+@dataclass
+class Brian2Model:
+    """A :class:`Field` as Brian2 objects' ingredients, with units (see :meth:`Field.brian2`).
+
+    One copy of the network has ``n_populations`` neurons; a run of ``n_trials`` trials
+    uses one copy per trial in one ``NeuronGroup`` (:meth:`for_trials`).
+
+    Attributes
+    ----------
+    lines : tuple of str
+        The neuron equations, one Brian2 declaration each; ``equations`` is their
+        ``brian2.Equations`` composition.
+    synapse_lines, synapse_model
+        The synapse model (``w : amp``, ``I_rec_post = w * r_pre : amp * Hz (summed)``).
+    namespace : dict
+        Constants with units (shared by the group and the synapses).
+    values : dict
+        Per-neuron parameters (P,) with units (``kappa``, ``W_bg``, ...).
+    initial : dict
+        Initial ``V``, ``A``, ``rf`` (B, P) with units.
+    source, target : np.ndarray
+        Connections (population indices of one copy).
+    weight : Quantity (amp)
+        Their weights.
+    drive : Quantity, shape (T, B, P), amp*Hz
+        Stimulus drive of every trial on the Brian2 grid (the ``drive_ta`` TimedArray).
+    """
+
+    lines: tuple[str, ...]
+    equations: Any
+    synapse_lines: tuple[str, ...]
+    synapse_model: Any
+    namespace: dict[str, Any]
+    values: dict[str, Any]
+    initial: dict[str, Any]
+    source: np.ndarray
+    target: np.ndarray
+    weight: Any
+    drive: Any
+    n_populations: int
+    n_trials: int
+    drive_name: str = BRIAN2_DRIVE
+
+    def for_trials(self) -> dict[str, Any]:
+        """Values for one group of ``n_trials`` copies: neuron i of copy k is ``k * P + i``.
+
+        Returns ``values`` and ``initial`` (B P,), ``source``, ``target``, ``weight`` (per
+        copy, offset), ``drive`` (T, B P).
+        """
+        B, P = self.n_trials, self.n_populations
+        off = np.repeat(np.arange(B) * P, len(self.source))
+        T = self.drive.shape[0]
+        return {"values": {k: np.tile(np.asarray(v), B) * _unit_of(v) for k, v in self.values.items()},
+                "initial": {k: np.asarray(v).reshape(-1) * _unit_of(v) for k, v in self.initial.items()},
+                "source": np.tile(self.source, B) + off, "target": np.tile(self.target, B) + off,
+                "weight": np.tile(np.asarray(self.weight), B) * _unit_of(self.weight),
+                "drive": np.asarray(self.drive).reshape(T, B * P) * _unit_of(self.drive)}
+
+
+def _unit_of(q):
+    """The SI unit of a Brian2 quantity (1 for dimensionless)."""
+    import brian2 as b2
+
+    return b2.Quantity(1.0, dim=b2.get_dimensions(q))

@@ -12,7 +12,9 @@ with ``unit`` the projection's initial magnitude ``init`` (nA), so the free para
 a similar fraction of its initial size in every projection.
 
 Inter-column weights are stored as edge lists (source index, target index, weight), so
-memory grows with the number of connections, never with (8 x columns)^2.
+memory grows with the number of connections, never with (8 x columns)^2. The equations
+live in :mod:`colplugin.field`: :meth:`ColumnNetwork.field` hands the network's arrays to a
+:class:`~colplugin.field.Field`, which every backend (torch, fused, Brian2) uses.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .column import background_weights, column_sizes, input_weights, intra_column_weights
-from .field import transfer
+from .field import DENSE_MAX_POPULATIONS, Field, transfer
 from .params import ParameterError, Params
 from .params.names import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
 
@@ -382,12 +384,9 @@ class ColumnNetwork(nn.Module):
             N = column_sizes(p, area.kind, area.n_columns, area.split)
             blocks.append(np.asarray(intra_column_weights(p, N)))
         self.register_buffer("W_intra", torch.tensor(np.stack(blocks), dtype=dtype))
-        bg = np.tile(np.asarray(background_weights(p)) * p["nu_bg"], self.n_columns)
-        self.register_buffer("bg_drive", torch.tensor(bg, dtype=dtype))
+        bg = np.tile(np.asarray(background_weights(p)), self.n_columns)
+        self.register_buffer("W_bg", torch.tensor(bg, dtype=dtype))
         self.register_buffer("kappa", torch.tensor(np.tile(p["kappa"], self.n_columns), dtype=dtype))
-        self.gain = p.R * p["tau_s"]  # mV per (nA Hz)
-        self.tau_m, self.tau_a, self.tau_s = p["tau_m"], p["tau_a"], p["tau_s"]
-        self.a, self.b, self.d = p["a"], p["b"], p["d"]
         w_thal = np.asarray(input_weights(p))
 
         def draw(m: int, proj: Projection) -> np.ndarray:
@@ -495,45 +494,45 @@ class ColumnNetwork(nn.Module):
                 getattr(self, f"{kind}_fixed")[sl.start:sl.stop] = torch.as_tensor(w).to(self.W_intra)
 
     # -- the vector field ---------------------------------------------------------------
-    #: Networks with at most this many populations couple through one dense P x P matrix
-    #: assembled per solve (one matmul per step); larger ones use per-area blocks plus an
-    #: edge list, whose cost and memory grow linearly with the number of connections.
-    dense_max_populations: int = 512
+    #: The :class:`~colplugin.field.Field` class this network builds (a subclass adds terms).
+    field_class: type[Field] = Field
+
+    @property
+    def dense_max_populations(self) -> int:
+        """Largest network whose field couples densely by default (read-only; pass ``dense=`` to choose)."""
+        return DENSE_MAX_POPULATIONS
 
     def rates(self, y: torch.Tensor) -> torch.Tensor:
         """Instantaneous rates f(V - A) in Hz of a state ``y = [V, A]``."""
-        P = self.n_populations
-        return transfer(y[..., :P] - y[..., P:], self.a, self.b, self.d)
+        P, p = self.n_populations, self.params
+        return transfer(y[..., :P] - y[..., P:], p["a"], p["b"], p["d"])
 
-    def coupling(self, input_rates: torch.Tensor | None = None) -> "Coupling":
-        """The weights in the form the vector field uses, computed once per solve.
+    def field(self, input_rates: torch.Tensor | None = None, *, dense: bool | None = None) -> Field:
+        """The network's vector field with its current weights (built once per solve).
 
         Parameters
         ----------
         input_rates : torch.Tensor, shape (B, K, n_inputs), optional
-            Stimulus rates (Hz) of each segment; default no input.
+            Stimulus rates (Hz) of each piecewise-constant segment; default no input.
+        dense : bool, optional
+            Dense P x P coupling (needed by the fused solver) or per-area blocks plus an
+            edge list; default dense up to :data:`~colplugin.field.DENSE_MAX_POPULATIONS`
+            populations.
         """
-        return Coupling(self, input_rates)
+        p = self.params
+        constants = {"tau_m": p["tau_m"], "tau_a": p["tau_a"], "tau_s": p["tau_s"], "R": p.R,
+                     "a": p["a"], "b": p["b"], "d": p["d"], "nu_bg": p["nu_bg"]}
+        layout = [(self.column_offset(name), area.n_columns) for name, area in self.areas.items()]
+        edges = (self.rec_src, self.rec_tgt, self._weights("rec")) if self.rec_src.numel() else None
+        inputs = (self.inp_src, self.inp_tgt, self._weights("inp")) if self.inp_src.numel() else None
+        return self.field_class(constants, self.kappa, self.W_bg, self.W_intra, layout, edges, inputs,
+                                input_rates, dense=dense)
 
-    def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        """dy/dt (mV/s) of the state ``y = [V, A]`` (B, 2P) under constant input rates ``u`` (B, n_inputs)."""
+    def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None, *,
+                     dense: bool | None = None) -> torch.Tensor:
+        """dy/dt (mV/s) of the state ``y = [V, A]`` (B, 2P) under constant input rates ``u`` (B, n_inputs), Hz."""
         rates = None if u is None or self.n_inputs == 0 else u.reshape(u.shape[0], 1, -1)
-        return self.coupling(rates)(y, 0)
-
-    def _intra_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(rows, cols, values) of the block-diagonal intra-column weights."""
-        if getattr(self, "_intra_cache", None) is None or self._intra_cache[2].device != self.W_intra.device:
-            rows, cols, which = [], [], []
-            i, j = np.meshgrid(np.arange(N_POP), np.arange(N_POP), indexing="ij")
-            for ai, (name, area) in enumerate(self.areas.items()):
-                for c in range(area.n_columns):
-                    o = (self._offsets[name] + c) * N_POP
-                    rows.append(o + i.ravel()); cols.append(o + j.ravel())
-                    which.append(ai * N_POP * N_POP + i.ravel() * N_POP + j.ravel())
-            dev = self.W_intra.device
-            self._intra_cache = tuple(torch.tensor(np.concatenate(x), device=dev) for x in (rows, cols, which))
-        rows, cols, which = self._intra_cache
-        return rows, cols, self.W_intra.reshape(-1)[which]
+        return self.field(rates, dense=dense)(y, 0)
 
     # -- states ---------------------------------------------------------------------
     def initial_state(self, batch_size: int = 1, V: float = 0.0, A: float = 0.0) -> torch.Tensor:
@@ -567,84 +566,6 @@ class ColumnNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         areas = ", ".join(f"{k}: {a.kind} x{a.n_columns}" for k, a in self.areas.items())
+        learnable = sum(p.numel() for p in self.learnable_parameters())
         return (f"areas=({areas}), populations={self.n_populations}, inputs={self.n_inputs}, "
-                f"inter-column edges={self.rec_src.numel()}, learnable={sum(p.numel() for p in self.learnable_parameters())}")
-
-
-class Coupling:
-    """Per-solve form of a network's weights and constant drives (see :meth:`ColumnNetwork.coupling`).
-
-    Holds ``c = R tau_s / tau_m`` times: the recurrent weights (dense ``P x P`` for
-    small networks, else per-area blocks plus an inter-column edge list) and the
-    drive ``W_bg nu_bg + W_in u_k`` of every stimulus segment ``k``, so that one
-    evaluation of the vector field is
-
-        r  = f(V - A)
-        dV = c (W r + W_bg nu_bg + W_in u_k) - V / tau_m      = (-V + R I) / tau_m
-        dA = (kappa r - A) / tau_a
-
-    The tensors depend differentiably on the learnable parameters; :attr:`tensors`
-    lists them for ``odeint_adjoint``'s ``adjoint_params``.
-    """
-
-    def __init__(self, net: ColumnNetwork, input_rates: torch.Tensor | None) -> None:
-        self.net = net
-        self.P = P = net.n_populations
-        c = net.gain / net.tau_m
-        self.inv_tau_m, self.inv_tau_a = 1.0 / net.tau_m, 1.0 / net.tau_a
-        self.kappa_over_tau_a = net.kappa / net.tau_a
-        self.abd = (net.a, net.b, net.d)
-        # constant drive per segment (B, K, P)
-        const = c * net.bg_drive
-        if input_rates is not None and net.inp_src.numel():
-            w_inp = net._weights("inp")
-            B, K, _ = input_rates.shape
-            inp = torch.zeros(B, K, P, dtype=const.dtype, device=const.device)
-            inp = inp.index_add(2, net.inp_tgt, input_rates[:, :, net.inp_src] * (c * w_inp))
-            self.drive = inp + const
-        else:
-            self.drive = const.reshape(1, 1, P)
-        w_rec = net._weights("rec") if net.rec_src.numel() else None
-        self.dense = P <= net.dense_max_populations
-        if self.dense:
-            rows, cols, vals = net._intra_index()
-            if w_rec is not None:
-                rows = torch.cat([rows, net.rec_tgt]); cols = torch.cat([cols, net.rec_src])
-                vals = torch.cat([vals, w_rec])
-            W = torch.zeros(P, P, dtype=const.dtype, device=const.device).index_put((rows, cols), c * vals,
-                                                                                     accumulate=True)
-            self.Wt = W.T
-            self.tensors = (self.Wt, self.drive)
-        else:
-            self.blocks_t = (c * net.W_intra).transpose(1, 2)
-            self.w_rec = None if w_rec is None else c * w_rec
-            self.tensors = tuple(t for t in (self.blocks_t, self.w_rec, self.drive) if t is not None)
-
-    def __call__(self, y: torch.Tensor, k: int) -> torch.Tensor:
-        """dy/dt for state ``y`` (B, 2P) in stimulus segment ``k``."""
-        P = self.P
-        V, A = y[:, :P], y[:, P:]
-        r = transfer(V - A, *self.abd)
-        drive = self.drive.select(1, k)
-        if self.dense:
-            dV = torch.addmm(drive, r, self.Wt)
-        else:
-            dV = self._sparse_drive(r) + drive
-        dV = dV - V * self.inv_tau_m
-        dA = r * self.kappa_over_tau_a - A * self.inv_tau_a
-        return torch.cat([dV, dA], 1)
-
-    def _sparse_drive(self, r: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        B = r.shape[0]
-        parts = []
-        for i, (name, area) in enumerate(net.areas.items()):
-            o = net._offsets[name] * N_POP
-            rc = r[:, o:o + area.n_columns * N_POP].reshape(B, area.n_columns, N_POP)
-            parts.append((rc @ self.blocks_t[i]).reshape(B, -1))
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        if self.w_rec is not None:
-            out = out.index_add(1, net.rec_tgt, r[:, net.rec_src] * self.w_rec)
-        return out
-
-
+                f"inter-column edges={self.rec_src.numel()}, learnable={learnable}")

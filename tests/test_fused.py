@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import colplugin as cp
-from colplugin.solve.fused import TABLEAUS
+from colplugin.solve.fused import TABLEAUS, fused_solve
 from colplugin.solve.simulate import SimulationError
 
 from conftest import two_column_net
@@ -86,15 +86,17 @@ def test_divergence_and_stiffness_errors(dl25):
 def test_configuration_errors(dl25):
     with pytest.raises(ValueError, match="backend=.fused."):
         cp.Solver("bosh3", backend="fused")
-    net = two_column_net(dl25)
-    net.dense_max_populations = 4  # force the sparse coupling
     with pytest.raises(ValueError, match="dense coupling"):
-        cp.simulate(net, duration=0.01, solver=cp.Solver("rk4", backend="fused"))
+        cp.Solver("rk4", backend="fused", dense=False)
+    net = two_column_net(dl25)
+    with pytest.raises(ValueError, match="dense field"):  # a sparse field handed to the fused solver
+        fused_solve(net.field(dense=False), net.initial_state(1), [0.0, 0.01], [0], [1], "rk4",
+                    lambda t, x, n: None)
 
 
 def test_tableaus_have_their_order():
     """Butcher conditions: sum b = 1, and b.c = 1/2, b.c^2 = 1/3, b.A c = 1/6 up to the order (to 4)."""
-    for name, tab in TABLEAUS.items():
+    for tab in TABLEAUS.values():
         s = tab.stages
         A = np.zeros((s, s))
         for i, row in enumerate(tab.a, start=1):

@@ -43,7 +43,8 @@ def test_dale_law_survives_arbitrary_updates(dl25):
 
 def test_storage_grows_with_connections_not_squared(dl25):
     def stored(n):
-        pairs = np.stack([np.repeat(np.arange(n), 10), (np.repeat(np.arange(n), 10) + np.tile(np.arange(1, 11), n)) % n], 1)
+        src = np.repeat(np.arange(n), 10)
+        pairs = np.stack([src, (src + np.tile(np.arange(1, 11), n)) % n], 1)
         net = cp.ColumnNetwork(dl25, {"a": ("mt", n)}, [cp.Lateral("a", columns=pairs)])
         return sum(t.numel() for t in list(net.buffers()) + list(net.parameters()))
     s1, s2 = stored(200), stored(2000)
@@ -55,9 +56,9 @@ def test_dense_and_sparse_couplings_agree(dl25):
     y = net.initial_state(3, V=5.0)
     y = y + torch.linspace(0, 3, y.shape[1], dtype=y.dtype)
     u = torch.tensor([[10.0, 0.0], [0.0, 20.0], [5.0, 5.0]], dtype=torch.float64)
-    dense = net.vector_field(y, u)
-    net.dense_max_populations = 0
-    sparse = net.vector_field(y, u)
+    dense = net.vector_field(y, u, dense=True)
+    sparse = net.vector_field(y, u, dense=False)
+    assert net.field().dense and not net.field(dense=False).dense
     torch.testing.assert_close(dense, sparse, rtol=1e-12, atol=1e-9)
 
 

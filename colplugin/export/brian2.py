@@ -1,10 +1,16 @@
 """Build a trained :class:`~colplugin.network.ColumnNetwork` as Brian2 objects with units.
 
-One ``NeuronGroup`` (one rate unit per population) runs the DMF equations of
-:data:`colplugin.dynamics.BRIAN2_EQUATIONS`; one ``Synapses`` object carries every
-connection (intra-column blocks and inter-column projections) through the summed
-variable ``I_rec_post = w * r_pre``; the stimulus enters as a ``TimedArray`` of the
-input drive per population.
+Everything model-specific comes from the Brian2 view of the network's field
+(:meth:`colplugin.field.Field.brian2`): one ``NeuronGroup`` (one rate unit per population
+and trial) runs its ``Equations``; one ``Synapses`` object carries every connection
+(intra-column blocks and inter-column projections) through the summed variable
+``I_rec_post = w * r_pre``; the stimulus enters as a ``TimedArray`` of the input drive.
+
+Brian2 updates a summed variable once per time step, so its multi-stage methods (``rk2``,
+``rk4``, ``heun``) hold the coupling fixed within a step and differ from any torch solve
+(about 1e-2 to 1 relative for these stiff dynamics). ``euler`` (the default) is the same
+scheme as torch's ``Solver("euler", step=dt)`` and reproduces it to rounding (about 1e-12
+relative).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 import torch
 
 from .._neo import rate_block
-from ..field import BRIAN2_EQUATIONS
+from ..field import BRIAN2_METHODS, Brian2Model
 from ..network import ColumnNetwork
 from ..stimulus import Stimulus
 
@@ -40,7 +46,7 @@ class Brian2Run:
     duration: float
     source: ColumnNetwork
     device: str = "runtime"
-    method: str = "rk4"
+    method: str = "euler"
     t: np.ndarray | None = None
     rate: np.ndarray | None = None
     V: np.ndarray | None = None
@@ -89,55 +95,86 @@ class Brian2Run:
         return self
 
 
-def _connections(network: ColumnNetwork) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(source, target, weight in nA) of every connection, intra- and inter-column."""
-    with torch.no_grad():
-        rows, cols, vals = network._intra_index()
-        w_rec = network._weights("rec") if network.rec_src.numel() else torch.zeros(0, dtype=vals.dtype)
-    src = np.concatenate([cols.cpu().numpy(), network.rec_src.cpu().numpy()])
-    tgt = np.concatenate([rows.cpu().numpy(), network.rec_tgt.cpu().numpy()])
-    w = np.concatenate([vals.cpu().numpy(), w_rec.cpu().numpy()])
-    keep = w != 0
-    return src[keep], tgt[keep], w[keep]
+def check_export(network: ColumnNetwork, stimulus: Stimulus | None, duration: float, trial: int | None,
+                 dt: float, method: str) -> Stimulus:
+    """Validate the export arguments before anything is built; return the stimulus (default: none).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``method``, a non-positive ``dt`` or ``duration``, or a stimulus that does not
+        fit the network.
+    IndexError
+        ``trial`` outside the stimulus's trials.
+    """
+    if method == "exponential_euler":
+        raise ValueError("exponential_euler mis-handles the DMF equations in Brian2 2.9; use 'euler' "
+                         "(exact, the default) or one of " + ", ".join(BRIAN2_METHODS))
+    if method not in BRIAN2_METHODS:
+        raise ValueError(f"unknown Brian2 method {method!r}; use one of {', '.join(BRIAN2_METHODS)} "
+                         "('euler' reproduces torch exactly)")
+    if not (dt > 0 and np.isfinite(dt)):
+        raise ValueError(f"dt must be a positive time in s, got {dt}")
+    if not (duration > 0 and np.isfinite(duration)):
+        raise ValueError(f"duration must be a positive time in s, got {duration}")
+    stimulus = stimulus or Stimulus.none(1, network.n_inputs)
+    if stimulus.n_inputs != network.n_inputs:
+        raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
+                         f"{network.n_inputs}")
+    if trial is not None:
+        if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)):
+            raise TypeError(f"trial must be an int or None (all trials), got {trial!r}")
+        B = stimulus.batch_size
+        if not 0 <= trial < B:
+            raise IndexError(f"trial {trial} is out of range: the stimulus has {B} trial(s), 0..{B - 1} "
+                             "(or trial=None for all of them)")
+    return stimulus
 
 
-def input_drive(network: ColumnNetwork, stimulus: Stimulus, trial: int, dt: float, duration: float) -> np.ndarray:
-    """Input drive ``sum_k W_in,ik u_k(t)`` (nA*Hz) on the Brian2 time grid, shape (n_steps, P)."""
+def brian2_model(network: ColumnNetwork, stimulus: Stimulus, duration: float, trials: list[int], dt: float,
+                 y0: np.ndarray | torch.Tensor | None = None) -> Brian2Model:
+    """The Brian2 view of ``network``'s field for ``trials`` of ``stimulus`` on the grid of step ``dt``.
+
+    A ``TimedArray`` looks up sample floor(t / dt); the stimulus is sampled just after each
+    grid point, so a change point on the grid takes effect at that step.
+    """
     n = int(round(duration / dt)) + 1
-    t = torch.arange(n, dtype=torch.float64) * dt
-    u = stimulus.to(dtype=torch.float64).sample(t + 1e-9 * dt)[:, trial]  # (n, n_inputs)
-    drive = torch.zeros(n, network.n_populations, dtype=torch.float64)
-    if network.inp_src.numel() and stimulus.n_inputs:
-        with torch.no_grad():
-            w = network._weights("inp").cpu().to(torch.float64)
-        drive = drive.index_add(1, network.inp_tgt.cpu(), u[:, network.inp_src.cpu()] * w)
-    return drive.numpy()
+    t = torch.arange(n, dtype=torch.float64) * dt + 1e-9 * dt
+    times, rates = stimulus.times.cpu().to(torch.float64), stimulus.rates.cpu().to(torch.float64)
+    seg = torch.searchsorted(times, t, right=True) - 1
+    u = rates[trials][:, seg].transpose(0, 1)  # (n, trials, n_inputs), Hz
+    with torch.no_grad():
+        return network.field().brian2(u, y0)
 
 
 def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
-              trial: int | None = 0, dt: float = 1e-4, method: str = "rk4", record_dt: float | None = None,
+              trial: int | None = 0, dt: float = 1e-4, method: str = "euler", record_dt: float | None = None,
               y0: np.ndarray | torch.Tensor | None = None, target: str = "numpy",
               device: str = "runtime", directory: str | None = None) -> Brian2Run:
-    """Build Brian2 objects (with units) that simulate ``network`` under one trial of ``stimulus``.
+    """Build Brian2 objects (with units) that simulate ``network`` under ``stimulus``.
 
     Parameters
     ----------
     network : ColumnNetwork
     stimulus : Stimulus, optional
         Input rates. Default: no input.
-    trial : int or None
-        The trial of ``stimulus`` to export, or ``None`` for all of them: B independent
-        copies of the network in one ``NeuronGroup`` (B x P rate units), run at once.
     duration : float
         Run time (s).
+    trial : int or None
+        The trial of ``stimulus`` to export (0 .. B - 1), or ``None`` for all of them: B
+        independent copies of the network in one ``NeuronGroup`` (B x P rate units), run at once.
     dt : float
         Brian2 time step (s), default 0.1 ms.
     method : str
-        Brian2 integration method (``"rk4"`` default, ``"euler"``). ``exponential_euler``
-        mis-handles these equations and is refused.
+        Brian2 integration method. ``"euler"`` (default) is exact: it is the scheme of
+        torch's ``Solver("euler", step=dt)`` and agrees with it to about 1e-12 relative.
+        ``"rk2"``, ``"rk4"`` and ``"heun"`` must be asked for and are *not* exact: Brian2
+        updates the summed coupling ``I_rec`` once per step, so these methods hold it fixed
+        within a step (about 1e-2 to 1 relative off for these stiff dynamics).
+        ``exponential_euler`` mis-handles these equations and is refused.
     record_dt : float, optional
         Monitor spacing (s); default every step.
-    y0 : array (2P,), optional
+    y0 : array (2P,) or (B, 2P), optional
         Initial ``[V, A]`` in mV; default 0.
     target : str
         Brian2 code-generation target for the runtime device (``"numpy"`` default, ``"cython"``).
@@ -148,15 +185,22 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     Returns
     -------
     Brian2Run
-        Call ``.run()``; results in ``.t`` (s), ``.rate`` (T, P) Hz of the first exported
-        trial and ``.trial_rates`` (T, B, P) Hz.
+        Call ``.run()``; results in ``.t`` (s), ``.rate`` (T, B P) Hz and ``.trial_rates``
+        (T, B, P) Hz.
+
+    Raises
+    ------
+    ValueError, IndexError, TypeError
+        An unknown ``method`` or ``device``, a ``trial`` outside the stimulus, or a stimulus
+        that does not fit (checked before anything is built).
     """
     import brian2 as b2
 
-    if method == "exponential_euler":
-        raise ValueError("exponential_euler mis-handles the DMF equations in Brian2 2.9; use 'rk4' or 'euler'")
+    stimulus = check_export(network, stimulus, duration, trial, dt, method)
     if device not in ("runtime", "cpp_standalone"):
         raise ValueError(f"device must be 'runtime' or 'cpp_standalone', got {device!r}")
+    trials = list(range(stimulus.batch_size)) if trial is None else [int(trial)]
+    model = brian2_model(network, stimulus, duration, trials, dt, y0)
     if device == "cpp_standalone":
         import tempfile
 
@@ -164,38 +208,18 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
                       build_on_run=True)  # a temporary project (kept: it can be re-run with new weights)
     else:
         b2.prefs.codegen.target = target
-    p = network.params
-    P1 = network.n_populations
-    stimulus = stimulus or Stimulus.none(1, network.n_inputs)
-    trials = list(range(stimulus.batch_size)) if trial is None else [int(trial)]
-    nT = len(trials)
-    P = P1 * nT
-    drive = np.concatenate([input_drive(network, stimulus, k, dt, duration) for k in trials], 1)
-    drive_ta = b2.TimedArray(drive * b2.nA * b2.Hz, dt=dt * b2.second, name="drive_ta")
-    ns = {"tau_m": p["tau_m"] * b2.second, "tau_a": p["tau_a"] * b2.second, "tau_s": p["tau_s"] * b2.second,
-          "R": p.R * b2.Mohm, "a": p["a"] * b2.Hz / b2.mV, "b": p["b"] * b2.Hz, "d": p["d"] * b2.second,
-          "nu_bg": p["nu_bg"] * b2.Hz, "drive_ta": drive_ta}
-    eqs = BRIAN2_EQUATIONS.replace("I_in : amp * Hz", "I_in = drive_ta(t, i) : amp * Hz")
-    G = b2.NeuronGroup(P, eqs, method=method, namespace=ns, dt=dt * b2.second, name="columns")
-    G.kappa = np.tile(np.asarray(network.kappa.cpu()), nT) * b2.mV * b2.second
-    G.W_bg = np.tile(np.asarray(network.bg_drive.cpu()) / p["nu_bg"], nT) * b2.nA if p["nu_bg"] else 0 * b2.nA
-    y = np.zeros((nT, 2 * P1)) if y0 is None else np.broadcast_to(
-        np.asarray(torch.as_tensor(y0).cpu(), dtype=float).reshape(-1, 2 * P1), (nT, 2 * P1))
-    G.V = y[:, :P1].reshape(-1) * b2.mV
-    G.A = y[:, P1:].reshape(-1) * b2.mV
-    with torch.no_grad():
-        G.rf = np.asarray(network.rates(torch.as_tensor(y, dtype=network.W_intra.dtype)).cpu()).reshape(-1) * b2.Hz
-    src1, tgt1, w1 = _connections(network)
-    src = np.concatenate([src1 + k * P1 for k in range(nT)])
-    tgt = np.concatenate([tgt1 + k * P1 for k in range(nT)])
-    w = np.tile(w1, nT)
-    S = b2.Synapses(G, G, model="w : amp\nI_rec_post = w * r_pre : amp * Hz (summed)", namespace=ns,
-                    dt=dt * b2.second, name="connections")
-    S.connect(i=src.astype(np.int64), j=tgt.astype(np.int64))
-    S.w = w * b2.nA
-    M = b2.StateMonitor(G, ["V", "A", "r", "rf"], record=True,
-                        dt=(record_dt or dt) * b2.second, name="rates")
+    arrays = model.for_trials()
+    step = dt * b2.second
+    ns = dict(model.namespace)
+    ns[model.drive_name] = b2.TimedArray(arrays["drive"], dt=step, name=model.drive_name)
+    G = b2.NeuronGroup(model.n_trials * model.n_populations, model.equations, method=method, namespace=ns,
+                       dt=step, name="columns")
+    for name, value in {**arrays["values"], **arrays["initial"]}.items():
+        setattr(G, name, value)
+    S = b2.Synapses(G, G, model=model.synapse_model, namespace=ns, dt=step, name="connections")
+    S.connect(i=arrays["source"], j=arrays["target"])
+    S.w = arrays["weight"]
+    M = b2.StateMonitor(G, ["V", "A", "r", "rf"], record=True, dt=(record_dt or dt) * b2.second, name="rates")
     net = b2.Network(G, S, M)
-    exported = stimulus if trial is None else stimulus.select([int(trial)])
-    return Brian2Run(net, G, S, M, duration, network, device=device, method=method, n_trials=nT,
-                     stimulus=exported)
+    return Brian2Run(net, G, S, M, duration, network, device=device, method=method, n_trials=model.n_trials,
+                     stimulus=stimulus if trial is None else stimulus.select([int(trial)]))

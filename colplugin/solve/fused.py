@@ -1,19 +1,18 @@
-"""Fused explicit Runge-Kutta solves of a dense network, with a hand-derived backward pass.
+"""Fused explicit Runge-Kutta solves of a dense field, with a hand-derived backward pass.
 
 torchdiffeq is the reference solver; this module integrates the *same* schemes (``euler``,
 ``midpoint``, torchdiffeq's ``rk4`` - the 3/8 rule - on the same fixed grid, and the
-Dormand-Prince ``dopri5`` pair with torchdiffeq's error norm and step-size rule) for networks
-whose coupling is one dense matrix (:class:`~colplugin.network.Coupling` with ``dense=True``).
-It exists for speed: for the few-column networks of the paper's tasks one vector-field
-evaluation is ~10 tiny tensor operations, so per-operation overhead, not arithmetic, sets
-the cost. Here
+Dormand-Prince ``dopri5`` pair with torchdiffeq's error norm and step-size rule) for fields
+whose coupling is one dense matrix (:class:`~colplugin.field.Field` with ``dense=True``).
+For networks of a few columns one vector-field evaluation is a handful of small tensor
+operations, so per-operation overhead, not arithmetic, sets the cost. Here
 
-* the forward solve builds no autograd graph; it keeps w and g (below) of every stage of
-  every accepted step;
+* the forward solve builds no autograd graph; it keeps w and g of every stage of every
+  accepted step (see :class:`~colplugin.field.FusedOperators`);
 * every stage is formed with one matrix product, ``Y_i = y + h (a_i . K)``, ``K`` the stacked
   stage derivatives;
 * the backward pass is the discrete adjoint of the Runge-Kutta scheme over the accepted
-  steps, written out with the analytic vector-field Jacobian,
+  steps, with the field's transposed Jacobian-vector products,
 
       k_i = F(Y_i),  Y_i = y + h sum_j a_ij k_j,  y' = y + h sum_i b_i k_i
       gk_i = h b_i lam + h sum_{j>i} a_ji u_j,   u_i = (dF/dy)(Y_i)^T gk_i,   lam <- lam + sum_i u_i
@@ -22,16 +21,8 @@ the cost. Here
   backpropagation through torchdiffeq's ``odeint`` gives; for dopri5, the gradient with the
   accepted step sizes held fixed).
 
-The vector field (see :mod:`colplugin.dynamics`) with y = [V, A] (B, 2P), x = V - A,
-z = d (a x - b), r = f(x) = g(z) / d, g(z) = z / (1 - e^-z):
-
-    F(y) = r Wk + [drive_k, 0] + y * c,   Wk = [c_R W^T | diag(kappa / tau_a)],  c = [-1/tau_m, -1/tau_a]
-    (dF/dy)^T q = q * c + f'(x) * (q Wk^T) [I; -I]^T
-
-(products with the identity blocks are exact). The loop computes w = -z = y Mw + d b with
-Mw = -d a [I; -I] and g = w / expm1(w) (3 operations), and k = g (Wk / d) + ... The
-parameter cotangents are ``r^T q_V`` for the coupling matrix and ``q_V`` for the drive of
-the current stimulus segment.
+Everything model-specific (the stage evaluation, its Jacobian products and the parameter
+cotangents) comes from :meth:`colplugin.field.Field.fused`; this module holds the schemes.
 """
 
 from __future__ import annotations
@@ -42,7 +33,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..field import g_slope
+from ..field import Field, FusedOperators
 
 __all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "fused_solve"]
 
@@ -104,43 +95,15 @@ class StepSizeUnderflow(RuntimeError):
     """The adaptive step shrank below 1e-12 of the interval: the solve diverged or is too stiff."""
 
 
-def _operators(coupling, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The vector field in the scaled form of the hot loop (see the module docstring).
-
-    Returns Mw = -d a M (2P, P), Wg = Wk / d (P, 2P), c (2P) and the scalar tensor d b.
-    """
-    P = coupling.P
-    a, b, d = coupling.abd
-    eye = torch.eye(P, dtype=Wt.dtype, device=Wt.device)
-    Mw = torch.cat([eye, -eye], 0).mul_(-d * a)
-    kr = torch.as_tensor(coupling.kappa_over_tau_a, dtype=Wt.dtype, device=Wt.device).expand(P)
-    Wg = torch.cat([Wt, torch.diag(kr)], 1).div_(d)
-    c = torch.cat([torch.full((P,), -coupling.inv_tau_m, dtype=Wt.dtype, device=Wt.device),
-                   torch.full((P,), -coupling.inv_tau_a, dtype=Wt.dtype, device=Wt.device)])
-    return Mw, Wg, c, torch.tensor(d * b, dtype=Wt.dtype, device=Wt.device)
-
-
-def _g(w: torch.Tensor) -> torch.Tensor:
-    """g = w / expm1(w) = z / (1 - e^-z) = d f (z = -w), in 3 operations (hot loop).
-
-    Overflow-free: for w >> 0 (z << 0), expm1 = inf and g = +0 (the exact value
-    underflows). At w = 0 the quotient is 0/0, replaced by the limit 1; a NaN ``w`` also
-    maps to 1 here, but it stays in the state, where the divergence checks see it.
-    """
-    return torch.div(w, torch.expm1(w)).nan_to_num_(nan=1.0)
-
-
 class _FusedSolve(torch.autograd.Function):
     """States at the output stops; backward = discrete adjoint over the accepted steps."""
 
     @staticmethod
-    def forward(ctx, y0, Wt, drive, coupling, stops, seg, out_idx, method, watch, opts):
+    def forward(ctx, y0, Wg, drive, ops: FusedOperators, stops, seg, out_idx, method, watch, opts):
         tab = TABLEAUS[method]
         s, s_sol = tab.stages, tab.solution_stages
-        P = coupling.P
+        P = ops.P
         dt, dev = y0.dtype, y0.device
-        Mw, Wg, c, db = _operators(coupling, Wt)
-        drive2 = torch.cat([drive, torch.zeros_like(drive)], 2)  # [drive_k, 0] (Bd, K, 2P)
         B, N = y0.shape[0], y0.numel()
         A_full = torch.zeros(s, s, dtype=dt, device=dev)
         for i, row in enumerate(tab.a, start=1):
@@ -168,9 +131,7 @@ class _FusedSolve(torch.autograd.Function):
         def stage(i: int, y: torch.Tensor, h: float, dr: torch.Tensor, Y: torch.Tensor | None = None):
             if Y is None:
                 Y = y if i == 0 else torch.addmm(y.view(1, N), a_rows[i], K[:i], alpha=h).view(B, 2 * P)
-            w = torch.addmm(db, Y, Mw)
-            g = _g(w)
-            torch.addmm(dr, g, Wg, out=Kv[i]).addcmul_(Y, c)
+            w, g = ops.stage(Y, dr, Kv[i])
             if i == s - 2:
                 Ys[0] = Y
             return w, g
@@ -183,7 +144,7 @@ class _FusedSolve(torch.autograd.Function):
         n_attempts = 0
         for m in range(len(stops) - 1):
             t, t_end, k = stops[m], stops[m + 1], seg[m]
-            dr = drive2[:, k]
+            dr = drive[:, k]
             if m == 0 or k != seg[m - 1]:
                 first = None  # the drive changed: stage 1 must be re-evaluated
             while t < t_end:
@@ -239,8 +200,8 @@ class _FusedSolve(torch.autograd.Function):
             shape = (n, s_sol, B, P)
             Wst = torch.stack(ws).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
             Gst = torch.stack(gv).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
-            ctx.save_for_backward(Wst, Gst, Wt, drive)
-        ctx.coupling, ctx.steps, ctx.method = coupling, steps, method
+            ctx.save_for_backward(Wst, Gst, drive)
+        ctx.ops, ctx.steps, ctx.method = ops, steps, method
         ctx.out_at = {landed[m]: js for m, js in out_at.items() if m > 0}
         ctx.out_at0 = out_at.get(0, [])
         ctx.n_segments = drive.shape[1]
@@ -249,15 +210,13 @@ class _FusedSolve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        Wst, Gst, Wt, drive = ctx.saved_tensors  # w and g of every stage (steps, stages, B, P)
-        coupling, steps, tab = ctx.coupling, ctx.steps, TABLEAUS[ctx.method]
+        Wst, Gst, drive = ctx.saved_tensors  # w and g of every stage (steps, stages, B, P)
+        ops, steps, tab = ctx.ops, ctx.steps, TABLEAUS[ctx.method]
         s = tab.solution_stages
-        P = coupling.P
+        P = ops.P
         B = grad_out.shape[1]
         N = B * 2 * P
         dt, dev = Wst.dtype, Wst.device
-        Mw, Wg, c, _ = _operators(coupling, Wt)
-        MwT, WgT = Mw.T.contiguous(), Wg.T.contiguous()
         A_full = torch.zeros(s, s, dtype=dt, device=dev)
         for i, row in enumerate(tab.a[:s - 1], start=1):
             A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
@@ -270,7 +229,7 @@ class _FusedSolve(torch.autograd.Function):
             for j in ctx.out_at.get(n + 1, ()):
                 lam.add_(grad_out[j])
             h = steps[n][0]
-            S = g_slope(torch.neg(Wst[n]), Gst[n])  # dg/dz of the step's stages (z = -w)
+            S = ops.slope(Wst[n], Gst[n])  # dg/dz of the step's stages (z = -w)
             for i in range(s - 1, -1, -1):
                 bi = tab.b[i]
                 if i == s - 1:
@@ -278,36 +237,35 @@ class _FusedSolve(torch.autograd.Function):
                 else:
                     gk = torch.addmm(lam.view(1, N), a_cols[i], U[i + 1:], beta=h * bi, alpha=h).view(B, 2 * P)
                 gs.append(gk)
-                sz = torch.mm(gk, WgT).mul_(S[i])  # dL/dz;  dL/dY = gk c + (dL/dw) Mw^T,  dL/dw = -dL/dz
-                torch.addmm(gk * c, sz, MwT, alpha=-1.0, out=Uv[i])
+                ops.vjp(gk, S[i], Uv[i])
             lam.add_(U.sum(0).view(B, 2 * P))
         for j in ctx.out_at0:
             lam.add_(grad_out[j])
-        g_Wt = g_drive = None
+        g_Wg = g_drive = None
         if steps and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-            G = torch.stack(gs[::-1]).reshape(len(steps), s, B, 2 * P)[..., :P]  # forward order
-            if ctx.needs_input_grad[1]:  # sum over steps, stages and trials of r^T g_V
-                g_Wt = (Gst.reshape(-1, P).T @ G.reshape(-1, P)).div_(coupling.abd[2])  # r = g / d
+            G = torch.stack(gs[::-1]).reshape(len(steps), s, B, 2 * P)  # forward order
+            if ctx.needs_input_grad[1]:  # sum over steps, stages and trials of g^T gk
+                g_Wg = ops.grad_Wg(Gst, G)
             if ctx.needs_input_grad[2]:
                 seg_t = torch.tensor([k for _, k in steps], device=dev)
-                g = torch.zeros((ctx.n_segments, B, P), dtype=dt, device=dev).index_add_(0, seg_t, G.sum(1))
+                g = torch.zeros((ctx.n_segments, B, 2 * P), dtype=dt, device=dev).index_add_(0, seg_t, G.sum(1))
                 g = g.transpose(0, 1)  # (B, K, P)
                 g_drive = g if drive.shape[0] > 1 else g.sum(0, keepdim=True)
         elif ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            g_Wt, g_drive = torch.zeros_like(Wt), torch.zeros_like(drive)
-        return lam, g_Wt, g_drive, None, None, None, None, None, None, None
+            g_Wg, g_drive = torch.zeros_like(ops.Wg), torch.zeros_like(drive)
+        return lam, g_Wg, g_drive, None, None, None, None, None, None, None
 
 
-def fused_solve(coupling, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
+def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
                 out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None], *,
                 step: float = 5e-4, rtol: float = 1e-6, atol: float = 1e-6,
                 watch_every: int = 25) -> tuple[torch.Tensor, int]:
-    """Integrate ``coupling``'s vector field through ``stops`` with an explicit RK ``method``.
+    """Integrate ``field`` through ``stops`` with an explicit Runge-Kutta ``method``.
 
     Parameters
     ----------
-    coupling : colplugin.network.Coupling
-        A dense coupling (``coupling.dense``).
+    field : colplugin.field.Field
+        A dense field (``field.dense``).
     y0 : torch.Tensor, shape (B, 2P)
         Initial state, mV.
     stops : sequence of float
@@ -320,7 +278,7 @@ def fused_solve(coupling, y0: torch.Tensor, stops: Sequence[float], seg: Sequenc
         Indices into ``stops`` of the output times.
     method : {"euler", "midpoint", "rk4", "dopri5"}
     watch : callable
-        ``watch(t, w, steps)`` every ``watch_every`` steps with ``w = -d (a (V - A) - b)`` of a recent
+        ``watch(t, x, steps)`` every ``watch_every`` steps with ``x = V - A`` (mV) of a recent
         stage; raises to stop a diverging solve.
     step : float
         Initial step of adaptive methods (s).
@@ -331,7 +289,7 @@ def fused_solve(coupling, y0: torch.Tensor, stops: Sequence[float], seg: Sequenc
     Returns
     -------
     states : torch.Tensor, shape (len(out_idx), B, 2P)
-        Differentiable with respect to ``y0`` and the coupling's tensors.
+        Differentiable with respect to ``y0`` and the field's tensors.
     nfe : int
         Vector-field evaluations.
 
@@ -339,15 +297,19 @@ def fused_solve(coupling, y0: torch.Tensor, stops: Sequence[float], seg: Sequenc
     ------
     StepSizeUnderflow
         If an adaptive step shrinks to nothing.
+    ValueError
+        For a sparse field, an unknown method or inconsistent segments.
     """
-    if not coupling.dense:
-        raise ValueError("the fused solver needs a dense coupling (networks of at most "
-                         "ColumnNetwork.dense_max_populations populations); use Solver(backend='torchdiffeq')")
     if method not in TABLEAUS:
         raise ValueError(f"the fused solver supports {sorted(TABLEAUS)}, not {method!r}")
     if len(seg) != len(stops) - 1:
         raise ValueError("fused_solve: one stimulus segment per interval between stops is required")
+    ops = field.fused()
     opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every}
-    out = _FusedSolve.apply(y0, coupling.Wt, coupling.drive, coupling, list(stops), list(seg), list(out_idx),
-                            method, watch, opts)
+
+    def watch_x(t: float, w: torch.Tensor, steps: int) -> None:
+        watch(t, ops.potential(w), steps)
+
+    out = _FusedSolve.apply(y0, ops.Wg, ops.drive, ops, list(stops), list(seg), list(out_idx),
+                            method, watch_x, opts)
     return out, opts["nfe"]

@@ -1,10 +1,15 @@
-"""Batched simulation of a :class:`~colplugin.network.ColumnNetwork` with torchdiffeq."""
+"""Batched simulation of a :class:`~colplugin.network.ColumnNetwork`: ``simulate`` and its :class:`Trajectory`.
+
+The network's :class:`~colplugin.field.Field` (built once per solve) is integrated by
+torchdiffeq (``odeint``, or ``odeint_adjoint`` for :class:`~colplugin.solve.strategies.Adjoint`
+gradients) or by the fused Runge-Kutta loop (:mod:`colplugin.solve.fused`), as the
+:class:`~colplugin.solve.strategies.Solver` says.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -12,12 +17,13 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from .._neo import rate_block
 from ..field import filter_rate
-from .fused import StepSizeUnderflow, fused_solve
-from .strategies import Adjoint, Direct, Gradient, SimulationError, Solver, as_gradient, check_combination
 from ..network import ColumnNetwork
 from ..stimulus import Stimulus
+from .fused import StepSizeUnderflow, fused_solve
+from .strategies import Adjoint, Gradient, SimulationError, Solver, as_gradient, check_combination
 
 __all__ = ["Solver", "Trajectory", "SimulationError", "simulate"]
+
 
 class _ODEFunc(nn.Module):
     """dy/dt = vector field of the network in the current stimulus segment (for torchdiffeq).
@@ -29,14 +35,15 @@ class _ODEFunc(nn.Module):
     """
 
     def __init__(self, network: ColumnNetwork, stimulus: Stimulus, per_step: bool,
-                 max_rate: float = float("inf"), max_steps: int = 10**9, check_every: int = 25) -> None:
+                 max_rate: float = float("inf"), max_steps: int = 10**9, check_every: int = 25,
+                 dense: bool | None = None) -> None:
         super().__init__()
-        self.network = [network]  # not a submodule: its parameters reach the solve via `coupling`
+        # the network is not a submodule: its parameters reach the solve through the field's tensors
+        self.field = network.field(stimulus.rates if stimulus.n_inputs else None, dense=dense)
         # V - A above x_max means f > max_rate (f(x) >= a x - b)
-        self.x_max = (max_rate + network.b) / network.a
+        self.x_max = (max_rate + self.field.b) / self.field.a
         self.max_rate, self.max_steps, self.check_every = max_rate, max_steps, check_every
         self.steps = 0
-        self.coupling = network.coupling(stimulus.rates if stimulus.n_inputs else None)
         self.times = stimulus.times
         self.piecewise = stimulus.n_inputs > 0 and stimulus.times.numel() > 1
         self.per_step = per_step
@@ -47,7 +54,10 @@ class _ODEFunc(nn.Module):
         return int(torch.searchsorted(self.times, t.reshape(1), right=True)[0]) - 1
 
     def _watch(self, t0: torch.Tensor | float, x: torch.Tensor, steps: int = 1) -> None:
-        """Stop a diverging solve early instead of after it has run to the end (``steps``: taken since the last call)."""
+        """Stop a diverging solve early instead of after it has run to the end.
+
+        ``x = V - A`` (mV) of a recent state; ``steps``: steps taken since the last call.
+        """
         self.steps += steps
         if steps == 1 and self.steps % self.check_every:
             return
@@ -78,7 +88,7 @@ class _ODEFunc(nn.Module):
         self.nfe += 1
         if self.piecewise and not self.per_step:
             self.k = self._segment(t)
-        return self.coupling(y, self.k)
+        return self.field(y, self.k)
 
 
 @dataclass
@@ -125,7 +135,7 @@ class Trajectory:
     def rate_filtered(self) -> torch.Tensor:
         """Low-pass filtered rate r~ (T, B, P), Hz (tau_s, started at r(0))."""
         if self._filtered is None:
-            self._filtered = filter_rate(self.t, self.rate, self.network.tau_s)
+            self._filtered = filter_rate(self.t, self.rate, self.network.params["tau_s"])
         return self._filtered
 
     @property
@@ -172,9 +182,20 @@ def _stuck(solver: Solver) -> SimulationError:
         "diverges, loosen rtol/atol, or lower the inter-column weights")
 
 
+def _prepared(stimulus: Stimulus, batch_size: int, dtype: torch.dtype, device: torch.device) -> Stimulus:
+    """The stimulus in the solve's dtype and device, expanded to ``batch_size`` trials.
+
+    Built with an explicit ``dtype``: the change points keep their float64 values (a
+    Stimulus built without one takes torch's default dtype).
+    """
+    rates = stimulus.rates.expand(batch_size, -1, -1)  # batch sizes are checked by simulate
+    return Stimulus(stimulus.times.to(device=device, dtype=dtype), rates.to(device=device, dtype=dtype),
+                    dtype=dtype, device=device)
+
+
 def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch.Tensor,
                  stimulus: Stimulus, solver: Solver) -> torch.Tensor:
-    """States at ``t`` from :func:`colplugin.fused.fused_solve` (fixed grid or adaptive steps)."""
+    """States at ``t`` from :func:`colplugin.solve.fused.fused_solve` (fixed grid or adaptive steps)."""
     extra = torch.cat([jumps.to(t), t])
     stops = extra.unique(sorted=True) if solver.adaptive else solver.grid(t, extra)
     out_idx = torch.searchsorted(stops, t).clamp_max(len(stops) - 1)
@@ -184,14 +205,9 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
     seg = (torch.searchsorted(stimulus.times.to(t), mid, right=True) - 1).clamp_min(0)
     if not func.piecewise:
         seg = torch.zeros_like(seg)
-    a, b, d = func.coupling.abd
-
-    def watch(tn: float, w: torch.Tensor, steps: int) -> None:  # w = -d (a x - b)
-        func._watch(tn, (b - w / d) / a, steps)
-
     try:
-        state, func.nfe = fused_solve(func.coupling, y0, stops.tolist(), seg.tolist(), out_idx.tolist(),
-                                      solver.method, watch, step=solver.step, rtol=solver.rtol,
+        state, func.nfe = fused_solve(func.field, y0, stops.tolist(), seg.tolist(), out_idx.tolist(),
+                                      solver.method, func._watch, step=solver.step, rtol=solver.rtol,
                                       atol=solver.atol, watch_every=func.check_every)
     except StepSizeUnderflow:
         raise _stuck(solver) from None
@@ -200,7 +216,7 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
 
 def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
              dt_out: float = 1e-3, y0: torch.Tensor | None = None, solver: Solver | None = None,
-             gradient: Gradient | str = Direct(), max_rate: float = 2000.0) -> Trajectory:
+             gradient: Gradient | str | None = None, max_rate: float = 2000.0) -> Trajectory:
     """Simulate a batch of trials in one ODE solve.
 
     Parameters
@@ -248,7 +264,6 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     if stimulus.n_inputs != network.n_inputs:
         raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
                          f"{network.n_inputs} (one per Input projection channel)")
-    stimulus = stimulus.to(device=dev, dtype=dtype)
     if y0 is None:
         y0 = network.initial_state(stimulus.batch_size)
     y0 = torch.as_tensor(y0, dtype=dtype, device=dev)
@@ -262,7 +277,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         raise ValueError(f"batch sizes do not fit: y0 has {y0.shape[0]} trials, the stimulus "
                          f"{stimulus.batch_size}")
     y0 = y0.expand(B, -1).contiguous()
-    stimulus = stimulus.expand(B)
+    stimulus = _prepared(stimulus, B, dtype, dev)
     n = int(round(duration / dt_out))
     t = torch.arange(n + 1, dtype=dtype, device=dev) * dt_out
     t[-1] = duration
@@ -271,14 +286,15 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     jumps = stimulus.jump_times
     jumps = jumps[(jumps > 0) & (jumps < duration)]
     func = _ODEFunc(network, stimulus, per_step=not solver.adaptive, max_rate=max_rate,
-                    max_steps=solver.max_steps)
+                    max_steps=solver.max_steps, dense=solver.dense)
     opts = solver.options(jumps, t)
     kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method, options=opts)
     try:
         if isinstance(gradient, Adjoint):
-            params = func.coupling.tensors
+            params = func.field.tensors
             ck = gradient.checkpoint
-            t_fine = torch.cat([t, torch.arange(1, int(duration / ck), dtype=dtype, device=dev) * ck]).unique(sorted=True)
+            t_ck = torch.arange(1, int(duration / ck), dtype=dtype, device=dev) * ck
+            t_fine = torch.cat([t, t_ck]).unique(sorted=True)
             keep = torch.ones_like(t_fine, dtype=torch.bool)
             keep[1:] = (t_fine[1:] - t_fine[:-1]) > 1e-9
             t_fine = t_fine[keep | torch.isin(t_fine, t)]

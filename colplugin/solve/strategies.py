@@ -61,6 +61,11 @@ class Solver:
         as torchdiffeq) and ``dopri5`` (torchdiffeq's error norm and step-size rule, plus a
         stiffness cap); it builds no autograd graph and its backward pass is the exact
         gradient of the discrete solve.
+    dense : bool, optional
+        How the field couples populations: one dense P x P matrix (``True``; required by
+        the fused backend) or per-area blocks plus an edge list (``False``; memory grows
+        with the connections). Default: dense up to
+        :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations.
     """
 
     method: str = "rk4"
@@ -69,6 +74,7 @@ class Solver:
     atol: float = 1e-6
     max_steps: int = 1_000_000
     backend: str = "torchdiffeq"
+    dense: bool | None = None
 
     def __post_init__(self) -> None:
         if self.method not in _FIXED | _ADAPTIVE:
@@ -79,6 +85,9 @@ class Solver:
         if self.backend == "fused" and self.method not in TABLEAUS:
             raise ValueError(f"Solver(backend='fused') integrates {', '.join(sorted(TABLEAUS))} only, not "
                              f"{self.method!r}; use backend='torchdiffeq' for torchdiffeq's {self.method}")
+        if self.backend == "fused" and self.dense is False:
+            raise ValueError("Solver(backend='fused') needs the dense coupling; use dense=None or True, "
+                             "or backend='torchdiffeq' for the sparse one")
         if not (self.step > 0 and math.isfinite(self.step)):
             raise ValueError(f"Solver step must be a positive time in s, got {self.step}")
         if not (self.rtol > 0 and self.atol > 0):
