@@ -571,7 +571,7 @@ class Field:
         y = np.zeros((1, 2 * P)) if y0 is None else _numpy(y0).astype(float).reshape(-1, 2 * P)
         if y.shape[0] not in (1, B):
             raise ValueError(f"y0 has {y.shape[0]} trials, the input {B}")
-        y = np.broadcast_to(y, (B, 2 * P))
+        y = np.array(np.broadcast_to(y, (B, 2 * P)))
         rf = _numpy(self.rates(torch.as_tensor(y, dtype=torch.float64)))
         src, tgt, w = self.connections()
         return Brian2Model(lines=tuple(lines), equations=equations, synapse_lines=BRIAN2_SYNAPSE,

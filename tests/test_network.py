@@ -18,7 +18,9 @@ def test_layout_and_names(dl25):
     ff = net.projection_weights("feedforward:lower->upper")
     assert len(ff["weight"]) == 4  # 2 source columns x (L4E, L4I)
     assert set(ff["source"]) == {"lower[0].L23E", "lower[1].L23E"}
-    # the split rule: lower columns get N/2, the single upper column the full N
+    # the split rule: lower columns get N/2, the single upper column the full N. By hand,
+    # K = ln(1 - P) / ln(1 - 1/(N N)) / N with PD14's P[L23E, L23E] = 0.1009 and MT's
+    # N_L23E = 60606: 6446.1 (full N), 3223.1 (N/2 = 30303)
     K_low = net.W_intra[0, 0, 0] / 0.0878
     K_up = net.W_intra[1, 0, 0] / 0.0878
     assert float(K_low) == pytest.approx(3223.1, abs=0.05)
