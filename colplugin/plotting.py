@@ -8,7 +8,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-__all__ = ["save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay", "plot_validation"]
+__all__ = ["save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay",
+           "plot_validation"]
 
 
 def save_figure(fig: Figure, path: Any, dpi: int = 110) -> None:

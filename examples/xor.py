@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 import colplugin as cp
-from colplugin.experiments import reproduce_xor, train_run
+from colplugin.experiments import reproduce, train_run
 from colplugin.tasks.xor import truth_table
 
 parser = argparse.ArgumentParser()
@@ -24,8 +24,8 @@ out = Path(args.out)
 if args.quick:
     train_run("xor", seed=0, out=out / "seed0", updates=3, progress=False)
 else:
-    summary = reproduce_xor(10, out)
-    print(f"{summary['solved']}/10 seeds reached 100 % test accuracy; updates: {summary['updates_to_solve']}")
+    summary = reproduce("xor", out)  # XOR's reproduction: Figure 1B over its 10 seeds
+    print(summary["headline"])
 net = cp.load_checkpoint(out / "seed0" / "checkpoint.pt")["network"]
 for column, info in truth_table(net).items():
     print(f"{column}: computes {info['function']:<6} E/I input ratio {info['EI_ratio']:.2f}  "

@@ -31,3 +31,25 @@ def test_bad_inputs_give_errors_not_tracebacks(tmp_path, capsys):
     (corrupt / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["export", str(corrupt), "--out", str(tmp_path / "z")]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_version_and_help_on_every_option(capsys):
+    import argparse
+
+    from colplugin import __version__
+    from colplugin.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and __version__ in capsys.readouterr().out
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"colplugin {name} {action.dest} has no help text"
+    assert "--to" not in subparsers.choices["export"].format_help()
+    from colplugin.tasks import TASKS
+
+    train_choices = next(a for a in subparsers.choices["train"]._actions if a.dest == "task").choices
+    assert set(train_choices) == set(TASKS)  # the task choices come from the registry

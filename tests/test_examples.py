@@ -16,7 +16,7 @@ def test_example_runs(name, tmp_path):
                                                                             "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     if name == "neo_round_trip.py":
-        line = [l for l in proc.stdout.splitlines() if l.startswith("relative RMS")][0]
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("relative RMS")][0]
         final = float(line.split("->")[1].split("%")[0])
         assert final < 5.0  # the fit recovers the known network's rates within 5 % RMS
 

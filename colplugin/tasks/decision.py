@@ -93,7 +93,7 @@ def wong_wang(mu: torch.Tensor, duration: float, *, dt: float = 5e-4, sigma: flo
 
     ``dS_i/dt = -S_i / tau_S + (1 - S_i) gamma H(x_i)``, ``x_1 = J11 S_1 - J12 S_2 + I0 +
     J_ext mu_1 + I_noise,1`` (symmetric for pool 2), ``H`` the transfer function of
-    :func:`colplugin.dynamics.transfer` with ``a = 270 Hz/nA, b = 108 Hz, d = 0.154 s``;
+    :func:`colplugin.field.transfer` with ``a = 270 Hz/nA, b = 108 Hz, d = 0.154 s``;
     the noise is an Ornstein-Uhlenbeck process ``tau_AMPA dI/dt = -I + eta sqrt(tau_AMPA) sigma``.
 
     Noiseless runs are solved phase by phase (the stimulus on/off times are phase edges) by
