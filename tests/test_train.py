@@ -163,3 +163,18 @@ def test_resume_keeps_the_rollback_state(tmp_path):
     assert [m["rolled_back"] for m in res2.metrics] == [m["rolled_back"] for m in res.metrics]
     for a, b in zip(full.learnable_parameters(), resumed.learnable_parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    task = TinyXOR()
+    net = task.build_network(seed=0)
+    train(net, task, updates=1, gradient="direct", progress=False, evaluate=False, out=tmp_path)
+    with pytest.raises(CheckpointError, match="other training settings.*gradient"):
+        train(task.build_network(seed=0), task, updates=2, gradient="adjoint", progress=False, evaluate=False,
+              out=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="lr: 0.1 -> 0.3"):
+        train(task.build_network(seed=0), task, updates=2, gradient="direct", lr=0.3, progress=False,
+              evaluate=False, out=tmp_path, resume=True)
+    res = train(task.build_network(seed=0), task, updates=2, gradient="direct", progress=False, evaluate=False,
+                out=tmp_path, resume=True)  # more updates with the same settings: fine
+    assert len(res.metrics) == 2

@@ -234,6 +234,14 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         ckpt = load_checkpoint(ckpt_path, network)
         if ckpt["task"].get("name") != task.name:
             raise CheckpointError(f"checkpoint is for task {ckpt['task'].get('name')!r}, not {task.name!r}")
+        stored = ckpt.get("settings")
+        if stored is not None:  # a resumed run continues with the settings it started with (more updates allowed)
+            changed = sorted(k for k, v in s.to_dict().items() if k != "updates" and stored.get(k) != v)
+            if changed:
+                raise CheckpointError(
+                    f"cannot resume {ckpt_path} with other training settings ({', '.join(changed)}: "
+                    f"{', '.join(f'{stored.get(k)!r} -> {s.to_dict()[k]!r}' for k in changed)}); resume with "
+                    "the run's own settings or start a new run in another directory")
         opt.load_state_dict(ckpt["optimizer"])
         if sched is not None and ckpt["scheduler"] is not None:
             sched.load_state_dict(ckpt["scheduler"])
