@@ -67,7 +67,9 @@ def _task_from_args(args: argparse.Namespace):
             if getattr(args, dest, None) is not None:
                 raise ValueError(f"{flag} belongs to task {name!r}, not {args.task!r}; "
                                  f"see `colplugin {args.command} {args.task} --help`")
-    return cls.from_args(args)
+    task = cls.from_args(args)
+    task.settings.override(updates=args.updates, gradient=args.gradient, lr=args.lr)  # refuse bad values up front
+    return task
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -124,7 +126,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = _new_run_dir(args.out, f"run-{task.name}", args.overwrite)
     print(f"run directory: {out}", flush=True)
     r = main_run(out, task, progress=not args.no_progress, updates=args.updates, resume=args.resume,
-                 validate_scale=args.validate_scale or None, validate_duration=args.validate_duration, seed=args.seed)
+                 validate_scale=args.validate_scale or None, validate_duration=args.validate_duration, seed=args.seed,
+                 gradient=args.gradient, lr=args.lr)
     s = r["summary"]
     print(f"\n== colplugin run {task.name} ==")
     print(f"learned:   {s['updates']} updates, test accuracy {s['final_accuracy']}, loss {s['final_loss']:.4g}")
@@ -205,7 +208,7 @@ def _add_training(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``colplugin`` argument parser; the task choices come from the task registry."""
     from colplugin import __version__
-    from colplugin.tasks import TASKS
+    from colplugin.tasks import DEFAULT_TASK, TASKS
 
     parser = argparse.ArgumentParser(prog="colplugin", description=__doc__)
     parser.add_argument("--version", action="version", version=f"colplugin {__version__}")
@@ -243,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("run", help="main job: train, export to Brian2, compare, validate, write Neo/NIX and a report")
-    p.add_argument("task", nargs="?", default="xor", choices=sorted(TASKS), help="the task (default xor)")
+    p.add_argument("task", nargs="?", default=DEFAULT_TASK, choices=sorted(TASKS),
+                   help=f"the task (default {DEFAULT_TASK})")
     _add_training(p)
     p.add_argument("--validate-scale", type=float, default=0.1,
                    help="neuron scale of the spiking validation (default 0.1; 0: no validation)")
@@ -262,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train, _task_options=_add_task_options(p, TASKS))
 
     reproducible = {name: cls for name, cls in TASKS.items() if cls.can_reproduce()}
-    p = sub.add_parser("reproduce", help="reproduce a task's paper figure (e.g. XOR Figure 1B, decision Figure 2)")
+    p = sub.add_parser("reproduce", help="reproduce a task's paper figure (its runs over seeds and the figure)")
     p.add_argument("task", choices=sorted(reproducible), help="the task")
     _add_training(p)
     p.add_argument("--seeds", type=int, default=None,

@@ -88,7 +88,7 @@ def reproduce(task: Task | str, out: Path, *, seeds: int | None = None, seed: in
               gradient: Any = None, lr: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Train the runs of a task's reproduction and draw its figure (:meth:`Task.reproduce`).
 
-    Tasks with ``reproduce_seeds`` (figures over seeds, e.g. XOR's Figure 1B) train seeds
+    Tasks with ``reproduce_seeds`` (figures over seeds) train seeds
     ``seed, seed + 1, ...`` into ``out/seed<k>/``; the others train one run (``seed``)
     directly into ``out``.
 
@@ -218,9 +218,9 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
     return report
 
 
-def main_run(out: Path, task: Task | str = "xor", progress: bool = True, updates: int | None = None,
+def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | None = None,
              validate_scale: float | None = 0.1, validate_duration: float = 2.5, resume: bool = False,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, gradient: Any = None, lr: float | None = None) -> dict[str, Any]:
     """The main job: train, export to Brian2 and run there, compare, validate, write Neo/NIX and a report.
 
     Writes ``train/`` (:func:`train_run`), ``brian2/`` (:func:`export_run` of the task's
@@ -234,8 +234,8 @@ def main_run(out: Path, task: Task | str = "xor", progress: bool = True, updates
     task : Task or str
         A task object or a registered task name.
     progress : bool
-    updates : int, optional
-        Override the task's number of updates.
+    updates, gradient, lr : optional
+        Override the task's training settings (``None``: ``task.settings``).
     validate_scale : float, optional
         Neuron scale of the spiking validation (``None`` or 0: no validation).
     validate_duration : float
@@ -249,7 +249,8 @@ def main_run(out: Path, task: Task | str = "xor", progress: bool = True, updates
     task = _task(task)
     out = Path(out)
     resume = resume and (out / "train" / "checkpoint.pt").exists()
-    res = train_run(task, seed, out / "train", progress=progress, updates=updates, resume=resume)
+    res = train_run(task, seed, out / "train", progress=progress, updates=updates, gradient=gradient, lr=lr,
+                    resume=resume)
     net = res.network
     agree = export_run(net, task.evaluation_stimulus(), task.duration, out / "brian2", seed=seed)
     validation = None

@@ -53,3 +53,11 @@ def test_version_and_help_on_every_option(capsys):
 
     train_choices = next(a for a in subparsers.choices["train"]._actions if a.dest == "task").choices
     assert set(train_choices) == set(TASKS)  # the task choices come from the registry
+
+
+@pytest.mark.parametrize("option", [["--updates", "0"], ["--updates", "-5"], ["--lr", "0"], ["--lr", "-1"]])
+def test_bad_training_settings_are_refused_before_work(option, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "xor", *option, "--out", str(out), "--no-progress"]) == 2
+    assert option[0].lstrip("-") in capsys.readouterr().err
+    assert not out.exists()

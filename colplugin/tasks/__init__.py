@@ -13,8 +13,11 @@ from .decision import Decision, wong_wang
 from .fit import FitTarget
 from .xor import XOR
 
+#: The task that ``colplugin run`` trains when none is named (the paper's first experiment).
+DEFAULT_TASK = XOR.name
+
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["Task", "XOR", "Decision", "FitTarget", "wong_wang", "TASKS", "get_task", "task_class",
+__all__ = ["DEFAULT_TASK", "Task", "XOR", "Decision", "FitTarget", "wong_wang", "TASKS", "get_task", "task_class",
            "register_task"]
