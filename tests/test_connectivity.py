@@ -21,9 +21,10 @@ def test_l4e_to_l23e_doubling_by_name(dl25, pd14):
     assert P["L4E", "L23E"] == pytest.approx(0.0077)  # the transposed cell is untouched
     assert connection_probability(pd14)["L23E", "L4E"] == pytest.approx(0.0437)
     J = synaptic_strengths(pd14, column_sizes(pd14, "pd14"))
-    assert J["L23E", "L4E"] == pytest.approx(2 * 0.0878)
-    assert J["L4E", "L23E"] == pytest.approx(0.0878)
-    assert J["L23E", "L23I"] == pytest.approx(-4 * 0.0878)
+    # PD14 Table 5: J = 87.81 pA, g = -4, L4E -> L2/3E weight doubled
+    assert J["L23E", "L4E"] == pytest.approx(2 * 0.08781)
+    assert J["L4E", "L23E"] == pytest.approx(0.08781)
+    assert J["L23E", "L23I"] == pytest.approx(-4 * 0.08781)
 
 
 def test_inhibitory_factors_mt(dl25):

@@ -74,3 +74,54 @@ def test_round_trip_through_json(tmp_path, dl25):
     data = json.loads(path.read_text())
     assert data["tau_m"]["unit"] == "s" and data["tau_m"]["value"] == pytest.approx(0.02)
     assert cp.load_params(path) == dl25
+
+
+def test_pd14_is_the_one_copy(dl25, pd14):
+    # dl25 starts from pd14 (base = "pd14") and changes only what dL25 changes
+    np.testing.assert_array_equal(dl25["connection_probability"], pd14["connection_probability"])
+    np.testing.assert_array_equal(dl25["K_in"], pd14["K_in"])
+    assert dl25.source("connection_probability") == pd14.source("connection_probability")
+    # PD14 Table 5: PSC 87.81 pA; dL25 rounds it to 0.0878 nA (DESIGN's dL25 checks use that)
+    assert pd14["J_E"] == pytest.approx(0.08781, rel=1e-12)
+    assert dl25["J_E"] == pytest.approx(0.0878, rel=1e-12)
+    assert dl25["tau_m"] == pytest.approx(0.020) and pd14["tau_m"] == pytest.approx(0.010)
+
+
+def test_spiking_entries_in_internal_units(pd14):
+    # PD14 Table 5 / DESIGN section 6
+    assert (pd14["E_L"], pd14["V_reset"], pd14["V_th"]) == (-65.0, -65.0, -50.0)
+    assert pd14["t_ref"] == pytest.approx(0.002)
+    assert pd14["delay_E"] == pytest.approx(1.5e-3) and pd14["delay_I"] == pytest.approx(0.75e-3)
+    assert pd14["J_rel_sd"] == 0.1 and pd14["delay_rel_sd"] == 0.5
+    assert list(pd14["published_rates"]) == [0.903, 2.965, 4.414, 5.876, 7.569, 8.633, 1.105, 7.829]
+    assert pd14["background"] == "poisson"
+    for k in cp.params.SPIKING_KEYS:
+        assert pd14.source(k)
+
+
+def test_missing_spiking_entries_come_from_pd14(dl25):
+    data = dl25.to_dict()
+    for k in cp.params.SPIKING_KEYS:
+        del data[k]
+    p = cp.Params.from_dict(data)
+    assert p["V_th"] == -50.0 and "pd14 preset" in p.source("V_th")
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"V_th": -70.0}, "above V_reset"),
+    ({"background": "noise"}, "'poisson'"),
+    ({"thalamic_size": 2.5}, "whole number"),
+    ({"published_rates": [1.0] * 7}, "shape"),
+    ({"t_ref": "2 mV"}, "not compatible"),
+])
+def test_bad_spiking_values(overrides, fragment):
+    with pytest.raises(ParameterError) as info:
+        cp.load_preset("pd14", overrides=overrides)
+    assert fragment in str(info.value)
+
+
+def test_preset_table_typo_in_user_file(tmp_path):
+    f = tmp_path / "typo.toml"
+    f.write_text('base = "pd14"\n[V_thr]\nvalue = -52\nunit = "mV"\n')
+    with pytest.raises(ParameterError, match="did you mean 'V_th'"):
+        cp.load_params(f)

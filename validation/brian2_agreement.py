@@ -26,7 +26,8 @@ a = ap.parse_args()
 torch.set_num_threads(1)
 rng = np.random.default_rng(a.seed)
 n = a.columns
-pairs = np.array([(s, t) for s in range(n) for t in rng.choice(np.delete(np.arange(n), s), min(10, n - 1), replace=False)])
+pairs = np.array([(s, t) for s in range(n)
+                  for t in rng.choice(np.delete(np.arange(n), s), min(10, n - 1), replace=False)])
 net = cp.ColumnNetwork(cp.load_preset("dl25"), {"a": cp.Area("mt", n, split=False)},
                        [cp.Input("a"), cp.Lateral("a", columns=pairs, init=20.0, jitter=0.9)], seed=a.seed)
 u = rng.uniform(5, 25, n)

@@ -1,8 +1,8 @@
 """Elephant-based statistics of spiking runs, and the rate-vs-spiking comparison.
 
 All functions take Neo objects (``SpikeTrain``s annotated with ``population``) and use
-Elephant: ``mean_firing_rate``, ``cv(isi(...))``, ``correlation_coefficient`` on a
-``BinnedSpikeTrain``, ``time_histogram`` and ``welch_psd``.
+Elephant: ``mean_firing_rate``, ``cv(isi(...))`` and ``correlation_coefficient`` on a
+``BinnedSpikeTrain``. Published full-scale rates come from the ``pd14`` preset.
 
 References
 ----------
@@ -28,13 +28,11 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
     Returns, per population: ``rate`` (mean firing rate over all neurons, Hz), ``cv``
     (mean ISI CV over neurons with >= 3 spikes) and the CVs themselves, ``correlation``
     (mean pairwise spike-count correlation of up to ``n_corr`` active neurons, bins of
-    ``corr_bin`` s), and the population-rate power spectrum (``psd_freq_hz``, ``psd``,
-    ``psd_peak_hz``; 1 ms bins, Welch).
+    ``corr_bin`` s), ``rate_sd`` (sd over neurons) and ``n_neurons``.
     """
     from elephant.conversion import BinnedSpikeTrain
-    from elephant.spectral import welch_psd
     from elephant.spike_train_correlation import correlation_coefficient
-    from elephant.statistics import cv, isi, mean_firing_rate, time_histogram
+    from elephant.statistics import cv, isi, mean_firing_rate
 
     seg = block.segments[0]
     if not seg.spiketrains:
@@ -58,14 +56,9 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
             binned = BinnedSpikeTrain([active[i] for i in pick], bin_size=corr_bin * pq.s)
             c = correlation_coefficient(binned)
             corr = float(np.nanmean(c[~np.eye(len(c), dtype=bool)]))
-        hist = time_histogram(trains, bin_size=1 * pq.ms, output="rate")
-        freq, psd = welch_psd(hist.magnitude.ravel() - hist.magnitude.mean(), fs=1000.0,
-                              frequency_resolution=2.0 if stop - t_start >= 0.5 else None)
         out[pop] = {"rate": float(rates.mean()), "rate_sd": float(rates.std()), "n_neurons": len(trains),
                     "cv": float(np.mean(cvs)) if len(cvs) else float("nan"), "cvs": cvs.tolist(),
-                    "correlation": corr, "psd_freq_hz": np.asarray(freq).tolist(),
-                    "psd": np.asarray(psd).tolist(),
-                    "psd_peak_hz": float(np.asarray(freq)[1:][np.argmax(np.asarray(psd)[1:])]) if len(freq) > 1 else float("nan")}
+                    "correlation": corr}
     return out
 
 
@@ -87,10 +80,22 @@ def dmf_rates(preset: str = "pd14", input_rate: float = 0.0) -> np.ndarray:
 
 def compare_rate_to_spiking(spiking: dict[str, dict[str, Any]], dmf: Sequence[float],
                             published: Sequence[float] | None = None) -> list[dict[str, Any]]:
-    """One row per population: spiking, DMF and published rates (Hz), spiking CV, relative deviations."""
-    from ..spiking.microcircuit import PUBLISHED_RATES
+    """One row per population: spiking, DMF and published rates (Hz), spiking CV, relative deviations.
 
-    published = PUBLISHED_RATES if published is None else np.asarray(published)
+    Parameters
+    ----------
+    spiking : dict
+        Per population (``population_statistics`` output, or the mean over seeds): ``rate``
+        (Hz), ``cv``, ``correlation``; optional ``rate_seed_sd`` (sd of the rate over seeds,
+        Hz) and ``rates_per_seed`` (Hz), copied to the rows.
+    dmf : sequence of 8 floats
+        DMF rates, Hz.
+    published : sequence of 8 floats, optional
+        Reference rates, Hz (default: the ``pd14`` preset's ``published_rates``).
+    """
+    from ..params import load_preset
+
+    published = load_preset("pd14")["published_rates"] if published is None else np.asarray(published, float)
     rows = []
     for p, pop in enumerate(POPULATIONS):
         s = spiking.get(pop, {})
@@ -98,16 +103,23 @@ def compare_rate_to_spiking(spiking: dict[str, dict[str, Any]], dmf: Sequence[fl
         rows.append({"population": pop, "spiking_rate": sr, "dmf_rate": float(dmf[p]),
                      "published_rate": float(published[p]), "spiking_cv": s.get("cv", float("nan")),
                      "spiking_correlation": s.get("correlation", float("nan")),
-                     "spiking_vs_published": sr / published[p] - 1, "dmf_vs_spiking": float(dmf[p]) / sr - 1 if sr else float("nan"),
+                     "spiking_rate_seed_sd": s.get("rate_seed_sd", float("nan")),
+                     "spiking_rates_per_seed": list(s.get("rates_per_seed", [sr])),
+                     "spiking_vs_published": sr / published[p] - 1,
+                     "dmf_vs_spiking": float(dmf[p]) / sr - 1 if sr else float("nan"),
                      "dmf_vs_published": float(dmf[p]) / published[p] - 1})
     return rows
 
 
 def comparison_table_md(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table."""
-    head = ("| population | spiking (Hz) | DMF (Hz) | published (Hz) | spiking vs published | DMF vs spiking | ISI CV |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = ("| population | spiking (Hz) | DMF (Hz) | published (Hz) | spiking vs published | DMF vs spiking "
+            "| ISI CV |\n|---|---|---|---|---|---|---|\n")
+
+    def spk(r: dict[str, Any]) -> str:
+        sd = r.get("spiking_rate_seed_sd", float("nan"))
+        return f"{r['spiking_rate']:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) else "")
     return head + "\n".join(
-        f"| {r['population']} | {r['spiking_rate']:.3f} | {r['dmf_rate']:.3f} | {r['published_rate']:.3f} | "
+        f"| {r['population']} | {spk(r)} | {r['dmf_rate']:.3f} | {r['published_rate']:.3f} | "
         f"{100 * r['spiking_vs_published']:+.1f} % | {100 * r['dmf_vs_spiking']:+.1f} % | {r['spiking_cv']:.2f} |"
         for r in rows)

@@ -1,9 +1,10 @@
-"""Validation of the DMF column against the spiking PD14 microcircuit (Brian2 + Elephant)."""
+"""Validation of the DMF column against the spiking PD14 microcircuit (Brian2 or NEST, Elephant)."""
 
 from __future__ import annotations
 
 import json
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,114 +14,199 @@ import numpy as np
 from .._io import atomic_write_text
 from ..params.names import POPULATIONS
 
-__all__ = ["validate_microcircuit", "validate_stimulus"]
+__all__ = ["validate_microcircuit", "validate_stimulus", "run_seeds"]
+
+
+def _check_seeds(seed: int, seeds: int) -> None:
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be a whole number >= 1 (runs with seeds seed, seed+1, ...), got {seeds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+
+
+def run_seeds(net, duration: float, seeds: list[int], *, backend: str = "brian2", device: str = "cpp_standalone",
+              threads: int = 1, progress: bool = False, label: str = "") -> list:
+    """Run one spiking network with several seeds; one SpikingResult per seed.
+
+    Brian2's cpp_standalone project is built in one directory for all seeds, so that only
+    what changes is recompiled.
+    """
+    import shutil
+
+    from ..spiking import simulate_spiking
+
+    directory = tempfile.mkdtemp(prefix="colplugin_seeds_") if backend == "brian2" and device == "cpp_standalone" \
+        else None
+    results = []
+    try:
+        for k, s in enumerate(seeds):
+            if progress:
+                print(f"  {label}seed {s} ({k + 1}/{len(seeds)}) ...", flush=True)
+            results.append(simulate_spiking(net, duration, backend=backend, device=device, seed=s, threads=threads,
+                                            directory=directory))
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+    return results
 
 
 def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float = 2.5, *, transient: float = 0.5,
-                          k_scale: float | None = 0.5, seed: int = 0, device: str = "cpp_standalone",
-                          progress: bool = True, nix_neurons: int = 100) -> dict[str, Any]:
-    """Run the spiking microcircuit and the ``pd14`` DMF column, compare them, write a report.
+                          k_scale: float | None = 0.5, seed: int = 0, seeds: int = 3, backend: str = "brian2",
+                          device: str = "cpp_standalone", threads: int = 1, progress: bool = True,
+                          nix_neurons: int = 100) -> dict[str, Any]:
+    """Run the spiking microcircuit with several seeds and the ``pd14`` DMF column; compare; write a report.
 
-    Writes ``report.md``, ``comparison.json`` (one object per population: population,
-    spiking_rate, dmf_rate, published_rate, spiking_cv, ...), figures (raster, rates by
-    population, CV histograms, DMF vs spiking bars) and NIX files of both runs
-    (``spiking.nix`` keeps the first ``nix_neurons`` neurons of each population;
-    statistics use all neurons).
+    Parameters
+    ----------
+    out : path
+        Output directory.
+    scale, k_scale : float
+        Neuron and in-degree scaling of the spiking circuit.
+    duration : float
+        Simulated time per seed, s; statistics after ``transient`` s.
+    seed, seeds : int
+        The runs use seeds ``seed, seed + 1, ..., seed + seeds - 1``; every decision uses the
+        mean rate over seeds, and the report gives its sd.
+    backend : {"brian2", "nest"}
+    device : {"cpp_standalone", "runtime"}
+        Brian2 device.
+    threads : int
+    nix_neurons : int
+        Neurons per population kept in ``spiking.nix`` (statistics use all neurons).
+
+    Returns
+    -------
+    dict
+        ``rows`` (one per population: spiking_rate (mean over seeds), spiking_rate_seed_sd,
+        spiking_rates_per_seed, dmf_rate, published_rate, spiking_cv, ...), ``table_md``,
+        the checks ``within20``, ``within30``, ``ordering``, ``seeds``, ``wall_seconds``,
+        ``peak_mb``, ``settings``.
+
+    Writes ``report.md``, ``comparison.json``, ``rates.png`` and NIX files of the first
+    seed's spiking run and of the DMF column.
     """
     import torch
 
     from .._version import __version__
-    from . import compare_rate_to_spiking, comparison_table_md, dmf_rates, population_statistics
-    from ..spiking.microcircuit import simulate_microcircuit
     from ..export.neo import save_nix, to_neo
     from ..network import ColumnNetwork
     from ..params import load_preset
-    from ..plotting import plot_validation, save_figure
     from ..solve.simulate import simulate
+    from ..spiking import pd14_microcircuit
+    from ..spiking.simulate import check_run
+    from . import compare_rate_to_spiking, comparison_table_md, population_statistics
+    from .figures import plot_validation, save_figure
     from .fixed_points import resting_state
 
+    _check_seeds(seed, seeds)
+    check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
+    if not 0 <= transient < duration - 0.1:
+        raise ValueError(f"transient must lie in [0, duration - 0.1 s) = [0, {duration - 0.1:g}) s, got {transient}; "
+                         "use a longer duration or a shorter transient")
+    net_spk = pd14_microcircuit(None, scale, k_scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    seed_list = [seed + k for k in range(seeds)]
     if progress:
-        print(f"spiking PD14 microcircuit: scale {scale}, k {k_scale}, {duration} s (Brian2 {device}) ...", flush=True)
-    res = simulate_microcircuit(scale, duration, k_scale=k_scale, seed=seed, device=device)
-    block = res.to_neo()
-    stats = population_statistics(block, t_start=transient)
+        print(f"spiking PD14 microcircuit: scale {scale}, k {k_scale}, {duration} s, {backend}"
+              + (f" {device}" if backend == "brian2" else "") + f", seeds {seed_list} ...", flush=True)
+    results = run_seeds(net_spk, duration, seed_list, backend=backend, device=device, threads=threads,
+                        progress=progress)
+    per_seed = [population_statistics(r.to_neo(), t_start=transient) for r in results]
+    rates = np.array([[st[p]["rate"] for p in POPULATIONS] for st in per_seed])  # (seeds, 8)
+    stats = {p: {"rate": float(rates[:, i].mean()),
+                 "rate_seed_sd": float(rates[:, i].std(ddof=1)) if seeds > 1 else float("nan"),
+                 "rates_per_seed": rates[:, i].tolist(),
+                 "cv": float(np.nanmean([st[p]["cv"] for st in per_seed])),
+                 "correlation": float(np.nanmean([st[p]["correlation"] for st in per_seed]))}
+             for i, p in enumerate(POPULATIONS)}
+    # the DMF column: one fixed point, used for the rates and as the trajectory's start
     params = load_preset("pd14")
-    dmf = dmf_rates("pd14")
+    net = ColumnNetwork(params, {"pd14": ("pd14", 1)})
+    y0 = resting_state(net)
+    with torch.no_grad():
+        dmf = net.rates(y0)[0].cpu().numpy()
+        traj = simulate(net, duration=duration, dt_out=1e-3, y0=y0)
     rows = compare_rate_to_spiking(stats, dmf)
     atomic_write_text(out / "comparison.json", json.dumps(rows, indent=2))
-    # NIX files of both runs
-    small = res.to_neo(max_per_population=nix_neurons)
-    save_nix(small, out / "spiking.nix")
-    net = ColumnNetwork(params, {"pd14": ("pd14", 1)})
-    with torch.no_grad():
-        traj = simulate(net, duration=duration, dt_out=1e-3, y0=resting_state(net))
+    save_nix(results[0].to_neo(max_per_population=nix_neurons), out / "spiking.nix")
     save_nix(to_neo(traj, seed=seed), out / "dmf.nix")
-    save_figure(plot_validation(res, stats, rows, transient), out / "rates.png")
+    save_figure(plot_validation(results[0], per_seed[0], rows, transient), out / "rates.png")
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     within20 = all(abs(r["spiking_vs_published"]) <= 0.2 for r in rows)
     within30 = all(abs(r["dmf_vs_spiking"]) <= 0.3 for r in rows)
     order = all(rows[i + 1]["dmf_rate"] > rows[i]["dmf_rate"] for i in range(0, 8, 2))
     table = comparison_table_md(rows)
-    s = res.settings
+    s = results[0].settings
+    spread = max(r["spiking_rate_seed_sd"] / r["spiking_rate"] for r in rows if r["spiking_rate"] > 0) \
+        if seeds > 1 else float("nan")
     md = (f"# Rate model vs spiking PD14 microcircuit\n\n"
-          f"Spiking: Brian2 {s['device']}, scale {s['scale']} ({s['n_neurons']} neurons, {s['n_synapses']} synapses, "
-          f"in-degree scale k = {s['k_scale']}), {s['background']} background, seed {s['seed']}, {duration} s "
-          f"(statistics after a {transient} s transient). DMF: one column with the `pd14` preset (fixed point).\n\n"
+          f"Spiking: {backend}" + (f" {s['device']}" if backend == "brian2" else f" {s.get('nest_version', '')}")
+          + f", scale {s['scale']} ({s['n_neurons']} neurons, {s['n_synapses']} synapses, in-degree scale "
+          f"k = {s['k_scale']}), {s['background']} background, seeds {seed_list}, {duration} s each "
+          f"(statistics after a {transient} s transient; spiking rates are the mean over seeds ± sd). "
+          "DMF: one column with the `pd14` preset (fixed point).\n\n"
           + table + "\n\n"
-          f"- every spiking rate within 20 % of the published full-scale rates: **{within20}**\n"
-          f"- every DMF rate within 30 % of the spiking rate: **{within30}**\n"
+          f"- every spiking rate (seed mean) within 20 % of the published full-scale rates: **{within20}**\n"
+          f"- every DMF rate within 30 % of the spiking rate (seed mean): **{within30}**\n"
           f"- DMF keeps inhibitory above excitatory in every layer: **{order}**\n"
-          f"- mean ISI CV (asynchronous-irregular: 0.7-1.2): "
+          + (f"- largest sd over seeds relative to the mean: {100 * spread:.1f} %\n" if seeds > 1 else
+             "- one seed: no spread over seeds (use seeds >= 3 to decide)\n")
+          + "- mean ISI CV (asynchronous-irregular: 0.7-1.2): "
           + ", ".join(f"{r['population']} {r['spiking_cv']:.2f}" for r in rows) + "\n"
-          f"- wall time {wall:.1f} s (spiking build+compile+run {res.wall_seconds['total']:.1f} s), "
+          f"- wall time {wall:.1f} s (spiking build+run per seed: "
+          + ", ".join(f"{r.wall_seconds['total']:.1f}" for r in results) + " s), "
           f"peak memory {peak_mb:.0f} MB; colplugin {__version__}\n\n![rates](rates.png)\n")
     atomic_write_text(out / "report.md", md)
     return {"rows": rows, "table_md": table, "within20": within20, "within30": within30, "ordering": order,
-            "wall_seconds": wall, "peak_mb": peak_mb, "settings": s}
+            "seeds": seed_list, "wall_seconds": wall, "peak_mb": peak_mb, "settings": s}
 
 
 def validate_stimulus(out: str | Path, scale: float = 0.1, rate: float = 8.0, *, duration: float = 1.5,
-                      t_on: float = 0.75, k_scale: float | None = 0.5, seed: int = 0,
-                      device: str = "cpp_standalone") -> dict[str, Any]:
+                      t_on: float = 0.75, k_scale: float | None = 0.5, seed: int = 0, seeds: int = 1,
+                      backend: str = "brian2", device: str = "cpp_standalone", threads: int = 1) -> dict[str, Any]:
     """Drive L4 of both models with a step of thalamic input and compare each population's response.
 
     The DMF column gets ``rate`` Hz on its input channel (weights K_in J_E); the spiking
-    circuit gets PD14's thalamic population (3000 Poisson neurons at ``rate`` from ``t_on``,
-    295 synapses onto each L4E and 186 onto each L4I neuron on average). Reported: per population the rate change in both models,
-    whether its direction agrees, and the rank correlation of the changes.
+    circuit gets the preset's thalamic population (``thalamic_size`` Poisson sources at
+    ``rate`` from ``t_on``, ``K_in`` synapses per L4E and L4I neuron). Reported: per
+    population the rate change in both models (spiking: mean over ``seeds`` seeds), whether
+    its direction agrees, and the rank correlation of the changes.
     """
     from scipy.stats import spearmanr
 
+    from ..spiking import pd14_microcircuit
+    from ..spiking.simulate import check_run
     from . import dmf_rates
-    from ..spiking.microcircuit import simulate_microcircuit
 
+    _check_seeds(seed, seeds)
+    check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
+    if not 0.25 < t_on < duration - 0.25:
+        raise ValueError(f"t_on must lie in (0.25, duration - 0.25) s = (0.25, {duration - 0.25:g}) s, got {t_on}")
+    if not (np.isfinite(rate) and rate >= 0):
+        raise ValueError(f"rate must be a finite rate >= 0 Hz, got {rate!r}")
+    net = pd14_microcircuit(None, scale, k_scale, thalamic=(rate, t_on))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    res = simulate_microcircuit(scale, duration, k_scale=k_scale, seed=seed, device=device,
-                                thalamic=(rate, t_on))
-    before, after = [], []
-    for p, pop in enumerate(POPULATIONS):
-        _, ts = res.spikes[pop]
-        n = res.N[p]
-        before.append(((ts >= 0.25) & (ts < t_on)).sum() / n / (t_on - 0.25))
-        after.append(((ts >= t_on + 0.25) & (ts < duration)).sum() / n / (duration - t_on - 0.25))
-    d_spk = np.array(after) - np.array(before)
+    results = run_seeds(net, duration, [seed + k for k in range(seeds)], backend=backend, device=device,
+                        threads=threads)
+    d_spk = np.mean([np.array([r.rates(t_on + 0.25, duration)[p] - r.rates(0.25, t_on)[p] for p in POPULATIONS])
+                     for r in results], axis=0)
     d_dmf = dmf_rates("pd14", rate) - dmf_rates("pd14", 0.0)
     agree = np.sign(d_spk) == np.sign(d_dmf)
     rho = float(spearmanr(d_spk, d_dmf).statistic)
     rows = [{"population": pop, "spiking_change_hz": float(d_spk[p]), "dmf_change_hz": float(d_dmf[p]),
              "same_direction": bool(agree[p])} for p, pop in enumerate(POPULATIONS)]
     result = {"input_rate_hz": rate, "rows": rows, "directions_agree": int(agree.sum()), "spearman_rho": rho,
-              "settings": res.settings}
-    atomic_write_text(out / "stimulus.json", json.dumps(result, indent=2))
-    md = ("# Step input to L4: DMF vs spiking\n\n| population | spiking change (Hz) | DMF change (Hz) | same direction |\n"
-          "|---|---|---|---|\n" + "\n".join(f"| {r['population']} | {r['spiking_change_hz']:+.3f} | "
-                                              f"{r['dmf_change_hz']:+.3f} | {r['same_direction']} |" for r in rows)
+              "seeds": [r.settings["seed"] for r in results], "settings": results[0].settings}
+    atomic_write_text(out / "stimulus.json", json.dumps(result, indent=2, default=str))
+    table = "\n".join(f"| {r['population']} | {r['spiking_change_hz']:+.3f} | {r['dmf_change_hz']:+.3f} | "
+                      f"{r['same_direction']} |" for r in rows)
+    md = ("# Step input to L4: DMF vs spiking\n\n"
+          "| population | spiking change (Hz) | DMF change (Hz) | same direction |\n|---|---|---|---|\n" + table
           + f"\n\nDirections agree in {int(agree.sum())}/8 populations; Spearman rank correlation of the changes "
-            f"{rho:.2f}.\n")
+            f"{rho:.2f} ({backend}, {len(results)} seed(s)).\n")
     atomic_write_text(out / "report.md", md)
     return result

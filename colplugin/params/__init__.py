@@ -13,8 +13,17 @@ rates ``b``, ``nu_bg``     Hz
 gain ``a``                 Hz/mV
 strengths ``J_E``          nA
 adaptation ``kappa``       mV*s
+potentials (``V_th`` ...)  mV
 counts, probabilities      1
 =========================  ==========
+
+The spiking entries (:data:`SPIKING_KEYS`: the LIF neuron, PSC spread, delays, thalamic
+population and the published PD14 rates) are used only by :mod:`colplugin.spiking`. They
+live in the ``pd14`` preset; a parameter set without them (for example a network spec
+saved before they existed) takes them from ``pd14``, with that source recorded.
+
+A preset file may start from another one with a top-level ``base = "pd14"`` and set only
+what changes (``dl25`` does), so that every PD14 number is written once.
 
 Examples
 --------
@@ -39,7 +48,7 @@ import quantities as pq
 
 from .names import N_POP
 
-__all__ = ["Params", "ParameterError", "load_preset", "load_params", "PRESETS"]
+__all__ = ["Params", "ParameterError", "load_preset", "load_params", "PRESETS", "SPECS", "SPIKING_KEYS"]
 
 #: Names of the shipped presets.
 PRESETS: tuple[str, ...] = ("dl25", "pd14")
@@ -88,7 +97,25 @@ SPECS: dict[str, _Spec] = {
     "l4e_to_l23e_factor": _Spec("dimensionless", None, _POSITIVE, "a positive factor"),
     "K_bg": _Spec("dimensionless", (N_POP,), _NONNEG, "8 non-negative in-degrees"),
     "K_in": _Spec("dimensionless", (2,), _NONNEG, "2 non-negative in-degrees (L4E, L4I)"),
+    # -- spiking neurons (colplugin.spiking): LIF with exponential current synapses (PD14) --
+    "E_L": _Spec("mV", None, _FINITE, "a finite potential"),
+    "V_reset": _Spec("mV", None, _FINITE, "a finite potential"),
+    "V_th": _Spec("mV", None, _FINITE, "a finite potential above V_reset"),
+    "t_ref": _Spec("s", None, _NONNEG, "a non-negative time"),
+    "V0_mean": _Spec("mV", None, _FINITE, "a finite potential"),
+    "V0_sd": _Spec("mV", None, _NONNEG, "a non-negative potential"),
+    "J_rel_sd": _Spec("dimensionless", None, _NONNEG, "a non-negative relative sd"),
+    "delay_E": _Spec("s", None, _POSITIVE, "a positive delay"),
+    "delay_I": _Spec("s", None, _POSITIVE, "a positive delay"),
+    "delay_rel_sd": _Spec("dimensionless", None, _NONNEG, "a non-negative relative sd"),
+    "background": _Spec(None, None, lambda v: True, "one of the choices", ("poisson", "dc")),
+    "thalamic_size": _Spec("dimensionless", None, _all(lambda v: (v >= 1) & (v == np.round(v))),
+                           "a positive whole number of neurons"),
+    "published_rates": _Spec("Hz", (N_POP,), _NONNEG, "8 non-negative rates"),
 }
+#: Entries used only by the spiking networks; absent ones are taken from the ``pd14`` preset.
+SPIKING_KEYS: tuple[str, ...] = ("E_L", "V_reset", "V_th", "t_ref", "V0_mean", "V0_sd", "J_rel_sd", "delay_E",
+                                 "delay_I", "delay_rel_sd", "background", "thalamic_size", "published_rates")
 _AREA_SPEC = _Spec("dimensionless", (N_POP,), _POSITIVE, "8 positive population sizes")
 
 
@@ -225,6 +252,9 @@ class Params(Mapping[str, Any]):
             if not p < 1:
                 raise ParameterError(f"l4e_to_l23e_factor {self._values['l4e_to_l23e_factor']} "
                                      f"makes P[L23E, L4E] = {p} >= 1; lower the factor")
+        if not self._values["V_th"] > self._values["V_reset"]:
+            raise ParameterError(f"V_th = {self._values['V_th']} mV must lie above V_reset = "
+                                 f"{self._values['V_reset']} mV; raise V_th or lower V_reset")
 
     # -- modification and serialisation -------------------------------------
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Params":
@@ -290,6 +320,11 @@ class Params(Mapping[str, Any]):
         if unknown:
             raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
                                  f"known parameters: {', '.join(SPECS)}")
+        missing_spiking = [k for k in SPIKING_KEYS if k not in data]
+        if missing_spiking:
+            pd14 = _raw_preset("pd14")
+            for k in missing_spiking:
+                data[k] = {**pd14[k], "source": f"pd14 preset (absent from this parameter set): {pd14[k]['source']}"}
         values, sources = {}, {}
         for k, entry in data.items():
             values[k], _ = _convert(k, entry, SPECS[k], None)
@@ -324,12 +359,36 @@ def _read_toml(path: Path | Any, what: str) -> dict[str, Any]:
         raise ParameterError(f"{what} does not exist") from None
 
 
-def _raw_preset(name: str) -> dict[str, Any]:
+def _merge(base: Mapping[str, Any], raw: dict[str, Any], what: str) -> dict[str, Any]:
+    """A raw parameter table ``raw`` laid over ``base`` (both as read from TOML)."""
+    merged = copy.deepcopy(dict(base))
+    meta = raw.pop("preset", {})
+    for a, entry in raw.pop("areas", {}).items():
+        merged["areas"][a] = entry
+    for k, entry in raw.items():
+        if k not in SPECS:
+            import difflib
+            close = difflib.get_close_matches(k, list(SPECS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParameterError(f"{what}: unknown parameter {k!r}{hint}; known: {', '.join(SPECS)}")
+        if isinstance(entry, Mapping) and "unit" not in entry and SPECS[k].unit is not None and k in merged:
+            entry = {**entry, "unit": merged[k].get("unit")}
+        merged[k] = entry
+    merged["preset"] = {**merged.get("preset", {}), **meta}
+    return merged
+
+
+def _raw_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name not in PRESETS:
         raise ParameterError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)} "
                              "or load your own file with load_params(path)")
+    if name in _seen:
+        raise ParameterError(f"preset {name!r} is its own base ({' -> '.join(_seen + (name,))})")
     pkg = resources.files(__name__)
     raw = _read_toml(pkg / f"{name}.toml", f"preset {name!r}")
+    base = raw.pop("base", None)
+    if base is not None:
+        return _merge(_raw_preset(str(base), _seen + (name,)), raw, f"preset {name!r}")
     raw.setdefault("areas", {})
     raw["areas"] = {**_read_toml(pkg / "areas.toml", "areas.toml")["areas"], **raw["areas"]}
     return raw
@@ -369,17 +428,8 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     if base is None:
         params = Params.from_dict(raw)
     else:
-        merged = _raw_preset(str(base))
-        meta = raw.pop("preset", {})
-        for a, entry in raw.pop("areas", {}).items():
-            merged["areas"][a] = entry
-        for k, entry in raw.items():
-            if k not in SPECS:
-                raise ParameterError(f"{path}: unknown parameter {k!r}; known: {', '.join(SPECS)}")
-            if isinstance(entry, Mapping) and "unit" not in entry and SPECS[k].unit is not None:
-                entry = {**entry, "unit": merged[k].get("unit")}
-            merged[k] = entry
-        merged["preset"] = {**merged.get("preset", {}), **meta,
-                            "name": meta.get("name", f"{base}+{path.stem}")}
+        meta = raw.get("preset", {})
+        merged = _merge(_raw_preset(str(base)), raw, str(path))
+        merged["preset"]["name"] = meta.get("name", f"{base}+{path.stem}")
         params = Params.from_dict(merged)
     return params.with_overrides(overrides)

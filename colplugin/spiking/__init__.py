@@ -1,5 +1,20 @@
-"""Spiking references: the PD14 microcircuit (and spiking twins of trained networks)."""
+"""Spiking references: a backend-neutral spiking-network description, its builders and backends.
 
-from .microcircuit import MicrocircuitResult, simulate_microcircuit
+- :mod:`~colplugin.spiking.network`: :class:`SpikingNetwork` (populations of LIF neurons,
+  connections as synapse counts with weight and delay distributions, Poisson and DC
+  inputs, Poisson source populations, recorders).
+- :mod:`~colplugin.spiking.microcircuit`: the PD14 microcircuit from the parameter presets.
+- :mod:`~colplugin.spiking.brian2`, :mod:`~colplugin.spiking.nest`: backends; both return a
+  :class:`SpikingResult` (spikes per population, ``to_neo()``).
+- :func:`simulate_spiking`: the front door (``backend="brian2"`` or ``"nest"``).
+"""
 
-__all__ = ["simulate_microcircuit", "MicrocircuitResult"]
+from .microcircuit import microcircuit_connectivity, pd14_microcircuit, simulate_microcircuit
+from .network import (Connection, LIFModel, PoissonInput, PoissonSource, Population, RateProfile, SpikingNetwork,
+                      SpikingNetworkError)
+from .result import SpikingResult
+from .simulate import BACKENDS, BRIAN2_DEVICES, simulate_spiking
+
+__all__ = ["SpikingNetwork", "SpikingNetworkError", "LIFModel", "Population", "Connection", "RateProfile",
+           "PoissonInput", "PoissonSource", "SpikingResult", "simulate_spiking", "BACKENDS", "BRIAN2_DEVICES",
+           "pd14_microcircuit", "microcircuit_connectivity", "simulate_microcircuit"]

@@ -1,262 +1,199 @@
-"""The Potjans & Diesmann (2014) spiking microcircuit in Brian2 (LIF, exponential current synapses).
+"""The Potjans & Diesmann (2014) cortical microcircuit as a :class:`SpikingNetwork`.
 
-Parameters follow PD14 Table 5 (and DESIGN section 6): C_m 250 pF, tau_m 10 ms,
-E_L = V_reset = -65 mV, V_th = -50 mV, t_ref 2 ms, tau_syn 0.5 ms, PSC 87.81 pA with
-relative sd 0.1, g = -4, L4E -> L2/3E doubled, delays 1.5 ms (E) / 0.75 ms (I) with
-relative sd 0.5, background 8 Hz per external synapse (Poisson, or its mean as DC).
+Every number comes from a parameter set (default: the ``pd14`` preset): population sizes
+(area ``pd14``), connection probabilities and the L4E -> L2/3E rule, ``J_E`` and ``g``,
+the external in-degrees ``K_bg`` at ``nu_bg``, the LIF neuron (``C``, ``tau_m``, ``E_L``,
+``V_reset``, ``V_th``, ``t_ref``, ``tau_s``), the PSC spread ``J_rel_sd``, the delays, the
+thalamic population and the published full-scale rates used for the scaling compensation.
 
-Scaling (PD14 / NEST example): ``scale`` multiplies the population sizes; ``k_scale``
-multiplies the in-degrees, with weights divided by sqrt(k_scale) and the missing mean
-input replaced by a DC current ``tau_syn * sum_j (1 - sqrt(k)) K_ij J_ij nu_j`` computed
-from the published full-scale rates, so that the rates are preserved.
+Scaling (PD14; NEST's PD14 example): ``scale`` multiplies the population sizes and
+``k_scale`` the in-degrees; weights are divided by ``sqrt(k_scale)``, which keeps the
+variance of each neuron's recurrent input, and the missing mean input is given as a DC
+current ``tau_s * (1 - sqrt(k)) * sum_j K_ij J_ij nu_j`` with the full-scale in-degrees
+``K``, strengths ``J`` and the published full-scale rates ``nu``. The background keeps its
+full-scale in-degree and weight (its statistics do not depend on the circuit's size).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..column import in_degrees
-from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS
+from ..column import connection_probability, in_degrees, synaptic_strengths
+from ..params import Params, load_preset
+from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS, pop_index
+from .network import Connection, LIFModel, PoissonInput, PoissonSource, Population, RateProfile, SpikingNetwork
 
-__all__ = ["PD14_SIZES", "PUBLISHED_RATES", "MicrocircuitResult", "microcircuit_connectivity", "simulate_microcircuit"]
-
-PD14_SIZES = np.array([20683, 5834, 21915, 5479, 4850, 1065, 14395, 2948])
-#: Published full-scale rates (Hz), NEST reference run with DC background (DESIGN section 6).
-PUBLISHED_RATES = np.array([0.903, 2.965, 4.414, 5.876, 7.569, 8.633, 1.105, 7.829])
-PD14_P = np.array([
-    [0.1009, 0.1689, 0.0437, 0.0818, 0.0323, 0.0, 0.0076, 0.0],
-    [0.1346, 0.1371, 0.0316, 0.0515, 0.0755, 0.0, 0.0042, 0.0],
-    [0.0077, 0.0059, 0.0497, 0.1350, 0.0067, 0.0003, 0.0453, 0.0],
-    [0.0691, 0.0029, 0.0794, 0.1597, 0.0033, 0.0, 0.1057, 0.0],
-    [0.1004, 0.0622, 0.0505, 0.0057, 0.0831, 0.3726, 0.0204, 0.0],
-    [0.0548, 0.0269, 0.0257, 0.0022, 0.0600, 0.3158, 0.0086, 0.0],
-    [0.0156, 0.0066, 0.0211, 0.0166, 0.0572, 0.0197, 0.0396, 0.2252],
-    [0.0364, 0.0010, 0.0034, 0.0005, 0.0277, 0.0080, 0.0658, 0.1443]])
-K_EXT = np.array([1600, 1500, 2100, 1900, 2000, 1900, 2900, 2100])
+__all__ = ["pd14_microcircuit", "microcircuit_connectivity", "lif_model", "check_scale", "simulate_microcircuit"]
 
 
-@dataclass(frozen=True)
-class NeuronParams:
-    """LIF and synapse parameters of PD14 (SI-like units in the names)."""
-
-    C_m_pF: float = 250.0
-    tau_m_ms: float = 10.0
-    E_L_mV: float = -65.0
-    V_reset_mV: float = -65.0
-    V_th_mV: float = -50.0
-    t_ref_ms: float = 2.0
-    tau_syn_ms: float = 0.5
-    J_pA: float = 87.81
-    J_rel_sd: float = 0.1
-    g: float = -4.0
-    delay_E_ms: float = 1.5
-    delay_I_ms: float = 0.75
-    delay_rel_sd: float = 0.5
-    nu_bg_Hz: float = 8.0
-    V0_mean_mV: float = -58.0
-    V0_sd_mV: float = 10.0
-
-
-def microcircuit_connectivity(scale: float = 0.1, k_scale: float | None = None,
-                              neuron: NeuronParams = NeuronParams()) -> dict[str, np.ndarray]:
-    """Sizes, in-degrees, synapse numbers, mean weights and DC compensation of a scaled circuit.
-
-    Returns
-    -------
-    dict
-        ``N`` (8,), ``K_full`` (8, 8) full-scale in-degrees (PD14 formula), ``K`` scaled,
-        ``n_syn`` (8, 8) synapses per projection (``round(K N_target)``), ``J_pA`` (8, 8)
-        mean PSC amplitudes after ``1/sqrt(k)``, ``dc_pA`` (8,) DC compensation per
-        population (recurrent + background if ``dc_background``).
-    """
-    if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
+def check_scale(scale: float, k_scale: float | None) -> float:
+    """Validate the neuron and in-degree scales; return ``k_scale`` (``None`` -> ``scale``)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not 0 < scale <= 1:
+        raise ValueError(f"scale must be a number in (0, 1], got {scale!r}")
     k = scale if k_scale is None else k_scale
-    if not 0 < k <= 1:
-        raise ValueError(f"k_scale must be in (0, 1], got {k}")
-    N = np.maximum(1, np.round(PD14_SIZES * scale)).astype(int)
-    K_full = np.asarray(in_degrees(PD14_P, PD14_SIZES))
-    J = np.where(np.array(CELL_TYPES) == "E", neuron.J_pA, neuron.g * neuron.J_pA)[None, :].repeat(N_POP, 0)
-    J[0, 2] *= 2.0  # L4E -> L2/3E doubled (PD14)
-    K = K_full * k
-    n_syn = np.round(K * N[:, None]).astype(np.int64)
-    tau_s = neuron.tau_syn_ms * 1e-3
-    dc = tau_s * ((1 - np.sqrt(k)) * K_full * J * PUBLISHED_RATES[None, :]).sum(1)
-    return {"N": N, "K_full": K_full, "K": K, "n_syn": n_syn, "J_pA": J / np.sqrt(k), "dc_pA": dc,
-            "k_scale": k, "scale": scale}
+    if isinstance(k, bool) or not isinstance(k, (int, float, np.number)) or not 0 < k <= 1:
+        raise ValueError(f"k_scale must be a number in (0, 1] (or None: same as scale), got {k_scale!r}")
+    return float(k)
 
 
-@dataclass
-class MicrocircuitResult:
-    """Spikes of a microcircuit run: ``spikes[pop] = (neuron index, time s)`` plus settings."""
+def lif_model(params: Params, *, tau_m: float | None = None, threshold_jump: float = 0.0,
+              tau_threshold: float = 0.0) -> LIFModel:
+    """The preset's LIF neuron in the description's units (ms, mV, pF).
 
-    spikes: dict[str, tuple[np.ndarray, np.ndarray]]
-    N: np.ndarray
-    duration: float
-    settings: dict[str, Any]
-    wall_seconds: dict[str, float] = field(default_factory=dict)
-
-    def to_neo(self, t_start: float = 0.0, max_per_population: int | None = None):
-        """A Neo Block with one Segment; SpikeTrains annotated like the rate outputs."""
-        import neo
-        import quantities as pq
-
-        from .._version import __version__
-
-        block = neo.Block(name="PD14 spiking microcircuit (Brian2)", colplugin_version=__version__,
-                          source="brian2 spiking", preset="pd14", seed=int(self.settings.get("seed", -1)),
-                          settings=str(self.settings))
-        seg = neo.Segment(name="spontaneous", index=0)
-        for p, name in enumerate(POPULATIONS):
-            idx, ts = self.spikes[name]
-            keep = ts >= t_start
-            idx, ts = idx[keep], ts[keep]
-            n = self.N[p] if max_per_population is None else min(self.N[p], max_per_population)
-            order = np.argsort(idx, kind="stable")
-            idx, ts = idx[order], ts[order]
-            bounds = np.searchsorted(idx, np.arange(n + 1))
-            for i in range(n):
-                st = neo.SpikeTrain(np.sort(ts[bounds[i]:bounds[i + 1]]) * pq.s, t_start=t_start * pq.s,
-                                    t_stop=self.duration * pq.s, name=f"{name}[{i}]",
-                                    area="pd14", column=0, population=name, layer=LAYERS[p],
-                                    cell_type=CELL_TYPES[p], neuron=i)
-                seg.spiketrains.append(st)
-        block.segments.append(seg)
-        return block
+    Parameters
+    ----------
+    params : Params
+    tau_m : float, optional
+        Membrane time constant, s (default: the preset's).
+    threshold_jump : float
+        Threshold adaptation jump per spike, mV.
+    tau_threshold : float
+        Its decay time constant, s.
+    """
+    return LIFModel(C_m=params["C"], tau_m=1e3 * (params["tau_m"] if tau_m is None else tau_m),
+                    E_L=params["E_L"], V_reset=params["V_reset"], V_th=params["V_th"], t_ref=1e3 * params["t_ref"],
+                    tau_syn=1e3 * params["tau_s"], threshold_jump=threshold_jump,
+                    tau_threshold=1e3 * tau_threshold)
 
 
-def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale: float | None = 0.5,
-                          seed: int = 0, background: str = "poisson", device: str = "cpp_standalone",
-                          directory: str | None = None, dt: float = 1e-4, threads: int = 1,
-                          thalamic: tuple[float, float] | None = None,
-                          neuron: NeuronParams = NeuronParams()) -> MicrocircuitResult:
-    """Build and run the PD14 microcircuit in Brian2.
+def microcircuit_connectivity(scale: float = 0.1, k_scale: float | None = 0.5,
+                              params: Params | None = None) -> dict[str, Any]:
+    """Sizes, in-degrees, synapse numbers, weights and DC compensation of the scaled circuit.
 
     Parameters
     ----------
     scale : float
-        Neuron-number scaling (1 = 77,169 neurons).
-    duration : float
-        Simulated time (s), including any transient the analysis discards.
+        Neuron-number scaling in (0, 1].
     k_scale : float, optional
-        In-degree scaling (default 0.5; ``None``: same as ``scale``), with weights / sqrt(k)
-        and DC compensation. Measured here (scale 0.1, seed 1, Poisson background): with
-        k = 0.5 every rate is within 14 % of the published ones; with k = 0.1 L2/3E falls to
-        0.42 Hz (-53 %), so the compensation alone does not preserve the rates at small k.
-    seed : int
-        Seeds numpy (connectivity, weights, delays, initial V) and Brian2.
-    background : {"poisson", "dc"}
-        8 Hz per external synapse as Poisson input (default), or as its mean DC current. With
-        DC background a down-scaled circuit falls silent after the initial transient (its
-        constant negative compensation current makes the silent state stable).
-    device : {"cpp_standalone", "runtime"}
-    thalamic : (rate_hz, t_on_s), optional
-        PD14's thalamic population: 3000 Poisson neurons firing at ``rate`` from ``t_on``,
-        connected to L4E and L4I with probabilities 0.0983 and 0.0619 (295 and 186
-        synapses per neuron on average), PSC J, delay 1.5 ms.
+        In-degree scaling in (0, 1] (``None``: same as ``scale``).
+    params : Params, optional
+        Parameter set (default: the ``pd14`` preset); sizes from its area ``pd14``.
+
+    Returns
+    -------
+    dict
+        ``N`` (8,) scaled sizes; ``N_full`` (8,); ``K_full`` (8, 8) full-scale in-degrees
+        (PD14's formula); ``K`` scaled in-degrees; ``n_syn`` (8, 8) synapse numbers
+        ``round(K N_target)``; ``J_full_pA`` (8, 8) and ``J_pA`` (8, 8) mean PSC amplitudes
+        before and after ``1 / sqrt(k)``; ``dc_pA`` (8,) DC compensation; ``K_bg`` (8,);
+        ``J_bg_pA``; ``scale``, ``k_scale``.
     """
-    import tempfile
+    params = load_preset("pd14") if params is None else params
+    k = check_scale(scale, k_scale)
+    N_full = params.area_sizes("pd14").astype(float)
+    N = np.maximum(1, np.round(N_full * scale)).astype(int)
+    K_full = np.asarray(in_degrees(connection_probability(params), N_full))
+    J_full = 1e3 * np.asarray(synaptic_strengths(params, N_full))  # nA -> pA
+    K = K_full * k
+    n_syn = np.round(K * N[:, None]).astype(np.int64)
+    rates = params["published_rates"]
+    dc = params["tau_s"] * (1 - np.sqrt(k)) * (K_full * J_full * rates[None, :]).sum(1)
+    return {"N": N, "N_full": N_full, "K_full": K_full, "K": K, "n_syn": n_syn, "J_full_pA": J_full,
+            "J_pA": J_full / np.sqrt(k), "dc_pA": dc, "K_bg": np.asarray(params["K_bg"], dtype=float),
+            "J_bg_pA": 1e3 * params["J_E"], "k_scale": k, "scale": float(scale)}
 
-    import brian2 as b2
 
-    if background not in ("dc", "poisson"):
-        raise ValueError(f"background must be 'dc' or 'poisson', got {background!r}")
-    t0 = time.perf_counter()
-    conn = microcircuit_connectivity(scale, k_scale, neuron)
-    N = conn["N"]
-    rng = np.random.default_rng(seed)
-    b2.seed(seed)
-    cleanup = device == "cpp_standalone" and directory is None
-    if device == "cpp_standalone":
-        directory = directory or tempfile.mkdtemp(prefix="colplugin_pd14_")
-        b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
-        if threads > 1:
-            b2.prefs.devices.cpp_standalone.openmp_threads = threads
-    elif device == "runtime":
-        b2.prefs.codegen.target = "cython"
-    else:
-        raise ValueError(f"device must be 'cpp_standalone' or 'runtime', got {device!r}")
-    try:
-        b2.defaultclock.dt = dt * b2.second
-        tau_s = neuron.tau_syn_ms * 1e-3
-        bg_dc = tau_s * K_EXT * neuron.J_pA * neuron.nu_bg_Hz if background == "dc" else np.zeros(N_POP)
-        eqs = """
-        dv/dt = (E_L - v) / tau_m + (I + I_dc) / C_m : volt (unless refractory)
-        dI/dt = -I / tau_syn : amp
-        I_dc : amp (constant)
-        """
-        ns = {"E_L": neuron.E_L_mV * b2.mV, "tau_m": neuron.tau_m_ms * b2.ms, "C_m": neuron.C_m_pF * b2.pF,
-              "tau_syn": neuron.tau_syn_ms * b2.ms}
-        G = b2.NeuronGroup(int(N.sum()), eqs, threshold=f"v > {neuron.V_th_mV}*mV",
-                           reset=f"v = {neuron.V_reset_mV}*mV", refractory=neuron.t_ref_ms * b2.ms,
-                           method="exact", namespace=ns, name="pd14")
-        offsets = np.concatenate([[0], np.cumsum(N)])
-        dc = np.repeat(conn["dc_pA"] + bg_dc, N)
-        G.I_dc = dc * b2.pA
-        G.v = rng.normal(neuron.V0_mean_mV, neuron.V0_sd_mV, int(N.sum())) * b2.mV
-        src_all, tgt_all, w_all, d_all = [], [], [], []
-        for i in range(N_POP):
-            for j in range(N_POP):
-                n = int(conn["n_syn"][i, j])
-                if n == 0:
-                    continue
-                src_all.append(offsets[j] + rng.integers(0, N[j], n))
-                tgt_all.append(offsets[i] + rng.integers(0, N[i], n))
-                mean = conn["J_pA"][i, j]
-                ww = rng.normal(mean, abs(mean) * neuron.J_rel_sd, n)
-                w_all.append(np.where(np.sign(ww) == np.sign(mean), ww, 0.0))  # keep Dale's sign (NEST clips)
-                dmean = neuron.delay_E_ms if CELL_TYPES[j] == "E" else neuron.delay_I_ms
-                d = rng.normal(dmean, dmean * neuron.delay_rel_sd, n)
-                d_all.append(np.maximum(d, dt * 1e3))
-        S = b2.Synapses(G, G, "w : amp", on_pre="I_post += w", name="recurrent")
-        S.connect(i=np.concatenate(src_all), j=np.concatenate(tgt_all))
-        S.w = np.concatenate(w_all) * b2.pA
-        S.delay = np.round(np.concatenate(d_all) / (dt * 1e3)) * dt * b2.second
-        objs = [G, S]
-        if background == "poisson":
-            for p in range(N_POP):
-                sub = G[offsets[p]:offsets[p + 1]]
-                pi = b2.PoissonInput(sub, "I", int(K_EXT[p]), neuron.nu_bg_Hz * b2.Hz, weight=neuron.J_pA * b2.pA)
-                objs.append(pi)
-        if thalamic is not None:
-            th_rate, th_on = thalamic
-            thalamus = b2.TimedArray(np.array([0.0, th_rate]) * b2.Hz, dt=th_on * b2.second)
-            TH = b2.PoissonGroup(3000, rates="thalamus(t)", namespace={"thalamus": thalamus}, name="thalamus")
-            objs.append(TH)
-            for p, prob in ((2, 0.0983), (3, 0.0619)):
-                St = b2.Synapses(TH, G[offsets[p]:offsets[p + 1]], on_pre=f"I_post += {neuron.J_pA}*pA",
-                                 delay=neuron.delay_E_ms * b2.ms, name=f"thalamus_to_{POPULATIONS[p]}")
-                St.connect(p=prob)
-                objs.append(St)
-        M = b2.SpikeMonitor(G, name="spikes")
-        objs.append(M)
-        net = b2.Network(*objs)
-        t_build = time.perf_counter() - t0
-        net.run(duration * b2.second)
-        if device == "cpp_standalone":
-            b2.device.build(directory=directory, run=True, compile=True)  # build() defaults to ./output
-        t_run = time.perf_counter() - t0 - t_build
-        i_all = np.asarray(M.i[:])
-        t_all = np.asarray(M.t[:] / b2.second)
-    finally:
-        if device == "cpp_standalone":
-            b2.device.reinit()
-            b2.device.activate()
-            b2.set_device("runtime")
-        if cleanup:  # a temporary project of a large circuit holds GBs of connectivity
-            import shutil
+def pd14_microcircuit(params: Params | None = None, scale: float = 0.1, k_scale: float | None = 0.5, *,
+                      background: str | None = None, thalamic: tuple[float, float] | None = None) -> SpikingNetwork:
+    """The PD14 microcircuit, scaled, as a backend-neutral description.
 
-            shutil.rmtree(directory, ignore_errors=True)
-    spikes = {}
-    for p, name in enumerate(POPULATIONS):
-        sel = (i_all >= offsets[p]) & (i_all < offsets[p + 1])
-        spikes[name] = (i_all[sel] - offsets[p], t_all[sel])
-    settings = {"scale": scale, "k_scale": conn["k_scale"], "seed": seed, "background": background,
-                "device": device, "dt_s": dt, "duration_s": duration,
-                "n_neurons": int(N.sum()), "n_synapses": int(conn["n_syn"].sum())}
-    return MicrocircuitResult(spikes, N, duration, settings,
-                              {"build": t_build, "compile_and_run": t_run, "total": time.perf_counter() - t0})
+    Parameters
+    ----------
+    params : Params, optional
+        Parameter set (default: the ``pd14`` preset).
+    scale : float
+        Neuron-number scaling in (0, 1] (1: 77,169 neurons with the ``pd14`` sizes).
+    k_scale : float, optional
+        In-degree scaling in (0, 1] (default 0.5; ``None``: same as ``scale``), with weights
+        / sqrt(k) and DC compensation (module docstring).
+    background : {"poisson", "dc"}, optional
+        ``nu_bg`` per external synapse as independent Poisson input, or its mean
+        ``tau_s K_bg J_E nu_bg`` as a DC current (default: the preset's ``background``).
+    thalamic : (rate, t_on), optional
+        A thalamic population of ``thalamic_size`` Poisson sources firing at ``rate`` Hz from
+        ``t_on`` s, with ``round(K_in N)`` synapses onto L4E and L4I (amplitude ``J_E``,
+        the excitatory delays).
+
+    Returns
+    -------
+    SpikingNetwork
+        Populations ``L23E`` ... ``L6I`` (annotated area ``pd14``, column 0).
+    """
+    params = load_preset("pd14") if params is None else params
+    background = params["background"] if background is None else background
+    if background not in ("poisson", "dc"):
+        raise ValueError(f"background must be 'poisson' or 'dc', got {background!r}")
+    if thalamic is not None:
+        try:
+            th_rate, th_on = (float(x) for x in thalamic)
+        except (TypeError, ValueError):
+            raise ValueError(f"thalamic must be (rate Hz, t_on s), got {thalamic!r}") from None
+        if not (np.isfinite(th_rate) and th_rate >= 0 and np.isfinite(th_on) and th_on >= 0):
+            raise ValueError(f"thalamic rate and onset must be finite and >= 0, got {thalamic!r}")
+    conn = microcircuit_connectivity(scale, k_scale, params)
+    model = lif_model(params)
+    tau_s, nu_bg, J_E_pA = params["tau_s"], params["nu_bg"], 1e3 * params["J_E"]
+    bg_dc = tau_s * conn["K_bg"] * J_E_pA * nu_bg if background == "dc" else np.zeros(N_POP)
+    pops = tuple(Population(name, int(conn["N"][p]), model, I_dc=float(conn["dc_pA"][p] + bg_dc[p]),
+                            V0_mean=params["V0_mean"], V0_sd=params["V0_sd"],
+                            annotations={"area": "pd14", "column": 0, "population": name, "layer": LAYERS[p],
+                                         "cell_type": CELL_TYPES[p]})
+                 for p, name in enumerate(POPULATIONS))
+    delays = {"E": 1e3 * params["delay_E"], "I": 1e3 * params["delay_I"]}
+    conns = tuple(Connection(POPULATIONS[j], POPULATIONS[i], int(conn["n_syn"][i, j]), float(conn["J_pA"][i, j]),
+                             params["J_rel_sd"], delays[CELL_TYPES[j]], params["delay_rel_sd"])
+                  for i in range(N_POP) for j in range(N_POP) if conn["n_syn"][i, j] > 0)
+    inputs = ()
+    if background == "poisson":
+        inputs = tuple(PoissonInput(name, float(conn["K_bg"][p]), RateProfile.constant(nu_bg), J_E_pA,
+                                    name=f"background {name}") for p, name in enumerate(POPULATIONS))
+    sources = ()
+    if thalamic is not None:
+        profile = RateProfile((0.0, 1e3 * th_on), (0.0, th_rate)) if th_on > 0 else RateProfile.constant(th_rate)
+        sources = (PoissonSource("thalamus", int(params["thalamic_size"]), profile),)
+        K_in = np.asarray(params["K_in"], dtype=float)
+        conns += tuple(Connection("thalamus", pop, int(round(K_in[q] * conn["N"][pop_index(pop)])), J_E_pA,
+                                  params["J_rel_sd"], delays["E"], params["delay_rel_sd"])
+                       for q, pop in enumerate(("L4E", "L4I")))
+    meta = {"model": "pd14_microcircuit", "preset": params.name, "scale": conn["scale"], "k_scale": conn["k_scale"],
+            "background": background, "thalamic": list(thalamic) if thalamic is not None else None}
+    return SpikingNetwork("PD14 microcircuit", pops, conns, inputs, sources, metadata=meta)
+
+
+def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale: float | None = 0.5,
+                          seed: int = 0, background: str | None = None, backend: str = "brian2",
+                          device: str = "cpp_standalone", directory: str | None = None, dt: float = 1e-4,
+                          threads: int = 1, thalamic: tuple[float, float] | None = None,
+                          params: Params | None = None):
+    """Build the PD14 microcircuit and run it (:func:`pd14_microcircuit` + :func:`simulate_spiking`).
+
+    Parameters
+    ----------
+    scale, k_scale, background, thalamic, params
+        See :func:`pd14_microcircuit`.
+    duration : float
+        Simulated time, s, including any transient the analysis discards.
+    seed : int
+        Seed of every random draw (connectivity, weights, delays, initial V, Poisson input).
+    backend : {"brian2", "nest"}
+    device : {"cpp_standalone", "runtime"}
+        Brian2 device (ignored by NEST).
+    directory : str, optional
+        Brian2 cpp_standalone project directory (default: a temporary one, removed).
+    dt : float
+        Time step, s.
+    threads : int
+        OpenMP threads (Brian2 cpp_standalone, NEST).
+
+    Returns
+    -------
+    SpikingResult
+    """
+    from .simulate import check_run, simulate_spiking
+
+    check_run(duration, backend=backend, device=device, seed=seed, threads=threads, dt=dt)
+    net = pd14_microcircuit(params, scale, k_scale, background=background, thalamic=thalamic)
+    return simulate_spiking(net, duration, backend=backend, device=device, seed=seed, threads=threads, dt=dt,
+                            directory=directory)

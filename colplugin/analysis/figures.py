@@ -1,0 +1,122 @@
+"""Figures of spiking runs and of the rate-vs-spiking validation.
+
+Every function returns a :class:`matplotlib.figure.Figure` (never shows it);
+:func:`save_figure` writes one atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..params.names import POPULATIONS
+
+__all__ = ["save_figure", "plot_raster", "plot_validation", "plot_backend_rates"]
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write a figure atomically (format from the suffix) and return the path."""
+    from .._io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:])
+    return path
+
+
+def plot_raster(ax: Any, result: Any, t_from: float, t_to: float, n_show: int = 100,
+                populations: Sequence[str] | None = None) -> None:
+    """Raster of the first ``n_show`` neurons of each population of a SpikingResult on ``ax``."""
+    offset = 0
+    pops = list(result.sizes) if populations is None else list(populations)
+    for pop in pops:
+        idx, ts = result.spikes[pop]
+        n = min(result.sizes[pop], n_show)
+        sel = (idx < n) & (ts >= t_from) & (ts < t_to)
+        color = "tab:red" if result.annotations.get(pop, {}).get("cell_type", pop[-1]) == "E" else "tab:blue"
+        ax.plot(ts[sel], offset + idx[sel], ",", color=color)
+        ax.text(t_from - 0.005 * (t_to - t_from), offset + n / 2, pop, ha="right", va="center", fontsize=7)
+        offset += n
+    ax.set_xlim(t_from, t_to)
+    ax.set_ylim(offset, 0)
+    ax.set_xlabel("time (s)")
+    ax.set_yticks([])
+
+
+def plot_validation(result: Any, stats: dict, rows: list[dict], transient: float = 0.5) -> Figure:
+    """Raster, rates by population (published, DMF, spiking with its sd over seeds), ISI CVs, DMF vs spiking.
+
+    Parameters
+    ----------
+    result : SpikingResult
+        One spiking run (for the raster).
+    stats : dict
+        ``population_statistics`` of that run (for the CV histograms).
+    rows : list of dict
+        ``compare_rate_to_spiking`` output (rates averaged over seeds).
+    transient : float
+        Start of the raster window, s.
+    """
+    fig = Figure(figsize=(12, 8), constrained_layout=True)
+    (ax_r, ax_b), (ax_c, ax_d) = fig.subplots(2, 2)
+    plot_raster(ax_r, result, transient, min(transient + 0.2, result.duration), populations=POPULATIONS)
+    ax_r.set_title("raster (100 neurons per population)")
+    x = np.arange(len(POPULATIONS))
+    backend = result.settings.get("backend", "spiking")
+    sd = [r.get("spiking_rate_seed_sd", float("nan")) for r in rows]
+    n_seeds = len(rows[0].get("spiking_rates_per_seed", [0])) if rows else 1
+    ax_b.bar(x - 0.27, [r["spiking_rate"] for r in rows], 0.27,
+             yerr=None if not np.all(np.isfinite(sd)) else sd, capsize=2,
+             label=f"spiking ({backend}, {n_seeds} seed{'s' if n_seeds > 1 else ''})")
+    ax_b.bar(x, [r["dmf_rate"] for r in rows], 0.27, label="DMF column (pd14)")
+    ax_b.bar(x + 0.27, [r["published_rate"] for r in rows], 0.27, label="published (PD14/NEST)")
+    ax_b.set_xticks(x, POPULATIONS)
+    ax_b.set_ylabel("rate (Hz)")
+    ax_b.legend(fontsize=7)
+    ax_b.set_title("rates by population")
+    for p, pop in enumerate(POPULATIONS):
+        cvs = stats.get(pop, {}).get("cvs", [])
+        if cvs:
+            ax_c.hist(cvs, bins=30, range=(0, 2), histtype="step", label=pop, color=f"C{p}")
+    ax_c.axvspan(0.7, 1.2, color="grey", alpha=0.15)
+    ax_c.set_xlabel("ISI CV")
+    ax_c.legend(fontsize=6)
+    ax_c.set_title("ISI CV per neuron (grey: asynchronous-irregular range)")
+    colors = ["tab:red" if p.endswith("E") else "tab:blue" for p in POPULATIONS]
+    ax_d.bar(x, [100 * r["dmf_vs_spiking"] for r in rows], color=colors)
+    ax_d.axhspan(-30, 30, color="grey", alpha=0.15)
+    ax_d.set_xticks(x, POPULATIONS)
+    ax_d.set_ylabel("DMF vs spiking (%)")
+    ax_d.set_title("relative deviation of the DMF column (grey: +/- 30 %)")
+    return fig
+
+
+def plot_backend_rates(rates: dict[str, np.ndarray], published: Sequence[float] | None = None) -> Figure:
+    """Population rates per backend: bars of the mean over seeds with the seeds as dots.
+
+    Parameters
+    ----------
+    rates : dict
+        ``{backend label: array (seeds, 8)}`` of rates, Hz.
+    published : sequence of 8 floats, optional
+        Reference rates drawn as black ticks, Hz.
+    """
+    fig = Figure(figsize=(9, 4), constrained_layout=True)
+    ax = fig.subplots()
+    x = np.arange(len(POPULATIONS))
+    width = 0.8 / max(1, len(rates))
+    for k, (label, r) in enumerate(rates.items()):
+        r = np.atleast_2d(np.asarray(r, float))
+        pos = x - 0.4 + width * (k + 0.5)
+        ax.bar(pos, r.mean(0), width, label=label, color=f"C{k}", alpha=0.7)
+        for row in r:
+            ax.plot(pos, row, ".", color="k", ms=3)
+    if published is not None:
+        ax.plot(x, published, "_", color="k", ms=14, mew=2, label="published")
+    ax.set_xticks(x, POPULATIONS)
+    ax.set_ylabel("rate (Hz)")
+    ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,186 @@
+"""Brian2 backend: a :class:`SpikingNetwork` as Brian2 objects, on the runtime or cpp_standalone device.
+
+All neurons are one ``NeuronGroup`` (populations are contiguous slices of it); every
+connection between populations is one ``Synapses`` object built from index arrays drawn in
+numpy; a Poisson source population is a ``PoissonGroup`` whose rate follows a
+``TimedArray``; independent Poisson input is ``PoissonInput`` (binomial per time step).
+Neuron parameters shared by every population are namespace constants, the others
+per-neuron constants. Integration is exact (``method="exact"``).
+
+Adaptation: populations with ``threshold_jump > 0`` get a threshold variable ``theta``
+(``v > V_th + theta``) that jumps at each spike and decays with ``tau_threshold``.
+
+Reproducibility: connectivity, weights, delays and initial potentials come from
+``numpy.random.default_rng(seed)``; the Poisson input uses Brian2's generator, seeded with
+``brian2.seed(seed)`` after the device is chosen (in cpp_standalone the seed must be set on
+the standalone device, or the compiled project seeds itself from the clock).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from .network import LIFModel, SpikingNetwork
+from .result import SpikingResult
+
+__all__ = ["run_brian2", "draw_normal"]
+
+_PARAMS = ("C_m", "tau_m", "E_L", "V_reset", "V_th", "t_ref", "tau_syn")
+_UNITS = {"C_m": "pF", "tau_m": "ms", "E_L": "mV", "V_reset": "mV", "V_th": "mV", "t_ref": "ms", "tau_syn": "ms",
+          "tau_th": "ms"}
+_DIMS = {"pF": "farad", "ms": "second", "mV": "volt"}
+
+
+def draw_normal(rng: np.random.Generator, mean: float, sd: float, n: int, *, low: float | None = None,
+                high: float | None = None) -> np.ndarray:
+    """``n`` normal draws, redrawing those outside ``[low, high]`` (NEST's ``nest.math.redraw``)."""
+    x = rng.normal(mean, sd, n) if sd > 0 else np.full(n, float(mean))
+    for _ in range(1000):
+        bad = np.zeros(n, bool)
+        if low is not None:
+            bad |= x < low
+        if high is not None:
+            bad |= x > high
+        if not bad.any():
+            return x
+        x[bad] = rng.normal(mean, sd, int(bad.sum()))
+    raise ValueError(f"could not draw values of N({mean}, {sd}) within [{low}, {high}]; widen the bounds")
+
+
+def _weights_delays(rng: np.random.Generator, c, n: int, dt_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    sd = abs(c.weight) * c.weight_rel_sd
+    w = draw_normal(rng, c.weight, sd, n, low=0.0 if c.weight > 0 else None, high=0.0 if c.weight < 0 else None)
+    d = draw_normal(rng, c.delay, c.delay * c.delay_rel_sd, n, low=dt_ms)
+    return w, np.round(d / dt_ms) * dt_ms
+
+
+def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_standalone", seed: int = 0,
+               threads: int = 1, dt: float = 1e-4, directory: str | None = None) -> SpikingResult:
+    """Build ``net`` in Brian2 and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`)."""
+    import brian2 as b2
+
+    t0 = time.perf_counter()
+    dt_ms = dt * 1e3
+    pops = net.populations
+    sizes = np.array([p.size for p in pops])
+    offsets = dict(zip([p.name for p in pops], np.concatenate([[0], np.cumsum(sizes)[:-1]])))
+    n_total = int(sizes.sum())
+    rng = np.random.default_rng(seed)
+    cleanup = device == "cpp_standalone" and directory is None
+    b2.prefs.codegen.target = "cython"
+    if device == "cpp_standalone":
+        directory = directory or tempfile.mkdtemp(prefix="colplugin_spiking_")
+        b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
+        b2.prefs.devices.cpp_standalone.openmp_threads = threads if threads > 1 else 0
+    b2.seed(seed)  # after set_device: seeds the standalone project's generator too
+    try:
+        b2.defaultclock.dt = dt * b2.second
+        models: list[LIFModel] = [p.model for p in pops]
+        adapting = any(m.adapting for m in models)
+        per_neuron, namespace = [], {}
+        for name in _PARAMS:
+            values = {getattr(m, name) for m in models}
+            unit = getattr(b2, _UNITS[name])
+            if len(values) == 1:
+                namespace[name] = values.pop() * unit
+            else:
+                per_neuron.append(name)
+        eqs = ("dv/dt = (E_L - v) / tau_m + (I + I_dc) / C_m : volt (unless refractory)\n"
+               "dI/dt = -I / tau_syn : amp\nI_dc : amp (constant)\n")
+        eqs += "".join(f"{name} : {_DIMS[_UNITS[name]]} (constant)\n" for name in per_neuron)
+        threshold, reset = "v > V_th", "v = V_reset"
+        if adapting:
+            eqs += "dtheta/dt = -theta / tau_th : volt\nq_th : volt (constant)\ntau_th : second (constant)\n"
+            threshold, reset = "v > V_th + theta", "v = V_reset; theta += q_th"
+        G = b2.NeuronGroup(n_total, b2.Equations(eqs), threshold=threshold, reset=reset,
+                           refractory="t_ref" if "t_ref" in per_neuron else namespace["t_ref"],
+                           method="exact", namespace=namespace, name="neurons")
+        for name in per_neuron:
+            setattr(G, name, np.repeat([getattr(m, name) for m in models], sizes) * getattr(b2, _UNITS[name]))
+        G.I_dc = np.repeat([p.I_dc for p in pops], sizes) * b2.pA
+        G.v = np.concatenate([rng.normal(p.V0_mean, p.V0_sd, p.size) if p.V0_sd > 0 else np.full(p.size, p.V0_mean)
+                              for p in pops]) * b2.mV
+        if adapting:
+            G.q_th = np.repeat([m.threshold_jump for m in models], sizes) * b2.mV
+            G.tau_th = np.repeat([m.tau_threshold if m.adapting else 1.0 for m in models], sizes) * b2.ms
+            G.theta = np.repeat([p.theta0 for p in pops], sizes) * b2.mV
+        objs = [G]
+        # sources: Poisson populations, rates sampled on the time grid
+        source_groups, n_steps = {}, int(round(duration / dt))
+        for k, s in enumerate(net.sources):
+            grid = np.zeros(n_steps + 1)
+            for a, b, r in s.rate.segments(duration * 1e3):
+                grid[int(round(a / dt_ms)):int(round(b / dt_ms))] = r
+            grid[-1] = grid[-2]
+            ta = b2.TimedArray(grid * b2.Hz, dt=dt * b2.second, name=f"rate_{k}")
+            pg = b2.PoissonGroup(s.size, rates=f"rate_{k}(t)", namespace={f"rate_{k}": ta}, name=f"source_{k}")
+            source_groups[s.name] = pg
+            objs.append(pg)
+        # connections: recurrent ones in one Synapses object, each source in one more
+        by_pre: dict[str, list] = {}
+        for c in net.connections:
+            if c.n_synapses:
+                by_pre.setdefault("neurons" if c.source in offsets else c.source, []).append(c)
+        for k, (pre, conns) in enumerate(by_pre.items()):
+            src, tgt, w, d = [], [], [], []
+            for c in conns:
+                n = c.n_synapses
+                n_src = net.size_of(c.source)
+                src.append(rng.integers(0, n_src, n, dtype=np.int64) + (offsets[c.source] if pre == "neurons" else 0))
+                tgt.append(rng.integers(0, net.size_of(c.target), n, dtype=np.int64) + offsets[c.target])
+                ww, dd = _weights_delays(rng, c, n, dt_ms)
+                w.append(ww)
+                d.append(dd)
+            S = b2.Synapses(G if pre == "neurons" else source_groups[pre], G, "w : amp", on_pre="I_post += w",
+                            name=f"synapses_{k}")
+            S.connect(i=np.concatenate(src).astype(np.int32), j=np.concatenate(tgt).astype(np.int32))
+            S.w = np.concatenate(w) * b2.pA
+            S.delay = np.concatenate(d) * b2.ms
+            objs.append(S)
+        # independent Poisson input, one PoissonInput per segment of non-zero rate
+        for inp in net.poisson_inputs:
+            if inp.n_sources <= 0:
+                continue
+            a0 = int(offsets[inp.target])
+            sub = G[a0:a0 + net.size_of(inp.target)]
+            n_src = int(np.ceil(inp.n_sources))
+            for a, b, r in inp.rate.segments(duration * 1e3):
+                if r <= 0:
+                    continue
+                if a <= 0 and b >= duration * 1e3:
+                    weight = inp.weight * b2.pA
+                else:
+                    weight = f"{inp.weight!r}*pA * int(t >= {a!r}*ms) * int(t < {b!r}*ms)"
+                objs.append(b2.PoissonInput(sub, "I", n_src, inp.n_sources * r / n_src * b2.Hz, weight=weight))
+        M = b2.SpikeMonitor(G, name="spikes")
+        objs.append(M)
+        network = b2.Network(*objs)
+        t_build = time.perf_counter() - t0
+        network.run(duration * b2.second)
+        if device == "cpp_standalone":
+            b2.device.build(directory=directory, run=True, compile=True)
+        t_run = time.perf_counter() - t0 - t_build
+        i_all = np.asarray(M.i[:])
+        t_all = np.asarray(M.t[:] / b2.second)
+    finally:
+        if device == "cpp_standalone":
+            b2.device.reinit()
+            b2.device.activate()
+            b2.set_device("runtime")
+            if cleanup:  # a temporary project of a large circuit holds GBs of connectivity
+                shutil.rmtree(directory, ignore_errors=True)
+    spikes = {}
+    for p in pops:
+        if p.name in net.record:
+            sel = (i_all >= offsets[p.name]) & (i_all < offsets[p.name] + p.size)
+            spikes[p.name] = (i_all[sel] - offsets[p.name], t_all[sel])
+    settings = {"name": net.name, **dict(net.metadata), "backend": "brian2", "device": device, "seed": seed,
+                "threads": threads, "dt_s": dt, "duration_s": duration, "n_neurons": net.n_neurons,
+                "n_synapses": net.n_synapses, "brian2_version": b2.__version__}
+    return SpikingResult(spikes, {p.name: p.size for p in pops if p.name in net.record}, duration, settings,
+                         {p.name: dict(p.annotations) for p in pops if p.name in net.record},
+                         {"build": t_build, "run": t_run, "total": time.perf_counter() - t0})

@@ -1,0 +1,156 @@
+"""NEST backend: a :class:`SpikingNetwork` as NEST nodes and connections (NEST 3.10).
+
+- Neurons: ``iaf_psc_exp`` (exact integration, exponential current synapses; the PD14
+  model). Currents in pA, times in ms, potentials in mV, as in the description.
+- Connections: ``nest.Connect`` with ``{"rule": "fixed_total_number", "N": n}`` (autapses
+  and multapses allowed); weights ``nest.math.redraw(nest.random.normal(...))`` bounded at 0
+  to keep the sign of the mean, delays redrawn below one time step (NEST rounds them to
+  the grid).
+- Independent Poisson input: one ``poisson_generator`` of rate ``n_sources * rate`` per
+  input and segment of the rate profile (``start``/``stop``), connected ``all_to_all``
+  (each target gets its own realisation) with a delay of one step.
+- Poisson source populations: ``parrot_neuron`` s driven by ``poisson_generator`` s, which
+  adds one time step to their delays.
+- DC input: the neurons' ``I_e``.
+- Recording: one ``spike_recorder`` per recorded population. NEST stamps a spike at the
+  end of the step in which the threshold was crossed (Brian2 at its start).
+- Seeds: ``rng_seed = seed + 1`` (NEST needs a seed >= 1) and ``local_num_threads``: the
+  same seed and thread count give the same spikes.
+
+Adaptation (``threshold_jump > 0``) is an approximation: NEST has no ``iaf_psc_exp`` with
+a spike-triggered threshold, so adapting populations use ``gif_psc_exp`` with one
+threshold component (``q_sfa = threshold_jump``, ``tau_sfa = tau_threshold``), no
+spike-triggered current and an escape rate ``lambda_0 exp((V - V_T) / Delta_V)`` made
+nearly deterministic (``Delta_V`` = 1 µV, ``lambda_0`` = 1e3 /s: below threshold by 10
+µV it almost never fires, above it by 10 µV it fires within the step); its membrane is
+the same LIF with ``g_L = C_m / tau_m``. ``gif_psc_exp``'s threshold state cannot be set,
+so an initial offset ``theta0`` is added to the baseline threshold ``V_T_star`` and
+decayed by hand: the run proceeds in 10 ms chunks, after each ``V_T_star = V_th + theta0
+exp(-t / tau_threshold)`` (exact at the chunk boundaries).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .network import SpikingNetwork
+from .result import SpikingResult
+
+__all__ = ["run_nest", "GIF_DELTA_V", "GIF_LAMBDA_0", "THETA0_CHUNK_MS"]
+
+#: Escape-noise width of ``gif_psc_exp`` for adapting populations (mV): near-deterministic.
+GIF_DELTA_V = 1e-3
+#: Escape rate at threshold of ``gif_psc_exp`` (1/s).
+GIF_LAMBDA_0 = 1e3
+#: Chunk length (ms) of the run when an initial threshold offset decays by hand.
+THETA0_CHUNK_MS = 10.0
+
+
+def _import_nest():
+    os.environ.setdefault("PYNEST_QUIET", "1")
+    try:
+        import nest
+    except ImportError:
+        raise ImportError("the NEST backend needs NEST 3.10: pip install 'colplugin[nest]' "
+                          "(or pip install nest-simulator)") from None
+    return nest
+
+
+def _syn_spec(nest, c, dt_ms: float) -> dict:
+    sd = abs(c.weight) * c.weight_rel_sd
+    if sd > 0:
+        lo, hi = (0.0, float("inf")) if c.weight > 0 else (float("-inf"), 0.0)
+        weight = nest.math.redraw(nest.random.normal(mean=c.weight, std=sd), min=lo, max=hi)
+    else:
+        weight = float(c.weight)
+    d_sd = c.delay * c.delay_rel_sd
+    if d_sd > 0:
+        delay = nest.math.redraw(nest.random.normal(mean=c.delay, std=d_sd), min=dt_ms, max=float("inf"))
+    else:
+        delay = max(float(c.delay), dt_ms)
+    return {"synapse_model": "static_synapse", "weight": weight, "delay": delay}
+
+
+def _generators(nest, profile, scale: float, duration_ms: float):
+    gens = []
+    for a, b, r in profile.segments(duration_ms):
+        if r <= 0:
+            continue
+        spec = {"rate": scale * r, "start": a}
+        if b < duration_ms:
+            spec["stop"] = b
+        gens.append(nest.Create("poisson_generator", params=spec))
+    return gens
+
+
+def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: int = 1,
+             dt: float = 1e-4) -> SpikingResult:
+    """Build ``net`` in NEST and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`)."""
+    nest = _import_nest()
+    t0 = time.perf_counter()
+    dt_ms, T = dt * 1e3, duration * 1e3
+    nest.ResetKernel()
+    nest.verbosity = nest.VerbosityLevel.ERROR
+    nest.SetKernelStatus({"resolution": dt_ms, "rng_seed": int(seed) + 1, "local_num_threads": int(threads),
+                          "print_time": False})
+    nodes, theta0 = {}, []
+    for p in net.populations:
+        m = p.model
+        common = {"C_m": m.C_m, "E_L": m.E_L, "V_reset": m.V_reset, "t_ref": m.t_ref, "tau_syn_ex": m.tau_syn,
+                  "tau_syn_in": m.tau_syn, "I_e": p.I_dc}
+        if m.adapting:
+            params = {**common, "g_L": m.C_m / m.tau_m, "V_T_star": m.V_th + p.theta0, "Delta_V": GIF_DELTA_V,
+                      "lambda_0": GIF_LAMBDA_0, "q_sfa": [m.threshold_jump], "tau_sfa": [m.tau_threshold],
+                      "q_stc": [], "tau_stc": []}
+            nodes[p.name] = nest.Create("gif_psc_exp", p.size, params=params)
+            if p.theta0 > 0:
+                theta0.append((nodes[p.name], m.V_th, p.theta0, m.tau_threshold))
+        else:
+            nodes[p.name] = nest.Create("iaf_psc_exp", p.size, params={**common, "tau_m": m.tau_m, "V_th": m.V_th})
+        nodes[p.name].V_m = (nest.random.normal(mean=p.V0_mean, std=p.V0_sd) if p.V0_sd > 0 else p.V0_mean)
+    for s in net.sources:
+        parrots = nest.Create("parrot_neuron", s.size)
+        for g in _generators(nest, s.rate, 1.0, T):
+            nest.Connect(g, parrots, "all_to_all", {"delay": dt_ms})
+        nodes[s.name] = parrots
+    for c in net.connections:
+        if c.n_synapses:
+            nest.Connect(nodes[c.source], nodes[c.target],
+                         {"rule": "fixed_total_number", "N": c.n_synapses, "allow_autapses": True,
+                          "allow_multapses": True}, _syn_spec(nest, c, dt_ms))
+    for inp in net.poisson_inputs:
+        if inp.n_sources > 0:
+            for g in _generators(nest, inp.rate, inp.n_sources, T):
+                nest.Connect(g, nodes[inp.target], "all_to_all", {"weight": float(inp.weight), "delay": dt_ms})
+    recorders = {}
+    for name in net.record:
+        recorders[name] = nest.Create("spike_recorder")
+        nest.Connect(nodes[name], recorders[name])
+    t_build = time.perf_counter() - t0
+    if theta0:
+        chunk = THETA0_CHUNK_MS
+        n_chunks = int(np.ceil(T / chunk - 1e-9))
+        with nest.RunManager():
+            for k in range(n_chunks):
+                nest.Run(min(chunk, T - k * chunk))
+                t_now = min((k + 1) * chunk, T)
+                for group, v_th, th0, tau in theta0:
+                    group.V_T_star = v_th + th0 * np.exp(-t_now / tau)
+    else:
+        nest.Simulate(T)
+    t_run = time.perf_counter() - t0 - t_build
+    spikes, sizes = {}, {}
+    for name, rec in recorders.items():
+        ev = rec.get("events")
+        first = nodes[name][0].global_id
+        spikes[name] = (np.asarray(ev["senders"], dtype=np.int64) - first, np.asarray(ev["times"], float) * 1e-3)
+        sizes[name] = len(nodes[name])
+    settings = {"name": net.name, **dict(net.metadata), "backend": "nest", "device": "nest", "seed": seed,
+                "threads": threads, "dt_s": dt, "duration_s": duration, "n_neurons": net.n_neurons,
+                "n_synapses": net.n_synapses, "nest_version": nest.__version__}
+    ann = {p.name: dict(p.annotations) for p in net.populations if p.name in recorders}
+    return SpikingResult(spikes, sizes, duration, settings, ann,
+                         {"build": t_build, "run": t_run, "total": time.perf_counter() - t0})

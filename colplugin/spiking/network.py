@@ -1,0 +1,374 @@
+"""A backend-neutral description of a spiking network: what to simulate, not how.
+
+A :class:`SpikingNetwork` lists populations of neurons, the connections between them
+(synapse counts with weight and delay distributions), external Poisson input, Poisson
+spike-source populations and which populations to record. The backends
+(:mod:`colplugin.spiking.brian2`, :mod:`colplugin.spiking.nest`) turn it into simulator
+objects; :mod:`colplugin.spiking.microcircuit` and :mod:`colplugin.spiking.twin` build it
+from colplugin's parameters. Plain frozen dataclasses: a description can be inspected,
+compared and tested without any simulator installed.
+
+Units (those of NEST and of PD14's tables)
+------------------------------------------
+=======================================  =====
+quantity                                 unit
+=======================================  =====
+potentials (``E_L``, ``V_th`` ...)       mV
+times (``tau_m``, ``t_ref``, delays)     ms
+capacitance ``C_m``                      pF
+currents (weights, ``I_dc``)             pA
+rates                                    Hz
+=======================================  =====
+
+Run settings (duration, time step) and recorded spike times are in seconds, as
+everywhere else in colplugin.
+
+Randomness
+----------
+A :class:`Connection` draws ``n_synapses`` (source, target) pairs uniformly with
+replacement (NEST's ``fixed_total_number`` rule with autapses and multapses), weights
+from a normal distribution of mean ``weight`` and sd ``|weight| * weight_rel_sd`` redrawn
+until they keep the sign of the mean (Dale's law), and delays from a normal distribution
+of mean ``delay`` and sd ``delay * delay_rel_sd`` redrawn until they are at least one time
+step, then rounded to the time grid. This is the convention of NEST's PD14 example
+(``nest.math.redraw``); the Brian2 backend does the same in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+__all__ = ["LIFModel", "Population", "Connection", "RateProfile", "PoissonInput", "PoissonSource",
+           "SpikingNetwork", "SpikingNetworkError"]
+
+
+class SpikingNetworkError(ValueError):
+    """A spiking-network description is inconsistent; the message names the part and the fix."""
+
+
+def _finite(name: str, value: float, *, positive: bool = False, nonneg: bool = False) -> None:
+    if not np.isfinite(value):
+        raise SpikingNetworkError(f"{name} = {value} must be finite")
+    if positive and not value > 0:
+        raise SpikingNetworkError(f"{name} = {value} must be positive")
+    if nonneg and not value >= 0:
+        raise SpikingNetworkError(f"{name} = {value} must be non-negative")
+
+
+@dataclass(frozen=True)
+class LIFModel:
+    """Leaky integrate-and-fire neuron with exponentially decaying current synapses.
+
+    ``C_m dV/dt = -C_m (V - E_L) / tau_m + I_syn + I_dc`` below threshold; ``dI_syn/dt =
+    -I_syn / tau_syn`` and each incoming spike adds its weight to ``I_syn``. A spike is
+    emitted when ``V`` exceeds ``V_th + theta``; ``V`` is then held at ``V_reset`` for
+    ``t_ref``. NEST's ``iaf_psc_exp`` without adaptation.
+
+    Parameters
+    ----------
+    C_m : float
+        Membrane capacitance, pF.
+    tau_m : float
+        Membrane time constant, ms.
+    E_L, V_reset, V_th : float
+        Resting, reset and threshold potentials, mV.
+    t_ref : float
+        Absolute refractory period, ms.
+    tau_syn : float
+        Synaptic current time constant (excitatory and inhibitory), ms.
+    threshold_jump : float
+        Spike-triggered threshold adaptation: ``theta`` jumps by this much at every spike,
+        mV (0: no adaptation).
+    tau_threshold : float
+        Decay time constant of ``theta``, ms (used when ``threshold_jump > 0``).
+    """
+
+    C_m: float
+    tau_m: float
+    E_L: float
+    V_reset: float
+    V_th: float
+    t_ref: float
+    tau_syn: float
+    threshold_jump: float = 0.0
+    tau_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("C_m", "tau_m", "tau_syn"):
+            _finite(name, getattr(self, name), positive=True)
+        for name in ("E_L", "V_reset", "V_th"):
+            _finite(name, getattr(self, name))
+        _finite("t_ref", self.t_ref, nonneg=True)
+        _finite("threshold_jump", self.threshold_jump, nonneg=True)
+        if not self.V_th > self.V_reset:
+            raise SpikingNetworkError(f"V_th = {self.V_th} mV must lie above V_reset = {self.V_reset} mV")
+        if self.tau_m == self.tau_syn:
+            raise SpikingNetworkError(f"tau_m = tau_syn = {self.tau_m} ms is a degenerate case of the exact "
+                                      "integration; make them differ")
+        if self.adapting:
+            _finite("tau_threshold", self.tau_threshold, positive=True)
+
+    @property
+    def adapting(self) -> bool:
+        """Whether the threshold adapts (``threshold_jump > 0``)."""
+        return self.threshold_jump > 0
+
+
+@dataclass(frozen=True)
+class Population:
+    """A population of identical neurons.
+
+    Parameters
+    ----------
+    name : str
+        Unique name within the network (``"L23E"``, ``"mt[0].L23E"``).
+    size : int
+        Number of neurons (>= 1).
+    model : LIFModel
+    I_dc : float
+        Constant input current to every neuron, pA (DC background, scaling compensation).
+    V0_mean, V0_sd : float
+        Initial membrane potentials: normal distribution, mV.
+    theta0 : float
+        Initial threshold offset ``theta`` of an adapting population, mV.
+    annotations : mapping
+        Carried to the recorded spike trains (Neo): ``area``, ``column``, ``population``,
+        ``layer``, ``cell_type``.
+    """
+
+    name: str
+    size: int
+    model: LIFModel
+    I_dc: float = 0.0
+    V0_mean: float = -58.0
+    V0_sd: float = 10.0
+    theta0: float = 0.0
+    annotations: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, (int, np.integer)) or self.size < 1:
+            raise SpikingNetworkError(f"population {self.name!r}: size {self.size!r} must be a whole number >= 1")
+        object.__setattr__(self, "size", int(self.size))
+        _finite(f"population {self.name!r} I_dc", self.I_dc)
+        _finite(f"population {self.name!r} V0_mean", self.V0_mean)
+        _finite(f"population {self.name!r} V0_sd", self.V0_sd, nonneg=True)
+        _finite(f"population {self.name!r} theta0", self.theta0, nonneg=True)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Synapses from one population (or Poisson source) onto another.
+
+    Parameters
+    ----------
+    source, target : str
+        Population names (``source`` may name a :class:`PoissonSource`).
+    n_synapses : int
+        Total number of synapses, drawn with replacement (see the module docstring).
+    weight : float
+        Mean PSC amplitude, pA (negative: inhibitory).
+    weight_rel_sd : float
+        Relative sd of the weights.
+    delay : float
+        Mean delay, ms.
+    delay_rel_sd : float
+        Relative sd of the delays.
+    """
+
+    source: str
+    target: str
+    n_synapses: int
+    weight: float
+    weight_rel_sd: float = 0.0
+    delay: float = 1.5
+    delay_rel_sd: float = 0.0
+
+    def __post_init__(self) -> None:
+        what = f"connection {self.source} -> {self.target}"
+        if not isinstance(self.n_synapses, (int, np.integer)) or self.n_synapses < 0:
+            raise SpikingNetworkError(f"{what}: n_synapses {self.n_synapses!r} must be a whole number >= 0")
+        object.__setattr__(self, "n_synapses", int(self.n_synapses))
+        _finite(f"{what} weight", self.weight)
+        _finite(f"{what} weight_rel_sd", self.weight_rel_sd, nonneg=True)
+        _finite(f"{what} delay", self.delay, positive=True)
+        _finite(f"{what} delay_rel_sd", self.delay_rel_sd, nonneg=True)
+
+
+@dataclass(frozen=True)
+class RateProfile:
+    """A piecewise-constant rate: ``rates[k]`` Hz from ``times[k]`` ms to the next change.
+
+    ``times`` starts at 0 and increases strictly; the last rate holds to the end of the run.
+    """
+
+    times: tuple[float, ...]
+    rates: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        t = tuple(float(x) for x in np.atleast_1d(self.times))
+        r = tuple(float(x) for x in np.atleast_1d(self.rates))
+        object.__setattr__(self, "times", t)
+        object.__setattr__(self, "rates", r)
+        if len(t) != len(r) or not t:
+            raise SpikingNetworkError(f"rate profile: {len(t)} times but {len(r)} rates; give one rate per time")
+        if t[0] != 0.0 or any(b <= a for a, b in zip(t, t[1:])):
+            raise SpikingNetworkError(f"rate profile times {t} must start at 0 ms and increase")
+        if not all(np.isfinite(x) and x >= 0 for x in r):
+            raise SpikingNetworkError(f"rate profile rates {r} must be finite and non-negative (Hz)")
+
+    @classmethod
+    def constant(cls, rate: float) -> "RateProfile":
+        """A rate that never changes (Hz)."""
+        return cls((0.0,), (float(rate),))
+
+    def segments(self, duration_ms: float) -> list[tuple[float, float, float]]:
+        """``(start ms, stop ms, rate Hz)`` of the segments within ``[0, duration_ms)``."""
+        ends = self.times[1:] + (float(duration_ms),)
+        return [(a, min(b, duration_ms), r) for a, b, r in zip(self.times, ends, self.rates) if a < duration_ms]
+
+
+@dataclass(frozen=True)
+class PoissonInput:
+    """Independent Poisson input to every neuron of a population.
+
+    Each target neuron receives ``n_sources`` independent Poisson spike trains of rate
+    ``rate`` (a :class:`RateProfile`), each spike adding ``weight`` pA to its synaptic
+    current; no delay. ``n_sources`` may be fractional: only the total rate
+    ``n_sources * rate`` per neuron matters.
+    """
+
+    target: str
+    n_sources: float
+    rate: RateProfile
+    weight: float
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _finite(f"Poisson input to {self.target} n_sources", self.n_sources, nonneg=True)
+        _finite(f"Poisson input to {self.target} weight", self.weight)
+        if not isinstance(self.rate, RateProfile):
+            object.__setattr__(self, "rate", RateProfile.constant(self.rate))
+
+
+@dataclass(frozen=True)
+class PoissonSource:
+    """A population of ``size`` Poisson spike sources (shared input, e.g. a thalamus).
+
+    It is the source of :class:`Connection` s like any population; it is not recorded.
+    """
+
+    name: str
+    size: int
+    rate: RateProfile
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, (int, np.integer)) or self.size < 1:
+            raise SpikingNetworkError(f"Poisson source {self.name!r}: size {self.size!r} must be a whole number >= 1")
+        object.__setattr__(self, "size", int(self.size))
+        if not isinstance(self.rate, RateProfile):
+            object.__setattr__(self, "rate", RateProfile.constant(self.rate))
+
+
+@dataclass(frozen=True)
+class SpikingNetwork:
+    """A spiking network, backend-neutral.
+
+    Parameters
+    ----------
+    name : str
+    populations : sequence of Population
+    connections : sequence of Connection
+    poisson_inputs : sequence of PoissonInput
+    sources : sequence of PoissonSource
+    record : sequence of str, optional
+        Populations whose spikes are recorded (default: all).
+    metadata : mapping
+        Provenance (preset, scale, ...), copied into the run's settings.
+    """
+
+    name: str
+    populations: tuple[Population, ...]
+    connections: tuple[Connection, ...] = ()
+    poisson_inputs: tuple[PoissonInput, ...] = ()
+    sources: tuple[PoissonSource, ...] = ()
+    record: tuple[str, ...] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for attr in ("populations", "connections", "poisson_inputs", "sources"):
+            object.__setattr__(self, attr, tuple(getattr(self, attr)))
+        if self.record is None:
+            object.__setattr__(self, "record", tuple(p.name for p in self.populations))
+        else:
+            object.__setattr__(self, "record", tuple(self.record))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check names and references; raise :class:`SpikingNetworkError` naming the problem."""
+        if not self.populations:
+            raise SpikingNetworkError(f"network {self.name!r} has no populations")
+        names = [p.name for p in self.populations] + [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SpikingNetworkError(f"network {self.name!r}: duplicate population names {dup}")
+        neurons = {p.name for p in self.populations}
+        for c in self.connections:
+            if c.source not in names:
+                raise SpikingNetworkError(f"connection source {c.source!r} is not a population or source "
+                                          f"of {self.name!r}")
+            if c.target not in neurons:
+                raise SpikingNetworkError(f"connection target {c.target!r} is not a population of {self.name!r}")
+        for i in self.poisson_inputs:
+            if i.target not in neurons:
+                raise SpikingNetworkError(f"Poisson input target {i.target!r} is not a population of {self.name!r}")
+        for r in self.record:
+            if r not in neurons:
+                raise SpikingNetworkError(f"cannot record {r!r}: not a population of {self.name!r}")
+
+    # -- queries -------------------------------------------------------------------------
+    def population(self, name: str) -> Population:
+        """The population called ``name``."""
+        for p in self.populations:
+            if p.name == name:
+                return p
+        raise KeyError(f"no population {name!r} in {self.name!r}; populations: "
+                       f"{', '.join(p.name for p in self.populations)}")
+
+    def size_of(self, name: str) -> int:
+        """Neurons (or sources) in a population or Poisson source."""
+        for p in tuple(self.populations) + tuple(self.sources):
+            if p.name == name:
+                return p.size
+        raise KeyError(f"no population or source {name!r} in {self.name!r}")
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Neurons per population, in order."""
+        return {p.name: p.size for p in self.populations}
+
+    @property
+    def n_neurons(self) -> int:
+        return sum(p.size for p in self.populations)
+
+    @property
+    def n_synapses(self) -> int:
+        return sum(c.n_synapses for c in self.connections)
+
+    def connection(self, source: str, target: str) -> Connection:
+        """The (first) connection ``source -> target``."""
+        for c in self.connections:
+            if c.source == source and c.target == target:
+                return c
+        raise KeyError(f"no connection {source} -> {target} in {self.name!r}")
+
+    def in_degree(self, source: str, target: str) -> float:
+        """Synapses per target neuron of ``source -> target`` (summed over connections)."""
+        n = sum(c.n_synapses for c in self.connections if c.source == source and c.target == target)
+        return n / self.size_of(target)
+
+    def with_record(self, populations: Iterable[str]) -> "SpikingNetwork":
+        """A copy that records only ``populations``."""
+        return replace(self, record=tuple(populations))

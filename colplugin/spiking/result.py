@@ -1,0 +1,110 @@
+"""The result of a spiking run, whatever the backend: spikes per population, and Neo."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SpikingResult"]
+
+
+@dataclass
+class SpikingResult:
+    """Spikes of a spiking run.
+
+    Attributes
+    ----------
+    spikes : dict
+        ``spikes[population] = (neuron index, spike time s)``, two 1-d arrays.
+    sizes : dict
+        Neurons per recorded population.
+    duration : float
+        Simulated time, s.
+    settings : dict
+        Backend, device, seed, threads, dt and the description's metadata.
+    annotations : dict
+        Per population: area, column, population, layer, cell_type (copied to Neo).
+    wall_seconds : dict
+        ``build``, ``run`` (compile and run for cpp_standalone) and ``total``.
+    """
+
+    spikes: dict[str, tuple[np.ndarray, np.ndarray]]
+    sizes: dict[str, int]
+    duration: float
+    settings: dict[str, Any]
+    annotations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wall_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def populations(self) -> list[str]:
+        """Recorded population names, in the description's order."""
+        return list(self.sizes)
+
+    @property
+    def N(self) -> np.ndarray:
+        """Neurons per recorded population, in order."""
+        return np.array([self.sizes[p] for p in self.sizes])
+
+    def rates(self, t_start: float = 0.0, t_stop: float | None = None) -> dict[str, float]:
+        """Mean firing rate (Hz) of each population over ``[t_start, t_stop)`` s (counting spikes)."""
+        stop = self.duration if t_stop is None else t_stop
+        if not 0 <= t_start < stop <= self.duration:
+            raise ValueError(f"need 0 <= t_start < t_stop <= duration ({self.duration} s), "
+                             f"got t_start={t_start}, t_stop={stop}")
+        return {p: float(((t >= t_start) & (t < stop)).sum()) / self.sizes[p] / (stop - t_start)
+                for p, (_, t) in self.spikes.items()}
+
+    def to_neo(self, *, seed: int | None = None, description: str = "", max_per_population: int | None = None,
+               t_start: float = 0.0):
+        """A Neo Block with one Segment of SpikeTrains, one per neuron.
+
+        Parameters
+        ----------
+        seed : int, optional
+            Recorded in the Block annotations (default: the run's seed).
+        description : str
+        max_per_population : int, optional
+            Keep only the first neurons of each population (NIX files of large runs).
+        t_start : float
+            Drop spikes before this time, s.
+
+        Each SpikeTrain (s) is annotated ``area``, ``column``, ``population``, ``layer``,
+        ``cell_type`` and ``neuron`` (index within its population); the Block records the
+        backend, the settings (JSON) and the seed.
+        """
+        import neo
+        import quantities as pq
+
+        from .._version import __version__
+
+        if max_per_population is not None and max_per_population < 1:
+            raise ValueError(f"max_per_population must be >= 1, got {max_per_population}")
+        if not 0 <= t_start < self.duration:
+            raise ValueError(f"t_start must lie in [0, {self.duration}) s, got {t_start}")
+        run_seed = self.settings.get("seed", -1) if seed is None else seed
+        backend = self.settings.get("backend", "?")
+        block = neo.Block(name=f"{self.settings.get('name', 'spiking network')} ({backend})",
+                          description=description, colplugin_version=__version__,
+                          source=f"{backend} spiking", preset=str(self.settings.get("preset", "")),
+                          seed=-1 if run_seed is None else int(run_seed),
+                          settings=json.dumps(self.settings, default=str))
+        seg = neo.Segment(name="spiking run", index=0)
+        for name, n_all in self.sizes.items():
+            idx, ts = self.spikes[name]
+            keep = ts >= t_start
+            idx, ts = idx[keep], ts[keep]
+            n = n_all if max_per_population is None else min(n_all, max_per_population)
+            order = np.lexsort((ts, idx))
+            idx, ts = idx[order], ts[order]
+            bounds = np.searchsorted(idx, np.arange(n + 1))
+            ann = dict(self.annotations.get(name, {}))
+            ann.setdefault("population", name)
+            for i in range(n):
+                seg.spiketrains.append(neo.SpikeTrain(ts[bounds[i]:bounds[i + 1]] * pq.s, t_start=t_start * pq.s,
+                                                      t_stop=self.duration * pq.s, name=f"{name}[{i}]",
+                                                      neuron=i, **ann))
+        block.segments.append(seg)
+        return block

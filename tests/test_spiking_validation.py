@@ -1,0 +1,44 @@
+"""The rate-vs-spiking validation at a tiny scale: report, seeds, bad input refused up front."""
+
+import json
+
+import pytest
+
+from colplugin.analysis.validation import validate_microcircuit, validate_stimulus
+
+
+def test_validate_microcircuit_two_seeds_nest(tmp_path):
+    pytest.importorskip("nest")
+    r = validate_microcircuit(tmp_path, scale=0.01, duration=0.7, transient=0.2, k_scale=0.3, seed=4, seeds=2,
+                              backend="nest", progress=False, nix_neurons=5)
+    assert r["seeds"] == [4, 5]
+    rows = json.loads((tmp_path / "comparison.json").read_text())
+    for row in rows:
+        per_seed = row["spiking_rates_per_seed"]
+        assert len(per_seed) == 2
+        assert row["spiking_rate"] == pytest.approx(sum(per_seed) / 2)
+        assert row["spiking_rate_seed_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
+    md = (tmp_path / "report.md").read_text()
+    assert "seeds [4, 5]" in md and "±" in md
+    for f in ("rates.png", "spiking.nix", "dmf.nix"):
+        assert (tmp_path / f).stat().st_size > 0
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"seeds": 0}, "seeds"), ({"backend": "neuron"}, "backend"), ({"duration": 0.3, "transient": 0.5}, "transient"),
+    ({"scale": 2.0}, "scale"),
+])
+def test_validate_microcircuit_refuses_bad_input(tmp_path, kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        validate_microcircuit(tmp_path / "v", progress=False, **kwargs)
+    assert not (tmp_path / "v").exists()  # nothing written
+
+
+def test_validate_stimulus_nest(tmp_path):
+    pytest.importorskip("nest")
+    r = validate_stimulus(tmp_path, scale=0.01, rate=15.0, duration=0.8, t_on=0.4, k_scale=0.3, backend="nest")
+    assert len(r["rows"]) == 8 and 0 <= r["directions_agree"] <= 8
+    # the DMF's L4E rises with thalamic input
+    assert [row for row in r["rows"] if row["population"] == "L4E"][0]["dmf_change_hz"] > 0
+    with pytest.raises(ValueError, match="t_on"):
+        validate_stimulus(tmp_path / "bad", duration=0.8, t_on=0.7, backend="nest")
