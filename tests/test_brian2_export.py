@@ -12,10 +12,11 @@ from conftest import two_column_net
 pytestmark = pytest.mark.brian2
 
 
+T_ON = 0.0625  # s: a change point on the 0.1 ms grid that float32 holds exactly (2^-4 = 625 * 1e-4)
+
+
 def _stim(*rates):
-    # float64 change points: a float32 0.02 s lies 4.5e-10 s before the grid point 0.02 s,
-    # where Brian2's TimedArray switches, and costs torch an extra sliver of a step
-    return cp.Stimulus([0.0, 0.02], np.array(rates, float), dtype=torch.float64)
+    return cp.Stimulus([0.0, T_ON], np.array(rates, float))
 
 
 def _max_rel(a, b):
@@ -26,12 +27,12 @@ def test_euler_on_both_sides_agrees():
     """The default export (euler) reproduces torch's euler at the same dt to rounding, every trial."""
     net = two_column_net(cp.load_preset("dl25"))
     stim = _stim([[0, 0], [20, 10]], [[0, 0], [3, 30]])
-    run = to_brian2(net, stim, duration=0.04, trial=None).run()
+    run = to_brian2(net, stim, duration=0.08, trial=None).run()
     assert run.method == "euler"
     with torch.no_grad():
-        traj = cp.simulate(net, stim, duration=0.04, dt_out=1e-4, solver=cp.Solver("euler", step=1e-4))
+        traj = cp.simulate(net, stim, duration=0.08, dt_out=1e-4, solver=cp.Solver("euler", step=1e-4))
     rb, rt = run.trial_rates, traj.rate[: len(run.t)].numpy()
-    assert rb.shape == rt.shape == (400, 2, 16)
+    assert rb.shape == rt.shape == (800, 2, 16)
     assert _max_rel(rb, rt) < 1e-11  # measured 3e-14
 
 
@@ -39,9 +40,9 @@ def test_rk4_must_be_asked_for_and_is_not_exact():
     """Brian2's rk4 holds the summed coupling fixed within a step: far from torch's rk4."""
     net = two_column_net(cp.load_preset("dl25"))
     stim = _stim([[0, 0], [20, 10]])
-    run = to_brian2(net, stim, duration=0.04, method="rk4").run()
+    run = to_brian2(net, stim, duration=0.07, method="rk4").run()
     with torch.no_grad():
-        traj = cp.simulate(net, stim, duration=0.04, dt_out=1e-4, solver=cp.Solver("rk4", step=1e-4))
+        traj = cp.simulate(net, stim, duration=0.07, dt_out=1e-4, solver=cp.Solver("rk4", step=1e-4))
     assert _max_rel(run.rate, traj.rate[: len(run.t), 0].numpy()) > 1e-6
 
 
@@ -83,12 +84,12 @@ def test_standalone_script_runs_without_colplugin(tmp_path):
 
     net = two_column_net(cp.load_preset("dl25"))
     stim = _stim([[0, 0], [20, 10]], [[0, 0], [3, 30]])
-    paths = export_brian2_script(net, tmp_path / "model.py", stim, duration=0.03)
+    paths = export_brian2_script(net, tmp_path / "model.py", stim, duration=0.07)
     text = paths["script"].read_text()
     assert "colplugin" not in "\n".join(ln for ln in text.splitlines() if ln.startswith(("import", "from")))
     assert "brian2 >= 2.9 with numpy < 2.4" in text
     assert "## Parameters" in paths["description"].read_text()
-    ref = to_brian2(net, stim, duration=0.03, trial=None).run()
+    ref = to_brian2(net, stim, duration=0.07, trial=None).run()
     # a clean interpreter (-I: no user site, no PYTHONPATH) in another directory
     for args, trials in (([], [0, 1]), (["--trial", "1"], [1])):
         done = subprocess.run([sys.executable, "-I", str(paths["script"]), "--out", str(tmp_path / "out.npz"),
@@ -106,21 +107,21 @@ def test_standalone_script_runs_without_colplugin(tmp_path):
 def test_cpp_standalone_matches_runtime():
     net = two_column_net(cp.load_preset("dl25"))
     stim = _stim([[0, 0], [20, 10]])
-    rt = to_brian2(net, stim, duration=0.02).run()
-    sa = to_brian2(net, stim, duration=0.02, device="cpp_standalone").run()
+    rt = to_brian2(net, stim, duration=0.07).run()
+    sa = to_brian2(net, stim, duration=0.07, device="cpp_standalone").run()
     np.testing.assert_allclose(sa.rate, rt.rate, rtol=1e-10, atol=1e-10)
-    again = to_brian2(net, stim, duration=0.02).run()  # runtime device restored
+    again = to_brian2(net, stim, duration=0.07).run()  # runtime device restored
     np.testing.assert_array_equal(again.rate, rt.rate)
 
 
 def test_all_trials_in_one_run_match_single_trials():
     net = two_column_net(cp.load_preset("dl25"))
     stim = _stim([[0, 0], [20, 10]], [[0, 0], [3, 30]])
-    both = to_brian2(net, stim, duration=0.02, trial=None).run()
+    both = to_brian2(net, stim, duration=0.07, trial=None).run()
     assert both.trial_rates.shape[1:] == (2, 16)
     assert both.stimulus.batch_size == 2
     for b in range(2):
-        single = to_brian2(net, stim, duration=0.02, trial=b).run()
+        single = to_brian2(net, stim, duration=0.07, trial=b).run()
         assert single.stimulus.batch_size == 1
         np.testing.assert_array_equal(both.trial_rates[:, b], single.rate)
 

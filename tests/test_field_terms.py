@@ -57,7 +57,7 @@ def _y0(net):
 
 
 def _one_step(net, backend):
-    stim = cp.Stimulus([0.0], [[20.0, 10.0]], dtype=torch.float64)
+    stim = cp.Stimulus([0.0], [[20.0, 10.0]])
     y0 = _y0(net)
     if backend == "brian2":
         from colplugin.export import to_brian2
@@ -102,11 +102,11 @@ def test_torch_and_brian2_agree_with_the_new_term_over_a_run():
     from colplugin.export import to_brian2
 
     _, ext = _network(LEAK)
-    stim = cp.Stimulus([0.0, 0.01], [[0.0, 0.0], [20.0, 10.0]], dtype=torch.float64)
-    run = to_brian2(ext, stim, duration=0.02).run()
+    stim = cp.Stimulus([0.0, 0.0625], [[0.0, 0.0], [20.0, 10.0]])  # 2^-4 s: on the grid in float32 too
+    run = to_brian2(ext, stim, duration=0.07).run()
     with torch.no_grad():
-        traj = cp.simulate(ext, stim, duration=0.02, dt_out=DT, solver=cp.Solver("euler", step=DT))
-        fused = cp.simulate(ext, stim, duration=0.02, dt_out=DT, solver=cp.Solver("euler", step=DT, backend="fused"))
+        traj = cp.simulate(ext, stim, duration=0.07, dt_out=DT, solver=cp.Solver("euler", step=DT))
+        fused = cp.simulate(ext, stim, duration=0.07, dt_out=DT, solver=cp.Solver("euler", step=DT, backend="fused"))
     rt = traj.rate[: len(run.t), 0].numpy()
     assert np.max(np.abs(run.rate - rt) / rt) < 1e-11
     torch.testing.assert_close(fused.state, traj.state, rtol=1e-12, atol=1e-10)

@@ -182,17 +182,6 @@ def _stuck(solver: Solver) -> SimulationError:
         "diverges, loosen rtol/atol, or lower the inter-column weights")
 
 
-def _prepared(stimulus: Stimulus, batch_size: int, dtype: torch.dtype, device: torch.device) -> Stimulus:
-    """The stimulus in the solve's dtype and device, expanded to ``batch_size`` trials.
-
-    Built with an explicit ``dtype``: the change points keep their float64 values (a
-    Stimulus built without one takes torch's default dtype).
-    """
-    rates = stimulus.rates.expand(batch_size, -1, -1)  # batch sizes are checked by simulate
-    return Stimulus(stimulus.times.to(device=device, dtype=dtype), rates.to(device=device, dtype=dtype),
-                    dtype=dtype, device=device)
-
-
 def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch.Tensor,
                  stimulus: Stimulus, solver: Solver) -> torch.Tensor:
     """States at ``t`` from :func:`colplugin.solve.fused.fused_solve` (fixed grid or adaptive steps)."""
@@ -264,6 +253,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     if stimulus.n_inputs != network.n_inputs:
         raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
                          f"{network.n_inputs} (one per Input projection channel)")
+    stimulus = stimulus.to(device=dev, dtype=dtype)
     if y0 is None:
         y0 = network.initial_state(stimulus.batch_size)
     y0 = torch.as_tensor(y0, dtype=dtype, device=dev)
@@ -277,7 +267,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         raise ValueError(f"batch sizes do not fit: y0 has {y0.shape[0]} trials, the stimulus "
                          f"{stimulus.batch_size}")
     y0 = y0.expand(B, -1).contiguous()
-    stimulus = _prepared(stimulus, B, dtype, dev)
+    stimulus = stimulus.expand(B)
     n = int(round(duration / dt_out))
     t = torch.arange(n + 1, dtype=dtype, device=dev) * dt_out
     t[-1] = duration
