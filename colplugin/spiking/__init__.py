@@ -4,6 +4,7 @@
   connections as synapse counts with weight and delay distributions, Poisson and DC
   inputs, Poisson source populations, recorders).
 - :mod:`~colplugin.spiking.microcircuit`: the PD14 microcircuit from the parameter presets.
+- :mod:`~colplugin.spiking.twin`: the spiking twin of a (trained) ColumnNetwork.
 - :mod:`~colplugin.spiking.brian2`, :mod:`~colplugin.spiking.nest`: backends; both return a
   :class:`SpikingResult` (spikes per population, ``to_neo()``).
 - :func:`simulate_spiking`: the front door (``backend="brian2"`` or ``"nest"``).
@@ -14,7 +15,8 @@ from .network import (Connection, LIFModel, PoissonInput, PoissonSource, Populat
                       SpikingNetworkError)
 from .result import SpikingResult
 from .simulate import BACKENDS, BRIAN2_DEVICES, simulate_spiking
+from .twin import spiking_twin, twin_rates
 
 __all__ = ["SpikingNetwork", "SpikingNetworkError", "LIFModel", "Population", "Connection", "RateProfile",
            "PoissonInput", "PoissonSource", "SpikingResult", "simulate_spiking", "BACKENDS", "BRIAN2_DEVICES",
-           "pd14_microcircuit", "microcircuit_connectivity", "simulate_microcircuit"]
+           "pd14_microcircuit", "microcircuit_connectivity", "simulate_microcircuit", "spiking_twin", "twin_rates"]

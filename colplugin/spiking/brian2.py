@@ -3,7 +3,9 @@
 All neurons are one ``NeuronGroup`` (populations are contiguous slices of it); every
 connection between populations is one ``Synapses`` object built from index arrays drawn in
 numpy; a Poisson source population is a ``PoissonGroup`` whose rate follows a
-``TimedArray``; independent Poisson input is ``PoissonInput`` (binomial per time step).
+``TimedArray``; independent Poisson input of all populations is one ``run_regularly`` operation that adds
+``weight * poisson(rate * dt)`` per neuron and step (rates from a 2-d ``TimedArray``), so
+that the number of generated code objects does not grow with the number of inputs.
 Neuron parameters shared by every population are namespace constants, the others
 per-neuron constants. Integration is exact (``method="exact"``).
 
@@ -92,6 +94,11 @@ def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_stand
         eqs = ("dv/dt = (E_L - v) / tau_m + (I + I_dc) / C_m : volt (unless refractory)\n"
                "dI/dt = -I / tau_syn : amp\nI_dc : amp (constant)\n")
         eqs += "".join(f"{name} : {_DIMS[_UNITS[name]]} (constant)\n" for name in per_neuron)
+        plan = _poisson_plan(net, offsets, n_total, duration, dt)
+        if plan is not None:
+            namespace["poisson_rates"] = b2.TimedArray(plan[0] * b2.Hz, dt=plan[1] * b2.second)
+            eqs += "".join(f"w_poisson_{m} : amp (constant)\nrow_poisson_{m} : integer (constant)\n"
+                           for m in range(plan[2].shape[0]))
         threshold, reset = "v > V_th", "v = V_reset"
         if adapting:
             eqs += "dtheta/dt = -theta / tau_th : volt\nq_th : volt (constant)\ntau_th : second (constant)\n"
@@ -141,26 +148,19 @@ def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_stand
             S.w = np.concatenate(w) * b2.pA
             S.delay = np.concatenate(d) * b2.ms
             objs.append(S)
-        # independent Poisson input, one PoissonInput per segment of non-zero rate
-        for inp in net.poisson_inputs:
-            if inp.n_sources <= 0:
-                continue
-            a0 = int(offsets[inp.target])
-            sub = G[a0:a0 + net.size_of(inp.target)]
-            n_src = int(np.ceil(inp.n_sources))
-            for a, b, r in inp.rate.segments(duration * 1e3):
-                if r <= 0:
-                    continue
-                if a <= 0 and b >= duration * 1e3:
-                    weight = inp.weight * b2.pA
-                else:
-                    weight = f"{inp.weight!r}*pA * int(t >= {a!r}*ms) * int(t < {b!r}*ms)"
-                objs.append(b2.PoissonInput(sub, "I", n_src, inp.n_sources * r / n_src * b2.Hz, weight=weight))
+        # independent Poisson input of every population in one operation (one code object, however many)
+        if plan is not None:
+            slots = range(plan[2].shape[0])
+            for m in slots:
+                setattr(G, f"w_poisson_{m}", plan[3][m] * b2.pA)
+                setattr(G, f"row_poisson_{m}", plan[2][m])
+            terms = [f"w_poisson_{m} * poisson(poisson_rates(t, row_poisson_{m}) * dt)" for m in slots]
+            objs.append(G.run_regularly("I += " + " + ".join(terms), when="synapses", name="poisson_input"))
         M = b2.SpikeMonitor(G, name="spikes")
         objs.append(M)
         network = b2.Network(*objs)
         t_build = time.perf_counter() - t0
-        network.run(duration * b2.second)
+        network.run(duration * b2.second, namespace={})  # no implicit capture of this frame's locals
         if device == "cpp_standalone":
             b2.device.build(directory=directory, run=True, compile=True)
         t_run = time.perf_counter() - t0 - t_build
@@ -184,3 +184,40 @@ def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_stand
     return SpikingResult(spikes, {p.name: p.size for p in pops if p.name in net.record}, duration, settings,
                          {p.name: dict(p.annotations) for p in pops if p.name in net.record},
                          {"build": t_build, "run": t_run, "total": time.perf_counter() - t0})
+
+
+
+def _poisson_plan(net: SpikingNetwork, offsets: dict, n_total: int, duration: float, dt: float):
+    """How all PoissonInputs become ``I += w_m * poisson(lam(t, row_m) * dt)`` per weight slot m.
+
+    The inputs of a population with the same weight add up to one Poisson process of rate
+    ``sum n_sources * rate(t)``; each distinct weight of a population is a slot. Returns
+    ``None`` without input, else ``(rates (grid, rows) Hz, grid step s, row (slots, n), w (slots, n) pA)``.
+    """
+    n_steps = int(round(duration / dt))
+    groups: dict[str, dict[float, list]] = {}
+    for inp in net.poisson_inputs:
+        if inp.n_sources > 0 and inp.weight != 0 and any(r > 0 for r in inp.rate.rates):
+            groups.setdefault(inp.target, {}).setdefault(float(inp.weight), []).append(inp)
+    if not groups:
+        return None
+    changes = [int(round(t * 1e-3 / dt)) for g in groups.values() for ins in g.values() for i in ins
+               for t in i.rate.times[1:]]
+    step = int(np.gcd.reduce([n_steps] + [c for c in changes if 0 < c < n_steps]))
+    n_grid = n_steps // step + 1
+    n_slots = max(len(g) for g in groups.values())
+    rows = [np.zeros(n_grid)]  # row 0: no input
+    row_of = np.zeros((n_slots, n_total), dtype=np.int32)
+    w_of = np.zeros((n_slots, n_total))
+    grid_ms = np.arange(n_grid) * step * dt * 1e3
+    for target, by_weight in groups.items():
+        a, n = int(offsets[target]), net.size_of(target)
+        for m, (w, ins) in enumerate(by_weight.items()):
+            lam = np.zeros(n_grid)
+            for inp in ins:
+                k = np.searchsorted(np.asarray(inp.rate.times), grid_ms + 1e-9, side="right") - 1
+                lam += inp.n_sources * np.asarray(inp.rate.rates)[k]
+            rows.append(lam)
+            row_of[m, a:a + n] = len(rows) - 1
+            w_of[m, a:a + n] = w
+    return np.stack(rows, axis=1), step * dt, row_of, w_of

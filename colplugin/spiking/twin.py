@@ -1,0 +1,217 @@
+"""The spiking twin of a (trained) ColumnNetwork: the same model in LIF neurons.
+
+The DMF input current ``I_i = tau_s (sum_j W_ij r_j + W_bg,i nu_bg + sum_k W_in,ik u_k)``
+with ``W_ij = K_ij J_ij`` is the mean input of a LIF neuron that receives ``K_ij`` synapses
+of amplitude ``J_ij`` (exponential currents with time constant ``tau_s``) from population
+``j`` firing at ``r_j``. The twin keeps every K and J:
+
+- every column is a microcircuit of eight LIF populations with the column's sizes
+  (:func:`colplugin.column.column_sizes`, dL25's split rule included) times ``scale``; its
+  in-degrees and strengths are those of the DMF column
+  (:func:`~colplugin.column.in_degrees`, :func:`~colplugin.column.synaptic_strengths`);
+  the LIF neuron is the preset's (``C``, ``tau_m``, ``E_L``, ``V_reset``, ``V_th``,
+  ``t_ref``, ``tau_s``), delays and PSC spread too;
+- a learned inter-column weight ``W`` (nA per Hz, signed by Dale's law) becomes
+  ``K = |W| / J_E`` synapses per target neuron of amplitude ``sign(W) J_E``;
+- an input channel with weight ``W_in`` becomes ``K_in = W_in / J_E`` independent Poisson
+  sources per target neuron at the channel's rate, piecewise constant as the stimulus;
+- background: ``K_bg`` Poisson sources at ``nu_bg`` (amplitude ``J_E``), or their mean
+  as a DC current when the preset's ``background`` is ``"dc"``;
+- adaptation ``kappa`` (``tau_a dA/dt = -A + kappa r``) becomes a threshold that jumps by
+  ``kappa / tau_a`` at each spike and decays with ``tau_a``: its mean is ``kappa r``, as
+  ``A``'s. Its initial value is the DMF's initial ``A`` (0 for a network's
+  ``initial_state``). NEST approximates it (see :mod:`colplugin.spiking.nest`);
+- scaling down (PD14's method, as :mod:`colplugin.spiking.microcircuit`): in-degrees of
+  the recurrent connections (intra- and inter-column) times ``k_scale``, weights divided
+  by ``sqrt(k_scale)``, and the missing mean ``tau_s (1 - sqrt k) sum_j K_ij J_ij nu_j`` as
+  a DC current, with ``nu`` the DMF's mean rates over the trial (or ``reference_rates``).
+  Background and input keep their full in-degrees. The compensation fixes the working
+  point, not the gain: with ``k < 1`` a change of the recurrent rates acts through
+  ``sqrt(k)`` of the recurrent input only.
+
+The twin describes one trial of the stimulus; build one twin per trial.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..column import column_sizes, connection_probability, in_degrees, synaptic_strengths
+from ..network import ColumnNetwork
+from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS, SIGNS
+from ..stimulus import Stimulus
+from .microcircuit import check_scale, lif_model
+from .network import Connection, PoissonInput, Population, RateProfile, SpikingNetwork
+
+__all__ = ["spiking_twin", "twin_rates"]
+
+
+def twin_rates(network: ColumnNetwork, stimulus: Stimulus | None = None, trial: int = 0,
+               duration: float = 1.0) -> np.ndarray:
+    """Mean DMF rates (Hz, one per population) of one trial over ``[0, duration]`` s.
+
+    The network starts from its ``initial_state`` (as the tasks' trials do).
+    """
+    from ..solve import simulate
+
+    stim = _trial_stimulus(network, stimulus, trial)
+    with torch.no_grad():
+        traj = simulate(network, stim, duration=duration, dt_out=1e-3)
+        return traj.rate[:, 0].mean(0).cpu().numpy()
+
+
+def _trial_stimulus(network: ColumnNetwork, stimulus: Stimulus | None, trial: int) -> Stimulus:
+    if stimulus is None:
+        return Stimulus.none(1, network.n_inputs)
+    if not isinstance(stimulus, Stimulus):
+        raise TypeError(f"stimulus must be a colplugin Stimulus, got {type(stimulus).__name__}")
+    if stimulus.n_inputs != network.n_inputs:
+        raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
+                         f"{network.n_inputs}")
+    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or not 0 <= trial < stimulus.batch_size:
+        raise ValueError(f"trial must be a whole number in [0, {stimulus.batch_size}) (the stimulus has "
+                         f"{stimulus.batch_size} trials), got {trial!r}")
+    return stimulus.select([int(trial)])
+
+
+def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, trial: int = 0,
+                 scale: float = 0.1, k_scale: float | None = 0.5, duration: float = 1.0,
+                 reference_rates: Sequence[float] | None = None, initial_A: Sequence[float] | None = None,
+                 background: str | None = None) -> SpikingNetwork:
+    """The spiking twin of a ColumnNetwork for one trial of a stimulus (module docstring).
+
+    Parameters
+    ----------
+    network : ColumnNetwork
+        A (trained) network; its parameters, areas and current weights are used.
+    stimulus : Stimulus, optional
+        Input rates (Hz); default: no input.
+    trial : int
+        Which trial of the stimulus.
+    scale : float
+        Neuron-number scaling in (0, 1] of every column.
+    k_scale : float, optional
+        In-degree scaling in (0, 1] of the recurrent connections (``None``: same as
+        ``scale``), with weights / sqrt(k) and DC compensation.
+    duration : float
+        Length (s) of the DMF run whose mean rates set the DC compensation (when
+        ``reference_rates`` is not given and ``k_scale < 1``).
+    reference_rates : sequence of float, optional
+        Rates (Hz, one per population of the network) for the DC compensation.
+    initial_A : sequence of float, optional
+        Initial adaptation (mV, one per population): the initial threshold offsets
+        (default 0, as ``network.initial_state()``).
+    background : {"poisson", "dc"}, optional
+        Default: the preset's.
+
+    Returns
+    -------
+    SpikingNetwork
+        Populations named ``"area[column].population"`` (``network.channel_names``),
+        annotated with area, column, population, layer and cell type.
+    """
+    if not isinstance(network, ColumnNetwork):
+        raise TypeError(f"network must be a ColumnNetwork, got {type(network).__name__}")
+    k = check_scale(scale, k_scale)
+    stim = _trial_stimulus(network, stimulus, trial)
+    p = network.params
+    background = p["background"] if background is None else background
+    if background not in ("poisson", "dc"):
+        raise ValueError(f"background must be 'poisson' or 'dc', got {background!r}")
+    P = network.n_populations
+    if reference_rates is None:
+        if not (np.isfinite(duration) and duration > 0):
+            raise ValueError(f"duration must be a positive time in s, got {duration!r}")
+        nu = twin_rates(network, stim, 0, duration) if k < 1 else np.zeros(P)
+    else:
+        nu = np.asarray(reference_rates, dtype=float)
+        if nu.shape != (P,) or not np.all(np.isfinite(nu)) or np.any(nu < 0):
+            raise ValueError(f"reference_rates must be {P} finite rates >= 0 Hz (one per population), "
+                             f"got shape {nu.shape}")
+    A0 = np.zeros(P) if initial_A is None else np.asarray(initial_A, dtype=float)
+    if A0.shape != (P,) or not np.all(np.isfinite(A0)) or np.any(A0 < 0):
+        raise ValueError(f"initial_A must be {P} finite values >= 0 mV, got shape {A0.shape}")
+
+    J_E = 1e3 * p["J_E"]  # pA
+    tau_s = p["tau_s"]
+    kappa = np.asarray(p["kappa"], dtype=float)
+    delays = {"E": 1e3 * p["delay_E"], "I": 1e3 * p["delay_I"]}
+    names = network.channel_names
+    channels = network.channels
+    sizes = np.zeros(P, dtype=int)
+    dc = np.zeros(P)  # pA
+    conns: list[Connection] = []
+    P_conn = connection_probability(p)
+    # intra-column microcircuits
+    for area_name, area in network.areas.items():
+        N_full = np.asarray(column_sizes(p, area.kind, area.n_columns, area.split), dtype=float)
+        N = np.maximum(1, np.round(N_full * scale)).astype(int)
+        K_full = np.asarray(in_degrees(P_conn, N_full))
+        J_full = 1e3 * np.asarray(synaptic_strengths(p, N_full))
+        for c in range(area.n_columns):
+            o = network.index(area_name, c, 0)
+            sizes[o:o + N_POP] = N
+            dc[o:o + N_POP] += tau_s * (1 - np.sqrt(k)) * (K_full * J_full * nu[None, o:o + N_POP]).sum(1)
+            for i in range(N_POP):
+                for j in range(N_POP):
+                    n = int(round(K_full[i, j] * k * N[i]))
+                    if n:
+                        conns.append(Connection(names[o + j], names[o + i], n, J_full[i, j] / np.sqrt(k),
+                                                p["J_rel_sd"], delays[CELL_TYPES[j]], p["delay_rel_sd"]))
+    # inter-column projections: K = |W| / J_E synapses of amplitude sign J_E
+    with torch.no_grad():
+        W_rec = network._weights("rec").cpu().numpy()
+        W_in = network._weights("inp").cpu().numpy()
+    src = network.rec_src.cpu().numpy()
+    tgt = network.rec_tgt.cpu().numpy()
+    K_inter: dict[tuple[int, int], float] = {}
+    for s, t, w in zip(src, tgt, W_rec):
+        if w * SIGNS[s % N_POP] < 0:
+            raise ValueError(f"inter-column weight {names[s]} -> {names[t]} = {w} nA/Hz breaks Dale's law")
+        K_inter[(s, t)] = K_inter.get((s, t), 0.0) + abs(w) / p["J_E"]
+    for (s, t), K in K_inter.items():
+        sign = SIGNS[s % N_POP]
+        dc[t] += tau_s * (1 - np.sqrt(k)) * K * sign * J_E * nu[s]
+        n = int(round(K * k * sizes[t]))
+        if n:
+            conns.append(Connection(names[s], names[t], n, sign * J_E / np.sqrt(k), p["J_rel_sd"],
+                                    delays[CELL_TYPES[s % N_POP]], p["delay_rel_sd"]))
+    # inputs: K_in = W_in / J_E Poisson sources per neuron at the channel's rate
+    times_ms = tuple(1e3 * stim.times.cpu().numpy())
+    u = stim.rates[0].cpu().numpy()  # (segments, channels)
+    inputs: list[PoissonInput] = []
+    K_in: dict[tuple[int, int], float] = {}
+    for ch, t, w in zip(network.inp_src.cpu().numpy(), network.inp_tgt.cpu().numpy(), W_in):
+        if w < 0:
+            raise ValueError(f"input weight input[{ch}] -> {names[t]} = {w} nA/Hz is negative; inputs excite")
+        K_in[(int(ch), int(t))] = K_in.get((int(ch), int(t)), 0.0) + w / p["J_E"]
+    for (ch, t), K in K_in.items():
+        if K > 0:
+            inputs.append(PoissonInput(names[t], K, RateProfile(times_ms, tuple(u[:, ch])), J_E, name=f"input[{ch}]"))
+    # background
+    K_bg = np.tile(np.asarray(p["K_bg"], dtype=float), network.n_columns)
+    if background == "dc":
+        dc += tau_s * K_bg * J_E * p["nu_bg"]
+    else:
+        inputs += [PoissonInput(names[i], float(K_bg[i]), RateProfile.constant(p["nu_bg"]), J_E,
+                                name=f"background {names[i]}") for i in range(P) if K_bg[i] > 0]
+    # populations
+    pops = []
+    for i in range(P):
+        q = i % N_POP
+        adapt = kappa[q] > 0
+        model = lif_model(p, threshold_jump=kappa[q] / p["tau_a"] if adapt else 0.0,
+                          tau_threshold=p["tau_a"] if adapt else 0.0)
+        ch = channels[i]
+        pops.append(Population(names[i], int(sizes[i]), model, I_dc=float(dc[i]), V0_mean=p["V0_mean"],
+                               V0_sd=p["V0_sd"], theta0=float(A0[i]) if adapt else 0.0,
+                               annotations={"area": ch["area"], "kind": ch["kind"], "column": ch["column"],
+                                            "population": POPULATIONS[q], "layer": LAYERS[q],
+                                            "cell_type": CELL_TYPES[q]}))
+    meta: dict[str, Any] = {"model": "spiking_twin", "preset": p.name, "scale": float(scale), "k_scale": k,
+                            "trial": int(trial), "background": background, "reference_rates": nu.tolist(),
+                            "n_columns": network.n_columns, "n_inputs": network.n_inputs}
+    return SpikingNetwork("spiking twin", tuple(pops), tuple(conns), tuple(inputs), metadata=meta)
