@@ -249,10 +249,10 @@ BRIAN2_RATE = ("r = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz",
                "drf/dt = (-rf + r) / tau_s : Hz")
 
 #: The summed recurrent input (Synapses) and the stimulus drive (a TimedArray named ``drive_ta``).
-BRIAN2_COUPLING = ("I_rec : amp * Hz",)
-BRIAN2_INPUT = ("I_in = drive_ta(t, i) : amp * Hz",)
-BRIAN2_SYNAPSE = ("w : amp", "I_rec_post = w * r_pre : amp * Hz (summed)")
 BRIAN2_DRIVE = "drive_ta"
+BRIAN2_COUPLING = ("I_rec : amp * Hz",)
+BRIAN2_INPUT = (f"I_in = {BRIAN2_DRIVE}(t, i) : amp * Hz",)
+BRIAN2_SYNAPSE = ("w : amp", "I_rec_post = w * r_pre : amp * Hz (summed)")
 
 #: Integration methods of Brian2 that handle these equations. Only ``euler`` reproduces the
 #: torch solve exactly: Brian2 updates a summed variable (``I_rec``) once per step, so a
