@@ -166,7 +166,12 @@ def load_run(path: Path) -> tuple[Any, Stimulus, float]:
         if stim_path.is_file():
             data = json.loads(stim_path.read_text())
             return net, Stimulus(data["times_s"], data["rates_hz"], dtype=torch.float64), float(data["duration_s"])
-        task = get_task(ck["task"]["name"])
+        name = ck["task"]["name"]
+        try:
+            task = get_task(name)
+        except TypeError:  # a task built from data (e.g. a fit target) cannot be rebuilt from its name
+            raise ValueError(f"{ckpt_path.parent} has no {STIMULUS_FILE} and task {name!r} needs its options to "
+                             "say which trials to export; train the run again with this version") from None
         return net, task.evaluation_stimulus(), task.duration
     if (path / "network.json").exists() or path.suffix == ".json":
         spec_path = path if path.suffix == ".json" else path / "network.json"
