@@ -33,7 +33,8 @@ class Stimulus:
 
     def __init__(self, times: Sequence[float] | torch.Tensor, rates, *,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> None:
-        dtype = dtype or torch.get_default_dtype()
+        if dtype is None:  # keep a floating tensor's precision (change points must not be rounded)
+            dtype = rates.dtype if torch.is_tensor(rates) and rates.is_floating_point() else torch.float64
         times_t = torch.as_tensor(np.asarray(times, dtype=float) if not torch.is_tensor(times) else times,
                                   dtype=dtype, device=device).reshape(-1)
         try:
@@ -94,7 +95,9 @@ class Stimulus:
 
     def to(self, device=None, dtype=None) -> "Stimulus":
         """Copy on another device/dtype."""
-        return Stimulus(self.times.to(device=device, dtype=dtype), self.rates.to(device=device, dtype=dtype))
+        dtype = dtype or self.rates.dtype
+        return Stimulus(self.times.to(device=device, dtype=dtype), self.rates.to(device=device, dtype=dtype),
+                        dtype=dtype)
 
     def expand(self, batch_size: int) -> "Stimulus":
         """Broadcast a single-trial stimulus to ``batch_size`` trials."""
@@ -102,7 +105,7 @@ class Stimulus:
             return self
         if self.batch_size != 1:
             raise ValueError(f"cannot expand a stimulus of {self.batch_size} trials to {batch_size}")
-        return Stimulus(self.times, self.rates.expand(batch_size, -1, -1))
+        return Stimulus(self.times, self.rates.expand(batch_size, -1, -1), dtype=self.rates.dtype)
 
     def select(self, trials: Sequence[int]) -> "Stimulus":
         """The stimulus of some trials only (indices into the batch)."""
@@ -111,7 +114,7 @@ class Stimulus:
         if bad:
             raise IndexError(f"trial(s) {bad} out of range: this stimulus has {self.batch_size} trials "
                              f"(0..{self.batch_size - 1})")
-        return Stimulus(self.times, self.rates[idx])
+        return Stimulus(self.times, self.rates[idx], dtype=self.rates.dtype)
 
     def sample(self, t: torch.Tensor) -> torch.Tensor:
         """Input rates at many times: shape (T, B, n_inputs)."""
