@@ -2,8 +2,9 @@
 
 The data flow, and the import order of the subpackages (nothing imports a later one)::
 
-    params -> column -> field -> network -> stimulus -> solve -> training -> tasks
-           -> export (Brian2 rate model, Neo) -> spiking -> analysis -> experiments -> cli
+    params -> column -> field -> network -> stimulus -> _neo (Neo build/read) -> solve
+           -> plotting -> training -> tasks -> export (Brian2 rate model, Neo files)
+           -> spiking -> analysis -> experiments -> cli
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def numpy_column_rhs(params, N, area_inputs=None):
     def rhs(t, s):
         V, A = s[:8], s[8:]
         r = f(V - A)
-        I = params["tau_s"] * (W @ r + bg + ext)
-        return np.concatenate([(-V + R * I) / params["tau_m"], (-A + kappa * r) / params["tau_a"]])
+        I_syn = params["tau_s"] * (W @ r + bg + ext)
+        return np.concatenate([(-V + R * I_syn) / params["tau_m"], (-A + kappa * r) / params["tau_a"]])
 
     return rhs, f

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
-
-import numpy as np
-import quantities as pq
-
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for annotations only; neo is imported where it is used
     import neo
 
+from .._neo import NeoError, from_neo, load_nix, stimulus_from_neo
+
 __all__ = ["to_neo", "from_neo", "stimulus_from_neo", "save_nix", "load_nix", "NeoError"]
-
-
-class NeoError(ValueError):
-    """A Neo object lacks units, has incompatible units or does not fit a network."""
 
 
 def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "neo.Block":
@@ -48,142 +42,3 @@ def save_nix(block: "neo.Block", path: str | Path) -> Path:
         with NixIO(str(tmp), mode="ow") as io:
             io.write_block(block)
     return path
-
-
-def load_nix(path: str | Path) -> "neo.Block":
-    """Read the first Block of a NIX file."""
-    from neo.io import NixIO
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"NIX file {path} does not exist")
-    try:
-        with NixIO(str(path), mode="ro") as io:
-            return io.read_block(lazy=False)
-    except Exception as exc:
-        raise NeoError(f"{path} is not a readable NIX file ({exc.__class__.__name__}: {exc})") from None
-
-
-def _select(names: list[str], full: list[str], populations: Sequence[str], where: str) -> list[int]:
-    idx = []
-    for p in populations:
-        if p in full:
-            idx.append(full.index(p))
-        elif p in names:
-            idx.append(names.index(p))
-        else:
-            raise NeoError(f"no channel {p!r} in {where}; channels: {sorted(set(full or names))}")
-    return idx
-
-
-def _spike_rates(seg, populations: Sequence[str] | None, sampling_period: float | None):
-    """Per-population (or per-train) rates of a Segment's spike trains, Elephant ``instantaneous_rate``."""
-    from elephant.kernels import GaussianKernel
-    from elephant.statistics import instantaneous_rate
-
-    sp = (sampling_period or 1e-3) * pq.s
-    trains = list(seg.spiketrains)
-    kernel = GaussianKernel(10 * pq.ms)
-    if populations is None:
-        r = instantaneous_rate(trains, sampling_period=sp, kernel=kernel)
-        return r.times.rescale("s").magnitude, r.rescale("Hz").magnitude
-    # group the trains of each requested population ("POP" or "area[c].POP"); the population's rate is the
-    # mean over its neurons, as a DMF population rate is
-    labels = [(str(st.annotations.get("area", "")), st.annotations.get("column", ""),
-               str(st.annotations.get("population", ""))) for st in trains]
-    names = [lab[2] for lab in labels]
-    full = [f"{a}[{c}].{p}" for a, c, p in labels]
-    cols, times = [], None
-    for p in populations:
-        members = [i for i, (n, f) in enumerate(zip(names, full)) if p in (n, f)]
-        if not members:
-            raise NeoError(f"no spike trains of population {p!r} in segment {seg.name!r}; populations: "
-                           f"{sorted(set(full))}")
-        r = instantaneous_rate([trains[i] for i in members], sampling_period=sp, kernel=kernel)
-        times = r.times.rescale("s").magnitude
-        cols.append(r.rescale("Hz").magnitude.mean(axis=1))
-    return times, np.stack(cols, 1)
-
-
-def from_neo(block: "neo.Block", populations: Sequence[str] | None = None, *, sampling_period: float | None = None):
-    """Rates of a Block as a training target: ``(t, rates)`` with t (T,) in s, rates (T, B, C) in Hz.
-
-    Analog signals (the one named ``"rate"`` if present) must carry rate units (converted
-    to Hz). Spike trains are turned into rates with Elephant's ``instantaneous_rate``
-    (Gaussian kernel, 10 ms) at ``sampling_period`` (s, default 1 ms); with ``populations``
-    the trains annotated with each population are averaged into one population rate (Hz
-    per neuron), as a DMF population's rate is. ``populations`` selects channels by their
-    ``population`` annotation (``"L23E"``) or by ``"area[c].POP"``.
-
-    Raises
-    ------
-    NeoError
-        Dimensionless signals, incompatible units, missing channels, NaN or negative rates,
-        or trials of different lengths.
-    """
-    trials = []
-    t_out = None
-    for seg in block.segments:
-        if seg.analogsignals:
-            named = [s for s in seg.analogsignals if s.name == "rate"]
-            sig = named[0] if named else seg.analogsignals[0]
-            if sig.dimensionality == pq.dimensionless.dimensionality:
-                raise NeoError(f"segment {seg.name!r}: signal {sig.name!r} has no units; rates must be in Hz "
-                               "(e.g. AnalogSignal(..., units='Hz'))")
-            try:
-                values = sig.rescale("Hz").magnitude
-            except ValueError:
-                raise NeoError(f"segment {seg.name!r}: signal {sig.name!r} is in {sig.dimensionality}, "
-                               "which is not a rate; give rates in Hz (or 1/s)") from None
-            if populations is not None:
-                ann = sig.array_annotations
-                names = [str(x) for x in ann.get("population", [])]
-                full = [f"{a}[{c}].{p}" for a, c, p in zip(ann.get("area", []), ann.get("column", []), names)]
-                values = values[:, _select(names, full, populations, f"segment {seg.name!r}")]
-            t = sig.times.rescale("s").magnitude
-        elif seg.spiketrains:
-            t, values = _spike_rates(seg, populations, sampling_period)
-        else:
-            raise NeoError(f"segment {seg.name!r} holds neither analog signals nor spike trains")
-        if not np.all(np.isfinite(values)):
-            raise NeoError(f"segment {seg.name!r}: the rates contain NaN or inf; a training target must be finite "
-                           "(interpolate or drop the bad samples first)")
-        if np.any(values < 0):
-            raise NeoError(f"segment {seg.name!r}: the rates contain negative values (min {values.min():.4g} Hz); "
-                           "firing rates are >= 0 Hz (clip or re-estimate the rates)")
-        if t_out is not None and len(t) != len(t_out):
-            raise NeoError(f"segment {seg.name!r} has {len(t)} samples, the first segment {len(t_out)}; "
-                           "every trial of a target needs the same sample times")
-        t_out = t if t_out is None else t_out
-        trials.append(values)
-    if not trials:
-        raise NeoError("the Block has no segments")
-    return t_out, np.stack(trials, 1)
-
-
-def stimulus_from_neo(block: "neo.Block"):
-    """The piecewise-constant stimulus stored by :func:`to_neo` (signal ``"input"``), as a Stimulus.
-
-    Trials whose inputs change at different times are merged onto the union of their
-    change points (each trial's rates repeated where it does not change). Returns ``None``
-    if the Block holds no input signal.
-    """
-    from ..stimulus import Stimulus
-
-    per_trial = []
-    for seg in block.segments:
-        sig = [s for s in seg.analogsignals if s.name == "input"]
-        if not sig:
-            return None
-        u = sig[0].rescale("Hz").magnitude
-        t = sig[0].times.rescale("s").magnitude - float(sig[0].t_start.rescale("s"))
-        change = np.nonzero(np.any(np.diff(u, axis=0) != 0, axis=1))[0] + 1
-        per_trial.append((t, u, change))
-    if not per_trial:
-        return None
-    times = np.unique(np.concatenate([[0.0]] + [t[c] for t, _, c in per_trial]))
-    rates = []
-    for t, u, _ in per_trial:
-        idx = np.searchsorted(t, times - 1e-9 * max(1.0, float(t[-1])), side="left")
-        rates.append(u[np.clip(idx, 0, len(u) - 1)])
-    return Stimulus(times, np.stack(rates))

@@ -94,7 +94,7 @@ class FitTarget(Task):
         stimulus : Stimulus, optional
             The trials' inputs; default the ``"input"`` signal that :func:`to_neo` stores.
         """
-        from ..export.neo import NeoError, from_neo, stimulus_from_neo
+        from .._neo import NeoError, from_neo, stimulus_from_neo
 
         if isinstance(network, ColumnNetwork):
             spec = network.spec()
@@ -190,7 +190,7 @@ class FitTarget(Task):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "FitTarget":
         """The target of ``--target`` for the network of ``--network`` (or the target's own spec)."""
-        from ..export.neo import load_nix
+        from .._neo import load_nix
 
         if not args.target:
             raise ValueError("colplugin train fit needs --target FILE.nix (rates or spike trains as Neo)")
