@@ -119,6 +119,10 @@ def test_main_run_without_spiking_validation(tmp_path):
     r = main_run(tmp_path, Tiny(), progress=False, validate_scale=None)
     assert r["validation"] is None and set(r["agreement"]) == {"rk4", "euler"}
     assert r["agreement"]["euler"]["max_rel"] < 1e-6  # euler on both sides is exact
+    agree = json.loads((tmp_path / "brian2" / "agreement.json").read_text())
+    assert agree["method"] == "euler" and agree["max_rel"] == agree["euler"]["max_rel"]  # the exact method first
+    assert set(agree["vs_accurate_torch"]) == {"max_abs_hz", "max_rel"}
+    assert agree["rk4"]["vs_accurate_torch"]["max_rel"] >= 0 and not agree["rk4"]["exact"]
     report = (tmp_path / "report.md").read_text()
     assert "# colplugin run: tiny" in report and "Tiny: final L2/3E" in report
     assert "![weights](train/weights.png)" in report and "spiking circuit" not in report
