@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +17,11 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False) -> Path:
     import time
 
     path = Path(out) if out else Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if path.exists() and not path.is_dir():
+        raise SystemExit(f"error: --out {path} is a file, not a directory; choose a directory path")
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SystemExit(f"error: cannot write into {parent} (permission denied); choose a writable --out")
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise SystemExit(f"error: {path} exists and is not empty; choose another --out, "
                          "or pass --overwrite (or --resume where supported)")

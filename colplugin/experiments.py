@@ -114,9 +114,9 @@ def reproduce(task: Task | str, out: Path, *, seeds: int | None = None, seed: in
         raise ValueError(f"task {task.name!r} defines no reproduction")
     if task.reproduce_seeds is None and seeds not in (None, 1):
         raise ValueError(f"task {task.name!r} reproduces one run; choose it with seed=, not seeds={seeds}")
+    if seeds is not None and (not isinstance(seeds, int) or seeds < 1):
+        raise ValueError(f"seeds must be a whole number >= 1, got {seeds}")
     n = seeds or task.reproduce_seeds or 1
-    if n < 1:
-        raise ValueError(f"seeds must be >= 1, got {n}")
     out = Path(out)
     runs = {}
     for s in range(seed, seed + n):
@@ -135,6 +135,15 @@ def agreement(torch_rates: np.ndarray, brian_rates: np.ndarray, names: list[str]
     return {"max_abs_hz": float(diff.max()), "max_rel": float(rel.max()), "relative_floor_hz": floor_hz,
             "per_population": {nm: {"max_abs_hz": float(diff[:, i].max()), "max_rel": float(rel[:, i].max())}
                                for i, nm in enumerate(names)}}
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file, or a ValueError that names the file, what it should hold and the fix."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); it should hold {what} as written by colplugin - "
+                         "restore it from the run or write the run again") from None
 
 
 def load_run(path: Path) -> tuple[Any, Stimulus, float]:
@@ -164,7 +173,7 @@ def load_run(path: Path) -> tuple[Any, Stimulus, float]:
             net.load_state_dict(torch.load(best, weights_only=True, map_location="cpu")["state_dict"])
         stim_path = ckpt_path.parent / STIMULUS_FILE
         if stim_path.is_file():
-            data = json.loads(stim_path.read_text())
+            data = _read_json(stim_path, "the evaluation stimulus")
             return net, Stimulus(data["times_s"], data["rates_hz"], dtype=torch.float64), float(data["duration_s"])
         name = ck["task"]["name"]
         try:
@@ -175,7 +184,7 @@ def load_run(path: Path) -> tuple[Any, Stimulus, float]:
         return net, task.evaluation_stimulus(), task.duration
     if (path / "network.json").exists() or path.suffix == ".json":
         spec_path = path if path.suffix == ".json" else path / "network.json"
-        net = ColumnNetwork.from_spec(json.loads(spec_path.read_text()))
+        net = ColumnNetwork.from_spec(_read_json(spec_path, "a network spec (ColumnNetwork.spec())"))
         return net, Stimulus([0.0, 0.5], [[0.0] * net.n_inputs, [20.0] * net.n_inputs]), 1.0
     raise FileNotFoundError(f"{path} holds no checkpoint.pt (or train/checkpoint.pt) and no network.json; "
                             "pass a run directory of `colplugin train`/`run` or a network spec")

@@ -64,12 +64,30 @@ def test_training_lowers_the_loss(tmp_path):
     assert data["settings"]["lr"] == 0.05 and data["settings"]["clip_grad"] is None
 
 
+class _Interrupt(Exception):
+    """Stands for a killed process: raised by a callback after the checkpoint of an update is written."""
+
+
+def _interrupt_after(n):
+    def cb(row):
+        if row["update"] == n:
+            raise _Interrupt
+
+    return cb
+
+
+def _interrupted(task, net, updates, n, out, **kw):
+    with pytest.raises(_Interrupt):
+        train(net, task, updates=updates, out=out, callbacks=[_interrupt_after(n)], **kw)
+    assert not (out / "metrics.json").exists()  # an interrupted run has no metrics.json
+
+
 def test_resume_continues_exactly(tmp_path):
     task = TinyXOR()
     full = task.build_network(seed=1)
     train(full, task, updates=3, gradient="direct", seed=5, progress=False, evaluate=False, out=tmp_path / "a")
-    part = task.build_network(seed=1)
-    train(part, task, updates=2, gradient="direct", seed=5, progress=False, evaluate=False, out=tmp_path / "b")
+    _interrupted(task, task.build_network(seed=1), 3, 2, tmp_path / "b", gradient="direct", seed=5,
+                 progress=False, evaluate=False)
     resumed = task.build_network(seed=1)
     train(resumed, task, updates=3, gradient="direct", seed=5, progress=False, evaluate=False,
           out=tmp_path / "b", resume=True)
@@ -156,8 +174,7 @@ def test_resume_keeps_the_rollback_state(tmp_path):
     full = task.build_network(seed=1)
     res = train(full, task, updates=3, out=tmp_path / "a", **kw)
     assert res.metrics[1]["rolled_back"]
-    part = task.build_network(seed=1)
-    train(part, task, updates=1, out=tmp_path / "b", **kw)
+    _interrupted(task, task.build_network(seed=1), 3, 1, tmp_path / "b", **kw)
     resumed = task.build_network(seed=1)
     res2 = train(resumed, task, updates=3, out=tmp_path / "b", resume=True, **kw)
     assert [m["rolled_back"] for m in res2.metrics] == [m["rolled_back"] for m in res.metrics]
@@ -167,8 +184,8 @@ def test_resume_keeps_the_rollback_state(tmp_path):
 
 def test_resume_refuses_other_settings(tmp_path):
     task = TinyXOR()
-    net = task.build_network(seed=0)
-    train(net, task, updates=1, gradient="direct", progress=False, evaluate=False, out=tmp_path)
+    _interrupted(task, task.build_network(seed=0), 3, 1, tmp_path, gradient="direct", progress=False,
+                 evaluate=False)
     with pytest.raises(CheckpointError, match="other training settings.*gradient"):
         train(task.build_network(seed=0), task, updates=2, gradient="adjoint", progress=False, evaluate=False,
               out=tmp_path, resume=True)
@@ -178,3 +195,14 @@ def test_resume_refuses_other_settings(tmp_path):
     res = train(task.build_network(seed=0), task, updates=2, gradient="direct", progress=False, evaluate=False,
                 out=tmp_path, resume=True)  # more updates with the same settings: fine
     assert len(res.metrics) == 2
+
+
+def test_resume_refuses_a_finished_run(tmp_path):
+    task = TinyXOR()
+    train(task.build_network(seed=0), task, updates=1, gradient="direct", progress=False, evaluate=False,
+          out=tmp_path)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="finished"):
+        train(task.build_network(seed=0), task, updates=3, gradient="direct", progress=False, evaluate=False,
+              out=tmp_path, resume=True)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before  # nothing rewritten

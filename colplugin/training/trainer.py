@@ -226,17 +226,22 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     start = 0
     best: dict[str, Any] | None = None  # lowest batch loss so far, with its parameters (rollback)
     kept: dict[str, Any] | None = None  # highest test accuracy so far, with its parameters (keep_best)
+    early: dict[str, Any] | None = None  # lowest test loss so far, with its parameters (patience)
     out = Path(out) if out is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     if resume:
         if ckpt_path is None or not ckpt_path.exists():
             raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
+        if (out / "metrics.json").exists():  # written once, when a run ends
+            raise CheckpointError(
+                f"cannot resume {out}: that run is finished (it has metrics.json); there is nothing to continue. "
+                "To train further, start a new run in another directory (e.g. with more updates)")
         ckpt = load_checkpoint(ckpt_path, network)
         if ckpt["task"].get("name") != task.name:
             raise CheckpointError(f"checkpoint is for task {ckpt['task'].get('name')!r}, not {task.name!r}")
         stored = ckpt.get("settings")
         if stored is not None:  # a resumed run continues with the settings it started with (more updates allowed)
-            changed = sorted(k for k, v in s.to_dict().items() if k != "updates" and stored.get(k) != v)
+            changed = sorted(k for k, v in s.to_dict().items() if k != "updates" and stored.get(k, v) != v)
             if changed:
                 raise CheckpointError(
                     f"cannot resume {ckpt_path} with other training settings ({', '.join(changed)}: "
