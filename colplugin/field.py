@@ -17,7 +17,8 @@ per solve), assembles the terms into the views the backends use:
 * ``field(y, k)``: the torch right-hand side (torchdiffeq, autograd, ``odeint_adjoint`` with
   :attr:`Field.tensors`);
 * :meth:`Field.fused`: the operators of the fused Runge-Kutta solver
-  (:mod:`colplugin.solve.fused`) and its Jacobian-vector products;
+  (:mod:`colplugin.solve.fused`) and its Jacobian-vector products, dense
+  (:class:`FusedOperators`) or sparse (:class:`SparseFusedOperators`);
 * :meth:`Field.brian2`: Brian2 ``Equations``, the unit namespace, per-neuron parameters,
   the synapse model with its connections, and the input drive.
 
@@ -42,6 +43,7 @@ References
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
@@ -50,7 +52,8 @@ import numpy as np
 import torch
 
 __all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate",
-           "Term", "DMF_TERMS", "Field", "FusedOperators", "Brian2Model", "DENSE_MAX_POPULATIONS",
+           "Term", "DMF_TERMS", "Field", "FusedOperators", "SparseFusedOperators", "Brian2Model",
+           "DENSE_MAX_POPULATIONS", "EDGE_PRODUCT", "EDGE_PRODUCTS",
            "BRIAN2_METHODS"]
 
 _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
@@ -259,10 +262,19 @@ BRIAN2_SYNAPSE = ("w : amp", "I_rec_post = w * r_pre : amp * Hz (summed)")
 #: multi-stage method holds the coupling fixed within a step.
 BRIAN2_METHODS = ("euler", "rk2", "rk4", "heun")
 
-#: Networks with at most this many populations couple through one dense P x P matrix (one
-#: matmul per evaluation); larger ones through per-area blocks plus an edge list, whose cost
-#: and memory grow with the number of connections.
-DENSE_MAX_POPULATIONS = 512
+#: Networks with at most this many populations (24 columns) couple through one dense P x P
+#: matrix by default: one matrix product per evaluation, fastest where per-operation overhead
+#: dominates. Larger ones couple through per-area 8 x 8 blocks plus an edge list, whose cost
+#: and memory grow with the number of connections; the crossover of the fused solver's two
+#: forms lies between 16 and 32 columns (``benchmarks/bench_sparse.py``).
+DENSE_MAX_POPULATIONS = 192
+
+#: How the fused solver applies a sparse field's inter-column edge list: ``"index_add"``
+#: (gather the source rates, scale, scatter-add onto the targets) or ``"csr"`` (a
+#: ``torch.sparse`` CSR matrix product). Both give the same numbers up to summation order;
+#: ``benchmarks/bench_sparse.py`` measures which is faster.
+EDGE_PRODUCTS = ("index_add", "csr")
+EDGE_PRODUCT = "index_add"
 
 
 def _brian2_unit(expr: str):
@@ -348,8 +360,8 @@ class Field:
     input_rates : torch.Tensor, shape (B, K, n_inputs), optional
         Stimulus rates (Hz) of each of K piecewise-constant segments; default none.
     dense : bool, optional
-        Couple through one dense P x P matrix (needed by the fused solver), or through
-        per-area blocks plus the edge list. Default: dense up to
+        Couple through one dense P x P matrix, or through per-area blocks plus the edge
+        list (both work with every backend). Default: dense up to
         :data:`DENSE_MAX_POPULATIONS` populations.
 
     Notes
@@ -471,22 +483,22 @@ class Field:
         return out
 
     # -- the fused solver's view ---------------------------------------------------------
-    def fused(self) -> "FusedOperators":
-        """The operators of the fused Runge-Kutta solver (a dense field only)."""
-        if not self.dense:
-            raise ValueError("the fused solver needs a dense field (networks of at most "
-                             f"{DENSE_MAX_POPULATIONS} populations, or Solver(dense=True)); "
-                             "use Solver(backend='torchdiffeq')")
+    def fused(self, edge_product: str | None = None) -> "FusedOperators | SparseFusedOperators":
+        """The operators of the fused Runge-Kutta solver (:mod:`colplugin.solve.fused`).
+
+        A dense field gives :class:`FusedOperators` (one P x 2P matrix product per stage);
+        a sparse one :class:`SparseFusedOperators` (per-area products with the 8 x 8
+        intra-column blocks plus the inter-column edge list), whose cost grows with the
+        number of connections.
+
+        Parameters
+        ----------
+        edge_product : {"index_add", "csr"}, optional
+            How a sparse field applies its edge list (default :data:`EDGE_PRODUCT`).
+        """
         P, dt, dev = self.P, self.dtype, self.device
-        eye = torch.eye(P, dtype=dt, device=dev)
-        Mw = torch.cat([eye, -eye], 0).mul_(-self.d * self.a)
-        cols, cs, drives = [], [], []
+        cs, drives = [], []
         for plan in self.plans.values():
-            M = plan.Wt
-            if plan.rate is not None:
-                D = torch.diag(torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P))
-                M = D if M is None else M + D
-            cols.append(torch.zeros(P, P, dtype=dt, device=dev) if M is None else M)
             s = 0.0 if plan.state is None else plan.state
             cs.append(torch.as_tensor(s, dtype=dt, device=dev).expand(P) if isinstance(s, torch.Tensor)
                       else torch.full((P,), s, dtype=dt, device=dev))
@@ -496,8 +508,27 @@ class Field:
         c = torch.cat(cs)
         if c.requires_grad:
             raise ValueError("the fused solver treats the state coefficients of the terms as constants")
-        return FusedOperators(Mw, torch.cat(cols, 1).div(self.d), c,
-                              torch.tensor(self.d * self.b, dtype=dt, device=dev), drive, self.a, self.b, self.d)
+        db = torch.tensor(self.d * self.b, dtype=dt, device=dev)
+        if not self.dense:
+            blocks, w_edges, rates = [], [], []
+            for plan in self.plans.values():
+                blocks.append(None if plan.blocks_t is None else plan.blocks_t / self.d)
+                w_edges.append(None if plan.w_edges is None else plan.w_edges / self.d)
+                rates.append(None if plan.rate is None
+                             else torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P) / self.d)
+            src, tgt = (None, None) if self.edges is None else self.edges[:2]
+            return SparseFusedOperators(self.layout, self.n, c, db, drive, self.a, self.b, self.d, blocks,
+                                        src, tgt, w_edges, rates, edge_product=edge_product or EDGE_PRODUCT)
+        eye = torch.eye(P, dtype=dt, device=dev)
+        Mw = torch.cat([eye, -eye], 0).mul_(-self.d * self.a)
+        cols = []
+        for plan in self.plans.values():
+            M = plan.Wt
+            if plan.rate is not None:
+                D = torch.diag(torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P))
+                M = D if M is None else M + D
+            cols.append(torch.zeros(P, P, dtype=dt, device=dev) if M is None else M)
+        return FusedOperators(Mw, torch.cat(cols, 1).div(self.d), c, db, drive, self.a, self.b, self.d)
 
     # -- the Brian2 view -----------------------------------------------------------------
     def connections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -643,9 +674,206 @@ class FusedOperators:
         """Cotangent of Wg, sum over stages and trials of g^T q: g (..., P), q (..., 2P)."""
         return g.reshape(-1, self.P).T @ q.reshape(-1, 2 * self.P)
 
+    @property
+    def params(self) -> tuple[torch.Tensor, ...]:
+        """The differentiable tensors of the stage (besides the drive): ``(Wg,)``."""
+        return (self.Wg,)
+
+    def grad_params(self, g: torch.Tensor, q: torch.Tensor, needs: Sequence[bool]) -> tuple:
+        """Cotangents of :attr:`params` from every stage's g (..., P) and dL/dk q (..., 2P)."""
+        return (self.grad_Wg(g, q) if needs[0] else None,)
+
     def potential(self, w: torch.Tensor) -> torch.Tensor:
         """x = V - A (mV) from w = -d (a x - b)."""
         return (self.b - w / self.d) / self.a
+
+
+class SparseFusedOperators:
+    """The fused solver's operators of a sparse field: 8 x 8 blocks plus an edge list.
+
+    The same evaluation as :class:`FusedOperators` with the dense products replaced by
+    their sparse forms (y = [V, A], x = V - A, w = -z = d a (A - V) + d b, g = d f(x))::
+
+        k_v = C_v(g) + g * rate_v + drive_k,v + Y_v * c_v          v = V, A
+        C_v(g)[area] = g[area].view(B, n_columns, n) @ blocks_v[area]   (one batched matmul)
+                     + scatter_add(targets, g[:, sources] * w_v)          (inter-column edges)
+
+    so an evaluation costs O(B (8 P + E)) for P populations and E edges. Its transposed
+    Jacobian-vector product swaps sources and targets and transposes the blocks; the
+    parameter cotangents are sums over stages and trials of ``g_source * q_target``.
+
+    Attributes
+    ----------
+    blocks : list of (torch.Tensor or None)
+        Per variable, the intra-column blocks ``[source, target]`` (n_areas, n, n), over d.
+    w_edges : list of (torch.Tensor or None)
+        Per variable, the inter-column edge weights (E,), over d; differentiable.
+    rates : list of (torch.Tensor or None)
+        Per variable, the coefficient of the population's own rate (P,), over d.
+    src, tgt : torch.Tensor or None
+        Source and target populations of the edges (long, E).
+    c, db, drive, P
+        As in :class:`FusedOperators`.
+    """
+
+    def __init__(self, layout, n, c, db, drive, a: float, b: float, d: float, blocks, src, tgt, w_edges, rates,
+                 edge_product: str = "index_add") -> None:
+        if edge_product not in EDGE_PRODUCTS:
+            raise ValueError(f"edge_product must be one of {EDGE_PRODUCTS}, not {edge_product!r}")
+        self.layout, self.n = tuple(layout), n
+        self.c, self.db, self.drive = c, db, drive
+        self.a, self.b, self.d, self.da = a, b, d, d * a
+        self.P = P = c.shape[0] // 2
+        self.blocks, self.rates = list(blocks), list(rates)
+        self.src, self.tgt = src, tgt
+        self.w_edges = [None if src is None else w for w in w_edges]
+        self.edge_product = edge_product
+        self._single = len(self.layout) == 1 and self.layout[0][0] == 0
+        # detached copies for the hot loop (the autograd Function sees the originals)
+        self._blk = [None if x is None else x.detach() for x in self.blocks]
+        self._blkT = [None if x is None else x.detach().transpose(1, 2).contiguous() for x in self.blocks]
+        self._rate = [None if x is None else x.detach().contiguous() for x in self.rates]
+        self._csr: list = [None, None]
+        self._csrT: list = [None, None]
+        if src is not None and edge_product == "csr":
+            with warnings.catch_warnings():  # "CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                for v, w in enumerate(self.w_edges):
+                    if w is not None:
+                        self._csr[v] = _csr(tgt, src, w.detach(), P)
+                        self._csrT[v] = _csr(src, tgt, w.detach(), P)
+        self._w = [None if w is None else w.detach() for w in self.w_edges]
+        slots = []
+        for name, group in (("blocks", self.blocks), ("w_edges", self.w_edges), ("rates", self.rates)):
+            for v, x in enumerate(group):
+                if x is not None:
+                    slots.append((name, v))
+        self._slots = slots
+
+    @property
+    def params(self) -> tuple[torch.Tensor, ...]:
+        """The differentiable tensors of the stage besides the drive (blocks, edge weights, rates)."""
+        return tuple(getattr(self, name)[v] for name, v in self._slots)
+
+    def _blockwise(self, g: torch.Tensor, blk: torch.Tensor) -> torch.Tensor:
+        B, n = g.shape[0], self.n
+        if self._single:
+            return torch.matmul(g.reshape(-1, n), blk[0]).view(B, -1)
+        parts = [torch.matmul(g[:, f:f + m * n].reshape(-1, n), blk[i]).view(B, -1)
+                 for i, (f, m) in enumerate(self.layout)]
+        return torch.cat(parts, 1)
+
+    def _couple(self, g: torch.Tensor, v: int, transpose: bool = False) -> torch.Tensor | None:
+        """C_v(g) (B, P), or its transpose C_v^T(g); None if the variable has no coupling."""
+        blk = (self._blkT if transpose else self._blk)[v]
+        w = self._w[v]
+        if blk is None and w is None:
+            return None
+        u = self._blockwise(g, blk) if blk is not None else torch.zeros_like(g)
+        if w is not None:
+            if self.edge_product == "csr":
+                m = (self._csrT if transpose else self._csr)[v]
+                u.add_(torch.sparse.mm(m, g.T).T)
+            else:
+                src, tgt = (self.tgt, self.src) if transpose else (self.src, self.tgt)
+                u.index_add_(1, tgt, g.index_select(1, src).mul_(w))
+        return u
+
+    def stage(self, Y: torch.Tensor, drive_k: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k = F(Y) into ``out`` (B, 2P); return w and g of the stage (for the backward pass)."""
+        P = self.P
+        w = torch.sub(Y[:, P:], Y[:, :P]).mul_(self.da).add_(self.db)
+        g = _g(w)
+        torch.mul(Y, self.c, out=out).add_(drive_k)
+        for v in (0, 1):
+            o = out[:, v * P:(v + 1) * P]
+            u = self._couple(g, v)
+            if u is not None:
+                o.add_(u)
+            if self._rate[v] is not None:
+                o.addcmul_(g, self._rate[v])
+        return w, g
+
+    @staticmethod
+    def slope(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """g'(z) at z = -w from w and g (stages of a step at once)."""
+        return g_slope(torch.neg(w), g)
+
+    def _dg(self, q: torch.Tensor) -> torch.Tensor:
+        """dL/dg (B, P) from dL/dk q (B, 2P): the transposed coupling and rate terms."""
+        P = self.P
+        out = None
+        for v in (0, 1):
+            qv = q[:, v * P:(v + 1) * P]
+            u = self._couple(qv, v, transpose=True)
+            if self._rate[v] is not None:
+                u = qv * self._rate[v] if u is None else u.addcmul_(qv, self._rate[v])
+            if u is not None:
+                out = u if out is None else out.add_(u)
+        return torch.zeros_like(q[:, :P]) if out is None else out
+
+    def vjp(self, q: torch.Tensor, S: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Write ``(dF/dy)^T q`` into ``out`` (B, 2P): q (B, 2P), S = g'(z) of the stage (B, P)."""
+        P = self.P
+        sz = self._dg(q).mul_(S).mul_(self.da)  # dL/dz d a;  dL/dV = q_V c_V + d a dL/dz, dL/dA = ... - d a dL/dz
+        torch.mul(q, self.c, out=out)
+        out[:, :P].add_(sz)
+        out[:, P:].sub_(sz)
+        return out
+
+    def jvp(self, v: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """``(dF/dy) v`` (B, 2P) for a tangent v (B, 2P) at a state whose g'(z) is S (B, P)."""
+        P = self.P
+        dg = torch.sub(v[:, :P], v[:, P:]).mul_(self.da).mul_(S)
+        out = v * self.c
+        for k in (0, 1):
+            o = out[:, k * P:(k + 1) * P]
+            u = self._couple(dg, k)
+            if u is not None:
+                o.add_(u)
+            if self._rate[k] is not None:
+                o.addcmul_(dg, self._rate[k])
+        return out
+
+    def grad_params(self, g: torch.Tensor, q: torch.Tensor, needs: Sequence[bool]) -> tuple:
+        """Cotangents of :attr:`params` from every stage's g (..., P) and dL/dk q (..., 2P).
+
+        Edge weights: ``sum g[..., source] q[..., target]``, in chunks of stages so that the
+        gathered products stay within about 2^22 numbers.
+        """
+        P, n = self.P, self.n
+        g = g.reshape(-1, P)
+        q = q.reshape(-1, 2 * P)
+        out = []
+        for (name, v), need in zip(self._slots, needs):
+            if not need:
+                out.append(None)
+                continue
+            qv = q[:, v * P:(v + 1) * P]
+            if name == "blocks":
+                out.append(torch.stack([g[:, f:f + m * n].reshape(-1, n).T @ qv[:, f:f + m * n].reshape(-1, n)
+                                        for f, m in self.layout]))
+            elif name == "rates":
+                out.append((g * qv).sum(0))
+            else:
+                E = self.src.numel()
+                chunk = max(1, (1 << 22) // max(E, 1))
+                acc = torch.zeros(E, dtype=g.dtype, device=g.device)
+                for i in range(0, g.shape[0], chunk):
+                    acc.add_((g[i:i + chunk].index_select(1, self.src) * qv[i:i + chunk].index_select(1, self.tgt))
+                             .sum(0))
+                out.append(acc)
+        return tuple(out)
+
+    def potential(self, w: torch.Tensor) -> torch.Tensor:
+        """x = V - A (mV) from w = -d (a x - b)."""
+        return (self.b - w / self.d) / self.a
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, P: int) -> torch.Tensor:
+    """A P x P CSR matrix with ``values`` at (rows, cols) (duplicates summed)."""
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (P, P), check_invariants=False)
+    return coo.coalesce().to_sparse_csr()
 
 
 def _g(w: torch.Tensor) -> torch.Tensor:

@@ -515,9 +515,10 @@ class ColumnNetwork(nn.Module):
         input_rates : torch.Tensor, shape (B, K, n_inputs), optional
             Stimulus rates (Hz) of each piecewise-constant segment; default no input.
         dense : bool, optional
-            Dense P x P coupling (needed by the fused solver) or per-area blocks plus an
-            edge list; default dense up to :data:`~colplugin.field.DENSE_MAX_POPULATIONS`
-            populations.
+            Dense P x P coupling or per-area 8 x 8 blocks plus an edge list (every solver
+            backend takes both); default dense up to
+            :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations, where one matrix
+            product is cheaper than the sparse form's several small operations.
         """
         p = self.params
         constants = {"tau_m": p["tau_m"], "tau_a": p["tau_a"], "tau_s": p["tau_s"], "R": p.R,

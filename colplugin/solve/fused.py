@@ -1,11 +1,13 @@
-"""Fused explicit Runge-Kutta solves of a dense field, with a hand-derived backward pass.
+"""Fused explicit Runge-Kutta solves of a network's field, with a hand-derived backward pass.
 
 torchdiffeq is the reference solver; this module integrates the *same* schemes (``euler``,
 ``midpoint``, torchdiffeq's ``rk4`` - the 3/8 rule - on the same fixed grid, and the
-Dormand-Prince ``dopri5`` pair with torchdiffeq's error norm and step-size rule) for fields
-whose coupling is one dense matrix (:class:`~colplugin.field.Field` with ``dense=True``).
-For networks of a few columns one vector-field evaluation is a handful of small tensor
-operations, so per-operation overhead, not arithmetic, sets the cost. Here
+Dormand-Prince ``dopri5`` pair with torchdiffeq's error norm and step-size rule) for dense
+fields (one P x P coupling matrix, :class:`~colplugin.field.FusedOperators`) and sparse
+ones (per-area 8 x 8 intra-column blocks plus the inter-column edge list,
+:class:`~colplugin.field.SparseFusedOperators`, whose cost grows with the number of
+connections). For networks of a few columns one vector-field evaluation is a handful of
+small tensor operations, so per-operation overhead, not arithmetic, sets the cost. Here
 
 * the forward solve builds no autograd graph; it keeps w and g of every stage of every
   accepted step (see :class:`~colplugin.field.FusedOperators`);
@@ -99,7 +101,7 @@ class _FusedSolve(torch.autograd.Function):
     """States at the output stops; backward = discrete adjoint over the accepted steps."""
 
     @staticmethod
-    def forward(ctx, y0, Wg, drive, ops: FusedOperators, stops, seg, out_idx, method, watch, opts):
+    def forward(ctx, y0, drive, ops: FusedOperators, stops, seg, out_idx, method, watch, opts, *params):
         tab = TABLEAUS[method]
         s, s_sol = tab.stages, tab.solution_stages
         P = ops.P
@@ -113,7 +115,7 @@ class _FusedSolve(torch.autograd.Function):
         e_row = None if tab.b_err is None else torch.tensor([tab.b_err], dtype=dt, device=dev)
         K = torch.empty(s, N, dtype=dt, device=dev)
         Kv = [K[i].view(B, 2 * P) for i in range(s)]
-        keep = any(ctx.needs_input_grad[:3])
+        keep = any(ctx.needs_input_grad)
         adaptive = e_row is not None
         rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
 
@@ -211,6 +213,7 @@ class _FusedSolve(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         Wst, Gst, drive = ctx.saved_tensors  # w and g of every stage (steps, stages, B, P)
+        need_p = ctx.needs_input_grad[9:]
         ops, steps, tab = ctx.ops, ctx.steps, TABLEAUS[ctx.method]
         s = tab.solution_stages
         P = ops.P
@@ -241,31 +244,33 @@ class _FusedSolve(torch.autograd.Function):
             lam.add_(U.sum(0).view(B, 2 * P))
         for j in ctx.out_at0:
             lam.add_(grad_out[j])
-        g_Wg = g_drive = None
-        if steps and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+        g_params: tuple = (None,) * len(need_p)
+        g_drive = None
+        if steps and (any(need_p) or ctx.needs_input_grad[1]):
             G = torch.stack(gs[::-1]).reshape(len(steps), s, B, 2 * P)  # forward order
-            if ctx.needs_input_grad[1]:  # sum over steps, stages and trials of g^T gk
-                g_Wg = ops.grad_Wg(Gst, G)
-            if ctx.needs_input_grad[2]:
+            if any(need_p):  # sums over steps, stages and trials of g (source) times gk (target)
+                g_params = ops.grad_params(Gst, G, need_p)
+            if ctx.needs_input_grad[1]:
                 seg_t = torch.tensor([k for _, k in steps], device=dev)
                 g = torch.zeros((ctx.n_segments, B, 2 * P), dtype=dt, device=dev).index_add_(0, seg_t, G.sum(1))
                 g = g.transpose(0, 1)  # (B, K, P)
                 g_drive = g if drive.shape[0] > 1 else g.sum(0, keepdim=True)
-        elif ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            g_Wg, g_drive = torch.zeros_like(ops.Wg), torch.zeros_like(drive)
-        return lam, g_Wg, g_drive, None, None, None, None, None, None, None
+        elif any(need_p) or ctx.needs_input_grad[1]:
+            g_params = tuple(torch.zeros_like(p) if n else None for p, n in zip(ops.params, need_p))
+            g_drive = torch.zeros_like(drive)
+        return (lam, g_drive, None, None, None, None, None, None, None) + tuple(g_params)
 
 
 def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
                 out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None], *,
                 step: float = 5e-4, rtol: float = 1e-6, atol: float = 1e-6,
-                watch_every: int = 25) -> tuple[torch.Tensor, int]:
+                watch_every: int = 25, edge_product: str | None = None) -> tuple[torch.Tensor, int]:
     """Integrate ``field`` through ``stops`` with an explicit Runge-Kutta ``method``.
 
     Parameters
     ----------
     field : colplugin.field.Field
-        A dense field (``field.dense``).
+        The network's field, dense or sparse (``field.dense``); on any device.
     y0 : torch.Tensor, shape (B, 2P)
         Initial state, mV.
     stops : sequence of float
@@ -285,6 +290,9 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     rtol, atol : float
         Tolerances of adaptive methods (torchdiffeq's RMS error norm).
     watch_every : int
+    edge_product : {"index_add", "csr"}, optional
+        How a sparse field applies its edge list (default
+        :data:`colplugin.field.EDGE_PRODUCT`).
 
     Returns
     -------
@@ -298,18 +306,18 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     StepSizeUnderflow
         If an adaptive step shrinks to nothing.
     ValueError
-        For a sparse field, an unknown method or inconsistent segments.
+        For an unknown method or inconsistent segments.
     """
     if method not in TABLEAUS:
         raise ValueError(f"the fused solver supports {sorted(TABLEAUS)}, not {method!r}")
     if len(seg) != len(stops) - 1:
         raise ValueError("fused_solve: one stimulus segment per interval between stops is required")
-    ops = field.fused()
+    ops = field.fused(edge_product)
     opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every}
 
     def watch_x(t: float, w: torch.Tensor, steps: int) -> None:
         watch(t, ops.potential(w), steps)
 
-    out = _FusedSolve.apply(y0, ops.Wg, ops.drive, ops, list(stops), list(seg), list(out_idx),
-                            method, watch_x, opts)
+    out = _FusedSolve.apply(y0, ops.drive, ops, list(stops), list(seg), list(out_idx),
+                            method, watch_x, opts, *ops.params)
     return out, opts["nfe"]

@@ -56,16 +56,17 @@ class Solver:
         Steps after which a solve counts as stuck (adaptive methods shrinking their step).
     backend : {"torchdiffeq", "fused"}
         ``"torchdiffeq"`` (default): torchdiffeq's ``odeint``. ``"fused"``: colplugin's
-        fused explicit Runge-Kutta loop (:mod:`colplugin.solve.fused`), for networks with a
-        dense coupling and the methods ``euler``, ``midpoint``, ``rk4`` (same scheme and grid
+        fused explicit Runge-Kutta loop (:mod:`colplugin.solve.fused`), for dense and sparse
+        couplings and the methods ``euler``, ``midpoint``, ``rk4`` (same scheme and grid
         as torchdiffeq) and ``dopri5`` (torchdiffeq's error norm and step-size rule, plus a
         stiffness cap); it builds no autograd graph and its backward pass is the exact
         gradient of the discrete solve.
     dense : bool, optional
-        How the field couples populations: one dense P x P matrix (``True``; required by
-        the fused backend) or per-area blocks plus an edge list (``False``; memory grows
-        with the connections). Default: dense up to
-        :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations.
+        How the field couples populations: one dense P x P matrix (``True``) or per-area
+        8 x 8 blocks plus an edge list (``False``; cost and memory grow with the
+        connections). Both backends take both. Default (``None``): dense up to
+        :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations, where one matrix
+        product beats the sparse form's several small operations; sparse above.
     """
 
     method: str = "rk4"
@@ -85,9 +86,6 @@ class Solver:
         if self.backend == "fused" and self.method not in TABLEAUS:
             raise ValueError(f"Solver(backend='fused') integrates {', '.join(sorted(TABLEAUS))} only, not "
                              f"{self.method!r}; use backend='torchdiffeq' for torchdiffeq's {self.method}")
-        if self.backend == "fused" and self.dense is False:
-            raise ValueError("Solver(backend='fused') needs the dense coupling; use dense=None or True, "
-                             "or backend='torchdiffeq' for the sparse one")
         if not (self.step > 0 and math.isfinite(self.step)):
             raise ValueError(f"Solver step must be a positive time in s, got {self.step}")
         if not (self.rtol > 0 and self.atol > 0):
