@@ -253,6 +253,24 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
     return report
 
 
+def _finished_training(path: Path, task: Task, seed: int) -> TrainResult:
+    """The result of a finished training run in ``path`` (for a resumed main run), checked against the request."""
+    ck = load_checkpoint(path / "checkpoint.pt")
+    stored = _read_json(path / "metrics.json", "the metrics of a finished training run")
+    if ck["task"].get("name") != task.name or stored.get("seed") != seed:
+        raise ValueError(f"{path} holds a run of task {ck['task'].get('name')!r} seed {stored.get('seed')}, not "
+                         f"{task.name!r} seed {seed}; resume with the run's own task and seed, or start a new run")
+    net = ck["network"]
+    best = path / "best_weights.pt"
+    if best.is_file():
+        net.load_state_dict(torch.load(best, weights_only=True, map_location="cpu")["state_dict"])
+    metrics = stored.pop("per_update")
+    res = TrainResult(net, metrics, stored)
+    res.evaluation = task.evaluate(net, None)  # the numbers only; the run's files stay as they are
+    res.files = sorted(f.name for f in path.glob("*.png"))
+    return res
+
+
 def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | None = None,
              validate_scale: float | None = 0.1, validate_duration: float = 2.5, resume: bool = False,
              seed: int = 0, gradient: Any = None, lr: float | None = None) -> dict[str, Any]:
@@ -283,9 +301,12 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     t0 = time.perf_counter()
     task = _task(task)
     out = Path(out)
-    resume = resume and (out / "train" / "checkpoint.pt").exists()
-    res = train_run(task, seed, out / "train", progress=progress, updates=updates, gradient=gradient, lr=lr,
-                    resume=resume)
+    if resume and (out / "train" / "metrics.json").exists():  # training finished: continue after it
+        res = _finished_training(out / "train", task, seed)
+    else:
+        resume = resume and (out / "train" / "checkpoint.pt").exists()
+        res = train_run(task, seed, out / "train", progress=progress, updates=updates, gradient=gradient, lr=lr,
+                        resume=resume)
     net = res.network
     agree = export_run(net, task.evaluation_stimulus(), task.duration, out / "brian2", seed=seed)
     validation = None

@@ -161,3 +161,15 @@ def test_cli_refuses_another_tasks_option(tmp_path, capsys):
     assert main(["train", "xor", "--tiny-target", "4", "--out", str(tmp_path / "x")]) == 2
     assert "--tiny-target belongs to task 'tiny'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_main_run_resume_after_training_continues_without_retraining(tmp_path):
+    first = main_run(tmp_path, Tiny(), progress=False, validate_scale=None)
+    ckpt = (tmp_path / "train" / "checkpoint.pt").read_bytes()
+    (tmp_path / "report.md").unlink()  # as if the run stopped after training
+    again = main_run(tmp_path, Tiny(), progress=False, validate_scale=None, resume=True)
+    assert (tmp_path / "train" / "checkpoint.pt").read_bytes() == ckpt  # training was not redone
+    assert again["summary"]["updates"] == first["summary"]["updates"]
+    assert (tmp_path / "report.md").is_file()
+    with pytest.raises(ValueError, match="seed"):
+        main_run(tmp_path, Tiny(), progress=False, validate_scale=None, resume=True, seed=3)
