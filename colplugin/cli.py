@@ -25,8 +25,31 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False) -> Path:
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise SystemExit(f"error: {path} exists and is not empty; choose another --out, "
                          "or pass --overwrite (or --resume where supported)")
+    if not path.exists():
+        # created by this command: removed again if the command fails (see main)
+        first_new = next(p for p in [*reversed(path.parents), path] if not p.exists())
+        _CREATED.append(first_new)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: Directories this command created; a failed command removes them (nothing half-made is left).
+_CREATED: list[Path] = []
+
+
+def _remove_created() -> None:
+    """Remove the directories a failed command created, except resumable training progress."""
+    import shutil
+
+    while _CREATED:
+        path = _CREATED.pop()
+        if not path.exists():
+            continue
+        if any(path.rglob("checkpoint.pt")):
+            print(f"kept {path}: it holds training progress; continue it with --resume --out {path}",
+                  file=sys.stderr)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -295,11 +318,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from colplugin.params import ParameterError
     from colplugin.solve.simulate import SimulationError
 
+    _CREATED.clear()
     try:
         return int(args.func(args) or 0)
     except (ParameterError, SimulationError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        _remove_created()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BaseException:
+        _remove_created()
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover
