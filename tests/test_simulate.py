@@ -14,10 +14,15 @@ def test_batch_equals_single_trials(dl25):
     net = two_column_net(dl25)
     rates = np.array([[[0, 0], [15, 5]], [[0, 0], [2, 30]], [[0, 0], [20, 20]]], dtype=float)
     stim = cp.Stimulus([0.0, 0.05], rates)
-    batch = cp.simulate(net, stim, duration=0.1)
+    fixed = cp.Solver("rk4", step=5e-4)  # a fixed grid: the same steps for one trial or many
+    batch = cp.simulate(net, stim, duration=0.1, solver=fixed)
+    default = cp.simulate(net, stim, duration=0.1)  # adaptive: the batch shares its steps
     for b in range(3):
-        single = cp.simulate(net, cp.Stimulus([0.0, 0.05], rates[b]), duration=0.1)
+        one = cp.Stimulus([0.0, 0.05], rates[b])
+        single = cp.simulate(net, one, duration=0.1, solver=fixed)
         torch.testing.assert_close(batch.state[:, b], single.state[:, 0], rtol=1e-12, atol=1e-10)
+        single = cp.simulate(net, one, duration=0.1)
+        torch.testing.assert_close(default.state[:, b], single.state[:, 0], rtol=1e-5, atol=1e-4)
 
 
 def test_fixed_and_adaptive_solvers_agree(dl25):

@@ -18,7 +18,7 @@ References
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Union
 
 import torch
@@ -30,8 +30,10 @@ __all__ = ["Solver", "Direct", "Adjoint", "Gradient", "SimulationError", "as_gra
 
 _FIXED = {"euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams"}
 _ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
-#: Integration backends: torchdiffeq's ``odeint`` (the reference) or the fused loop.
-BACKENDS = ("torchdiffeq", "fused")
+#: Integration backends: torchdiffeq's ``odeint`` (the reference), the fused loop, or
+#: ``"auto"``: the fused loop wherever it applies (its methods, :class:`Direct` gradients),
+#: torchdiffeq otherwise.
+BACKENDS = ("torchdiffeq", "fused", "auto")
 
 
 class SimulationError(RuntimeError):
@@ -54,8 +56,10 @@ class Solver:
         Tolerances of adaptive methods (atol in mV).
     max_steps : int
         Steps after which a solve counts as stuck (adaptive methods shrinking their step).
-    backend : {"torchdiffeq", "fused"}
-        ``"torchdiffeq"`` (default): torchdiffeq's ``odeint``. ``"fused"``: colplugin's
+    backend : {"torchdiffeq", "fused", "auto"}
+        ``"torchdiffeq"`` (default): torchdiffeq's ``odeint``. ``"auto"``: ``"fused"`` for
+        the methods it integrates with :class:`Direct` gradients, ``"torchdiffeq"``
+        otherwise (other methods, :class:`Adjoint`); see :meth:`resolve`. ``"fused"``: colplugin's
         fused explicit Runge-Kutta loop (:mod:`colplugin.solve.fused`), for dense and sparse
         couplings and the methods ``euler``, ``midpoint``, ``rk4`` (same scheme and grid
         as torchdiffeq) and ``dopri5`` (torchdiffeq's error norm and step-size rule, plus a
@@ -100,6 +104,36 @@ class Solver:
     def adaptive(self) -> bool:
         """Whether the method chooses its own steps."""
         return self.method in _ADAPTIVE
+
+    @classmethod
+    def default(cls) -> "Solver":
+        """What :func:`~colplugin.solve.simulate.simulate` integrates with when given no solver.
+
+        ``Solver("dopri5", rtol=1e-6, atol=1e-6, backend="auto")``: the fused Dormand-Prince
+        solve for :class:`Direct` gradients (dense or sparse coupling), torchdiffeq's dopri5
+        for :class:`Adjoint`. The step size of these dynamics is set by stability, not
+        accuracy: the fastest time scale (membrane and recurrent coupling, a few ms, against
+        the 10 s adaptation) caps dopri5's step through the fused solver's stiffness
+        estimate, so tightening the tolerances costs few extra steps. With states of tens of
+        mV (V) and below 1 mV (A, early on), rtol 1e-6 and atol 1e-6 mV keep the rates within
+        about 1e-5 Hz (2e-6 relative) of a tight reference (rtol 1e-10) on one to a hundred
+        columns and within about 1e-4 Hz on the paper's XOR network
+        (``tests/test_solve_default.py``); for publication-grade numbers pass
+        ``Solver("dopri5", rtol=1e-8, atol=1e-8)``.
+        """
+        return cls("dopri5", rtol=1e-6, atol=1e-6, backend="auto")
+
+    def resolve(self, gradient: "Gradient | None" = None) -> "Solver":
+        """This solver with a concrete backend for a gradient strategy (``"auto"`` decided).
+
+        ``"auto"`` becomes ``"fused"`` for the fused solver's methods (:data:`TABLEAUS`)
+        with :class:`Direct` gradients, and ``"torchdiffeq"`` otherwise; other backends are
+        returned unchanged.
+        """
+        if self.backend != "auto":
+            return self
+        fused = self.method in TABLEAUS and not isinstance(gradient, Adjoint)
+        return replace(self, backend="fused" if fused else "torchdiffeq")
 
     def options(self, jump_times: torch.Tensor, t_out: torch.Tensor) -> dict[str, Any]:
         """torchdiffeq ``options`` for this solver and these change points."""
