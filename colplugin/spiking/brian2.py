@@ -204,6 +204,9 @@ def _poisson_plan(net: SpikingNetwork, offsets: dict, n_total: int, duration: fl
     changes = [int(round(t * 1e-3 / dt)) for g in groups.values() for ins in g.values() for i in ins
                for t in i.rate.times[1:]]
     step = int(np.gcd.reduce([n_steps] + [c for c in changes if 0 < c < n_steps]))
+    # Brian2 aligns a TimedArray with the clock only if (step * dt) / dt is a whole number in floating
+    # point; the largest divisor of step for which it is keeps every change point on the grid
+    step = max(d for d in range(1, step + 1) if step % d == 0 and (d * dt) / dt == np.floor((d * dt) / dt))
     n_grid = n_steps // step + 1
     n_slots = max(len(g) for g in groups.values())
     rows = [np.zeros(n_grid)]  # row 0: no input
