@@ -65,7 +65,8 @@ def plot_training(metrics_by_seed: dict[Any, list[dict]], key: str = "test_accur
 def plot_weights(network: Any, title: str = "Learned inter-column weights") -> Figure:
     """A Figure 1A-like diagram: inputs and columns as nodes, learned weights as arrows.
 
-    Arrow width grows with |w| (nA); red arrows target E populations, blue ones I.
+    Arrow width grows with |w| (nA; a legend gives the scale); as in dL25 Figure 1A, blue
+    arrows target E populations, red ones I.
     """
     fig = Figure(figsize=(7, 5), constrained_layout=True)
     ax = fig.subplots()
@@ -91,7 +92,7 @@ def plot_weights(network: Any, title: str = "Learned inter-column weights") -> F
     for src, tgt, tpop, w in edges:
         (x0, y0), (x1, y1) = pos[src], pos[tgt]
         off = 0.02 if tpop.endswith("I") else -0.02
-        color = "tab:blue" if tpop.endswith("I") else "tab:red"
+        color = "tab:red" if tpop.endswith("I") else "tab:blue"
         if src == tgt:
             ax.annotate("", xy=(x1 + 0.05, y1 + 0.05), xytext=(x0 + 0.05, y0 - 0.05),
                         arrowprops=dict(arrowstyle="->", lw=0.5 + 4 * abs(w) / wmax, color=color,
@@ -105,7 +106,13 @@ def plot_weights(network: Any, title: str = "Learned inter-column weights") -> F
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.5, max(levels.values()) + 0.5)
     ax.axis("off")
-    ax.set_title(title + "  (red: onto E, blue: onto I; width ~ |w|)")
+    from matplotlib.lines import Line2D
+
+    scale = [Line2D([], [], color="tab:blue", lw=0.5 + 4 * f, label=f"{f * wmax:.3g} nA") for f in (1.0, 0.5, 0.1)]
+    scale += [Line2D([], [], color="tab:blue", lw=2, label="onto E"), Line2D([], [], color="tab:red", lw=2,
+                                                                               label="onto I")]
+    ax.legend(handles=scale, loc="upper right", fontsize=7, title="line width", title_fontsize=7)
+    ax.set_title(title + "  (blue: onto E, red: onto I; width ~ |w|)")
     return fig
 
 

@@ -48,6 +48,13 @@ class TrainSettings:
         At the end, restore the parameters with the highest test accuracy seen.
     batch_size : int
         Trials per update.
+    evaluate_initial : bool
+        Record the test metrics of the initial network as a row ``update = 0`` (so that a
+        learning curve starts before any update).
+    patience : int, optional
+        Early stopping on the test (validation) loss: stop once it has not reached a new
+        minimum for ``patience`` updates, and restore the parameters of its minimum
+        (written to ``best_weights.pt``, reported as ``early_stopping_update``).
 
     Notes
     -----
@@ -71,11 +78,13 @@ class TrainSettings:
     stop_at_accuracy: float | None = None
     keep_best: bool = False
     batch_size: int = 16
+    evaluate_initial: bool = False
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         set_("gradient", as_gradient(self.gradient))
-        for name in ("clip_grad", "rollback", "stop_at_accuracy"):
+        for name in ("clip_grad", "rollback", "stop_at_accuracy", "patience"):
             if getattr(self, name) is False:
                 set_(name, None)
         if isinstance(self.updates, bool) or not isinstance(self.updates, int) or self.updates < 1:
@@ -91,6 +100,9 @@ class TrainSettings:
             raise ValueError(f"clip_grad must be a positive gradient norm (or None/False: off), got {self.clip_grad!r}")
         if self.rollback is not None and not (self.rollback > 1 and math.isfinite(self.rollback)):
             raise ValueError(f"rollback must be a loss ratio > 1 (e.g. 1.5), or None/False: off; got {self.rollback}")
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
+                                          or self.patience < 1):
+            raise ValueError(f"patience must be a whole number >= 1 (or None/False: off), got {self.patience!r}")
         if self.stop_at_accuracy is not None and not 0 < self.stop_at_accuracy <= 1:
             raise ValueError(f"stop_at_accuracy must be in (0, 1] (or None/False: off), got {self.stop_at_accuracy!r}")
 

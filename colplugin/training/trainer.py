@@ -54,7 +54,8 @@ def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, upd
                     generator: torch.Generator | None = None, metrics: Sequence[dict] = (),
                     seed: int | None = None, gradient: dict[str, Any] | None = None,
                     settings: dict[str, Any] | None = None, solver: dict[str, Any] | None = None,
-                    rollback_best: dict[str, Any] | None = None, kept_best: dict[str, Any] | None = None) -> Path:
+                    rollback_best: dict[str, Any] | None = None, kept_best: dict[str, Any] | None = None,
+                    early_best: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically (plain types only: ``torch.load(weights_only=True)`` works).
 
     ``gradient``, ``settings`` and ``solver`` are the resolved training settings as plain
@@ -69,6 +70,7 @@ def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, upd
         "generator": generator.get_state() if generator is not None else None,
         "metrics": json.dumps(list(metrics)), "seed": seed, "gradient": gradient,
         "settings": settings, "solver": solver, "rollback_best": rollback_best, "kept_best": kept_best,
+        "early_best": early_best,
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
@@ -256,10 +258,27 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         seed = ckpt["seed"]
         best = ckpt.get("rollback_best")
         kept = ckpt.get("kept_best")
+        early = ckpt.get("early_best")
     test = task.test_set() if evaluate else None
     dev, dtype = network.W_intra.device, network.W_intra.dtype
     t_start = time.perf_counter() - (metrics[-1]["wall_seconds"] if metrics else 0.0)
     record = {"gradient": grad.to_dict(), "settings": s.to_dict(), "solver": train_solver.to_dict()}
+
+    def test_row(row: dict[str, Any]) -> None:
+        with torch.no_grad():
+            tt = simulate(network, test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
+                          solver=test_solver)
+            row["test_loss"] = float(task.loss(tt, test))
+            row["test_accuracy"] = task.accuracy(tt, test)
+            row.update({f"test_{key}": value for key, value in task.metrics(tt, test).items()})
+
+    if test is not None and s.evaluate_initial and start == 0:  # the learning curve starts before any update
+        row0: dict[str, Any] = {"update": 0}
+        test_row(row0)
+        row0["wall_seconds"] = time.perf_counter() - t_start
+        metrics.append(row0)
+        if s.patience is not None:
+            early = {"loss": row0["test_loss"], "update": 0, "state_dict": _state_copy(network)}
     bar = tqdm(range(start, s.updates), total=s.updates, initial=start, disable=not progress,
                desc=f"train {task.name} ({grad.name})", unit="update")
     for k in bar:
@@ -304,22 +323,19 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         if s.rollback is not None:
             row["rolled_back"] = rolled_back
         if test is not None:
-            with torch.no_grad():
-                tt = simulate(network, test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                              solver=test_solver)
-                row["test_loss"] = float(task.loss(tt, test))
-                row["test_accuracy"] = task.accuracy(tt, test)
-                row.update({f"test_{key}": value for key, value in task.metrics(tt, test).items()})
+            test_row(row)
             acc = row["test_accuracy"]
             if s.keep_best and acc is not None and (kept is None or acc > kept["accuracy"]):
                 kept = {"accuracy": acc, "update": k + 1, "state_dict": _state_copy(network)}
+            if s.patience is not None and (early is None or row["test_loss"] < early["loss"]):
+                early = {"loss": row["test_loss"], "update": k + 1, "state_dict": _state_copy(network)}
         row["wall_seconds"] = time.perf_counter() - t_start
         metrics.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"))
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, network, task, update=k + 1, optimizer=opt, scheduler=sched,
                             generator=gen, metrics=metrics, seed=seed, rollback_best=best, kept_best=kept,
-                            **record)
+                            early_best=early, **record)
         for cb in callbacks:
             cb(row)
         if s.stop_at_accuracy is not None and row.get("test_accuracy") is not None \
@@ -327,8 +343,20 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
             bar.total = k + 1  # the bar ends where training stopped
             bar.refresh()
             break
+        if early is not None and k + 1 - early["update"] >= s.patience:  # early stopping on the test loss
+            bar.total = k + 1
+            bar.refresh()
+            break
     bar.close()
     final_accuracy = metrics[-1].get("test_accuracy") if metrics else None
+    if early is not None and kept is None:  # early stopping: the parameters of the lowest test loss
+        network.load_state_dict(early["state_dict"])
+        final_accuracy = next((r.get("test_accuracy") for r in metrics if r["update"] == early["update"]),
+                              final_accuracy)
+        if out is not None:
+            with atomic_path(out / "best_weights.pt") as tmp:
+                torch.save({"state_dict": network.state_dict(), "update": early["update"],
+                            "test_loss": early["loss"]}, tmp)
     if kept is not None:
         network.load_state_dict(kept["state_dict"])
         final_accuracy = kept["accuracy"]
@@ -336,12 +364,15 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
             with atomic_path(out / "best_weights.pt") as tmp:
                 torch.save({"state_dict": network.state_dict(), "update": kept["update"],
                             "accuracy": kept["accuracy"]}, tmp)
-    summary = {"task": task.name, "seed": seed, "updates": len(metrics),
-               "final_loss": metrics[-1]["loss"] if metrics else math.nan, "final_accuracy": final_accuracy,
+    summary = {"task": task.name, "seed": seed, "updates": metrics[-1]["update"] if metrics else 0,
+               "final_loss": metrics[-1].get("loss", math.nan) if metrics else math.nan,
+               "final_accuracy": final_accuracy,
                "wall_seconds": metrics[-1]["wall_seconds"] if metrics else 0.0,
                "optimizer": s.optimizer if not callable(optimizer) else repr(optimizer), "lr": s.lr,
                "clip_grad": s.clip_grad, "rollback": s.rollback, "stop_at_accuracy": s.stop_at_accuracy,
                "keep_best": s.keep_best, "kept_best_update": kept["update"] if kept is not None else None,
+               "patience": s.patience, "early_stopping_update": early["update"] if early is not None else None,
+               "evaluate_initial": s.evaluate_initial,
                "batch_size": s.batch_size, "colplugin_version": __version__, **record,
                "test_solver": test_solver.to_dict()}
     if out is not None:
