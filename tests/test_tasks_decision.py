@@ -1,5 +1,6 @@
 """The reduced Wong-Wang (2006) model behaves as WW06 describes."""
 
+import pytest
 import torch
 
 from colplugin.tasks.decision import wong_wang
@@ -50,3 +51,37 @@ def test_dopri5_agrees_with_fine_euler_steps():
     e = wong_wang(mu, 1.5, method="euler", dt=2e-5, **kw)["rate"]
     assert a.shape == e.shape == (151, 2, 2)
     torch.testing.assert_close(a, e, rtol=0, atol=5e-3)  # Hz; Euler's error is O(dt)
+
+
+def test_decision_times_by_hand():
+    import numpy as np
+
+    from colplugin.tasks.decision import decision_times
+
+    t = np.arange(0, 1.0, 0.1)
+    r = np.zeros((10, 3, 2))
+    r[4:, 0, 0] = 1.0  # crosses at 0.4 s
+    r[7:, 1, 1] = 1.0  # crosses at 0.7 s, after t_off = 0.6 s: no decision
+    got = decision_times(r, t, 0.2, 0.6, 0.75)
+    assert got[0] == pytest.approx(0.2) and np.isnan(got[1]) and np.isnan(got[2])
+
+
+def test_metrics_of_a_perfect_fit(monkeypatch):
+    """Columns that output exactly the WW targets score nrmse 0, rank correlation 1, all winners right."""
+    import importlib
+
+    from colplugin.tasks import Decision
+    from colplugin.tasks.decision import decision_metrics
+
+    task = Decision()
+    batch = task.held_out(12)
+    module = importlib.import_module("colplugin.tasks.decision")
+
+    class Fake:
+        t = torch.arange(batch.target.shape[0], dtype=torch.float64) * task.dt_out
+
+    monkeypatch.setattr(module, "simulate", lambda *a, **k: Fake())
+    monkeypatch.setattr(Decision, "output", lambda self, traj: batch.target)
+    m = decision_metrics(None, task, n=12)
+    assert m["nrmse"] == 0.0 and m["winner_correct"] == 1.0 and m["persistence"] == 1.0
+    assert m["decided_pairs"] >= 3 and m["decision_time_rank_correlation"] == pytest.approx(1.0)

@@ -144,5 +144,5 @@ def test_default_training_settings():
     from colplugin.tasks import Decision
 
     d = Decision().settings
-    assert (d.updates, d.lr, d.gradient.name, d.clip_grad, d.rollback, d.stop_at_accuracy) == \
-        (60, 0.2, "direct", None, None, None)
+    assert (d.updates, d.lr, d.gradient.name, d.clip_grad, d.rollback, d.stop_at_accuracy, d.patience) == \
+        (400, 0.2, "direct", None, None, None, 15)  # early stopping on the validation loss

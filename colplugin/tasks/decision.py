@@ -34,7 +34,7 @@ from ..stimulus import Stimulus
 from ..training.settings import TrainSettings
 from ..training.task import Batch, Task, register_task
 
-__all__ = ["Decision", "WongWang", "wong_wang", "figure2"]
+__all__ = ["Decision", "WongWang", "wong_wang", "figure2", "decision_metrics", "decision_times"]
 
 
 @dataclass(frozen=True)
@@ -181,8 +181,11 @@ class Decision(Task):
     Accuracy: the column with the stronger input has the higher L2/3E rate at the end
     of the stimulus phase.
 
-    Default training (:attr:`settings`): 60 Adam updates at lr 0.2 with direct gradients.
-    Evaluation: dL25's Figure 2 protocol (:func:`figure2`).
+    Default training (:attr:`settings`): Adam at lr 0.2 with direct gradients until the
+    validation loss (:meth:`test_set`, 32 pairs) has not improved for 15 updates (at most
+    400), keeping the parameters of its minimum. Evaluation: the fit to Wong-Wang on
+    held-out pairs (:func:`decision_metrics`, ``decision_metrics.json``) and dL25's
+    Figure 2 protocol in all three phases (:func:`figure2`).
     """
 
     name = "decision"
@@ -194,7 +197,8 @@ class Decision(Task):
         self.phase, self.time_scale, self.rate_scale, self.sigma = phase, time_scale, rate_scale, sigma
         self.duration = 3 * phase
         self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused")
-        self.settings = TrainSettings(updates=60, lr=0.2, gradient="direct", batch_size=batch_size)
+        self.settings = TrainSettings(updates=400, lr=0.2, gradient="direct", batch_size=batch_size,
+                                      evaluate_initial=True, patience=15)
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         params = params or load_preset("dl25")
@@ -247,23 +251,43 @@ class Decision(Task):
         """Three trials, mu_A = 20 Hz and mu_B = 20, 16, 12 Hz (evidence c = 0, 4, 8 Hz)."""
         return self.stimulus(torch.tensor([[20.0, 20.0], [20.0, 16.0], [20.0, 12.0]], dtype=torch.float64))
 
+    def held_out(self, n: int = 64) -> Batch:
+        """``n`` held-out pairs (a seed that neither training nor validation draws from)."""
+        return self.sample(n, torch.Generator().manual_seed(2024))
+
     def evaluate(self, network: ColumnNetwork, out: Path | None = None) -> dict[str, Any]:
-        """dL25 Figure 2 (:func:`figure2`): ``figure2.json`` and ``figure2.png`` in ``out``."""
-        return figure2(network, self, out)
+        """The fit to Wong-Wang on held-out pairs (:func:`decision_metrics`, ``decision_metrics.json``)
+        and dL25 Figure 2 (:func:`figure2`: ``figure2.json``, ``figure2.png``) in ``out``."""
+        numbers = figure2(network, self, out)
+        numbers["metrics"] = decision_metrics(network, self, out)
+        return numbers
 
     def report_section(self, network: ColumnNetwork, result: Any, evaluation: Mapping[str, Any],
                        prefix: str = "") -> list[str]:
         """Figure 2 and whether the stronger input won at every evidence level."""
         wins = evaluation.get("stronger_input_wins", [])
-        return [f"Stronger input wins in {sum(wins)}/{len(wins)} evidence levels c > 0 (Figure 2 protocol).", "",
-                f"![figure 2]({prefix}figure2.png)"]
+        lines = [f"Stronger input wins in {sum(wins)}/{len(wins)} evidence levels c > 0 (Figure 2 protocol).", ""]
+        m = evaluation.get("metrics")
+        if m:
+            lines += [f"Fit to Wong-Wang on {m['pairs']} held-out pairs: normalised RMS error **{m['nrmse']:.3g}** "
+                      f"(goal <= 0.15); decision time rank correlation with WW "
+                      f"**{m['decision_time_rank_correlation']}** (goal >= 0.9; {m['decided_pairs']} pairs decided); "
+                      f"winner correct **{m['winner_correct']:.3g}** of {m['pairs_2hz']} pairs differing by >= 2 Hz "
+                      f"(goal >= 0.95); persistence after offset {m['persistence']} (WW persists in "
+                      f"{m['ww_persistent_pairs']} pairs).", ""]
+        return lines + [f"![figure 2]({prefix}figure2.png)"]
 
     def reproduce(self, runs: Mapping[int, Any], out: Path) -> dict[str, Any]:
-        """dL25 Figure 2 of the trained run (written by :meth:`evaluate`); its loss and accuracy."""
+        """dL25 Figure 2 of the trained run (written by :meth:`evaluate`); its loss, accuracy and fit metrics."""
         (seed, res), = runs.items()
+        m = (res.evaluation or {}).get("metrics", {})
+        fit = {k: m.get(k) for k in ("nrmse", "decision_time_rank_correlation", "winner_correct", "persistence")}
         return {"seed": seed, "final_loss": res.summary["final_loss"], "final_accuracy": res.summary["final_accuracy"],
-                "headline": f"decision: final loss {res.summary['final_loss']:.4g}, "
-                            f"accuracy {res.summary['final_accuracy']}; Figure 2 in {Path(out) / 'figure2.png'}"}
+                "updates": res.summary["updates"], "early_stopping_update": res.summary.get("early_stopping_update"),
+                **fit,
+                "headline": f"decision: {res.summary['updates']} updates (best validation loss at update "
+                            f"{res.summary.get('early_stopping_update')}), final loss {res.summary['final_loss']:.4g}; "
+                            f"held-out fit to Wong-Wang: {json.dumps(fit)}; Figure 2 in {Path(out) / 'figure2.png'}"}
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "phase": self.phase, "time_scale": self.time_scale,
@@ -272,7 +296,11 @@ class Decision(Task):
 
 def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
             evidence: np.ndarray | None = None) -> dict[str, Any]:
-    """dL25 Figure 2 protocol: mu_A = 20 Hz, mu_B = 20 - c, c = 0, 2, ..., 20 Hz; stimulus held.
+    """dL25 Figure 2 protocol: mu_A = 20 Hz, mu_B = 20 - c, c = 0, 2, ..., 20 Hz, in three phases.
+
+    No input for one phase, the stimulus for one phase, no input for one phase (the
+    task's pre / stimulus / post phases), so that the figure shows the decision and what
+    remains of it after the stimulus.
 
     Simulated at 1 ms output resolution (so that the onset of the separation is
     resolved). Writes ``figure2.json`` (the numbers below and every E rate) and
@@ -290,24 +318,26 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
     c = np.arange(0, 21, 2.0) if evidence is None else np.asarray(evidence, dtype=float)
     mu = torch.tensor(np.stack([np.full_like(c, 20.0), 20.0 - c], 1))
     z = torch.zeros_like(mu)
-    stim = Stimulus([0.0, task.phase], torch.stack([z, mu], 1))
+    stim = Stimulus([0.0, task.phase, 2 * task.phase], torch.stack([z, mu, z], 1))
     with torch.no_grad():
         traj = simulate(net, stim, task.duration, dt_out=1e-3, solver=task.solver)
     E = [pop_index(p) for p in ("L23E", "L4E", "L5E", "L6E")]
     idx = [[net.index("mt", col, p) for p in E] for col in (0, 1)]
     rates = traj.rate[..., idx].numpy()  # (T, levels, 2 columns, 4 layers)
     t = traj.t.numpy()
-    end = rates[-1, :, :, 0]
+    k_end = int(np.searchsorted(t, 2 * task.phase)) - 1  # the decision: just before the stimulus ends
+    end = rates[k_end, :, :, 0]
     winner = np.argmax(end, axis=1)
     sep = np.abs(rates[:, :, 0, 0] - rates[:, :, 1, 0])  # L2/3E separation (T, levels)
     onset = []
     sep_threshold = 0.1
     for k in range(len(c)):
-        above = np.nonzero((t > task.phase) & (sep[:, k] > sep_threshold))[0]
+        above = np.nonzero((t > task.phase) & (t < 2 * task.phase) & (sep[:, k] > sep_threshold))[0]
         onset.append(float(t[above[0]] - task.phase) if len(above) else None)
     numbers = {"evidence_hz": c.tolist(), "t_s": t.tolist(), "winner_column": winner.tolist(),
                "stronger_input_wins": [bool(w == 0) for w in winner[1:]],
                "final_L23E_separation_hz": sep[-1].tolist(), "separation_threshold_hz": sep_threshold,
+               "stimulus_end_L23E_separation_hz": sep[k_end].tolist(), "phases_s": [0.0, task.phase, 2 * task.phase],
                "separation_onset_s": onset,
                "L6E_winner_minus_loser_hz": (rates[-1, np.arange(len(c)), winner, 3]
                                              - rates[-1, np.arange(len(c)), 1 - winner, 3]).tolist(),
@@ -316,5 +346,73 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
                "rates_hz": rates.tolist()}
     if out is not None:
         atomic_write_text(Path(out) / "figure2.json", json.dumps(numbers))
-        save_figure(plot_decision(t, rates, c, winner), Path(out) / "figure2.png")
+        fig = plot_decision(t, rates, c, winner, title="E rates per layer (winner solid, loser dashed); "
+                                                       "pre / stimulus (grey) / post")
+        for ax in fig.axes:
+            ax.axvspan(task.phase, 2 * task.phase, color="0.92", zorder=0)
+        save_figure(fig, Path(out) / "figure2.png")
+    return numbers
+
+
+def decision_times(rates: np.ndarray, t: np.ndarray, t_on: float, t_off: float, threshold: float) -> np.ndarray:
+    """First time after ``t_on`` (s, relative to it) at which either pool of a trial reaches ``threshold``
+    before ``t_off``; ``nan`` where neither does. ``rates``: (T, B, 2)."""
+    inside = (t >= t_on) & (t < t_off)
+    hit = (rates.max(-1) >= threshold) & inside[:, None]
+    first = hit.argmax(0)
+    return np.where(hit.any(0), t[first] - t_on, np.nan)
+
+
+def decision_metrics(net: ColumnNetwork, task: Decision, out: Path | None = None, n: int = 64) -> dict[str, Any]:
+    """How well the trained columns reproduce Wong-Wang on ``n`` held-out pairs (:meth:`Decision.held_out`).
+
+    * ``nrmse``: RMS difference of both columns' L2/3E rates from the WW targets over all
+      times, pairs and columns, divided by the targets' range (goal <= 0.15).
+    * ``decision_time_rank_correlation``: Spearman correlation, over the pairs where both
+      decide, between the columns' and WW's decision times (first time after stimulus
+      onset a pool reaches 15 Hz / ``rate_scale``; goal >= 0.9). ``None`` with < 3 such pairs.
+    * ``winner_correct``: fraction of the pairs whose inputs differ by >= 2 Hz where the
+      column with the stronger input has the higher L2/3E rate at the end of the stimulus.
+    * ``persistence``: of the pairs where the WW winner is still above threshold at the
+      end of the post-stimulus phase, the fraction where the columns' winner is too.
+
+    Writes ``decision_metrics.json`` into ``out``.
+    """
+    from scipy.stats import spearmanr
+
+    batch = task.held_out(n)
+    with torch.no_grad():
+        traj = simulate(net, batch.stimulus, task.duration, dt_out=task.dt_out, solver=task.solver)
+    y = task.output(traj).numpy()
+    target = batch.target.numpy()
+    T = min(len(y), len(target))
+    y, target = y[:T], target[:T]
+    t = traj.t.numpy()[:T]
+    mu = batch.info["mu"].numpy()
+    nrmse = float(np.sqrt(np.mean((y - target) ** 2)) / (target.max() - target.min()))
+    threshold = 15.0 / task.rate_scale
+    on, off = task.phase, 2 * task.phase
+    dt_net = decision_times(y, t, on, off, threshold)
+    dt_ww = decision_times(target, t, on, off, threshold)
+    both = np.isfinite(dt_net) & np.isfinite(dt_ww)
+    rho = float(spearmanr(dt_net[both], dt_ww[both]).statistic) if both.sum() >= 3 else None
+    k_end = int(np.searchsorted(t, off)) - 1
+    strong = np.argmax(mu, 1)
+    big = np.abs(mu[:, 0] - mu[:, 1]) >= 2.0
+    correct = np.argmax(y[k_end], 1) == strong
+    ww_win = np.argmax(target[k_end], 1)
+    ww_persists = target[-1, np.arange(len(mu)), ww_win] >= threshold
+    net_persists = (y[-1, np.arange(len(mu)), ww_win] >= threshold) & (np.argmax(y[-1], 1) == ww_win)
+    numbers = {"pairs": int(len(mu)), "nrmse": nrmse, "decision_time_rank_correlation": rho,
+               "decided_pairs": int(both.sum()), "ww_decided_pairs": int(np.isfinite(dt_ww).sum()),
+               "net_decided_pairs": int(np.isfinite(dt_net).sum()),
+               "winner_correct": float(correct[big].mean()) if big.any() else None, "pairs_2hz": int(big.sum()),
+               "persistence": float(net_persists[ww_persists].mean()) if ww_persists.any() else None,
+               "ww_persistent_pairs": int(ww_persists.sum()), "decision_threshold_hz": threshold,
+               "decision_times_s": {"columns": [None if np.isnan(x) else float(x) for x in dt_net],
+                                    "wong_wang": [None if np.isnan(x) else float(x) for x in dt_ww]},
+               "mu_hz": mu.tolist(), "goals": {"nrmse": "<= 0.15", "decision_time_rank_correlation": ">= 0.9",
+                                               "winner_correct": ">= 0.95"}}
+    if out is not None:
+        atomic_write_text(Path(out) / "decision_metrics.json", json.dumps(numbers, indent=2))
     return numbers
