@@ -106,3 +106,16 @@ def test_sparse_memory_grows_with_connections(dl25):
     sizes = [t.numel() for t in vars(ops).values() if isinstance(t, torch.Tensor)]
     sizes += [t.numel() for group in (ops.blocks, ops.w_edges, ops.rates) for t in group if t is not None]
     assert max(sizes) <= 2 * P < P * P // 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("edge_product", cf.EDGE_PRODUCTS)
+def test_sparse_fused_on_cuda_matches_cpu(dl25, edge_product, monkeypatch):
+    """The sparse fused solve and its backward pass on CUDA give the CPU numbers (float64)."""
+    monkeypatch.setattr(cf, "EDGE_PRODUCT", edge_product)
+    solver = cp.Solver("dopri5", rtol=1e-7, atol=1e-9, backend="fused", dense=False)
+    cpu_s, cpu_g = _run(_net(dl25), solver)
+    gpu_s, gpu_g = _run(_net(dl25).to("cuda"), solver)
+    torch.testing.assert_close(gpu_s.cpu(), cpu_s, rtol=1e-9, atol=1e-9)
+    for a, b in zip(gpu_g, cpu_g):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-6, atol=1e-12)

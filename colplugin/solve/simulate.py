@@ -2,8 +2,10 @@
 
 The network's :class:`~colplugin.field.Field` (built once per solve) is integrated by
 torchdiffeq (``odeint``, or ``odeint_adjoint`` for :class:`~colplugin.solve.strategies.Adjoint`
-gradients) or by the fused Runge-Kutta loop (:mod:`colplugin.solve.fused`), as the
-:class:`~colplugin.solve.strategies.Solver` says.
+gradients) or by the fused Runge-Kutta loop (:mod:`colplugin.solve.fused`, dense or sparse
+coupling), as the :class:`~colplugin.solve.strategies.Solver` says; without one,
+:meth:`~colplugin.solve.strategies.Solver.default` (the fused loop's dopri5 for direct
+gradients, torchdiffeq's for the adjoint method).
 """
 
 from __future__ import annotations
@@ -239,6 +241,13 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     Returns
     -------
     Trajectory
+        Its ``solver`` is the one used, with ``backend="auto"`` resolved.
+
+    Notes
+    -----
+    An adaptive solver chooses one step sequence for the whole batch, so a trial's result
+    depends on its batch-mates at the level of the tolerances; fixed-step methods give
+    every trial the same numbers alone or in a batch.
 
     Raises
     ------
