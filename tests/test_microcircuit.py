@@ -130,6 +130,7 @@ def _check_tiny_run(res: SpikingResult, t_from: float = 0.1):
         assert stats[pop]["rate"] == pytest.approx((ts >= t_from).sum() / res.sizes[pop] / (res.duration - t_from),
                                                    rel=1e-9)
     assert stats["L4I"]["rate"] > 0
+    assert all(0 <= t.min() and t.max() < res.duration for _, t in res.spikes.values() if len(t))
     small = res.to_neo(max_per_population=3)
     assert len(small.segments[0].spiketrains) == 24
     return stats

@@ -13,7 +13,8 @@
   adds one time step to their delays.
 - DC input: the neurons' ``I_e``.
 - Recording: one ``spike_recorder`` per recorded population. NEST stamps a spike at the
-  end of the step in which the threshold was crossed (Brian2 at its start).
+  end of the step in which the threshold was crossed; the result reports the start of
+  that step (one ``dt`` earlier), as Brian2 does, so that both lie in ``[0, duration)``.
 - Seeds: ``rng_seed = seed + 1`` (NEST needs a seed >= 1) and ``local_num_threads``: the
   same seed and thread count give the same spikes.
 
@@ -146,7 +147,9 @@ def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: in
     for name, rec in recorders.items():
         ev = rec.get("events")
         first = nodes[name][0].global_id
-        spikes[name] = (np.asarray(ev["senders"], dtype=np.int64) - first, np.asarray(ev["times"], float) * 1e-3)
+        # NEST stamps the end of the step in which V crossed threshold; report its start, as Brian2 does
+        spikes[name] = (np.asarray(ev["senders"], dtype=np.int64) - first,
+                        (np.asarray(ev["times"], float) - dt_ms) * 1e-3)
         sizes[name] = len(nodes[name])
     settings = {"name": net.name, **dict(net.metadata), "backend": "nest", "device": "nest", "seed": seed,
                 "threads": threads, "dt_s": dt, "duration_s": duration, "n_neurons": net.n_neurons,
