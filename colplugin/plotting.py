@@ -8,12 +8,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-__all__ = ["save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay",
-           "plot_validation"]
+__all__ = ["save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay"]
 
 
-def save_figure(fig: Figure, path: Any, dpi: int = 110) -> None:
-    """Write a figure atomically (the format follows the file suffix)."""
+def save_figure(fig: Figure, path: Any, dpi: int = 110) -> Any:
+    """Write a figure atomically (the format follows the file suffix) and return the path."""
     from pathlib import Path
 
     from ._io import atomic_path
@@ -21,6 +20,7 @@ def save_figure(fig: Figure, path: Any, dpi: int = 110) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix[1:])
+    return path
 
 
 def plot_rates(traj: Any, trial: int = 0, title: str | None = None) -> Figure:
@@ -166,45 +166,3 @@ def plot_overlay(traj: Any, run: Any, trial: int = 0) -> Figure:
         ax.legend(fontsize=5, ncol=3)
     return fig
 
-
-def plot_validation(result: Any, stats: dict, rows: list[dict], transient: float = 0.5) -> Figure:
-    """Raster, rates by population (with published values), CV histograms, DMF vs spiking bars."""
-    from .params.names import POPULATIONS as POPS
-
-    fig = Figure(figsize=(12, 8), constrained_layout=True)
-    (ax_r, ax_b), (ax_c, ax_d) = fig.subplots(2, 2)
-    offset = 0
-    colors = ["tab:red" if p.endswith("E") else "tab:blue" for p in POPS]
-    for p, pop in enumerate(POPS):
-        idx, ts = result.spikes[pop]
-        n_show = min(result.N[p], 100)
-        sel = (idx < n_show) & (ts >= transient) & (ts < transient + 0.2)
-        ax_r.plot(ts[sel], offset + idx[sel], ",", color=colors[p])
-        ax_r.text(transient - 0.005, offset + n_show / 2, pop, ha="right", fontsize=7)
-        offset += n_show
-    ax_r.invert_yaxis()
-    ax_r.set_xlabel("time (s)")
-    ax_r.set_yticks([])
-    ax_r.set_title("raster (100 neurons per population)")
-    x = np.arange(len(POPS))
-    ax_b.bar(x - 0.27, [r["spiking_rate"] for r in rows], 0.27, label="spiking (Brian2)")
-    ax_b.bar(x, [r["dmf_rate"] for r in rows], 0.27, label="DMF column (pd14)")
-    ax_b.bar(x + 0.27, [r["published_rate"] for r in rows], 0.27, label="published (PD14/NEST)")
-    ax_b.set_xticks(x, POPS)
-    ax_b.set_ylabel("rate (Hz)")
-    ax_b.legend(fontsize=7)
-    ax_b.set_title("rates by population")
-    for p, pop in enumerate(POPS):
-        cvs = stats.get(pop, {}).get("cvs", [])
-        if cvs:
-            ax_c.hist(cvs, bins=30, range=(0, 2), histtype="step", label=pop, color=f"C{p % 10}")
-    ax_c.axvspan(0.7, 1.2, color="grey", alpha=0.15)
-    ax_c.set_xlabel("ISI CV")
-    ax_c.legend(fontsize=6)
-    ax_c.set_title("ISI CV per neuron (grey: asynchronous-irregular range)")
-    ax_d.bar(x, [100 * r["dmf_vs_spiking"] for r in rows], color=colors)
-    ax_d.axhspan(-30, 30, color="grey", alpha=0.15)
-    ax_d.set_xticks(x, POPS)
-    ax_d.set_ylabel("DMF vs spiking (%)")
-    ax_d.set_title("relative deviation of the DMF column (grey: +/- 30 %)")
-    return fig

@@ -6,25 +6,15 @@ Every function returns a :class:`matplotlib.figure.Figure` (never shows it);
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..params.names import POPULATIONS
+from ..plotting import save_figure
 
 __all__ = ["save_figure", "plot_raster", "plot_validation", "plot_backend_rates"]
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write a figure atomically (format from the suffix) and return the path."""
-    from .._io import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:])
-    return path
 
 
 def plot_raster(ax: Any, result: Any, t_from: float, t_to: float, n_show: int = 100,
