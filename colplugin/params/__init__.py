@@ -1,8 +1,8 @@
 """Model parameters as documented data: TOML presets, loading, overrides and validation.
 
 Every entry of a preset is a TOML table with ``value``, ``unit`` (any unit string the
-`quantities` package understands) and ``source``. Values are converted to colplugin's
-internal units on load:
+`quantities` package understands) and ``source``; a string with its unit (``tau_m = "10 ms"``)
+is accepted too. Values are converted to colplugin's internal units on load:
 
 =========================  ==========
 quantity                   unit
@@ -16,6 +16,20 @@ adaptation ``kappa``       mV*s
 potentials (``V_th`` ...)  mV
 counts, probabilities      1
 =========================  ==========
+
+Units. In a parameter file (TOML, or JSON written by :meth:`Params.save`) every quantity
+that has a unit states it: ``tau_m = "10 ms"`` or ``[tau_m] value = 10, unit = "ms"``. A bare
+number (``tau_m = 10``) or a table without ``unit`` is an error in both spellings, whatever
+the base preset says; only dimensionless entries (counts, probabilities, factors, population
+sizes) may omit the unit. In Python, :meth:`Params.with_overrides` (and the ``overrides``
+argument) reads a plain number, or a table without ``unit``, in the internal unit of the
+table below (``{"tau_m": 0.01}`` is 10 ms); strings with units and
+:class:`quantities.Quantity` objects work there too.
+
+Unknown names are errors with a did-you-mean everywhere: top-level keys, keys of a
+parameter table (``value``, ``unit``, ``source``), of ``[preset]`` (``name``,
+``description``, ``default_area``) and of ``[areas.NAME]``. Population sizes are positive
+whole numbers of neurons.
 
 The spiking entries (:data:`SPIKING_KEYS`: the LIF neuron, PSC spread, delays, thalamic
 population and the published PD14 rates) are used only by :mod:`colplugin.spiking`. They
@@ -116,19 +130,65 @@ SPECS: dict[str, _Spec] = {
 #: Entries used only by the spiking networks; absent ones are taken from the ``pd14`` preset.
 SPIKING_KEYS: tuple[str, ...] = ("E_L", "V_reset", "V_th", "t_ref", "V0_mean", "V0_sd", "J_rel_sd", "delay_E",
                                  "delay_I", "delay_rel_sd", "background", "thalamic_size", "published_rates")
-_AREA_SPEC = _Spec("dimensionless", (N_POP,), _POSITIVE, "8 positive population sizes")
+_AREA_SPEC = _Spec("dimensionless", (N_POP,), _all(lambda v: (v >= 1) & (v == np.round(v))),
+                   "8 positive population sizes (whole numbers of neurons, e.g. [100, 30, ...])")
+
+#: Keys of a parameter table, of ``[preset]`` and the top-level keys besides the parameters.
+_ENTRY_KEYS = ("value", "unit", "source")
+_PRESET_KEYS = ("name", "description", "default_area")
+_TOP_KEYS = ("base", "preset", "areas")
 
 
-def _convert(key: str, entry: Any, spec: _Spec, default_unit: str | None) -> tuple[Any, str | None]:
-    """Convert one raw entry (number, string with unit, Quantity or {value, unit}) to internal units."""
+def _did_you_mean(key: str, known: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_keys(what: str, table: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    """Refuse keys of ``table`` outside ``known``, with a did-you-mean."""
+    for k in table:
+        if k not in known:
+            raise ParameterError(f"{what}: unknown key {k!r}{_did_you_mean(k, known)}; "
+                                 f"allowed keys: {', '.join(known)}")
+
+
+def _has_unit(value: Any) -> bool:
+    if isinstance(value, pq.Quantity):
+        return True
+    if isinstance(value, str):
+        _, _, ustr = value.strip().partition(" ")
+        return bool(ustr.strip())
+    return False
+
+
+def _convert(key: str, entry: Any, spec: _Spec, default_unit: str | None,
+             require_unit: bool = False) -> tuple[Any, str | None]:
+    """Convert one raw entry (number, string with unit, Quantity or {value, unit}) to internal units.
+
+    With ``require_unit`` (entries read from a parameter file) a quantity that has a unit must
+    state it; otherwise a number without a unit is in the internal unit ``spec.unit``.
+    """
     unit = default_unit
     value = entry
     if isinstance(entry, Mapping):
+        _check_keys(f"parameter {key!r}", entry, _ENTRY_KEYS)
         if "value" not in entry:
             raise ParameterError(f"parameter {key!r}: table {dict(entry)!r} has no 'value'; "
                                  "write it as {value = ..., unit = \"...\", source = \"...\"}")
         value = entry["value"]
         unit = entry.get("unit", unit)
+    if (require_unit and spec.unit not in (None, "dimensionless") and unit is None
+            and not _has_unit(value)):
+        name = key.split(".")[-1]
+        scalar = np.ndim(value) == 0 and not isinstance(value, str)
+        hint = (f"{name} = \"{value} UNIT\" or " if scalar else "") + \
+            f"[{name}] value = {value!r}, unit = \"UNIT\""
+        raise ParameterError(f"parameter {key!r} = {value!r} has no unit: in a parameter file every "
+                             f"quantity states its unit (a bare number is not read as {spec.unit}). Write "
+                             f"{hint}, with UNIT the unit you mean: any unit convertible to {spec.unit}, "
+                             f"e.g. unit = \"{spec.unit}\"")
     if spec.unit is None:  # string-valued choice
         if value not in spec.choices:
             raise ParameterError(f"parameter {key!r} = {value!r} is not valid; "
@@ -287,11 +347,9 @@ class Params(Mapping[str, Any]):
                 values[key], _ = _convert(key, entry, SPECS[key], None)
                 sources[key] = src
             else:
-                import difflib
-                close = difflib.get_close_matches(key, list(SPECS) + ["default_area"], n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = _did_you_mean(key, list(SPECS) + ["default_area", "name"])
                 raise ParameterError(f"unknown parameter {key!r}{hint}; known parameters: "
-                                     f"{', '.join(SPECS)}, areas.NAME, default_area")
+                                     f"{', '.join(SPECS)}, areas.NAME, default_area, name")
         return Params(values, sources, areas, area_sources, name, default_area, self.description)
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,10 +374,16 @@ class Params(Mapping[str, Any]):
         meta = data.pop("preset", {}) or {}
         areas_raw = data.pop("areas", {}) or {}
         data.pop("base", None)
-        unknown = [k for k in data if k not in SPECS]
-        if unknown:
-            raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                                 f"known parameters: {', '.join(SPECS)}")
+        for k in data:
+            if k not in SPECS:
+                raise ParameterError(f"unknown parameter {k!r}{_did_you_mean(k, list(SPECS) + list(_TOP_KEYS))}; "
+                                     f"known parameters: {', '.join(SPECS)} (and the tables "
+                                     "[preset], [areas.NAME] and base = \"PRESET\")")
+        if not isinstance(meta, Mapping):
+            raise ParameterError(f"'preset' must be a table [preset] with {', '.join(_PRESET_KEYS)}, got {meta!r}")
+        _check_keys("[preset]", meta, _PRESET_KEYS)
+        if not isinstance(areas_raw, Mapping):
+            raise ParameterError(f"'areas' must be tables [areas.NAME] with value = [8 sizes], got {areas_raw!r}")
         missing_spiking = [k for k in SPIKING_KEYS if k not in data]
         if missing_spiking:
             pd14 = _raw_preset("pd14")
@@ -327,11 +391,11 @@ class Params(Mapping[str, Any]):
                 data[k] = {**pd14[k], "source": f"pd14 preset (absent from this parameter set): {pd14[k]['source']}"}
         values, sources = {}, {}
         for k, entry in data.items():
-            values[k], _ = _convert(k, entry, SPECS[k], None)
+            values[k], _ = _convert(k, entry, SPECS[k], None, require_unit=True)
             sources[k] = entry.get("source", "") if isinstance(entry, Mapping) else ""
         areas, area_sources = {}, {}
         for a, entry in areas_raw.items():
-            areas[a], _ = _convert(f"areas.{a}", entry, _AREA_SPEC, "dimensionless")
+            areas[a], _ = _convert(f"areas.{a}", entry, _AREA_SPEC, "dimensionless", require_unit=True)
             area_sources[a] = entry.get("source", "") if isinstance(entry, Mapping) else ""
         return cls(values, sources, areas, area_sources, meta.get("name", "custom"),
                    meta.get("default_area", next(iter(areas), "")), meta.get("description", ""))
@@ -363,17 +427,20 @@ def _merge(base: Mapping[str, Any], raw: dict[str, Any], what: str) -> dict[str,
     """A raw parameter table ``raw`` laid over ``base`` (both as read from TOML)."""
     merged = copy.deepcopy(dict(base))
     meta = raw.pop("preset", {})
-    for a, entry in raw.pop("areas", {}).items():
+    if not isinstance(meta, Mapping):
+        raise ParameterError(f"{what}: 'preset' must be a table [preset] with {', '.join(_PRESET_KEYS)}")
+    _check_keys(f"{what}: [preset]", meta, _PRESET_KEYS)
+    areas = raw.pop("areas", {})
+    if not isinstance(areas, Mapping):
+        raise ParameterError(f"{what}: 'areas' must be tables [areas.NAME] with value = [8 sizes]")
+    for a, entry in areas.items():
         merged["areas"][a] = entry
     for k, entry in raw.items():
         if k not in SPECS:
-            import difflib
-            close = difflib.get_close_matches(k, list(SPECS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ParameterError(f"{what}: unknown parameter {k!r}{hint}; known: {', '.join(SPECS)}")
-        if isinstance(entry, Mapping) and "unit" not in entry and SPECS[k].unit is not None and k in merged:
-            entry = {**entry, "unit": merged[k].get("unit")}
-        merged[k] = entry
+            hint = _did_you_mean(k, list(SPECS) + list(_TOP_KEYS))
+            raise ParameterError(f"{what}: unknown parameter {k!r}{hint}; known: {', '.join(SPECS)} "
+                                 "(and the tables [preset], [areas.NAME] and base = \"PRESET\")")
+        merged[k] = entry  # a unit is never inherited from the base: every entry states its own
     merged["preset"] = {**merged.get("preset", {}), **meta}
     return merged
 
@@ -414,7 +481,14 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
     A TOML file may start from a preset with a top-level ``base = "dl25"`` and then
     override only the entries that change; without ``base`` it must define every
-    parameter.
+    parameter. Every quantity with a unit states it (``tau_m = "10 ms"`` or
+    ``[tau_m] value = 10, unit = "ms"``); see the module docstring.
+
+    Raises
+    ------
+    ParameterError
+        Invalid TOML/JSON, a missing unit, an unknown key (with a did-you-mean), a value out
+        of range or fractional population sizes; the message names the file, key and fix.
     """
     path = Path(path)
     if path.suffix == ".json":
@@ -425,11 +499,16 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     else:
         raw = _read_toml(path, f"parameter file {path}")
     base = raw.pop("base", None)
-    if base is None:
-        params = Params.from_dict(raw)
-    else:
-        meta = raw.get("preset", {})
-        merged = _merge(_raw_preset(str(base)), raw, str(path))
-        merged["preset"]["name"] = meta.get("name", f"{base}+{path.stem}")
-        params = Params.from_dict(merged)
+    try:
+        if base is None:
+            params = Params.from_dict(raw)
+        else:
+            meta = raw.get("preset", {})
+            merged = _merge(_raw_preset(str(base)), raw, str(path))
+            if isinstance(meta, Mapping):
+                merged["preset"]["name"] = meta.get("name", f"{base}+{path.stem}")
+            params = Params.from_dict(merged)
+    except ParameterError as exc:
+        msg = str(exc)
+        raise ParameterError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     return params.with_overrides(overrides)
