@@ -349,11 +349,24 @@ class ColumnNetwork(nn.Module):
         return self._offsets[area] * N_POP
 
     def index(self, area: str, column: int, population: str | int) -> int:
-        """Global population index of (area, column, population)."""
+        """Global population index of (area, column, population).
+
+        Raises
+        ------
+        KeyError
+            An unknown area or population.
+        IndexError
+            ``column`` outside ``0 .. n_columns - 1`` (negative indices are refused, not
+            counted from the end).
+        """
         nc = self.area_columns(area)
-        if not -nc <= column < nc:
-            raise IndexError(f"area {area!r} has {nc} columns; column {column} does not exist")
-        return self.column_offset(area) + (column % nc) * N_POP + pop_indices(population)[0]
+        if isinstance(column, bool) or not isinstance(column, (int, np.integer)):
+            raise TypeError(f"column must be an integer in 0..{nc - 1} (area {area!r} has {nc} column(s)), "
+                            f"got {column!r}")
+        if not 0 <= column < nc:
+            raise IndexError(f"column {column} does not exist: area {area!r} has {nc} column(s), "
+                             f"indices 0..{nc - 1} (negative indices are not counted from the end)")
+        return self.column_offset(area) + int(column) * N_POP + pop_indices(population)[0]
 
     @property
     def channels(self) -> list[dict[str, Any]]:

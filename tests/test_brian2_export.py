@@ -32,7 +32,8 @@ def test_euler_on_both_sides_agrees():
     with torch.no_grad():
         traj = cp.simulate(net, stim, duration=0.08, dt_out=1e-4, solver=cp.Solver("euler", step=1e-4))
     rb, rt = run.trial_rates, traj.rate[: len(run.t)].numpy()
-    assert rb.shape == rt.shape == (800, 2, 16)
+    assert rb.shape == rt.shape == (801, 2, 16)  # the state at the end included, as torch
+    np.testing.assert_allclose(run.t, traj.t.numpy(), rtol=0, atol=1e-12)
     assert _max_rel(rb, rt) < 1e-11  # measured 3e-14
 
 
@@ -129,6 +130,28 @@ def test_all_trials_in_one_run_match_single_trials():
 def test_brian2_run_to_neo():
     net = two_column_net(cp.load_preset("dl25"))
     stim = _stim([[0, 0], [20, 10]], [[0, 0], [3, 30]])
-    block = to_brian2(net, stim, duration=0.01, trial=None).run().to_neo()
+    block = to_brian2(net, stim, duration=0.07, trial=None).run().to_neo()
     assert len(block.segments) == 2
     assert block.annotations["source"] == "brian2"
+    # one run, the same samples in every file: torch's trajectory at the same dt has them too
+    with torch.no_grad():
+        traj = cp.simulate(net, stim, duration=0.07, dt_out=1e-4, solver=cp.Solver("euler", step=1e-4))
+    tblock = traj.to_neo()
+    for seg, tseg in zip(block.segments, tblock.segments):
+        assert seg.analogsignals[0].shape == tseg.analogsignals[0].shape == (701, 16)
+        assert float(seg.analogsignals[0].t_stop) == pytest.approx(float(tseg.analogsignals[0].t_stop))
+
+
+def test_progress_only_for_long_runs(capsys):
+    """``report="auto"`` is silent for a short run; a run past ``report_period`` reports to stderr."""
+    net = two_column_net(cp.load_preset("dl25"))
+    to_brian2(net, duration=0.01).run()
+    assert capsys.readouterr().err == ""
+    to_brian2(net, duration=0.05).run(report_period=1e-6)
+    assert "Brian2:" in capsys.readouterr().err
+
+
+def test_change_point_after_the_end_is_refused():
+    net = two_column_net(cp.load_preset("dl25"))
+    with pytest.raises(ValueError, match="0.0625 s.*duration = 0.01 s"):
+        to_brian2(net, _stim([[0, 0], [20, 10]]), duration=0.01)

@@ -70,20 +70,41 @@ class Brian2Run:
                           solver={"method": self.method, "device": self.device}, stimulus=self.stimulus,
                           seed=seed, description=description)
 
-    def run(self, report: str | None = None) -> "Brian2Run":
-        """Run for ``duration`` and collect the recordings."""
+    def run(self, report: Any = "auto", report_period: float = 5.0) -> "Brian2Run":
+        """Run for ``duration`` and collect the recordings, the state at ``duration`` included.
+
+        Brian2's ``StateMonitor`` records at the start of each step, so a run of ``duration``
+        alone would stop one sample short of the end; the network runs one more recording
+        interval and the samples after ``duration`` are dropped. A run of n steps thus gives
+        n + 1 samples at ``0, dt, ..., duration``, as :func:`colplugin.simulate` does.
+
+        Parameters
+        ----------
+        report : "auto", None, "text", "stdout", "stderr" or a Brian2 report callable
+            Progress reports. ``"auto"`` (default) prints to stderr only once a run has
+            taken ``report_period`` seconds of wall time (silent for short runs); ``None``
+            never reports; the others are passed to Brian2.
+        report_period : float
+            Seconds of wall time between reports.
+        """
         import time
 
         import brian2 as b2
 
+        if report == "auto":
+            report = _cpp_progress(report_period) if self.device == "cpp_standalone" else _Progress(report_period)
         t0 = time.perf_counter()
         try:
-            self.network.run(self.duration * b2.second, report=report)
+            rec = float(self.monitor.clock.dt / b2.second)
+            self.network.run((self.duration + rec) * b2.second, report=report,
+                             report_period=report_period * b2.second)
             m = self.monitor
-            self.t = np.asarray(m.t / b2.second)
-            self.rate = np.asarray(m.r / b2.Hz).T  # (T, B * P); see trial_rates
-            self.V = np.asarray(m.V / b2.mV).T
-            self.A = np.asarray(m.A / b2.mV).T
+            t = np.asarray(m.t / b2.second)
+            keep = t <= self.duration * (1 + 1e-9) + 1e-12
+            self.t = t[keep]
+            self.rate = np.asarray(m.r / b2.Hz).T[keep]  # (T, B * P); see trial_rates
+            self.V = np.asarray(m.V / b2.mV).T[keep]
+            self.A = np.asarray(m.A / b2.mV).T[keep]
             if self.device == "cpp_standalone":  # time of the compiled simulation loop alone
                 self.run_seconds = float(getattr(b2.device, "_last_run_time", float("nan")))
         finally:
@@ -95,6 +116,30 @@ class Brian2Run:
         return self
 
 
+class _Progress:
+    """Brian2 report callable: prints to stderr once a run has taken ``after`` s of wall time."""
+
+    def __init__(self, after: float) -> None:
+        self.after, self.shown = after, False
+
+    def __call__(self, elapsed: Any, completed: float, start: Any, duration: Any) -> None:
+        import sys
+
+        seconds = float(elapsed)
+        if seconds < self.after and not self.shown:
+            return
+        self.shown = True
+        left = f", about {seconds * (1 - completed) / completed:.0f} s left" if 0 < completed < 1 else ""
+        print(f"Brian2: {completed:.0%} of {float(duration):g} s simulated in {seconds:.0f} s{left}",
+              file=sys.stderr, flush=True)
+
+
+def _cpp_progress(after: float) -> str:
+    """The C++ body of a Brian2 standalone report function that is silent for the first ``after`` s."""
+    return ("if (elapsed >= %r) { std::cerr << \"Brian2: \" << (int)(completed * 100.) << \"%% of \" << duration "
+            "<< \" s simulated in \" << (int)elapsed << \" s\" << std::endl << std::flush; }" % float(after))
+
+
 def check_export(network: ColumnNetwork, stimulus: Stimulus | None, duration: float, trial: int | None,
                  dt: float, method: str) -> Stimulus:
     """Validate the export arguments before anything is built; return the stimulus (default: none).
@@ -102,8 +147,8 @@ def check_export(network: ColumnNetwork, stimulus: Stimulus | None, duration: fl
     Raises
     ------
     ValueError
-        Unknown ``method``, a non-positive ``dt`` or ``duration``, or a stimulus that does not
-        fit the network.
+        Unknown ``method``, a non-positive ``dt`` or ``duration``, a stimulus that does not
+        fit the network, or one that changes at or after ``duration``.
     IndexError
         ``trial`` outside the stimulus's trials.
     """
@@ -121,6 +166,11 @@ def check_export(network: ColumnNetwork, stimulus: Stimulus | None, duration: fl
     if stimulus.n_inputs != network.n_inputs:
         raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
                          f"{network.n_inputs}")
+    late = stimulus.jump_times[stimulus.jump_times >= duration]
+    if late.numel():
+        raise ValueError(f"the stimulus changes at t = {float(late[0]):g} s, at or after the end of the run "
+                         f"(duration = {duration:g} s), so that change cannot take effect; lengthen the "
+                         "run (duration=...) or drop the change points from the stimulus times")
     if trial is not None:
         if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)):
             raise TypeError(f"trial must be an int or None (all trials), got {trial!r}")

@@ -100,11 +100,15 @@ S.connect(i=np.tile(data["source"], n) + offset, j=np.tile(data["target"], n) + 
 S.w = np.tile(data["val:weight"], n) * unit(data, "weight")
 M = b2.StateMonitor(G, ["r", "V", "A"], record=True, dt=dt)
 net = b2.Network(G, S, M)
-net.run(float(data["duration_s"]) * b2.second, report="text")
-T = len(M.t)
-np.savez(args.out, t_s=np.asarray(M.t / b2.second), trials=np.array(labels),
-         rate_Hz=np.asarray(M.r / b2.Hz).T.reshape(T, n, P), V_mV=np.asarray(M.V / b2.mV).T.reshape(T, n, P),
-         A_mV=np.asarray(M.A / b2.mV).T.reshape(T, n, P), channels=data["channels"])
+# the monitor records at the start of a step: one more step records the state at the end
+duration = float(data["duration_s"])
+net.run(duration * b2.second + dt, report="text")
+keep = np.asarray(M.t / b2.second) <= duration * (1 + 1e-9) + 1e-12
+T = int(keep.sum())
+np.savez(args.out, t_s=np.asarray(M.t / b2.second)[keep], trials=np.array(labels),
+         rate_Hz=np.asarray(M.r / b2.Hz).T[keep].reshape(T, n, P),
+         V_mV=np.asarray(M.V / b2.mV).T[keep].reshape(T, n, P),
+         A_mV=np.asarray(M.A / b2.mV).T[keep].reshape(T, n, P), channels=data["channels"])
 print("wrote", args.out, "(rate_Hz: time x trial x population)")
 '''
 

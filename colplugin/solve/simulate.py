@@ -254,7 +254,8 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     SimulationError
         NaN/inf, runaway rates or a step-size underflow; the message names the remedy.
     ValueError
-        Inconsistent shapes (stimulus channels, batch, initial state).
+        Inconsistent shapes (stimulus channels, batch, initial state), or a stimulus change
+        point at or after ``duration`` (it could not take effect).
     """
     gradient = as_gradient(gradient)
     solver = (solver or Solver.default()).resolve(gradient)
@@ -270,6 +271,11 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     if stimulus.n_inputs != network.n_inputs:
         raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
                          f"{network.n_inputs} (one per Input projection channel)")
+    late = stimulus.jump_times[stimulus.jump_times >= duration]
+    if late.numel():
+        raise ValueError(f"the stimulus changes at t = {float(late[0]):g} s, at or after the end of the run "
+                         f"(duration = {duration:g} s), so that change cannot take effect; lengthen the "
+                         "run (duration=...) or drop the change points from the stimulus times")
     stimulus = stimulus.to(device=dev, dtype=dtype)
     if y0 is None:
         y0 = network.initial_state(stimulus.batch_size)
