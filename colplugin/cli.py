@@ -1,4 +1,9 @@
-"""The ``colplugin`` command: a thin layer over the Python API."""
+"""The ``colplugin`` command: a thin layer over the Python API.
+
+Exit status: 0 on success; 1 when a validation check fails (``validate microcircuit``, and
+``run`` with its spiking validation; every result is still written); 2 on an error (bad
+input, a failed simulation), reported on stderr, with the command's new directories removed.
+"""
 
 from __future__ import annotations
 
@@ -169,6 +174,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"{v['within30']} (worst {worst['population']} {100 * worst['dmf_vs_spiking']:+.1f} %)")
     print(f"wall time: {r['wall_seconds']:.1f} s")
     print(f"report:    {out / 'report.md'}")
+    return _validation_status(v)
+
+
+#: Exit status of a command whose validation check failed (2: an error, nothing decided).
+EXIT_CHECK_FAILED = 1
+
+
+def _validation_status(r: dict | None) -> int:
+    """0 if every check of a microcircuit validation passed (or none ran), else EXIT_CHECK_FAILED."""
+    if not r:
+        return 0
+    failed = [k for k in ("within20", "within30", "ordering") if k in r and not r[k]]
+    if failed:
+        print(f"validation check(s) failed: {', '.join(failed)} (see the report); exit status "
+              f"{EXIT_CHECK_FAILED}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     return 0
 
 
@@ -182,10 +203,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(r["table_md"])
         print(f"\nspiking within 20 % of published: {r['within20']}; DMF within 30 % of spiking: {r['within30']}; "
               f"I above E in every layer (DMF): {r['ordering']}; {r['wall_seconds']:.1f} s, peak {r['peak_mb']:.0f} MB")
-    else:
-        r = validate_stimulus(out, scale=args.scale, rate=args.rate, seed=args.seed, k_scale=args.k_scale,
-                              device=args.device)
-        print(f"directions agree in {r['directions_agree']}/8 populations, Spearman rho {r['spearman_rho']:.2f}")
+        print(f"wrote {out}/report.md")
+        return _validation_status(r)
+    r = validate_stimulus(out, scale=args.scale, rate=args.rate, seed=args.seed, k_scale=args.k_scale,
+                          device=args.device)
+    print(f"directions agree in {r['directions_agree']}/8 populations, Spearman rho {r['spearman_rho']:.2f}")
     print(f"wrote {out}/report.md")
     return 0
 
@@ -257,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "simulate")
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("validate", help="compare the DMF column with the spiking PD14 microcircuit")
+    p = sub.add_parser("validate", help="compare the DMF column with the spiking PD14 microcircuit",
+                       epilog="exit status: 0 when every check passes, 1 when a check of the microcircuit "
+                              "validation fails (within20, within30, ordering; the report is written), 2 on "
+                              "an error (bad input, nothing decided). The stimulus validation has no pass "
+                              "line and exits 0.")
     p.add_argument("what", choices=["microcircuit", "stimulus"],
                    help="resting rates (microcircuit) or the response to a thalamic step (stimulus)")
     p.add_argument("--scale", type=float, default=0.1, help="neuron scaling of the spiking circuit (default 0.1)")
@@ -277,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "export")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("run", help="main job: train, export to Brian2, compare, validate, write Neo/NIX and a report")
+    p = sub.add_parser("run", help="main job: train, export to Brian2, compare, validate, write Neo/NIX and a report",
+                       epilog="exit status: 0 when done and every validation check passes, 1 when a check of "
+                              "the spiking validation fails (all results are written), 2 on an error.")
     p.add_argument("task", nargs="?", default=DEFAULT_TASK, choices=sorted(TASKS),
                    help=f"the task (default {DEFAULT_TASK})")
     _add_training(p)
