@@ -353,9 +353,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         _remove_created()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:
+        _remove_created()
+        if isinstance(exc.code, str):  # a refusal with a message: exit status 2, as every error
+            print(exc.code, file=sys.stderr)
+            raise _Refused(exc.code) from None
+        raise
     except BaseException:
         _remove_created()
         raise
+
+
+class _Refused(SystemExit):
+    """Exit status 2 for a refusal whose message is already printed (``str()`` is the message)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 if __name__ == "__main__":  # pragma: no cover
