@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from ..params.names import POPULATIONS
 from ..plotting import save_figure
 
-__all__ = ["save_figure", "plot_raster", "plot_validation", "plot_backend_rates"]
+__all__ = ["save_figure", "plot_raster", "plot_validation", "plot_backend_rates", "plot_twin_rasters",
+           "plot_twin_overlay", "plot_twin_rates"]
 
 
 def plot_raster(ax: Any, result: Any, t_from: float, t_to: float, n_show: int = 100,
@@ -109,4 +110,117 @@ def plot_backend_rates(rates: dict[str, np.ndarray], published: Sequence[float] 
     ax.set_xticks(x, POPULATIONS)
     ax.set_ylabel("rate (Hz)")
     ax.legend(fontsize=8)
+    return fig
+
+
+def _column_groups(names: Sequence[str]) -> dict[str, list[int]]:
+    """Channel indices by column label (``"area[c]"`` of ``"area[c].POP"``), in order."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name.rsplit(".", 1)[0], []).append(i)
+    return groups
+
+
+def plot_twin_rasters(result: Any, t_from: float, t_to: float, n_show: int = 50, title: str = "") -> Figure:
+    """Rasters of a spiking twin's run, one panel per column (``n_show`` neurons per population).
+
+    Parameters
+    ----------
+    result : SpikingResult
+        One trial of a twin (populations named ``"area[c].POP"``).
+    t_from, t_to : float
+        Time window, s.
+    n_show : int
+        Neurons shown per population.
+    title : str
+    """
+    groups = _column_groups(result.populations)
+    fig = Figure(figsize=(4.2 * len(groups), 4.5), constrained_layout=True)
+    axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=False))
+    names = result.populations
+    for ax, (col, idx) in zip(axes, groups.items()):
+        pops = [names[i] for i in idx]
+        plot_raster(ax, result, t_from, t_to, n_show=n_show, populations=pops)
+        for txt, pop in zip(ax.texts, pops):
+            txt.set_text(pop.rsplit(".", 1)[1])
+        ax.set_title(col)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_twin_overlay(t_dmf: np.ndarray, dmf: np.ndarray, t_spk: np.ndarray, spk: np.ndarray,
+                      names: Sequence[str], window: tuple[float, float] | None = None, title: str = "") -> Figure:
+    """DMF rates (lines) and a spiking twin's binned population rates (steps) over time, one panel per column.
+
+    Parameters
+    ----------
+    t_dmf : array (T,)
+        Times of the DMF rates, s.
+    dmf : array (T, P)
+        DMF rates, Hz, one column per population (``names``).
+    t_spk : array (T',)
+        Bin centres of the spiking rates, s.
+    spk : array (T', P)
+        Spiking population rates per bin (mean over trials), Hz.
+    names : sequence of str
+        Population names ``"area[c].POP"``.
+    window : (float, float), optional
+        The read-out window, shaded.
+    title : str
+    """
+    groups = _column_groups(names)
+    fig = Figure(figsize=(4.2 * len(groups), 4.0), constrained_layout=True)
+    axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=True))
+    for ax, (col, idx) in zip(axes, groups.items()):
+        for k, i in enumerate(idx):
+            pop = names[i].rsplit(".", 1)[1]
+            ax.plot(t_dmf, dmf[:, i], color=f"C{k}", lw=1.5, label=pop)
+            ax.step(t_spk, spk[:, i], where="mid", color=f"C{k}", lw=0.7, alpha=0.8)
+        if window is not None:
+            ax.axvspan(*window, color="grey", alpha=0.15)
+        ax.set_title(f"{col} (lines: DMF, steps: spiking)", fontsize=9)
+        ax.set_xlabel("time (s)")
+        ax.set_yscale("symlog", linthresh=1.0)
+    axes[0].set_ylabel("rate (Hz)")
+    axes[-1].legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_twin_rates(dmf: np.ndarray, spk: np.ndarray, spk_sd: np.ndarray, names: Sequence[str],
+                    title: str = "") -> Figure:
+    """Spiking against DMF rate of every population and condition in the read-out window (one panel per column).
+
+    Parameters
+    ----------
+    dmf, spk, spk_sd : array (conditions, P)
+        DMF rate, spiking rate (mean over trials) and its sd over trials, Hz.
+    names : sequence of str
+        Population names ``"area[c].POP"``.
+    title : str
+    """
+    groups = _column_groups(names)
+    fig = Figure(figsize=(3.8 * len(groups), 3.8), constrained_layout=True)
+    axes = np.atleast_1d(fig.subplots(1, len(groups)))
+    dmf, spk, spk_sd = (np.atleast_2d(np.asarray(a, float)) for a in (dmf, spk, spk_sd))
+    hi = max(1.0, float(np.nanmax([dmf.max(), spk.max()]))) * 1.5
+    lo = 0.05
+    for ax, (col, idx) in zip(axes, groups.items()):
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.7)
+        ax.fill_between([lo, hi], [0.7 * lo, 0.7 * hi], [1.3 * lo, 1.3 * hi], color="grey", alpha=0.15)
+        for k, i in enumerate(idx):
+            ax.errorbar(np.maximum(dmf[:, i], lo), np.maximum(spk[:, i], lo), yerr=spk_sd[:, i], fmt="o", ms=4,
+                        color=f"C{k}", label=names[i].rsplit(".", 1)[1], capsize=2)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("DMF rate (Hz)")
+        ax.set_title(col, fontsize=9)
+    axes[0].set_ylabel("spiking rate (Hz; grey: +/- 30 %)")
+    axes[-1].legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -247,6 +247,29 @@ class Decision(Task):
         mu = batch.info["mu"].to(out.device)
         return float(((out[:, 0] > out[:, 1]) == (mu[:, 0] > mu[:, 1])).to(torch.float64).mean())
 
+    def readout_window(self) -> tuple[float, float]:
+        """The last 0.1 s of the stimulus phase (where :meth:`accuracy` reads the winner)."""
+        return 2 * self.phase - 0.1, 2 * self.phase
+
+    def accuracy_from_rates(self, rates: Mapping[str, Any], conditions: Stimulus) -> float | None:
+        """Fraction of trials in which the column with the stronger input has the higher L2/3E rate.
+
+        ``rates["mt[k].L23E"]`` (shape (conditions, trials), Hz) over :meth:`readout_window`;
+        the inputs are those of the stimulus phase (segment 1). Conditions with equal
+        inputs (evidence 0) have no stronger input and are left out; ``None`` if every
+        condition has equal inputs.
+        """
+        r = [np.asarray(rates[f"mt[{k}].L23E"], dtype=float) for k in (0, 1)]
+        mu = conditions.rates[:, 1].cpu().numpy()
+        if r[0].ndim != 2 or r[0].shape[0] != len(mu) or r[0].shape != r[1].shape:
+            raise ValueError(f"rates['mt[k].L23E'] must have shape (conditions={len(mu)}, trials), "
+                             f"got {r[0].shape} and {r[1].shape}")
+        keep = mu[:, 0] != mu[:, 1]
+        if not keep.any():
+            return None
+        correct = (r[0] > r[1]) == (mu[:, 0] > mu[:, 1])[:, None]
+        return float(correct[keep].mean())
+
     def evaluation_stimulus(self) -> Stimulus:
         """Three trials, mu_A = 20 Hz and mu_B = 20, 16, 12 Hz (evidence c = 0, 4, 8 Hz)."""
         return self.stimulus(torch.tensor([[20.0, 20.0], [20.0, 16.0], [20.0, 12.0]], dtype=torch.float64))

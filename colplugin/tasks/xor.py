@@ -149,7 +149,9 @@ class XOR(Task):
 
     def readout_values(self, traj: Trajectory) -> torch.Tensor:
         """What the loss and the threshold see: C's output min-max normalised over the batch, or in Hz."""
-        y = self.output(traj)
+        return self._normalise(self.output(traj))
+
+    def _normalise(self, y: torch.Tensor) -> torch.Tensor:
         if self.readout == "hz":
             return y
         return (y - y.min()) / (y.max() - y.min()).clamp_min(1e-12)
@@ -166,6 +168,28 @@ class XOR(Task):
         _, threshold = self._targets(batch.target)
         pred = self.readout_values(traj) > threshold
         return float((pred == batch.target.to(pred.device).bool()).to(torch.float64).mean())
+
+    def readout_window(self) -> tuple[float, float]:
+        """The last 0.2 s of the trial (the pattern is on from ``t_on``): C's L2/3E rate there."""
+        return self.duration - 0.2, self.duration
+
+    def accuracy_from_rates(self, rates: Mapping[str, Any], conditions: Stimulus) -> float:
+        """The XOR accuracy of C's L2/3E rates (``rates["upper[0].L23E"]``, shape (conditions, trials), Hz).
+
+        The label of a condition is the XOR of its inputs in the last stimulus segment;
+        every trial is one sample of the batch that the read-out (min-max normalisation
+        over all trials, threshold 0.5; or the ``"hz"`` threshold) classifies, as in
+        :meth:`accuracy`.
+        """
+        y = torch.as_tensor(np.asarray(rates["upper[0].L23E"], dtype=float), dtype=torch.float64)
+        if y.ndim != 2 or y.shape[0] != conditions.batch_size:
+            raise ValueError(f"rates['upper[0].L23E'] must have shape (conditions={conditions.batch_size}, trials), "
+                             f"got {tuple(y.shape)}")
+        x = conditions.rates[:, -1].cpu() > 0
+        label = (x[:, 0] != x[:, 1]).to(torch.float64)[:, None].expand_as(y).reshape(-1)
+        _, threshold = self._targets(label)
+        pred = self._normalise(y.reshape(-1)) > threshold
+        return float((pred == label.bool()).to(torch.float64).mean())
 
     def metrics(self, traj: Trajectory, batch: Batch) -> dict[str, float]:
         """``margin`` (:func:`margin`) of C's output, recorded as ``test_margin`` per update."""

@@ -129,6 +129,35 @@ class Task(ABC):
         """Further task metrics of a test solve, recorded as ``test_<key>`` per update."""
         return {}
 
+    # -- read-out of spiking twins ----------------------------------------------------
+    def readout_window(self) -> tuple[float, float]:
+        """Window ``(t_start, t_stop)`` (s) over which a spiking twin's rates are read out.
+
+        :meth:`accuracy_from_rates` receives the mean rates of this window; the default is
+        the last tenth of the trial.
+        """
+        return 0.9 * self.duration, self.duration
+
+    def accuracy_from_rates(self, rates: Mapping[str, Any], conditions: Stimulus) -> float | None:
+        """The task's accuracy computed from population rates (e.g. those of a spiking twin).
+
+        Parameters
+        ----------
+        rates : mapping
+            ``rates[channel]`` (a name of ``network.channel_names``, e.g. ``"upper[0].L23E"``):
+            array of shape ``(conditions, trials)``, the mean rate (Hz) of the population
+            over :meth:`readout_window` in each trial of each condition.
+        conditions : Stimulus
+            The conditions (one stimulus trial each, usually :meth:`evaluation_stimulus`).
+
+        Returns
+        -------
+        float or None
+            Fraction of trials solved; ``None`` (the default): the task has no read-out
+            from rates.
+        """
+        return None
+
     # -- evaluation, figures, report -------------------------------------------------
     def evaluate(self, network: ColumnNetwork, out: Path | None = None) -> dict[str, Any]:
         """Evaluate a trained network; write the task's result files into ``out``.

@@ -1,0 +1,381 @@
+"""The spiking twin of a trained run: run the task's conditions in spiking neurons, compare, report.
+
+:func:`twin_run` builds the spiking twin (:func:`colplugin.spiking.spiking_twin`) of a
+trained network for every condition (trial) of the task's evaluation stimulus, runs each
+``trials`` times on a spiking backend (trial ``j`` uses seed ``seed + j``: a new draw of
+connectivity, weights, delays, initial potentials and Poisson input), and compares with
+the DMF:
+
+- ``accuracy``: the task's own metric (:meth:`Task.accuracy_from_rates`) of the spiking
+  population rates over the task's read-out window (:meth:`Task.readout_window`), all
+  trials of all conditions together; ``dmf_accuracy`` is the same read-out of the DMF's
+  rates in that window (one trial per condition). ``None`` for tasks without a read-out
+  from rates.
+- ``per_population``: for every column and population, the DMF rate and the spiking rate
+  (Elephant's ``mean_firing_rate`` over all neurons of the population, mean over trials)
+  in the read-out window, and the relative difference ``(spiking - DMF) / max(DMF,
+  0.1 Hz)``; per condition and averaged over conditions.
+
+Written into the output directory: ``twin.json``, ``report.md``, ``spikes.nix`` (Neo: one
+Segment per condition and kept trial, SpikeTrains annotated with area, column, population,
+layer, cell type and neuron; the first ``nix_neurons`` neurons of each population and the
+first ``nix_trials`` trials of each condition, as NIX writes one object per SpikeTrain),
+``rates.png`` (spiking vs DMF per population and condition), ``overlay_condition<b>.png``
+(DMF rates and binned spiking rates over time) and ``raster_condition<b>.png`` (the
+first trial of each condition, one panel per column).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import numbers
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_write_text
+from ..stimulus import Stimulus
+
+__all__ = ["twin_run", "twin_of_run", "check_twin", "load_twin_run", "twin_report_section", "RATE_FLOOR_HZ"]
+
+#: DMF rates below this (Hz) count as this in the relative difference (silent populations).
+RATE_FLOOR_HZ = 0.1
+
+#: Width (s) of the bins of the spiking rates in the overlay figures.
+BIN_S = 0.01
+
+
+def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale: float = 0.1,
+               k_scale: float | None = 0.5, trials: int = 5, seed: int = 0, threads: int = 1,
+               nix_neurons: int = 10, nix_trials: int = 1) -> None:
+    """Refuse bad twin settings (before any work) with a message that names the value and the fix.
+
+    Raises
+    ------
+    ValueError
+        Unknown backend or device, scale or k_scale outside (0, 1], trials < 1, bad seed,
+        threads or nix_neurons.
+    RuntimeError
+        ``backend="nest"`` without the NEST simulator installed.
+    """
+    from ..spiking.microcircuit import check_scale
+    from ..spiking.simulate import check_run
+
+    check_run(1.0, backend=backend, device=device, seed=seed, threads=threads)
+    for name, value in (("scale", scale), ("k_scale", k_scale)):
+        if value is None and name == "k_scale":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value)
+                                                                                  and 0 < value <= 1):
+            raise ValueError(f"{name} must lie in (0, 1] (a fraction of the full-size circuit), got {value!r}")
+    check_scale(scale, k_scale)
+    if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials < 1:
+        raise ValueError(f"trials must be a whole number >= 1 (spiking trials per condition), got {trials!r}")
+    for name, value in (("nix_neurons", nix_neurons), ("nix_trials", nix_trials)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    if seed + trials - 1 >= 2 ** 31 - 1:
+        raise ValueError(f"seed + trials - 1 must stay below 2**31 - 1, got seed {seed} and {trials} trials")
+    if backend == "nest" and importlib.util.find_spec("nest") is None:
+        raise RuntimeError("backend 'nest' needs the NEST simulator: pip install 'colplugin[nest]' "
+                           "(or nest-simulator), or use --backend brian2")
+
+
+def _task_from_checkpoint(config: dict[str, Any]):
+    """The registered task of a checkpoint's task config, built with the options it records; None if it cannot be."""
+    import inspect
+
+    from ..tasks import TASKS
+
+    cls = TASKS.get(config.get("name", ""))
+    if cls is None:
+        return None
+    try:
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = {k: v for k, v in config.items() if k in accepted and k not in ("self", "solver")
+                  and isinstance(v, (int, float, str, bool))}
+        return cls(**kwargs)
+    except (TypeError, ValueError):  # a task built from data (e.g. a fit target): no read-out
+        return None
+
+
+def load_twin_run(path: str | Path) -> tuple[Any, Stimulus, float, Any]:
+    """The trained network, conditions, trial duration and task (or None) of a run directory.
+
+    As :func:`colplugin.experiments.load_run`, plus the registered task named in the
+    checkpoint, rebuilt with the options its config records (``None`` for a network spec
+    or a task that cannot be rebuilt: the twin then reports no accuracy).
+    """
+    from ..experiments import load_run
+    from ..training.trainer import load_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass a run directory of `colplugin train` or `colplugin run`")
+    net, stim, duration = load_run(path)
+    ckpt = next((p for p in (path / "checkpoint.pt", path / "train" / "checkpoint.pt") if p.exists()), None)
+    task = _task_from_checkpoint(load_checkpoint(ckpt)["task"]) if ckpt is not None else None
+    return net, stim, duration, task
+
+
+def _population_rates(result, t0: float, t1: float) -> np.ndarray:
+    """Mean rate (Hz) of every population of a SpikingResult over [t0, t1): Elephant's mean_firing_rate / N."""
+    import quantities as pq
+    from elephant.statistics import mean_firing_rate
+
+    out = []
+    for name in result.populations:
+        ts = result.spikes[name][1]
+        ts = ts[(ts >= t0) & (ts < t1)]
+        out.append(float(mean_firing_rate(ts * pq.s, t_start=t0 * pq.s, t_stop=t1 * pq.s).rescale("Hz"))
+                   / result.sizes[name] if len(ts) else 0.0)
+    return np.array(out)
+
+
+def _binned_rates(result, duration: float, bin_s: float = BIN_S) -> np.ndarray:
+    """(bins, populations) population rates (Hz) in bins of ``bin_s``."""
+    edges = np.arange(0.0, duration + 1e-12, bin_s)
+    return np.stack([np.histogram(result.spikes[n][1], edges)[0] / result.sizes[n] / bin_s
+                     for n in result.populations], 1)
+
+
+def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, task=None, *,
+             backend: str = "brian2", device: str = "cpp_standalone", scale: float = 0.1,
+             k_scale: float | None = 0.5, trials: int = 5, seed: int = 0, threads: int = 1, dt: float = 1e-4,
+             nix_neurons: int = 10, nix_trials: int = 1, progress: bool = True,
+             source: str = "") -> dict[str, Any]:
+    """Run a trained network's conditions as spiking twins, compare with the DMF, write the results.
+
+    Parameters
+    ----------
+    out : path
+        Output directory (created).
+    network : ColumnNetwork
+        The trained network.
+    conditions : Stimulus
+        One stimulus trial per condition (e.g. the task's evaluation stimulus).
+    duration : float
+        Length of a trial, s.
+    task : Task, optional
+        For the read-out window and :meth:`~colplugin.training.Task.accuracy_from_rates`;
+        without one, rates are read over the last tenth of the trial and no accuracy is
+        given.
+    backend : {"brian2", "nest"}
+    device : {"cpp_standalone", "runtime"}
+        Brian2 device (one project directory for all runs).
+    scale, k_scale : float
+        Neuron and in-degree scaling of the twin (:func:`~colplugin.spiking.spiking_twin`).
+    trials : int
+        Spiking trials per condition; trial ``j`` uses seed ``seed + j``.
+    seed, threads, dt
+        As :func:`~colplugin.spiking.simulate_spiking`.
+    nix_neurons, nix_trials : int
+        Neurons per population and trials per condition kept in ``spikes.nix`` (rates use
+        all neurons and trials).
+    progress : bool
+        Print a line per spiking run.
+    source : str
+        Where the network came from (recorded in ``twin.json``).
+
+    Returns
+    -------
+    dict
+        The content of ``twin.json`` (module docstring) plus ``table_md``.
+    """
+    import torch
+
+    from .._version import __version__
+    from ..export.neo import save_nix
+    from ..solve.simulate import simulate
+    from ..spiking import simulate_spiking, spiking_twin
+    from .figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates, save_figure
+
+    check_twin(backend=backend, device=device, scale=scale, k_scale=k_scale, trials=trials, seed=seed,
+               threads=threads, nix_neurons=nix_neurons, nix_trials=nix_trials)
+    if not isinstance(conditions, Stimulus) or conditions.n_inputs != network.n_inputs:
+        raise ValueError(f"conditions must be a Stimulus with the network's {network.n_inputs} input channels")
+    t0_wall = time.perf_counter()
+    window = task.readout_window() if task is not None else (0.9 * duration, duration)
+    w0, w1 = float(window[0]), float(window[1])
+    if not 0 <= w0 < w1 <= duration:
+        raise ValueError(f"the read-out window [{w0}, {w1}) s must lie within the trial [0, {duration}] s")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(network.channel_names)
+    C, P = conditions.batch_size, len(names)
+    with torch.no_grad():
+        traj = simulate(network, conditions, duration=duration, dt_out=1e-3)
+    t_dmf = traj.t.cpu().numpy()
+    r_dmf = traj.rate.cpu().numpy()  # (T, C, P)
+    in_win = (t_dmf >= w0) & (t_dmf <= w1)
+    dmf_win = r_dmf[in_win].mean(0)  # (C, P)
+    reference = r_dmf.mean(0)  # what spiking_twin's DC compensation uses (the trial mean)
+
+    spk = np.zeros((C, trials, P))
+    binned = []
+    first_results = []
+    block = None
+    run_walls = []
+    directory = tempfile.mkdtemp(prefix="colplugin_twin_") if backend == "brian2" and device == "cpp_standalone" \
+        else None
+    n_neurons = n_synapses = 0
+    try:
+        for b in range(C):
+            net_b = spiking_twin(network, conditions, trial=b, scale=scale, k_scale=k_scale, duration=duration,
+                                 reference_rates=reference[b])
+            n_neurons, n_synapses = net_b.n_neurons, net_b.n_synapses
+            bins_b = []
+            for j in range(trials):
+                if progress:
+                    print(f"  twin ({backend}, scale {scale}): condition {b + 1}/{C}, trial {j + 1}/{trials} "
+                          f"({n_neurons} neurons, {n_synapses} synapses) ...", flush=True)
+                res = simulate_spiking(net_b, duration, backend=backend, device=device, seed=seed + j,
+                                       threads=threads, dt=dt, directory=directory)
+                run_walls.append(res.wall_seconds.get("total", float("nan")))
+                spk[b, j] = _population_rates(res, w0, w1)
+                bins_b.append(_binned_rates(res, duration))
+                if j == 0:
+                    first_results.append(res)
+                if j >= nix_trials:
+                    continue
+                part = res.to_neo(max_per_population=nix_neurons, description=f"condition {b}, trial {j}")
+                seg = part.segments[0]
+                seg.name = f"condition {b} trial {j}"
+                seg.annotate(condition=b, trial=j, seed=seed + j)
+                if block is None:
+                    block = part
+                    block.name = "spiking twin"
+                    block.annotate(task=task.name if task is not None else "", scale=float(scale),
+                                   trials=int(trials))
+                else:
+                    block.segments.append(seg)
+                    seg.block = block
+            binned.append(np.mean(bins_b, 0))
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+    for k, seg in enumerate(block.segments):
+        seg.index = k
+    save_nix(block, out / "spikes.nix")
+
+    spk_mean, spk_sd = spk.mean(1), (spk.std(1, ddof=1) if trials > 1 else np.zeros((C, P)))
+    rel = (spk_mean - dmf_win) / np.maximum(dmf_win, RATE_FLOOR_HZ)
+    accuracy = dmf_accuracy = None
+    if task is not None:
+        accuracy = task.accuracy_from_rates({n: spk[:, :, i] for i, n in enumerate(names)}, conditions)
+        dmf_accuracy = task.accuracy_from_rates({n: dmf_win[:, i:i + 1] for i, n in enumerate(names)}, conditions)
+    channels = network.channels
+    per_population = {}
+    for i, n in enumerate(names):
+        d, s = float(dmf_win[:, i].mean()), float(spk_mean[:, i].mean())
+        per_population[n] = {
+            "area": channels[i]["area"], "column": int(channels[i]["column"]), "population": n.rsplit(".", 1)[1],
+            "dmf_hz": d, "spiking_hz": s, "relative_difference": (s - d) / max(d, RATE_FLOOR_HZ),
+            "per_condition": [{"dmf_hz": float(dmf_win[b, i]), "spiking_hz": float(spk_mean[b, i]),
+                               "spiking_sd_hz": float(spk_sd[b, i]), "relative_difference": float(rel[b, i]),
+                               "spiking_trials_hz": spk[b, :, i].tolist()} for b in range(C)]}
+    files = ["twin.json", "report.md", "spikes.nix", "rates.png"]
+    save_figure(plot_twin_rates(dmf_win, spk_mean, spk_sd, names,
+                                title=f"spiking twin ({backend}, scale {scale}) vs DMF, read-out window "
+                                      f"[{w0:g}, {w1:g}) s"), out / "rates.png")
+    t_spk = np.arange(binned[0].shape[0]) * BIN_S + BIN_S / 2
+    for b in range(C):
+        label = _condition_label(conditions, b)
+        save_figure(plot_twin_overlay(t_dmf, r_dmf[:, b], t_spk, binned[b], names, window=(w0, w1),
+                                      title=f"condition {b} ({label}): DMF vs spiking twin, mean of {trials} "
+                                            f"trial{'s' if trials > 1 else ''}"), out / f"overlay_condition{b}.png")
+        save_figure(plot_twin_rasters(first_results[b], 0.0, duration,
+                                      title=f"condition {b} ({label}), trial 0 ({backend}, seed {seed})"),
+                    out / f"raster_condition{b}.png")
+        files += [f"overlay_condition{b}.png", f"raster_condition{b}.png"]
+    wall = time.perf_counter() - t0_wall
+    result: dict[str, Any] = {
+        "task": task.name if task is not None else None, "backend": backend,
+        "device": device if backend == "brian2" else None, "scale": float(scale),
+        "k_scale": None if k_scale is None else float(k_scale), "trials": int(trials), "seed": int(seed),
+        "threads": int(threads), "dt_s": float(dt), "duration_s": float(duration), "readout_window_s": [w0, w1],
+        "conditions": [{"index": b, "label": _condition_label(conditions, b),
+                        "segment_times_s": conditions.times.tolist(),
+                        "input_rates_hz": conditions.rates[b].tolist()} for b in range(C)],
+        "accuracy": accuracy, "dmf_accuracy": dmf_accuracy, "rate_floor_hz": RATE_FLOOR_HZ,
+        "per_population": per_population, "n_neurons": int(n_neurons), "n_synapses": int(n_synapses),
+        "spiking_wall_seconds": run_walls, "wall_seconds": wall, "source": source, "files": files,
+        "colplugin_version": __version__}
+    result["table_md"] = _table_md(result)
+    atomic_write_text(out / "twin.json", json.dumps({k: v for k, v in result.items() if k != "table_md"}, indent=2))
+    atomic_write_text(out / "report.md", "\n".join(["# Spiking twin", ""] + twin_report_section(result)) + "\n")
+    return result
+
+
+def twin_of_run(run_dir: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """:func:`twin_run` of a run directory (:func:`load_twin_run`); ``kwargs`` as :func:`twin_run`.
+
+    Every setting is checked, and the run loaded, before the output directory is made.
+    """
+    check_twin(**{k: kwargs[k] for k in ("backend", "device", "scale", "k_scale", "trials", "seed", "threads",
+                                         "nix_neurons", "nix_trials") if k in kwargs})
+    net, stim, duration, task = load_twin_run(run_dir)
+    return twin_run(out, net, stim, duration, task, source=str(run_dir), **kwargs)
+
+
+def _condition_label(conditions: Stimulus, b: int) -> str:
+    """The input rates of a condition's last segment, e.g. ``"inputs 20, 0 Hz"``."""
+    u = conditions.rates[b, -1].tolist()
+    return "inputs " + ", ".join(f"{x:.3g}" for x in u) + " Hz"
+
+
+def _table_md(result: dict[str, Any]) -> str:
+    """Populations as rows, columns as column groups: DMF, spiking and relative difference (mean over conditions)."""
+    pp = result["per_population"]
+    cols: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, row in pp.items():
+        cols.setdefault(name.rsplit(".", 1)[0], {})[row["population"]] = row
+    head = "| population | " + " | ".join(f"{c}: DMF / spiking (Hz), diff" for c in cols) + " |"
+    lines = [head, "|---|" + "---|" * len(cols)]
+    for pop in next(iter(cols.values())):
+        cells = [f"{r['dmf_hz']:.3g} / {r['spiking_hz']:.3g}, {100 * r['relative_difference']:+.0f} %"
+                 for r in (c[pop] for c in cols.values())]
+        lines.append(f"| {pop} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def twin_report_section(result: dict[str, Any], prefix: str = "") -> list[str]:
+    """Markdown lines of a twin's results (``prefix``: path of its files relative to the report)."""
+    acc, dacc = result["accuracy"], result["dmf_accuracy"]
+    w0, w1 = result["readout_window_s"]
+    C = len(result["conditions"])
+    rel = {n: r["relative_difference"] for n, r in result["per_population"].items()}
+    drift = sorted((n for n in rel if abs(rel[n]) > 0.3), key=lambda n: -abs(rel[n]))
+    dev = result["backend"] + (f" {result['device']}" if result["device"] else "")
+    lines = [f"The trained network in spiking LIF neurons ({dev}, neuron scale {result['scale']}, in-degree scale "
+             f"{result['k_scale']}; {result['n_neurons']} neurons, {result['n_synapses']} synapses per condition): "
+             f"{C} conditions x {result['trials']} trials (trial j: seed {result['seed']} + j). Rates are read "
+             f"over [{w0:g}, {w1:g}) s (the task's read-out window).", ""]
+    if acc is None:
+        lines += ["The task defines no read-out from rates: no accuracy.", ""]
+    else:
+        lines += [f"Task accuracy of the spiking twin: **{acc:.3g}** (all trials; the DMF's own read-out in the "
+                  f"same window: {dacc if dacc is None else f'{dacc:.3g}'}).", ""]
+    lines += ["DMF vs spiking rate per population (mean over conditions; difference (spiking - DMF) / "
+              f"max(DMF, {RATE_FLOOR_HZ} Hz)); per condition and trial in `{prefix}twin.json`:", "",
+              result.get("table_md") or _table_md(result), ""]
+    if drift:
+        lines += ["Populations that drift by more than 30 %: "
+                  + ", ".join(f"{n} {100 * rel[n]:+.0f} %" for n in drift) + ".", ""]
+    else:
+        lines += ["Every population within 30 % of the DMF.", ""]
+    lines += [f"![rates]({prefix}rates.png)", ""]
+    for b in range(C):
+        lines += [f"Condition {b} ({result['conditions'][b]['label']}):", "",
+                  f"![overlay {b}]({prefix}overlay_condition{b}.png)", "",
+                  f"![raster {b}]({prefix}raster_condition{b}.png)", ""]
+    walls = result["spiking_wall_seconds"]
+    lines += [f"Wall time {result['wall_seconds']:.1f} s ({len(walls)} spiking runs, "
+              f"{np.mean(walls):.1f} s each on average). Spikes: `{prefix}spikes.nix` (Neo, one Segment per "
+              "condition and trial)."]
+    return lines
