@@ -119,11 +119,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.out)
     else:
         out = _new_run_dir(args.out, f"train-{task.name}-s{args.seed}", args.overwrite)
-    res = train_run(task, args.seed, out, updates=args.updates, gradient=args.gradient, lr=args.lr,
-                    progress=not args.no_progress, resume=args.resume)
-    s = res.summary
+    from colplugin.training.distributed import launched_by_torchrun, train_distributed
+
+    if args.nproc > 1 or args.device is not None or launched_by_torchrun():  # data-parallel and/or on a device
+        r = train_distributed(task, args.nproc, seed=args.seed, out=out, device=args.device, pipeline=True,
+                              threads=args.threads, updates=args.updates, gradient=args.gradient, lr=args.lr,
+                              progress=not args.no_progress, resume=args.resume)
+        s, evaluation = r["summary"], r["evaluation"]
+    else:
+        res = train_run(task, args.seed, out, updates=args.updates, gradient=args.gradient, lr=args.lr,
+                        progress=not args.no_progress, resume=args.resume)
+        s, evaluation = res.summary, res.evaluation
+    accuracy = evaluation.get("final_accuracy", s["final_accuracy"])  # a task's own held-out accuracy, if any
     print(f"{task.name} seed {args.seed}: {s['updates']} updates, final loss {s['final_loss']:.4g}, "
-          f"test accuracy {s['final_accuracy']}, {s['wall_seconds']:.1f} s")
+          f"test accuracy {accuracy}, {s['wall_seconds']:.1f} s")
     print(f"wrote {out}")
     return 0
 
@@ -161,7 +170,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"run directory: {out}", flush=True)
     r = main_run(out, task, progress=not args.no_progress, updates=args.updates, resume=args.resume,
                  validate_scale=args.validate_scale or None, validate_duration=args.validate_duration, seed=args.seed,
-                 gradient=args.gradient, lr=args.lr)
+                 gradient=args.gradient, lr=args.lr, twin_scale=args.twin_scale or None, twin_trials=args.twin_trials)
     s = r["summary"]
     print(f"\n== colplugin run {task.name} ==")
     print(f"learned:   {s['updates']} updates, test accuracy {s['final_accuracy']}, loss {s['final_loss']:.4g}")
@@ -172,6 +181,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         worst = max(v["rows"], key=lambda row: abs(row["dmf_vs_spiking"]))
         print(f"spiking:   rates within 20 % of published: {v['within20']}; DMF within 30 % of spiking: "
               f"{v['within30']} (worst {worst['population']} {100 * worst['dmf_vs_spiking']:+.1f} %)")
+    tw = r.get("twin")
+    if tw:
+        print(f"twin:      spiking ({tw['backend']}, scale {tw['scale']}) task accuracy {tw['accuracy']} "
+              f"(DMF {tw['dmf_accuracy']})")
     print(f"wall time: {r['wall_seconds']:.1f} s")
     print(f"report:    {out / 'report.md'}")
     return _validation_status(v)
@@ -199,7 +212,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     out = _new_run_dir(args.out, f"validate-{args.what}", args.overwrite)
     if args.what == "microcircuit":
         r = validate_microcircuit(out, scale=args.scale, duration=args.duration, seed=args.seed,
-                                  k_scale=args.k_scale, device=args.device)
+                                  k_scale=args.k_scale, device=args.device, seeds=args.seeds, backend=args.backend,
+                                  threads=args.threads)
         print(r["table_md"])
         print(f"\nspiking within 20 % of published: {r['within20']}; DMF within 30 % of spiking: {r['within30']}; "
               f"I above E in every layer (DMF): {r['ordering']}; {r['wall_seconds']:.1f} s, peak {r['peak_mb']:.0f} MB")
@@ -209,6 +223,29 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                           device=args.device)
     print(f"directions agree in {r['directions_agree']}/8 populations, Spearman rho {r['spearman_rho']:.2f}")
     print(f"wrote {out}/report.md")
+    return 0
+
+
+def _cmd_twin(args: argparse.Namespace) -> int:
+    import torch
+
+    from colplugin.analysis.twin import check_twin, load_twin_run, twin_run
+
+    settings = dict(backend=args.backend, device=args.device, scale=args.scale, k_scale=args.k_scale,
+                    trials=args.trials, seed=args.seed, threads=args.threads, nix_neurons=args.nix_neurons)
+    check_twin(**settings)  # refuse bad settings and a missing run before any work
+    net, stim, duration, task = load_twin_run(Path(args.run_dir))
+    out = _new_run_dir(args.out, "twin", args.overwrite)
+    torch.set_num_threads(1)
+    print(f"spiking twin of {args.run_dir} ({task.name if task else 'no task'}): {stim.batch_size} conditions x "
+          f"{args.trials} trials on {args.backend} ...", flush=True)
+    r = twin_run(out, net, stim, duration, task, source=str(args.run_dir), progress=not args.no_progress,
+                 **settings)
+    print(r["table_md"])
+    acc = r["accuracy"]
+    print(f"\ntask accuracy of the spiking twin: {'none (the task has no read-out from rates)' if acc is None else acc}"
+          f"; DMF: {r['dmf_accuracy']}; {r['wall_seconds']:.1f} s")
+    print(f"wrote {out} (twin.json, report.md, spikes.nix, figures)")
     return 0
 
 
@@ -293,8 +330,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking network (default 0)")
     p.add_argument("--device", choices=["cpp_standalone", "runtime"], default="cpp_standalone",
                    help="Brian2 device (default cpp_standalone)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="microcircuit: runs with seeds SEED, SEED+1, ... (default 3; rates are their mean)")
+    p.add_argument("--backend", choices=["brian2", "nest"], default="brian2",
+                   help="spiking simulator of the microcircuit (default brian2)")
+    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
     _add_common(p, "validate-WHAT")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("twin", help="run a trained network's test conditions as a spiking twin (Brian2 or NEST)")
+    p.add_argument("run_dir", help="run directory with checkpoint.pt (or train/checkpoint.pt), or a network.json spec")
+    p.add_argument("--backend", default="brian2", help="spiking simulator: brian2 or nest (default brian2)")
+    p.add_argument("--device", default="cpp_standalone",
+                   help="Brian2 device: cpp_standalone or runtime (default cpp_standalone)")
+    p.add_argument("--scale", type=float, default=0.1, help="neuron scale in (0, 1] of every column (default 0.1)")
+    p.add_argument("--k-scale", type=float, default=0.5,
+                   help="in-degree scale in (0, 1] of the recurrent connections, PD14's method (default 0.5)")
+    p.add_argument("--trials", type=int, default=5, help="spiking trials per condition (seeds SEED + j; default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first trial (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
+    p.add_argument("--nix-neurons", type=int, default=10,
+                   help="neurons per population kept in spikes.nix (default 10; rates use all)")
+    p.add_argument("--no-progress", action="store_true", help="no line per spiking run")
+    _add_common(p, "twin")
+    p.set_defaults(func=_cmd_twin)
 
     p = sub.add_parser("export", help="export a trained run (or a network spec) to Brian2 and compare")
     p.add_argument("run_dir", help="run directory with checkpoint.pt (or train/checkpoint.pt), or a network.json spec")
@@ -313,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neuron scale of the spiking validation (default 0.1; 0: no validation)")
     p.add_argument("--validate-duration", type=float, default=2.5,
                    help="simulated time of the spiking validation in s (default 2.5)")
+    p.add_argument("--twin-scale", type=float, default=0.02,
+                   help="neuron scale of the spiking twin of the trained network (default 0.02; 0: no twin)")
+    p.add_argument("--twin-trials", type=int, default=1, help="spiking trials per condition of the twin (default 1)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (training resumes from its checkpoint)")
     _add_common(p, "run-TASK")
@@ -322,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", choices=sorted(TASKS), help="the task")
     _add_training(p)
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine (default 1; each simulates a share of every "
+                        "batch, gradients are all-reduced; under torchrun its WORLD_SIZE counts instead)")
+    p.add_argument("--device", default=None,
+                   help="torch device of the network, e.g. cpu or cuda (with --nproc P: process r on GPU r)")
     _add_common(p, "train-TASK-sSEED")
     p.set_defaults(func=_cmd_train, _task_options=_add_task_options(p, TASKS))
 

@@ -273,7 +273,8 @@ def _finished_training(path: Path, task: Task, seed: int) -> TrainResult:
 
 def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | None = None,
              validate_scale: float | None = 0.1, validate_duration: float = 2.5, resume: bool = False,
-             seed: int = 0, gradient: Any = None, lr: float | None = None) -> dict[str, Any]:
+             seed: int = 0, gradient: Any = None, lr: float | None = None, twin_scale: float | None = 0.02,
+             twin_trials: int = 1, twin_k_scale: float = 0.1, twin_backend: str = "brian2") -> dict[str, Any]:
     """The main job: train, export to Brian2 and run there, compare, validate, write Neo/NIX and a report.
 
     Writes ``train/`` (:func:`train_run`), ``brian2/`` (:func:`export_run` of the task's
@@ -297,9 +298,21 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         Continue an interrupted training in ``out/train``.
     seed : int
         Seed of the trained run.
+    twin_scale : float, optional
+        Neuron scale of the spiking twin of the trained network (``twin/``,
+        :func:`colplugin.analysis.twin.twin_run` on the task's evaluation stimulus; ``None``
+        or 0: no twin).
+    twin_trials, twin_k_scale, twin_backend
+        Spiking trials per condition, in-degree scale and backend of the twin (Brian2 runs
+        on its runtime device).
     """
     t0 = time.perf_counter()
     task = _task(task)
+    if twin_scale:
+        from .analysis.twin import check_twin
+
+        check_twin(backend=twin_backend, device="runtime", scale=twin_scale, k_scale=twin_k_scale,
+                   trials=twin_trials, seed=seed)
     out = Path(out)
     if resume and (out / "train" / "metrics.json").exists():  # training finished: continue after it
         res = _finished_training(out / "train", task, seed)
@@ -315,6 +328,15 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
 
         validation = validate_microcircuit(out / "validation", scale=validate_scale, duration=validate_duration,
                                            progress=progress)
+    twin = None
+    if twin_scale:
+        from .analysis.twin import twin_run
+
+        if progress:
+            print(f"spiking twin at scale {twin_scale} ({twin_backend}) ...", flush=True)
+        twin = twin_run(out / "twin", net, task.evaluation_stimulus(), task.duration, task, backend=twin_backend,
+                        device="runtime", scale=twin_scale, k_scale=twin_k_scale, trials=twin_trials, seed=seed,
+                        nix_neurons=5, progress=progress, source=str(out / "train"))
     wall = time.perf_counter() - t0
     s = res.summary
     lines = [f"# colplugin run: {task.name}", "",
@@ -339,10 +361,17 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     if validation is not None:
         lines += ["## How close is the column to the spiking circuit?", "",
                   validation["table_md"], "", "![rates](validation/rates.png)", ""]
+    if twin is not None:
+        from .analysis.twin import twin_report_section
+
+        lines += ["## Does it still work in spiking neurons?", ""] + twin_report_section(twin, prefix="twin/") + [""]
     lines += [f"Total wall time {wall:.1f} s. Files: `train/` (checkpoint, metrics.json, figures), "
               "`brian2/` (standalone script, NIX files, agreement.json)"
               + (", `validation/` (report.md, comparison.json, NIX files)" if validation else "") + "."]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return {"summary": s, "evaluation": res.evaluation,
             "agreement": {m: {k: agree[m][k] for k in ("max_abs_hz", "max_rel")} for m in methods},
-            "validation": validation, "wall_seconds": wall}
+            "validation": validation,
+            "twin": None if twin is None else {k: twin[k] for k in ("accuracy", "dmf_accuracy", "scale", "backend",
+                                                                    "wall_seconds")},
+            "wall_seconds": wall}
