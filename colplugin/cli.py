@@ -292,8 +292,19 @@ def _add_training(p: argparse.ArgumentParser) -> None:
                    help="how gradients are obtained (default: the task's; adjoint is the paper's method)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (CI logs)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=_positive_int, default=1,
                    help="torch intra-op threads (default 1, the fastest for these small networks)")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
