@@ -61,3 +61,20 @@ def test_one_process_on_cuda_matches_cpu():
     gpu = train_distributed(task, nproc=1, seed=0, updates=2, progress=False, device="cuda")
     assert [r["loss"] for r in gpu["metrics"]] == pytest.approx([r["loss"] for r in cpu["metrics"]], rel=1e-8)
     assert compare_states(gpu["state_dict"], cpu["state_dict"]) < 1e-8
+
+
+def test_cli_two_processes(tmp_path, monkeypatch):
+    """``colplugin train digits --nproc 2`` trains, evaluates and writes metrics.json once (rank 0)."""
+    import json
+
+    import colplugin.tasks.digits as digits_mod
+    from colplugin.cli import main
+
+    monkeypatch.setattr(digits_mod, "mlp_baseline", lambda seed=0, test_size=0.2, hidden=100: {"accuracy": 0.97})
+    out = tmp_path / "run"
+    rc = main(["train", "digits", "--columns", "4", "--trial-duration", "0.01", "--batch-size", "4",
+               "--eval-size", "10", "--updates", "2", "--nproc", "2", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["updates"] == 2 and m["mlp_accuracy"] == 0.97 and 0 <= m["final_accuracy"] <= 1
+    assert (out / "ranks" / "1" / "checkpoint.pt").is_file() and not (out / "ranks" / "0").exists()

@@ -164,6 +164,20 @@ class ShardedTask(Task):
         keys = sorted(m)
         return dict(zip(keys, self._sum([float(m[k]) * n / total for k in keys])))
 
+    # methods the Task base class defines are the task's too (__getattr__ does not see them)
+    def evaluation_stimulus(self) -> Stimulus:
+        return self.task.evaluation_stimulus()
+
+    def evaluate(self, network: ColumnNetwork, out: Path | None = None) -> dict[str, Any]:
+        return self.task.evaluate(network, out)
+
+    def figures(self, network: ColumnNetwork, result: Any) -> dict[str, Any]:
+        return self.task.figures(network, result)
+
+    def report_section(self, network: ColumnNetwork, result: Any, evaluation: Mapping[str, Any],
+                       prefix: str = "") -> list[str]:
+        return self.task.report_section(network, result, evaluation, prefix)
+
     def config(self) -> dict[str, Any]:
         return {**self.task.config(), "nproc": self.world}
 
@@ -221,6 +235,8 @@ def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
     sharded = ShardedTask(task, rank, world, dev)
+    if rank > 0:  # one progress bar (rank 0's)
+        kwargs = {**kwargs, "progress": False}
     try:
         if rank == 0 and pipeline and out is not None:
             hooks: list[Any] = []
