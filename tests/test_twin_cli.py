@@ -1,0 +1,120 @@
+"""The spiking twin of a trained run from the command line: Brian2 runtime and NEST, files and bad input.
+
+``TwinTiny`` (test-only) is one MT column whose learnable input holds L2/3E near a rate;
+its read-out from rates calls a condition solved when L2/3E fires at all.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import colplugin as cp
+from colplugin.cli import main
+from colplugin.experiments import train_run
+from colplugin.params.names import POPULATIONS
+from colplugin.training import Batch, Task, TrainSettings, register_task
+
+
+@register_task
+class TwinTiny(Task):
+    """One MT column, a learnable input onto L4E/L4I; two conditions (5 and 15 Hz) of 0.1 s."""
+
+    name = "twintiny"
+    duration = 0.1
+    dt_out = 0.05
+    solver = cp.Solver("rk4", step=1e-3, backend="fused")
+    settings = TrainSettings(updates=1, lr=0.1, batch_size=2)
+
+    def build_network(self, params=None, seed=None):
+        return cp.ColumnNetwork(params or cp.load_preset("dl25"), {"mt": ("mt", 1)},
+                                [cp.Input("mt", learnable=True)], seed=seed)
+
+    def sample(self, n, generator):
+        rates = 5.0 + 10.0 * torch.rand(n, 1, 1, generator=generator, dtype=torch.float64)
+        return Batch(cp.Stimulus([0.0], rates), torch.full((n,), 3.0, dtype=torch.float64), {})
+
+    def test_set(self):
+        return Batch(self.evaluation_stimulus(), torch.full((2,), 3.0, dtype=torch.float64), {})
+
+    def evaluation_stimulus(self):
+        return cp.Stimulus([0.0], torch.tensor([[[5.0]], [[15.0]]], dtype=torch.float64))
+
+    def loss(self, traj, batch):
+        return torch.mean((traj.get("rate", "mt", 0, "L23E")[-1] - batch.target) ** 2)
+
+    def accuracy_from_rates(self, rates, conditions):
+        r = np.asarray(rates["mt[0].L23E"])
+        assert r.shape[0] == conditions.batch_size
+        return float((r > 0).mean())
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("twintiny")
+    train_run(TwinTiny(), 0, out, progress=False)
+    return out
+
+
+def _check_outputs(out, backend, trials):
+    from neo.io import NixIO
+
+    r = json.loads((out / "twin.json").read_text())
+    for key in ("task", "backend", "scale", "accuracy", "per_population", "wall_seconds"):
+        assert key in r
+    assert r["task"] == "twintiny" and r["backend"] == backend and r["scale"] == 0.01
+    assert 0 <= r["accuracy"] <= 1 and r["dmf_accuracy"] == 1.0
+    assert set(r["per_population"]) == {f"mt[0].{p}" for p in POPULATIONS}
+    for name, row in r["per_population"].items():
+        assert row["area"] == "mt" and row["column"] == 0 and name.endswith(row["population"])
+        assert len(row["per_condition"]) == 2
+        assert all(len(c["spiking_trials_hz"]) == trials for c in row["per_condition"])
+        assert np.isfinite(row["relative_difference"]) and row["spiking_hz"] >= 0
+    with NixIO(str(out / "spikes.nix"), "ro") as io:
+        block = io.read_block()
+    assert len(block.segments) == 2  # first trial of each condition
+    trains = block.segments[0].spiketrains
+    assert {st.annotations["population"] for st in trains} == set(POPULATIONS)
+    st = trains[0]
+    assert st.annotations["area"] == "mt" and st.annotations["column"] == 0 and "layer" in st.annotations
+    assert len([t for t in trains if t.annotations["population"] == "L23E"]) == 3  # --nix-neurons 3
+    md = (out / "report.md").read_text()
+    assert "raster_condition1.png" in md and "overlay_condition0.png" in md and (out / "rates.png").is_file()
+
+
+def test_twin_cli_brian2_runtime(run_dir, tmp_path, capsys):
+    out = tmp_path / "twin"
+    assert main(["twin", str(run_dir), "--backend", "brian2", "--device", "runtime", "--scale", "0.01",
+                 "--k-scale", "0.1", "--trials", "2", "--nix-neurons", "3", "--out", str(out)]) == 0
+    assert "task accuracy of the spiking twin" in capsys.readouterr().out
+    _check_outputs(out, "brian2", 2)
+
+
+def test_twin_cli_nest(run_dir, tmp_path):
+    pytest.importorskip("nest")
+    out = tmp_path / "twin"
+    assert main(["twin", str(run_dir), "--backend", "nest", "--scale", "0.01", "--k-scale", "0.1", "--trials", "1",
+                 "--nix-neurons", "3", "--no-progress", "--out", str(out)]) == 0
+    _check_outputs(out, "nest", 1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "nestor"], "unknown spiking backend 'nestor'"),
+    (["--device", "gpu"], "unknown Brian2 device 'gpu'"),
+    (["--scale", "0"], "scale must lie in (0, 1]"),
+    (["--scale", "1.5"], "scale must lie in (0, 1]"),
+    (["--k-scale", "-1"], "k_scale must lie in (0, 1]"),
+    (["--trials", "0"], "trials must be a whole number >= 1"),
+])
+def test_twin_cli_refuses_bad_settings_before_any_work(run_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "twin"
+    assert main(["twin", str(run_dir), *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_twin_cli_refuses_a_missing_run(tmp_path, capsys):
+    assert main(["twin", str(tmp_path / "nothing"), "--out", str(tmp_path / "twin")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "twin").exists()
