@@ -109,7 +109,7 @@ def test_cpp_standalone_matches_runtime():
     net = two_column_net(cp.load_preset("dl25"))
     stim = _stim([[0, 0], [20, 10]])
     rt = to_brian2(net, stim, duration=0.07).run()
-    sa = to_brian2(net, stim, duration=0.07, device="cpp_standalone").run()
+    sa = to_brian2(net, stim, duration=0.07, device="cpp_standalone").run(report_period=1e-6)  # compiles the report
     np.testing.assert_allclose(sa.rate, rt.rate, rtol=1e-10, atol=1e-10)
     again = to_brian2(net, stim, duration=0.07).run()  # runtime device restored
     np.testing.assert_array_equal(again.rate, rt.rate)

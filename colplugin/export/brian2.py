@@ -92,7 +92,8 @@ class Brian2Run:
         import brian2 as b2
 
         if report == "auto":
-            report = _cpp_progress(report_period) if self.device == "cpp_standalone" else _Progress(report_period)
+            report = (_cpp_progress(report_period, self.duration) if self.device == "cpp_standalone"
+                      else _Progress(report_period, self.duration))
         t0 = time.perf_counter()
         try:
             rec = float(self.monitor.clock.dt / b2.second)
@@ -119,8 +120,8 @@ class Brian2Run:
 class _Progress:
     """Brian2 report callable: prints to stderr once a run has taken ``after`` s of wall time."""
 
-    def __init__(self, after: float) -> None:
-        self.after, self.shown = after, False
+    def __init__(self, after: float, duration: float) -> None:
+        self.after, self.duration, self.shown = after, duration, False
 
     def __call__(self, elapsed: Any, completed: float, start: Any, duration: Any) -> None:
         import sys
@@ -130,14 +131,14 @@ class _Progress:
             return
         self.shown = True
         left = f", about {seconds * (1 - completed) / completed:.0f} s left" if 0 < completed < 1 else ""
-        print(f"Brian2: {completed:.0%} of {float(duration):g} s simulated in {seconds:.0f} s{left}",
+        print(f"Brian2: {completed:.0%} of {self.duration:g} s simulated in {seconds:.0f} s{left}",
               file=sys.stderr, flush=True)
 
 
-def _cpp_progress(after: float) -> str:
+def _cpp_progress(after: float, duration: float) -> str:
     """The C++ body of a Brian2 standalone report function that is silent for the first ``after`` s."""
-    return ("if (elapsed >= %r) { std::cerr << \"Brian2: \" << (int)(completed * 100.) << \"%% of \" << duration "
-            "<< \" s simulated in \" << (int)elapsed << \" s\" << std::endl << std::flush; }" % float(after))
+    return ("if (elapsed >= %r) { std::cerr << \"Brian2: \" << (int)(completed * 100.) << \"%% of %g s simulated in "
+            "\" << (int)elapsed << \" s\" << std::endl << std::flush; }" % (float(after), duration))
 
 
 def check_export(network: ColumnNetwork, stimulus: Stimulus | None, duration: float, trial: int | None,
