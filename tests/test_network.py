@@ -102,3 +102,13 @@ def test_runs_on_cuda(dl25):
     net = two_column_net(dl25, dtype=torch.float32).to("cuda")
     traj = cp.simulate(net, cp.Stimulus.constant([10.0, 0.0]), duration=0.05)
     assert traj.state.is_cuda and torch.isfinite(traj.state).all()
+
+
+def test_column_indices_are_never_counted_from_the_end(dl25):
+    net = cp.ColumnNetwork(dl25, {"mt": ("mt", 2)}, [cp.Input("mt")])
+    assert net.index("mt", 1, "L23E") == 8
+    for column in (-1, 2):
+        with pytest.raises(IndexError, match=r"0\.\.1"):
+            net.index("mt", column, "L23E")
+    with pytest.raises(TypeError, match="integer"):
+        net.index("mt", 0.5, "L23E")

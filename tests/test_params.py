@@ -125,3 +125,45 @@ def test_preset_table_typo_in_user_file(tmp_path):
     f.write_text('base = "pd14"\n[V_thr]\nvalue = -52\nunit = "mV"\n')
     with pytest.raises(ParameterError, match="did you mean 'V_th'"):
         cp.load_params(f)
+
+
+@pytest.mark.parametrize("text", ['tau_m = 10\n', '[tau_m]\nvalue = 10\n', 'tau_m = "10"\n',
+                                  '[kappa]\nvalue = [1, 0, 0, 0, 0, 0, 0, 0]\n'])
+def test_a_file_states_every_unit(tmp_path, text):
+    """One convention in both spellings: a quantity without a unit in a file is an error, never a guess."""
+    f = tmp_path / "mine.toml"
+    f.write_text('base = "dl25"\n' + text)
+    with pytest.raises(ParameterError, match="has no unit") as info:
+        cp.load_params(f)
+    assert str(f) in str(info.value) and 'unit = "UNIT"' in str(info.value)
+
+
+def test_dimensionless_entries_need_no_unit(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('base = "dl25"\ng = -5\n[K_bg]\nvalue = [2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000]\n')
+    p = cp.load_params(f)
+    assert p["g"] == -5 and p["K_bg"][0] == 2000
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('[tau_m]\nvalue = 10\nunti = "ms"\n', "did you mean 'unit'"),
+    ('[preset]\nnmae = "x"\n', "did you mean 'name'"),
+    ('[areas.toy]\nvalue = [1, 1, 1, 1, 1, 1, 1, 1]\nsorce = "me"\n', "did you mean 'source'"),
+    ('[area.toy]\nvalue = [1, 1, 1, 1, 1, 1, 1, 1]\n', "did you mean 'areas'"),
+    ('J_e = "1 nA"\n', "did you mean 'J_E'"),
+    ('[areas.toy]\nvalue = [0.5, 1, 1, 1, 1, 1, 1, 1]\n', "whole numbers"),
+])
+def test_unknown_keys_and_fractional_sizes_in_files(tmp_path, text, fragment):
+    f = tmp_path / "mine.toml"
+    f.write_text('base = "dl25"\n' + text)
+    with pytest.raises(ParameterError, match=fragment):
+        cp.load_params(f)
+
+
+def test_fractional_sizes_refused_in_overrides_and_saved_sets(dl25):
+    with pytest.raises(ParameterError, match="whole numbers"):
+        cp.load_preset("dl25", overrides={"areas.toy": [100.5, 30, 100, 30, 100, 30, 100, 30]})
+    data = dl25.to_dict()
+    data["areas"]["mt"]["value"][0] = 0.25
+    with pytest.raises(ParameterError, match="areas.mt"):
+        cp.Params.from_dict(data)

@@ -115,3 +115,12 @@ def test_bad_initial_state_and_duration(dl25):
         cp.simulate(net, duration=-1.0)
     with pytest.raises(ValueError, match="unknown solver"):
         cp.Solver("rk5")
+
+
+def test_a_change_point_at_or_after_the_end_is_refused(dl25):
+    net = two_column_net(dl25)
+    stim = cp.Stimulus([0.0, 0.02], [[0.0, 0.0], [20.0, 0.0]])
+    for duration in (0.01, 0.02):
+        with pytest.raises(ValueError, match=rf"t = 0.02 s.*duration = {duration:g} s"):
+            cp.simulate(net, stim, duration=duration)
+    assert cp.simulate(net, stim, duration=0.03).t[-1] == pytest.approx(0.03)
