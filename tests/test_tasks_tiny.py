@@ -116,7 +116,7 @@ def test_train_run_writes_the_run_files(tmp_path):
 
 
 def test_main_run_without_spiking_validation(tmp_path):
-    r = main_run(tmp_path, Tiny(), progress=False, validate_scale=None)
+    r = main_run(tmp_path, Tiny(), progress=False, validate_scale=None, twin_scale=None)
     assert r["validation"] is None and set(r["agreement"]) == {"rk4", "euler"}
     assert r["agreement"]["euler"]["max_rel"] < 1e-6  # euler on both sides is exact
     agree = json.loads((tmp_path / "brian2" / "agreement.json").read_text())
@@ -149,8 +149,8 @@ def test_cli_train_export_and_run(tmp_path, capsys):
     assert "euler" in out and "rk4" in out
     agree = json.loads((tmp_path / "export" / "agreement.json").read_text())
     assert agree["euler"]["max_rel"] < 1e-6 and len(agree["euler"]["per_trial"]) == 2
-    assert main(["run", "tiny", "--validate-scale", "0", "--updates", "1", "--out", str(tmp_path / "run"),
-                 "--no-progress"]) == 0
+    assert main(["run", "tiny", "--validate-scale", "0", "--twin-scale", "0", "--updates", "1",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     assert "tiny" in (tmp_path / "run" / "report.md").read_text()
     assert main(["reproduce", "tiny", "--seeds", "1", "--updates", "1", "--out", str(tmp_path / "rep"),
                  "--no-progress"]) == 0
@@ -164,12 +164,12 @@ def test_cli_refuses_another_tasks_option(tmp_path, capsys):
 
 
 def test_main_run_resume_after_training_continues_without_retraining(tmp_path):
-    first = main_run(tmp_path, Tiny(), progress=False, validate_scale=None)
+    first = main_run(tmp_path, Tiny(), progress=False, validate_scale=None, twin_scale=None)
     ckpt = (tmp_path / "train" / "checkpoint.pt").read_bytes()
     (tmp_path / "report.md").unlink()  # as if the run stopped after training
-    again = main_run(tmp_path, Tiny(), progress=False, validate_scale=None, resume=True)
+    again = main_run(tmp_path, Tiny(), progress=False, validate_scale=None, twin_scale=None, resume=True)
     assert (tmp_path / "train" / "checkpoint.pt").read_bytes() == ckpt  # training was not redone
     assert again["summary"]["updates"] == first["summary"]["updates"]
     assert (tmp_path / "report.md").is_file()
     with pytest.raises(ValueError, match="seed"):
-        main_run(tmp_path, Tiny(), progress=False, validate_scale=None, resume=True, seed=3)
+        main_run(tmp_path, Tiny(), progress=False, validate_scale=None, twin_scale=None, resume=True, seed=3)

@@ -4,6 +4,7 @@
 its read-out from rates calls a condition solved when L2/3E fires at all.
 """
 
+import importlib.util
 import json
 
 import numpy as np
@@ -86,9 +87,9 @@ def _check_outputs(out, backend, trials):
 def test_twin_cli_brian2_runtime(run_dir, tmp_path, capsys):
     out = tmp_path / "twin"
     assert main(["twin", str(run_dir), "--backend", "brian2", "--device", "runtime", "--scale", "0.01",
-                 "--k-scale", "0.1", "--trials", "2", "--nix-neurons", "3", "--out", str(out)]) == 0
+                 "--k-scale", "0.1", "--trials", "1", "--nix-neurons", "3", "--out", str(out)]) == 0
     assert "task accuracy of the spiking twin" in capsys.readouterr().out
-    _check_outputs(out, "brian2", 2)
+    _check_outputs(out, "brian2", 1)
 
 
 def test_twin_cli_nest(run_dir, tmp_path):
@@ -118,3 +119,16 @@ def test_twin_cli_refuses_a_missing_run(tmp_path, capsys):
     assert main(["twin", str(tmp_path / "nothing"), "--out", str(tmp_path / "twin")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "twin").exists()
+
+
+def test_main_run_includes_a_twin_step(tmp_path):
+    """``colplugin run``'s twin step: ``twin/`` with twin.json and its section in report.md."""
+    from colplugin.experiments import main_run
+
+    backend = "nest" if importlib.util.find_spec("nest") else "brian2"
+    r = main_run(tmp_path, TwinTiny(), progress=False, validate_scale=None, twin_scale=0.01, twin_k_scale=0.1,
+                 twin_backend=backend)
+    assert r["twin"]["scale"] == 0.01 and 0 <= r["twin"]["accuracy"] <= 1
+    assert json.loads((tmp_path / "twin" / "twin.json").read_text())["task"] == "twintiny"
+    md = (tmp_path / "report.md").read_text()
+    assert "Does it still work in spiking neurons?" in md and "twin/rates.png" in md
