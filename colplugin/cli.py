@@ -229,7 +229,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_twin(args: argparse.Namespace) -> int:
     import torch
 
-    from colplugin.analysis.twin import check_twin, load_twin_run, twin_run
+    from colplugin.analysis.twin import check_twin, twin_run
+    from colplugin.experiments import load_twin_run
 
     settings = dict(backend=args.backend, device=args.device, scale=args.scale, k_scale=args.k_scale,
                     trials=args.trials, seed=args.seed, threads=args.threads, nix_neurons=args.nix_neurons)

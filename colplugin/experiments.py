@@ -23,7 +23,8 @@ from .tasks import get_task
 from .training.task import Task
 from .training.trainer import TrainResult, load_checkpoint, train
 
-__all__ = ["train_run", "reproduce", "export_run", "main_run", "agreement", "load_run", "STIMULUS_FILE"]
+__all__ = ["train_run", "reproduce", "export_run", "main_run", "agreement", "load_run", "load_twin_run",
+           "STIMULUS_FILE"]
 
 #: File of a run directory that holds the task's evaluation stimulus and trial duration.
 STIMULUS_FILE = "evaluation_stimulus.json"
@@ -188,6 +189,40 @@ def load_run(path: Path) -> tuple[Any, Stimulus, float]:
         return net, Stimulus([0.0, 0.5], [[0.0] * net.n_inputs, [20.0] * net.n_inputs]), 1.0
     raise FileNotFoundError(f"{path} holds no checkpoint.pt (or train/checkpoint.pt) and no network.json; "
                             "pass a run directory of `colplugin train`/`run` or a network spec")
+
+
+def _task_from_checkpoint(config: dict[str, Any]):
+    """The registered task of a checkpoint's task config, built with the options it records; None if it cannot be."""
+    import inspect
+
+    from .tasks import TASKS
+
+    cls = TASKS.get(config.get("name", ""))
+    if cls is None:
+        return None
+    try:
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = {k: v for k, v in config.items() if k in accepted and k not in ("self", "solver")
+                  and isinstance(v, (int, float, str, bool))}
+        return cls(**kwargs)
+    except (TypeError, ValueError):  # a task built from data (e.g. a fit target): no read-out
+        return None
+
+
+def load_twin_run(path: str | Path) -> tuple[Any, Stimulus, float, Any]:
+    """The trained network, conditions, trial duration and task (or None) of a run directory.
+
+    As :func:`load_run`, plus the registered task named in the
+    checkpoint, rebuilt with the options its config records (``None`` for a network spec
+    or a task that cannot be rebuilt: the twin then reports no accuracy).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass a run directory of `colplugin train` or `colplugin run`")
+    net, stim, duration = load_run(path)
+    ckpt = next((p for p in (path / "checkpoint.pt", path / "train" / "checkpoint.pt") if p.exists()), None)
+    task = _task_from_checkpoint(load_checkpoint(ckpt)["task"]) if ckpt is not None else None
+    return net, stim, duration, task
 
 
 #: The accurate torch reference that :func:`export_run` compares every Brian2 run with.

@@ -41,7 +41,7 @@ import numpy as np
 from .._io import atomic_write_text
 from ..stimulus import Stimulus
 
-__all__ = ["twin_run", "twin_of_run", "check_twin", "load_twin_run", "twin_report_section", "RATE_FLOOR_HZ"]
+__all__ = ["twin_run", "check_twin", "twin_report_section", "RATE_FLOOR_HZ"]
 
 #: DMF rates below this (Hz) count as this in the relative difference (silent populations).
 RATE_FLOOR_HZ = 0.1
@@ -84,43 +84,6 @@ def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale
     if backend == "nest" and importlib.util.find_spec("nest") is None:
         raise RuntimeError("backend 'nest' needs the NEST simulator: pip install 'colplugin[nest]' "
                            "(or nest-simulator), or use --backend brian2")
-
-
-def _task_from_checkpoint(config: dict[str, Any]):
-    """The registered task of a checkpoint's task config, built with the options it records; None if it cannot be."""
-    import inspect
-
-    from ..tasks import TASKS
-
-    cls = TASKS.get(config.get("name", ""))
-    if cls is None:
-        return None
-    try:
-        accepted = inspect.signature(cls.__init__).parameters
-        kwargs = {k: v for k, v in config.items() if k in accepted and k not in ("self", "solver")
-                  and isinstance(v, (int, float, str, bool))}
-        return cls(**kwargs)
-    except (TypeError, ValueError):  # a task built from data (e.g. a fit target): no read-out
-        return None
-
-
-def load_twin_run(path: str | Path) -> tuple[Any, Stimulus, float, Any]:
-    """The trained network, conditions, trial duration and task (or None) of a run directory.
-
-    As :func:`colplugin.experiments.load_run`, plus the registered task named in the
-    checkpoint, rebuilt with the options its config records (``None`` for a network spec
-    or a task that cannot be rebuilt: the twin then reports no accuracy).
-    """
-    from ..experiments import load_run
-    from ..training.trainer import load_checkpoint
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pass a run directory of `colplugin train` or `colplugin run`")
-    net, stim, duration = load_run(path)
-    ckpt = next((p for p in (path / "checkpoint.pt", path / "train" / "checkpoint.pt") if p.exists()), None)
-    task = _task_from_checkpoint(load_checkpoint(ckpt)["task"]) if ckpt is not None else None
-    return net, stim, duration, task
 
 
 def _population_rates(result, t0: float, t1: float) -> np.ndarray:
@@ -310,17 +273,6 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     atomic_write_text(out / "twin.json", json.dumps({k: v for k, v in result.items() if k != "table_md"}, indent=2))
     atomic_write_text(out / "report.md", "\n".join(["# Spiking twin", ""] + twin_report_section(result)) + "\n")
     return result
-
-
-def twin_of_run(run_dir: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """:func:`twin_run` of a run directory (:func:`load_twin_run`); ``kwargs`` as :func:`twin_run`.
-
-    Every setting is checked, and the run loaded, before the output directory is made.
-    """
-    check_twin(**{k: kwargs[k] for k in ("backend", "device", "scale", "k_scale", "trials", "seed", "threads",
-                                         "nix_neurons", "nix_trials") if k in kwargs})
-    net, stim, duration, task = load_twin_run(run_dir)
-    return twin_run(out, net, stim, duration, task, source=str(run_dir), **kwargs)
 
 
 def _condition_label(conditions: Stimulus, b: int) -> str:
