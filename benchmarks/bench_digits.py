@@ -1,14 +1,14 @@
 """The digits task at scale: time per update and per epoch, peak memory, for 100 and 1000 hidden columns.
 
 Run by hand:  python benchmarks/bench_digits.py [--columns 100 1000] [--updates 3] [--threads 1]
-                                                [--device cpu] [--nproc 1 2]
+                                                [--device cpu] [--nproc 1 2] [--batch-size 64]
 
 For each hidden-area size, a fresh subprocess builds ``Digits(columns=N)`` (input 64 ->
-N MT columns -> 10 MT columns, fused midpoint at 1 ms over a 0.1 s trial, batch 64) and
+N MT columns -> 10 MT columns, fused midpoint at 0.5 ms over a 0.1 s trial, batch 64) and
 runs ``--updates`` training updates (forward + exact discrete-adjoint backward + Adam step,
 no test evaluation), then one forward pass over the 100 held-out images evaluated per
 update. Reported: the median seconds per update, the seconds of an epoch (1437 training
-images = ceil(1437 / 64) = 23 updates, plus the per-update evaluations), and the process's
+images = ceil(1437 / batch) updates, 23 at batch 64, each with its evaluation), and the process's
 peak resident memory (``ru_maxrss``), which includes Python, torch and scikit-learn
 (about 400 MB before any network exists).
 
@@ -37,7 +37,7 @@ from colplugin.training import train
 from colplugin.training.distributed import train_distributed
 
 def main():
-    task = Digits(columns={columns}, device={device!r})
+    task = Digits(columns={columns}, device={device!r}, batch_size={batch})
     times = []
     if {nproc} == 1:
         net = task.build_network(seed=0)
@@ -68,8 +68,8 @@ if __name__ == "__main__":
 """
 
 
-def measure(columns: int, updates: int, threads: int, device: str, nproc: int) -> dict:
-    code = CHILD.format(columns=columns, updates=updates, threads=threads, device=device, nproc=nproc)
+def measure(columns: int, updates: int, threads: int, device: str, nproc: int, batch: int = 64) -> dict:
+    code = CHILD.format(columns=columns, updates=updates, threads=threads, device=device, nproc=nproc, batch=batch)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -81,19 +81,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--nproc", type=int, nargs="+", default=[1])
+    ap.add_argument("--batch-size", type=int, default=64, help="images per update (default 64)")
     args = ap.parse_args()
-    per_epoch = -(-1437 // 64)
+    per_epoch = -(-1437 // args.batch_size)
     print(f"{'columns':>8} {'nproc':>6} {'edges':>8} {'s/update':>9} {'eval s':>7} {'s/epoch':>8} "
           f"{'peak RSS MB':>12} {'peak GPU MB':>12}")
     rows = []
     for n in args.columns:
         for p in args.nproc:
-            r = measure(n, args.updates, args.threads, args.device, p)
+            r = measure(n, args.updates, args.threads, args.device, p, args.batch_size)
             epoch = per_epoch * (r["seconds_per_update"] + r["eval_seconds"])
             gpu = f"{r['peak_gpu_mb']:.0f}" if r["peak_gpu_mb"] is not None else "-"
             print(f"{n:>8} {p:>6} {r['edges']:>8} {r['seconds_per_update']:>9.2f} {r['eval_seconds']:>7.2f} "
                   f"{epoch:>8.1f} {r['peak_rss_mb']:>12.0f} {gpu:>12}", flush=True)
-            rows.append({"columns": n, "nproc": p, "seconds_per_epoch": epoch, **r})
+            rows.append({"columns": n, "nproc": p, "batch_size": args.batch_size, "seconds_per_epoch": epoch, **r})
     print(json.dumps(rows))
 
 
