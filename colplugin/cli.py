@@ -122,7 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from colplugin.training.distributed import launched_by_torchrun, train_distributed
 
     if args.nproc > 1 or args.device is not None or launched_by_torchrun():  # data-parallel and/or on a device
-        r = train_distributed(task, args.nproc, seed=args.seed, out=out, device=args.device, pipeline=True,
+        r = train_distributed(task, args.nproc, seed=args.seed, out=out, device=args.device, pipeline=train_run,
                               threads=args.threads, updates=args.updates, gradient=args.gradient, lr=args.lr,
                               progress=not args.no_progress, resume=args.resume)
         s, evaluation = r["summary"], r["evaluation"]

@@ -50,6 +50,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from ._warnings import quiet_brian2_parsing
 
 __all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate",
            "Term", "DMF_TERMS", "Field", "FusedOperators", "SparseFusedOperators", "Brian2Model",
@@ -279,6 +280,7 @@ EDGE_PRODUCT = "index_add"
 
 def _brian2_unit(expr: str):
     """A Brian2 unit from ``"mV*second"`` or ``"Hz/mV"`` (names of ``brian2`` joined by * and /)."""
+    quiet_brian2_parsing()
     import brian2 as b2
 
     unit = 1.0
@@ -570,6 +572,7 @@ class Field:
         -------
         Brian2Model
         """
+        quiet_brian2_parsing()
         import brian2 as b2
 
         P = self.P
@@ -947,6 +950,7 @@ class Brian2Model:
 
 def _unit_of(q):
     """The SI unit of a Brian2 quantity (1 for dimensionless)."""
+    quiet_brian2_parsing()
     import brian2 as b2
 
     return b2.Quantity(1.0, dim=b2.get_dimensions(q))

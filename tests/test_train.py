@@ -206,3 +206,22 @@ def test_resume_refuses_a_finished_run(tmp_path):
         train(task.build_network(seed=0), task, updates=3, gradient="direct", progress=False, evaluate=False,
               out=tmp_path, resume=True)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before  # nothing rewritten
+
+
+def test_a_diverging_test_set_is_a_training_divergence(tmp_path, monkeypatch):
+    """A SimulationError while evaluating the test set ends training like any divergence (TrainingDiverged)."""
+    import colplugin.training.trainer as trainer
+    from colplugin.solve import SimulationError
+    from colplugin.training import TrainingDiverged
+
+    task = TinyXOR()
+    real = trainer.simulate
+
+    def diverges_on_test(network, stimulus, *a, **kw):
+        if stimulus.batch_size == task.test_set().stimulus.batch_size and not torch.is_grad_enabled():
+            raise SimulationError("runaway rates (test)")
+        return real(network, stimulus, *a, **kw)
+
+    monkeypatch.setattr(trainer, "simulate", diverges_on_test)
+    with pytest.raises(TrainingDiverged, match="test set diverged"):
+        train(task.build_network(seed=0), task, updates=1, gradient="direct", progress=False, out=tmp_path)

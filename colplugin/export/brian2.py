@@ -25,6 +25,7 @@ from .._neo import rate_block
 from ..field import BRIAN2_METHODS, Brian2Model
 from ..network import ColumnNetwork
 from ..stimulus import Stimulus
+from .._warnings import quiet_brian2_parsing
 
 __all__ = ["to_brian2", "Brian2Run"]
 
@@ -88,6 +89,8 @@ class Brian2Run:
             Seconds of wall time between reports.
         """
         import time
+
+        quiet_brian2_parsing()
 
         import brian2 as b2
 
@@ -245,6 +248,7 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
         An unknown ``method`` or ``device``, a ``trial`` outside the stimulus, or a stimulus
         that does not fit (checked before anything is built).
     """
+    quiet_brian2_parsing()
     import brian2 as b2
 
     stimulus = check_export(network, stimulus, duration, trial, dt, method)

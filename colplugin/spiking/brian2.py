@@ -28,6 +28,7 @@ import numpy as np
 
 from .network import LIFModel, SpikingNetwork
 from .result import SpikingResult
+from .._warnings import quiet_brian2_parsing
 
 __all__ = ["run_brian2", "draw_normal"]
 
@@ -63,6 +64,7 @@ def _weights_delays(rng: np.random.Generator, c, n: int, dt_ms: float) -> tuple[
 def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_standalone", seed: int = 0,
                threads: int = 1, dt: float = 1e-4, directory: str | None = None) -> SpikingResult:
     """Build ``net`` in Brian2 and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`)."""
+    quiet_brian2_parsing()
     import brian2 as b2
 
     t0 = time.perf_counter()

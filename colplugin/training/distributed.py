@@ -36,7 +36,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -225,8 +225,7 @@ def _rank_device(device: str | torch.device | None, rank: int) -> torch.device:
 
 
 def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device: Any, kwargs: dict,
-         result_file: str | None, pipeline: bool, threads: int | None) -> Any:
-    from ..experiments import train_run
+         result_file: str | None, pipeline: Callable[..., Any] | None, threads: int | None) -> Any:
     from .trainer import train
 
     if threads is not None:
@@ -238,7 +237,7 @@ def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device:
     if rank > 0:  # one progress bar (rank 0's)
         kwargs = {**kwargs, "progress": False}
     try:
-        if rank == 0 and pipeline and out is not None:
+        if rank == 0 and pipeline is not None and out is not None:
             hooks: list[Any] = []
 
             def build(params: Any = None, seed: int | None = None) -> ColumnNetwork:
@@ -248,7 +247,7 @@ def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device:
                 return net
 
             sharded.build_network = build  # type: ignore[method-assign]
-            res = train_run(sharded, seed, out, **kwargs)
+            res = pipeline(sharded, seed, out, **kwargs)
         else:
             net = sharded.build_network(seed=seed)
             if world > 1:
@@ -275,7 +274,7 @@ def _spawned(rank: int, world: int, port: int, *args: Any) -> None:
 
 
 def train_distributed(task: Task, nproc: int = 1, *, seed: int = 0, out: str | Path | None = None,
-                      device: str | torch.device | None = None, pipeline: bool = False,
+                      device: str | torch.device | None = None, pipeline: Callable[..., Any] | None = None,
                       threads: int | None = None, **train_kwargs: Any) -> dict[str, Any]:
     """Train ``task`` data-parallel over ``nproc`` processes on this machine (or under torchrun).
 
@@ -292,20 +291,22 @@ def train_distributed(task: Task, nproc: int = 1, *, seed: int = 0, out: str | P
         Seeds the network's initial weights and the trial sampling (alike in every process).
     out : path, optional
         Run directory: rank 0 writes the checkpoints and ``metrics.json`` there (and, with
-        ``pipeline``, everything :func:`colplugin.experiments.train_run` writes); the other
+        ``pipeline``, everything the pipeline writes); the other
         ranks keep their checkpoints in ``out/ranks/<rank>/`` so that ``resume=True``
         continues every process.
     device : str or torch.device, optional
         ``"cpu"`` (default; gloo) or ``"cuda"`` (nccl; process ``r`` on GPU ``r`` modulo the
         GPUs present).
-    pipeline : bool
-        Rank 0 runs :func:`~colplugin.experiments.train_run` (evaluation, figures) instead
-        of :func:`~colplugin.training.train`.
+    pipeline : callable, optional
+        A function with the signature of :func:`colplugin.experiments.train_run`
+        (``pipeline(task, seed, out, **train_kwargs)``: training plus evaluation and figures)
+        that rank 0 runs instead of :func:`~colplugin.training.train`; the command line passes
+        ``train_run``. Passed in, not imported, because pipelines stand after training.
     threads : int, optional
         ``torch.set_num_threads`` in every process.
     **train_kwargs
         Passed to :func:`~colplugin.training.train` (``updates``, ``lr``, ``progress``,
-        ``resume``, ...; with ``pipeline`` those that ``train_run`` takes).
+        ``resume``, ...; with ``pipeline`` those that it takes).
 
     Returns
     -------

@@ -266,8 +266,13 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
 
     def test_row(row: dict[str, Any]) -> None:
         with torch.no_grad():
-            tt = simulate(network, test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                          solver=test_solver)
+            try:
+                tt = simulate(network, test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
+                              solver=test_solver)
+            except SimulationError as exc:  # the test set diverges with these weights: as a training divergence
+                kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
+                raise TrainingDiverged(f"update {row['update']}: the test set diverged ({exc}). Lower the learning "
+                                       f"rate (now {s.lr}) or clip the gradient (clip_grad=...){kept_ckpt}") from None
             row["test_loss"] = float(task.loss(tt, test))
             row["test_accuracy"] = task.accuracy(tt, test)
             row.update({f"test_{key}": value for key, value in task.metrics(tt, test).items()})
