@@ -1,8 +1,10 @@
 """The ``colplugin`` command: a thin layer over the Python API.
 
-Exit status: 0 on success; 1 when a validation check fails (``validate microcircuit``, and
-``run`` with its spiking validation; every result is still written); 2 on an error (bad
-input, a failed simulation), reported on stderr, with the command's new directories removed.
+Exit status: 0 on success; 1 when a validation check fails (``validate microcircuit``; every
+result is still written); 2 on an error (bad input, a failed simulation), reported on stderr,
+with the command's new directories removed. ``run`` reports its validation checks in
+report.md and on stderr but exits 0 once every step has run: the DMF column's known
+deviations from the spiking circuit (L5E) are a finding of the main job, not a failure.
 """
 
 from __future__ import annotations
@@ -187,7 +189,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"(DMF {tw['dmf_accuracy']})")
     print(f"wall time: {r['wall_seconds']:.1f} s")
     print(f"report:    {out / 'report.md'}")
-    return _validation_status(v)
+    _validation_status(v)  # reported; the main job itself succeeded
+    return 0
 
 
 #: Exit status of a command whose validation check failed (2: an error, nothing decided).
@@ -200,8 +203,7 @@ def _validation_status(r: dict | None) -> int:
         return 0
     failed = [k for k in ("within20", "within30", "ordering") if k in r and not r[k]]
     if failed:
-        print(f"validation check(s) failed: {', '.join(failed)} (see the report); exit status "
-              f"{EXIT_CHECK_FAILED}", file=sys.stderr)
+        print(f"validation check(s) failed: {', '.join(failed)} (see the report)", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return 0
 
@@ -375,8 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("run", help="main job: train, export to Brian2, compare, validate, write Neo/NIX and a report",
-                       epilog="exit status: 0 when done and every validation check passes, 1 when a check of "
-                              "the spiking validation fails (all results are written), 2 on an error.")
+                       epilog="exit status: 0 when every step has run (failed validation checks are reported "
+                              "in report.md and on stderr), 2 on an error.")
     p.add_argument("task", nargs="?", default=DEFAULT_TASK, choices=sorted(TASKS),
                    help=f"the task (default {DEFAULT_TASK})")
     _add_training(p)
