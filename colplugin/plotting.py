@@ -23,21 +23,31 @@ def save_figure(fig: Figure, path: Any, dpi: int = 110) -> Any:
     return path
 
 
-def plot_rates(traj: Any, trial: int = 0, title: str | None = None) -> Figure:
-    """Rates (Hz) of every population of every column, one panel per layer."""
+def plot_rates(traj: Any, trial: int = 0, title: str | None = None, max_legend: int = 8) -> Figure:
+    """Rates (Hz) of every population of every column, one panel per layer (E solid, I dashed).
+
+    With more than ``max_legend`` columns the per-column legend collapses into one line
+    that says how many columns are drawn (colours then repeat).
+    """
     fig = Figure(figsize=(10, 6), constrained_layout=True)
     axes = fig.subplots(2, 2, sharex=True).ravel()
     t = traj.t.detach().cpu().numpy()
     r = traj.rate[:, trial].detach().cpu().numpy()
+    n_cols = traj.network.n_columns
     for ax, layer in zip(axes, ("L23", "L4", "L5", "L6")):
         for ch, info in enumerate(traj.network.channels):
             if info["layer"] != layer:
                 continue
             ls = "-" if info["cell_type"] == "E" else "--"
-            ax.plot(t, r[:, ch], ls, label=f"{info['area']}[{info['column']}] {info['population']}")
+            ax.plot(t, r[:, ch], ls, lw=1.0 if n_cols <= max_legend else 0.5,
+                    label=f"{info['area']}[{info['column']}] {info['population']}")
         ax.set_title(layer.replace("L23", "L2/3"))
         ax.set_ylabel("rate (Hz)")
-        ax.legend(fontsize=6)
+        if n_cols <= max_legend:
+            ax.legend(fontsize=6)
+        else:
+            ax.text(0.99, 0.97, f"{n_cols} columns (E solid, I dashed)", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=7)
     for ax in axes[2:]:
         ax.set_xlabel("time (s)")
     if title:
@@ -147,22 +157,53 @@ def plot_decision(t: np.ndarray, rates: np.ndarray, evidence: Sequence[float], w
     return fig
 
 
-def plot_overlay(traj: Any, run: Any, trial: int = 0) -> Figure:
-    """Torch trajectory (solid) and Brian2 run (dashed) of every population's rate."""
-    fig = Figure(figsize=(9, 5), constrained_layout=True)
-    ax = fig.subplots()
+def _input_pattern(stimulus: Any, trial: int) -> str:
+    """``"inputs 0-0.5 s: [0, 0] Hz; from 0.5 s: [20, 20] Hz"`` of one trial of a Stimulus."""
+    if stimulus is None or not stimulus.n_inputs:
+        return "no input"
+    times = stimulus.times.detach().cpu().numpy()
+    rates = stimulus.rates[trial if stimulus.batch_size > 1 else 0].detach().cpu().numpy()
+    parts = []
+    for k, t0 in enumerate(times):
+        when = f"{t0:g}-{times[k + 1]:g} s" if k + 1 < len(times) else f"from {t0:g} s"
+        parts.append(f"{when}: [{', '.join(f'{x:.3g}' for x in rates[k])}] Hz")
+    return "inputs " + "; ".join(parts)
+
+
+def plot_overlay(traj: Any, run: Any, trial: int = 0, max_columns: int = 12) -> Figure:
+    """Torch (solid) and Brian2 (dashed) rates: one panel per column, one colour per population.
+
+    The title gives the trial's input pattern; one legend (the eight populations) serves
+    every panel, so it fits however many columns there are. Networks with more than
+    ``max_columns`` columns show the first ``max_columns``.
+    """
+    from .params.names import POPULATIONS as POPS
+
+    net = traj.network
     t = traj.t.detach().cpu().numpy()
     r = traj.rate[:, trial].detach().cpu().numpy()
     n = min(len(t), len(run.t))
     rb = run.trial_rates[:, trial if run.n_trials > 1 else 0]
-    for i, name in enumerate(traj.network.channel_names):
-        line, = ax.plot(t[:n], r[:n, i], lw=1.0, label=name)
-        ax.plot(run.t[:n], rb[:n, i], "--", color=line.get_color(), lw=1.0)
-    ax.set_yscale("symlog", linthresh=0.1)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("rate (Hz)")
-    ax.set_title("torch (solid) vs Brian2 (dashed)")
-    if r.shape[1] <= 48:
-        ax.legend(fontsize=5, ncol=3)
+    cols = [(c["area"], c["column"]) for c in net.channels[::len(POPS)]][:max_columns]
+    ncol = min(3, len(cols))
+    nrow = -(-len(cols) // ncol)
+    fig = Figure(figsize=(4.2 * ncol, 2.9 * nrow + 0.6), constrained_layout=True)
+    axes = fig.subplots(nrow, ncol, sharex=True, squeeze=False).ravel()
+    for ax, (area, col) in zip(axes, cols):
+        for p, pop in enumerate(POPS):
+            i = net.index(area, col, pop)
+            ax.plot(t[:n], r[:n, i], lw=1.0, color=f"C{p}", label=pop)
+            ax.plot(run.t[:n], rb[:n, i], "--", lw=1.0, color=f"C{p}")
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_title(f"{area}[{col}]", fontsize=9)
+        ax.set_ylabel("rate (Hz)")
+    for ax in axes[len(cols):]:
+        ax.set_visible(False)
+    for ax in axes[-ncol:]:
+        ax.set_xlabel("time (s)")
+    more = f" (first {max_columns} of {net.n_columns} columns)" if net.n_columns > max_columns else ""
+    fig.suptitle(f"trial {trial}, {_input_pattern(traj.stimulus, trial)} - torch solid, Brian2 dashed{more}",
+                 fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(POPS), fontsize=7)
     return fig
-
