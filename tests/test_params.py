@@ -167,3 +167,12 @@ def test_fractional_sizes_refused_in_overrides_and_saved_sets(dl25):
     data["areas"]["mt"]["value"][0] = 0.25
     with pytest.raises(ParameterError, match="areas.mt"):
         cp.Params.from_dict(data)
+
+
+def test_pd14_adaptation_is_a_named_option():
+    """pd14 reads PD14 as non-adapting (kappa = 0); pd14_adapting keeps dL25's 1.5 mV s on L2/3E only."""
+    plain, adapting = cp.load_preset("pd14"), cp.load_preset("pd14_adapting")
+    assert list(plain["kappa"]) == [0.0] * 8
+    assert list(adapting["kappa"]) == [1.5, 0, 0, 0, 0, 0, 0, 0]  # dL25: L2/3E only (mV s)
+    assert adapting["tau_m"] == plain["tau_m"] and adapting["J_E"] == plain["J_E"]  # everything else is pd14's
+    assert "pd14_adapting" in plain.to_dict()["kappa"]["source"]

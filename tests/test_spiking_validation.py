@@ -20,6 +20,11 @@ def test_validate_microcircuit_two_seeds_nest(tmp_path):
         assert row["spiking_rate_seed_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
     md = (tmp_path / "report.md").read_text()
     assert "seeds [4, 5]" in md and "±" in md
+    # both readings of pd14's adaptation are reported: kappa = 0 and dL25's 1.5 mV s on L2/3E only
+    assert "pd14_adapting" in md
+    assert rows[0]["dmf_adapting_rate"] < rows[0]["dmf_rate"]  # adaptation lowers L2/3E's rate
+    r0 = rows[0]
+    assert r0["dmf_adapting_vs_spiking"] == pytest.approx(r0["dmf_adapting_rate"] / r0["spiking_rate"] - 1)
     for f in ("rates.png", "spiking.nix", "dmf.nix"):
         assert (tmp_path / f).stat().st_size > 0
 

@@ -65,7 +65,7 @@ from .names import N_POP
 __all__ = ["Params", "ParameterError", "load_preset", "load_params", "PRESETS", "SPECS", "SPIKING_KEYS"]
 
 #: Names of the shipped presets.
-PRESETS: tuple[str, ...] = ("dl25", "pd14")
+PRESETS: tuple[str, ...] = ("dl25", "pd14", "pd14_adapting")
 
 
 class ParameterError(ValueError):
