@@ -144,6 +144,15 @@ def _cpp_progress(after: float, duration: float) -> str:
             "\" << (int)elapsed << \" s\" << std::endl << std::flush; }" % (float(after), duration))
 
 
+def progress_report(duration: float, device: str, after: float = 5.0) -> Any:
+    """A Brian2 ``report`` for ``Network.run`` that is silent for the first ``after`` s of wall time.
+
+    A Python callable on the runtime device, the C++ body of a report function on
+    ``cpp_standalone``; pass it with ``report_period=after * second``.
+    """
+    return _cpp_progress(after, duration) if device == "cpp_standalone" else _Progress(after, duration)
+
+
 def check_export(network: ColumnNetwork, stimulus: Stimulus | None, duration: float, trial: int | None,
                  dt: float, method: str) -> Stimulus:
     """Validate the export arguments before anything is built; return the stimulus (default: none).

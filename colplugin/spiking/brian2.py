@@ -29,6 +29,7 @@ import numpy as np
 from .network import LIFModel, SpikingNetwork
 from .result import SpikingResult
 from .._warnings import quiet_brian2_parsing
+from ..export.brian2 import progress_report
 
 __all__ = ["run_brian2", "draw_normal"]
 
@@ -162,7 +163,9 @@ def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_stand
         objs.append(M)
         network = b2.Network(*objs)
         t_build = time.perf_counter() - t0
-        network.run(duration * b2.second, namespace={})  # no implicit capture of this frame's locals
+        # no implicit capture of this frame's locals; progress on stderr once a run takes more than 5 s
+        network.run(duration * b2.second, namespace={}, report=progress_report(duration, device),
+                    report_period=5 * b2.second)
         if device == "cpp_standalone":
             b2.device.build(directory=directory, run=True, compile=True)
         t_run = time.perf_counter() - t0 - t_build

@@ -33,6 +33,7 @@ exp(-t / tau_threshold)`` (exact at the chunk boundaries).
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -140,8 +141,18 @@ def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: in
                 t_now = min((k + 1) * chunk, T)
                 for group, v_th, th0, tau in theta0:
                     group.V_T_star = v_th + th0 * np.exp(-t_now / tau)
-    else:
-        nest.Simulate(T)
+    else:  # in chunks, with progress on stderr once a run takes more than 5 s of wall time
+        n_chunks = max(1, min(20, int(np.ceil(T / 50.0))))
+        steps = int(round(T / dt_ms))
+        edges = [round(steps * k / n_chunks) * dt_ms for k in range(n_chunks + 1)]  # on the time grid
+        t_sim = time.perf_counter()
+        with nest.RunManager():
+            for k in range(n_chunks):
+                nest.Run(edges[k + 1] - edges[k])
+                elapsed = time.perf_counter() - t_sim
+                if elapsed > 5.0:
+                    print(f"NEST: {(k + 1) / n_chunks:.0%} of {T / 1000:g} s simulated in {elapsed:.0f} s",
+                          file=sys.stderr, flush=True)
     t_run = time.perf_counter() - t0 - t_build
     spikes, sizes = {}, {}
     for name, rec in recorders.items():
