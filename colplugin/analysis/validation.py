@@ -80,7 +80,8 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
         ``rows`` (one per population: spiking_rate (mean over seeds), spiking_rate_seed_sd,
         spiking_rates_per_seed, dmf_rate, published_rate, spiking_cv, ...), ``table_md``,
         the checks ``within20``, ``within30``, ``ordering``, ``seeds``, ``wall_seconds``,
-        ``peak_mb``, ``settings``.
+        ``peak_mb``, ``settings``, ``transfer`` (per population: LIF (Siegert) rate and the DMF's
+        f at the input of the seed-mean spiking rates, :func:`colplugin.analysis.transfer.lif_vs_dmf`).
 
     Writes ``report.md``, ``comparison.json``, ``rates.png`` and NIX files of the first
     seed's spiking run and of the DMF column.
@@ -147,6 +148,16 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     s = results[0].settings
     spread = max(r["spiking_rate_seed_sd"] / r["spiking_rate"] for r in rows if r["spiking_rate"] > 0) \
         if seeds > 1 else float("nan")
+    # the transfer function alone: LIF (Siegert) and the DMF's f at each population's input for the spiking rates
+    from .transfer import lif_vs_dmf, transfer_table_md
+    transfer = lif_vs_dmf(rates.mean(0), params, background=s.get("background", "poisson"),
+                          k_scale=s.get("k_scale", 1.0))
+    transfer_md = ("Transfer at each population's input (spiking rates): mean mu and sd sigma of a LIF neuron's "
+                   "free membrane potential (relative to rest) at the seed-mean spiking rates, the LIF rate there "
+                   "(Siegert, Fourcaud-Brunel correction for tau_s; `colplugin.analysis.transfer`) and the DMF's "
+                   "f(mu) (the DMF's V has the same form, so f(mu) is the DMF's rate at the same input; f ignores "
+                   "sigma). mu includes the scaled circuit's DC compensation (1 - sqrt(k) of the recurrent mean "
+                   "input, at the published rates).\n\n" + transfer_table_md(transfer) + "\n\n")
     md = (f"# Rate model vs spiking PD14 microcircuit\n\n"
           f"Spiking: {backend}" + (f" {s['device']}" if backend == "brian2" else f" {s.get('nest_version', '')}")
           + f", scale {s['scale']} ({s['n_neurons']} neurons, {s['n_synapses']} synapses, in-degree scale "
@@ -161,6 +172,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
           + "\n".join(f"| {r['population']} | {r['dmf_rate']:.3f} | {r['dmf_adapting_rate']:.3f} | "
                       f"{100 * r['dmf_vs_spiking']:+.1f} % | {100 * r['dmf_adapting_vs_spiking']:+.1f} % |"
                       for r in rows) + "\n\n"
+          + transfer_md +
           f"- every spiking rate (seed mean) within 20 % of the published full-scale rates: **{within20}**\n"
           f"- every DMF rate within 30 % of the spiking rate (seed mean): **{within30}**\n"
           f"- DMF keeps inhibitory above excitatory in every layer: **{order}**\n"
@@ -173,7 +185,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
           f"peak memory {peak_mb:.0f} MB; colplugin {__version__}\n\n![rates](rates.png)\n")
     atomic_write_text(out / "report.md", md)
     return {"rows": rows, "table_md": table, "within20": within20, "within30": within30, "ordering": order,
-            "seeds": seed_list, "wall_seconds": wall, "peak_mb": peak_mb, "settings": s}
+            "seeds": seed_list, "wall_seconds": wall, "peak_mb": peak_mb, "settings": s, "transfer": transfer}
 
 
 def validate_stimulus(out: str | Path, scale: float = 0.1, rate: float = 8.0, *, duration: float = 1.5,
