@@ -107,6 +107,24 @@ class Stimulus:
             raise ValueError(f"cannot expand a stimulus of {self.batch_size} trials to {batch_size}")
         return Stimulus(self.times, self.rates.expand(batch_size, -1, -1), dtype=self.rates.dtype)
 
+    def check_fits(self, n_inputs: int, duration: float) -> None:
+        """Refuse a stimulus that a run of ``duration`` s of a network reading ``n_inputs`` channels can't use.
+
+        Raises
+        ------
+        ValueError
+            Another number of input channels, or a change point at or after ``duration``
+            (it could not take effect).
+        """
+        if self.n_inputs != n_inputs:
+            raise ValueError(f"the stimulus has {self.n_inputs} input channels but the network reads "
+                             f"{n_inputs} (one per Input projection channel)")
+        late = self.jump_times[self.jump_times >= duration]
+        if late.numel():
+            raise ValueError(f"the stimulus changes at t = {float(late[0]):g} s, at or after the end of the run "
+                             f"(duration = {duration:g} s), so that change cannot take effect; lengthen the "
+                             "run (duration=...) or drop the change points from the stimulus times")
+
     def select(self, trials: Sequence[int]) -> "Stimulus":
         """The stimulus of some trials only (indices into the batch)."""
         idx = [int(k) for k in trials]

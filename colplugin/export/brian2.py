@@ -176,14 +176,7 @@ def check_export(network: ColumnNetwork, stimulus: Stimulus | None, duration: fl
     if not (duration > 0 and np.isfinite(duration)):
         raise ValueError(f"duration must be a positive time in s, got {duration}")
     stimulus = stimulus or Stimulus.none(1, network.n_inputs)
-    if stimulus.n_inputs != network.n_inputs:
-        raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
-                         f"{network.n_inputs}")
-    late = stimulus.jump_times[stimulus.jump_times >= duration]
-    if late.numel():
-        raise ValueError(f"the stimulus changes at t = {float(late[0]):g} s, at or after the end of the run "
-                         f"(duration = {duration:g} s), so that change cannot take effect; lengthen the "
-                         "run (duration=...) or drop the change points from the stimulus times")
+    stimulus.check_fits(network.n_inputs, duration)
     if trial is not None:
         if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)):
             raise TypeError(f"trial must be an int or None (all trials), got {trial!r}")

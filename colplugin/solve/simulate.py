@@ -268,14 +268,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     if stimulus is None:
         B = 1 if y0 is None or y0.ndim == 1 else y0.shape[0]
         stimulus = Stimulus.none(B, network.n_inputs)
-    if stimulus.n_inputs != network.n_inputs:
-        raise ValueError(f"the stimulus has {stimulus.n_inputs} input channels but the network reads "
-                         f"{network.n_inputs} (one per Input projection channel)")
-    late = stimulus.jump_times[stimulus.jump_times >= duration]
-    if late.numel():
-        raise ValueError(f"the stimulus changes at t = {float(late[0]):g} s, at or after the end of the run "
-                         f"(duration = {duration:g} s), so that change cannot take effect; lengthen the "
-                         "run (duration=...) or drop the change points from the stimulus times")
+    stimulus.check_fits(network.n_inputs, duration)
     stimulus = stimulus.to(device=dev, dtype=dtype)
     if y0 is None:
         y0 = network.initial_state(stimulus.batch_size)
