@@ -19,18 +19,11 @@ from ._version import __version__
 if TYPE_CHECKING:  # annotations only; neo is imported where it is used
     import neo
 
-__all__ = ["rate_block", "NeoConvertible", "NeoError", "load_nix", "from_neo", "stimulus_from_neo"]
+__all__ = ["rate_block", "NeoError", "load_nix", "from_neo", "stimulus_from_neo"]
 
 
 class NeoError(ValueError):
     """A Neo object lacks units, has incompatible units or does not fit a network."""
-
-
-class NeoConvertible:
-    """Protocol of every result type: ``to_neo(*, seed=None, description="") -> neo.Block``."""
-
-    def to_neo(self, *, seed: int | None = None, description: str = ""):  # pragma: no cover - protocol
-        raise NotImplementedError
 
 
 def rate_block(network: Any, t: np.ndarray, rates: np.ndarray, *, source: str, solver: dict[str, Any],

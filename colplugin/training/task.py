@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
@@ -45,9 +45,8 @@ from .settings import TrainSettings
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from .trainer import TrainResult
 
-__all__ = ["Batch", "Task", "TASKS", "register_task", "get_task", "task_class"]
+__all__ = ["Batch", "Task", "TrainResult", "TASKS", "register_task", "get_task", "task_class"]
 
 
 @dataclass
@@ -57,6 +56,21 @@ class Batch:
     stimulus: Stimulus
     target: torch.Tensor
     info: dict[str, Any]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`~colplugin.training.train` returns: the trained network and per-update metrics.
+
+    :func:`colplugin.experiments.train_run` adds the task's ``evaluation`` numbers and the
+    names of the ``files`` (figures) it wrote.
+    """
+
+    network: ColumnNetwork
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
 
 
 class Task(ABC):

@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,7 +17,7 @@ from ..network import ColumnNetwork
 from ..solve.simulate import SimulationError, simulate
 from ..solve.strategies import Gradient, Solver, check_combination
 from .settings import OPTIMIZERS, TrainSettings
-from .task import Task
+from .task import Task, TrainResult
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "CheckpointError", "save_checkpoint",
            "load_checkpoint"]
@@ -32,21 +31,6 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint is corrupt or does not belong to this network/task."""
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns: the trained network and per-update metrics.
-
-    :func:`colplugin.experiments.train_run` adds the task's ``evaluation`` numbers and the
-    names of the ``files`` (figures) it wrote.
-    """
-
-    network: ColumnNetwork
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
 
 
 def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, update: int,
