@@ -40,6 +40,15 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False) -> Path:
     return path
 
 
+def _run_dir(args: argparse.Namespace, prefix: str) -> Path:
+    """The run directory of a command with ``--resume``: the existing ``--out``, or a new one."""
+    if args.resume:
+        if not args.out or not Path(args.out).is_dir():
+            raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
+        return Path(args.out)
+    return _new_run_dir(args.out, prefix, args.overwrite)
+
+
 #: Directories this command created; a failed command removes them (nothing half-made is left).
 _CREATED: list[Path] = []
 
@@ -115,12 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     task = _task_from_args(args)
-    if args.resume:
-        if not args.out or not Path(args.out).is_dir():
-            raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
-        out = Path(args.out)
-    else:
-        out = _new_run_dir(args.out, f"train-{task.name}-s{args.seed}", args.overwrite)
+    out = _run_dir(args, f"train-{task.name}-s{args.seed}")
     from colplugin.training.distributed import launched_by_torchrun, train_distributed
 
     if args.nproc > 1 or args.device is not None or launched_by_torchrun():  # data-parallel and/or on a device
@@ -163,12 +167,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     task = _task_from_args(args)
     if args.validate_scale < 0:
         raise ValueError(f"--validate-scale must be >= 0 (0: no spiking validation), got {args.validate_scale}")
-    if args.resume:
-        if not args.out or not Path(args.out).is_dir():
-            raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
-        out = Path(args.out)
-    else:
-        out = _new_run_dir(args.out, f"run-{task.name}", args.overwrite)
+    out = _run_dir(args, f"run-{task.name}")
     print(f"run directory: {out}", flush=True)
     r = main_run(out, task, progress=not args.no_progress, updates=args.updates, resume=args.resume,
                  validate_scale=args.validate_scale or None, validate_duration=args.validate_duration, seed=args.seed,
