@@ -225,3 +225,12 @@ def test_a_diverging_test_set_is_a_training_divergence(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "simulate", diverges_on_test)
     with pytest.raises(TrainingDiverged, match="test set diverged"):
         train(task.build_network(seed=0), task, updates=1, gradient="direct", progress=False, out=tmp_path)
+
+
+def test_resume_refuses_another_seed(tmp_path):
+    task = TinyXOR()
+    _interrupted(task, task.build_network(seed=0), 3, 1, tmp_path, gradient="direct", seed=7, progress=False,
+                 evaluate=False)
+    with pytest.raises(CheckpointError, match="started with seed 7"):
+        train(task.build_network(seed=0), task, updates=3, gradient="direct", seed=99, progress=False,
+              evaluate=False, out=tmp_path, resume=True)

@@ -233,6 +233,10 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
                     f"cannot resume {ckpt_path} with other training settings ({', '.join(changed)}: "
                     f"{', '.join(f'{stored.get(k)!r} -> {s.to_dict()[k]!r}' for k in changed)}); resume with "
                     "the run's own settings or start a new run in another directory")
+        if ckpt.get("seed") is not None and ckpt["seed"] != seed:
+            raise CheckpointError(f"cannot resume {ckpt_path} with seed {seed}: the run was started with seed "
+                                  f"{ckpt['seed']}; resume with seed {ckpt['seed']} (--seed {ckpt['seed']}) or "
+                                  "start a new run in another directory")
         opt.load_state_dict(ckpt["optimizer"])
         if sched is not None and ckpt["scheduler"] is not None:
             sched.load_state_dict(ckpt["scheduler"])
