@@ -349,10 +349,12 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         check_twin(backend=twin_backend, device="runtime", scale=twin_scale, k_scale=twin_k_scale,
                    trials=twin_trials, seed=seed)
     out = Path(out)
+    if resume and not (out / "train" / "checkpoint.pt").exists():
+        raise ValueError(f"cannot resume {out}: it is not a run of `colplugin run` (no train/checkpoint.pt); "
+                         "start a new run with another --out")
     if resume and (out / "train" / "metrics.json").exists():  # training finished: continue after it
         res = _finished_training(out / "train", task, seed)
     else:
-        resume = resume and (out / "train" / "checkpoint.pt").exists()
         res = train_run(task, seed, out / "train", progress=progress, updates=updates, gradient=gradient, lr=lr,
                         resume=resume)
     net = res.network

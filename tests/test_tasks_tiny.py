@@ -173,3 +173,10 @@ def test_main_run_resume_after_training_continues_without_retraining(tmp_path):
     assert (tmp_path / "report.md").is_file()
     with pytest.raises(ValueError, match="seed"):
         main_run(tmp_path, Tiny(), progress=False, validate_scale=None, twin_scale=None, resume=True, seed=3)
+
+
+def test_main_run_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("unrelated")
+    with pytest.raises(ValueError, match="not a run"):
+        main_run(tmp_path, Tiny(), progress=False, validate_scale=None, twin_scale=None, resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing started inside it
