@@ -25,6 +25,35 @@ def two_column_net(params, dtype=torch.float64, seed=0):
                             [cp.Input("mt"), cp.Lateral("mt", init=20.0)], dtype=dtype, seed=seed)
 
 
+def one_column_input_net(params=None, seed=None):
+    """One MT column with a learnable input onto L4E/L4I (the test-only tasks' network)."""
+    return cp.ColumnNetwork(params or cp.load_preset("dl25"), {"mt": ("mt", 1)},
+                            [cp.Input("mt", learnable=True)], seed=seed)
+
+
+def sample_constant_target(n, generator, target_hz=3.0):
+    """``n`` trials of one constant input (5-15 Hz) with a constant target rate (the test-only tasks' batches)."""
+    from colplugin.training import Batch
+
+    rates = 5.0 + 10.0 * torch.rand(n, 1, 1, generator=generator, dtype=torch.float64)
+    return Batch(cp.Stimulus([0.0], rates), torch.full((n,), target_hz, dtype=torch.float64), {})
+
+
+def assert_help_on_every_option():
+    """Every option of every ``colplugin`` subcommand has help text; returns the subparsers."""
+    import argparse
+
+    from colplugin.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"colplugin {name} {action.dest} has no help text"
+    return subparsers
+
+
 def numpy_column_rhs(params, N, area_inputs=None):
     """An independent numpy implementation of one column's DMF equations (DESIGN section 1)."""
     P = np.array(params["connection_probability"], dtype=float)

@@ -21,7 +21,7 @@ from colplugin.cli import build_parser, main
 from colplugin.export.neo import NeoError, from_neo, stimulus_from_neo
 from colplugin.params import ParameterError
 
-from conftest import two_column_net
+from conftest import two_column_net, assert_help_on_every_option
 
 
 def _toml(tmp_path, text, name="p.toml"):
@@ -183,12 +183,7 @@ def version_option(tmp_path, capsys):
 
 
 def help_on_every_option(tmp_path, capsys):
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, sub in subparsers.choices.items():
-        for action in sub._actions:
-            if not isinstance(action, argparse._HelpAction):
-                assert action.help, f"colplugin {name} {action.dest} has no help text"
+    assert_help_on_every_option()
 
 
 # -- 5. Neo pipeline --------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import pytest
 
 from colplugin.cli import main
 
+from conftest import assert_help_on_every_option
+
 
 def test_simulate_writes_results_and_refuses_to_mix(tmp_path, capsys):
     out = tmp_path / "sim"
@@ -34,20 +36,13 @@ def test_bad_inputs_give_errors_not_tracebacks(tmp_path, capsys):
 
 
 def test_version_and_help_on_every_option(capsys):
-    import argparse
 
     from colplugin import __version__
-    from colplugin.cli import build_parser
 
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0 and __version__ in capsys.readouterr().out
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, sub in subparsers.choices.items():
-        for action in sub._actions:
-            if not isinstance(action, argparse._HelpAction):
-                assert action.help, f"colplugin {name} {action.dest} has no help text"
+    subparsers = assert_help_on_every_option()
     assert "--to" not in subparsers.choices["export"].format_help()
     from colplugin.tasks import TASKS
 

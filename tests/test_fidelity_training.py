@@ -7,6 +7,7 @@ import torch
 
 import colplugin as cp
 from colplugin.training import Batch, Task, TrainSettings
+from conftest import one_column_input_net, sample_constant_target
 
 
 class Scripted(Task):
@@ -23,12 +24,10 @@ class Scripted(Task):
         self.settings = TrainSettings(updates=updates, lr=0.1, batch_size=2, **settings)
 
     def build_network(self, params=None, seed=None):
-        return cp.ColumnNetwork(params or cp.load_preset("dl25"), {"mt": ("mt", 1)},
-                                [cp.Input("mt", learnable=True)], seed=seed)
+        return one_column_input_net(params, seed)
 
     def sample(self, n, generator):
-        rates = 5.0 + 10.0 * torch.rand(n, 1, 1, generator=generator, dtype=torch.float64)
-        return Batch(cp.Stimulus([0.0], rates), torch.full((n,), 3.0, dtype=torch.float64), {})
+        return sample_constant_target(n, generator)
 
     def test_set(self):
         stim = cp.Stimulus([0.0], torch.tensor([[[10.0]]], dtype=torch.float64))

@@ -13,6 +13,7 @@ import colplugin as cp
 from colplugin.cli import main
 from colplugin.experiments import STIMULUS_FILE, load_run, main_run, reproduce, train_run
 from colplugin.training import Batch, Task, TrainSettings, get_task, register_task
+from conftest import one_column_input_net, sample_constant_target
 
 
 @register_task
@@ -30,12 +31,10 @@ class Tiny(Task):
         self.target_hz = target_hz
 
     def build_network(self, params=None, seed=None):
-        return cp.ColumnNetwork(params or cp.load_preset("dl25"), {"mt": ("mt", 1)},
-                                [cp.Input("mt", learnable=True)], seed=seed)
+        return one_column_input_net(params, seed)
 
     def sample(self, n, generator):
-        rates = 5.0 + 10.0 * torch.rand(n, 1, 1, generator=generator, dtype=torch.float64)
-        return Batch(cp.Stimulus([0.0], rates), torch.full((n,), self.target_hz, dtype=torch.float64), {})
+        return sample_constant_target(n, generator, self.target_hz)
 
     def test_set(self):
         return Batch(self.evaluation_stimulus(), torch.full((2,), self.target_hz, dtype=torch.float64), {})

@@ -16,6 +16,7 @@ from colplugin.cli import main
 from colplugin.experiments import train_run
 from colplugin.params.names import POPULATIONS
 from colplugin.training import Batch, Task, TrainSettings, register_task
+from conftest import one_column_input_net, sample_constant_target
 
 
 @register_task
@@ -29,12 +30,10 @@ class TwinTiny(Task):
     settings = TrainSettings(updates=1, lr=0.1, batch_size=2)
 
     def build_network(self, params=None, seed=None):
-        return cp.ColumnNetwork(params or cp.load_preset("dl25"), {"mt": ("mt", 1)},
-                                [cp.Input("mt", learnable=True)], seed=seed)
+        return one_column_input_net(params, seed)
 
     def sample(self, n, generator):
-        rates = 5.0 + 10.0 * torch.rand(n, 1, 1, generator=generator, dtype=torch.float64)
-        return Batch(cp.Stimulus([0.0], rates), torch.full((n,), 3.0, dtype=torch.float64), {})
+        return sample_constant_target(n, generator)
 
     def test_set(self):
         return Batch(self.evaluation_stimulus(), torch.full((2,), 3.0, dtype=torch.float64), {})
