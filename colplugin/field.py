@@ -787,7 +787,12 @@ class SparseFusedOperators:
         P = self.P
         w = torch.sub(Y[:, P:], Y[:, :P]).mul_(self.da).add_(self.db)
         g = _g(w)
-        torch.mul(Y, self.c, out=out).add_(drive_k)
+        self._add_rate_terms(torch.mul(Y, self.c, out=out).add_(drive_k), g)
+        return w, g
+
+    def _add_rate_terms(self, out: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Add the terms driven by g (coupling and rate terms of dV and dA) to ``out`` (B, 2P), in place."""
+        P = self.P
         for v in (0, 1):
             o = out[:, v * P:(v + 1) * P]
             u = self._couple(g, v)
@@ -795,7 +800,7 @@ class SparseFusedOperators:
                 o.add_(u)
             if self._rate[v] is not None:
                 o.addcmul_(g, self._rate[v])
-        return w, g
+        return out
 
     @staticmethod
     def slope(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -828,15 +833,7 @@ class SparseFusedOperators:
         """``(dF/dy) v`` (B, 2P) for a tangent v (B, 2P) at a state whose g'(z) is S (B, P)."""
         P = self.P
         dg = torch.sub(v[:, :P], v[:, P:]).mul_(self.da).mul_(S)
-        out = v * self.c
-        for k in (0, 1):
-            o = out[:, k * P:(k + 1) * P]
-            u = self._couple(dg, k)
-            if u is not None:
-                o.add_(u)
-            if self._rate[k] is not None:
-                o.addcmul_(dg, self._rate[k])
-        return out
+        return self._add_rate_terms(v * self.c, dg)
 
     def grad_params(self, g: torch.Tensor, q: torch.Tensor, needs: Sequence[bool]) -> tuple:
         """Cotangents of :attr:`params` from every stage's g (..., P) and dL/dk q (..., 2P).
