@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from colplugin.analysis.transfer import input_statistics, lif_vs_dmf, siegert_rate, transfer_table_md
+from colplugin.analysis.transfer import (dmf_fixed_point, fixed_point_comparison, fixed_point_table_md,
+                                         input_statistics, lif_vs_dmf, mean_field_fixed_point, siegert_fixed_point,
+                                         siegert_rate, transfer_attribution, transfer_swaps, transfer_table_md)
 from colplugin.params import load_preset
 
 PUBLISHED = [0.903, 2.965, 4.414, 5.876, 7.569, 8.633, 1.105, 7.829]
@@ -103,3 +105,109 @@ def test_bad_rates_refused():
         input_statistics([1.0] * 7)
     with pytest.raises(ValueError, match="sigma"):
         siegert_rate(5.0, 0.0)
+
+
+def _lif(p):
+    return dict(theta=p["V_th"] - p["E_L"], V_r=p["V_reset"] - p["E_L"], tau_m=p["tau_m"], t_ref=p["t_ref"],
+                tau_s=p["tau_s"])
+
+
+def _f(x, p):
+    y = p["a"] * x - p["b"]
+    return y / (1 - math.exp(-p["d"] * y))
+
+
+@pytest.mark.parametrize("k_scale", [1.0, 0.5])
+def test_siegert_fixed_point_is_self_consistent_and_near_pd14(k_scale):
+    p = load_preset("pd14")
+    fp = siegert_fixed_point(k_scale=k_scale)
+    r = fp["rates_hz"]
+    st = input_statistics(r, k_scale=k_scale)
+    by_hand = np.array([siegert_rate(st["mu_mV"][i], st["s_white_mV"][i], **_lif(p)) for i in range(8)])
+    assert np.max(np.abs(by_hand - r)) < 1e-8
+    assert fp["stable"] and fp["residual_hz"] < 1e-8
+    # PD14's mean field reproduces its simulated full-scale rates roughly (diffusion approximation): within 20 %
+    # at full scale, 25 % for the downscaled circuit (its L2/3E: -22 %)
+    assert np.all(np.abs(r / np.array(PUBLISHED) - 1) < (0.2 if k_scale == 1 else 0.25))
+
+
+def test_dmf_fixed_point_two_ways_and_by_hand():
+    p = load_preset("pd14")
+    newton = dmf_fixed_point()["rates_hz"]  # torch: resting_state of the ColumnNetwork
+    hybr = mean_field_fixed_point(lif=False)["rates_hz"]  # scipy on f(mu(r)) = r
+    np.testing.assert_allclose(hybr, newton, rtol=1e-8)
+    mu = input_statistics(hybr)["mu_mV"]
+    assert max(abs(_f(mu[i], p) - hybr[i]) for i in range(8)) < 1e-8
+
+
+def test_no_recurrence_gives_the_single_neuron_rates():
+    # P = 0: every population sees only its Poisson background; the fixed point is the rate at that input
+    p = load_preset("pd14", {"connection_probability": np.zeros((8, 8)).tolist()})
+    tau_m, tau_s, C, nu, J = p["tau_m"], p["tau_s"], p["C"] * 1e-12, p["nu_bg"], p["J_E"] * 1e-9
+    K = np.asarray(p["K_bg"], dtype=float)
+    mu = tau_m / C * tau_s * K * J * nu * 1e3  # mV
+    s = np.sqrt(K * J ** 2 * nu * (1 + p["J_rel_sd"] ** 2) * tau_m * tau_s ** 2 / C ** 2) * 1e3  # mV
+    lif = [siegert_rate(mu[i], s[i], **_lif(p)) for i in range(8)]
+    np.testing.assert_allclose(siegert_fixed_point(p)["rates_hz"], lif, rtol=1e-9)
+    f = [_f(mu[i], p) for i in range(8)]
+    np.testing.assert_allclose(mean_field_fixed_point(p, lif=False)["rates_hz"], f, rtol=1e-9)
+    # without recurrence each population's transfer error moves only its own rate, by exactly that error
+    att = transfer_attribution(p, nodes=3)
+    np.testing.assert_allclose(att["contributions_hz"], np.diag(np.subtract(lif, f)), atol=1e-7)
+
+
+def test_swaps_are_fixed_points_of_the_mixed_transfer():
+    p = load_preset("pd14")
+    sw = transfer_swaps()
+    i = 4  # L5E on Siegert, the others on f
+    r = sw["swap_in"][i]
+    st = input_statistics(r)
+    want = [siegert_rate(st["mu_mV"][j], st["s_white_mV"][j], **_lif(p)) if j == i else _f(st["mu_mV"][j], p)
+            for j in range(8)]
+    assert np.max(np.abs(np.array(want) - r)) < 1e-8
+    r = sw["swap_out"][i]  # L5E on f, the others on Siegert
+    st = input_statistics(r)
+    want = [_f(st["mu_mV"][j], p) if j == i else siegert_rate(st["mu_mV"][j], st["s_white_mV"][j], **_lif(p))
+            for j in range(8)]
+    assert np.max(np.abs(np.array(want) - r)) < 1e-8
+    # the attribution's contributions add up to the move between the two independent end points
+    att = transfer_attribution()
+    move = siegert_fixed_point()["rates_hz"] - dmf_fixed_point()["rates_hz"]
+    np.testing.assert_allclose(np.sum(att["contributions_hz"], axis=1), move, atol=1e-6)
+
+
+def test_fixed_point_comparison_names_the_misses_from_the_numbers():
+    ref = np.array(PUBLISHED)
+    res = fixed_point_comparison(ref)
+    dmf = dmf_fixed_point()["rates_hz"]
+    missed = [pop for pop, d, s in zip(("L23E", "L23I", "L4E", "L4I", "L5E", "L5I", "L6E", "L6I"), dmf, ref)
+              if abs(d / s - 1) > 0.25]
+    assert [c["population"] for c in res["causes"]] == missed
+    md = fixed_point_table_md(res)
+    C = np.array(res["contributions_hz"])
+    for c in res["causes"]:
+        q = ("L23E", "L23I", "L4E", "L4I", "L5E", "L5I", "L6E", "L6I").index(c["population"])
+        along = [j for j in range(8) if np.sign(C[q, j]) == np.sign(C[q].sum())]
+        top = max(along, key=lambda j: abs(C[q, j]))
+        assert c["largest_contribution"]["hz"] == pytest.approx(C[q, top])
+        assert f"{c['population']}: the DMF misses" in md
+    json = pytest.importorskip("json")
+    json.dumps(res)  # the validation writes it as JSON
+    loose = fixed_point_comparison(ref, tolerance=10.0)
+    assert loose["causes"] == [] and "Every population's DMF rate lies within" in loose["cause_md"]
+    # a reference that no mean field reaches (L6E doubled): not blamed on f
+    far = fixed_point_comparison(ref * np.where(np.arange(8) == 6, 2.0, 1.0))
+    l6e = [c for c in far["causes"] if c["population"] == "L6E"][0]
+    assert not l6e["lif_mean_field_within_tolerance"] and "L6E: the DMF misses" in far["cause_md"]
+    assert "so the LIF mean field misses too" in far["cause_md"]
+
+
+def test_fixed_point_refusals():
+    with pytest.raises(RuntimeError, match="did not converge"):
+        siegert_fixed_point(max_evaluations=2)
+    with pytest.raises(ValueError, match="kappa"):
+        mean_field_fixed_point(load_preset("pd14_adapting"))
+    with pytest.raises(ValueError, match="lif"):
+        mean_field_fixed_point(lif=[True] * 7)
+    with pytest.raises(ValueError, match="r0"):
+        siegert_fixed_point(r0=[0.0] * 8)

@@ -81,10 +81,13 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
         spiking_rates_per_seed, dmf_rate, published_rate, spiking_cv, ...), ``table_md``,
         the checks ``within20``, ``within30``, ``ordering``, ``seeds``, ``wall_seconds``,
         ``peak_mb``, ``settings``, ``transfer`` (per population: LIF (Siegert) rate and the DMF's
-        f at the input of the seed-mean spiking rates, :func:`colplugin.analysis.transfer.lif_vs_dmf`).
+        f at the input of the seed-mean spiking rates, :func:`colplugin.analysis.transfer.lif_vs_dmf`),
+        ``fixed_points`` (the DMF's and the LIF mean field's fixed points against the seed-mean
+        spiking rates, and which population's transfer error moves each rate,
+        :func:`colplugin.analysis.transfer.fixed_point_comparison`).
 
-    Writes ``report.md``, ``comparison.json``, ``rates.png`` and NIX files of the first
-    seed's spiking run and of the DMF column.
+    Writes ``report.md``, ``comparison.json``, ``fixed_points.json``, ``rates.png`` and NIX files
+    of the first seed's spiking run and of the DMF column.
     """
     import torch
 
@@ -149,15 +152,23 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     spread = max(r["spiking_rate_seed_sd"] / r["spiking_rate"] for r in rows if r["spiking_rate"] > 0) \
         if seeds > 1 else float("nan")
     # the transfer function alone: LIF (Siegert) and the DMF's f at each population's input for the spiking rates
-    from .transfer import lif_vs_dmf, transfer_table_md
+    from .transfer import fixed_point_comparison, fixed_point_table_md, lif_vs_dmf, transfer_table_md
     transfer = lif_vs_dmf(rates.mean(0), params, background=s.get("background", "poisson"),
                           k_scale=s.get("k_scale", 1.0))
+    # the recurrent fixed point: DMF (f) against the LIF mean field (Siegert), and whose transfer error moves whom
+    fixed = fixed_point_comparison(rates.mean(0), params, background=s.get("background", "poisson"),
+                                   k_scale=s.get("k_scale", 1.0))
+    atomic_write_text(out / "fixed_points.json", json.dumps(fixed, indent=2))
     transfer_md = ("Transfer at each population's input (spiking rates): mean mu and sd sigma of a LIF neuron's "
                    "free membrane potential (relative to rest) at the seed-mean spiking rates, the LIF rate there "
                    "(Siegert, Fourcaud-Brunel correction for tau_s; `colplugin.analysis.transfer`) and the DMF's "
                    "f(mu) (the DMF's V has the same form, so f(mu) is the DMF's rate at the same input; f ignores "
                    "sigma). mu includes the scaled circuit's DC compensation (1 - sqrt(k) of the recurrent mean "
-                   "input, at the published rates).\n\n" + transfer_table_md(transfer) + "\n\n")
+                   "input, at the published rates).\n\n" + transfer_table_md(transfer) + "\n\n"
+                   "Recurrent fixed points: the DMF column's (f everywhere) and the LIF mean field's (every "
+                   "population at the Siegert rate of its input mean and sd, solved self-consistently; full scale, "
+                   "and at the spiking circuit's in-degree scale k with its DC compensation), against the seed-mean "
+                   "spiking rates (`fixed_points.json`):\n\n" + fixed_point_table_md(fixed) + "\n\n")
     md = (f"# Rate model vs spiking PD14 microcircuit\n\n"
           f"Spiking: {backend}" + (f" {s['device']}" if backend == "brian2" else f" {s.get('nest_version', '')}")
           + f", scale {s['scale']} ({s['n_neurons']} neurons, {s['n_synapses']} synapses, in-degree scale "
@@ -185,7 +196,8 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
           f"peak memory {peak_mb:.0f} MB; colplugin {__version__}\n\n![rates](rates.png)\n")
     atomic_write_text(out / "report.md", md)
     return {"rows": rows, "table_md": table, "within20": within20, "within30": within30, "ordering": order,
-            "seeds": seed_list, "wall_seconds": wall, "peak_mb": peak_mb, "settings": s, "transfer": transfer}
+            "seeds": seed_list, "wall_seconds": wall, "peak_mb": peak_mb, "settings": s, "transfer": transfer,
+            "fixed_points": fixed}
 
 
 def validate_stimulus(out: str | Path, scale: float = 0.1, rate: float = 8.0, *, duration: float = 1.5,
