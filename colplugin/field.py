@@ -361,6 +361,9 @@ class Field:
         Stimulus connections: input channel, target population, weight (nA).
     input_rates : torch.Tensor, shape (B, K, n_inputs), optional
         Stimulus rates (Hz) of each of K piecewise-constant segments; default none.
+    noise : torch.Tensor, shape (B, K, P), optional
+        An additive drive of dV/dt (mV/s) in each segment: one realisation of
+        :class:`~colplugin.stimulus.MembraneNoise` (torch views only; the Brian2 view refuses it).
     dense : bool, optional
         Couple through one dense P x P matrix, or through per-area blocks plus the edge
         list (both work with every backend). Default: dense up to
@@ -379,7 +382,8 @@ class Field:
                  blocks: torch.Tensor, layout: Sequence[tuple[int, int]],
                  edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                 input_rates: torch.Tensor | None = None, *, dense: bool | None = None) -> None:
+                 input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
+                 noise: torch.Tensor | None = None) -> None:
         missing = [k for k in BRIAN2_CONSTANTS if k not in constants]
         if missing:
             raise ValueError(f"Field constants lack {missing}")
@@ -393,6 +397,11 @@ class Field:
         self.edges = edges if edges is not None and edges[0].numel() else None
         self.inputs = inputs if inputs is not None and inputs[0].numel() else None
         self.input_rates = input_rates
+        if noise is not None and (noise.ndim != 3 or noise.shape[-1] != P
+                                  or (input_rates is not None and noise.shape[1] != input_rates.shape[1])):
+            raise ValueError(f"Field noise must have shape (B, K, P={P}) with the K segments of the input rates, "
+                             f"got {tuple(noise.shape)}")
+        self.noise = noise
         self.dense = P <= DENSE_MAX_POPULATIONS if dense is None else bool(dense)
         self.dtype, self.device = blocks.dtype, blocks.device
         self.plans = {v: self._plan(v) for v in ("V", "A")}
@@ -430,6 +439,8 @@ class Field:
         if const is not None:
             const = torch.as_tensor(const, dtype=self.dtype, device=self.device).expand(self.P)
             drive = const.reshape(1, 1, self.P) if drive is None else drive + const
+        if v == "V" and self.noise is not None:  # MembraneNoise: an additive drive of dV/dt per segment
+            drive = self.noise if drive is None else drive + self.noise
         plan.drive = drive
         return plan
 
@@ -572,6 +583,9 @@ class Field:
         -------
         Brian2Model
         """
+        if self.noise is not None:
+            raise ValueError("this field carries a realisation of MembraneNoise, which the Brian2 view does not "
+                             "export; build the field without noise (the exported model is deterministic)")
         quiet_brian2_parsing()
         import brian2 as b2
 

@@ -520,7 +520,8 @@ class ColumnNetwork(nn.Module):
         P, p = self.n_populations, self.params
         return transfer(y[..., :P] - y[..., P:], p["a"], p["b"], p["d"])
 
-    def field(self, input_rates: torch.Tensor | None = None, *, dense: bool | None = None) -> Field:
+    def field(self, input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
+              noise: torch.Tensor | None = None) -> Field:
         """The network's vector field with its current weights (built once per solve).
 
         Parameters
@@ -532,6 +533,8 @@ class ColumnNetwork(nn.Module):
             backend takes both); default dense up to
             :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations, where one matrix
             product is cheaper than the sparse form's several small operations.
+        noise : torch.Tensor, shape (B, K, P), optional
+            Membrane noise drive (mV/s) per segment (:meth:`colplugin.stimulus.MembraneNoise.sample`).
         """
         p = self.params
         constants = {"tau_m": p["tau_m"], "tau_a": p["tau_a"], "tau_s": p["tau_s"], "R": p.R,
@@ -540,7 +543,7 @@ class ColumnNetwork(nn.Module):
         edges = (self.rec_src, self.rec_tgt, self._weights("rec")) if self.rec_src.numel() else None
         inputs = (self.inp_src, self.inp_tgt, self._weights("inp")) if self.inp_src.numel() else None
         return self.field_class(constants, self.kappa, self.W_bg, self.W_intra, layout, edges, inputs,
-                                input_rates, dense=dense)
+                                input_rates, dense=dense, noise=noise)
 
     def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None, *,
                      dense: bool | None = None) -> torch.Tensor:

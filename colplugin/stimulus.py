@@ -1,13 +1,15 @@
-"""Piecewise-constant stimuli with their change points."""
+"""Piecewise-constant stimuli with their change points, and additive membrane noise."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["Stimulus"]
+__all__ = ["Stimulus", "MembraneNoise"]
 
 
 class Stimulus:
@@ -142,3 +144,75 @@ class Stimulus:
     def __repr__(self) -> str:
         return (f"Stimulus(batch_size={self.batch_size}, n_inputs={self.n_inputs}, "
                 f"times={[round(x, 6) for x in self.times.tolist()]})")
+
+
+@dataclass(frozen=True)
+class MembraneNoise:
+    """Additive white noise on every population's membrane state: the DMF as a stochastic ODE.
+
+    ``dV = (...) dt + sigma * sqrt(2 / tau_m) dW``, so that a population's V without
+    coupling fluctuates around its mean with standard deviation ``sigma`` (an
+    Ornstein-Uhlenbeck process with time constant ``tau_m``). The Wiener increments
+    are drawn once per interval of ``step`` seconds and held over it (a piecewise-constant
+    noise current, which converges to the SDE as ``step -> 0``; Wong & Zakai 1965). With
+    a fixed-step solver whose step equals ``step``, ``method="euler"`` is exactly the
+    Euler-Maruyama scheme. One realisation is drawn per solve, so gradients flow through
+    the solve for the noise that was sampled (``simulate(..., noise=, generator=)``).
+
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation of the free membrane state (mV); 0 switches the noise off.
+    step : float
+        Interval (s) over which each Wiener increment is held (default 1 ms).
+    """
+
+    sigma: float
+    step: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise ValueError(f"MembraneNoise: sigma is a standard deviation in mV and must be >= 0, got {self.sigma}")
+        if not (math.isfinite(self.step) and self.step > 0):
+            raise ValueError(f"MembraneNoise: step must be a positive time in s, got {self.step}")
+
+    def sample(self, stimulus: "Stimulus", duration: float, n_populations: int, tau_m: float,
+               generator: torch.Generator | None = None) -> tuple["Stimulus", torch.Tensor]:
+        """The stimulus on the noise grid and one noise realisation as a drive of dV/dt.
+
+        Parameters
+        ----------
+        stimulus : Stimulus
+            Input rates (B trials); its change points are kept.
+        duration : float
+            Simulated time (s).
+        n_populations : int
+            P, the populations that receive noise.
+        tau_m : float
+            Membrane time constant (s).
+        generator : torch.Generator, optional
+            Source of the increments (CPU); default torch's global generator.
+
+        Returns
+        -------
+        (Stimulus, torch.Tensor)
+            The same input on segments that start at every multiple of ``step`` and at
+            every change point, and the noise (B, K, P) in mV/s of each of its K segments:
+            ``sigma sqrt(2 / (tau_m h_k)) xi`` with ``xi ~ N(0, 1)`` and ``h_k`` the
+            segment's length.
+        """
+        dtype, dev = stimulus.rates.dtype, stimulus.rates.device
+        n = int(math.ceil(duration / self.step - 1e-9))
+        grid = torch.arange(n, dtype=torch.float64) * self.step
+        times = torch.cat([grid, stimulus.times.to("cpu", torch.float64)]).unique(sorted=True)
+        times = times[times < duration]
+        keep = torch.ones_like(times, dtype=torch.bool)
+        keep[1:] = times[1:] - times[:-1] > 1e-12 * max(duration, 1.0)
+        times = times[keep]
+        h = torch.diff(torch.cat([times, torch.tensor([float(duration)], dtype=torch.float64)]))
+        B = stimulus.batch_size
+        xi = torch.randn(B, len(times), n_populations, generator=generator, dtype=torch.float64)
+        drive = xi * (self.sigma * torch.sqrt(2.0 / (tau_m * h))).reshape(1, -1, 1)
+        t = times.to(dev, dtype)
+        rates = stimulus.sample(t).transpose(0, 1)
+        return Stimulus(t, rates, dtype=dtype), drive.to(dev, dtype)

@@ -77,7 +77,7 @@ def test_variance_by_hand_for_l5e():
 
 
 def test_mu_is_the_dmf_potential_and_f_is_the_field_transfer():
-    from colplugin.analysis.fixed_points import resting_state
+    from colplugin.solve.fixed_points import resting_state
     from colplugin.field import transfer
     from colplugin.network import ColumnNetwork
 

@@ -85,3 +85,49 @@ def test_metrics_of_a_perfect_fit(monkeypatch):
     m = decision_metrics(None, task, n=12)
     assert m["nrmse"] == 0.0 and m["winner_correct"] == 1.0 and m["persistence"] == 1.0
     assert m["decided_pairs"] >= 3 and m["decision_time_rank_correlation"] == pytest.approx(1.0)
+
+
+def test_nrmse_floor_single_rest_by_hand():
+    """Target 0 before and after a stimulus of 0.5 s, a winner at 1 Hz after it: the best rest is by hand."""
+    import numpy as np
+
+    from colplugin.tasks.decision import nrmse_floor_single_rest
+
+    t = np.arange(0, 1.5, 0.1)  # 15 samples: 5 pre, 5 stimulus, 5 post
+    target = np.zeros((15, 1, 2))
+    target[5:10, 0, 0] = 2.0  # the stimulus phase (matched exactly by the bound)
+    target[10:, 0, 0] = 1.0  # the winner stays at 1 Hz
+    got = nrmse_floor_single_rest(target, t, 0.5, 1.0)
+    # outside the stimulus: 20 samples, 5 of them at 1 Hz, the rest 0 -> best constant 0.25 Hz,
+    # squared error 5 * 0.75^2 + 15 * 0.25^2 = 3.75 over all 30 values; range 2 Hz
+    assert got["rest_hz"] == pytest.approx(0.25, abs=1e-3)
+    assert got["nrmse"] == pytest.approx(np.sqrt(3.75 / 30) / 2.0, rel=1e-6)
+
+
+def test_decision_dynamics_without_lateral_weights_nothing_persists():
+    """No lateral coupling: the stimulated column falls back to the rest rate (a single attractor), and
+    the membrane time scales are close to tau_m (20 ms, preset dl25) while adaptation is tau_a (10 s)."""
+    from colplugin.tasks import Decision
+    from colplugin.tasks.decision import decision_dynamics
+
+    task = Decision()
+    net = task.build_network(seed=0)
+    d = decision_dynamics(net, task, n=8, cross_nA=(0.0,), self_nA=(0.0,))
+    (row,) = d["persistence_scan"]
+    assert not row["persists"] and row["rest_symmetric"]
+    assert row["post_end_hz"][0] == pytest.approx(row["rest_hz"], rel=0.05)
+    membrane = d["time_constants_ms"]["rest"]["membrane"]
+    assert 20.0 <= membrane[0] < 40.0 and d["time_constants_ms"]["rest"]["adaptation"][0] == pytest.approx(1e4)
+    assert d["max_persistent_winner_hz"] == 0.0
+
+
+def test_lateral_columns_option():
+    from colplugin.tasks import Decision
+
+    net = Decision(lateral_columns="all").build_network(seed=0)
+    targets = net.projection_weights("lateral:mt:cross")["target"]
+    assert sorted(targets) == ["mt[0].L23I", "mt[0].L23I", "mt[1].L23I", "mt[1].L23I"]
+    assert Decision().build_network(seed=0).projection_weights("lateral:mt:cross")["target"] == \
+        ["mt[1].L23I", "mt[0].L23I"]
+    with pytest.raises(ValueError, match="lateral_columns"):
+        Decision(lateral_columns="same")

@@ -70,7 +70,7 @@ def dmf_rates(preset: str = "pd14", input_rate: float = 0.0) -> np.ndarray:
     import torch
 
     from ..network import ColumnNetwork, Input
-    from .fixed_points import resting_state
+    from ..solve.fixed_points import resting_state
     from ..params import load_preset
 
     params = load_preset(preset)

@@ -33,7 +33,7 @@ into every population's input. :func:`mean_field_fixed_point` solves ``r = phi(r
 ``phi_i`` is either Siegert's rate at ``(mu_i(r), s_i(r))`` (the LIF mean field of PD14) or the
 DMF's ``f(mu_i(r))``, population by population. All Siegert is :func:`siegert_fixed_point`,
 all f the DMF's own fixed point (:func:`dmf_fixed_point`, via
-:func:`colplugin.analysis.fixed_points.resting_state`). :func:`transfer_swaps` replaces one
+:func:`colplugin.solve.fixed_points.resting_state`). :func:`transfer_swaps` replaces one
 population's transfer at a time; :func:`transfer_attribution` splits the move of every rate from
 the DMF's to the LIF mean field's fixed point by the population whose transfer error causes it;
 :func:`fixed_point_comparison` sets both against the spiking circuit's rates.
@@ -397,7 +397,7 @@ def dmf_fixed_point(params=None, *, tol: float = 1e-10) -> dict[str, Any]:
     """The DMF column's own fixed point, in the terms of :func:`mean_field_fixed_point`.
 
     One column of area ``pd14`` (:class:`colplugin.network.ColumnNetwork`), solved by
-    :func:`colplugin.analysis.fixed_points.resting_state` (Newton on the DMF's vector field from
+    :func:`colplugin.solve.fixed_points.resting_state` (Newton on the DMF's vector field from
     the end of a simulation); its rates are ``f(mu(r))`` with ``mu`` of :func:`input_statistics`.
 
     Parameters
@@ -416,7 +416,7 @@ def dmf_fixed_point(params=None, *, tol: float = 1e-10) -> dict[str, Any]:
     import torch
 
     from ..network import ColumnNetwork
-    from .fixed_points import resting_state
+    from ..solve.fixed_points import resting_state
 
     p = _params(params)
     if np.any(np.asarray(p["kappa"], dtype=float) != 0):

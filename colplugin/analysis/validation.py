@@ -100,7 +100,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     from ..spiking.simulate import check_run
     from . import compare_rate_to_spiking, comparison_table_md, dmf_rates, population_statistics
     from .figures import plot_validation, save_figure
-    from .fixed_points import resting_state
+    from ..solve.fixed_points import resting_state
 
     _check_seeds(seed, seeds)
     check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)

@@ -20,7 +20,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from .._neo import rate_block
 from ..field import filter_rate
 from ..network import ColumnNetwork
-from ..stimulus import Stimulus
+from ..stimulus import MembraneNoise, Stimulus
 from .fused import StepSizeUnderflow, fused_solve
 from .strategies import Adjoint, Gradient, SimulationError, Solver, as_gradient, check_combination
 
@@ -38,16 +38,16 @@ class _ODEFunc(nn.Module):
 
     def __init__(self, network: ColumnNetwork, stimulus: Stimulus, per_step: bool,
                  max_rate: float = float("inf"), max_steps: int = 10**9, check_every: int = 25,
-                 dense: bool | None = None) -> None:
+                 dense: bool | None = None, noise: torch.Tensor | None = None) -> None:
         super().__init__()
         # the network is not a submodule: its parameters reach the solve through the field's tensors
-        self.field = network.field(stimulus.rates if stimulus.n_inputs else None, dense=dense)
+        self.field = network.field(stimulus.rates if stimulus.n_inputs else None, dense=dense, noise=noise)
         # V - A above x_max means f > max_rate (f(x) >= a x - b)
         self.x_max = (max_rate + self.field.b) / self.field.a
         self.max_rate, self.max_steps, self.check_every = max_rate, max_steps, check_every
         self.steps = 0
         self.times = stimulus.times
-        self.piecewise = stimulus.n_inputs > 0 and stimulus.times.numel() > 1
+        self.piecewise = (stimulus.n_inputs > 0 or noise is not None) and stimulus.times.numel() > 1
         self.per_step = per_step
         self.k = 0
         self.nfe = 0
@@ -207,7 +207,8 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
 
 def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
              dt_out: float = 1e-3, y0: torch.Tensor | None = None, solver: Solver | None = None,
-             gradient: Gradient | str | None = None, max_rate: float = 2000.0) -> Trajectory:
+             gradient: Gradient | str | None = None, max_rate: float = 2000.0,
+             noise: MembraneNoise | None = None, generator: torch.Generator | None = None) -> Trajectory:
     """Simulate a batch of trials in one ODE solve.
 
     Parameters
@@ -237,6 +238,14 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         2018, :class:`Adjoint`) with the network's learnable tensors as ``adjoint_params``.
     max_rate : float
         Rate (Hz) above which the run counts as diverged.
+    noise : MembraneNoise, optional
+        Additive white noise on every membrane state (the stochastic DMF). One realisation
+        is drawn per call from ``generator`` and held over ``noise.step``; the stimulus is
+        split into segments of that length, so use a fixed-step solver with
+        ``step = noise.step`` (``Solver("rk4", step=noise.step)``; ``"euler"`` is
+        Euler-Maruyama). Gradients flow through the sampled realisation.
+    generator : torch.Generator, optional
+        Source of the noise (default torch's global generator).
 
     Returns
     -------
@@ -289,10 +298,14 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     t[-1] = duration
     if abs(n * dt_out - duration) > 1e-9 * duration:
         t = torch.cat([t[:-1][t[:-1] < duration], torch.tensor([duration], dtype=dtype, device=dev)])
+    noise_drive = None
+    if noise is not None and noise.sigma > 0:
+        stimulus, noise_drive = noise.sample(stimulus, duration, network.n_populations,
+                                             float(network.params["tau_m"]), generator)
     jumps = stimulus.jump_times
     jumps = jumps[(jumps > 0) & (jumps < duration)]
     func = _ODEFunc(network, stimulus, per_step=not solver.adaptive, max_rate=max_rate,
-                    max_steps=solver.max_steps, dense=solver.dense)
+                    max_steps=solver.max_steps, dense=solver.dense, noise=noise_drive)
     opts = solver.options(jumps, t)
     kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method, options=opts)
     try:

@@ -13,6 +13,7 @@ References
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import dataclass
@@ -30,11 +31,20 @@ from ..network import ColumnNetwork, Input, Lateral
 from ..params import Params, load_preset
 from ..params.names import pop_index
 from ..solve.simulate import Solver, Trajectory, simulate
-from ..stimulus import Stimulus
+from ..stimulus import MembraneNoise, Stimulus
 from ..training.settings import TrainSettings
 from ..training.task import Batch, Task, register_task
 
-__all__ = ["Decision", "WongWang", "wong_wang", "figure2", "decision_metrics", "decision_times"]
+__all__ = ["Decision", "WongWang", "wong_wang", "figure2", "decision_metrics", "decision_times",
+           "decision_dynamics", "nrmse_floor_single_rest"]
+
+#: Learnable lateral sets of the decision network: L2/3E -> L2/3I of the other column (the paper's), or of
+#: every column (its own too); each with L2/3E self-excitation.
+LATERAL_COLUMNS = ("different", "all")
+#: Interval (s) over which the stochastic variant holds each noise increment (and its solver's step).
+NOISE_STEP = 1e-3
+#: Seed of the noise realisations of the evaluation (Figure 2, held-out metrics).
+EVALUATION_NOISE_SEED = 2024
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,12 @@ class Decision(Task):
     Accuracy: the column with the stronger input has the higher L2/3E rate at the end
     of the stimulus phase.
 
+    ``noise_mV > 0`` gives the stochastic variant (dL25 trained an SDE): additive white
+    noise on every membrane state (:class:`~colplugin.stimulus.MembraneNoise`, held over
+    1 ms, integrated by fused rk4 at 1 ms), a new realisation per update, gradients
+    through it; evaluation uses fixed realisations. ``lateral_columns="all"`` extends the
+    learnable set by each L2/3E's weight onto its own column's L2/3I.
+
     Default training (:attr:`settings`): Adam at lr 0.2 with direct gradients until the
     validation loss (:meth:`test_set`, 32 pairs) has not improved for 15 updates (at most
     400), keeping the parameters of its minimum. Evaluation: the fit to Wong-Wang on
@@ -193,17 +209,28 @@ class Decision(Task):
     dt_out = 0.01
 
     def __init__(self, phase: float = 0.5, time_scale: float = 10.0, rate_scale: float = 20.0,
-                 sigma: float = 0.0, solver: Solver | None = None, batch_size: int = 16) -> None:
+                 sigma: float = 0.0, solver: Solver | None = None, batch_size: int = 16,
+                 lateral_columns: str = "different", noise_mV: float = 0.0) -> None:
+        if lateral_columns not in LATERAL_COLUMNS:
+            raise ValueError(f"decision: lateral_columns must be one of {', '.join(LATERAL_COLUMNS)} "
+                             f"(the paper's set is 'different'), got {lateral_columns!r}")
         self.phase, self.time_scale, self.rate_scale, self.sigma = phase, time_scale, rate_scale, sigma
+        self.lateral_columns = lateral_columns
         self.duration = 3 * phase
-        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused")
+        self.noise_mV = float(noise_mV)
+        self.noise = MembraneNoise(self.noise_mV, NOISE_STEP) if self.noise_mV != 0 else None
+        if solver is None:  # the stochastic variant: fixed steps that hold each noise increment
+            solver = (Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused") if self.noise is None
+                      else Solver("rk4", step=NOISE_STEP, backend="fused"))
+        self.solver = solver
         self.settings = TrainSettings(updates=400, lr=0.2, gradient="direct", batch_size=batch_size,
                                       evaluate_initial=True, patience=15)
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         params = params or load_preset("dl25")
         return ColumnNetwork(params, {"mt": ("mt", 2)},
-                             [Input("mt"), Lateral("mt", init=50.0, jitter=0.5)], seed=seed)
+                             [Input("mt"), Lateral("mt", columns=self.lateral_columns, init=50.0, jitter=0.5)],
+                             seed=seed)
 
     def inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n, 2) input rates (Hz): mu_A ~ U(15, 40), mu_B = mu_A (1 +/- U(1/15, 1/7.5)), shuffled."""
@@ -279,10 +306,12 @@ class Decision(Task):
         return self.sample(n, torch.Generator().manual_seed(2024))
 
     def evaluate(self, network: ColumnNetwork, out: Path | None = None) -> dict[str, Any]:
-        """The fit to Wong-Wang on held-out pairs (:func:`decision_metrics`, ``decision_metrics.json``)
-        and dL25 Figure 2 (:func:`figure2`: ``figure2.json``, ``figure2.png``) in ``out``."""
+        """The fit to Wong-Wang on held-out pairs (:func:`decision_metrics`, ``decision_metrics.json``),
+        what limits it (:func:`decision_dynamics`, ``decision_dynamics.json``) and dL25 Figure 2
+        (:func:`figure2`: ``figure2.json``, ``figure2.png``) in ``out``."""
         numbers = figure2(network, self, out)
         numbers["metrics"] = decision_metrics(network, self, out)
+        numbers["dynamics"] = decision_dynamics(network, self, out)
         return numbers
 
     def report_section(self, network: ColumnNetwork, result: Any, evaluation: Mapping[str, Any],
@@ -298,6 +327,20 @@ class Decision(Task):
                       f"winner correct **{m['winner_correct']:.3g}** of {m['pairs_2hz']} pairs differing by >= 2 Hz "
                       f"(goal >= 0.95); persistence after offset {m['persistence']} (WW persists in "
                       f"{m['ww_persistent_pairs']} pairs).", ""]
+        d = evaluation.get("dynamics")
+        if d:
+            rest = d["time_constants_ms"]["rest"]["membrane"]
+            lines += [f"What limits the fit: the slowest membrane mode of the trained network is {rest[0]:.3g} ms "
+                      f"(tau_m {d['tau_m_ms']:.3g} ms), the next time scale is adaptation ({d['tau_a_s']:.3g} s); "
+                      f"Wong-Wang decides after {d['ww_decision_time_ms']:.3g} ms (median) and keeps its winner at "
+                      f"{d['ww_persistent_hz']:.3g} Hz after the stimulus. A network with one rest state outside "
+                      f"the stimulus cannot do better than nrmse {d['nrmse_floor_single_rest']['nrmse']:.3g}. "
+                      f"Lateral weights can make the winner persist (a three-attractor regime: "
+                      f"{sum(r.get('persists', False) for r in d['persistence_scan'])} of "
+                      f"{len(d['persistence_scan'])} scanned weight pairs), but at most at "
+                      f"{d['max_persistent_winner_hz']:.3g} Hz before self-excitation runs away "
+                      f"(f is convex and does not saturate); with that cap the bound is nrmse "
+                      f"{d['nrmse_floor_capped_persistence']:.3g} (`decision_dynamics.json`).", ""]
         return lines + [f"![figure 2]({prefix}figure2.png)"]
 
     def reproduce(self, runs: Mapping[int, Any], out: Path) -> dict[str, Any]:
@@ -314,7 +357,23 @@ class Decision(Task):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "phase": self.phase, "time_scale": self.time_scale,
-                "rate_scale": self.rate_scale, "sigma": self.sigma}
+                "rate_scale": self.rate_scale, "sigma": self.sigma, "lateral_columns": self.lateral_columns,
+                "noise_mV": self.noise_mV}
+
+    # -- command line -----------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--lateral-columns", choices=LATERAL_COLUMNS,
+                           help="decision: which columns' L2/3I each L2/3E drives through learnable weights: "
+                                "'different' (the paper's set, default) or 'all' (its own column's L2/3I too)")
+        group.add_argument("--noise-mv", type=float, metavar="SIGMA",
+                           help="decision: train and evaluate the stochastic variant, with white noise of SIGMA mV "
+                                "(sd of a free membrane) on every membrane state (default 0: deterministic)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Decision":
+        given = {"lateral_columns": getattr(args, "lateral_columns", None), "noise_mV": getattr(args, "noise_mv", None)}
+        return cls(**{k: v for k, v in given.items() if v is not None})
 
 
 def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
@@ -343,7 +402,8 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
     z = torch.zeros_like(mu)
     stim = Stimulus([0.0, task.phase, 2 * task.phase], torch.stack([z, mu, z], 1))
     with torch.no_grad():
-        traj = simulate(net, stim, task.duration, dt_out=1e-3, solver=task.solver)
+        traj = simulate(net, stim, task.duration, dt_out=1e-3, solver=task.solver, noise=task.noise,
+                        generator=torch.Generator().manual_seed(EVALUATION_NOISE_SEED))
     E = [pop_index(p) for p in ("L23E", "L4E", "L5E", "L6E")]
     idx = [[net.index("mt", col, p) for p in E] for col in (0, 1)]
     rates = traj.rate[..., idx].numpy()  # (T, levels, 2 columns, 4 layers)
@@ -405,7 +465,8 @@ def decision_metrics(net: ColumnNetwork, task: Decision, out: Path | None = None
 
     batch = task.held_out(n)
     with torch.no_grad():
-        traj = simulate(net, batch.stimulus, task.duration, dt_out=task.dt_out, solver=task.solver)
+        traj = simulate(net, batch.stimulus, task.duration, dt_out=task.dt_out, solver=task.solver,
+                        noise=task.noise, generator=torch.Generator().manual_seed(EVALUATION_NOISE_SEED))
     y = task.output(traj).numpy()
     target = batch.target.numpy()
     T = min(len(y), len(target))
@@ -439,3 +500,136 @@ def decision_metrics(net: ColumnNetwork, task: Decision, out: Path | None = None
     if out is not None:
         atomic_write_text(Path(out) / "decision_metrics.json", json.dumps(numbers, indent=2))
     return numbers
+
+
+def nrmse_floor_single_rest(target: np.ndarray, t: np.ndarray, t_on: float, t_off: float,
+                            grid: int = 2001) -> dict[str, float]:
+    """The smallest normalised RMS error of a network that sits at one rest rate outside the stimulus.
+
+    A network with a single stable state without input (the same rate ``r*`` for both
+    columns before the stimulus and after it, reached at once) cannot follow a target
+    that keeps its winner high after the offset. This bound gives it the target exactly
+    while the stimulus is on (``t_on <= t < t_off``) and the best ``r*`` elsewhere (a grid
+    over the target's range), so any such network's error is at least the returned ``nrmse``.
+
+    Parameters
+    ----------
+    target : np.ndarray, shape (T, B, 2)
+        Target rates (Hz).
+    t : np.ndarray, shape (T,)
+        Sample times (s).
+    t_on, t_off : float
+        Stimulus period (s).
+
+    Returns
+    -------
+    dict
+        ``nrmse`` (the bound, divided by the target's range as in :func:`decision_metrics`)
+        and ``rest_hz`` (the best ``r*``).
+    """
+    target = np.asarray(target, dtype=float)
+    outside = ~((t >= t_on) & (t < t_off))
+    rest = np.linspace(target.min(), target.max(), grid)
+    y = target[outside].ravel()
+    sq = ((y[None, :] - rest[:, None]) ** 2).sum(1)  # squared error of every candidate r*
+    k = int(np.argmin(sq))
+    rms = math.sqrt(sq[k] / target.size)
+    return {"nrmse": rms / float(target.max() - target.min()), "rest_hz": float(rest[k])}
+
+
+def decision_dynamics(net: ColumnNetwork, task: Decision, out: Path | None = None, n: int = 64,
+                      cross_nA: tuple[float, ...] = (500.0, 1000.0, 1500.0, 2500.0),
+                      self_nA: tuple[float, ...] = (0.0, 100.0, 200.0, 400.0, 700.0)) -> dict[str, Any]:
+    """Why the columns fit Wong-Wang as far as they do: time scales, the no-persistence bound, what persists.
+
+    * ``time_constants_ms``: the slowest time constants (``-1 / Re(lambda)``) of the
+      network's linearisation at its fixed point without input and under ``mu = (20, 16)`` Hz,
+      split into membrane modes (faster than ``tau_a / 10``) and adaptation modes; beside them ``tau_m_ms``, ``tau_a_s``
+      and Wong-Wang's median decision time on the held-out pairs (``ww_decision_time_ms``).
+    * ``nrmse_floor_single_rest``: :func:`nrmse_floor_single_rest` on the held-out targets,
+      the best any network without persistent activity can reach.
+    * ``persistence_scan``: a copy of ``net`` with every lateral L2/3E -> other column's
+      L2/3I weight set to each of ``cross_nA`` and the L2/3E self-excitation to each of
+      ``self_nA`` (nA), driven by ``mu = (40, 0)`` Hz in the stimulus phase: both columns'
+      L2/3E rates at the end of the post-stimulus phase (Hz) and the symmetric rest rate
+      before the stimulus, or ``"runaway"`` when a rate passes ``max_rate``.
+      ``max_persistent_winner_hz`` is the highest winner rate that outlasts the stimulus
+      (the rest before the stimulus symmetric within 1 %, the winner at least twice the
+      rest rate, the loser below it) against the targets'
+      ``ww_persistent_hz``; ``nrmse_floor_capped_persistence`` is the error of the targets
+      themselves with the post-stimulus winner capped at that rate (a lower bound for
+      networks of this kind whose persistence stays below it).
+
+    Writes ``decision_dynamics.json`` into ``out``.
+    """
+    import copy
+
+    from ..solve.fixed_points import jacobian, resting_state
+    from ..solve.strategies import SimulationError
+
+    f = net.field()
+    tau_a, tau_m = float(f.tau_a), float(f.tau_m)
+    modes = {}
+    for label, u in (("rest", None), ("stimulus_20_16_hz", [20.0, 16.0])):
+        with torch.no_grad():
+            y = resting_state(net, u)
+        ev = np.linalg.eigvals(jacobian(net, y, u).detach().cpu().numpy())
+        tau = np.sort(-1.0 / ev.real)[::-1]
+        modes[label] = {"membrane": [float(1e3 * x) for x in tau[tau < 0.1 * tau_a][:3]],
+                        "adaptation": [float(1e3 * x) for x in tau[tau >= 0.1 * tau_a][:3]]}
+    batch = task.held_out(n)
+    target = batch.target.numpy()
+    t = np.arange(len(target)) * task.dt_out
+    on, off = task.phase, 2 * task.phase
+    thr = 15.0 / task.rate_scale
+    dt_ww = decision_times(target, t, on, off, thr)
+    k_end = int(np.searchsorted(t, off)) - 1
+    ww_win = np.argmax(target[k_end], 1)
+    ww_persist = target[-1, np.arange(len(target[0])), ww_win]
+    floor = nrmse_floor_single_rest(target, t, on, off)
+
+    probe = copy.deepcopy(net)
+    cross = probe.projection_weights(_lateral_name(probe, "cross"))
+    other = np.array([s.split(".")[0] != g.split(".")[0] for s, g in zip(cross["source"], cross["target"])])
+    mu = torch.tensor([[40.0, 0.0]], dtype=torch.float64)
+    scan, best = [], 0.0
+    for wx in cross_nA:
+        for ws in self_nA:
+            w = np.where(other, wx, cross["weight"])
+            probe.set_projection_weights(_lateral_name(probe, "cross"), w)
+            probe.set_projection_weights(_lateral_name(probe, "self"), np.full(2, ws))
+            try:
+                with torch.no_grad():
+                    tr = simulate(probe, task.stimulus(mu), task.duration, dt_out=task.dt_out, solver=task.solver)
+            except SimulationError:
+                scan.append({"cross_nA": wx, "self_nA": ws, "result": "runaway"})
+                continue
+            y = task.output(tr).numpy()[:, 0]
+            pre = y[int(round(on / task.dt_out)) - 1]
+            rest = float(pre.mean())
+            end = y[-1]
+            symmetric = bool(abs(pre[0] - pre[1]) <= 0.01 * rest)
+            persists = bool(symmetric and end[0] >= 2 * rest and end[1] < rest)
+            best = max(best, float(end[0])) if persists else best
+            scan.append({"cross_nA": wx, "self_nA": ws, "rest_hz": rest, "rest_symmetric": symmetric,
+                         "post_end_hz": end.tolist(), "persists": persists})
+    # the same bound for a network that keeps its winner, but no higher than the highest persistent rate found
+    capped = target.copy()
+    at = (np.nonzero(t >= off)[0][:, None], np.arange(len(ww_win))[None, :], ww_win[None, :])
+    capped[at] = np.minimum(capped[at], best)
+    err = np.sqrt(np.mean((capped - target) ** 2)) / float(target.max() - target.min())
+    numbers = {"tau_m_ms": 1e3 * tau_m, "tau_a_s": tau_a, "time_constants_ms": modes,
+               "ww_decision_time_ms": float(1e3 * np.nanmedian(dt_ww)) if np.isfinite(dt_ww).any() else None,
+               "ww_persistent_hz": float(np.median(ww_persist)),
+               "nrmse_floor_single_rest": floor, "persistence_scan": scan,
+               "max_persistent_winner_hz": best, "nrmse_floor_capped_persistence": float(err)}
+    if out is not None:
+        atomic_write_text(Path(out) / "decision_dynamics.json", json.dumps(numbers, indent=2))
+    return numbers
+
+
+def _lateral_name(net: ColumnNetwork, part: str) -> str:
+    names = [k for k in net.slices if k.startswith("lateral:") and k.endswith(":" + part)]
+    if len(names) != 1:
+        raise ValueError(f"decision_dynamics needs one lateral '{part}' projection, the network has {names}")
+    return names[0]

@@ -39,7 +39,7 @@ from ..network import ColumnNetwork
 from ..params import Params
 from ..solve.simulate import Trajectory
 from ..solve.strategies import Solver
-from ..stimulus import Stimulus
+from ..stimulus import MembraneNoise, Stimulus
 from .settings import TrainSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,6 +92,10 @@ class Task(ABC):
         How trials are integrated (training runs apply :meth:`TrainSettings.solver_for`).
     settings : TrainSettings
         Default training settings: the single place of every training default.
+    noise : MembraneNoise or None
+        Membrane noise of every training and test solve (the stochastic variant of the
+        network); ``None`` (default) for the deterministic DMF. Training draws a new
+        realisation per update, the test set the same one at every evaluation.
     reproduce_seeds : int or None
         Number of seeds :meth:`reproduce` summarises by default (runs in ``seed<k>/``
         subdirectories); ``None``: one run, written directly into the output directory.
@@ -102,6 +106,7 @@ class Task(ABC):
     dt_out: float = 1e-2
     solver: Solver = Solver("rk4", step=1e-3)
     settings: TrainSettings = TrainSettings()
+    noise: MembraneNoise | None = None
     reproduce_seeds: ClassVar[int | None] = None
 
     # -- network and stimuli ----------------------------------------------------------

@@ -256,7 +256,7 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         with torch.no_grad():
             try:
                 tt = simulate(network, test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                              solver=test_solver)
+                              solver=test_solver, noise=task.noise, generator=torch.Generator().manual_seed(0))
             except SimulationError as exc:  # the test set diverges with these weights: as a training divergence
                 kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
                 raise TrainingDiverged(f"update {row['update']}: the test set diverged ({exc}). Lower the learning "
@@ -279,7 +279,7 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         opt.zero_grad()
         try:
             traj = simulate(network, batch.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                            solver=train_solver, gradient=grad)
+                            solver=train_solver, gradient=grad, noise=task.noise, generator=gen)
             loss = task.loss(traj, batch)
             if not torch.isfinite(loss):
                 raise SimulationError("the loss is NaN/inf")

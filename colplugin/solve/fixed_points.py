@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 
 from ..network import ColumnNetwork
-from ..solve import simulate
 from ..stimulus import Stimulus
+from .simulate import simulate
 
 __all__ = ["resting_state", "jacobian"]
 
