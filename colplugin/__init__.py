@@ -13,7 +13,7 @@ from ._version import __version__
 from .params import PRESETS, ParameterError, Params, load_params, load_preset
 from .column import POPULATIONS
 from .network import Area, ColumnNetwork, Feedback, Feedforward, Input, Lateral, Projection
-from .stimulus import Stimulus
+from .stimulus import MembraneNoise, Stimulus
 from .solve import Adjoint, Direct, SimulationError, Solver, Trajectory, simulate
 from .training import load_checkpoint, train
 from . import tasks
@@ -23,6 +23,6 @@ __all__ = [
     "__version__",
     "Params", "ParameterError", "load_params", "load_preset", "PRESETS", "POPULATIONS",
     "Area", "ColumnNetwork", "Feedback", "Feedforward", "Input", "Lateral", "Projection",
-    "Stimulus", "Solver", "Direct", "Adjoint", "SimulationError", "Trajectory", "simulate",
+    "Stimulus", "MembraneNoise", "Solver", "Direct", "Adjoint", "SimulationError", "Trajectory", "simulate",
     "train", "load_checkpoint", "tasks", "to_brian2", "to_neo", "from_neo", "save_nix", "load_nix",
 ]

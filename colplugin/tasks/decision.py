@@ -323,7 +323,8 @@ class Decision(Task):
         if m:
             lines += [f"Fit to Wong-Wang on {m['pairs']} held-out pairs: normalised RMS error **{m['nrmse']:.3g}** "
                       f"(goal <= 0.15); decision time rank correlation with WW "
-                      f"**{m['decision_time_rank_correlation']}** (goal >= 0.9; {m['decided_pairs']} pairs decided); "
+                      f"**{_fmt(m['decision_time_rank_correlation'])}** (goal >= 0.9; {m['decided_pairs']} pairs "
+                      "decided); "
                       f"winner correct **{m['winner_correct']:.3g}** of {m['pairs_2hz']} pairs differing by >= 2 Hz "
                       f"(goal >= 0.95); persistence after offset {m['persistence']} (WW persists in "
                       f"{m['ww_persistent_pairs']} pairs).", ""]
@@ -626,6 +627,10 @@ def decision_dynamics(net: ColumnNetwork, task: Decision, out: Path | None = Non
     if out is not None:
         atomic_write_text(Path(out) / "decision_dynamics.json", json.dumps(numbers, indent=2))
     return numbers
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
 def _lateral_name(net: ColumnNetwork, part: str) -> str:
