@@ -130,11 +130,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 or args.device is not None or launched_by_torchrun():  # data-parallel and/or on a device
         r = train_distributed(task, args.nproc, seed=args.seed, out=out, device=args.device, pipeline=train_run,
                               threads=args.threads, updates=args.updates, gradient=args.gradient, lr=args.lr,
-                              progress=not args.no_progress, resume=args.resume)
+                              progress=not args.no_progress, resume=args.resume, preset=args.preset)
         s, evaluation = r["summary"], r["evaluation"]
     else:
         res = train_run(task, args.seed, out, updates=args.updates, gradient=args.gradient, lr=args.lr,
-                        progress=not args.no_progress, resume=args.resume)
+                        progress=not args.no_progress, resume=args.resume, preset=args.preset)
         s, evaluation = res.summary, res.evaluation
     accuracy = evaluation.get("final_accuracy", s["final_accuracy"])  # a task's own held-out accuracy, if any
     print(f"{task.name} seed {args.seed}: {s['updates']} updates, final loss {s['final_loss']:.4g}, "
@@ -251,6 +251,27 @@ def _cmd_twin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from colplugin.analysis.calibration import calibrate
+    from colplugin.analysis.twin import check_twin
+    from colplugin.params import load_preset
+
+    check_twin(backend=args.backend, scale=args.scale, k_scale=args.k_scale, seed=args.seed, threads=args.threads)
+    load_preset(args.preset)  # an unknown preset fails before any work
+    out = _new_run_dir(args.out, "calibrate", args.overwrite)
+    torch.set_num_threads(1)
+    print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
+    r = calibrate(out, args.preset, scale=args.scale, k_scale=args.k_scale, backend=args.backend, seed=args.seed,
+                  threads=args.threads)
+    print("V_offset (mV): " + ", ".join(f"{x:+.3g}" for x in r["V_offset_mV"]))
+    print(f"largest relative difference from the spiking rates: before {r['max_rel_before']:.3g}, calibrated "
+          f"{r['max_rel_fit']:.3g} (fit levels), {r['max_rel_held_out']:.3g} (held-out levels; goal 0.1)")
+    print(f"wrote {out} ({args.preset}_calibrated.toml, calibration.json, report.md, calibration.png, spikes.nix)")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -313,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``colplugin`` argument parser; the task choices come from the task registry."""
     from colplugin import __version__
     from colplugin.tasks import DEFAULT_TASK, TASKS
+    from colplugin.params import PRESETS
 
     parser = argparse.ArgumentParser(prog="colplugin", description=__doc__)
     parser.add_argument("--version", action="version", version=f"colplugin {__version__}")
@@ -368,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "twin")
     p.set_defaults(func=_cmd_twin)
 
+    p = sub.add_parser("calibrate", help="fit the DMF's f (one offset per population) to its spiking twin; "
+                                         "writes a preset")
+    p.add_argument("--preset", default="dl25", help="preset to calibrate (default dl25)")
+    p.add_argument("--backend", default="nest", help="spiking simulator: nest or brian2 (default nest)")
+    p.add_argument("--scale", type=float, default=0.1, help="neuron scale in (0, 1] of the column (default 0.1)")
+    p.add_argument("--k-scale", type=float, default=0.5,
+                   help="in-degree scale in (0, 1] of the recurrent connections (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the spiking run (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
+    _add_common(p, "calibrate")
+    p.set_defaults(func=_cmd_calibrate)
+
     p = sub.add_parser("export", help="export a trained run (or a network spec) to Brian2 and compare")
     p.add_argument("run_dir", help="run directory with checkpoint.pt (or train/checkpoint.pt), or a network.json spec")
     p.add_argument("--device", choices=["runtime", "cpp_standalone"], default="runtime",
@@ -396,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one task")
     p.add_argument("task", choices=sorted(TASKS), help="the task")
     _add_training(p)
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help="parameter preset of the network (default: the task's, e.g. dl25; dl25_calibrated: "
+                        "calibrated against the spiking twin, colplugin calibrate)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (default 1; each simulates a share of every "

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_text
+from .params import load_preset
 from .plotting import save_figure
 from .solve.simulate import simulate
 from .stimulus import Stimulus
@@ -35,7 +36,8 @@ def _task(task: Task | str) -> Task:
 
 
 def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = None, gradient: Any = None,
-              lr: float | None = None, progress: bool = True, resume: bool = False) -> TrainResult:
+              lr: float | None = None, progress: bool = True, resume: bool = False,
+              preset: str | None = None) -> TrainResult:
     """Train one seed of a task into ``out``, then evaluate it and draw its figures.
 
     Writes ``params.json``, ``network.json`` (the network's spec), ``checkpoint.pt`` and
@@ -53,6 +55,9 @@ def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = N
         Run directory.
     updates, gradient, lr : optional
         Override the task's training settings (``None``: ``task.settings``).
+    preset : str, optional
+        Parameter preset of the network (``None``: the task's, e.g. ``"dl25"``); a resumed
+        run must use the preset it was trained with.
     progress : bool
         Show a progress bar.
     resume : bool
@@ -67,7 +72,16 @@ def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = N
 
     task = _task(task)
     out = Path(out)
-    net = task.build_network(seed=seed)
+    net = task.build_network(load_preset(preset) if preset else None, seed=seed)
+    stored = out / "params.json"
+    if resume and stored.is_file():
+        from .params import Params
+
+        before = Params.from_dict(_read_json(stored, "the run's parameters"))
+        if before != net.params:
+            raise ValueError(f"cannot resume {out}: it was trained with parameters {before.name!r} "
+                             f"{'(other values)' if before.name == net.params.name else ''}, now "
+                             f"{net.params.name!r}; resume with --preset {before.name} or start a new run")
     out.mkdir(parents=True, exist_ok=True)
     net.params.save(out / "params.json")
     atomic_write_text(out / "network.json", json.dumps(net.spec(), indent=2))

@@ -4,7 +4,7 @@ Per population ``i`` (state: membrane-like potential ``V`` and adaptation ``A``,
 
     r_i            = f(V_i - A_i)                                     Hz
     I_i            = tau_s * (sum_j W_ij r_j + W_bg,i nu_bg + sum_k W_in,ik u_k(t))   nA
-    tau_m dV_i/dt  = -V_i + R I_i                    R = tau_m / C (MOhm)
+    tau_m dV_i/dt  = -V_i + R I_i + V_offset,i       R = tau_m / C (MOhm); V_offset: calibration, 0 unless set
     tau_a dA_i/dt  = -A_i + kappa_i r_i
     tau_s dr~_i/dt = -r~_i + r_i                     read-out only
     f(x)           = (a x - b) / (1 - exp(-d (a x - b)))
@@ -239,6 +239,8 @@ DMF_TERMS: tuple[Term, ...] = (
          "R * tau_s * W_bg * nu_bg / tau_m", ("W_bg : amp (constant)",),
          lambda f: {"W_bg": (f.W_bg, "nA")}),
     Term("stimulus", "V", "input", _current_gain, "R * tau_s * I_in / tau_m"),
+    Term("offset", "V", "one", lambda f: f.V_offset / f.tau_m, "V_offset / tau_m", ("V_offset : volt (constant)",),
+         lambda f: {"V_offset": (f.V_offset, "mV")}),
     Term("leak_A", "A", "state", lambda f: -1.0 / f.tau_a, "-A / tau_a"),
     Term("adaptation", "A", "rate", lambda f: f.kappa / f.tau_a, "kappa * r / tau_a",
          ("kappa : volt * second (constant)",), lambda f: {"kappa": (f.kappa, "mV*second")}),
@@ -361,6 +363,10 @@ class Field:
         Stimulus connections: input channel, target population, weight (nA).
     input_rates : torch.Tensor, shape (B, K, n_inputs), optional
         Stimulus rates (Hz) of each of K piecewise-constant segments; default none.
+    V_offset : torch.Tensor, shape (P,), optional
+        Calibration offset (mV) of each population's membrane state: a constant drive
+        ``V_offset / tau_m`` (a DC current with ``R I = V_offset``), so that fixed points
+        are those of ``f(V - A + V_offset)``; default 0.
     noise : torch.Tensor, shape (B, K, P), optional
         An additive drive of dV/dt (mV/s) in each segment: one realisation of
         :class:`~colplugin.stimulus.MembraneNoise` (torch views only; the Brian2 view refuses it).
@@ -383,7 +389,7 @@ class Field:
                  edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
-                 noise: torch.Tensor | None = None) -> None:
+                 noise: torch.Tensor | None = None, V_offset: torch.Tensor | None = None) -> None:
         missing = [k for k in BRIAN2_CONSTANTS if k not in constants]
         if missing:
             raise ValueError(f"Field constants lack {missing}")
@@ -394,6 +400,7 @@ class Field:
         self.n = int(blocks.shape[-1])
         self.P = P = sum(n for _, n in self.layout) * self.n
         self.kappa, self.W_bg = kappa, W_bg
+        self.V_offset = torch.zeros_like(W_bg) if V_offset is None else V_offset
         self.edges = edges if edges is not None and edges[0].numel() else None
         self.inputs = inputs if inputs is not None and inputs[0].numel() else None
         self.input_rates = input_rates

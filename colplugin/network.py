@@ -400,6 +400,10 @@ class ColumnNetwork(nn.Module):
         bg = np.tile(np.asarray(background_weights(p)), self.n_columns)
         self.register_buffer("W_bg", torch.tensor(bg, dtype=dtype))
         self.register_buffer("kappa", torch.tensor(np.tile(p["kappa"], self.n_columns), dtype=dtype))
+        offset = p["V_offset"] if "V_offset" in p else np.zeros(N_POP)  # parameter files before calibration
+        # derived from the parameters, so not part of the state_dict (checkpoints stay loadable)
+        self.register_buffer("V_offset", torch.tensor(np.tile(offset, self.n_columns), dtype=dtype),
+                             persistent=False)
         w_thal = np.asarray(input_weights(p))
 
         def draw(m: int, proj: Projection) -> np.ndarray:
@@ -543,7 +547,7 @@ class ColumnNetwork(nn.Module):
         edges = (self.rec_src, self.rec_tgt, self._weights("rec")) if self.rec_src.numel() else None
         inputs = (self.inp_src, self.inp_tgt, self._weights("inp")) if self.inp_src.numel() else None
         return self.field_class(constants, self.kappa, self.W_bg, self.W_intra, layout, edges, inputs,
-                                input_rates, dense=dense, noise=noise)
+                                input_rates, dense=dense, noise=noise, V_offset=self.V_offset)
 
     def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None, *,
                      dense: bool | None = None) -> torch.Tensor:

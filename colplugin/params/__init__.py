@@ -101,6 +101,7 @@ SPECS: dict[str, _Spec] = {
     "nu_bg": _Spec("Hz", None, _NONNEG, "a non-negative rate"),
     "J_E": _Spec("nA", None, _POSITIVE, "a positive synaptic strength"),
     "kappa": _Spec("mV*s", (N_POP,), _NONNEG, "8 non-negative adaptation strengths"),
+    "V_offset": _Spec("mV", (N_POP,), _FINITE, "8 finite membrane offsets"),
     "inhibition": _Spec(None, None, lambda v: True, "one of the choices", ("layer_ratio", "g")),
     "g": _Spec("dimensionless", None, _all(lambda v: v < 0), "a negative number (PD14: -4)"),
     "connection_probability": _Spec(

@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from ..network import ColumnNetwork
+from ..params import load_preset
 from ..solve.simulate import Trajectory
 from ..stimulus import Stimulus
 from .task import Batch, Task
@@ -249,7 +250,9 @@ def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device:
             sharded.build_network = build  # type: ignore[method-assign]
             res = pipeline(sharded, seed, out, **kwargs)
         else:
-            net = sharded.build_network(seed=seed)
+            preset = kwargs.get("preset")  # a pipeline's option: the network's parameter preset
+            kwargs = {k: v for k, v in kwargs.items() if k != "preset"}
+            net = sharded.build_network(load_preset(preset) if preset else None, seed=seed)
             if world > 1:
                 all_reduce_gradients(net)
             own = None

@@ -1,0 +1,250 @@
+"""Calibrating the DMF against its spiking twin: one offset of f's argument per population.
+
+The DMF's f is a fit (Evers/dL25), not the transfer of the LIF neurons of the spiking twin,
+so a trained network's rates drift when its populations become spiking neurons
+(:mod:`colplugin.analysis.twin`). :func:`calibrate` measures the twin of one column of a
+preset at rest and under input steps into L4E/L4I (Neo spike trains, rates with Elephant),
+fits one offset ``V_offset`` (mV) per population so that the DMF's steady rates
+``f(V - A + V_offset)`` match the spiking rates at the fit levels, checks the fit on held-out
+levels, and writes the result as a preset (``base = <preset>``) that every command takes
+(``colplugin train TASK --preset NAME``; shipped: ``dl25_calibrated``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .._io import atomic_write_text
+from ..network import ColumnNetwork, Input
+from ..params import Params, load_preset
+from ..params.names import POPULATIONS
+from ..solve.simulate import Solver, simulate
+from ..stimulus import Stimulus
+
+__all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "calibration_network", "dmf_step_rates", "block_rates",
+           "spiking_step_rates",
+           "fit_offsets", "calibrate", "calibrated_preset_toml"]
+
+#: Input rates (Hz into L4E and L4I) whose spiking rates the offsets are fitted to.
+FIT_LEVELS: tuple[float, ...] = (0.0, 10.0, 20.0, 40.0)
+#: Input rates (Hz) that only check the fit.
+HELD_OUT_LEVELS: tuple[float, ...] = (5.0, 15.0, 30.0)
+#: Rates below this (Hz) count as equal in the fit's log-rate residuals.
+FLOOR_HZ = 0.1
+
+
+def calibration_network(params: Params) -> ColumnNetwork:
+    """One column of the preset's default area with one input channel onto L4E and L4I (fixed weights)."""
+    area = params.default_area
+    return ColumnNetwork(params, {area: (area, 1)}, [Input(area)], seed=0)
+
+
+def dmf_step_rates(params: Params, levels: Sequence[float], V_offset: Sequence[float] | None = None,
+                   segment: float = 0.5, window: float = 0.3) -> np.ndarray:
+    """DMF rates (levels, 8), Hz, of one column under the staircase of :func:`spiking_step_rates`.
+
+    The same protocol as the spiking run (each level for ``segment`` s, in order, rates over
+    the last ``window`` s of each), so that slow adaptation carries over alike.
+    """
+    if V_offset is not None:
+        params = params.with_overrides({"V_offset": np.asarray(V_offset, dtype=float)})
+    net = calibration_network(params)
+    stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
+    with torch.no_grad():
+        traj = simulate(net, stim, segment * len(levels), dt_out=1e-3,
+                        solver=Solver("dopri5", rtol=1e-7, atol=1e-7, backend="fused"))
+    t, r = traj.t.cpu().numpy(), traj.rate[:, 0].cpu().numpy()
+    return np.stack([r[(t >= segment * (i + 1) - window - 1e-9) & (t < segment * (i + 1) - 1e-9)].mean(0)
+                     for i in range(len(levels))])
+
+
+def block_rates(block, windows: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Population rates (windows, 8), Hz, of a Neo Block of annotated SpikeTrains (first Segment).
+
+    Elephant's ``mean_firing_rate`` of every neuron over each window ``[t0, t1)`` (s),
+    averaged over the neurons of each population (silent neurons count as 0 Hz).
+    """
+    import quantities as pq
+    from elephant.statistics import mean_firing_rate
+
+    trains = block.segments[0].spiketrains
+    out = np.zeros((len(windows), len(POPULATIONS)))
+    for p, pop in enumerate(POPULATIONS):
+        mine = [st for st in trains if st.annotations.get("population") == pop]
+        if not mine:
+            raise ValueError(f"the Block has no spike trains of population {pop}")
+        for w, (t0, t1) in enumerate(windows):
+            cut = [st.time_slice(t0 * pq.s, t1 * pq.s) for st in mine]
+            # Elephant refuses an empty train: a neuron without spikes in the window fires at 0 Hz
+            out[w, p] = np.mean([float(mean_firing_rate(st, t0 * pq.s, t1 * pq.s).rescale("Hz")) if len(st) else 0.0
+                                 for st in cut])
+    return out
+
+
+def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float = 0.1, k_scale: float = 0.5,
+                       backend: str = "nest", seed: int = 0, threads: int = 1, segment: float = 0.5,
+                       window: float = 0.3, out: Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Rates (levels, 8), Hz, of the spiking twin of one column under a staircase of input levels.
+
+    One run: each level holds for ``segment`` s; the rates are Elephant's mean firing rates
+    (:func:`colplugin.analysis.spiking.population_statistics` on the run's Neo Block) over the
+    last ``window`` s of each level. The twin is built as every twin is
+    (:func:`colplugin.spiking.spiking_twin`: PD14 scaling, DC compensation from the DMF's
+    rates). With ``out``, the Block (10 neurons per population) goes to ``out/spikes.nix``.
+
+    Returns
+    -------
+    (np.ndarray, dict)
+        The rates and the run's facts (neurons, wall time).
+    """
+    from ..export.neo import save_nix
+    from ..spiking import simulate_spiking, spiking_twin
+
+    net = calibration_network(params)
+    stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
+    duration = segment * len(levels)
+    t0 = time.perf_counter()
+    twin = spiking_twin(net, stim, scale=scale, k_scale=k_scale, duration=duration)
+    result = simulate_spiking(twin, duration, backend=backend, seed=seed, threads=threads)
+    wall = time.perf_counter() - t0
+    rates = block_rates(result.to_neo(), [(segment * (i + 1) - window, segment * (i + 1)) for i in range(len(levels))])
+    if out is not None:
+        save_nix(result.to_neo(max_per_population=10), Path(out) / "spikes.nix")
+    return rates, {"neurons": int(sum(result.sizes.values())), "wall_seconds": wall, "backend": backend,
+                   "scale": scale, "k_scale": k_scale, "seed": seed, "segment_s": segment, "window_s": window}
+
+
+def fit_offsets(params: Params, levels: Sequence[float], target: np.ndarray, *, floor: float = FLOOR_HZ,
+                bound: float = 15.0, ridge: float = 0.02, segment: float = 0.5,
+                window: float = 0.3) -> tuple[np.ndarray, dict[str, Any]]:
+    """Offsets (8,), mV, that bring the DMF's rates (:func:`dmf_step_rates`) to ``target`` (levels, 8).
+
+    Least squares (scipy's trust-region reflective, offsets within +-``bound`` mV) on
+    ``log((r_DMF + floor) / (r_target + floor))``: relative errors above ``floor`` Hz, absolute
+    ones below it; a small ridge (``ridge`` per mV) keeps the offsets of populations that the
+    data do not constrain (silent ones) at 0. ``segment`` and ``window`` (s): the staircase
+    of :func:`dmf_step_rates`, which must be the one that produced ``target``.
+    """
+    from scipy.optimize import least_squares
+
+    target = np.asarray(target, dtype=float)
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        r = dmf_step_rates(params, levels, x, segment=segment, window=window)
+        return np.concatenate([(np.log(r + floor) - np.log(target + floor)).ravel(), ridge * x])
+
+    x0 = np.zeros(len(POPULATIONS))
+    sol = least_squares(residual, x0, bounds=(-bound, bound), diff_step=1e-3, xtol=1e-6, ftol=1e-8)
+    if not sol.success:
+        raise RuntimeError(f"calibration: the offset fit did not converge ({sol.message})")
+    return sol.x, {"cost_before": float(0.5 * np.sum(residual(x0) ** 2)), "cost_after": float(sol.cost),
+                   "evaluations": int(sol.nfev)}
+
+
+def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str) -> str:
+    """A preset file (``base = preset``) that sets ``V_offset`` to ``offsets`` (mV)."""
+    values = ", ".join(f"{x:.6g}" for x in offsets)
+    return (f'# Preset "{preset}_calibrated": "{preset}" with f\'s argument shifted per population so that the\n'
+            f"# DMF's steady rates match its spiking twin (written by `colplugin calibrate`).\n\n"
+            f'base = "{preset}"\n\n[preset]\nname = "{preset}_calibrated"\n'
+            f'description = "{preset} calibrated against its spiking twin"\n\n'
+            f'[V_offset]\nvalue = [{values}]\nunit = "mV"\nsource = "{source}"\n')
+
+
+def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_scale: float = 0.5,
+              backend: str = "nest", seed: int = 0, threads: int = 1, fit_levels: Sequence[float] = FIT_LEVELS,
+              held_out: Sequence[float] = HELD_OUT_LEVELS) -> dict[str, Any]:
+    """Calibrate a preset's DMF against its spiking twin and write the calibrated preset.
+
+    Writes into ``out``: ``<preset>_calibrated.toml`` (load it with
+    :func:`colplugin.params.load_params`), ``calibration.json`` (spiking, DMF and calibrated
+    rates per level and population, relative differences, the offsets), ``calibration.png``
+    and ``report.md``, and ``spikes.nix``.
+
+    Returns
+    -------
+    dict
+        The contents of ``calibration.json``; ``max_rel_fit`` and ``max_rel_held_out`` are the
+        largest relative differences (over populations above 0.1 Hz) of the calibrated DMF.
+    """
+    from ..plotting import save_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = load_preset(preset)
+    levels = [*fit_levels, *held_out]
+    spk, run = spiking_step_rates(params, levels, scale=scale, k_scale=k_scale, backend=backend, seed=seed,
+                                  threads=threads, out=out)
+    n_fit = len(fit_levels)
+    offsets, fit = fit_offsets(params, fit_levels, spk[:n_fit])
+    before = dmf_step_rates(params, levels)
+    after = dmf_step_rates(params, levels, offsets)
+
+    def rel(x: np.ndarray) -> np.ndarray:
+        return (x - spk) / np.maximum(spk, FLOOR_HZ)
+
+    active = spk >= FLOOR_HZ
+    source = (f"fit to the {backend} spiking twin of one {params.default_area} column (scale {scale}, k {k_scale}, "
+              f"seed {seed}) at {', '.join(f'{u:g}' for u in fit_levels)} Hz input; colplugin calibrate")
+    numbers = {"preset": preset, "calibrated_preset": f"{preset}_calibrated", "V_offset_mV": offsets.tolist(),
+               "fit_levels_hz": list(fit_levels), "held_out_levels_hz": list(held_out), "populations": POPULATIONS,
+               "spiking_hz": spk.tolist(), "dmf_hz": before.tolist(), "calibrated_hz": after.tolist(),
+               "rel_before": rel(before).tolist(), "rel_after": rel(after).tolist(),
+               "max_rel_fit": float(np.abs(rel(after)[:n_fit][active[:n_fit]]).max()),
+               "max_rel_held_out": float(np.abs(rel(after)[n_fit:][active[n_fit:]]).max()),
+               "max_rel_before": float(np.abs(rel(before)[active]).max()),
+               "fit": fit, "run": run, "source": source}
+    atomic_write_text(out / f"{preset}_calibrated.toml", calibrated_preset_toml(preset, offsets, source))
+    atomic_write_text(out / "calibration.json", json.dumps(numbers, indent=2))
+    save_figure(_figure(levels, n_fit, spk, before, after), out / "calibration.png")
+    atomic_write_text(out / "report.md", _report(numbers))
+    return numbers
+
+
+def _figure(levels, n_fit, spk, before, after):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(13, 6), sharex=True, layout="constrained")
+    x = np.asarray(levels)
+    order = np.argsort(x)
+    for p, ax in enumerate(axes.ravel()):
+        ax.plot(x[order], spk[order, p], "k-o", ms=3, label="spiking twin")
+        ax.plot(x[order], before[order, p], "--", color="tab:red", label="DMF")
+        ax.plot(x[order], after[order, p], "-", color="tab:blue", label="calibrated DMF")
+        ax.plot(x[n_fit:], spk[n_fit:, p], "s", mfc="none", color="k", ms=7, label="held out")
+        ax.set_title(POPULATIONS[p])
+        if p >= 4:
+            ax.set_xlabel("input (Hz)")
+        if p % 4 == 0:
+            ax.set_ylabel("rate (Hz)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Steady rates of one column: spiking twin vs DMF before and after calibration")
+    return fig
+
+
+def _report(n: dict[str, Any]) -> str:
+    lines = [f"# Calibration of {n['preset']} against its spiking twin", "",
+             f"Spiking twin: {n['run']['backend']}, one column, scale {n['run']['scale']}, k {n['run']['k_scale']}, "
+             f"{n['run']['neurons']} neurons, seed {n['run']['seed']} ({n['run']['wall_seconds']:.0f} s). Fit levels "
+             f"{n['fit_levels_hz']} Hz, held-out levels {n['held_out_levels_hz']} Hz.", "",
+             "Offsets V_offset (mV): " + ", ".join(f"{p} {x:+.3g}" for p, x in zip(n["populations"],
+                                                                                  n["V_offset_mV"])), "",
+             f"Largest relative difference from the spiking rates (populations above {FLOOR_HZ} Hz): "
+             f"before {n['max_rel_before']:.3g}; calibrated {n['max_rel_fit']:.3g} at the fit levels, "
+             f"**{n['max_rel_held_out']:.3g}** at the held-out levels (goal 0.1).", "",
+             "| input (Hz) | population | spiking (Hz) | DMF (Hz) | calibrated (Hz) | DMF diff | calibrated diff |",
+             "|---|---|---|---|---|---|---|"]
+    levels = n["fit_levels_hz"] + n["held_out_levels_hz"]
+    for i, u in enumerate(levels):
+        tag = "" if i < len(n["fit_levels_hz"]) else " (held out)"
+        for p, pop in enumerate(n["populations"]):
+            lines.append(f"| {u:g}{tag} | {pop} | {n['spiking_hz'][i][p]:.3g} | {n['dmf_hz'][i][p]:.3g} | "
+                         f"{n['calibrated_hz'][i][p]:.3g} | {100 * n['rel_before'][i][p]:+.0f} % | "
+                         f"{100 * n['rel_after'][i][p]:+.0f} % |")
+    return "\n".join(lines + ["", "![calibration](calibration.png)", ""])

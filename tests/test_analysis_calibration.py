@@ -1,0 +1,103 @@
+"""Calibration against the spiking twin: the offset term, the fit, the Neo rates and the preset it writes."""
+
+import numpy as np
+import pytest
+import torch
+
+import colplugin as cp
+from colplugin.analysis.calibration import (block_rates, calibrated_preset_toml, dmf_step_rates, fit_offsets)
+
+from conftest import two_column_net
+
+DT = 1e-4
+OFFSET = np.array([2.0, -1.0, 0.5, 0.0, 3.0, 0.0, -2.0, 1.0])  # mV
+
+
+def _step(net, backend):
+    stim = cp.Stimulus([0.0], [[20.0, 10.0]])
+    y0 = net.initial_state(1)
+    y0[0, :net.n_populations] = torch.linspace(-2.0, 12.0, net.n_populations, dtype=y0.dtype)
+    if backend == "brian2":
+        from colplugin.export import to_brian2
+
+        run = to_brian2(net, stim, duration=2 * DT, dt=DT, y0=y0[0], method="euler").run()
+        return np.concatenate([run.V[1], run.A[1]])
+    with torch.no_grad():
+        traj = cp.simulate(net, stim, duration=DT, dt_out=DT, y0=y0,
+                           solver=cp.Solver("euler", step=DT, backend=backend))
+    return traj.state[1, 0].numpy()
+
+
+@pytest.mark.parametrize("backend", ["torchdiffeq", "fused", pytest.param("brian2", marks=pytest.mark.brian2)])
+def test_the_offset_moves_V_by_dt_offset_over_tau_m_on_every_backend(backend):
+    base = two_column_net(cp.load_preset("dl25"))
+    shifted = two_column_net(cp.load_preset("dl25", overrides={"V_offset": OFFSET}))
+    P = base.n_populations
+    expected = np.zeros(2 * P)
+    expected[:P] = DT * np.tile(OFFSET, P // 8) / 0.02  # dt V_offset / tau_m (dl25: tau_m = 20 ms)
+    np.testing.assert_allclose(_step(shifted, backend) - _step(base, backend), expected, rtol=0, atol=1e-11)
+
+
+def test_steady_rates_are_f_of_the_shifted_argument():
+    """At a fixed point V* = R I* + V_offset: the rates equal f(R I* + V_offset) computed by hand (no adaptation)."""
+    from colplugin.field import transfer_numpy
+
+    params = cp.load_preset("dl25", overrides={"V_offset": OFFSET, "kappa": np.zeros(8)})
+    r = dmf_step_rates(params, [20.0], segment=1.0)[0]
+    net = cp.ColumnNetwork(params, {"mt": ("mt", 1)}, [cp.Input("mt")], seed=0)
+    W = net.W_intra[0].numpy()
+    w_in = np.zeros(8)
+    src = net.projection_weights("input:mt")
+    for t, w in zip(src["target"], src["weight"]):
+        w_in[cp.POPULATIONS.index(t.split(".")[1])] += w
+    current = params["tau_s"] * (W @ r + net.W_bg.numpy() * params["nu_bg"] + w_in * 20.0)  # nA
+    V = params.R * current + OFFSET  # mV (R in MOhm)
+    A = np.asarray(params["kappa"]) * r
+    expected = transfer_numpy(V - A, params["a"], params["b"], params["d"])
+    np.testing.assert_allclose(r, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_the_fit_recovers_known_offsets():
+    """Targets made by the DMF itself with known offsets (no ridge): the fit finds them again."""
+    params = cp.load_preset("dl25")
+    truth = np.array([1.5, -1.0, 0.8, 0.0, 2.0, -0.5, 0.0, 0.7])
+    levels = [0.0, 20.0, 40.0]
+    target = dmf_step_rates(params, levels, truth, segment=0.15, window=0.05)
+    active = target.max(0) > 0.05  # L6E is silent in dl25: its offset is not identifiable
+    x, info = fit_offsets(params, levels, target, ridge=0.0, segment=0.15, window=0.05)
+    np.testing.assert_allclose(x[active], truth[active], atol=0.05)
+    assert info["cost_after"] < 1e-6 * info["cost_before"]
+
+
+def test_block_rates_by_hand():
+    import neo
+    import quantities as pq
+
+    seg = neo.Segment()
+    for pop in cp.POPULATIONS:
+        for n in range(2):  # neuron 0 fires 4 spikes in [0, 1) s, neuron 1 none: 2 Hz per population there
+            times = [0.1, 0.3, 0.5, 0.7] if n == 0 else []
+            seg.spiketrains.append(neo.SpikeTrain(times * pq.s, t_stop=2.0 * pq.s, population=pop))
+    block = neo.Block()
+    block.segments.append(seg)
+    r = block_rates(block, [(0.0, 1.0), (0.2, 0.6), (1.0, 2.0)])
+    np.testing.assert_allclose(r[0], 2.0)
+    np.testing.assert_allclose(r[1], 2.5)  # 2 spikes in 0.4 s from one of two neurons
+    np.testing.assert_allclose(r[2], 0.0)
+
+
+def test_the_calibrated_preset_file_round_trips(tmp_path):
+    path = tmp_path / "dl25_calibrated.toml"
+    path.write_text(calibrated_preset_toml("dl25", OFFSET, "a test"))
+    p = cp.load_params(path)
+    np.testing.assert_allclose(p["V_offset"], OFFSET)
+    assert p["tau_m"] == cp.load_preset("dl25")["tau_m"]  # everything else from the base
+
+
+def test_resume_refuses_another_preset(tmp_path):
+    from colplugin.experiments import train_run
+
+    train_run("xor", 0, tmp_path, updates=1, progress=False)
+    (tmp_path / "metrics.json").unlink()
+    with pytest.raises(ValueError, match="--preset dl25"):
+        train_run("xor", 0, tmp_path, updates=2, progress=False, resume=True, preset="pd14")
