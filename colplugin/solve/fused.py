@@ -9,8 +9,12 @@ ones (per-area 8 x 8 intra-column blocks plus the inter-column edge list,
 connections). For networks of a few columns one vector-field evaluation is a handful of
 small tensor operations, so per-operation overhead, not arithmetic, sets the cost. Here
 
-* the forward solve builds no autograd graph; it keeps w and g of every stage of every
-  accepted step (see :class:`~colplugin.field.FusedOperators`);
+* the forward solve builds no autograd graph; for the backward pass it keeps w and g of
+  every stage of every accepted step (see :class:`~colplugin.field.FusedOperators`) while
+  they are small, and otherwise only the state before every M-th accepted step
+  (checkpoints): the backward pass then recomputes the stages of one chunk of M steps at a
+  time from its checkpoint, with the recorded step sizes and the forward's operations, so
+  memory grows with sqrt(steps) instead of steps for one extra forward pass of work;
 * every stage is formed with one matrix product, ``Y_i = y + h (a_i . K)``, ``K`` the stacked
   stage derivatives;
 * the backward pass is the discrete adjoint of the Runge-Kutta scheme over the accepted
@@ -30,6 +34,7 @@ cotangents) comes from :meth:`colplugin.field.Field.fused`; this module holds th
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -37,7 +42,7 @@ import torch
 
 from ..field import Field, FusedOperators
 
-__all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "fused_solve"]
+__all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "KEEP_ALL_BYTES", "fused_solve"]
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,116 @@ class StepSizeUnderflow(RuntimeError):
     """The adaptive step shrank below 1e-12 of the interval: the solve diverged or is too stiff."""
 
 
+#: Bytes of stored stage values (w and g of every stage of every accepted step, the
+#: forward's share) up to which the automatic choice (``checkpoint_every=None``) keeps every
+#: stage for the backward pass; beyond, the forward keeps checkpointed states only.
+KEEP_ALL_BYTES = 64 * 2 ** 20
+
+
+def check_checkpoint_every(value) -> int | None:
+    """``value`` as a checkpoint spacing: None (automatic), 0 (keep every stage) or a positive int.
+
+    Raises
+    ------
+    ValueError
+        For a negative number or anything that is not an integer.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"checkpoint_every must be None (automatic), 0 (keep every stage) or a positive "
+                         f"number of accepted steps between checkpoints (an int), got {value!r}")
+    return int(value)
+
+
+class _Scheme:
+    """One explicit Runge-Kutta scheme's stage loop on one batch of states.
+
+    The forward solve and the backward pass's recomputation of a checkpointed chunk call
+    the same methods with the same step sizes, so the recomputed stages are the same
+    arithmetic as the forward's (on the same device and library).
+    """
+
+    def __init__(self, tab: Tableau, ops: FusedOperators, B: int, dt: torch.dtype, dev: torch.device) -> None:
+        s = tab.stages
+        self.tab, self.ops, self.s, self.s_sol = tab, ops, s, tab.solution_stages
+        self.P = P = ops.P
+        self.B, self.N = B, B * 2 * P
+        A_full = torch.zeros(s, s, dtype=dt, device=dev)
+        for i, row in enumerate(tab.a, start=1):
+            A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
+        self.a_rows = [A_full[i:i + 1, :i].contiguous() for i in range(s)]
+        self.b_row = torch.tensor([tab.b[:self.s_sol]], dtype=dt, device=dev)
+        self.e_row = None if tab.b_err is None else torch.tensor([tab.b_err], dtype=dt, device=dev)
+        self.K = torch.empty(s, self.N, dtype=dt, device=dev)  # stacked stage derivatives
+        self.Kv = [self.K[i].view(B, 2 * P) for i in range(s)]
+        self.Ys: torch.Tensor | None = None  # the second-to-last stage's input (stiffness estimate)
+
+    def stage(self, i: int, y: torch.Tensor, h: float, dr: torch.Tensor,
+              Y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluate stage i of a step of h (s) from y (mV) into ``K[i]``; return its w and g."""
+        if Y is None:
+            Y = y if i == 0 else torch.addmm(y.view(1, self.N), self.a_rows[i], self.K[:i],
+                                             alpha=h).view(self.B, 2 * self.P)
+        w, g = self.ops.stage(Y, dr, self.Kv[i])
+        if i == self.s - 2:
+            self.Ys = Y
+        return w, g
+
+    def solution(self, y: torch.Tensor, h: float) -> torch.Tensor:
+        """The new state y + h sum_i b_i k_i (mV) from the stages in ``K``."""
+        return torch.addmm(y.view(1, self.N), self.b_row, self.K[:self.s_sol], alpha=h).view(self.B, 2 * self.P)
+
+    def fsal(self, y_new: torch.Tensor, h: float, dr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The FSAL stage at the new state (into ``K[s-1]``): the next step's first stage."""
+        return self.stage(self.s - 1, y_new, h, dr, Y=y_new)
+
+    def replay(self, y: torch.Tensor, drive: torch.Tensor, steps: Sequence[tuple[float, int]],
+               fresh: Sequence[bool], a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """w and g, each (b - a, solution stages, B, P), of accepted steps a..b-1 from the state y
+        before step a, with the forward's operations in the forward's order.
+
+        A step's first stage is evaluated afresh where the forward did (fixed-step methods,
+        a new stimulus segment); otherwise it is the previous step's FSAL stage, evaluated
+        (into ``K[s-1]``, then copied) at the step's initial state, as in the forward.
+        """
+        s, s_sol, B, P = self.s, self.s_sol, self.B, self.P
+        W = torch.empty((b - a, s_sol, B, P), dtype=y.dtype, device=y.device)
+        G = torch.empty_like(W)
+        adaptive = self.e_row is not None
+        nxt = None
+        for n in range(a, b):
+            h, k = steps[n]
+            dr = drive[:, k]
+            if fresh[n] or not adaptive:
+                first = self.stage(0, y, h, dr)
+            elif nxt is None:  # the chunk's first step: the forward had it from the previous step
+                first = self.fsal(y, h, dr)
+                self.K[0].copy_(self.K[s - 1])
+            else:
+                first = nxt
+            W[n - a, 0], G[n - a, 0] = first
+            for i in range(1, s_sol):
+                W[n - a, i], G[n - a, i] = self.stage(i, y, h, dr)
+            y_new = self.solution(y, h)
+            nxt = None
+            if adaptive and n + 1 < b and not fresh[n + 1]:
+                nxt = self.fsal(y_new, h, dr)
+                self.K[0].copy_(self.K[s - 1])
+            y = y_new
+        return W, G
+
+
 class _FusedSolve(torch.autograd.Function):
-    """States at the output stops; backward = discrete adjoint over the accepted steps."""
+    """States at the output stops; backward = discrete adjoint over the accepted steps.
+
+    Storage for the backward pass: either w and g of every stage of every accepted step
+    (``ctx.every == 0``), or the state before every M-th accepted step (``ctx.every == M``),
+    from which the backward pass recomputes one chunk of M steps at a time, last chunk
+    first. ``opts["checkpoint_every"]``: None (automatic: every stage while they take at
+    most :data:`KEEP_ALL_BYTES`, then checkpoints with M of about sqrt(steps / (2 stages)),
+    doubled as the solve grows), 0 (every stage) or M.
+    """
 
     @staticmethod
     def forward(ctx, y0, drive, ops: FusedOperators, stops, seg, out_idx, method, watch, opts, *params):
@@ -107,21 +220,25 @@ class _FusedSolve(torch.autograd.Function):
         P = ops.P
         dt, dev = y0.dtype, y0.device
         B, N = y0.shape[0], y0.numel()
-        A_full = torch.zeros(s, s, dtype=dt, device=dev)
-        for i, row in enumerate(tab.a, start=1):
-            A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
-        a_rows = [A_full[i:i + 1, :i].contiguous() for i in range(s)]
-        b_row = torch.tensor([tab.b[:s_sol]], dtype=dt, device=dev)
-        e_row = None if tab.b_err is None else torch.tensor([tab.b_err], dtype=dt, device=dev)
-        K = torch.empty(s, N, dtype=dt, device=dev)
-        Kv = [K[i].view(B, 2 * P) for i in range(s)]
+        sch = _Scheme(tab, ops, B, dt, dev)
+        K, Kv, stage = sch.K, sch.Kv, sch.stage
+        e_row = sch.e_row
         keep = any(ctx.needs_input_grad)
         adaptive = e_row is not None
         rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
 
+        every = opts.get("checkpoint_every")
+        step_bytes = s_sol * N * y0.element_size()  # w and g of one accepted step's stages
+        auto = every is None
+        if auto:  # every stage while small; checkpoints (M at least what fits the budget) beyond
+            keep_all, M = True, max(1, KEEP_ALL_BYTES // step_bytes)
+        else:
+            keep_all, M = every == 0, every
         ws: list[torch.Tensor] = []  # accepted steps' stage w and g (for the backward pass)
         gv: list[torch.Tensor] = []
+        cks: list[torch.Tensor] = []  # the state before accepted step c * M, c = 0, 1, ...
         steps: list[tuple[float, int]] = []  # (h, segment) of every accepted step
+        fresh: list[bool] = []  # whether its first stage was evaluated afresh (not an FSAL stage)
         landed: dict[int, int] = {}  # stop index -> number of accepted steps before it
         out_at: dict[int, list[int]] = {}
         for j, n in enumerate(out_idx):
@@ -130,18 +247,9 @@ class _FusedSolve(torch.autograd.Function):
         for j in out_at.get(0, ()):
             out[j] = y0
 
-        def stage(i: int, y: torch.Tensor, h: float, dr: torch.Tensor, Y: torch.Tensor | None = None):
-            if Y is None:
-                Y = y if i == 0 else torch.addmm(y.view(1, N), a_rows[i], K[:i], alpha=h).view(B, 2 * P)
-            w, g = ops.stage(Y, dr, Kv[i])
-            if i == s - 2:
-                Ys[0] = Y
-            return w, g
-
-        Ys: list[torch.Tensor] = [y0]  # the second-to-last stage's input (stiffness estimate)
-
         y = y0
         first: tuple[torch.Tensor, torch.Tensor] | None = None  # stage 1 (w, g) of the next step
+        first_fresh = True
         nxt = first
         n_attempts = 0
         for m in range(len(stops) - 1):
@@ -150,27 +258,33 @@ class _FusedSolve(torch.autograd.Function):
             if m == 0 or k != seg[m - 1]:
                 first = None  # the drive changed: stage 1 must be re-evaluated
             while t < t_end:
+                if keep and M and len(steps) == len(cks) * M:
+                    cks.append(y)
+                    if auto and len(cks) > 2 * s_sol * M:  # checkpoints outweigh a chunk: halve them
+                        del cks[1::2]
+                        M *= 2
                 rem = t_end - t
                 last = not adaptive or h_next >= rem * (1 - 1e-9)
                 h = rem if last else h_next
                 if first is None:
                     first = stage(0, y, h, dr)
+                    first_fresh = True
                 if n_attempts % watch_every == 0:
                     watch(t, first[0], watch_every)
                 n_attempts += 1
                 stage_wg = [first]
                 for i in range(1, s_sol):
                     stage_wg.append(stage(i, y, h, dr))
-                y_new = torch.addmm(y.view(1, N), b_row, K[:s_sol], alpha=h).view(B, 2 * P)
+                y_new = sch.solution(y, h)
                 if adaptive:
-                    nxt = stage(s - 1, y, h, dr, Y=y_new)  # FSAL stage at the new solution
+                    nxt = sch.fsal(y_new, h, dr)  # FSAL stage at the new solution
                     err = torch.mm(e_row, K).view(B, 2 * P).mul_(h)
                     tol = torch.maximum(y.abs(), y_new.abs()).mul_(rtol).add_(atol)
                     # stiffness: the last two stages share c = 1, so |k_s - k_s-1| / |Y_s - Y_s-1|
                     # estimates the spectral radius rho of the Jacobian (Hairer & Wanner, DOPRI5);
                     # per trial, and the stiffest trial counts
                     num = torch.linalg.vector_norm((Kv[s - 1] - Kv[s - 2]), dim=1)
-                    den = torch.linalg.vector_norm(y_new - Ys[0], dim=1)
+                    den = torch.linalg.vector_norm(y_new - sch.Ys, dim=1)
                     rho = (num / den).nan_to_num_(nan=0.0, posinf=0.0).max()
                     ratio = float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(N)  # RMS norm
                     rho = float(rho)
@@ -187,76 +301,110 @@ class _FusedSolve(torch.autograd.Function):
                         h_next = min(h_next, _STIFF_LIMIT / rho)
                     K[0].copy_(K[s - 1])
                 if keep:
-                    for wi, gi in stage_wg:
-                        ws.append(wi)
-                        gv.append(gi)
+                    if keep_all:
+                        for wi, gi in stage_wg:
+                            ws.append(wi)
+                            gv.append(gi)
                     steps.append((h, k))
+                    fresh.append(first_fresh)
+                    if keep_all and auto and len(steps) * step_bytes > KEEP_ALL_BYTES:
+                        keep_all = False  # too large to keep: from here on the checkpoints serve
+                        ws.clear()
+                        gv.clear()
                 y = y_new
                 first = nxt if adaptive else None
+                first_fresh = False
                 t = t_end if last else t + h
             landed[m + 1] = len(steps)
             for j in out_at.get(m + 1, ()):
                 out[j] = y
+        ctx.every = 0 if keep_all else M
         if keep:
-            n = len(steps)
-            shape = (n, s_sol, B, P)
-            Wst = torch.stack(ws).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
-            Gst = torch.stack(gv).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
-            ctx.save_for_backward(Wst, Gst, drive)
-        ctx.ops, ctx.steps, ctx.method = ops, steps, method
+            if keep_all:
+                n = len(steps)
+                shape = (n, s_sol, B, P)
+                Wst = torch.stack(ws).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
+                Gst = torch.stack(gv).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
+                del ws, gv
+                ctx.save_for_backward(drive, Wst, Gst)
+            else:
+                ctx.save_for_backward(drive, *cks)
+        ctx.ops, ctx.steps, ctx.fresh, ctx.method = ops, steps, fresh, method
         ctx.out_at = {landed[m]: js for m, js in out_at.items() if m > 0}
         ctx.out_at0 = out_at.get(0, [])
         ctx.n_segments = drive.shape[1]
         opts["nfe"] = n_attempts * (s - 1 if tab.fsal else s)
+        opts["checkpoint_used"] = ctx.every if keep else None
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        Wst, Gst, drive = ctx.saved_tensors  # w and g of every stage (steps, stages, B, P)
+        drive, *saved = ctx.saved_tensors
         need_p = ctx.needs_input_grad[9:]
+        need_drive = ctx.needs_input_grad[1]
         ops, steps, tab = ctx.ops, ctx.steps, TABLEAUS[ctx.method]
         s = tab.solution_stages
         P = ops.P
         B = grad_out.shape[1]
         N = B * 2 * P
-        dt, dev = Wst.dtype, Wst.device
+        dt, dev = grad_out.dtype, grad_out.device
         A_full = torch.zeros(s, s, dtype=dt, device=dev)
         for i, row in enumerate(tab.a[:s - 1], start=1):
             A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
         a_cols = [A_full[i + 1:, i].reshape(1, -1).contiguous() for i in range(s)]  # a_ji, j > i
         U = torch.empty(s, N, dtype=dt, device=dev)
         Uv = [U[i].view(B, 2 * P) for i in range(s)]
-        gs: list[torch.Tensor] = []  # dL/dk of every stage, last step first
+        n_steps = len(steps)
+        M = ctx.every or max(n_steps, 1)
+        if ctx.every:
+            sch = _Scheme(tab, ops, B, dt, dev)
+            n_chunks = len(saved)
+        else:
+            n_chunks = 1 if n_steps else 0
+        need_pd = any(need_p) or need_drive
+        g_params: list = [None] * len(need_p)
+        g_seg = torch.zeros((ctx.n_segments, B, 2 * P), dtype=dt, device=dev) if need_drive else None
+        seg_t = torch.tensor([k for _, k in steps], device=dev) if need_drive else None
         lam = torch.zeros_like(grad_out[0])
-        for n in range(len(steps) - 1, -1, -1):
-            for j in ctx.out_at.get(n + 1, ()):
-                lam.add_(grad_out[j])
-            h = steps[n][0]
-            S = ops.slope(Wst[n], Gst[n])  # dg/dz of the step's stages (z = -w)
-            for i in range(s - 1, -1, -1):
-                bi = tab.b[i]
-                if i == s - 1:
-                    gk = lam * (h * bi)
-                else:
-                    gk = torch.addmm(lam.view(1, N), a_cols[i], U[i + 1:], beta=h * bi, alpha=h).view(B, 2 * P)
-                gs.append(gk)
-                ops.vjp(gk, S[i], Uv[i])
-            lam.add_(U.sum(0).view(B, 2 * P))
+        for c in range(n_chunks - 1, -1, -1):  # last chunk first
+            a, b = c * M, min((c + 1) * M, n_steps)
+            if ctx.every:
+                with torch.no_grad():
+                    Wst, Gst = sch.replay(saved[c], drive, steps, ctx.fresh, a, b)
+            else:
+                Wst, Gst = saved
+            # dL/dk of every stage of the chunk (forward order), or one step's worth
+            Gk = torch.empty((b - a if need_pd else 1, s, B, 2 * P), dtype=dt, device=dev)
+            for n in range(b - 1, a - 1, -1):
+                for j in ctx.out_at.get(n + 1, ()):
+                    lam.add_(grad_out[j])
+                h = steps[n][0]
+                S = ops.slope(Wst[n - a], Gst[n - a])  # dg/dz of the step's stages (z = -w)
+                Gn = Gk[n - a if need_pd else 0]
+                for i in range(s - 1, -1, -1):
+                    bi = tab.b[i]
+                    gk = Gn[i]
+                    if i == s - 1:
+                        torch.mul(lam, h * bi, out=gk)
+                    else:
+                        torch.addmm(lam.view(1, N), a_cols[i], U[i + 1:], beta=h * bi, alpha=h, out=gk.view(1, N))
+                    ops.vjp(gk, S[i], Uv[i])
+                lam.add_(U.sum(0).view(B, 2 * P))
+            if any(need_p):  # sums over steps, stages and trials of g (source) times gk (target)
+                part = ops.grad_params(Gst, Gk, need_p)
+                g_params = [q if p is None else p.add_(q) for p, q in zip(g_params, part)]
+            if need_drive:
+                g_seg.index_add_(0, seg_t[a:b], Gk.sum(1))
+            del Wst, Gst, Gk
         for j in ctx.out_at0:
             lam.add_(grad_out[j])
-        g_params: tuple = (None,) * len(need_p)
         g_drive = None
-        if steps and (any(need_p) or ctx.needs_input_grad[1]):
-            G = torch.stack(gs[::-1]).reshape(len(steps), s, B, 2 * P)  # forward order
-            if any(need_p):  # sums over steps, stages and trials of g (source) times gk (target)
-                g_params = ops.grad_params(Gst, G, need_p)
-            if ctx.needs_input_grad[1]:
-                seg_t = torch.tensor([k for _, k in steps], device=dev)
-                g = torch.zeros((ctx.n_segments, B, 2 * P), dtype=dt, device=dev).index_add_(0, seg_t, G.sum(1))
-                g = g.transpose(0, 1)  # (B, K, P)
+        if n_steps:
+            if need_drive:
+                g = g_seg.transpose(0, 1)  # (B, K, P)
                 g_drive = g if drive.shape[0] > 1 else g.sum(0, keepdim=True)
-        elif any(need_p) or ctx.needs_input_grad[1]:
-            g_params = tuple(torch.zeros_like(p) if n else None for p, n in zip(ops.params, need_p))
+        elif need_pd:
+            g_params = [torch.zeros_like(p) if n else None for p, n in zip(ops.params, need_p)]
             g_drive = torch.zeros_like(drive)
         return (lam, g_drive, None, None, None, None, None, None, None) + tuple(g_params)
 
@@ -264,7 +412,8 @@ class _FusedSolve(torch.autograd.Function):
 def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
                 out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None], *,
                 step: float = 5e-4, rtol: float = 1e-6, atol: float = 1e-6,
-                watch_every: int = 25, edge_product: str | None = None) -> tuple[torch.Tensor, int]:
+                watch_every: int = 25, edge_product: str | None = None,
+                checkpoint_every: int | None = None) -> tuple[torch.Tensor, int]:
     """Integrate ``field`` through ``stops`` with an explicit Runge-Kutta ``method``.
 
     Parameters
@@ -293,6 +442,15 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     edge_product : {"index_add", "csr"}, optional
         How a sparse field applies its edge list (default
         :data:`colplugin.field.EDGE_PRODUCT`).
+    checkpoint_every : int, optional
+        What the forward keeps for the backward pass. None (default): every stage's w and g
+        while they take at most :data:`KEEP_ALL_BYTES` bytes, otherwise the state before
+        every M-th accepted step with M chosen as the solve grows (about
+        sqrt(steps / (2 stages)), at least the steps whose stages fit that budget). 0: every
+        stage (memory grows with the number of steps). A positive M: checkpoints every M
+        accepted steps; the backward pass recomputes each chunk of M steps from its
+        checkpoint (one extra forward pass in all) and the gradients equal the
+        keep-everything ones up to the order of summation.
 
     Returns
     -------
@@ -306,14 +464,16 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     StepSizeUnderflow
         If an adaptive step shrinks to nothing.
     ValueError
-        For an unknown method or inconsistent segments.
+        For an unknown method, inconsistent segments or a ``checkpoint_every`` that is not
+        None or a non-negative int.
     """
+    checkpoint_every = check_checkpoint_every(checkpoint_every)
     if method not in TABLEAUS:
         raise ValueError(f"the fused solver supports {sorted(TABLEAUS)}, not {method!r}")
     if len(seg) != len(stops) - 1:
         raise ValueError("fused_solve: one stimulus segment per interval between stops is required")
     ops = field.fused(edge_product)
-    opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every}
+    opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every, "checkpoint_every": checkpoint_every}
 
     def watch_x(t: float, w: torch.Tensor, steps: int) -> None:
         watch(t, ops.potential(w), steps)

@@ -199,7 +199,8 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
     try:
         state, func.nfe = fused_solve(func.field, y0, stops.tolist(), seg.tolist(), out_idx.tolist(),
                                       solver.method, func._watch, step=solver.step, rtol=solver.rtol,
-                                      atol=solver.atol, watch_every=func.check_every)
+                                      atol=solver.atol, watch_every=func.check_every,
+                                      checkpoint_every=solver.checkpoint_every)
     except StepSizeUnderflow:
         raise _stuck(solver) from None
     return state

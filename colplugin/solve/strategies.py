@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import torch
 
-from .fused import TABLEAUS
+from .fused import TABLEAUS, check_checkpoint_every
 
 __all__ = ["Solver", "Direct", "Adjoint", "Gradient", "SimulationError", "as_gradient", "check_combination",
            "BACKENDS"]
@@ -76,6 +76,19 @@ class Solver:
         connections). Both backends take both. Default (``None``): dense up to
         :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations, where one matrix
         product beats the sparse form's several small operations; sparse above.
+    checkpoint_every : int, optional
+        Memory of the fused backend's backward pass (other backends ignore it). ``None``
+        (default, automatic): the forward keeps w and g of every stage of every accepted
+        step while they take at most :data:`~colplugin.solve.fused.KEEP_ALL_BYTES` bytes
+        (small networks and short trials: no recomputation); beyond, it keeps only the
+        state (B x 2P numbers, mV) before every M-th accepted step, M about
+        sqrt(steps / (2 stages)) and at least the steps whose stages fit that budget, and
+        the backward pass recomputes the stages of one chunk of M steps at a time from it
+        (one extra forward pass of work), so peak memory grows with sqrt(steps) instead of
+        steps. ``0``: keep every stage (memory grows linearly with the number of steps). A
+        positive int M: checkpoints every M accepted steps (M at or past the number of
+        steps: one chunk, recomputed once). The recomputed stages are the forward's
+        arithmetic, so the gradients agree with ``0``'s up to the order of summation.
     """
 
     method: str = "rk4"
@@ -85,8 +98,10 @@ class Solver:
     max_steps: int = 1_000_000
     backend: str = "torchdiffeq"
     dense: bool | None = None
+    checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint_every", check_checkpoint_every(self.checkpoint_every))
         if self.method not in _FIXED | _ADAPTIVE:
             raise ValueError(f"unknown solver method {self.method!r}; use one of "
                              f"{', '.join(sorted(_FIXED | _ADAPTIVE))}")
