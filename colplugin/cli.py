@@ -124,6 +124,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     task = _task_from_args(args)
+    if args.preset is not None:  # refuse an unknown preset before any work
+        from colplugin.params import resolve_params
+
+        resolve_params(args.preset)
     out = _run_dir(args, f"train-{task.name}-s{args.seed}")
     from colplugin.training.distributed import launched_by_torchrun, train_distributed
 
@@ -430,9 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one task")
     p.add_argument("task", choices=sorted(TASKS), help="the task")
     _add_training(p)
-    p.add_argument("--preset", choices=PRESETS, default=None,
-                   help="parameter preset of the network (default: the task's, e.g. dl25; dl25_calibrated: "
-                        "calibrated against the spiking twin, colplugin calibrate)")
+    p.add_argument("--preset", default=None, metavar="NAME|FILE.toml",
+                   help=f"parameters of the network: a preset ({', '.join(PRESETS)}) or a parameter file such as "
+                        "the one `colplugin calibrate` writes (default: the task's, e.g. dl25)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (default 1; each simulates a share of every "

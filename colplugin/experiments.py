@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_text
-from .params import load_preset
+from .params import resolve_params
 from .plotting import save_figure
 from .solve.simulate import simulate
 from .stimulus import Stimulus
@@ -56,8 +56,8 @@ def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = N
     updates, gradient, lr : optional
         Override the task's training settings (``None``: ``task.settings``).
     preset : str, optional
-        Parameter preset of the network (``None``: the task's, e.g. ``"dl25"``); a resumed
-        run must use the preset it was trained with.
+        Parameter preset of the network, a preset name or a parameter file (``None``: the
+        task's, e.g. ``"dl25"``); a resumed run must use the parameters it was trained with.
     progress : bool
         Show a progress bar.
     resume : bool
@@ -72,7 +72,7 @@ def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = N
 
     task = _task(task)
     out = Path(out)
-    net = task.build_network(load_preset(preset) if preset else None, seed=seed)
+    net = task.build_network(resolve_params(preset) if preset else None, seed=seed)
     stored = out / "params.json"
     if resume and stored.is_file():
         from .params import Params

@@ -400,9 +400,8 @@ class ColumnNetwork(nn.Module):
         bg = np.tile(np.asarray(background_weights(p)), self.n_columns)
         self.register_buffer("W_bg", torch.tensor(bg, dtype=dtype))
         self.register_buffer("kappa", torch.tensor(np.tile(p["kappa"], self.n_columns), dtype=dtype))
-        offset = p["V_offset"] if "V_offset" in p else np.zeros(N_POP)  # parameter files before calibration
         # derived from the parameters, so not part of the state_dict (checkpoints stay loadable)
-        self.register_buffer("V_offset", torch.tensor(np.tile(offset, self.n_columns), dtype=dtype),
+        self.register_buffer("V_offset", torch.tensor(np.tile(p["V_offset"], self.n_columns), dtype=dtype),
                              persistent=False)
         w_thal = np.asarray(input_weights(p))
 

@@ -205,10 +205,10 @@ class MembraneNoise:
         n = int(math.ceil(duration / self.step - 1e-9))
         grid = torch.arange(n, dtype=torch.float64) * self.step
         times = torch.cat([grid, stimulus.times.to("cpu", torch.float64)]).unique(sorted=True)
-        times = times[times < duration]
+        times = times[times < duration].to(dtype)  # merge at the stimulus' precision (float32 rounds)
         keep = torch.ones_like(times, dtype=torch.bool)
-        keep[1:] = times[1:] - times[:-1] > 1e-12 * max(duration, 1.0)
-        times = times[keep]
+        keep[1:] = times[1:] - times[:-1] > 1e-6 * min(self.step, duration)
+        times = times[keep].to(torch.float64)
         h = torch.diff(torch.cat([times, torch.tensor([float(duration)], dtype=torch.float64)]))
         B = stimulus.batch_size
         xi = torch.randn(B, len(times), n_populations, generator=generator, dtype=torch.float64)

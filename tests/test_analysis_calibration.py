@@ -101,3 +101,18 @@ def test_resume_refuses_another_preset(tmp_path):
     (tmp_path / "metrics.json").unlink()
     with pytest.raises(ValueError, match="--preset dl25"):
         train_run("xor", 0, tmp_path, updates=2, progress=False, resume=True, preset="pd14")
+
+
+def test_the_shipped_calibrated_preset_is_dl25_with_offsets():
+    cal, base = cp.load_preset("dl25_calibrated"), cp.load_preset("dl25")
+    assert np.any(cal["V_offset"] != 0) and np.all(np.abs(cal["V_offset"]) <= 15.0)  # within the fit's bounds
+    for key in base:
+        if key != "V_offset":
+            np.testing.assert_array_equal(np.asarray(cal[key]), np.asarray(base[key]))
+
+
+def test_old_parameter_sets_without_V_offset_still_load():
+    d = cp.load_preset("dl25").to_dict()
+    d.pop("V_offset")
+    p = cp.Params.from_dict(d)
+    np.testing.assert_array_equal(p["V_offset"], np.zeros(8))

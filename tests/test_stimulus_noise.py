@@ -59,13 +59,29 @@ def test_stationary_variance_matches_the_lyapunov_equation(net):
     assert abs(ratio.mean() - 1) < 0.12
 
 
-def test_zero_noise_is_the_deterministic_solve(net):
+def test_zero_noise_is_the_deterministic_solve_and_small_noise_is_close(net):
+    """sigma = 0 is the deterministic solve; sigma = 1e-6 mV moves V by about that much (linear response)."""
     stim = Stimulus([0.0, 0.3], [[0.0, 0.0], [20.0, 16.0]])
     solver = Solver("rk4", step=1e-3, backend="fused")
     with torch.no_grad():
-        a = simulate(net, stim, 0.6, solver=solver).state
-        b = simulate(net, stim, 0.6, solver=solver, noise=MembraneNoise(0.0)).state
-    assert torch.equal(a, b)
+        a = simulate(net, stim, 0.6, solver=solver)
+        b = simulate(net, stim, 0.6, solver=solver, noise=MembraneNoise(0.0))
+        c = simulate(net, stim, 0.6, solver=solver, noise=MembraneNoise(1e-6),
+                     generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.state, b.state)
+    dV = (c.V - a.V)[200:].abs().max()
+    assert 1e-8 < float(dV) < 1e-5
+    assert torch.equal(c.stimulus.times, stim.times.to(c.stimulus.times))  # the trajectory keeps the given input
+
+
+def test_noise_with_a_float32_stimulus():
+    """A change point that is also on the noise grid (0.3 s) merges with it in float32 too."""
+    net32 = Decision().build_network(seed=0).to(torch.float32)
+    stim = Stimulus([0.0, 0.3, 0.7], [[0.0, 0.0], [20.0, 16.0], [0.0, 0.0]], dtype=torch.float32)
+    with torch.no_grad():
+        traj = simulate(net32, stim, 1.0, solver=Solver("rk4", step=1e-3, backend="fused"),
+                        noise=MembraneNoise(0.5), generator=torch.Generator().manual_seed(0))
+    assert traj.state.dtype == torch.float32 and bool(torch.isfinite(traj.state).all())
 
 
 def test_gradients_flow_through_the_realisation(net):

@@ -203,7 +203,7 @@ def lif_vs_dmf(rates_hz, params=None, *, background: str = "poisson", k_scale: f
     st = input_statistics(rates_hz, p, background=background, k_scale=k_scale, dc_rates_hz=dc_rates_hz)
     theta, V_r = p["V_th"] - p["E_L"], p["V_reset"] - p["E_L"]
     lif = dict(theta=theta, V_r=V_r, tau_m=p["tau_m"], t_ref=p["t_ref"])
-    f = np.asarray(transfer_numpy(st["mu_mV"], p["a"], p["b"], p["d"]), dtype=float)
+    f = np.asarray(transfer_numpy(st["mu_mV"] + p["V_offset"], p["a"], p["b"], p["d"]), dtype=float)
     rows = []
     for i, name in enumerate(POPULATIONS):
         mu, s = float(st["mu_mV"][i]), float(st["s_white_mV"][i])
@@ -277,7 +277,7 @@ def population_rates(rates_hz, params=None, *, lif=True, background: str = "pois
     p = _params(params)
     w = _lif_weights(lif)
     st = input_statistics(rates_hz, p, background=background, k_scale=k_scale, dc_rates_hz=dc_rates_hz)
-    out = np.asarray(transfer_numpy(st["mu_mV"], p["a"], p["b"], p["d"]), dtype=float).copy()
+    out = np.asarray(transfer_numpy(st["mu_mV"] + p["V_offset"], p["a"], p["b"], p["d"]), dtype=float).copy()
     lif_c = _lif_constants(p)
     for i in np.flatnonzero(w):
         out[i] += w[i] * (siegert_rate(st["mu_mV"][i], st["s_white_mV"][i], **lif_c) - out[i])

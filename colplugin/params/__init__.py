@@ -62,10 +62,11 @@ import quantities as pq
 
 from .names import N_POP
 
-__all__ = ["Params", "ParameterError", "load_preset", "load_params", "PRESETS", "SPECS", "SPIKING_KEYS"]
+__all__ = ["Params", "ParameterError", "load_preset", "load_params", "resolve_params", "PRESETS", "SPECS",
+           "SPIKING_KEYS"]
 
 #: Names of the shipped presets.
-PRESETS: tuple[str, ...] = ("dl25", "pd14", "pd14_adapting")
+PRESETS: tuple[str, ...] = ("dl25", "pd14", "pd14_adapting", "dl25_calibrated")
 
 
 class ParameterError(ValueError):
@@ -385,7 +386,7 @@ class Params(Mapping[str, Any]):
         _check_keys("[preset]", meta, _PRESET_KEYS)
         if not isinstance(areas_raw, Mapping):
             raise ParameterError(f"'areas' must be tables [areas.NAME] with value = [8 sizes], got {areas_raw!r}")
-        missing_spiking = [k for k in SPIKING_KEYS if k not in data]
+        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset",) if k not in data]  # sets saved before them
         if missing_spiking:
             pd14 = _raw_preset("pd14")
             for k in missing_spiking:
@@ -513,3 +514,14 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         msg = str(exc)
         raise ParameterError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     return params.with_overrides(overrides)
+
+
+def resolve_params(preset: str | Path) -> Params:
+    """The parameters named by ``preset``: a preset name (:data:`colplugin.params.PRESETS`) or a TOML/JSON file."""
+    if str(preset) in PRESETS:
+        return load_preset(str(preset))
+    path = Path(preset)
+    if path.is_file():
+        return load_params(path)
+    raise ValueError(f"--preset {preset!r} is neither a preset ({', '.join(PRESETS)}) nor a parameter file; "
+                     "pass one of those or the .toml file that `colplugin calibrate` wrote")

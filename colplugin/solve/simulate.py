@@ -299,8 +299,8 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     t[-1] = duration
     if abs(n * dt_out - duration) > 1e-9 * duration:
         t = torch.cat([t[:-1][t[:-1] < duration], torch.tensor([duration], dtype=dtype, device=dev)])
-    noise_drive = None
-    if noise is not None and noise.sigma > 0:
+    noise_drive, given = None, stimulus
+    if noise is not None and noise.sigma > 0:  # the solve runs on the noise grid; the trajectory keeps the input
         stimulus, noise_drive = noise.sample(stimulus, duration, network.n_populations,
                                              float(network.params["tau_m"]), generator)
     jumps = stimulus.jump_times
@@ -336,4 +336,4 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
             raise _stuck(solver) from None
         raise
     _check(state, network, max_rate, solver)
-    return Trajectory(t, state, network, stimulus, solver, func.nfe)
+    return Trajectory(t, state, network, given, solver, func.nfe)

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from ..network import ColumnNetwork
-from ..params import load_preset
+from ..params import resolve_params
 from ..solve.simulate import Trajectory
 from ..stimulus import Stimulus
 from .task import Batch, Task
@@ -105,6 +105,7 @@ class ShardedTask(Task):
     dt_out = property(lambda self: self.task.dt_out)  # type: ignore[assignment]
     solver = property(lambda self: self.task.solver)  # type: ignore[assignment]
     settings = property(lambda self: self.task.settings)  # type: ignore[assignment]
+    noise = property(lambda self: self.task.noise)  # type: ignore[assignment]
 
     def __getattr__(self, item: str) -> Any:  # everything else (evaluate, figures, config, ...) is the task's
         if item == "task":
@@ -252,7 +253,7 @@ def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device:
         else:
             preset = kwargs.get("preset")  # a pipeline's option: the network's parameter preset
             kwargs = {k: v for k, v in kwargs.items() if k != "preset"}
-            net = sharded.build_network(load_preset(preset) if preset else None, seed=seed)
+            net = sharded.build_network(resolve_params(preset) if preset else None, seed=seed)
             if world > 1:
                 all_reduce_gradients(net)
             own = None

@@ -109,6 +109,30 @@ def _state_copy(network: ColumnNetwork) -> dict[str, torch.Tensor]:
     return {n: t.detach().clone() for n, t in network.state_dict().items()}
 
 
+def _check_task_config(path: Path, stored: dict[str, Any], task: Task) -> None:
+    """Refuse to resume a run with other task options than it was trained with (its settings are checked apart)."""
+    if stored.get("name") != task.name:
+        return
+    now = task.config()
+    # settings are compared apart (more updates are allowed); the solver follows from the options
+    changed = sorted(k for k in set(stored) | set(now)
+                     if k not in ("settings", "solver") and stored.get(k) != now.get(k))
+    if changed:
+        what = ", ".join(f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise CheckpointError(f"cannot resume {path} with other task options ({what}); resume with the run's own "
+                              "options (its checkpoint's task config) or start a new run in another directory")
+
+
+def _noise_generator(seed: int, update: int, task: Task) -> torch.Generator:
+    """The source of update ``update``'s membrane noise: its own stream per seed, update and process.
+
+    Apart from the trial generator, so that noise never shifts the trials each process of a
+    data-parallel run draws (each process, ``task.rank``, gets its own realisations).
+    """
+    rank = int(getattr(task, "rank", 0))
+    return torch.Generator().manual_seed((seed * 1_000_003 + update) * 1_009 + rank)
+
+
 def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
           gradient: Gradient | str | None = None, lr: float | None = None,
           optimizer: str | Callable | None = None, clip_grad: float | bool | None = None,
@@ -222,9 +246,15 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
             raise CheckpointError(
                 f"cannot resume {out}: that run is finished (it has metrics.json); there is nothing to continue. "
                 "To train further, start a new run in another directory (e.g. with more updates)")
-        ckpt = load_checkpoint(ckpt_path, network)
+        try:
+            ckpt = load_checkpoint(ckpt_path, network)
+        except CheckpointError:
+            raw = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+            _check_task_config(ckpt_path, raw.get("task", {}), task)  # name the option that changed, if any
+            raise
         if ckpt["task"].get("name") != task.name:
             raise CheckpointError(f"checkpoint is for task {ckpt['task'].get('name')!r}, not {task.name!r}")
+        _check_task_config(ckpt_path, ckpt["task"], task)
         stored = ckpt.get("settings")
         if stored is not None:  # a resumed run continues with the settings it started with (more updates allowed)
             changed = sorted(k for k, v in s.to_dict().items() if k != "updates" and stored.get(k, v) != v)
@@ -279,7 +309,8 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         opt.zero_grad()
         try:
             traj = simulate(network, batch.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                            solver=train_solver, gradient=grad, noise=task.noise, generator=gen)
+                            solver=train_solver, gradient=grad, noise=task.noise,
+                            generator=None if task.noise is None else _noise_generator(seed, k, task))
             loss = task.loss(traj, batch)
             if not torch.isfinite(loss):
                 raise SimulationError("the loss is NaN/inf")
