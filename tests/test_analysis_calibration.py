@@ -7,25 +7,16 @@ import torch
 import colplugin as cp
 from colplugin.analysis.calibration import (block_rates, calibrated_preset_toml, dmf_step_rates, fit_offsets)
 
-from conftest import two_column_net
+from conftest import one_euler_step, two_column_net
 
 DT = 1e-4
 OFFSET = np.array([2.0, -1.0, 0.5, 0.0, 3.0, 0.0, -2.0, 1.0])  # mV
 
 
 def _step(net, backend):
-    stim = cp.Stimulus([0.0], [[20.0, 10.0]])
     y0 = net.initial_state(1)
     y0[0, :net.n_populations] = torch.linspace(-2.0, 12.0, net.n_populations, dtype=y0.dtype)
-    if backend == "brian2":
-        from colplugin.export import to_brian2
-
-        run = to_brian2(net, stim, duration=2 * DT, dt=DT, y0=y0[0], method="euler").run()
-        return np.concatenate([run.V[1], run.A[1]])
-    with torch.no_grad():
-        traj = cp.simulate(net, stim, duration=DT, dt_out=DT, y0=y0,
-                           solver=cp.Solver("euler", step=DT, backend=backend))
-    return traj.state[1, 0].numpy()
+    return one_euler_step(net, backend, y0, DT)
 
 
 @pytest.mark.parametrize("backend", ["torchdiffeq", "fused", pytest.param("brian2", marks=pytest.mark.brian2)])

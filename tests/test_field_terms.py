@@ -18,7 +18,7 @@ import torch
 import colplugin as cp
 from colplugin.field import Field, Term
 
-from conftest import two_column_net
+from conftest import one_euler_step, two_column_net
 
 DT = 1e-4  # s
 I_X = 0.5  # nA onto L2/3E
@@ -57,17 +57,7 @@ def _y0(net):
 
 
 def _one_step(net, backend):
-    stim = cp.Stimulus([0.0], [[20.0, 10.0]])
-    y0 = _y0(net)
-    if backend == "brian2":
-        from colplugin.export import to_brian2
-
-        run = to_brian2(net, stim, duration=2 * DT, dt=DT, y0=y0[0], method="euler").run()
-        return np.concatenate([run.V[1], run.A[1]])
-    with torch.no_grad():
-        traj = cp.simulate(net, stim, duration=DT, dt_out=DT, y0=y0,
-                           solver=cp.Solver("euler", step=DT, backend=backend))
-    return traj.state[1, 0].numpy()
+    return one_euler_step(net, backend, _y0(net), DT)
 
 
 @pytest.mark.parametrize("term", [CURRENT, LEAK], ids=["current", "leak"])
