@@ -131,3 +131,19 @@ def test_lateral_columns_option():
         ["mt[1].L23I", "mt[0].L23I"]
     with pytest.raises(ValueError, match="lateral_columns"):
         Decision(lateral_columns="same")
+
+
+def test_resume_refuses_other_task_options(tmp_path):
+    """A decision run trained deterministically cannot be resumed as the stochastic variant."""
+    import colplugin as cp
+    from colplugin.tasks import Decision
+    from colplugin.training.trainer import CheckpointError
+
+    task = Decision()
+    net = task.build_network(seed=0)
+    cp.train(net, task, updates=1, out=tmp_path, progress=False, evaluate=False)
+    (tmp_path / "metrics.json").unlink()  # as if interrupted
+    noisy = Decision(noise_mV=0.5)
+    with pytest.raises(CheckpointError, match="noise_mV"):
+        cp.train(noisy.build_network(seed=0), noisy, updates=2, out=tmp_path, progress=False, resume=True,
+                 evaluate=False)

@@ -114,9 +114,10 @@ def _check_task_config(path: Path, stored: dict[str, Any], task: Task) -> None:
     if stored.get("name") != task.name:
         return
     now = task.config()
-    # settings are compared apart (more updates are allowed); the solver follows from the options
-    changed = sorted(k for k in set(stored) | set(now)
-                     if k not in ("settings", "solver") and stored.get(k) != now.get(k))
+    # settings are compared apart (more updates are allowed); the solver follows from the options; options that a
+    # run of an older version did not record are not compared
+    changed = sorted(k for k in set(stored) & set(now)
+                     if k not in ("settings", "solver") and stored[k] != now[k])
     if changed:
         what = ", ".join(f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise CheckpointError(f"cannot resume {path} with other task options ({what}); resume with the run's own "
