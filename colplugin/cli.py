@@ -263,16 +263,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from colplugin.params import load_preset
 
     check_twin(backend=args.backend, scale=args.scale, k_scale=args.k_scale, seed=args.seed, threads=args.threads)
-    load_preset(args.preset)  # an unknown preset fails before any work
+    load_preset(args.preset)  # an unknown preset or a missing file fails before any work
+    if args.spiking is not None and not Path(args.spiking).is_file():
+        raise ValueError(f"--spiking {args.spiking}: no such file; pass the calibration.json of an earlier run")
     out = _new_run_dir(args.out, "calibrate", args.overwrite)
     torch.set_num_threads(1)
     print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
     r = calibrate(out, args.preset, scale=args.scale, k_scale=args.k_scale, backend=args.backend, seed=args.seed,
-                  threads=args.threads)
+                  threads=args.threads, gains=not args.offsets_only, spiking_from=args.spiking)
     print("V_offset (mV): " + ", ".join(f"{x:+.3g}" for x in r["V_offset_mV"]))
+    print("input gains: " + ", ".join(f"{x:.3g}" for x in r["input_gain"]))
     print(f"largest relative difference from the spiking rates: before {r['max_rel_before']:.3g}, calibrated "
           f"{r['max_rel_fit']:.3g} (fit levels), {r['max_rel_held_out']:.3g} (held-out levels; goal 0.1)")
-    print(f"wrote {out} ({args.preset}_calibrated.toml, calibration.json, report.md, calibration.png, spikes.nix)")
+    nix = "" if args.spiking else ", spikes.nix"
+    print(f"wrote {out} ({args.preset}_calibrated.toml, calibration.json, report.md, calibration.png{nix})")
     return 0
 
 
@@ -403,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-degree scale in (0, 1] of the recurrent connections (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking run (default 0)")
     p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
+    p.add_argument("--offsets-only", action="store_true", help="fit only the offsets of f's argument, no input gains")
+    p.add_argument("--spiking", metavar="CALIBRATION.json",
+                   help="refit the spiking rates of an earlier calibration (same preset) instead of running the twin")
     _add_common(p, "calibrate")
     p.set_defaults(func=_cmd_calibrate)
 

@@ -226,19 +226,20 @@ class Term:
             raise ValueError(f"term name {self.name!r} must be an identifier (it names a Brian2 subexpression)")
 
 
-def _current_gain(f: "Field") -> float:
-    """R tau_s / tau_m: mV/s per nA Hz of input."""
-    return f.R * f.tau_s / f.tau_m
+def _current_gain(f: "Field") -> Any:
+    """g_in R tau_s / tau_m (P,): mV/s per nA Hz of input into each population (g_in: calibration, 1 unless set)."""
+    return f.input_gain * (f.R * f.tau_s / f.tau_m)
 
 
 #: The DMF model, term by term (see the module docstring for the equations).
 DMF_TERMS: tuple[Term, ...] = (
     Term("leak_V", "V", "state", lambda f: -1.0 / f.tau_m, "-V / tau_m"),
-    Term("recurrent", "V", "coupling", _current_gain, "R * tau_s * I_rec / tau_m"),
+    Term("recurrent", "V", "coupling", _current_gain, "g_in * R * tau_s * I_rec / tau_m",
+         ("g_in : 1 (constant)",), lambda f: {"g_in": (f.input_gain, "Hz*second")}),
     Term("background", "V", "one", lambda f: _current_gain(f) * (f.W_bg * f.nu_bg),
-         "R * tau_s * W_bg * nu_bg / tau_m", ("W_bg : amp (constant)",),
+         "g_in * R * tau_s * W_bg * nu_bg / tau_m", ("W_bg : amp (constant)",),
          lambda f: {"W_bg": (f.W_bg, "nA")}),
-    Term("stimulus", "V", "input", _current_gain, "R * tau_s * I_in / tau_m"),
+    Term("stimulus", "V", "input", _current_gain, "g_in * R * tau_s * I_in / tau_m"),
     Term("offset", "V", "one", lambda f: f.V_offset / f.tau_m, "V_offset / tau_m", ("V_offset : volt (constant)",),
          lambda f: {"V_offset": (f.V_offset, "mV")}),
     Term("leak_A", "A", "state", lambda f: -1.0 / f.tau_a, "-A / tau_a"),
@@ -367,6 +368,9 @@ class Field:
         Calibration offset (mV) of each population's membrane state: a constant drive
         ``V_offset / tau_m`` (a DC current with ``R I = V_offset``), so that fixed points
         are those of ``f(V - A + V_offset)``; default 0.
+    input_gain : torch.Tensor, shape (P,), optional
+        Calibration gain of every input current into each population (recurrent,
+        background, stimulus); default 1. Equal in every column of an area.
     noise : torch.Tensor, shape (B, K, P), optional
         An additive drive of dV/dt (mV/s) in each segment: one realisation of
         :class:`~colplugin.stimulus.MembraneNoise` (torch views only; the Brian2 view refuses it).
@@ -389,7 +393,8 @@ class Field:
                  edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
-                 noise: torch.Tensor | None = None, V_offset: torch.Tensor | None = None) -> None:
+                 noise: torch.Tensor | None = None, V_offset: torch.Tensor | None = None,
+                 input_gain: torch.Tensor | None = None) -> None:
         missing = [k for k in BRIAN2_CONSTANTS if k not in constants]
         if missing:
             raise ValueError(f"Field constants lack {missing}")
@@ -401,6 +406,7 @@ class Field:
         self.P = P = sum(n for _, n in self.layout) * self.n
         self.kappa, self.W_bg = kappa, W_bg
         self.V_offset = torch.zeros_like(W_bg) if V_offset is None else V_offset
+        self.input_gain = torch.ones_like(W_bg) if input_gain is None else input_gain
         self.edges = edges if edges is not None and edges[0].numel() else None
         self.inputs = inputs if inputs is not None and inputs[0].numel() else None
         self.input_rates = input_rates
@@ -425,23 +431,30 @@ class Field:
         scale = _total(self._terms(v, "coupling"))
         if scale is not None:
             plan.coupling = scale
+            per_target = isinstance(scale, torch.Tensor) and scale.ndim == 1  # (P,): one factor per target
             if self.dense:
                 rows, cols, vals = self.intra_index()
                 if self.edges is not None:
                     rows, cols = torch.cat([rows, self.edges[1]]), torch.cat([cols, self.edges[0]])
                     vals = torch.cat([vals, self.edges[2]])
                 W = torch.zeros(self.P, self.P, dtype=self.dtype, device=self.device)
-                plan.Wt = W.index_put((rows, cols), scale * vals, accumulate=True).T
+                plan.Wt = W.index_put((rows, cols), (scale[rows] if per_target else scale) * vals, accumulate=True).T
             else:
-                plan.blocks_t = (scale * self.blocks).transpose(1, 2)
-                plan.w_edges = None if self.edges is None else scale * self.edges[2]
+                if per_target:  # blocks are [target, source] per area: the area's first column's factors
+                    local = torch.stack([scale[first:first + self.n] for first, _ in self.layout])
+                    plan.blocks_t = (local.unsqueeze(-1) * self.blocks).transpose(1, 2)
+                else:
+                    plan.blocks_t = (scale * self.blocks).transpose(1, 2)
+                plan.w_edges = None if self.edges is None else (
+                    (scale[self.edges[1]] if per_target else scale) * self.edges[2])
         drive = None
         gain = _total(self._terms(v, "input"))
         if gain is not None and self.inputs is not None and self.input_rates is not None:
             ch, tgt, w = self.inputs
             B, K, _ = self.input_rates.shape
             drive = torch.zeros(B, K, self.P, dtype=self.dtype, device=self.device)
-            drive = drive.index_add(2, tgt, self.input_rates[:, :, ch] * (gain * w))
+            g = gain[tgt] if isinstance(gain, torch.Tensor) and gain.ndim == 1 else gain
+            drive = drive.index_add(2, tgt, self.input_rates[:, :, ch] * (g * w))
         const = _total(self._terms(v, "one"))
         if const is not None:
             const = torch.as_tensor(const, dtype=self.dtype, device=self.device).expand(self.P)

@@ -403,6 +403,8 @@ class ColumnNetwork(nn.Module):
         # derived from the parameters, so not part of the state_dict (checkpoints stay loadable)
         self.register_buffer("V_offset", torch.tensor(np.tile(p["V_offset"], self.n_columns), dtype=dtype),
                              persistent=False)
+        self.register_buffer("input_gain", torch.tensor(np.tile(p["input_gain"], self.n_columns), dtype=dtype),
+                             persistent=False)
         w_thal = np.asarray(input_weights(p))
 
         def draw(m: int, proj: Projection) -> np.ndarray:
@@ -546,7 +548,8 @@ class ColumnNetwork(nn.Module):
         edges = (self.rec_src, self.rec_tgt, self._weights("rec")) if self.rec_src.numel() else None
         inputs = (self.inp_src, self.inp_tgt, self._weights("inp")) if self.inp_src.numel() else None
         return self.field_class(constants, self.kappa, self.W_bg, self.W_intra, layout, edges, inputs,
-                                input_rates, dense=dense, noise=noise, V_offset=self.V_offset)
+                                input_rates, dense=dense, noise=noise, V_offset=self.V_offset,
+                                input_gain=self.input_gain)
 
     def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None, *,
                      dense: bool | None = None) -> torch.Tensor:

@@ -86,10 +86,11 @@ def numpy_column_rhs(params, N, area_inputs=None):
     return rhs, f
 
 
-def one_euler_step(net, backend, y0, dt=1e-4):
+def one_euler_step(net, backend, y0, dt=1e-4, dense=None):
     """The state (2P,) after one Euler step of ``dt`` from ``y0`` (1, 2P) with 20 and 10 Hz on the two inputs.
 
-    ``backend``: "torchdiffeq" or "fused" (cp.simulate), or "brian2" (the export, runtime device).
+    ``backend``: "torchdiffeq" or "fused" (cp.simulate, dense or sparse coupling: ``dense``), or "brian2"
+    (the export, runtime device).
     """
     stim = cp.Stimulus([0.0], [[20.0, 10.0]])
     if backend == "brian2":
@@ -99,5 +100,5 @@ def one_euler_step(net, backend, y0, dt=1e-4):
         return np.concatenate([run.V[1], run.A[1]])
     with torch.no_grad():
         traj = cp.simulate(net, stim, duration=dt, dt_out=dt, y0=y0,
-                           solver=cp.Solver("euler", step=dt, backend=backend))
+                           solver=cp.Solver("euler", step=dt, backend=backend, dense=dense))
     return traj.state[1, 0].numpy()

@@ -13,10 +13,10 @@ DT = 1e-4
 OFFSET = np.array([2.0, -1.0, 0.5, 0.0, 3.0, 0.0, -2.0, 1.0])  # mV
 
 
-def _step(net, backend):
+def _step(net, backend, dense=None):
     y0 = net.initial_state(1)
     y0[0, :net.n_populations] = torch.linspace(-2.0, 12.0, net.n_populations, dtype=y0.dtype)
-    return one_euler_step(net, backend, y0, DT)
+    return one_euler_step(net, backend, y0, DT, dense=dense)
 
 
 @pytest.mark.parametrize("backend", ["torchdiffeq", "fused", pytest.param("brian2", marks=pytest.mark.brian2)])
@@ -29,11 +29,31 @@ def test_the_offset_moves_V_by_dt_offset_over_tau_m_on_every_backend(backend):
     np.testing.assert_allclose(_step(shifted, backend) - _step(base, backend), expected, rtol=0, atol=1e-11)
 
 
+GAIN = np.array([1.5, 1.0, 0.8, 1.2, 2.0, 1.0, 1.0, 0.9])
+
+
+@pytest.mark.parametrize("backend", ["torchdiffeq", "fused", pytest.param("brian2", marks=pytest.mark.brian2)])
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+def test_the_input_gain_scales_every_input_current_on_every_backend(backend, dense):
+    """One Euler step: V moves by dt (g - 1) R tau_s I / tau_m more, I the summed input current at y0."""
+    base = two_column_net(cp.load_preset("dl25"))
+    gained = two_column_net(cp.load_preset("dl25", overrides={"input_gain": GAIN}))
+    P = base.n_populations
+    y0 = base.initial_state(1)
+    y0[0, :P] = torch.linspace(-2.0, 12.0, P, dtype=y0.dtype)
+    with torch.no_grad():  # R tau_s I / tau_m = dV/dt + V / tau_m of the base network (no offset)
+        drive = base.vector_field(y0, torch.tensor([[20.0, 10.0]], dtype=y0.dtype))[0, :P] + y0[0, :P] / 0.02
+    expected = np.zeros(2 * P)
+    expected[:P] = DT * (np.tile(GAIN, P // 8) - 1) * drive.numpy()
+    got = _step(gained, backend, dense) - _step(base, backend, dense)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-11)
+
+
 def test_steady_rates_are_f_of_the_shifted_argument():
-    """At a fixed point V* = R I* + V_offset: the rates equal f(R I* + V_offset) computed by hand (no adaptation)."""
+    """At a fixed point V* = g R I* + V_offset: the rates equal f(g R I* + V_offset), by hand (no adaptation)."""
     from colplugin.field import transfer_numpy
 
-    params = cp.load_preset("dl25", overrides={"V_offset": OFFSET, "kappa": np.zeros(8)})
+    params = cp.load_preset("dl25", overrides={"V_offset": OFFSET, "kappa": np.zeros(8), "input_gain": GAIN})
     r = dmf_step_rates(params, [20.0], segment=1.0)[0]
     net = cp.ColumnNetwork(params, {"mt": ("mt", 1)}, [cp.Input("mt")], seed=0)
     W = net.W_intra[0].numpy()
@@ -42,7 +62,7 @@ def test_steady_rates_are_f_of_the_shifted_argument():
     for t, w in zip(src["target"], src["weight"]):
         w_in[cp.POPULATIONS.index(t.split(".")[1])] += w
     current = params["tau_s"] * (W @ r + net.W_bg.numpy() * params["nu_bg"] + w_in * 20.0)  # nA
-    V = params.R * current + OFFSET  # mV (R in MOhm)
+    V = GAIN * params.R * current + OFFSET  # mV (R in MOhm)
     A = np.asarray(params["kappa"]) * r
     expected = transfer_numpy(V - A, params["a"], params["b"], params["d"])
     np.testing.assert_allclose(r, expected, rtol=1e-4, atol=1e-6)
@@ -55,8 +75,9 @@ def test_the_fit_recovers_known_offsets():
     levels = [0.0, 20.0, 40.0]
     target = dmf_step_rates(params, levels, truth, segment=0.15, window=0.05)
     active = target.max(0) > 0.05  # L6E is silent in dl25: its offset is not identifiable
-    x, info = fit_offsets(params, levels, target, ridge=0.0, segment=0.15, window=0.05)
-    np.testing.assert_allclose(x[active], truth[active], atol=0.05)
+    x, info = fit_offsets(params, levels, target, ridge=0.0, segment=0.15, window=0.05, gains=False)
+    np.testing.assert_allclose(x[:8][active], truth[active], atol=0.05)
+    np.testing.assert_array_equal(x[8:], np.ones(8))
     assert info["cost_after"] < 1e-6 * info["cost_before"]
 
 
@@ -94,11 +115,12 @@ def test_resume_refuses_another_preset(tmp_path):
         train_run("xor", 0, tmp_path, updates=2, progress=False, resume=True, preset="pd14")
 
 
-def test_the_shipped_calibrated_preset_is_dl25_with_offsets():
+def test_the_shipped_calibrated_preset_is_dl25_with_offsets_and_gains():
     cal, base = cp.load_preset("dl25_calibrated"), cp.load_preset("dl25")
     assert np.any(cal["V_offset"] != 0) and np.all(np.abs(cal["V_offset"]) <= 15.0)  # within the fit's bounds
+    assert np.all((cal["input_gain"] >= 1 / 3) & (cal["input_gain"] <= 3))
     for key in base:
-        if key != "V_offset":
+        if key not in ("V_offset", "input_gain"):
             np.testing.assert_array_equal(np.asarray(cal[key]), np.asarray(base[key]))
 
 

@@ -1,11 +1,11 @@
-"""Calibrating the DMF against its spiking twin: one offset of f's argument per population.
+"""Calibrating the DMF against its spiking twin: per population an input gain and an offset of f's argument.
 
 The DMF's f is a fit (Evers/dL25), not the transfer of the LIF neurons of the spiking twin,
 so a trained network's rates drift when its populations become spiking neurons
 (:mod:`colplugin.analysis.twin`). :func:`calibrate` measures the twin of one column of a
 preset at rest and under input steps into L4E/L4I (Neo spike trains, rates with Elephant),
-fits one offset ``V_offset`` (mV) per population so that the DMF's steady rates
-``f(V - A + V_offset)`` match the spiking rates at the fit levels, checks the fit on held-out
+fits per population a gain of every input current (``input_gain``) and an offset ``V_offset``
+(mV) of f's argument so that the DMF's rates match the spiking rates at the fit levels, checks the fit on held-out
 levels, and writes the result as a preset (``base = <preset>``) that every command takes
 (``colplugin train TASK --preset NAME``; shipped: ``dl25_calibrated``).
 """
@@ -46,14 +46,17 @@ def calibration_network(params: Params) -> ColumnNetwork:
 
 
 def dmf_step_rates(params: Params, levels: Sequence[float], V_offset: Sequence[float] | None = None,
-                   segment: float = 0.5, window: float = 0.3) -> np.ndarray:
+                   segment: float = 0.5, window: float = 0.3,
+                   input_gain: Sequence[float] | None = None) -> np.ndarray:
     """DMF rates (levels, 8), Hz, of one column under the staircase of :func:`spiking_step_rates`.
 
     The same protocol as the spiking run (each level for ``segment`` s, in order, rates over
     the last ``window`` s of each), so that slow adaptation carries over alike.
     """
-    if V_offset is not None:
-        params = params.with_overrides({"V_offset": np.asarray(V_offset, dtype=float)})
+    over = {k: np.asarray(v, dtype=float) for k, v in (("V_offset", V_offset), ("input_gain", input_gain))
+            if v is not None}
+    if over:
+        params = params.with_overrides(over)
     net = calibration_network(params)
     stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
     with torch.no_grad():
@@ -121,51 +124,75 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
 
 
 def fit_offsets(params: Params, levels: Sequence[float], target: np.ndarray, *, floor: float = FLOOR_HZ,
-                bound: float = 15.0, ridge: float = 0.02, segment: float = 0.5,
-                window: float = 0.3) -> tuple[np.ndarray, dict[str, Any]]:
-    """Offsets (8,), mV, that bring the DMF's rates (:func:`dmf_step_rates`) to ``target`` (levels, 8).
+                bound: float = 15.0, ridge: float = 0.02, segment: float = 0.5, window: float = 0.3,
+                gains: bool = True, max_gain: float = 3.0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Offsets (8,), mV, and input gains (8,) that bring the DMF's rates (:func:`dmf_step_rates`) to ``target``.
 
-    Least squares (scipy's trust-region reflective, offsets within +-``bound`` mV) on
-    ``log((r_DMF + floor) / (r_target + floor))``: relative errors above ``floor`` Hz, absolute
-    ones below it; a small ridge (``ridge`` per mV) keeps the offsets of populations that the
-    data do not constrain (silent ones) at 0. ``segment`` and ``window`` (s): the staircase
-    of :func:`dmf_step_rates`, which must be the one that produced ``target``.
+    Least squares (scipy's trust-region reflective) on ``log((r_DMF + floor) / (r_target +
+    floor))`` over the ``levels`` (Hz) and populations: relative errors above ``floor`` Hz,
+    absolute ones below it. The unknowns are ``V_offset`` within +-``bound`` mV and, with
+    ``gains``, the log of each population's input gain within +-log(``max_gain``); a small
+    ridge (``ridge`` per mV and per unit of log gain) keeps what the data do not constrain
+    (silent populations) at 0 mV and gain 1. ``segment`` and ``window`` (s): the staircase of
+    :func:`dmf_step_rates`, which must be the one that produced ``target`` (levels, 8).
+
+    Returns
+    -------
+    (np.ndarray, dict)
+        ``[V_offset (8), input_gain (8)]`` and the fit's costs and evaluations.
     """
     from scipy.optimize import least_squares
 
     target = np.asarray(target, dtype=float)
+    n = len(POPULATIONS)
+
+    def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x[:n], np.exp(x[n:]) if gains else np.ones(n)
 
     def residual(x: np.ndarray) -> np.ndarray:
-        r = dmf_step_rates(params, levels, x, segment=segment, window=window)
+        offset, gain = split(x)
+        r = dmf_step_rates(params, levels, offset, segment=segment, window=window, input_gain=gain)
         return np.concatenate([(np.log(r + floor) - np.log(target + floor)).ravel(), ridge * x])
 
-    x0 = np.zeros(len(POPULATIONS))
-    sol = least_squares(residual, x0, bounds=(-bound, bound), diff_step=1e-3, xtol=1e-6, ftol=1e-8)
+    m = 2 * n if gains else n
+    lim = np.array([bound] * n + [np.log(max_gain)] * (m - n))
+    x0 = np.zeros(m)
+    sol = least_squares(residual, x0, bounds=(-lim, lim), diff_step=1e-3, xtol=1e-6, ftol=1e-8)
     if not sol.success:
-        raise RuntimeError(f"calibration: the offset fit did not converge ({sol.message})")
-    return sol.x, {"cost_before": float(0.5 * np.sum(residual(x0) ** 2)), "cost_after": float(sol.cost),
-                   "evaluations": int(sol.nfev)}
+        raise RuntimeError(f"calibration: the fit did not converge ({sol.message})")
+    offset, gain = split(sol.x)
+    return np.concatenate([offset, gain]), {"cost_before": float(0.5 * np.sum(residual(x0) ** 2)),
+                                            "cost_after": float(sol.cost), "evaluations": int(sol.nfev)}
 
 
-def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str) -> str:
-    """A preset file (``base = preset``) that sets ``V_offset`` to ``offsets`` (mV)."""
+def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str, gains: np.ndarray | None = None) -> str:
+    """A preset file (``base = preset``) that sets ``V_offset`` (mV) and ``input_gain``."""
     values = ", ".join(f"{x:.6g}" for x in offsets)
-    return (f'# Preset "{preset}_calibrated": "{preset}" with f\'s argument shifted per population so that the\n'
-            f"# DMF's steady rates match its spiking twin (written by `colplugin calibrate`).\n\n"
+    text = (f'# Preset "{preset}_calibrated": "{preset}" with each population\'s input currents scaled and f\'s\n'
+            f"# argument shifted so that the DMF's rates match its spiking twin (written by `colplugin calibrate`).\n\n"
             f'base = "{preset}"\n\n[preset]\nname = "{preset}_calibrated"\n'
             f'description = "{preset} calibrated against its spiking twin"\n\n'
             f'[V_offset]\nvalue = [{values}]\nunit = "mV"\nsource = "{source}"\n')
+    if gains is not None:
+        text += (f'\n[input_gain]\nvalue = [{", ".join(f"{x:.6g}" for x in gains)}]\nunit = "dimensionless"\n'
+                 f'source = "{source}"\n')
+    return text
 
 
 def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_scale: float = 0.5,
               backend: str = "nest", seed: int = 0, threads: int = 1, fit_levels: Sequence[float] = FIT_LEVELS,
-              held_out: Sequence[float] = HELD_OUT_LEVELS) -> dict[str, Any]:
+              held_out: Sequence[float] = HELD_OUT_LEVELS, gains: bool = True,
+              spiking_from: str | Path | None = None) -> dict[str, Any]:
     """Calibrate a preset's DMF against its spiking twin and write the calibrated preset.
 
     Writes into ``out``: ``<preset>_calibrated.toml`` (load it with
     :func:`colplugin.params.load_params`), ``calibration.json`` (spiking, DMF and calibrated
     rates per level and population, relative differences, the offsets), ``calibration.png``
     and ``report.md``, and ``spikes.nix``.
+
+    With ``gains`` (default) each population's input gain is fitted beside its offset;
+    ``spiking_from`` (a ``calibration.json`` of an earlier run with the same preset and
+    levels) refits its spiking rates without running the twin again.
 
     Returns
     -------
@@ -179,12 +206,21 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
     out.mkdir(parents=True, exist_ok=True)
     params = load_preset(preset)
     levels = [*fit_levels, *held_out]
-    spk, run = spiking_step_rates(params, levels, scale=scale, k_scale=k_scale, backend=backend, seed=seed,
-                                  threads=threads, out=out)
+    if spiking_from is None:
+        spk, run = spiking_step_rates(params, levels, scale=scale, k_scale=k_scale, backend=backend, seed=seed,
+                                      threads=threads, out=out)
+    else:
+        old = json.loads(Path(spiking_from).read_text())
+        if old.get("preset") != preset or old.get("fit_levels_hz", []) + old.get("held_out_levels_hz", []) != levels:
+            raise ValueError(f"{spiking_from} holds the spiking rates of preset {old.get('preset')!r} at other levels; "
+                             f"refit needs preset {preset!r} at {levels} Hz (or run the twin again: no --spiking)")
+        spk, run = np.asarray(old["spiking_hz"], dtype=float), {**old["run"], "refit_from": str(spiking_from)}
+        scale, k_scale, backend, seed = run["scale"], run["k_scale"], run["backend"], run["seed"]
     n_fit = len(fit_levels)
-    offsets, fit = fit_offsets(params, fit_levels, spk[:n_fit])
+    x, fit = fit_offsets(params, fit_levels, spk[:n_fit], gains=gains)
+    offsets, gain = x[:8], x[8:]
     before = dmf_step_rates(params, levels)
-    after = dmf_step_rates(params, levels, offsets)
+    after = dmf_step_rates(params, levels, offsets, input_gain=gain)
 
     def rel(x: np.ndarray) -> np.ndarray:
         return (x - spk) / np.maximum(spk, FLOOR_HZ)
@@ -193,6 +229,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
     source = (f"fit to the {backend} spiking twin of one {params.default_area} column (scale {scale}, k {k_scale}, "
               f"seed {seed}) at {', '.join(f'{u:g}' for u in fit_levels)} Hz input; colplugin calibrate")
     numbers = {"preset": preset, "calibrated_preset": f"{preset}_calibrated", "V_offset_mV": offsets.tolist(),
+               "input_gain": gain.tolist(),
                "fit_levels_hz": list(fit_levels), "held_out_levels_hz": list(held_out), "populations": POPULATIONS,
                "spiking_hz": spk.tolist(), "dmf_hz": before.tolist(), "calibrated_hz": after.tolist(),
                "rel_before": rel(before).tolist(), "rel_after": rel(after).tolist(),
@@ -200,7 +237,8 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
                "max_rel_held_out": float(np.abs(rel(after)[n_fit:][active[n_fit:]]).max()),
                "max_rel_before": float(np.abs(rel(before)[active]).max()),
                "fit": fit, "run": run, "source": source}
-    atomic_write_text(out / f"{preset}_calibrated.toml", calibrated_preset_toml(preset, offsets, source))
+    atomic_write_text(out / f"{preset}_calibrated.toml",
+                      calibrated_preset_toml(preset, offsets, source, gain if gains else None))
     atomic_write_text(out / "calibration.json", json.dumps(numbers, indent=2))
     save_figure(_figure(levels, n_fit, spk, before, after), out / "calibration.png")
     atomic_write_text(out / "report.md", _report(numbers))
@@ -235,6 +273,7 @@ def _report(n: dict[str, Any]) -> str:
              f"{n['fit_levels_hz']} Hz, held-out levels {n['held_out_levels_hz']} Hz.", "",
              "Offsets V_offset (mV): " + ", ".join(f"{p} {x:+.3g}" for p, x in zip(n["populations"],
                                                                                   n["V_offset_mV"])), "",
+             "Input gains: " + ", ".join(f"{p} {x:.3g}" for p, x in zip(n["populations"], n["input_gain"])), "",
              f"Largest relative difference from the spiking rates (populations above {FLOOR_HZ} Hz): "
              f"before {n['max_rel_before']:.3g}; calibrated {n['max_rel_fit']:.3g} at the fit levels, "
              f"**{n['max_rel_held_out']:.3g}** at the held-out levels (goal 0.1).", "",

@@ -103,6 +103,7 @@ SPECS: dict[str, _Spec] = {
     "J_E": _Spec("nA", None, _POSITIVE, "a positive synaptic strength"),
     "kappa": _Spec("mV*s", (N_POP,), _NONNEG, "8 non-negative adaptation strengths"),
     "V_offset": _Spec("mV", (N_POP,), _FINITE, "8 finite membrane offsets"),
+    "input_gain": _Spec("dimensionless", (N_POP,), _all(lambda v: v > 0), "8 positive gains"),
     "inhibition": _Spec(None, None, lambda v: True, "one of the choices", ("layer_ratio", "g")),
     "g": _Spec("dimensionless", None, _all(lambda v: v < 0), "a negative number (PD14: -4)"),
     "connection_probability": _Spec(
@@ -386,7 +387,7 @@ class Params(Mapping[str, Any]):
         _check_keys("[preset]", meta, _PRESET_KEYS)
         if not isinstance(areas_raw, Mapping):
             raise ParameterError(f"'areas' must be tables [areas.NAME] with value = [8 sizes], got {areas_raw!r}")
-        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset",) if k not in data]  # sets saved before them
+        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset", "input_gain") if k not in data]  # older sets
         if missing_spiking:
             pd14 = _raw_preset("pd14")
             for k in missing_spiking:
