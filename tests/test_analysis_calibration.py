@@ -129,3 +129,27 @@ def test_old_parameter_sets_without_V_offset_still_load():
     d.pop("V_offset")
     p = cp.Params.from_dict(d)
     np.testing.assert_array_equal(p["V_offset"], np.zeros(8))
+
+
+def test_cli_refuses_bad_calibration_input_before_any_work(tmp_path, capsys):
+    from colplugin.cli import main
+
+    assert main(["calibrate", "--preset", "nope", "--out", str(tmp_path / "a")]) == 2
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main(["calibrate", "--spiking", str(tmp_path / "missing.json"), "--out", str(tmp_path / "b")]) == 2
+    assert "--spiking" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main(["train", "xor", "--preset", "nope.toml", "--out", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert "neither a preset" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_a_refit_needs_the_same_preset_and_levels(tmp_path):
+    import json
+
+    from colplugin.analysis.calibration import calibrate
+
+    saved = tmp_path / "calibration.json"
+    saved.write_text(json.dumps({"preset": "pd14", "fit_levels_hz": [0.0], "held_out_levels_hz": [],
+                                 "spiking_hz": [[1.0] * 8], "run": {}}))
+    with pytest.raises(ValueError, match="refit needs preset 'dl25'"):
+        calibrate(tmp_path / "out", "dl25", spiking_from=saved)
+    assert not (tmp_path / "out").exists()

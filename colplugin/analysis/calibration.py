@@ -203,17 +203,18 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
     from ..plotting import save_figure
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     params = load_preset(preset)
     levels = [*fit_levels, *held_out]
-    if spiking_from is None:
-        spk, run = spiking_step_rates(params, levels, scale=scale, k_scale=k_scale, backend=backend, seed=seed,
-                                      threads=threads, out=out)
-    else:
+    if spiking_from is not None:  # check the saved rates before any work
         old = json.loads(Path(spiking_from).read_text())
         if old.get("preset") != preset or old.get("fit_levels_hz", []) + old.get("held_out_levels_hz", []) != levels:
             raise ValueError(f"{spiking_from} holds the spiking rates of preset {old.get('preset')!r} at other levels; "
                              f"refit needs preset {preset!r} at {levels} Hz (or run the twin again: no --spiking)")
+    out.mkdir(parents=True, exist_ok=True)
+    if spiking_from is None:
+        spk, run = spiking_step_rates(params, levels, scale=scale, k_scale=k_scale, backend=backend, seed=seed,
+                                      threads=threads, out=out)
+    else:
         spk, run = np.asarray(old["spiking_hz"], dtype=float), {**old["run"], "refit_from": str(spiking_from)}
         scale, k_scale, backend, seed = run["scale"], run["k_scale"], run["backend"], run["seed"]
     n_fit = len(fit_levels)
