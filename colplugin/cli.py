@@ -270,7 +270,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
     r = calibrate(out, args.preset, scale=args.scale, k_scale=args.k_scale, backend=args.backend, seed=args.seed,
-                  threads=args.threads, gains=not args.offsets_only, spiking_from=args.spiking)
+                  threads=args.threads, gains=args.gains, spiking_from=args.spiking)
     print("V_offset (mV): " + ", ".join(f"{x:+.3g}" for x in r["V_offset_mV"]))
     print("input gains: " + ", ".join(f"{x:.3g}" for x in r["input_gain"]))
     print(f"largest relative difference from the spiking rates: before {r['max_rel_before']:.3g}, calibrated "
@@ -407,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-degree scale in (0, 1] of the recurrent connections (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking run (default 0)")
     p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
-    p.add_argument("--offsets-only", action="store_true", help="fit only the offsets of f's argument, no input gains")
+    p.add_argument("--gains", action="store_true",
+                   help="fit an input gain per population beside the offsets (closer for one column; gains above 1 "
+                        "can make larger networks run away)")
     p.add_argument("--spiking", metavar="CALIBRATION.json",
                    help="refit the spiking rates of an earlier calibration (same preset) instead of running the twin")
     _add_common(p, "calibrate")
