@@ -479,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _CREATED.clear()
     try:
         return int(args.func(args) or 0)
-    except (ParameterError, SimulationError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ParameterError, SimulationError, ValueError, FileNotFoundError, RuntimeError, MemoryError) as exc:
         _remove_created()
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -234,3 +234,20 @@ def test_resume_refuses_another_seed(tmp_path):
     with pytest.raises(CheckpointError, match="started with seed 7"):
         train(task.build_network(seed=0), task, updates=3, gradient="direct", seed=99, progress=False,
               evaluate=False, out=tmp_path, resume=True)
+
+
+def test_an_update_that_does_not_fit_in_memory_says_what_to_change(monkeypatch):
+    """The allocator's error becomes a MemoryError that names the network, the batch and the fixes."""
+    import colplugin.training.trainer as trainer
+    from colplugin.tasks import XOR
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 94371840000 bytes")
+
+    monkeypatch.setattr(trainer, "simulate", no_memory)
+    task = XOR()
+    net = task.build_network(seed=0)
+    B = task.settings.batch_size
+    with pytest.raises(MemoryError, match=rf"update 1: .*24 populations at batch {B} .*--nproc"):
+        trainer.train(net, task, updates=2, progress=False, evaluate=False)

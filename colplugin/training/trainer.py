@@ -124,6 +124,16 @@ def _check_task_config(path: Path, stored: dict[str, Any], task: Task) -> None:
                               "options (its checkpoint's task config) or start a new run in another directory")
 
 
+def _out_of_memory(k: int, network: ColumnNetwork, batch_size: int, task: Task, exc: Exception) -> MemoryError:
+    """A MemoryError that says what did not fit and what to change."""
+    where = network.W_intra.device
+    return MemoryError(
+        f"update {k + 1}: one training update of {network.n_populations} populations at batch {batch_size} over "
+        f"{task.duration:g} s does not fit in the memory of {where} ({str(exc).splitlines()[0][:160]}). Use a smaller "
+        "batch (e.g. --batch-size), split it over processes (--nproc P), store fewer stages "
+        "(Solver(checkpoint_every=M) with a small M), or use float32 (ColumnNetwork(..., dtype=torch.float32))")
+
+
 def _noise_generator(seed: int, update: int, task: Task) -> torch.Generator:
     """The source of update ``update``'s membrane noise: its own stream per seed, update and process.
 
@@ -306,6 +316,7 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     bar = tqdm(range(start, s.updates), total=s.updates, initial=start, disable=not progress,
                desc=f"train {task.name} ({grad.name})", unit="update")
     for k in bar:
+        t_update = time.perf_counter()
         batch = task.sample(s.batch_size, gen)
         opt.zero_grad()
         try:
@@ -327,6 +338,14 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
                     raise SimulationError("the gradient is NaN/inf")
                 if s.clip_grad is not None:
                     torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
+        except torch.OutOfMemoryError as exc:  # CUDA (and some CPU allocators): the update does not fit
+            bar.close()
+            raise _out_of_memory(k, network, s.batch_size, task, exc) from None
+        except RuntimeError as exc:
+            if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+                raise
+            bar.close()
+            raise _out_of_memory(k, network, s.batch_size, task, exc) from None
         except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
             bar.close()
             kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
@@ -356,7 +375,8 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
                 early = {"loss": row["test_loss"], "update": k + 1, "state_dict": _state_copy(network)}
         row["wall_seconds"] = time.perf_counter() - t_start
         metrics.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"))
+        bar.set_postfix(loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"),
+                        trials_per_s=f"{s.batch_size / (time.perf_counter() - t_update):.3g}")
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, network, task, update=k + 1, optimizer=opt, scheduler=sched,
                             generator=gen, metrics=metrics, seed=seed, rollback_best=best, kept_best=kept,
