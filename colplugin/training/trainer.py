@@ -338,19 +338,19 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
                     raise SimulationError("the gradient is NaN/inf")
                 if s.clip_grad is not None:
                     torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
-        except torch.OutOfMemoryError as exc:  # CUDA (and some CPU allocators): the update does not fit
-            bar.close()
-            raise _out_of_memory(k, network, s.batch_size, task, exc) from None
-        except RuntimeError as exc:
-            if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
-                raise
-            bar.close()
-            raise _out_of_memory(k, network, s.batch_size, task, exc) from None
         except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
             bar.close()
             kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
             raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). Lower the learning rate "
                                    f"(now {s.lr}) or clip the gradient (clip_grad=...){kept_ckpt}") from None
+        except torch.OutOfMemoryError as exc:  # CUDA (and some CPU allocators): the update does not fit
+            bar.close()
+            raise _out_of_memory(k, network, s.batch_size, task, exc) from None
+        except RuntimeError as exc:  # the CPU allocator's failure; any other error passes unchanged
+            if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+                raise
+            bar.close()
+            raise _out_of_memory(k, network, s.batch_size, task, exc) from None
         train_accuracy = task.accuracy(traj, batch)
         if rolled_back:
             lrs = [g["lr"] * 0.5 for g in opt.param_groups]
