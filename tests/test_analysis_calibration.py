@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import colplugin as cp
-from colplugin.analysis.calibration import (block_rates, calibrated_preset_toml, dmf_step_rates, fit_offsets)
+from colplugin.analysis.calibration import (block_rates, calibrated_preset_toml, dmf_step_rates, fit_calibration)
 
 from conftest import one_euler_step, two_column_net
 
@@ -75,7 +75,7 @@ def test_the_fit_recovers_known_offsets():
     levels = [0.0, 20.0, 40.0]
     target = dmf_step_rates(params, levels, truth, segment=0.15, window=0.05)
     active = target.max(0) > 0.05  # L6E is silent in dl25: its offset is not identifiable
-    x, info = fit_offsets(params, levels, target, ridge=0.0, segment=0.15, window=0.05, gains=False)
+    x, info = fit_calibration(params, levels, target, ridge=0.0, segment=0.15, window=0.05, gains=False)
     np.testing.assert_allclose(x[:8][active], truth[active], atol=0.05)
     np.testing.assert_array_equal(x[8:], np.ones(8))
     assert info["cost_after"] < 1e-6 * info["cost_before"]

@@ -29,7 +29,7 @@ from ..stimulus import Stimulus
 
 __all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "calibration_network", "dmf_step_rates", "block_rates",
            "spiking_step_rates",
-           "fit_offsets", "calibrate", "calibrated_preset_toml"]
+           "fit_calibration", "calibrate", "calibrated_preset_toml"]
 
 #: Input rates (Hz into L4E and L4I) whose spiking rates the offsets are fitted to.
 FIT_LEVELS: tuple[float, ...] = (0.0, 10.0, 20.0, 40.0)
@@ -123,7 +123,7 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
                    "scale": scale, "k_scale": k_scale, "seed": seed, "segment_s": segment, "window_s": window}
 
 
-def fit_offsets(params: Params, levels: Sequence[float], target: np.ndarray, *, floor: float = FLOOR_HZ,
+def fit_calibration(params: Params, levels: Sequence[float], target: np.ndarray, *, floor: float = FLOOR_HZ,
                 bound: float = 15.0, ridge: float = 0.02, segment: float = 0.5, window: float = 0.3,
                 gains: bool = True, max_gain: float = 3.0) -> tuple[np.ndarray, dict[str, Any]]:
     """Offsets (8,), mV, and input gains (8,) that bring the DMF's rates (:func:`dmf_step_rates`) to ``target``.
@@ -220,7 +220,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
         spk, run = np.asarray(old["spiking_hz"], dtype=float), {**old["run"], "refit_from": str(spiking_from)}
         scale, k_scale, backend, seed = run["scale"], run["k_scale"], run["backend"], run["seed"]
     n_fit = len(fit_levels)
-    x, fit = fit_offsets(params, fit_levels, spk[:n_fit], gains=gains)
+    x, fit = fit_calibration(params, fit_levels, spk[:n_fit], gains=gains)
     offsets, gain = x[:8], x[8:]
     before = dmf_step_rates(params, levels)
     after = dmf_step_rates(params, levels, offsets, input_gain=gain)
