@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import colplugin as cp
-from colplugin.solve import fused
+from colplugin.solve import compiled, fused
 from colplugin.solve.fused import TABLEAUS, fused_solve
 
 
@@ -60,9 +60,10 @@ def test_checkpointed_gradients_equal_keep_everything(dl25, dense, method, optio
             _close(a, b)
 
 
-def _saved(net, rates, y0, stops, every):
+def _saved(net, rates, y0, stops, every, kernel="eager"):
     """Bytes the forward (rk4) saves for the backward pass besides the drive, the checkpoint
-    spacing it used, and the gradients (network tensors, y0)."""
+    spacing it used, and the gradients (network tensors, y0). The bytes count the eager
+    loop's saved tensors (the compiled kernel keeps its records in C)."""
     packed = []
 
     def pack(t):
@@ -70,7 +71,8 @@ def _saved(net, rates, y0, stops, every):
         return t
 
     opts = {}
-    original = fused._FusedSolve.forward
+    function = fused._FusedSolve if kernel == "eager" else compiled._CompiledSolve
+    original = function.forward
 
     def forward(ctx, *args):
         out = original(ctx, *args)
@@ -81,16 +83,18 @@ def _saved(net, rates, y0, stops, every):
         p.grad = None
     y0 = y0.clone().requires_grad_()
     field = net.field(rates, dense=True)
-    fused._FusedSolve.forward = staticmethod(forward)
+    function.forward = staticmethod(forward)
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out, _ = fused_solve(field, y0, stops, [0] * (len(stops) - 1), [len(stops) // 3, len(stops) - 1],
-                                 "rk4", lambda t, x, n: None, checkpoint_every=every)
+                                 "rk4", lambda t, x, n: None, checkpoint_every=every, kernel=kernel)
     finally:
-        fused._FusedSolve.forward = original
+        function.forward = original
     drive = field.fused().drive
     out.pow(2).sum().backward()
     grads = [p.grad.clone() for p in net.parameters() if p.grad is not None] + [y0.grad]
+    if kernel != "eager":
+        return None, opts["checkpoint_used"], grads
     return max(packed) if every == 0 else sum(packed) - drive.numel() * drive.element_size(), \
         opts["checkpoint_used"], grads
 
@@ -137,3 +141,26 @@ def test_checkpoint_every_must_be_a_non_negative_int(dl25):
         fused_solve(net.field(dense=False), net.initial_state(1), [0.0, 0.01], [0], [1], "rk4",
                     lambda t, x, n: None, checkpoint_every=-3)
     assert type(cp.Solver("rk4", checkpoint_every=np.int64(5)).to_dict()["checkpoint_every"]) is int
+
+
+@pytest.mark.skipif(not compiled.kernel_available()[0], reason="no C compiler: the compiled kernel cannot be built")
+def test_compiled_kernel_records_what_the_eager_loop_records(dl25):
+    """The same checkpoint spacing (0: every stage; M; automatic, also past a shrunken
+    budget) and the same gradients as the eager loop, from the compiled kernel."""
+    net = _net(dl25)
+    rates = torch.full((4, 1, 3), 10.0, dtype=torch.float64)
+    y0 = net.initial_state(4)
+    stops = [i * 5e-4 for i in range(401)]
+    state = 4 * 2 * net.field(rates).P * 8
+    budget = fused.KEEP_ALL_BYTES
+    for every, fit in ((0, None), (25, None), (None, None), (None, 20)):
+        try:
+            if fit:
+                fused.KEEP_ALL_BYTES = fit * TABLEAUS["rk4"].stages * state
+            _, used_e, g_e = _saved(net, rates, y0, stops, every)
+            _, used_c, g_c = _saved(net, rates, y0, stops, every, kernel="compiled")
+        finally:
+            fused.KEEP_ALL_BYTES = budget
+        assert used_c == used_e
+        for a, b in zip(g_c, g_e):
+            _close(a, b)

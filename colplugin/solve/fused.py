@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..field import Field, FusedOperators
+from . import compiled
 
 __all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "KEEP_ALL_BYTES", "fused_solve"]
 
@@ -413,7 +414,7 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
                 out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None], *,
                 step: float = 5e-4, rtol: float = 1e-6, atol: float = 1e-6,
                 watch_every: int = 25, edge_product: str | None = None,
-                checkpoint_every: int | None = None) -> tuple[torch.Tensor, int]:
+                checkpoint_every: int | None = None, kernel: str = "auto") -> tuple[torch.Tensor, int]:
     """Integrate ``field`` through ``stops`` with an explicit Runge-Kutta ``method``.
 
     Parameters
@@ -451,6 +452,11 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
         accepted steps; the backward pass recomputes each chunk of M steps from its
         checkpoint (one extra forward pass in all) and the gradients equal the
         keep-everything ones up to the order of summation.
+    kernel : {"auto", "compiled", "eager"}
+        Whether the loop runs as compiled code (:mod:`colplugin.solve.compiled`: small
+        dense fields on the CPU; the same arithmetic without per-operation overhead) or
+        as the eager tensor operations of this module; ``"auto"`` decides by
+        :func:`colplugin.solve.compiled.choose`.
 
     Returns
     -------
@@ -464,8 +470,8 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     StepSizeUnderflow
         If an adaptive step shrinks to nothing.
     ValueError
-        For an unknown method, inconsistent segments or a ``checkpoint_every`` that is not
-        None or a non-negative int.
+        For an unknown method, inconsistent segments, a ``checkpoint_every`` that is not
+        None or a non-negative int, or ``kernel="compiled"`` where the kernel cannot run.
     """
     checkpoint_every = check_checkpoint_every(checkpoint_every)
     if method not in TABLEAUS:
@@ -474,6 +480,9 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
         raise ValueError("fused_solve: one stimulus segment per interval between stops is required")
     ops = field.fused(edge_product)
     opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every, "checkpoint_every": checkpoint_every}
+    if compiled.choose(kernel, ops, y0):
+        out = compiled.compiled_solve(ops, y0, stops, seg, out_idx, method, watch, opts)
+        return out, opts["nfe"]
 
     def watch_x(t: float, w: torch.Tensor, steps: int) -> None:
         watch(t, ops.potential(w), steps)

@@ -21,6 +21,7 @@ from .._neo import rate_block
 from ..field import filter_rate
 from ..network import ColumnNetwork
 from ..stimulus import MembraneNoise, Stimulus
+from . import compiled
 from .fused import StepSizeUnderflow, fused_solve
 from .strategies import Adjoint, Gradient, SimulationError, Solver, as_gradient, check_combination
 
@@ -200,7 +201,7 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
         state, func.nfe = fused_solve(func.field, y0, stops.tolist(), seg.tolist(), out_idx.tolist(),
                                       solver.method, func._watch, step=solver.step, rtol=solver.rtol,
                                       atol=solver.atol, watch_every=func.check_every,
-                                      checkpoint_every=solver.checkpoint_every)
+                                      checkpoint_every=solver.checkpoint_every, kernel=solver.kernel)
     except StepSizeUnderflow:
         raise _stuck(solver) from None
     return state
@@ -227,9 +228,13 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         Backend, method and tolerances. Default :meth:`Solver.default`:
         ``Solver("dopri5", rtol=1e-6, atol=1e-6, backend="auto")``, the fastest correct
         path: colplugin's fused Dormand-Prince solve (no autograd graph; exact
-        discrete-adjoint gradients; dense coupling up to
-        :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations, per-column blocks plus
-        an edge list above), or torchdiffeq's dopri5 with :class:`Adjoint` gradients. Its
+        discrete-adjoint gradients), on the CPU as compiled loops
+        (:mod:`colplugin.solve.compiled`: the whole solve and its backward pass in C, dense
+        coupling up to :data:`colplugin.solve.compiled.DENSE_MAX_POPULATIONS` populations,
+        the list of connections above), on GPUs (or without a C compiler) as eager tensor
+        operations (dense up to :data:`~colplugin.field.DENSE_MAX_POPULATIONS`
+        populations, per-column blocks plus an edge list above); or torchdiffeq's dopri5
+        with :class:`Adjoint` gradients. Its
         rates stay within about 1e-5 Hz of a tight reference (see :meth:`Solver.default`).
         ``Solver(backend="torchdiffeq")`` selects the reference integrator; the
         ``backend="auto"`` of any solver is resolved the same way (:meth:`Solver.resolve`).
@@ -305,8 +310,11 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
                                              float(network.params["tau_m"]), generator)
     jumps = stimulus.jump_times
     jumps = jumps[(jumps > 0) & (jumps < duration)]
+    dense = solver.dense
+    if dense is None and solver.fused:  # the compiled kernel's own dense/sparse crossover
+        dense = compiled.default_dense(solver.kernel, network.n_populations, dev, dtype)
     func = _ODEFunc(network, stimulus, per_step=not solver.adaptive, max_rate=max_rate,
-                    max_steps=solver.max_steps, dense=solver.dense, noise=noise_drive)
+                    max_steps=solver.max_steps, dense=dense, noise=noise_drive)
     opts = solver.options(jumps, t)
     kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method, options=opts)
     try:

@@ -25,6 +25,7 @@ from typing import Any, Union
 
 import torch
 
+from .compiled import KERNELS
 from .fused import TABLEAUS, check_checkpoint_every
 
 __all__ = ["Solver", "Direct", "Adjoint", "Gradient", "SimulationError", "as_gradient", "check_combination",
@@ -75,7 +76,10 @@ class Solver:
         8 x 8 blocks plus an edge list (``False``; cost and memory grow with the
         connections). Both backends take both. Default (``None``): dense up to
         :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations, where one matrix
-        product beats the sparse form's several small operations; sparse above.
+        product beats the sparse form's several small operations; sparse above. Where the
+        fused backend runs in the compiled kernel, dense up to
+        :data:`colplugin.solve.compiled.DENSE_MAX_POPULATIONS` (its loops touch only the
+        connections, so the sparse form wins from a few columns on).
     checkpoint_every : int, optional
         Memory of the fused backend's backward pass (other backends ignore it). ``None``
         (default, automatic): the forward keeps w and g of every stage of every accepted
@@ -89,6 +93,15 @@ class Solver:
         positive int M: checkpoints every M accepted steps (M at or past the number of
         steps: one chunk, recomputed once). The recomputed stages are the forward's
         arithmetic, so the gradients agree with ``0``'s up to the order of summation.
+    kernel : {"auto", "compiled", "eager"}
+        How the fused backend runs its loop (other backends ignore it). ``"auto"``
+        (default): as compiled code (:mod:`colplugin.solve.compiled`, a C kernel built once
+        with cffi) for dense fields on the CPU whose per-stage products are small
+        (:func:`colplugin.solve.compiled.choose`), where per-operation overhead would
+        otherwise dominate; as eager tensor operations otherwise. ``"compiled"``: always
+        compiled (an error where it cannot run: sparse fields, GPUs, no C compiler).
+        ``"eager"``: never. Both compute the same arithmetic; results agree up to the order
+        of summation.
     """
 
     method: str = "rk4"
@@ -99,9 +112,12 @@ class Solver:
     backend: str = "torchdiffeq"
     dense: bool | None = None
     checkpoint_every: int | None = None
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint_every", check_checkpoint_every(self.checkpoint_every))
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown solver kernel {self.kernel!r}; use one of {', '.join(KERNELS)}")
         if self.method not in _FIXED | _ADAPTIVE:
             raise ValueError(f"unknown solver method {self.method!r}; use one of "
                              f"{', '.join(sorted(_FIXED | _ADAPTIVE))}")

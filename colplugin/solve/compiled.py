@@ -1,0 +1,422 @@
+"""The fused solve of small dense networks as compiled loops (a C kernel built with cffi).
+
+For a network of a few columns one vector-field evaluation is a few thousand floating-point
+operations; the eager fused solver (:mod:`colplugin.solve.fused`) spends most of its time in
+the tensor library's per-call overhead instead. ``_fused_kernel.c`` runs the whole solve -
+every step, the step-size control, the divergence checks, and the discrete-adjoint backward
+pass - as plain loops over the same arithmetic, so a solve costs its arithmetic.
+
+* **What it computes.** The same scheme, step-size rule, stiffness cap, checkpoints and
+  backward pass as the eager loop (the module docstring of :mod:`colplugin.solve.fused`),
+  on the dense or sparse operators of :meth:`colplugin.field.Field.fused`, in float64 or
+  float32 on the CPU. The results agree with the eager loop up to the order of summation (tests:
+  states and gradients within 1e-12 relative in float64); an adaptive solve may differ
+  where a step is accepted or rejected by a rounding error's margin, which the tests would
+  show.
+* **When it runs.** :func:`choose` decides per solve: a field on the CPU in float32 or
+  float64, sparse (its coupling as a list of entries: intra-column blocks, inter-column
+  edges, rate terms) or dense with small per-stage products (at most :data:`MAX_WORK`
+  multiply-adds; beyond, the eager loop's BLAS products are faster), when the kernel
+  builds. With the kernel, fields of more than :data:`DENSE_MAX_POPULATIONS` populations
+  couple sparsely by default (:func:`default_dense`). ``Solver(kernel=...)`` forces either
+  path; the environment variable ``COLPLUGIN_KERNEL=eager`` turns the kernel off
+  everywhere.
+* **Building.** The first solve that uses it compiles the kernel with cffi and the system C
+  compiler (a second or two) into a cache directory, ``$COLPLUGIN_CACHE_DIR`` or
+  ``~/.cache/colplugin``, under a name that carries a hash of the source, so a changed
+  kernel is rebuilt and every later process loads the built one. Without a compiler (or
+  without write access anywhere) a warning says so once and the eager loop runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import tempfile
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..field import FusedOperators, SparseFusedOperators
+
+__all__ = ["MAX_WORK", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available", "choose", "default_dense",
+           "compiled_solve", "sparse_coupling"]
+
+#: Largest number of multiply-adds in one stage's dense coupling product (B x P x 2P: trials
+#: times populations times their targets) for which ``kernel="auto"`` runs a *dense* field in
+#: the compiled loops; above it the eager loop's BLAS products are faster. A sparse field's
+#: product is a list of entries, which the kernel's loops run faster than the eager sparse
+#: loop at every size measured (1-1000 columns, batch 1-64; ``benchmarks/bench_kernel.py``).
+MAX_WORK = 2 ** 24
+#: With the compiled kernel, networks of at most this many populations (4 columns) couple
+#: densely by default (``Solver(dense=None)``), larger ones sparsely: the kernel's sparse loop
+#: touches only the connections and overtakes its dense loop between 3 and 4 columns
+#: (``benchmarks/bench_kernel.py``). The eager loop's own crossover is
+#: :data:`colplugin.field.DENSE_MAX_POPULATIONS`.
+DENSE_MAX_POPULATIONS = 32
+#: What ``Solver(kernel=...)`` accepts: ``"auto"`` (compiled where it applies and is faster,
+#: see :func:`choose`), ``"compiled"`` (required: an error where it cannot run) or ``"eager"``.
+KERNELS = ("auto", "compiled", "eager")
+
+_ENV = "COLPLUGIN_KERNEL"
+_STATUS = {0: "ok", 1: "stopped", 2: "underflow", 3: "out of memory"}
+_TYPES = {torch.float64: ("double", "_f64"), torch.float32: ("float", "_f32")}
+
+_CDEF_TYPE = """
+typedef struct {{
+    int B, P, Bd, K;
+    int s, s_sol, adaptive, order;
+    const {R} *A;
+    const {R} *bw;
+    const {R} *ew;
+    {R} m, db;
+    const {R} *Wg;
+    const {R} *WgT;
+    const {R} *c;
+    const {R} *drive;
+    double a, b, d;
+    int sparse;
+    const int *row_ptr;
+    const int *col;
+    const {R} *val;
+}} fk_model{S};
+
+typedef struct {{
+    int status;
+    double t_fail;
+    long attempts;
+    long n_steps;
+    long n_ck;
+    long M;
+    int stages_kept;
+    ...;
+}} fk_solve{S};
+
+fk_solve{S} *fk_forward{S}(const fk_model{S} *md, const {R} *y0, int n_stops, const double *stops,
+                          const int *seg_of, const int *out_of_stop, {R} *out, long *landed, double step,
+                          double rtol, double atol, int watch_every, void *watch, int keep, long every,
+                          double budget);
+int fk_backward{S}(const fk_model{S} *md, const fk_solve{S} *sv, const {R} *grad_out, const long *inj_ptr,
+                   const long *inj_idx, {R} *lam, {R} *gWg, {R} *gdrive);
+void fk_free{S}(fk_solve{S} *sv);
+"""
+_CDEF = ('extern "Python" int fk_watch(void *, double, double);\n'
+         + "".join(_CDEF_TYPE.format(R=r, S=s) for r, s in _TYPES.values()))
+_FLAGS = ["-O3", "-ffp-contract=off"]
+
+
+def _source() -> str:
+    body = resources.files("colplugin.solve").joinpath("_fused_kernel.c").read_text()
+    parts = []
+    for r, s in _TYPES.values():
+        parts += [f"#define REAL {r}", f"#define FK_SFX {s}", body, "#undef REAL", "#undef FK_SFX"]
+    return "\n".join(parts)
+
+
+def _cache_dirs() -> list[Path]:
+    env = os.environ.get("COLPLUGIN_CACHE_DIR")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = [Path(env)] if env else []
+    base.append((Path(xdg) if xdg else Path.home() / ".cache") / "colplugin")
+    base.append(Path(tempfile.gettempdir()) / f"colplugin-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    return base
+
+
+def _build(name: str, source: str) -> Path:
+    """Compile the kernel (cffi, API mode) into the first writable cache directory; its path."""
+    import cffi
+
+    errors = []
+    for d in _cache_dirs():
+        d = d / "kernels"
+        target = d / (name + importlib.machinery.EXTENSION_SUFFIXES[0])
+        if target.exists():
+            return target
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=d) as tmp:
+                ffi = cffi.FFI()
+                ffi.cdef(_CDEF)
+                ffi.set_source(name, source, extra_compile_args=_FLAGS, libraries=["m"])
+                built = ffi.compile(tmpdir=tmp, verbose=False)
+                os.replace(built, target)  # atomic: another process may be building the same
+            return target
+        except OSError as exc:  # not writable: try the next place
+            errors.append(f"{d}: {exc}")
+    raise OSError("no writable cache directory for the compiled kernel: " + "; ".join(errors))
+
+
+@functools.lru_cache(maxsize=1)
+def _module() -> tuple[Any, str]:
+    """(the loaded kernel module or None, why not)."""
+    if os.environ.get(_ENV, "").strip().lower() == "eager":
+        return None, f"{_ENV}=eager is set"
+    try:
+        source = _source()
+        digest = hashlib.sha256((source + _CDEF + " ".join(_FLAGS)).encode()).hexdigest()[:16]
+        name = f"_colplugin_fk_{digest}"
+        path = _build(name, source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    except Exception as exc:  # no cffi, no compiler, no writable directory, a broken build
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        warnings.warn(f"colplugin could not build its compiled solver kernel ({reason}); the eager fused "
+                      "loop runs instead (same numbers, slower for small networks). Install a C compiler "
+                      f"(gcc or clang) and cffi, or set {_ENV}=eager to silence this", RuntimeWarning,
+                      stacklevel=4)
+        return None, reason
+
+    @mod.ffi.def_extern(name="fk_watch")
+    def _watch(handle, t, x):  # the divergence check; an exception is kept and re-raised after the solve
+        box = mod.ffi.from_handle(handle)
+        try:
+            box[0](t, torch.tensor(x, dtype=torch.float64), box[1])
+        except BaseException as exc:  # noqa: B036 - re-raised by the caller once the C loop has returned
+            box[2] = exc
+            return 1
+        return 0
+
+    return mod, ""
+
+
+def kernel_available() -> tuple[bool, str]:
+    """Whether the compiled kernel is built and loaded; if not, why not (built on first call)."""
+    mod, why = _module()
+    return mod is not None, why
+
+
+def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
+    """Whether a fused solve of ``ops`` from ``y0`` runs in the compiled kernel.
+
+    ``"auto"``: a dense field (:class:`~colplugin.field.FusedOperators`) on the CPU in float32
+    or float64 with ``B P^2 <= MAX_WORK``, when the kernel builds. ``"compiled"``: the same
+    conditions except the size, else :class:`ValueError` naming what stands in the way.
+    ``"eager"``: never.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kernel``, or ``"compiled"`` where it cannot run.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel == "eager":
+        return False
+    why = None
+    if not isinstance(ops, (FusedOperators, SparseFusedOperators)):
+        why = f"the field's operators are {type(ops).__name__}, which the kernel does not know"
+    elif y0.device.type != "cpu":
+        why = f"the tensors are on {y0.device} (the kernel runs on the CPU; use kernel='eager' on GPUs)"
+    elif y0.dtype not in _TYPES:
+        why = f"the dtype is {y0.dtype} (the kernel computes in float32 or float64)"
+    if why is None:
+        ok, reason = kernel_available()
+        if not ok:
+            why = f"the kernel could not be built ({reason})"
+    if why is not None:
+        if kernel == "compiled":
+            raise ValueError(f"Solver(kernel='compiled') cannot run here: {why}")
+        return False
+    return kernel == "compiled" or isinstance(ops, SparseFusedOperators) or y0.shape[0] * _work(ops) <= MAX_WORK
+
+
+def default_dense(kernel: str, n_populations: int, device: torch.device, dtype: torch.dtype) -> bool | None:
+    """The fused solver's default coupling form where the compiled kernel will run it.
+
+    ``True``/``False`` (dense up to :data:`DENSE_MAX_POPULATIONS` populations) for a CPU
+    solve in float32/float64 with ``kernel`` ``"auto"`` or ``"compiled"`` and a kernel that
+    builds; None (the field's own default) otherwise.
+    """
+    if kernel == "eager" or torch.device(device).type != "cpu" or dtype not in _TYPES:
+        return None
+    if not kernel_available()[0]:
+        return None
+    return n_populations <= DENSE_MAX_POPULATIONS
+
+
+def _work(ops: Any) -> int:
+    """Multiply-adds of one stage's coupling product per trial: P x 2P dense, or the entries."""
+    if isinstance(ops, FusedOperators):
+        return 2 * ops.P ** 2
+    n_blocks = sum(m for _, m in ops.layout) * ops.n ** 2 * sum(x is not None for x in ops.blocks)
+    n_edges = 0 if ops.src is None else ops.src.numel() * sum(w is not None for w in ops.w_edges)
+    return n_blocks + n_edges + ops.P * sum(r is not None for r in ops.rates)
+
+
+def sparse_coupling(ops: SparseFusedOperators) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """The coupling of a sparse field as compressed rows: (row_ptr (P + 1), col (nnz), values (nnz)).
+
+    Row p lists the targets (columns 0..2P-1: V then A) that population p's g drives: its
+    column's intra-column block entries, its inter-column edges and its rate terms. The
+    values are a differentiable function of :attr:`SparseFusedOperators.params`, so
+    autograd carries their cotangents back to the blocks, edge weights and rates.
+    """
+    P, n = ops.P, ops.n
+    dev = ops.c.device
+    srcs, tgts, vals = [], [], []
+    ar = torch.arange(n, device=dev)
+    for v in (0, 1):
+        blk = ops.blocks[v]
+        if blk is not None:
+            for i, (f, m) in enumerate(ops.layout):
+                base = f + n * torch.arange(m, device=dev).view(m, 1, 1)
+                srcs.append((base + ar.view(1, n, 1)).expand(m, n, n).reshape(-1))
+                tgts.append((v * P + base + ar.view(1, 1, n)).expand(m, n, n).reshape(-1))
+                vals.append(blk[i].unsqueeze(0).expand(m, n, n).reshape(-1))
+        if ops.src is not None and ops.w_edges[v] is not None:
+            srcs.append(ops.src)
+            tgts.append(v * P + ops.tgt)
+            vals.append(ops.w_edges[v])
+        if ops.rates[v] is not None:
+            srcs.append(torch.arange(P, device=dev))
+            tgts.append(v * P + torch.arange(P, device=dev))
+            vals.append(ops.rates[v].expand(P))
+    if not srcs:
+        return np.zeros(P + 1, dtype=np.intc), np.zeros(0, dtype=np.intc), ops.c.new_zeros(0)
+    src, tgt = torch.cat(srcs), torch.cat(tgts)
+    order = torch.argsort(src * (2 * P) + tgt, stable=True)
+    values = torch.cat(vals).index_select(0, order)
+    row_ptr = np.zeros(P + 1, dtype=np.intc)
+    np.cumsum(np.bincount(src.cpu().numpy(), minlength=P), out=row_ptr[1:])
+    return row_ptr, tgt[order].cpu().numpy().astype(np.intc), values
+
+
+def _ptr(ffi, t: torch.Tensor | np.ndarray | None, ctype: str):
+    if t is None:
+        return ffi.NULL
+    address = t.data_ptr() if isinstance(t, torch.Tensor) else t.ctypes.data
+    return ffi.cast(ctype + " *", address)
+
+
+class _CompiledSolve(torch.autograd.Function):
+    """The compiled kernel's forward solve; backward = its discrete adjoint (see fused.py)."""
+
+    @staticmethod
+    def forward(ctx, y0, drive, ops, stops, seg, out_idx, method, watch, opts, coupling, row_ptr, col):
+        from .fused import KEEP_ALL_BYTES, TABLEAUS, StepSizeUnderflow
+
+        mod, _ = _module()
+        ffi, lib = mod.ffi, mod.lib
+        real, sfx = _TYPES[y0.dtype]
+        tab = TABLEAUS[method]
+        s = tab.stages
+        dt = y0.dtype
+        B, P = y0.shape[0], ops.P
+        A = torch.zeros(s, s, dtype=dt)
+        for i, row in enumerate(tab.a, start=1):
+            A[i, :len(row)] = torch.tensor(row, dtype=dt)
+        bw = torch.tensor(tab.b, dtype=dt)
+        ew = torch.tensor(tab.b_err if tab.b_err is not None else [0.0] * s, dtype=dt)
+        sparse = row_ptr is not None
+        Wg_c = coupling.detach().contiguous()
+        WgT = Wg_c if sparse else Wg_c.T.contiguous()
+        c = ops.c.detach().contiguous()
+        drive_c = drive.detach().contiguous()
+        y0_c = y0.detach().contiguous()
+        md = ffi.new(f"fk_model{sfx} *")
+        md.B, md.P, md.Bd, md.K = B, P, drive_c.shape[0], drive_c.shape[1]
+        md.s, md.s_sol, md.adaptive, md.order = s, tab.solution_stages, int(tab.b_err is not None), tab.order
+        md.A, md.bw, md.ew = _ptr(ffi, A, real), _ptr(ffi, bw, real), _ptr(ffi, ew, real)
+        md.m, md.db = float(-ops.d * ops.a), float(ops.db)
+        md.Wg, md.WgT, md.c, md.drive = (_ptr(ffi, Wg_c, real), _ptr(ffi, WgT, real), _ptr(ffi, c, real),
+                                         _ptr(ffi, drive_c, real))
+        md.a, md.b, md.d = float(ops.a), float(ops.b), float(ops.d)
+        md.sparse = int(sparse)
+        if sparse:
+            md.row_ptr, md.col, md.val = _ptr(ffi, row_ptr, "int"), _ptr(ffi, col, "int"), _ptr(ffi, Wg_c, real)
+
+        n_stops = len(stops)
+        long_t = np.dtype(f"i{ffi.sizeof('long')}")
+        stops_a = np.ascontiguousarray(stops, dtype=np.float64)
+        seg_a = np.ascontiguousarray(seg, dtype=np.intc)
+        out_of_stop = np.full(n_stops, -1, dtype=np.intc)
+        first_at: dict[int, int] = {}
+        for j, n in enumerate(out_idx):
+            if n not in first_at:
+                first_at[n] = j
+                out_of_stop[n] = j
+        out = torch.empty((len(out_idx), B, 2 * P), dtype=dt)
+        landed = np.zeros(n_stops, dtype=long_t)
+        keep = any(ctx.needs_input_grad)
+        every = opts.get("checkpoint_every")
+        box = [watch, opts["watch_every"], None]
+        handle = ffi.new_handle(box)
+        sv = getattr(lib, f"fk_forward{sfx}")(
+            md, _ptr(ffi, y0_c, real), n_stops, _ptr(ffi, stops_a, "double"), _ptr(ffi, seg_a, "int"),
+            _ptr(ffi, out_of_stop, "int"), _ptr(ffi, out, real), _ptr(ffi, landed, "long"), float(opts["step"]),
+            float(opts["rtol"]), float(opts["atol"]), int(opts["watch_every"]), handle, int(keep),
+            -1 if every is None else int(every), float(KEEP_ALL_BYTES))
+        if sv == ffi.NULL:
+            raise MemoryError("the compiled fused solve could not allocate its workspace")
+        sv = ffi.gc(sv, getattr(lib, f"fk_free{sfx}"))
+        opts["nfe"] = int(sv.attempts) * (s - 1 if tab.fsal else s)
+        if sv.status != 0:
+            if box[2] is not None:
+                raise box[2]
+            if sv.status == 2:
+                raise StepSizeUnderflow(f"step size underflow at t = {sv.t_fail:.6g} s")
+            if sv.status == 3:
+                raise MemoryError("the compiled fused solve ran out of memory recording its steps; pass "
+                                  "Solver(checkpoint_every=M) or a shorter simulation")
+            raise RuntimeError(f"the compiled fused solve stopped: {_STATUS.get(sv.status, sv.status)}")
+        for j, n in enumerate(out_idx):
+            if n == 0:
+                out[j] = y0_c
+            elif j != first_at[n]:
+                out[j] = out[first_at[n]]
+        opts["checkpoint_used"] = (0 if sv.stages_kept else int(sv.M)) if keep else None
+        n_steps = int(sv.n_steps)
+        # output rows landed after j accepted steps, CSR over j = 0..n_steps
+        counts = np.zeros(n_steps + 2, dtype=long_t)
+        idx = []
+        for j, n in sorted(enumerate(out_idx), key=lambda jn: int(landed[jn[1]])):
+            counts[int(landed[n]) + 1] += 1
+            idx.append(j)
+        ctx.inj_ptr = np.cumsum(counts).astype(long_t)
+        ctx.inj_idx = np.asarray(idx if idx else [0], dtype=long_t)
+        ctx.keep = (md, A, bw, ew, Wg_c, WgT, c, drive_c, row_ptr, col)
+        ctx.sv, ctx.ffi, ctx.lib, ctx.real, ctx.sfx = sv, ffi, lib, real, sfx
+        ctx.drive_shape, ctx.B, ctx.P, ctx.coupling_shape = tuple(drive_c.shape), B, P, tuple(Wg_c.shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        ffi, lib, real, sfx = ctx.ffi, ctx.lib, ctx.real, ctx.sfx
+        md = ctx.keep[0]
+        dt = grad_out.dtype
+        g = grad_out.detach().contiguous().cpu()
+        lam = torch.zeros(ctx.B, 2 * ctx.P, dtype=dt)
+        need_y0, need_drive, need_Wg = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[9]
+        gWg = torch.zeros(ctx.coupling_shape, dtype=dt) if need_Wg else None
+        gdrive = torch.zeros(ctx.drive_shape, dtype=dt) if need_drive else None
+        rc = getattr(lib, f"fk_backward{sfx}")(md, ctx.sv, _ptr(ffi, g, real), _ptr(ffi, ctx.inj_ptr, "long"),
+                                               _ptr(ffi, ctx.inj_idx, "long"), _ptr(ffi, lam, real),
+                                               _ptr(ffi, gWg, real), _ptr(ffi, gdrive, real))
+        if rc != 0:
+            raise MemoryError("the compiled fused solve's backward pass could not allocate its workspace")
+        return (lam if need_y0 else None, gdrive, None, None, None, None, None, None, None, gWg, None, None)
+
+
+def compiled_solve(ops: FusedOperators | SparseFusedOperators, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
+                   out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None],
+                   opts: dict) -> torch.Tensor:
+    """States at the output stops, as :func:`colplugin.solve.fused.fused_solve` computes them.
+
+    ``watch(t, x, steps)`` receives the largest x = V - A (mV) of a recent stage (a 0-d
+    tensor). ``opts`` holds ``rtol``, ``atol``, ``step``, ``watch_every`` and
+    ``checkpoint_every`` and receives ``nfe`` and ``checkpoint_used``.
+    """
+    if isinstance(ops, SparseFusedOperators):
+        row_ptr, col, values = sparse_coupling(ops)
+        return _CompiledSolve.apply(y0, ops.drive, ops, list(stops), list(seg), list(out_idx), method, watch, opts,
+                                    values, row_ptr, col)
+    return _CompiledSolve.apply(y0, ops.drive, ops, list(stops), list(seg), list(out_idx), method, watch, opts,
+                                ops.Wg, None, None)

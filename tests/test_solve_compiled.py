@@ -1,0 +1,196 @@
+"""The compiled fused-solver kernel (colplugin.solve.compiled) against the eager fused loop.
+
+The eager loop is itself tested against torchdiffeq and finite differences
+(tests/test_fused.py); here the kernel must give its numbers - states, gradients with
+respect to weights, learnable input (drive) and initial state, the divergence checks and
+the errors - to rounding, and the machinery around it (choice, fallback, cache) must work.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import colplugin as cp
+from colplugin.solve import compiled
+from colplugin.solve.fused import fused_solve
+from colplugin.solve.simulate import SimulationError
+
+from conftest import two_column_net
+
+pytestmark = pytest.mark.skipif(not compiled.kernel_available()[0],
+                                reason="no C compiler: the compiled kernel cannot be built")
+
+
+def _net(dl25, dtype=torch.float64):
+    """Two areas (3 + 2 MT columns): learnable input (drive), lateral and feedforward edges."""
+    return cp.ColumnNetwork(dl25, {"a": ("mt", 3), "b": ("mt", 2)},
+                            [cp.Input("a", learnable=True, jitter=0.1), cp.Lateral("a", init=20.0),
+                             cp.Feedforward("a", "b", init=10.0)], dtype=dtype, seed=0)
+
+
+def _stim():
+    rates = np.array([[[0, 0, 0], [15, 5, 3], [0, 0, 0]], [[0, 0, 0], [2, 30, 1], [10, 10, 10]],
+                      [[0, 0, 0], [20, 20, 20], [5, 0, 5]]], float)
+    return cp.Stimulus([0.0, 0.0203, 0.05], rates)  # a change point off the 1 ms grid
+
+
+def _run(net, solver, duration=0.08, dt_out=0.005):
+    for p in net.parameters():
+        p.grad = None
+    y0 = net.initial_state(3)
+    y0[:, 0] = 2.0
+    y0.requires_grad_()
+    traj = cp.simulate(net, _stim(), duration, dt_out=dt_out, solver=solver, y0=y0)
+    ((traj.rate ** 2).mean() + traj.V[-1].sum() * 1e-3 + traj.A[4].sum() * 1e-2).backward()
+    grads = [p.grad.clone() for p in net.parameters() if p.grad is not None] + [y0.grad.clone()]
+    return traj.state.detach(), grads, traj.nfe
+
+
+def _rel(a, b):
+    return float((a - b).detach().abs().max() / b.detach().abs().max())
+
+
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("method,options", [("euler", {"step": 2e-4}), ("midpoint", {"step": 1e-3}),
+                                            ("rk4", {"step": 1e-3}), ("dopri5", {"rtol": 1e-6, "atol": 1e-6}),
+                                            ("dopri5", {"rtol": 1e-9, "atol": 1e-9})])
+def test_compiled_equals_eager_in_float64(dl25, method, options, dense):
+    """States and every gradient (recurrent weights, input weights through the drive, y0) within
+    1e-12, for the dense coupling and the sparse one (blocks, edges and rate terms as entries)."""
+    net = _net(dl25)
+    ref_s, ref_g, ref_nfe = _run(net, cp.Solver(method, backend="fused", dense=dense, kernel="eager", **options))
+    s, g, nfe = _run(net, cp.Solver(method, backend="fused", dense=dense, kernel="compiled", **options))
+    assert nfe == ref_nfe  # the same steps (an adaptive solve: the same accepted and rejected ones)
+    assert _rel(s, ref_s) < 1e-12
+    assert len(g) == len(ref_g) == 3
+    for a, b in zip(g, ref_g):
+        assert float(b.abs().max()) > 0
+        assert _rel(a, b) < 1e-12
+
+
+def test_compiled_float32(dl25):
+    net = _net(dl25, dtype=torch.float32)
+    ref_s, ref_g, ref_nfe = _run(net, cp.Solver("rk4", step=1e-3, backend="fused", kernel="eager"))
+    s, g, nfe = _run(net, cp.Solver("rk4", step=1e-3, backend="fused", kernel="compiled"))
+    assert s.dtype == torch.float32 and nfe == ref_nfe
+    assert _rel(s, ref_s) < 1e-5
+    for a, b in zip(g, ref_g):
+        assert _rel(a, b) < 1e-4
+
+
+def test_compiled_gradcheck(dl25):
+    """float64 gradcheck of the kernel's backward pass (rk4 and dopri5) against finite differences."""
+    net = two_column_net(dl25)
+    theta = net.rec_theta.detach().clone()
+    del net.rec_theta
+    stim = cp.Stimulus([0.0, 0.004], [[0, 0], [20, 5]])
+    for solver in (cp.Solver("rk4", step=1e-3, backend="fused", kernel="compiled"),
+                   cp.Solver("dopri5", backend="fused", kernel="compiled")):
+        def output(th, solver=solver):
+            net.rec_theta = th
+            return cp.simulate(net, stim, duration=0.008, dt_out=0.004, solver=solver).rate[1:]
+
+        assert torch.autograd.gradcheck(output, (theta.clone().requires_grad_(),))
+
+
+def test_watch_sees_what_the_eager_loop_shows(dl25):
+    """The divergence check is called at the same times with the same largest V - A."""
+    net = _net(dl25)
+    field = net.field(_stim().rates, dense=True)
+    calls = {}
+    for kernel in ("eager", "compiled"):
+        seen = calls.setdefault(kernel, [])
+        fused_solve(field, net.initial_state(3), [0.0, 0.0203, 0.05, 0.08], [0, 1, 2], [1, 3], "dopri5",
+                    lambda t, x, n, seen=seen: seen.append((t, float(x.max()), n)), watch_every=5, kernel=kernel)
+    assert len(calls["eager"]) == len(calls["compiled"]) > 10
+    for (t0, x0, n0), (t1, x1, n1) in zip(calls["eager"], calls["compiled"]):
+        assert t1 == pytest.approx(t0, rel=1e-13) and x1 == pytest.approx(x0, rel=1e-12) and n1 == n0
+
+
+def test_errors_are_the_eager_loops(dl25):
+    """Runaway rates (raised in the watch, from inside the C loop), an exception of the
+    caller's watch, and the step-size underflow reach the caller as in the eager loop."""
+    net = two_column_net(dl25)
+    net.set_projection_weights("lateral:mt:self", 5e4)
+    messages = []
+    for kernel in ("eager", "compiled"):
+        with pytest.raises(SimulationError, match="runaway rates") as err:
+            cp.simulate(net, cp.Stimulus.constant([20.0, 20.0]), duration=0.2,
+                        solver=cp.Solver("rk4", step=1e-3, backend="fused", kernel=kernel))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+    class Stop(Exception):
+        pass
+
+    def watch(t, x, n):
+        if t > 0.01:
+            raise Stop(t)
+
+    calm = two_column_net(dl25)
+    with pytest.raises(Stop):
+        fused_solve(calm.field(dense=True), calm.initial_state(1), [0.0, 0.05], [0], [1], "dopri5", watch,
+                    kernel="compiled")
+    from colplugin.solve.fused import StepSizeUnderflow
+
+    with pytest.raises(StepSizeUnderflow):  # a step too small for the tolerance at once: 1e-300 mV
+        fused_solve(calm.field(dense=True), calm.initial_state(1), [0.0, 0.05], [0], [1], "dopri5",
+                    lambda t, x, n: None, rtol=1e-300, atol=1e-300, kernel="compiled")
+
+
+def test_choice_and_fallback(dl25, monkeypatch):
+    net = _net(dl25)
+    y0 = net.initial_state(2)
+    dense, sparse = net.field(dense=True).fused(), net.field(dense=False).fused()
+    assert compiled.choose("auto", dense, y0) and compiled.choose("auto", sparse, y0)
+    assert not compiled.choose("eager", dense, y0)
+    big = torch.zeros(compiled.MAX_WORK // (2 * dense.P ** 2) + 1, 2 * dense.P, dtype=torch.float64)
+    assert not compiled.choose("auto", dense, big)  # large products: BLAS (eager) wins
+    assert compiled.choose("compiled", dense, big)
+    with pytest.raises(ValueError, match="meta"):
+        compiled.choose("compiled", dense, y0.to("meta"))
+    with pytest.raises(ValueError, match="kernel"):
+        cp.Solver("dopri5", kernel="fast")
+    # without a kernel (no compiler): the eager loop, same numbers; "compiled" names the reason
+    ref = cp.simulate(net, _stim(), 0.06).state
+    monkeypatch.setattr(compiled, "_module", lambda: (None, "no compiler found"))
+    assert not compiled.choose("auto", dense, y0)
+    with pytest.raises(ValueError, match="no compiler found"):
+        compiled.choose("compiled", dense, y0)
+    assert _rel(cp.simulate(net, _stim(), 0.06).state, ref) < 1e-12
+
+
+def test_kernel_is_built_once_into_the_cache(tmp_path):
+    """A fresh cache directory: the first process compiles, the next one loads the same file."""
+    code = ("from colplugin.solve import compiled; ok, why = compiled.kernel_available(); "
+            "assert ok, why; print(compiled._module()[0].__file__)")
+    env = dict(os.environ, COLPLUGIN_CACHE_DIR=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    path = first.stdout.strip()
+    assert path.startswith(str(tmp_path)) and os.path.exists(path)
+    mtime = os.stat(path).st_mtime_ns
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert second.stdout.strip() == path and os.stat(path).st_mtime_ns == mtime
+    assert not [p for p in (tmp_path / "kernels").iterdir() if p.is_dir()]  # no build directory left behind
+    off = subprocess.run([sys.executable, "-c", "from colplugin.solve import compiled; "
+                          "print(compiled.kernel_available())"], capture_output=True, text=True, check=True,
+                         env=dict(env, COLPLUGIN_KERNEL="eager"))
+    assert "COLPLUGIN_KERNEL=eager" in off.stdout
+
+
+def test_sparse_coupling_is_the_dense_matrix(dl25):
+    """The compressed rows built from a sparse field's blocks, edges and rate terms, scattered
+    into a matrix, are the dense field's coupling Wg (built by the dense path of Field.fused)."""
+    net = _net(dl25)
+    dense, sparse = net.field(dense=True).fused(), net.field(dense=False).fused()
+    row_ptr, col, values = compiled.sparse_coupling(sparse)
+    P = sparse.P
+    rows = np.repeat(np.arange(P), np.diff(row_ptr))
+    W = torch.zeros(P, 2 * P, dtype=torch.float64)
+    W.index_put_((torch.as_tensor(rows), torch.as_tensor(col, dtype=torch.long)), values.detach(), accumulate=True)
+    assert values.requires_grad  # cotangents flow back to the blocks and edge weights
+    torch.testing.assert_close(W, dense.Wg.detach(), rtol=1e-14, atol=0)
