@@ -405,9 +405,9 @@ class _CompiledSolve(torch.autograd.Function):
         return (lam if need_y0 else None, gdrive, None, None, None, None, None, None, None, gWg, None, None)
 
 
-def compiled_solve(ops: FusedOperators | SparseFusedOperators, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
-                   out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None],
-                   opts: dict) -> torch.Tensor:
+def compiled_solve(ops: FusedOperators | SparseFusedOperators, y0: torch.Tensor, stops: Sequence[float],
+                   seg: Sequence[int], out_idx: Sequence[int], method: str,
+                   watch: Callable[[float, torch.Tensor, int], None], opts: dict) -> torch.Tensor:
     """States at the output stops, as :func:`colplugin.solve.fused.fused_solve` computes them.
 
     ``watch(t, x, steps)`` receives the largest x = V - A (mV) of a recent stage (a 0-d
