@@ -77,7 +77,13 @@ typedef struct {
     int sparse;                 /* Wg as compressed rows instead of a dense matrix */
     const int *row_ptr, *col;
     const REAL *val;
+    REAL *tmp;                  /* scratch of 4 P B numbers (set by the entry points) */
 } MODEL;
+
+/* From this many trials on, the sparse products run on transposed copies (populations x
+ * trials), so that the innermost loop runs over the trials, contiguously; the sums are
+ * taken in the same order, so the numbers are the same. */
+#define FK_TRANSPOSE_MIN 8
 
 typedef struct {
     int status;                 /* FK_OK or the reason the solve stopped */
@@ -111,6 +117,8 @@ FK_INLINE void FN(fk_stage)(const MODEL *md, const REAL *Y, int seg, REAL *kout,
             }
             for (int q = 0; q < P2; q++)
                 kb[q] = Yb[q] * md->c[q] + dr[q];
+            if (B >= FK_TRANSPOSE_MIN)
+                continue; /* the product follows for all trials at once */
             for (int p = 0; p < P; p++) {
                 const REAL gp = gb[p];
                 for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
@@ -134,6 +142,27 @@ FK_INLINE void FN(fk_stage)(const MODEL *md, const REAL *Y, int seg, REAL *kout,
         }
         for (int q = 0; q < P2; q++)
             kb[q] += Yb[q] * md->c[q];
+    }
+    if (md->sparse && B >= FK_TRANSPOSE_MIN) { /* kT[col, :] += gT[p, :] val: contiguous over trials */
+        REAL *gT = md->tmp, *kT = md->tmp + (size_t)P * B;
+        for (int b = 0; b < B; b++)
+            for (int p = 0; p < P; p++)
+                gT[(size_t)p * B + b] = g[(size_t)b * P + p];
+        for (int b = 0; b < B; b++)
+            for (int q = 0; q < P2; q++)
+                kT[(size_t)q * B + b] = kout[(size_t)b * P2 + q];
+        for (int p = 0; p < P; p++) {
+            const REAL *gp = gT + (size_t)p * B;
+            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
+                const REAL v = md->val[j];
+                REAL *kq = kT + (size_t)md->col[j] * B;
+                for (int b = 0; b < B; b++)
+                    kq[b] += gp[b] * v;
+            }
+        }
+        for (int b = 0; b < B; b++)
+            for (int q = 0; q < P2; q++)
+                kout[(size_t)b * P2 + q] = kT[(size_t)q * B + b];
     }
 }
 
@@ -263,12 +292,15 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
 {
     const int s = md->s, s_sol = md->s_sol, P = md->P;
     const size_t N = (size_t)md->B * 2 * P, BP = (size_t)md->B * P;
+    MODEL local = *md;
+    local.tmp = FN(fk_scratch)(4 * BP);
+    md = &local;
     SOLVE *sv = (SOLVE *)calloc(1, sizeof(SOLVE));
     REAL *K = FN(fk_scratch)((size_t)s * N), *Y = FN(fk_scratch)(N), *Ys = FN(fk_scratch)(N);
     REAL *y = FN(fk_scratch)(N), *y_new = FN(fk_scratch)(N);
     REAL *w = FN(fk_scratch)((size_t)s * BP), *g = FN(fk_scratch)((size_t)s * BP);
-    if (!sv || !K || !Y || !Ys || !y || !y_new || !w || !g) {
-        free(K); free(Y); free(Ys); free(y); free(y_new); free(w); free(g);
+    if (!sv || !K || !Y || !Ys || !y || !y_new || !w || !g || !local.tmp) {
+        free(K); free(Y); free(Ys); free(y); free(y_new); free(w); free(g); free(local.tmp);
         if (sv)
             sv->status = FK_NOMEM;
         return sv;
@@ -410,7 +442,7 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
         if (out_of_stop[mi + 1] >= 0)
             memcpy(out + (size_t)out_of_stop[mi + 1] * N, y, N * sizeof(REAL));
     }
-    free(K); free(Y); free(Ys); free(y); free(y_new); free(w); free(g);
+    free(K); free(Y); free(Ys); free(y); free(y_new); free(w); free(g); free(local.tmp);
     return sv;
 }
 
@@ -427,6 +459,9 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
     const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
     const size_t N = (size_t)B * P2, BP = (size_t)B * P;
     const long n_steps = sv->n_steps;
+    MODEL local = *md;
+    local.tmp = FN(fk_scratch)(4 * BP);
+    md = &local;
     const size_t half = (size_t)s_sol * BP;
     /* chunks of steps whose stages are at hand: all of them, or those between checkpoints */
     const long chunk = sv->stages_kept ? (n_steps ? n_steps : 1) : sv->M;
@@ -436,8 +471,9 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
     REAL *w = FN(fk_scratch)((size_t)s * BP), *g = FN(fk_scratch)((size_t)s * BP);
     REAL *U = FN(fk_scratch)((size_t)s * N), *gk = FN(fk_scratch)(N), *sz = FN(fk_scratch)(BP);
     REAL *buf = sv->stages_kept ? NULL : FN(fk_scratch)((size_t)(chunk < n_steps ? chunk : n_steps) * 2 * half);
-    if (!K || !Y || !y || !y_new || !w || !g || !U || !gk || !sz || (!sv->stages_kept && !buf)) {
+    if (!K || !Y || !y || !y_new || !w || !g || !U || !gk || !sz || (!sv->stages_kept && !buf) || !local.tmp) {
         free(K); free(Y); free(y); free(y_new); free(w); free(g); free(U); free(gk); free(sz); free(buf);
+        free(local.tmp);
         return FK_NOMEM;
     }
     for (long c = n_chunks - 1; c >= 0; c--) { /* last chunk first */
@@ -474,10 +510,48 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
                 /* U_i = (dF/dy)(Y_i)^T gk_i */
                 const REAL *wi = ws + (size_t)i * BP, *gi = gs + (size_t)i * BP;
                 REAL *Ui = U + (size_t)i * N;
+                const int tr = md->sparse && B >= FK_TRANSPOSE_MIN;
+                if (tr) { /* the sparse products on transposed copies, contiguous over trials */
+                    REAL *gkT = md->tmp, *szT = md->tmp + (size_t)P2 * B, *gT = szT + (size_t)P * B;
+                    for (int b = 0; b < B; b++)
+                        for (int q = 0; q < P2; q++)
+                            gkT[(size_t)q * B + b] = gk[(size_t)b * P2 + q];
+                    for (int p = 0; p < P; p++) {
+                        REAL *sp = szT + (size_t)p * B;
+                        for (int b = 0; b < B; b++)
+                            sp[b] = 0;
+                        for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
+                            const REAL v = md->val[j];
+                            const REAL *gq = gkT + (size_t)md->col[j] * B;
+                            for (int b = 0; b < B; b++)
+                                sp[b] += v * gq[b];
+                        }
+                    }
+                    for (int b = 0; b < B; b++)
+                        for (int p = 0; p < P; p++)
+                            sz[(size_t)b * P + p] = szT[(size_t)p * B + b];
+                    if (gWg) {
+                        for (int b = 0; b < B; b++)
+                            for (int p = 0; p < P; p++)
+                                gT[(size_t)p * B + b] = gi[(size_t)b * P + p];
+                        for (int p = 0; p < P; p++) {
+                            const REAL *gp = gT + (size_t)p * B;
+                            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
+                                const REAL *gq = gkT + (size_t)md->col[j] * B;
+                                REAL acc = gWg[j];
+                                for (int b = 0; b < B; b++)
+                                    acc += gp[b] * gq[b];
+                                gWg[j] = acc;
+                            }
+                        }
+                    }
+                }
                 for (int b = 0; b < B; b++) {
                     const REAL *gkb = gk + (size_t)b * P2;
                     REAL *szb = sz + (size_t)b * P;
-                    if (md->sparse) {
+                    if (tr) {
+                        /* sz filled above */
+                    } else if (md->sparse) {
                         for (int p = 0; p < P; p++) {
                             REAL acc = 0;
                             for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
@@ -508,14 +582,14 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
                         Ub[p] = gkb[p] * md->c[p] - szb[p] * md->m;
                         Ub[P + p] = gkb[P + p] * md->c[P + p] + szb[p] * md->m;
                     }
-                    if (gWg && md->sparse) { /* per entry: sum over steps, stages and trials of g_source gk_target */
+                    if (gWg && md->sparse && !tr) { /* per entry: sum over steps, stages and trials of g_source gk_target */
                         const REAL *gb = gi + (size_t)b * P;
                         for (int p = 0; p < P; p++) {
                             const REAL gp = gb[p];
                             for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
                                 gWg[j] += gp * gkb[md->col[j]];
                         }
-                    } else if (gWg) { /* sum over steps, stages and trials of g (source) times gk (target) */
+                    } else if (gWg && !md->sparse) { /* sum over steps, stages and trials of g (source) times gk (target) */
                         const REAL *gb = gi + (size_t)b * P;
                         for (int p = 0; p < P; p++) {
                             const REAL gp = gb[p];
@@ -545,6 +619,7 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
             lam[q] += go[q];
     }
     free(K); free(Y); free(y); free(y_new); free(w); free(g); free(U); free(gk); free(sz); free(buf);
+    free(local.tmp);
     return FK_OK;
 }
 

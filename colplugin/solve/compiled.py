@@ -86,6 +86,7 @@ typedef struct {{
     const int *row_ptr;
     const int *col;
     const {R} *val;
+    ...;
 }} fk_model{S};
 
 typedef struct {{
