@@ -14,10 +14,10 @@ pass - as plain loops over the same arithmetic, so a solve costs its arithmetic.
   where a step is accepted or rejected by a rounding error's margin, which the tests would
   show.
 * **When it runs.** :func:`choose` decides per solve: a field on the CPU in float32 or
-  float64, sparse (its coupling as a list of entries: intra-column blocks, inter-column
-  edges, rate terms) or dense with small per-stage products (at most :data:`MAX_WORK`
-  multiply-adds; beyond, the eager loop's BLAS products are faster), when the kernel
-  builds. With the kernel, fields of more than :data:`DENSE_MAX_POPULATIONS` populations
+  float64, dense or sparse (its coupling as a list of entries: intra-column blocks,
+  inter-column edges, rate terms), whose per-stage coupling product takes at most
+  :data:`MAX_WORK` multiply-adds (beyond, the eager loop's vectorised library calls are
+  faster), when the kernel builds. With the kernel, fields of more than :data:`DENSE_MAX_POPULATIONS` populations
   couple sparsely by default (:func:`default_dense`). ``Solver(kernel=...)`` forces either
   path; the environment variable ``COLPLUGIN_KERNEL=eager`` turns the kernel off
   everywhere.
@@ -49,12 +49,14 @@ from ..field import FusedOperators, SparseFusedOperators
 __all__ = ["MAX_WORK", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available", "choose", "default_dense",
            "compiled_solve", "sparse_coupling"]
 
-#: Largest number of multiply-adds in one stage's dense coupling product (B x P x 2P: trials
-#: times populations times their targets) for which ``kernel="auto"`` runs a *dense* field in
-#: the compiled loops; above it the eager loop's BLAS products are faster. A sparse field's
-#: product is a list of entries, which the kernel's loops run faster than the eager sparse
-#: loop at every size measured (1-1000 columns, batch 1-64; ``benchmarks/bench_kernel.py``).
-MAX_WORK = 2 ** 24
+#: Largest number of multiply-adds in one stage's coupling product (trials times the
+#: coupling's entries: P x 2P dense, or the listed connections of a sparse field) for which
+#: ``kernel="auto"`` runs the compiled loops. Below it the eager loop's cost is per-call
+#: overhead, which the kernel removes; above it both stream the same arrays through memory,
+#: and the eager loop's vectorised library calls (BLAS products, expm1) win. Measured
+#: crossover on the development machine: between about 1e6 and 2e6 (10,000 columns at batch
+#: 1, 1,000 at batch 16; ``benchmarks/bench_kernel.py``).
+MAX_WORK = 2 ** 20
 #: With the compiled kernel, networks of at most this many populations (4 columns) couple
 #: densely by default (``Solver(dense=None)``), larger ones sparsely: the kernel's sparse loop
 #: touches only the connections and overtakes its dense loop between 3 and 4 columns
@@ -197,8 +199,9 @@ def kernel_available() -> tuple[bool, str]:
 def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
     """Whether a fused solve of ``ops`` from ``y0`` runs in the compiled kernel.
 
-    ``"auto"``: a dense field (:class:`~colplugin.field.FusedOperators`) on the CPU in float32
-    or float64 with ``B P^2 <= MAX_WORK``, when the kernel builds. ``"compiled"``: the same
+    ``"auto"``: a dense or sparse field on the CPU in float32 or float64 whose coupling
+    product takes at most :data:`MAX_WORK` multiply-adds per stage (all trials), when the
+    kernel builds. ``"compiled"``: the same
     conditions except the size, else :class:`ValueError` naming what stands in the way.
     ``"eager"``: never.
 
@@ -226,7 +229,7 @@ def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
         if kernel == "compiled":
             raise ValueError(f"Solver(kernel='compiled') cannot run here: {why}")
         return False
-    return kernel == "compiled" or isinstance(ops, SparseFusedOperators) or y0.shape[0] * _work(ops) <= MAX_WORK
+    return kernel == "compiled" or y0.shape[0] * _work(ops) <= MAX_WORK
 
 
 def default_dense(kernel: str, n_populations: int, device: torch.device, dtype: torch.dtype) -> bool | None:
