@@ -201,9 +201,8 @@ def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
 
     ``"auto"``: a dense or sparse field on the CPU in float32 or float64 whose coupling
     product takes at most :data:`MAX_WORK` multiply-adds per stage (all trials), when the
-    kernel builds. ``"compiled"``: the same
-    conditions except the size, else :class:`ValueError` naming what stands in the way.
-    ``"eager"``: never.
+    kernel builds. ``"compiled"``: the same conditions except the size, else
+    :class:`ValueError` naming what stands in the way. ``"eager"``: never.
 
     Raises
     ------

@@ -29,6 +29,10 @@ small tensor operations, so per-operation overhead, not arithmetic, sets the cos
 
 Everything model-specific (the stage evaluation, its Jacobian products and the parameter
 cotangents) comes from :meth:`colplugin.field.Field.fused`; this module holds the schemes.
+On the CPU, :func:`fused_solve` hands small and medium solves to the same loop compiled
+(:mod:`colplugin.solve.compiled`), which removes the per-operation overhead; this module's
+eager loop runs everywhere else (GPUs, large batches, no C compiler) and is the kernel's
+reference in the tests.
 """
 
 from __future__ import annotations
