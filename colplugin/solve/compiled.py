@@ -52,11 +52,12 @@ __all__ = ["MAX_WORK", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available", "
 #: Largest number of multiply-adds in one stage's coupling product (trials times the
 #: coupling's entries: P x 2P dense, or the listed connections of a sparse field) for which
 #: ``kernel="auto"`` runs the compiled loops. Below it the eager loop's cost is per-call
-#: overhead, which the kernel removes; above it both stream the same arrays through memory,
-#: and the eager loop's vectorised library calls (BLAS products, expm1) win. Measured
-#: crossover on the development machine: between about 1e6 and 2e6 (10,000 columns at batch
-#: 1, 1,000 at batch 16; ``benchmarks/bench_kernel.py``).
-MAX_WORK = 2 ** 20
+#: overhead, which the kernel removes (3-10x faster); from about 1.5e5 to 5e5 the two take
+#: the same time, as both stream the same arrays through memory; beyond, the eager loop's
+#: vectorised library calls (BLAS products, expm1) win (measured on the development
+#: machine: 30 columns at batch 64 equal, 100 at batch 64 up to 1.6x slower compiled;
+#: ``benchmarks/bench_kernel.py``).
+MAX_WORK = 2 ** 17
 #: With the compiled kernel, networks of at most this many populations (4 columns) couple
 #: densely by default (``Solver(dense=None)``), larger ones sparsely: the kernel's sparse loop
 #: touches only the connections and overtakes its dense loop between 3 and 4 columns
