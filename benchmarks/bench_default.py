@@ -8,8 +8,9 @@ V = A = 0. Per size and thread count, measured side by side in one process (best
 below 1000 columns, one run above):
 
 * ``default``: ``cp.simulate(net, stim, 0.15)`` with no solver (``Solver.default()``:
-  fused dopri5, rtol 1e-6, atol 1e-6);
-* ``fused``: ``Solver("dopri5", rtol=1e-7, atol=1e-9, backend="fused")`` (the paper's tolerances);
+  fused dopri5, rtol 1e-6, atol 1e-6; on the CPU the compiled kernel up to its work limit);
+* ``fused``: ``Solver("dopri5", rtol=1e-7, atol=1e-9, backend="fused", kernel="eager")`` (the
+  paper's tolerances, the eager loop; ``benchmarks/bench_kernel.py`` compares the two loops);
 * ``torchdiffeq``: ``Solver("dopri5", rtol=1e-7, atol=1e-9)`` (the reference integrator).
 
 Ratios are times over the default's in the same row group; the machine may be shared, so
@@ -42,7 +43,7 @@ def build(n: int, fan_out: int = 10) -> cp.ColumnNetwork:
 
 
 SOLVERS = {"default": None,
-           "fused": cp.Solver("dopri5", rtol=1e-7, atol=1e-9, backend="fused"),
+           "fused": cp.Solver("dopri5", rtol=1e-7, atol=1e-9, backend="fused", kernel="eager"),
            "torchdiffeq": cp.Solver("dopri5", rtol=1e-7, atol=1e-9, backend="torchdiffeq")}
 
 

@@ -1,7 +1,8 @@
 """Training cost, run by hand:  python benchmarks/bench_training.py [--quick]
 
 1. Wall time per update: XOR (batch 4 and 16) and decision (batch 16): the tasks' default
-   (fused dopri5, direct gradients), torchdiffeq dopri5 with direct backpropagation, and
+   (fused dopri5, direct gradients; the compiled kernel on the CPU), torchdiffeq dopri5 with
+   direct backpropagation, and
    torchdiffeq's adjoint; plus the time to draw one batch (the decision task's Wong-Wang targets).
 2. Peak memory (max RSS of a fresh process) of one forward+backward pass, adjoint vs direct,
    as the simulated duration grows from 1 s to 10 s (two MT columns, batch 16).
