@@ -217,3 +217,55 @@ def test_batched_sparse_products_equal_single_trials(dl25):
     for i in range(9):
         alone = cp.simulate(net, cp.Stimulus(stim.times, stim.rates[i:i + 1]), 0.06, solver=solver).state
         assert torch.equal(alone[:, 0], batched[:, i])
+
+
+def test_inputs_that_do_not_fit_are_refused(dl25):
+    """Both loops index with these unchecked; a wrong one must be an error, not a wrong number."""
+    net = _net(dl25)
+    rates = torch.full((2, 1, 3), 10.0, dtype=torch.float64)
+    field = net.field(rates, dense=True)
+    y0 = net.initial_state(2)
+    cases = [(y0.float(), [0], 25, "dtype"), (net.initial_state(3), [0], 25, "2 trials, y0 3"),
+             (y0[:, :-1], [0], 25, "shape"), (y0, [5], 25, "segment indices"), (y0, [0], 0, "watch_every")]
+    for kernel in ("eager", "compiled"):
+        for y, seg, every, match in cases:
+            with pytest.raises(ValueError, match=match):
+                fused_solve(field, y, [0.0, 0.01], seg, [1], "rk4", lambda t, x, n: None, watch_every=every,
+                            kernel=kernel)
+
+
+def test_no_second_derivatives_and_records_freed_after_backward(dl25):
+    net = two_column_net(dl25)
+    field = net.field(dense=True)
+    y0 = net.initial_state(2).requires_grad_()
+    out, _ = fused_solve(field, y0, [0.0, 0.01], [0], [1], "dopri5", lambda t, x, n: None, kernel="compiled")
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(out.pow(2).sum(), y0, create_graph=True)
+    out, _ = fused_solve(field, y0, [0.0, 0.01], [0], [1], "dopri5", lambda t, x, n: None, kernel="compiled")
+    out.sum().backward()
+    with pytest.raises(RuntimeError, match="second time"):  # the C records went with the saved tensors
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
+def test_outputs_at_a_repeated_stop(dl25, kernel):
+    """An output that lands after zero steps is y0 itself: d out / d y0 = 1 (both loops)."""
+    net = two_column_net(dl25)
+    y0 = net.initial_state(1).requires_grad_()
+    out, _ = fused_solve(net.field(dense=True), y0, [0.0, 0.0, 0.01], [0, 0], [1, 2], "rk4",
+                         lambda t, x, n: None, kernel=kernel)
+    out[0].sum().backward()
+    assert torch.equal(y0.grad, torch.ones_like(y0))
+
+
+def test_a_broken_cached_kernel_is_rebuilt(tmp_path):
+    code = ("import warnings; warnings.simplefilter('error'); from colplugin.solve import compiled; "
+            "ok, why = compiled.kernel_available(); assert ok, why; print(compiled._module()[0].__file__)")
+    env = dict(os.environ, COLPLUGIN_CACHE_DIR=str(tmp_path))
+    path = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # truncated, as by an interrupted copy
+        f.truncate(100)
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == path and os.path.getsize(path) == size

@@ -36,6 +36,7 @@ import importlib.machinery
 import importlib.util
 import os
 import tempfile
+import threading
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -157,25 +158,43 @@ def _build(name: str, source: str) -> Path:
     raise OSError("no writable cache directory for the compiled kernel: " + "; ".join(errors))
 
 
+_LOCK = threading.Lock()
+
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @functools.lru_cache(maxsize=1)
 def _module() -> tuple[Any, str]:
-    """(the loaded kernel module or None, why not)."""
+    """(the loaded kernel module or None, why not).
+
+    Built on first use, under a lock (cffi's build changes the working directory while it
+    compiles). A cached file that does not load (truncated, or built against another C
+    library) is removed and rebuilt once.
+    """
     if os.environ.get(_ENV, "").strip().lower() == "eager":
         return None, f"{_ENV}=eager is set"
     try:
-        source = _source()
-        digest = hashlib.sha256((source + _CDEF + " ".join(_FLAGS)).encode()).hexdigest()[:16]
-        name = f"_colplugin_fk_{digest}"
-        path = _build(name, source)
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        with _LOCK:
+            source = _source()
+            digest = hashlib.sha256((source + _CDEF + " ".join(_FLAGS)).encode()).hexdigest()[:16]
+            name = f"_colplugin_fk_{digest}"
+            path = _build(name, source)
+            try:
+                mod = _load(name, path)
+            except Exception:  # a stale or broken cached build: rebuild it once
+                path.unlink(missing_ok=True)
+                mod = _load(name, _build(name, source))
     except Exception as exc:  # no cffi, no compiler, no writable directory, a broken build
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-        warnings.warn(f"colplugin could not build its compiled solver kernel ({reason}); the eager fused "
-                      "loop runs instead (same numbers, slower for small networks). Install a C compiler "
-                      f"(gcc or clang) and cffi, or set {_ENV}=eager to silence this", RuntimeWarning,
-                      stacklevel=4)
+        warnings.warn(f"colplugin could not build or load its compiled solver kernel ({reason}); the eager "
+                      "fused loop runs instead (same numbers, slower for small networks). Check that a C "
+                      "compiler (gcc or clang), the Python headers and cffi are installed, or set "
+                      f"{_ENV}=eager to silence this", RuntimeWarning, stacklevel=4)
         return None, reason
 
     @mod.ffi.def_extern(name="fk_watch")
@@ -286,6 +305,9 @@ def sparse_coupling(ops: SparseFusedOperators) -> tuple[np.ndarray, np.ndarray, 
     if not srcs:
         return np.zeros(P + 1, dtype=np.intc), np.zeros(0, dtype=np.intc), ops.c.new_zeros(0)
     src, tgt = torch.cat(srcs), torch.cat(tgts)
+    if src.numel() >= 2 ** 31 - 1 or 2 * P >= 2 ** 31 - 1:
+        raise ValueError(f"the field has {src.numel()} connections, more than the compiled kernel's 32-bit "
+                         "indices hold; use Solver(kernel='eager')")
     order = torch.argsort(src * (2 * P) + tgt, stable=True)
     values = torch.cat(vals).index_select(0, order)
     row_ptr = np.zeros(P + 1, dtype=np.intc)
@@ -362,21 +384,28 @@ class _CompiledSolve(torch.autograd.Function):
             raise MemoryError("the compiled fused solve could not allocate its workspace")
         sv = ffi.gc(sv, getattr(lib, f"fk_free{sfx}"))
         opts["nfe"] = int(sv.attempts) * (s - 1 if tab.fsal else s)
-        if sv.status != 0:
-            if box[2] is not None:
-                raise box[2]
-            if sv.status == 2:
-                raise StepSizeUnderflow(f"step size underflow at t = {sv.t_fail:.6g} s")
-            if sv.status == 3:
+        status, t_fail = sv.status, sv.t_fail
+        if status != 0 or not keep:
+            ffi.release(sv)  # nothing to keep: free the records now
+        if status != 0:
+            exc, box[2] = box[2], None  # no reference cycle through the traceback
+            if exc is not None:
+                raise exc
+            if status == 2:
+                raise StepSizeUnderflow(f"step size underflow at t = {t_fail:.6g} s")
+            if status == 3:
                 raise MemoryError("the compiled fused solve ran out of memory recording its steps; pass "
                                   "Solver(checkpoint_every=M) or a shorter simulation")
-            raise RuntimeError(f"the compiled fused solve stopped: {_STATUS.get(sv.status, sv.status)}")
+            raise RuntimeError(f"the compiled fused solve stopped: {_STATUS.get(status, status)}")
         for j, n in enumerate(out_idx):
             if n == 0:
                 out[j] = y0_c
             elif j != first_at[n]:
                 out[j] = out[first_at[n]]
-        opts["checkpoint_used"] = (0 if sv.stages_kept else int(sv.M)) if keep else None
+        if not keep:
+            opts["checkpoint_used"] = None
+            return out
+        opts["checkpoint_used"] = 0 if sv.stages_kept else int(sv.M)
         n_steps = int(sv.n_steps)
         # output rows landed after j accepted steps, CSR over j = 0..n_steps
         counts = np.zeros(n_steps + 2, dtype=long_t)
@@ -387,13 +416,22 @@ class _CompiledSolve(torch.autograd.Function):
         ctx.inj_ptr = np.cumsum(counts).astype(long_t)
         ctx.inj_idx = np.asarray(idx if idx else [0], dtype=long_t)
         ctx.keep = (md, A, bw, ew, Wg_c, WgT, c, drive_c, row_ptr, col)
-        ctx.sv, ctx.ffi, ctx.lib, ctx.real, ctx.sfx = sv, ffi, lib, real, sfx
+        # the C records live as long as this saved tensor: autograd frees it after the backward
+        # pass (unless the graph is retained), as it frees the eager loop's saved stages
+        ctx.save_for_backward(torch.frombuffer(ffi.buffer(sv, 1), dtype=torch.uint8))
+        ctx.sv_addr = int(ffi.cast("uintptr_t", sv))
+        ctx.ffi, ctx.lib, ctx.real, ctx.sfx = ffi, lib, real, sfx
         ctx.drive_shape, ctx.B, ctx.P, ctx.coupling_shape = tuple(drive_c.shape), B, P, tuple(Wg_c.shape)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: second derivatives are not computed
+            raise RuntimeError("the fused solver's backward pass is not differentiable (no second derivatives, "
+                               "create_graph=True); use Solver(backend='torchdiffeq') for higher derivatives")
         ffi, lib, real, sfx = ctx.ffi, ctx.lib, ctx.real, ctx.sfx
+        ctx.saved_tensors  # noqa: B018 - raises if the records were freed (a second backward without retain_graph)
+        sv = ffi.cast(f"fk_solve{sfx} *", ctx.sv_addr)
         md = ctx.keep[0]
         dt = grad_out.dtype
         g = grad_out.detach().contiguous().cpu()
@@ -401,7 +439,7 @@ class _CompiledSolve(torch.autograd.Function):
         need_y0, need_drive, need_Wg = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[9]
         gWg = torch.zeros(ctx.coupling_shape, dtype=dt) if need_Wg else None
         gdrive = torch.zeros(ctx.drive_shape, dtype=dt) if need_drive else None
-        rc = getattr(lib, f"fk_backward{sfx}")(md, ctx.sv, _ptr(ffi, g, real), _ptr(ffi, ctx.inj_ptr, "long"),
+        rc = getattr(lib, f"fk_backward{sfx}")(md, sv, _ptr(ffi, g, real), _ptr(ffi, ctx.inj_ptr, "long"),
                                                _ptr(ffi, ctx.inj_idx, "long"), _ptr(ffi, lam, real),
                                                _ptr(ffi, gWg, real), _ptr(ffi, gdrive, real))
         if rc != 0:

@@ -335,8 +335,11 @@ class _FusedSolve(torch.autograd.Function):
             else:
                 ctx.save_for_backward(drive, *cks)
         ctx.ops, ctx.steps, ctx.fresh, ctx.method = ops, steps, fresh, method
-        ctx.out_at = {landed[m]: js for m, js in out_at.items() if m > 0}
-        ctx.out_at0 = out_at.get(0, [])
+        # output rows by the number of accepted steps before them (several stops may share one)
+        ctx.out_at = {}
+        for m, js in out_at.items():
+            ctx.out_at.setdefault(landed.get(m, 0), []).extend(js)
+        ctx.out_at0 = ctx.out_at.pop(0, [])
         ctx.n_segments = drive.shape[1]
         opts["nfe"] = n_attempts * (s - 1 if tab.fsal else s)
         opts["checkpoint_used"] = ctx.every if keep else None
@@ -414,6 +417,26 @@ class _FusedSolve(torch.autograd.Function):
         return (lam, g_drive, None, None, None, None, None, None, None) + tuple(g_params)
 
 
+def _check_inputs(ops, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int], out_idx: Sequence[int],
+                 watch_every: int) -> None:
+    """Refuse inputs that do not fit the field (both loops index with them unchecked)."""
+    P, drive = ops.P, ops.drive
+    if y0.ndim != 2 or y0.shape[1] != 2 * P:
+        raise ValueError(f"fused_solve: y0 must have shape (trials, 2P) = (B, {2 * P}), got {tuple(y0.shape)}")
+    if y0.dtype != drive.dtype or y0.device != drive.device:
+        raise ValueError(f"fused_solve: y0 ({y0.dtype}, {y0.device}) must have the field's dtype and device "
+                         f"({drive.dtype}, {drive.device})")
+    if drive.shape[0] not in (1, y0.shape[0]):
+        raise ValueError(f"fused_solve: the field's drive has {drive.shape[0]} trials, y0 {y0.shape[0]}: "
+                         "they must agree (or the drive have one)")
+    if len(seg) and not 0 <= min(seg) <= max(seg) < drive.shape[1]:
+        raise ValueError(f"fused_solve: segment indices must lie in [0, {drive.shape[1]}) (the drive's segments)")
+    if len(out_idx) and not 0 <= min(out_idx) <= max(out_idx) < len(stops):
+        raise ValueError(f"fused_solve: output indices must lie in [0, {len(stops)}) (the stops)")
+    if isinstance(watch_every, bool) or not isinstance(watch_every, numbers.Integral) or watch_every < 1:
+        raise ValueError(f"fused_solve: watch_every must be a positive int, got {watch_every!r}")
+
+
 def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
                 out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None], *,
                 step: float = 5e-4, rtol: float = 1e-6, atol: float = 1e-6,
@@ -438,7 +461,9 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     method : {"euler", "midpoint", "rk4", "dopri5"}
     watch : callable
         ``watch(t, x, steps)`` every ``watch_every`` steps with ``x = V - A`` (mV) of a recent
-        stage; raises to stop a diverging solve.
+        stage; raises to stop a diverging solve. The eager loop passes x of every trial and
+        population (B, P); the compiled kernel passes only its largest value (a 0-d float64
+        tensor, NaN if any is NaN), so a watch should look at ``x.max()``.
     step : float
         Initial step of adaptive methods (s).
     rtol, atol : float
@@ -483,6 +508,7 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     if len(seg) != len(stops) - 1:
         raise ValueError("fused_solve: one stimulus segment per interval between stops is required")
     ops = field.fused(edge_product)
+    _check_inputs(ops, y0, stops, seg, out_idx, watch_every)
     opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every, "checkpoint_every": checkpoint_every}
     if compiled.choose(kernel, ops, y0):
         out = compiled.compiled_solve(ops, y0, stops, seg, out_idx, method, watch, opts)

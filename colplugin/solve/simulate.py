@@ -315,6 +315,10 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         dense = compiled.default_dense(solver.kernel, network.n_populations, dev, dtype)
     func = _ODEFunc(network, stimulus, per_step=not solver.adaptive, max_rate=max_rate,
                     max_steps=solver.max_steps, dense=dense, noise=noise_drive)
+    if dense is False and solver.dense is None and not compiled.choose(solver.kernel, func.field.fused(), y0):
+        # too large for the kernel: the eager loop, with its own dense/sparse crossover
+        func = _ODEFunc(network, stimulus, per_step=not solver.adaptive, max_rate=max_rate,
+                        max_steps=solver.max_steps, dense=None, noise=noise_drive)
     opts = solver.options(jumps, t)
     kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method, options=opts)
     try:
