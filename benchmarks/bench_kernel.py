@@ -34,24 +34,14 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 import colplugin as cp
+from bench_default import build  # the same network (benchmarks/ is the script's directory)
 from colplugin.solve import compiled
-from colplugin.solve.fused import TABLEAUS
+from colplugin.solve.tableaus import TABLEAUS
 
 DURATION = 0.15
-
-
-def build(n: int, fan_out: int = 10) -> cp.ColumnNetwork:
-    rng = np.random.default_rng(0)
-    k = min(fan_out, n - 1)
-    projs = [cp.Input("a", to="all")]
-    if k > 0:
-        pairs = np.array([(s, t) for s in range(n) for t in rng.choice(np.delete(np.arange(n), s), k, replace=False)])
-        projs.append(cp.Lateral("a", columns=pairs, self_excitation=False, init=5.0))
-    return cp.ColumnNetwork(cp.load_preset("dl25"), {"a": cp.Area("mt", n, split=False)}, projs, seed=0)
 
 
 @torch.no_grad()

@@ -25,6 +25,13 @@ def two_column_net(params, dtype=torch.float64, seed=0):
                             [cp.Input("mt"), cp.Lateral("mt", init=20.0)], dtype=dtype, seed=seed)
 
 
+def two_area_net(params, dtype=torch.float64):
+    """Two areas (3 + 2 MT columns): learnable input (drive), lateral and feedforward edges."""
+    return cp.ColumnNetwork(params, {"a": ("mt", 3), "b": ("mt", 2)},
+                            [cp.Input("a", learnable=True, jitter=0.1), cp.Lateral("a", init=20.0),
+                             cp.Feedforward("a", "b", init=10.0)], dtype=dtype, seed=0)
+
+
 def one_column_input_net(params=None, seed=None):
     """One MT column with a learnable input onto L4E/L4I (the test-only tasks' network)."""
     return cp.ColumnNetwork(params or cp.load_preset("dl25"), {"mt": ("mt", 1)},

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import colplugin as cp
+from colplugin.solve import compiled
 from colplugin.solve.fused import TABLEAUS, fused_solve
 from colplugin.solve.simulate import SimulationError
 
@@ -52,13 +53,18 @@ def test_adaptive_dopri5_agrees_with_a_fine_fixed_grid(dl25):
         assert float((a - b).norm() / b.norm()) < 1e-4
 
 
-def test_gradcheck_finite_differences(dl25):
-    """float64 gradcheck of the fused backward pass (rk4 and dopri5) against finite differences."""
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
+def test_gradcheck_finite_differences(dl25, kernel):
+    """float64 gradcheck of the fused backward pass (rk4 and dopri5; the eager loop and the
+    compiled kernel) against finite differences."""
+    if kernel == "compiled" and not compiled.kernel_available()[0]:
+        pytest.skip("no C compiler: the compiled kernel cannot be built")
     net = two_column_net(dl25)
     theta = net.rec_theta.detach().clone()
     del net.rec_theta
     stim = cp.Stimulus([0.0, 0.004], [[0, 0], [20, 5]])
-    for solver in (cp.Solver("rk4", step=1e-3, backend="fused"), cp.Solver("dopri5", backend="fused")):
+    for solver in (cp.Solver("rk4", step=1e-3, backend="fused", kernel=kernel),
+                   cp.Solver("dopri5", backend="fused", kernel=kernel)):
         def output(th, solver=solver):
             net.rec_theta = th
             return cp.simulate(net, stim, duration=0.008, dt_out=0.004, solver=solver).rate[1:]

@@ -10,12 +10,11 @@ import colplugin as cp
 from colplugin.solve import compiled, fused
 from colplugin.solve.fused import TABLEAUS, fused_solve
 
+from conftest import two_area_net
+
 
 def _net(dl25):
-    """Two areas (3 + 2 MT columns): learnable input (drive), lateral and feedforward edges."""
-    return cp.ColumnNetwork(dl25, {"a": ("mt", 3), "b": ("mt", 2)},
-                            [cp.Input("a", learnable=True, jitter=0.1), cp.Lateral("a", init=20.0),
-                             cp.Feedforward("a", "b", init=10.0)], seed=0)
+    return two_area_net(dl25)
 
 
 def _stim():

@@ -19,17 +19,14 @@ from colplugin.solve import compiled
 from colplugin.solve.fused import fused_solve
 from colplugin.solve.simulate import SimulationError
 
-from conftest import two_column_net
+from conftest import two_area_net, two_column_net
 
 pytestmark = pytest.mark.skipif(not compiled.kernel_available()[0],
                                 reason="no C compiler: the compiled kernel cannot be built")
 
 
 def _net(dl25, dtype=torch.float64):
-    """Two areas (3 + 2 MT columns): learnable input (drive), lateral and feedforward edges."""
-    return cp.ColumnNetwork(dl25, {"a": ("mt", 3), "b": ("mt", 2)},
-                            [cp.Input("a", learnable=True, jitter=0.1), cp.Lateral("a", init=20.0),
-                             cp.Feedforward("a", "b", init=10.0)], dtype=dtype, seed=0)
+    return two_area_net(dl25, dtype)
 
 
 def _stim():
@@ -80,21 +77,6 @@ def test_compiled_float32(dl25):
     assert _rel(s, ref_s) < 1e-5
     for a, b in zip(g, ref_g):
         assert _rel(a, b) < 1e-4
-
-
-def test_compiled_gradcheck(dl25):
-    """float64 gradcheck of the kernel's backward pass (rk4 and dopri5) against finite differences."""
-    net = two_column_net(dl25)
-    theta = net.rec_theta.detach().clone()
-    del net.rec_theta
-    stim = cp.Stimulus([0.0, 0.004], [[0, 0], [20, 5]])
-    for solver in (cp.Solver("rk4", step=1e-3, backend="fused", kernel="compiled"),
-                   cp.Solver("dopri5", backend="fused", kernel="compiled")):
-        def output(th, solver=solver):
-            net.rec_theta = th
-            return cp.simulate(net, stim, duration=0.008, dt_out=0.004, solver=solver).rate[1:]
-
-        assert torch.autograd.gradcheck(output, (theta.clone().requires_grad_(),))
 
 
 def test_watch_sees_what_the_eager_loop_shows(dl25):

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from ..field import FusedOperators, SparseFusedOperators
+from .tableaus import TABLEAUS, StepSizeUnderflow
 
 __all__ = ["MAX_WORK", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available", "choose", "default_dense",
            "compiled_solve", "sparse_coupling"]
@@ -327,8 +328,6 @@ class _CompiledSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y0, drive, ops, stops, seg, out_idx, method, watch, opts, coupling, row_ptr, col):
-        from .fused import KEEP_ALL_BYTES, TABLEAUS, StepSizeUnderflow
-
         mod, _ = _module()
         ffi, lib = mod.ffi, mod.lib
         real, sfx = _TYPES[y0.dtype]
@@ -379,7 +378,7 @@ class _CompiledSolve(torch.autograd.Function):
             md, _ptr(ffi, y0_c, real), n_stops, _ptr(ffi, stops_a, "double"), _ptr(ffi, seg_a, "int"),
             _ptr(ffi, out_of_stop, "int"), _ptr(ffi, out, real), _ptr(ffi, landed, "long"), float(opts["step"]),
             float(opts["rtol"]), float(opts["atol"]), int(opts["watch_every"]), handle, int(keep),
-            -1 if every is None else int(every), float(KEEP_ALL_BYTES))
+            -1 if every is None else int(every), float(opts["keep_all_bytes"]))
         if sv == ffi.NULL:
             raise MemoryError("the compiled fused solve could not allocate its workspace")
         sv = ffi.gc(sv, getattr(lib, f"fk_free{sfx}"))
@@ -453,8 +452,9 @@ def compiled_solve(ops: FusedOperators | SparseFusedOperators, y0: torch.Tensor,
     """States at the output stops, as :func:`colplugin.solve.fused.fused_solve` computes them.
 
     ``watch(t, x, steps)`` receives the largest x = V - A (mV) of a recent stage (a 0-d
-    tensor). ``opts`` holds ``rtol``, ``atol``, ``step``, ``watch_every`` and
-    ``checkpoint_every`` and receives ``nfe`` and ``checkpoint_used``.
+    tensor). ``opts`` holds ``rtol``, ``atol``, ``step``, ``watch_every``,
+    ``checkpoint_every`` and ``keep_all_bytes`` (the automatic checkpointing's budget) and
+    receives ``nfe`` and ``checkpoint_used``.
     """
     if isinstance(ops, SparseFusedOperators):
         row_ptr, col, values = sparse_coupling(ops)
