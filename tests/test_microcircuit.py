@@ -172,3 +172,17 @@ def test_custom_network_nest_counts_and_weights():
     d = np.asarray(conns["delay"])[neuron]
     assert len(w) == 200 and (w > 0).sum() == 123 and (w < 0).sum() == 77
     assert d.min() >= 0.1
+
+
+def test_neuron_rates_count_spikes_in_the_window():
+    """Spikes counted by hand: 3 spikes in [0, 1) s is 3 Hz, 2 of them in [0.15, 0.65) is 4 Hz, none is 0 Hz."""
+    import neo
+    import quantities as pq
+
+    from colplugin.analysis.spiking import neuron_rates
+
+    trains = [neo.SpikeTrain([0.1, 0.2, 0.6] * pq.s, t_start=0 * pq.s, t_stop=1 * pq.s),
+              neo.SpikeTrain([] * pq.s, t_start=0 * pq.s, t_stop=1 * pq.s)]
+    assert neuron_rates(trains, 0.0, 1.0).tolist() == pytest.approx([3.0, 0.0])
+    assert neuron_rates(trains, 0.15, 0.65).tolist() == pytest.approx([4.0, 0.0])
+    assert neuron_rates(trains, 0.7, 0.9).tolist() == [0.0, 0.0]

@@ -70,11 +70,11 @@ def dmf_step_rates(params: Params, levels: Sequence[float], V_offset: Sequence[f
 def block_rates(block, windows: Sequence[tuple[float, float]]) -> np.ndarray:
     """Population rates (windows, 8), Hz, of a Neo Block of annotated SpikeTrains (first Segment).
 
-    Elephant's ``mean_firing_rate`` of every neuron over each window ``[t0, t1)`` (s),
-    averaged over the neurons of each population (silent neurons count as 0 Hz).
+    Elephant's ``mean_firing_rate`` of every neuron over each window ``[t0, t1)`` (s)
+    (:func:`colplugin.analysis.spiking.neuron_rates`), averaged over the neurons of each
+    population (silent neurons count as 0 Hz).
     """
-    import quantities as pq
-    from elephant.statistics import mean_firing_rate
+    from .spiking import neuron_rates
 
     trains = block.segments[0].spiketrains
     out = np.zeros((len(windows), len(POPULATIONS)))
@@ -83,10 +83,7 @@ def block_rates(block, windows: Sequence[tuple[float, float]]) -> np.ndarray:
         if not mine:
             raise ValueError(f"the Block has no spike trains of population {pop}")
         for w, (t0, t1) in enumerate(windows):
-            cut = [st.time_slice(t0 * pq.s, t1 * pq.s) for st in mine]
-            # Elephant refuses an empty train: a neuron without spikes in the window fires at 0 Hz
-            out[w, p] = np.mean([float(mean_firing_rate(st, t0 * pq.s, t1 * pq.s).rescale("Hz")) if len(st) else 0.0
-                                 for st in cut])
+            out[w, p] = neuron_rates(mine, t0, t1).mean()
     return out
 
 

@@ -18,7 +18,19 @@ import quantities as pq
 
 from ..params.names import POPULATIONS
 
-__all__ = ["population_statistics", "dmf_rates", "compare_rate_to_spiking", "comparison_table_md"]
+__all__ = ["neuron_rates", "population_statistics", "dmf_rates", "compare_rate_to_spiking", "comparison_table_md"]
+
+
+def neuron_rates(trains: Sequence, t_start: float, t_stop: float) -> np.ndarray:
+    """Elephant's mean firing rate (Hz) of each SpikeTrain over ``[t_start, t_stop)`` s.
+
+    A neuron without spikes in the window fires at 0 Hz (Elephant refuses an empty train).
+    """
+    from elephant.statistics import mean_firing_rate
+
+    t0, t1 = t_start * pq.s, t_stop * pq.s
+    cut = [st.time_slice(t0, t1) for st in trains]
+    return np.array([float(mean_firing_rate(st, t0, t1).rescale("Hz")) if len(st) else 0.0 for st in cut])
 
 
 def population_statistics(block, t_start: float = 0.5, t_stop: float | None = None, *,
@@ -32,7 +44,7 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
     """
     from elephant.conversion import BinnedSpikeTrain
     from elephant.spike_train_correlation import correlation_coefficient
-    from elephant.statistics import cv, isi, mean_firing_rate
+    from elephant.statistics import cv, isi
 
     seg = block.segments[0]
     if not seg.spiketrains:
@@ -45,9 +57,7 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
                   if st.annotations.get("population") == pop]
         if not trains:
             continue
-        # elephant refuses empty trains; a silent neuron's rate is 0 Hz
-        rates = np.array([float(mean_firing_rate(st, t_start * pq.s, stop * pq.s).rescale("Hz")) if len(st) else 0.0
-                          for st in trains])
+        rates = neuron_rates(trains, t_start, stop)
         cvs = np.array([cv(isi(st).magnitude) for st in trains if len(st) >= 3])
         active = [st for st in trains if len(st) > 0]
         corr = float("nan")
