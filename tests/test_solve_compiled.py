@@ -131,13 +131,18 @@ def test_choice_and_fallback(dl25, monkeypatch):
     assert compiled.choose("auto", dense, y0) and compiled.choose("auto", sparse, y0)
     assert not compiled.choose("eager", dense, y0)
     big = torch.zeros(compiled.MAX_WORK // (2 * dense.P ** 2) + 1, 2 * dense.P, dtype=torch.float64)
-    assert not compiled.choose("auto", dense, big)  # large products: BLAS (eager) wins
-    assert compiled.choose("compiled", dense, big)
+    with torch.no_grad():
+        assert not compiled.choose("auto", dense, big)  # a large forward: BLAS (eager) wins
+        assert compiled.choose("compiled", dense, big)
+    assert compiled.needs_grad(dense, big)  # the network's weights are learnable: the backward's limit
+    assert compiled.choose("auto", dense, big)
     # a sparse field's work per trial is its number of entries (counted from the built list)
     entries = len(compiled.sparse_coupling(sparse)[1])
     assert entries == compiled._work(sparse)
-    assert compiled.choose("auto", sparse, torch.zeros(compiled.MAX_WORK // entries, 2 * sparse.P))
-    assert not compiled.choose("auto", sparse, torch.zeros(compiled.MAX_WORK // entries + 1, 2 * sparse.P))
+    for limit, grad in ((compiled.MAX_WORK, False), (compiled.MAX_WORK_GRAD, True)):
+        with torch.set_grad_enabled(grad):
+            assert compiled.choose("auto", sparse, torch.zeros(limit // entries, 2 * sparse.P))
+            assert not compiled.choose("auto", sparse, torch.zeros(limit // entries + 1, 2 * sparse.P))
     with pytest.raises(ValueError, match="meta"):
         compiled.choose("compiled", dense, y0.to("meta"))
     with pytest.raises(ValueError, match="kernel"):

@@ -16,7 +16,8 @@ pass - as plain loops over the same arithmetic, so a solve costs its arithmetic.
 * **When it runs.** :func:`choose` decides per solve: a field on the CPU in float32 or
   float64, dense or sparse (its coupling as a list of entries: intra-column blocks,
   inter-column edges, rate terms), whose per-stage coupling product takes at most
-  :data:`MAX_WORK` multiply-adds (beyond, the eager loop's vectorised library calls are
+  :data:`MAX_WORK` multiply-adds, :data:`MAX_WORK_GRAD` for a solve that will be
+  differentiated (beyond, the eager loop's vectorised library calls are as fast or
   faster), when the kernel builds. With the kernel, fields of more than :data:`DENSE_MAX_POPULATIONS` populations
   couple sparsely by default (:func:`default_dense`). ``Solver(kernel=...)`` forces either
   path; the environment variable ``COLPLUGIN_KERNEL=eager`` turns the kernel off
@@ -48,18 +49,21 @@ import torch
 from ..field import FusedOperators, SparseFusedOperators
 from .tableaus import TABLEAUS, StepSizeUnderflow
 
-__all__ = ["MAX_WORK", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available", "choose", "default_dense",
-           "compiled_solve", "sparse_coupling"]
+__all__ = ["MAX_WORK", "MAX_WORK_GRAD", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available", "needs_grad",
+           "choose", "default_dense", "compiled_solve", "sparse_coupling"]
 
 #: Largest number of multiply-adds in one stage's coupling product (trials times the
 #: coupling's entries: P x 2P dense, or the listed connections of a sparse field) for which
-#: ``kernel="auto"`` runs the compiled loops. Below it the eager loop's cost is per-call
-#: overhead, which the kernel removes (3-10x faster); from about 1.5e5 to 5e5 the two take
-#: the same time, as both stream the same arrays through memory; beyond, the eager loop's
-#: vectorised library calls (BLAS products, expm1) win (measured on the development
-#: machine: 30 columns at batch 64 equal, 100 at batch 64 up to 1.6x slower compiled;
-#: ``benchmarks/bench_kernel.py``).
+#: ``kernel="auto"`` runs a forward-only solve in the compiled loops. Below it the eager
+#: loop's cost is per-call overhead, which the kernel removes (3-10x faster); above it the
+#: eager loop's vectorised library calls (BLAS products, expm1) make its forward 1.2-1.4x
+#: faster (measured: 30 and 100 columns at batch 64; ``benchmarks/bench_kernel.py``).
 MAX_WORK = 2 ** 17
+#: The same limit for solves that will be differentiated: the kernel's backward pass is the
+#: faster one (forward + backward: digits, 100 hidden columns at batch 64, 2.0x; 100 columns
+#: at batch 64, 1.4x; 1000 at batch 16 and 10,000 at batch 1, within 10 % of the eager loop;
+#: 1000 at batch 64, 1.3x).
+MAX_WORK_GRAD = 2 ** 21
 #: With the compiled kernel, networks of at most this many populations (4 columns) couple
 #: densely by default (``Solver(dense=None)``), larger ones sparsely: the kernel's sparse loop
 #: touches only the connections and overtakes its dense loop between 3 and 4 columns
@@ -217,12 +221,19 @@ def kernel_available() -> tuple[bool, str]:
     return mod is not None, why
 
 
+def needs_grad(ops: Any, y0: torch.Tensor) -> bool:
+    """Whether a solve of ``ops`` from ``y0`` will record for a backward pass."""
+    return torch.is_grad_enabled() and (y0.requires_grad or ops.drive.requires_grad
+                                        or any(p.requires_grad for p in ops.params))
+
+
 def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
     """Whether a fused solve of ``ops`` from ``y0`` runs in the compiled kernel.
 
     ``"auto"``: a dense or sparse field on the CPU in float32 or float64 whose coupling
-    product takes at most :data:`MAX_WORK` multiply-adds per stage (all trials), when the
-    kernel builds. ``"compiled"``: the same conditions except the size, else
+    product takes at most :data:`MAX_WORK` multiply-adds per stage (all trials), or
+    :data:`MAX_WORK_GRAD` where the solve will be differentiated (:func:`needs_grad`), when
+    the kernel builds. ``"compiled"``: the same conditions except the size, else
     :class:`ValueError` naming what stands in the way. ``"eager"``: never.
 
     Raises
@@ -249,7 +260,8 @@ def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
         if kernel == "compiled":
             raise ValueError(f"Solver(kernel='compiled') cannot run here: {why}")
         return False
-    return kernel == "compiled" or y0.shape[0] * _work(ops) <= MAX_WORK
+    limit = MAX_WORK_GRAD if needs_grad(ops, y0) else MAX_WORK
+    return kernel == "compiled" or y0.shape[0] * _work(ops) <= limit
 
 
 def default_dense(kernel: str, n_populations: int, device: torch.device, dtype: torch.dtype) -> bool | None:
