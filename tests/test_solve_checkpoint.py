@@ -142,7 +142,8 @@ def test_checkpoint_every_must_be_a_non_negative_int(dl25):
     assert type(cp.Solver("rk4", checkpoint_every=np.int64(5)).to_dict()["checkpoint_every"]) is int
 
 
-@pytest.mark.skipif(not compiled.kernel_available()[0], reason="no C compiler: the compiled kernel cannot be built")
+@pytest.mark.skipif(not compiled.kernel_available()[0],
+                    reason=f"no compiled kernel here ({compiled.kernel_available()[1]})")
 def test_compiled_kernel_records_what_the_eager_loop_records(dl25):
     """The same checkpoint spacing (0: every stage; M; automatic, also past a shrunken
     budget) and the same gradients as the eager loop, from the compiled kernel."""

@@ -22,7 +22,7 @@ from colplugin.solve.simulate import SimulationError
 from conftest import two_area_net, two_column_net
 
 pytestmark = pytest.mark.skipif(not compiled.kernel_available()[0],
-                                reason="no C compiler: the compiled kernel cannot be built")
+                                reason=f"no compiled kernel here ({compiled.kernel_available()[1]})")
 
 
 def _net(dl25, dtype=torch.float64):
