@@ -256,3 +256,29 @@ def test_a_broken_cached_kernel_is_rebuilt(tmp_path):
         f.truncate(100)
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert again.stdout.strip() == path and os.path.getsize(path) == size
+
+
+def test_simulate_picks_the_loop_and_the_coupling_form(dl25, monkeypatch):
+    """simulate's default: the kernel (sparse above 4 columns) within the work limits, else the
+    eager loop with its own dense/sparse crossover; a differentiated solve has the larger limit."""
+    from colplugin.field import FusedOperators, SparseFusedOperators
+    from colplugin.solve import fused
+
+    net = _net(dl25)  # 5 columns, 40 populations
+    assert net.n_populations > compiled.DENSE_MAX_POPULATIONS
+    seen = []
+    real_compiled, real_eager = compiled.compiled_solve, fused._FusedSolve.apply
+    monkeypatch.setattr(compiled, "compiled_solve",
+                        lambda ops, *a, **k: seen.append(("compiled", type(ops))) or real_compiled(ops, *a, **k))
+    monkeypatch.setattr(fused._FusedSolve, "apply",
+                        lambda *a: seen.append(("eager", type(a[2]))) or real_eager(*a))
+    cp.simulate(net, _stim(), 0.06)
+    assert seen == [("compiled", SparseFusedOperators)]
+    monkeypatch.setattr(compiled, "MAX_WORK", 1)  # every forward-only solve too large for the kernel
+    seen.clear()
+    with torch.no_grad():
+        cp.simulate(net, _stim(), 0.06)
+    assert seen == [("eager", FusedOperators)]  # 40 populations: dense in the eager loop
+    seen.clear()
+    cp.simulate(net, _stim(), 0.06).rate.sum().backward()  # learnable weights: the larger limit
+    assert seen == [("compiled", SparseFusedOperators)]
