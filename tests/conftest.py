@@ -32,6 +32,24 @@ def two_area_net(params, dtype=torch.float64):
                              cp.Feedforward("a", "b", init=10.0)], dtype=dtype, seed=0)
 
 
+def solve_with_gradients(net, solver, stim, duration, dt_out, a_index=2):
+    """One solve from V(L2/3E) = 2 mV and the gradients of a loss on rates, V and A.
+
+    Returns the states, the gradients (the network's tensors, then y0) and the number of
+    vector-field evaluations; shared by the fused-solver tests that compare two ways of
+    computing the same solve.
+    """
+    for p in net.parameters():
+        p.grad = None
+    y0 = net.initial_state(stim.batch_size)
+    y0[:, 0] = 2.0
+    y0.requires_grad_()
+    traj = cp.simulate(net, stim, duration, dt_out=dt_out, solver=solver, y0=y0)
+    ((traj.rate ** 2).mean() + traj.V[-1].sum() * 1e-3 + traj.A[a_index].sum() * 1e-2).backward()
+    grads = [p.grad.clone() for p in net.parameters() if p.grad is not None] + [y0.grad.clone()]
+    return traj.state.detach(), grads, traj.nfe
+
+
 def one_column_input_net(params=None, seed=None):
     """One MT column with a learnable input onto L4E/L4I (the test-only tasks' network)."""
     return cp.ColumnNetwork(params or cp.load_preset("dl25"), {"mt": ("mt", 1)},

@@ -10,7 +10,7 @@ import colplugin as cp
 from colplugin.solve import compiled, fused
 from colplugin.solve.fused import TABLEAUS, fused_solve
 
-from conftest import two_area_net
+from conftest import solve_with_gradients, two_area_net
 
 
 def _net(dl25):
@@ -24,14 +24,7 @@ def _stim():
 
 def _grads(net, solver, duration=0.06, dt_out=0.007):
     """States and gradients (network tensors, y0) of a loss on outputs at 7 ms spacing."""
-    for p in net.parameters():
-        p.grad = None
-    y0 = net.initial_state(2)
-    y0[:, 0] = 2.0
-    y0.requires_grad_()
-    traj = cp.simulate(net, _stim(), duration, dt_out=dt_out, solver=solver, y0=y0)
-    ((traj.rate ** 2).mean() + traj.V[-1].sum() * 1e-3 + traj.A[2].sum() * 1e-2).backward()
-    return traj.state.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None] + [y0.grad.clone()]
+    return solve_with_gradients(net, solver, _stim(), duration, dt_out)[:2]
 
 
 def _close(a, b, rtol=1e-12):

@@ -19,7 +19,7 @@ from colplugin.solve import compiled
 from colplugin.solve.fused import fused_solve
 from colplugin.solve.simulate import SimulationError
 
-from conftest import two_area_net, two_column_net
+from conftest import solve_with_gradients, two_area_net, two_column_net
 
 pytestmark = pytest.mark.skipif(not compiled.kernel_available()[0],
                                 reason=f"no compiled kernel here ({compiled.kernel_available()[1]})")
@@ -36,15 +36,7 @@ def _stim():
 
 
 def _run(net, solver, duration=0.08, dt_out=0.005):
-    for p in net.parameters():
-        p.grad = None
-    y0 = net.initial_state(3)
-    y0[:, 0] = 2.0
-    y0.requires_grad_()
-    traj = cp.simulate(net, _stim(), duration, dt_out=dt_out, solver=solver, y0=y0)
-    ((traj.rate ** 2).mean() + traj.V[-1].sum() * 1e-3 + traj.A[4].sum() * 1e-2).backward()
-    grads = [p.grad.clone() for p in net.parameters() if p.grad is not None] + [y0.grad.clone()]
-    return traj.state.detach(), grads, traj.nfe
+    return solve_with_gradients(net, solver, _stim(), duration, dt_out, a_index=4)
 
 
 def _rel(a, b):
