@@ -335,6 +335,16 @@ def _ptr(ffi, t: torch.Tensor | np.ndarray | None, ctype: str):
     return ffi.cast(ctype + " *", address)
 
 
+@functools.lru_cache(maxsize=None)
+def _scheme_arrays(method: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The scheme's stage matrix, solution weights and error weights (zeros for fixed-step
+    schemes), built once per method and dtype (read-only: the kernel only reads them)."""
+    tab = TABLEAUS[method]
+    err = tab.b_err if tab.b_err is not None else (0.0,) * tab.stages
+    return (torch.tensor(tab.stage_matrix, dtype=dtype), torch.tensor(tab.b, dtype=dtype),
+            torch.tensor(err, dtype=dtype))
+
+
 class _CompiledSolve(torch.autograd.Function):
     """The compiled kernel's forward solve; backward = its discrete adjoint (see fused.py)."""
 
@@ -347,11 +357,7 @@ class _CompiledSolve(torch.autograd.Function):
         s = tab.stages
         dt = y0.dtype
         B, P = y0.shape[0], ops.P
-        A = torch.zeros(s, s, dtype=dt)
-        for i, row in enumerate(tab.a, start=1):
-            A[i, :len(row)] = torch.tensor(row, dtype=dt)
-        bw = torch.tensor(tab.b, dtype=dt)
-        ew = torch.tensor(tab.b_err if tab.b_err is not None else [0.0] * s, dtype=dt)
+        A, bw, ew = _scheme_arrays(method, dt)
         sparse = row_ptr is not None
         Wg_c = coupling.detach().contiguous()
         WgT = Wg_c if sparse else Wg_c.T.contiguous()

@@ -94,9 +94,7 @@ class _Scheme:
         self.tab, self.ops, self.s, self.s_sol = tab, ops, s, tab.solution_stages
         self.P = P = ops.P
         self.B, self.N = B, B * 2 * P
-        A_full = torch.zeros(s, s, dtype=dt, device=dev)
-        for i, row in enumerate(tab.a, start=1):
-            A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
+        A_full = torch.tensor(tab.stage_matrix, dtype=dt, device=dev)
         self.a_rows = [A_full[i:i + 1, :i].contiguous() for i in range(s)]
         self.b_row = torch.tensor([tab.b[:self.s_sol]], dtype=dt, device=dev)
         self.e_row = None if tab.b_err is None else torch.tensor([tab.b_err], dtype=dt, device=dev)
@@ -308,9 +306,7 @@ class _FusedSolve(torch.autograd.Function):
         B = grad_out.shape[1]
         N = B * 2 * P
         dt, dev = grad_out.dtype, grad_out.device
-        A_full = torch.zeros(s, s, dtype=dt, device=dev)
-        for i, row in enumerate(tab.a[:s - 1], start=1):
-            A_full[i, :len(row)] = torch.tensor(row, dtype=dt)
+        A_full = torch.tensor(tab.stage_matrix, dtype=dt, device=dev)[:s, :s]  # the solution stages
         a_cols = [A_full[i + 1:, i].reshape(1, -1).contiguous() for i in range(s)]  # a_ji, j > i
         U = torch.empty(s, N, dtype=dt, device=dev)
         Uv = [U[i].view(B, 2 * P) for i in range(s)]

@@ -28,6 +28,13 @@ class Tableau:
         return len(self.b)
 
     @property
+    def stage_matrix(self) -> tuple[tuple[float, ...], ...]:
+        """The full s x s stage matrix (row i: a_ij for j < i, zeros elsewhere)."""
+        s = self.stages
+        rows = ((),) + self.a
+        return tuple(tuple(row) + (0.0,) * (s - len(row)) for row in rows)
+
+    @property
     def solution_stages(self) -> int:
         """Stages that enter the new solution (an FSAL stage only feeds the error estimate)."""
         return self.stages - 1 if self.fsal else self.stages
