@@ -274,3 +274,53 @@ def test_simulate_picks_the_loop_and_the_coupling_form(dl25, monkeypatch):
     seen.clear()
     cp.simulate(net, _stim(), 0.06).rate.sum().backward()  # learnable weights: the larger limit
     assert seen == [("compiled", SparseFusedOperators)]
+
+
+def test_expm1_is_libms_to_a_few_ulp():
+    """The kernel's expm1 (straight-line arithmetic, so that its loops vectorise) against
+    Python's math.expm1 (the C library's), over the range a rate model reaches and beyond."""
+    mod, _ = compiled._module()
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-60.0, 709.7, 100_000), rng.uniform(-1.0, 1.0, 100_000),
+                        rng.uniform(-1e-3, 1e-3, 20_000), 10.0 ** rng.uniform(-300, 0, 20_000),
+                        -(10.0 ** rng.uniform(-300, 0, 20_000)), [709.78, -745.0, -1e300, 0.5 * np.log(2)]])
+    out = np.empty_like(x)
+    mod.lib.fk_expm1_array(mod.ffi.cast("double *", x.ctypes.data), mod.ffi.cast("double *", out.ctypes.data),
+                           len(x))
+    import math
+    ref = np.array([math.expm1(v) for v in x])
+    ulps = np.abs(out - ref) / np.spacing(np.abs(ref))
+    assert ulps.max() <= 4, (ulps.max(), x[ulps.argmax()])
+    special = np.array([np.nan, np.inf, -np.inf, 710.0, 1e300])
+    out = np.empty_like(special)
+    mod.lib.fk_expm1_array(mod.ffi.cast("double *", special.ctypes.data),
+                           mod.ffi.cast("double *", out.ctypes.data), len(special))
+    assert np.isnan(out[0]) and out[1] == np.inf and out[2] == -1.0 and out[3] == np.inf and out[4] == np.inf
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_threads_and_lanes_give_the_same_numbers(dl25, dense):
+    """Trials run in chunks of 8 lanes, the chunks on torch's intra-op threads: 1 and 2
+    threads give the same states and gradients bit for bit (sums over chunks are taken in
+    chunk order), and both the eager loop's to rounding, with a last chunk of 3 lanes and a
+    learnable drive that differs between trials."""
+    net = _net(dl25)
+    B = 419  # 52 full chunks and one of 3; B x populations over the kernel's threshold for threads
+    rates = np.random.default_rng(2).uniform(0, 30, size=(B, 2, 3))
+    stim = cp.Stimulus([0.0, 0.0071], rates)
+    kw = dict(rtol=1e-6, atol=1e-6, backend="fused", dense=dense)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(solve_with_gradients(net, cp.Solver("dopri5", kernel="compiled", **kw), stim, 0.015, 0.005))
+    finally:
+        torch.set_num_threads(threads)
+    ref = solve_with_gradients(net, cp.Solver("dopri5", kernel="eager", **kw), stim, 0.015, 0.005)
+    (s1, g1, n1), (s2, g2, n2) = runs
+    assert n1 == n2 == ref[2]
+    assert torch.equal(s1, s2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+    assert _rel(s1, ref[0]) < 1e-12
+    for a, b in zip(g1, ref[1]):
+        assert _rel(a, b) < 1e-11

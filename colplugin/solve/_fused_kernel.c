@@ -15,6 +15,14 @@
  * compressed rows: row_ptr (P + 1), col (nnz), val (nnz)); its cotangent is dense, or one
  * number per entry.
  *
+ * Trials in lanes. Inside the kernel the trials are held in chunks of up to FK_LANES
+ * trials, each chunk as (2P x lanes): trial-innermost, so that the coupling products run
+ * over the lanes contiguously (SIMD), and every step and its backward pass works chunk by
+ * chunk on arrays that stay in cache. Trials never mix: each lane computes, operation for
+ * operation, what its trial computes alone (only the step size is shared, through the
+ * error norm over all trials, as in the Python loop). With one trial the layout is the
+ * plain one. The entry points take and give the plain (B x 2P) layout.
+ *
  * This file is included twice, with REAL = double (suffix _f64) and REAL = float (_f32).
  * Step-size control runs in double in both, as the Python loop does.
  */
@@ -22,6 +30,7 @@
 #ifndef COLPLUGIN_FK_COMMON
 #define COLPLUGIN_FK_COMMON
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +39,8 @@
 #define FK_DFACTOR 0.2
 #define FK_STIFF_LIMIT (0.9 * 3.3)
 #define FK_SERIES_Z 1e-2
+/* Trials per chunk (lanes): one AVX-512 vector of doubles, two of AVX2. */
+#define FK_LANES 8
 
 /* The entry points are compiled twice on x86-64 (AVX2 and baseline), the loader picks the
  * one the CPU runs; the loops are inlined into each. No reassociation is allowed, so both
@@ -54,6 +65,212 @@ enum { FK_OK = 0, FK_STOPPED = 1, FK_UNDERFLOW = 2, FK_NOMEM = 3 };
  * attempted steps with the time (s) and the largest V - A (mV, NaN if any is NaN) of the
  * step's first stage; nonzero stops the solve. */
 static int fk_watch(void *handle, double t, double x_max);
+
+/* expm1(x) in straight-line arithmetic, so that loops over it vectorise (libm's expm1 is a
+ * call per number): x = k ln2 + r, |r| <= ln2 / 2 (Cody-Waite, fdlibm's split of ln2),
+ * expm1(r) by its Taylor series to r^13 (truncation below 2e-17 relative), and
+ * expm1(x) = 2 (2^(k-1) expm1(r) + (2^(k-1) - 1/2)) (the halves reach k = 1024 without
+ * overflow; doubling is exact). Within a few ulp of libm (tests/test_solve_compiled.py);
+ * -1 below -50 (where expm1 is -1 in double), inf where it overflows, NaN for NaN. */
+FK_INLINE double fk_expm1(double x)
+{
+    const double shift = 0x1.8p52, inv_ln2 = 0x1.71547652b82fep0;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double xc = x < -50.0 ? -50.0 : x;
+    xc = xc > 709.79 ? 709.79 : xc;
+    double kd = xc * inv_ln2 + shift; /* round to nearest: k in the low bits of kd */
+    uint64_t kb;
+    memcpy(&kb, &kd, sizeof kb);
+    kd -= shift;
+    const double r = (xc - kd * ln2_hi) - kd * ln2_lo;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    const double em = r + (r * r) * p; /* expm1(r) */
+    const uint64_t sb = (kb + 1022u) << 52;
+    double half_scale;
+    memcpy(&half_scale, &sb, sizeof half_scale); /* 2^(k-1) */
+    const double res = (half_scale * em + (half_scale - 0.5)) * 2.0;
+    return x > 710.0 ? INFINITY : res;
+}
+
+/* Worker threads for the chunks of trials (POSIX threads; one thread where there are none).
+ * A pool lives for one forward or backward call: run() hands every thread the same task,
+ * fn(ctx, tid), and returns when all are done; the tasks split the chunks statically
+ * (chunk c to thread c mod T) and write per-chunk results, so the numbers do not depend on
+ * the number of threads. */
+#define FK_MAX_THREADS 64
+#if !defined(_WIN32)
+#define FK_THREADS 1
+#include <pthread.h>
+#endif
+
+typedef void (*fk_task)(void *ctx, int tid);
+
+typedef struct fk_pool {
+    int T;
+#ifdef FK_THREADS
+    pthread_mutex_t mu;
+    pthread_cond_t go, done, order;
+    long gen;
+    int pending, quit;
+    long next;                  /* the chunk whose turn it is to add its sums (fk_pool_turn) */
+    fk_task fn;
+    void *ctx;
+    pthread_t th[FK_MAX_THREADS];
+    struct fk_arg { struct fk_pool *pool; int tid; } args[FK_MAX_THREADS];
+#endif
+} fk_pool;
+
+#ifdef FK_THREADS
+static void *fk_worker(void *arg)
+{
+    struct fk_arg *a = (struct fk_arg *)arg;
+    fk_pool *p = a->pool;
+    long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->gen == seen && !p->quit)
+            pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit)
+            break;
+        seen = p->gen;
+        fk_task fn = p->fn;
+        void *ctx = p->ctx;
+        pthread_mutex_unlock(&p->mu);
+        fn(ctx, a->tid);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+#endif
+
+/* Start up to T threads in all (the caller is thread 0); fewer if the system refuses more. */
+static void fk_pool_start(fk_pool *p, int T)
+{
+    memset(p, 0, sizeof *p);
+    p->T = 1;
+#ifdef FK_THREADS
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->done, NULL);
+    pthread_cond_init(&p->order, NULL);
+    if (T > FK_MAX_THREADS)
+        T = FK_MAX_THREADS;
+    for (int i = 1; i < T; i++) {
+        p->args[i].pool = p;
+        p->args[i].tid = i;
+        if (pthread_create(&p->th[i], NULL, fk_worker, &p->args[i]) != 0)
+            break;
+        p->T = i + 1;
+    }
+#else
+    (void)T;
+#endif
+}
+
+static void fk_pool_run(fk_pool *p, fk_task fn, void *ctx)
+{
+#ifdef FK_THREADS
+    if (p->T > 1) {
+        pthread_mutex_lock(&p->mu);
+        p->fn = fn;
+        p->ctx = ctx;
+        p->pending = p->T - 1;
+        p->next = 0;
+        p->gen++;
+        pthread_cond_broadcast(&p->go);
+        pthread_mutex_unlock(&p->mu);
+        fn(ctx, 0);
+        pthread_mutex_lock(&p->mu);
+        while (p->pending > 0)
+            pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->next = 0;
+#endif
+    fn(ctx, 0);
+}
+
+/* Wait until it is chunk c's turn (chunks 0, 1, ... in order), so that sums over chunks are
+ * taken in the same order whatever the number of threads; fk_pool_done(c) passes the turn. */
+static void fk_pool_turn(fk_pool *p, long c)
+{
+#ifdef FK_THREADS
+    if (p->T > 1) {
+        pthread_mutex_lock(&p->mu);
+        while (p->next != c)
+            pthread_cond_wait(&p->order, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+#else
+    (void)p;
+    (void)c;
+#endif
+}
+
+static void fk_pool_done(fk_pool *p, long c)
+{
+#ifdef FK_THREADS
+    if (p->T > 1) {
+        pthread_mutex_lock(&p->mu);
+        p->next = c + 1;
+        pthread_cond_broadcast(&p->order);
+        pthread_mutex_unlock(&p->mu);
+    }
+#else
+    (void)p;
+    (void)c;
+#endif
+}
+
+static void fk_pool_stop(fk_pool *p)
+{
+#ifdef FK_THREADS
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->T; i++)
+        pthread_join(p->th[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->order);
+#endif
+    p->T = 1;
+}
+
+/* Threads for a call with this many chunks of trials and populations (the `threads` the
+ * caller allows): one where a step's work is too small to share (a wake-up costs tens of
+ * microseconds). */
+static int fk_threads_for(int threads, int n_chunks, long trial_populations)
+{
+    int T = threads < n_chunks ? threads : n_chunks;
+    if (trial_populations < 16384L)
+        T = 1;
+    return T < 1 ? 1 : T;
+}
+
+/* fk_expm1 over an array (for the tests). */
+void fk_expm1_array(const double *x, double *out, long n)
+{
+    for (long i = 0; i < n; i++)
+        out[i] = fk_expm1(x[i]);
+}
 #endif
 
 #define FK_CAT_(a, b) a##b
@@ -77,13 +294,9 @@ typedef struct {
     int sparse;                 /* Wg as compressed rows instead of a dense matrix */
     const int *row_ptr, *col;
     const REAL *val;
-    REAL *tmp;                  /* scratch of 4 P B numbers (set by the entry points) */
+    int threads;                /* threads the solve may use (chunks of trials in parallel) */
+    REAL *drL;                  /* set by the entry points: the drive in lanes, K x (B x 2P), if Bd > 1 */
 } MODEL;
-
-/* From this many trials on, the sparse products run on transposed copies (populations x
- * trials), so that the innermost loop runs over the trials, contiguously; the sums are
- * taken in the same order, so the numbers are the same. */
-#define FK_TRANSPOSE_MIN 8
 
 typedef struct {
     int status;                 /* FK_OK or the reason the solve stopped */
@@ -93,76 +306,157 @@ typedef struct {
     double *h;                  /* their sizes */
     int *seg;                   /* their stimulus segments */
     long n_ck, cap_ck, M;       /* checkpoints: the state before accepted step j * M (M = 0: none) */
-    REAL *cks;
+    REAL *cks;                  /* in lanes */
     int stages_kept;            /* whether st holds w and g of every stage of every accepted step */
     long cap_st;
-    REAL *st;                   /* per accepted step: w (s_sol x B x P), then g (s_sol x B x P) */
+    REAL *st;                   /* per accepted step: w (s_sol x B x P), then g (s_sol x B x P), in lanes */
 } SOLVE;
 
-/* One stage: k = F(Y) into kout (B x 2P); w and g (B x P) kept. */
-FK_INLINE void FN(fk_stage)(const MODEL *md, const REAL *Y, int seg, REAL *kout, REAL *w, REAL *g)
+/* Lanes per chunk for B trials, and the chunk of trial b0: its lanes. */
+FK_INLINE int FN(fk_lanes)(int B) { return B < FK_LANES ? B : FK_LANES; }
+FK_INLINE int FN(fk_nl)(int B, int b0) { return B - b0 < FK_LANES ? B - b0 : FK_LANES; }
+
+/* B x R (plain) to lanes, and back (add: accumulate into dst). */
+static void FN(fk_to_lanes)(const REAL *src, REAL *dst, int B, int R)
 {
-    const int B = md->B, P = md->P, P2 = 2 * md->P;
+    for (int b0 = 0; b0 < B; b0 += FK_LANES) {
+        const int nl = FN(fk_nl)(B, b0);
+        REAL *d = dst + (size_t)b0 * R;
+        for (int l = 0; l < nl; l++) {
+            const REAL *s = src + (size_t)(b0 + l) * R;
+            for (int q = 0; q < R; q++)
+                d[(size_t)q * nl + l] = s[q];
+        }
+    }
+}
+
+static void FN(fk_from_lanes)(const REAL *src, REAL *dst, int B, int R)
+{
+    for (int b0 = 0; b0 < B; b0 += FK_LANES) {
+        const int nl = FN(fk_nl)(B, b0);
+        const REAL *s = src + (size_t)b0 * R;
+        for (int l = 0; l < nl; l++) {
+            REAL *d = dst + (size_t)(b0 + l) * R;
+            for (int q = 0; q < R; q++)
+                d[q] = s[(size_t)q * nl + l];
+        }
+    }
+}
+
+/* x[l] += a[l] v over the lanes */
+FK_INLINE void FN(fk_axpy)(REAL *x, const REAL *a, REAL v, int nl)
+{
+    if (nl == FK_LANES) {
+        for (int l = 0; l < FK_LANES; l++)
+            x[l] += a[l] * v;
+    } else {
+        for (int l = 0; l < nl; l++)
+            x[l] += a[l] * v;
+    }
+}
+
+/* sum over the lanes of a[l] b[l]; full chunks in four interleaved partial sums (a fixed
+ * order, so the same numbers on every machine and clone) */
+FK_INLINE REAL FN(fk_dot)(const REAL *a, const REAL *b, int nl)
+{
+    if (nl == FK_LANES) {
+        REAL s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int l = 0; l < FK_LANES; l += 4) {
+            s0 += a[l] * b[l];
+            s1 += a[l + 1] * b[l + 1];
+            s2 += a[l + 2] * b[l + 2];
+            s3 += a[l + 3] * b[l + 3];
+        }
+        return (s0 + s1) + (s2 + s3);
+    }
+    REAL acc = 0;
+    for (int l = 0; l < nl; l++)
+        acc += a[l] * b[l];
+    return acc;
+}
+
+/* k[q][l] = Y[q][l] c[q] + drive (Y NULL: drive alone) over a chunk's 2P x nl targets */
+FK_INLINE void FN(fk_base)(const MODEL *md, int b0, int nl, int seg, const REAL *Y, REAL *kout)
+{
+    const int P2 = 2 * md->P;
+    if (md->Bd == 1) {
+        const REAL *dr = md->drive + (size_t)seg * P2;
+        for (int q = 0; q < P2; q++) {
+            const REAL cq = md->c[q], dq = dr[q];
+            REAL *kq = kout + (size_t)q * nl;
+            if (Y) {
+                const REAL *Yq = Y + (size_t)q * nl;
+                for (int l = 0; l < nl; l++)
+                    kq[l] = Yq[l] * cq + dq;
+            } else {
+                for (int l = 0; l < nl; l++)
+                    kq[l] = dq;
+            }
+        }
+        return;
+    }
+    const REAL *dr = md->drL + ((size_t)seg * md->B + b0) * P2; /* in lanes, like kout */
+    const size_t Nc = (size_t)nl * P2;
+    if (!Y) {
+        memcpy(kout, dr, Nc * sizeof(REAL));
+        return;
+    }
+    for (int q = 0; q < P2; q++) {
+        const REAL cq = md->c[q];
+        for (int l = 0; l < nl; l++)
+            kout[(size_t)q * nl + l] = Y[(size_t)q * nl + l] * cq + dr[(size_t)q * nl + l];
+    }
+}
+
+/* One stage of the chunk of nl trials from b0: k = F(Y) into kout (2P x nl); w and g (P x nl)
+ * kept. */
+FK_INLINE void FN(fk_stage)(const MODEL *md, int b0, int nl, const REAL *Y, int seg, REAL *kout, REAL *w, REAL *g)
+{
+    const int P = md->P, P2 = 2 * md->P;
+    const size_t NP = (size_t)P * nl;
     const REAL m = md->m, db = md->db;
-    for (int b = 0; b < B; b++) {
-        const REAL *Yb = Y + (size_t)b * P2;
-        const REAL *dr = md->drive + ((size_t)(md->Bd == 1 ? 0 : b) * md->K + seg) * P2;
-        REAL *wb = w + (size_t)b * P, *gb = g + (size_t)b * P, *kb = kout + (size_t)b * P2;
-        if (md->sparse) { /* the eager sparse loop's form of w: (A - V) d a + d b */
-            for (int p = 0; p < P; p++) {
-                REAL wv = (Yb[P + p] - Yb[p]) * (-m) + db;
-                REAL gv = wv / (REAL)expm1(wv);
-                wb[p] = wv;
-                gb[p] = (gv != gv) ? (REAL)1 : gv;
-            }
-            for (int q = 0; q < P2; q++)
-                kb[q] = Yb[q] * md->c[q] + dr[q];
-            if (B >= FK_TRANSPOSE_MIN)
-                continue; /* the product follows for all trials at once */
-            for (int p = 0; p < P; p++) {
-                const REAL gp = gb[p];
-                for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
-                    kb[md->col[j]] += gp * md->val[j];
-            }
-            continue;
+    const REAL *V = Y, *Aa = Y + NP;
+    if (md->sparse) { /* the eager sparse loop's form of w: (A - V) d a + d b */
+        for (size_t n = 0; n < NP; n++) {
+            REAL wv = (Aa[n] - V[n]) * (-m) + db;
+            REAL gv = wv / (REAL)fk_expm1((double)wv);
+            w[n] = wv;
+            g[n] = (gv != gv) ? (REAL)1 : gv;
         }
+        FN(fk_base)(md, b0, nl, seg, Y, kout);
         for (int p = 0; p < P; p++) {
-            REAL wv = db + (Yb[p] * m - Yb[P + p] * m);
-            REAL gv = wv / (REAL)expm1(wv);
-            wb[p] = wv;
-            gb[p] = (gv != gv) ? (REAL)1 : gv;
+            const REAL *gp = g + (size_t)p * nl;
+            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
+                FN(fk_axpy)(kout + (size_t)md->col[j] * nl, gp, md->val[j], nl);
         }
-        for (int q = 0; q < P2; q++)
-            kb[q] = dr[q];
+        return;
+    }
+    for (size_t n = 0; n < NP; n++) {
+        REAL wv = db + (V[n] * m - Aa[n] * m);
+        REAL gv = wv / (REAL)fk_expm1((double)wv);
+        w[n] = wv;
+        g[n] = (gv != gv) ? (REAL)1 : gv;
+    }
+    FN(fk_base)(md, b0, nl, seg, NULL, kout);
+    if (nl == 1) {
         for (int p = 0; p < P; p++) {
-            const REAL gp = gb[p];
+            const REAL gp = g[p];
             const REAL *row = md->Wg + (size_t)p * P2;
             for (int q = 0; q < P2; q++)
-                kb[q] += gp * row[q];
+                kout[q] += gp * row[q];
         }
-        for (int q = 0; q < P2; q++)
-            kb[q] += Yb[q] * md->c[q];
-    }
-    if (md->sparse && B >= FK_TRANSPOSE_MIN) { /* kT[col, :] += gT[p, :] val: contiguous over trials */
-        REAL *gT = md->tmp, *kT = md->tmp + (size_t)P * B;
-        for (int b = 0; b < B; b++)
-            for (int p = 0; p < P; p++)
-                gT[(size_t)p * B + b] = g[(size_t)b * P + p];
-        for (int b = 0; b < B; b++)
-            for (int q = 0; q < P2; q++)
-                kT[(size_t)q * B + b] = kout[(size_t)b * P2 + q];
+    } else {
         for (int p = 0; p < P; p++) {
-            const REAL *gp = gT + (size_t)p * B;
-            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
-                const REAL v = md->val[j];
-                REAL *kq = kT + (size_t)md->col[j] * B;
-                for (int b = 0; b < B; b++)
-                    kq[b] += gp[b] * v;
-            }
-        }
-        for (int b = 0; b < B; b++)
+            const REAL *gp = g + (size_t)p * nl;
+            const REAL *row = md->Wg + (size_t)p * P2;
             for (int q = 0; q < P2; q++)
-                kout[(size_t)b * P2 + q] = kT[(size_t)q * B + b];
+                FN(fk_axpy)(kout + (size_t)q * nl, gp, row[q], nl);
+        }
+    }
+    for (int q = 0; q < P2; q++) {
+        const REAL cq = md->c[q];
+        for (int l = 0; l < nl; l++)
+            kout[(size_t)q * nl + l] += Y[(size_t)q * nl + l] * cq;
     }
 }
 
@@ -189,18 +483,19 @@ FK_INLINE void FN(fk_solution)(const MODEL *md, const REAL *y, double h, const R
     }
 }
 
-/* The solution stages of one step from y (stage 0 evaluated afresh) and the new state. */
-FK_INLINE void FN(fk_step)(const MODEL *md, const REAL *y, double h, int seg, REAL *K, REAL *Y, REAL *w, REAL *g,
-                        REAL *y_new)
+/* The solution stages of one step of a chunk from y (stage 0 evaluated afresh) and the new
+ * state; K (s x 2P nl), w and g (s x P nl). */
+FK_INLINE void FN(fk_step)(const MODEL *md, int b0, int nl, const REAL *y, double h, int seg, REAL *K, REAL *Y,
+                           REAL *w, REAL *g, REAL *y_new)
 {
-    const size_t N = (size_t)md->B * 2 * md->P, BP = (size_t)md->B * md->P;
+    const size_t N = (size_t)nl * 2 * md->P, BP = (size_t)nl * md->P;
     for (int i = 0; i < md->s_sol; i++) {
         const REAL *Yi = y;
         if (i > 0) {
             FN(fk_stage_input)(md, i, y, h, K, N, Y);
             Yi = Y;
         }
-        FN(fk_stage)(md, Yi, seg, K + (size_t)i * N, w + (size_t)i * BP, g + (size_t)i * BP);
+        FN(fk_stage)(md, b0, nl, Yi, seg, K + (size_t)i * N, w + (size_t)i * BP, g + (size_t)i * BP);
     }
     if (y_new)
         FN(fk_solution)(md, y, h, K, N, y_new);
@@ -274,6 +569,130 @@ static void *FN(fk_scratch)(size_t n)
     return calloc(n ? n : 1, sizeof(REAL));
 }
 
+/* The drive in lanes (K x (B x 2P)) where it differs between trials; NULL (and *ok) if it
+ * does not. */
+static REAL *FN(fk_drive_lanes)(const MODEL *md, int *ok)
+{
+    *ok = 1;
+    if (md->Bd == 1)
+        return NULL;
+    const int P2 = 2 * md->P, B = md->B;
+    REAL *d = (REAL *)malloc((size_t)md->K * B * P2 * sizeof(REAL) + 1);
+    REAL *plain = (REAL *)malloc((size_t)B * P2 * sizeof(REAL) + 1);
+    if (!d || !plain) {
+        free(d);
+        free(plain);
+        *ok = 0;
+        return NULL;
+    }
+    for (int k = 0; k < md->K; k++) {
+        for (int b = 0; b < B; b++)
+            memcpy(plain + (size_t)b * P2, md->drive + ((size_t)b * md->K + k) * P2, P2 * sizeof(REAL));
+        FN(fk_to_lanes)(plain, d + (size_t)k * B * P2, B, P2);
+    }
+    free(plain);
+    return d;
+}
+
+/* What the threads of a forward step share. */
+typedef struct {
+    const MODEL *md;
+    int L, n_chunks, T, phase; /* phase 0: stage 0 of every chunk; 1: the step */
+    double h, rtol, atol;
+    int seg;
+    size_t half;
+    REAL *y, *yn, *K0, *K1, *w0, *g0, *w1, *g1, *rec;
+    REAL *scr[FK_MAX_THREADS];  /* per thread: K (s x NL), Y, Ys (NL), w, g (s x BPL) */
+    double *sq, *rho;           /* per chunk */
+} FN(fk_fctx);
+
+/* One attempted step of one chunk: its stages, new state, part of the error norm (sum of
+ * squares) and stiffness estimate (largest over its trials). */
+FK_INLINE void FN(fk_step_chunk)(FN(fk_fctx) *cx, int tid, int b0)
+{
+    const MODEL *md = cx->md;
+    const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
+    const int nl = FN(fk_nl)(B, b0), seg = cx->seg;
+    const size_t NL = (size_t)cx->L * P2, BPL = (size_t)cx->L * P, BP = (size_t)B * P, half = cx->half;
+    const size_t Nc = (size_t)nl * P2, BPc = (size_t)nl * P;
+    const double h = cx->h;
+    REAL *K = cx->scr[tid], *Y = K + (size_t)s * NL, *Ys = Y + NL, *w = Ys + NL, *g = w + (size_t)s * BPL;
+    REAL *rec = cx->rec;
+    const REAL *yc = cx->y + (size_t)b0 * P2;
+    REAL *ync = cx->yn + (size_t)b0 * P2;
+    memcpy(K, cx->K0 + (size_t)b0 * P2, Nc * sizeof(REAL));
+    if (rec) {
+        memcpy(rec + (size_t)b0 * P, cx->w0 + (size_t)b0 * P, BPc * sizeof(REAL));
+        memcpy(rec + half + (size_t)b0 * P, cx->g0 + (size_t)b0 * P, BPc * sizeof(REAL));
+    }
+    for (int i = 1; i < s_sol; i++) {
+        REAL *wi = rec ? rec + (size_t)i * BP + (size_t)b0 * P : w + (size_t)i * BPc;
+        REAL *gi = rec ? rec + half + (size_t)i * BP + (size_t)b0 * P : g + (size_t)i * BPc;
+        FN(fk_stage_input)(md, i, yc, h, K, Nc, Y);
+        FN(fk_stage)(md, b0, nl, Y, seg, K + (size_t)i * Nc, wi, gi);
+        if (i == s - 2)
+            memcpy(Ys, Y, Nc * sizeof(REAL));
+    }
+    FN(fk_solution)(md, yc, h, K, Nc, ync);
+    const long c = b0 / cx->L;
+    cx->sq[c] = 0;
+    cx->rho[c] = 0;
+    if (!md->adaptive)
+        return;
+    REAL *Kl = K + (size_t)(s - 1) * Nc, *Kp = K + (size_t)(s - 2) * Nc;
+    FN(fk_stage)(md, b0, nl, ync, seg, Kl, cx->w1 + (size_t)b0 * P, cx->g1 + (size_t)b0 * P);
+    memcpy(cx->K1 + (size_t)b0 * P2, Kl, Nc * sizeof(REAL));
+    if (s - 2 == 0)
+        memcpy(Ys, yc, Nc * sizeof(REAL));
+    /* error (torchdiffeq's RMS norm) and stiffness (Hairer & Wanner), per trial */
+    const REAL rtol = (REAL)cx->rtol, atol = (REAL)cx->atol;
+    REAL sqc = 0;
+    for (size_t n = 0; n < Nc; n++) {
+        REAL e = 0;
+        for (int i = 0; i < s; i++)
+            e += md->ew[i] * K[(size_t)i * Nc + n];
+        e *= (REAL)h;
+        REAL ay = fabs(yc[n]), an = fabs(ync[n]);
+        REAL tol = (ay > an ? ay : an) * rtol + atol;
+        REAL q = e / tol;
+        sqc += q * q;
+    }
+    REAL nu[FK_LANES] = {0}, de[FK_LANES] = {0};
+    for (int q = 0; q < P2; q++) {
+        for (int l = 0; l < nl; l++) {
+            const size_t n = (size_t)q * nl + l;
+            REAL dk = Kl[n] - Kp[n], dy = ync[n] - Ys[n];
+            nu[l] += dk * dk;
+            de[l] += dy * dy;
+        }
+    }
+    double rho = 0;
+    for (int l = 0; l < nl; l++) {
+        double r = (double)sqrt(nu[l]) / (double)sqrt(de[l]);
+        if (!isfinite(r))
+            r = 0;
+        if (r > rho)
+            rho = r;
+    }
+    cx->sq[c] = (double)sqc;
+    cx->rho[c] = rho;
+}
+
+FK_CLONES static void FN(fk_forward_task)(void *ctx, int tid)
+{
+    FN(fk_fctx) *cx = (FN(fk_fctx) *)ctx;
+    const MODEL *md = cx->md;
+    const int P = md->P, P2 = 2 * md->P;
+    for (int c = tid; c < cx->n_chunks; c += cx->T) {
+        const int b0 = c * cx->L;
+        if (cx->phase == 0)
+            FN(fk_stage)(md, b0, FN(fk_nl)(md->B, b0), cx->y + (size_t)b0 * P2, cx->seg, cx->K0 + (size_t)b0 * P2,
+                         cx->w0 + (size_t)b0 * P, cx->g0 + (size_t)b0 * P);
+        else
+            FN(fk_step_chunk)(cx, tid, b0);
+    }
+}
+
 /* The forward solve.
  *
  * stops (n_stops, s), seg_of (n_stops - 1): as fused_solve's; out_of_stop[m]: the row of
@@ -285,165 +704,350 @@ static void *FN(fk_scratch)(size_t n)
  * halved in number and M doubled when they outweigh a chunk); watch: the handle passed
  * to fk_watch. Returns NULL only when out of
  * memory at the start; otherwise the solve, with status FK_OK or the reason it stopped.
+ *
+ * Each attempted step runs chunk by chunk (chunks on md->threads threads): all stages of a
+ * chunk of trials, its part of the error norm and its stiffness estimate, its new state;
+ * then the step is accepted or rejected for all trials at once.
  */
 FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, const double *stops, const int *seg_of,
                       const int *out_of_stop, REAL *out, long *landed, double step, double rtol, double atol,
                       int watch_every, void *watch, int keep, long every, double budget)
 {
-    const int s = md->s, s_sol = md->s_sol, P = md->P;
-    const size_t N = (size_t)md->B * 2 * P, BP = (size_t)md->B * P;
-    MODEL local = *md;
-    local.tmp = FN(fk_scratch)(4 * BP);
-    md = &local;
-    SOLVE *sv = (SOLVE *)calloc(1, sizeof(SOLVE));
-    REAL *K = FN(fk_scratch)((size_t)s * N), *Y = FN(fk_scratch)(N), *Ys = FN(fk_scratch)(N);
-    REAL *y = FN(fk_scratch)(N), *y_new = FN(fk_scratch)(N);
-    REAL *w = FN(fk_scratch)((size_t)s * BP), *g = FN(fk_scratch)((size_t)s * BP);
-    if (!sv || !K || !Y || !Ys || !y || !y_new || !w || !g || !local.tmp) {
-        free(K); free(Y); free(Ys); free(y); free(y_new); free(w); free(g); free(local.tmp);
-        if (sv)
-            sv->status = FK_NOMEM;
-        return sv;
-    }
-    const int auto_ck = every < 0;
+    const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
+    const int L = FN(fk_lanes)(B), n_chunks = (B + L - 1) / L;
+    const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)L * P2, BPL = (size_t)L * P;
+    const int auto_ck = every < 0, may_keep_stages = keep && every <= 0;
     const size_t half = (size_t)s_sol * BP;
-    const double step_bytes = (double)(2 * half * sizeof(REAL));
-    sv->stages_kept = keep && every <= 0;
-    sv->M = every > 0 ? every : (every == 0 ? 0 : (long)fmax(1.0, floor(budget / step_bytes)));
-    memcpy(y, y0, N * sizeof(REAL));
-    landed[0] = 0;
-    double h_next = step;
-    int first_valid = 0;
-    for (int mi = 0; mi + 1 < n_stops && sv->status == FK_OK; mi++) {
-        double t = stops[mi];
-        const double t_end = stops[mi + 1];
-        const int k = seg_of[mi];
-        if (mi == 0 || k != seg_of[mi - 1])
-            first_valid = 0; /* the drive changed: stage 1 must be re-evaluated */
-        while (t < t_end) {
-            if (keep && sv->M && sv->n_steps == sv->n_ck * sv->M) {
-                if ((sv->status = FN(fk_push_ck)(sv, y, N)) != FK_OK)
-                    break;
-                if (auto_ck && sv->n_ck > 2 * s_sol * sv->M) { /* checkpoints outweigh a chunk: halve them */
-                    long j = 0;
-                    for (long i = 0; i < sv->n_ck; i += 2, j++)
-                        memmove(sv->cks + (size_t)j * N, sv->cks + (size_t)i * N, N * sizeof(REAL));
-                    sv->n_ck = j;
-                    sv->M *= 2;
-                }
-            }
-            const double rem = t_end - t;
-            const int last = !md->adaptive || h_next >= rem * (1 - 1e-9);
-            const double h = last ? rem : h_next;
-            if (!first_valid) {
-                FN(fk_stage)(md, y, k, K, w, g);
-                first_valid = 1;
-            }
-            if (sv->attempts % watch_every == 0) { /* stop a diverging solve early */
-                double xm = -INFINITY;
-                for (size_t n = 0; n < BP; n++) {
-                    double xv = (md->b - (double)w[n] / md->d) / md->a;
-                    if (xv != xv) { xm = NAN; break; }
-                    if (xv > xm) xm = xv;
-                }
-                if (fk_watch(watch, t, xm)) {
-                    sv->status = FK_STOPPED;
-                    sv->t_fail = t;
-                    break;
-                }
-            }
-            sv->attempts++;
-            for (int i = 1; i < s_sol; i++) {
-                FN(fk_stage_input)(md, i, y, h, K, N, Y);
-                FN(fk_stage)(md, Y, k, K + (size_t)i * N, w + (size_t)i * BP, g + (size_t)i * BP);
-                if (i == s - 2)
-                    memcpy(Ys, Y, N * sizeof(REAL));
-            }
-            FN(fk_solution)(md, y, h, K, N, y_new);
-            if (md->adaptive) {
-                REAL *Kl = K + (size_t)(s - 1) * N, *Kp = K + (size_t)(s - 2) * N;
-                FN(fk_stage)(md, y_new, k, Kl, w + (size_t)(s - 1) * BP, g + (size_t)(s - 1) * BP);
-                if (s - 2 == 0)
-                    memcpy(Ys, y, N * sizeof(REAL));
-                /* error (torchdiffeq's RMS norm) and stiffness (Hairer & Wanner) */
-                REAL sq = 0;
-                for (size_t n = 0; n < N; n++) {
-                    REAL e = 0;
-                    for (int i = 0; i < s; i++)
-                        e += md->ew[i] * K[(size_t)i * N + n];
-                    e *= (REAL)h;
-                    REAL ay = fabs(y[n]), an = fabs(y_new[n]);
-                    REAL tol = (ay > an ? ay : an) * (REAL)rtol + (REAL)atol;
-                    REAL q = e / tol;
-                    sq += q * q;
-                }
-                double rho = 0;
-                for (int b = 0; b < md->B; b++) {
-                    REAL nu = 0, de = 0;
-                    for (int q = 0; q < 2 * P; q++) {
-                        size_t n = (size_t)b * 2 * P + q;
-                        REAL dk = Kl[n] - Kp[n], dy = y_new[n] - Ys[n];
-                        nu += dk * dk;
-                        de += dy * dy;
+    MODEL local = *md;
+    int drive_ok;
+    local.drL = FN(fk_drive_lanes)(md, &drive_ok);
+    md = &local;
+    fk_pool pool;
+    fk_pool_start(&pool, fk_threads_for(md->threads, n_chunks, (long)BP));
+    FN(fk_fctx) cx;
+    memset(&cx, 0, sizeof cx);
+    cx.md = md;
+    cx.L = L;
+    cx.n_chunks = n_chunks;
+    cx.T = pool.T;
+    cx.rtol = rtol;
+    cx.atol = atol;
+    cx.half = half;
+    SOLVE *sv = (SOLVE *)calloc(1, sizeof(SOLVE));
+    /* the state, its successor, and stage 0 (first same as last: the next step's stage 0) */
+    cx.y = FN(fk_scratch)(N); cx.yn = FN(fk_scratch)(N); cx.K0 = FN(fk_scratch)(N); cx.K1 = FN(fk_scratch)(N);
+    cx.w0 = FN(fk_scratch)(BP); cx.g0 = FN(fk_scratch)(BP); cx.w1 = FN(fk_scratch)(BP); cx.g1 = FN(fk_scratch)(BP);
+    /* the step's w and g of all trials where they are recorded */
+    REAL *wst = may_keep_stages ? FN(fk_scratch)(2 * half) : NULL;
+    cx.sq = (double *)calloc((size_t)n_chunks, sizeof(double));
+    cx.rho = (double *)calloc((size_t)n_chunks, sizeof(double));
+    int ok = sv && cx.y && cx.yn && cx.K0 && cx.K1 && cx.w0 && cx.g0 && cx.w1 && cx.g1 && (!may_keep_stages || wst)
+             && cx.sq && cx.rho && drive_ok;
+    for (int t = 0; t < pool.T; t++) /* a chunk's stages, per thread */
+        ok = ok && (cx.scr[t] = FN(fk_scratch)((size_t)s * NL + 2 * NL + 2 * (size_t)s * BPL)) != NULL;
+    if (ok) {
+        const double step_bytes = (double)(2 * half * sizeof(REAL));
+        sv->stages_kept = may_keep_stages;
+        sv->M = every > 0 ? every : (every == 0 ? 0 : (long)fmax(1.0, floor(budget / step_bytes)));
+        FN(fk_to_lanes)(y0, cx.y, B, P2);
+        landed[0] = 0;
+        double h_next = step;
+        int first_valid = 0;
+        for (int mi = 0; mi + 1 < n_stops && sv->status == FK_OK; mi++) {
+            double t = stops[mi];
+            const double t_end = stops[mi + 1];
+            const int k = seg_of[mi];
+            cx.seg = k;
+            if (mi == 0 || k != seg_of[mi - 1])
+                first_valid = 0; /* the drive changed: stage 1 must be re-evaluated */
+            while (t < t_end) {
+                if (keep && sv->M && sv->n_steps == sv->n_ck * sv->M) {
+                    if ((sv->status = FN(fk_push_ck)(sv, cx.y, N)) != FK_OK)
+                        break;
+                    if (auto_ck && sv->n_ck > 2 * s_sol * sv->M) { /* checkpoints outweigh a chunk: halve them */
+                        long j = 0;
+                        for (long i = 0; i < sv->n_ck; i += 2, j++)
+                            memmove(sv->cks + (size_t)j * N, sv->cks + (size_t)i * N, N * sizeof(REAL));
+                        sv->n_ck = j;
+                        sv->M *= 2;
                     }
-                    double r = (double)sqrt(nu) / (double)sqrt(de);
-                    if (!isfinite(r))
-                        r = 0;
-                    if (r > rho)
-                        rho = r;
                 }
-                const double ratio = (double)(REAL)sqrt(sq) / sqrt((double)N);
-                if (!(ratio <= 1.0)) { /* rejected (or NaN): shrink and retry */
-                    double fac = isfinite(ratio) ? fmax(FK_DFACTOR, FK_SAFETY * pow(ratio, -1.0 / md->order))
-                                                 : FK_DFACTOR;
-                    h_next = h * fac;
-                    if (h_next < 1e-12 * fmax(fabs(t_end), 1.0)) {
-                        sv->status = FK_UNDERFLOW;
+                const double rem = t_end - t;
+                const int last = !md->adaptive || h_next >= rem * (1 - 1e-9);
+                const double h = last ? rem : h_next;
+                if (!first_valid) {
+                    cx.phase = 0;
+                    fk_pool_run(&pool, FN(fk_forward_task), &cx);
+                    first_valid = 1;
+                }
+                if (sv->attempts % watch_every == 0) { /* stop a diverging solve early */
+                    double xm = -INFINITY;
+                    for (size_t n = 0; n < BP; n++) {
+                        double xv = (md->b - (double)cx.w0[n] / md->d) / md->a;
+                        if (xv != xv) { xm = NAN; break; }
+                        if (xv > xm) xm = xv;
+                    }
+                    if (fk_watch(watch, t, xm)) {
+                        sv->status = FK_STOPPED;
                         sv->t_fail = t;
                         break;
                     }
-                    continue;
                 }
-                double fac = ratio > 0 ? fmin(FK_IFACTOR, fmax(FK_DFACTOR, FK_SAFETY * pow(ratio, -1.0 / md->order)))
-                                       : FK_IFACTOR;
-                if (!last || fac < 1.0)
-                    h_next = h * fac;
-                if (rho > 0)
-                    h_next = fmin(h_next, FK_STIFF_LIMIT / rho);
-            } else {
-                first_valid = 0;
-            }
-            if (keep) {
-                if (sv->stages_kept) {
-                    if (auto_ck && (double)(sv->n_steps + 1) * step_bytes > budget) {
-                        free(sv->st); /* too large to keep: from here on the checkpoints serve */
-                        sv->st = NULL;
-                        sv->cap_st = 0;
-                        sv->stages_kept = 0;
-                    } else {
-                        if ((sv->status = FN(fk_push_stages)(sv, w, g, half)) != FK_OK)
+                sv->attempts++;
+                cx.phase = 1;
+                cx.h = h;
+                cx.rec = sv->stages_kept ? wst : NULL; /* w and g of this step's stages, all trials */
+                fk_pool_run(&pool, FN(fk_forward_task), &cx);
+                if (md->adaptive) {
+                    double sq = 0, rho = 0;
+                    for (int c = 0; c < n_chunks; c++) { /* in chunk order: the same sum on any number of threads */
+                        sq += cx.sq[c];
+                        rho = cx.rho[c] > rho ? cx.rho[c] : rho;
+                    }
+                    const double ratio = sqrt(sq) / sqrt((double)N);
+                    if (!(ratio <= 1.0)) { /* rejected (or NaN): shrink and retry */
+                        double fac = isfinite(ratio) ? fmax(FK_DFACTOR, FK_SAFETY * pow(ratio, -1.0 / md->order))
+                                                     : FK_DFACTOR;
+                        h_next = h * fac;
+                        if (h_next < 1e-12 * fmax(fabs(t_end), 1.0)) {
+                            sv->status = FK_UNDERFLOW;
+                            sv->t_fail = t;
                             break;
+                        }
+                        continue;
+                    }
+                    double fac = ratio > 0
+                                     ? fmin(FK_IFACTOR, fmax(FK_DFACTOR, FK_SAFETY * pow(ratio, -1.0 / md->order)))
+                                     : FK_IFACTOR;
+                    if (!last || fac < 1.0)
+                        h_next = h * fac;
+                    if (rho > 0)
+                        h_next = fmin(h_next, FK_STIFF_LIMIT / rho);
+                } else {
+                    first_valid = 0;
+                }
+                if (keep) {
+                    if (sv->stages_kept) {
+                        if (auto_ck && (double)(sv->n_steps + 1) * step_bytes > budget) {
+                            free(sv->st); /* too large to keep: from here on the checkpoints serve */
+                            sv->st = NULL;
+                            sv->cap_st = 0;
+                            sv->stages_kept = 0;
+                        } else {
+                            if ((sv->status = FN(fk_push_stages)(sv, wst, wst + half, half)) != FK_OK)
+                                break;
+                        }
+                    }
+                    if ((sv->status = FN(fk_push_step)(sv, h, k)) != FK_OK)
+                        break;
+                }
+                REAL *tp;
+                if (md->adaptive) { /* first same as last */
+                    tp = cx.K0; cx.K0 = cx.K1; cx.K1 = tp;
+                    tp = cx.w0; cx.w0 = cx.w1; cx.w1 = tp;
+                    tp = cx.g0; cx.g0 = cx.g1; cx.g1 = tp;
+                }
+                tp = cx.y; cx.y = cx.yn; cx.yn = tp;
+                t = last ? t_end : t + h;
+            }
+            if (sv->status != FK_OK)
+                break;
+            landed[mi + 1] = sv->n_steps;
+            if (out_of_stop[mi + 1] >= 0)
+                FN(fk_from_lanes)(cx.y, out + (size_t)out_of_stop[mi + 1] * N, B, P2);
+        }
+    } else if (sv) {
+        sv->status = FK_NOMEM;
+    }
+    fk_pool_stop(&pool);
+    free(cx.y); free(cx.yn); free(cx.K0); free(cx.K1); free(cx.w0); free(cx.g0); free(cx.w1); free(cx.g1);
+    for (int t = 0; t < FK_MAX_THREADS; t++)
+        free(cx.scr[t]);
+    free(wst); free(cx.sq); free(cx.rho); free(local.drL);
+    return sv;
+}
+
+/* What the threads of a backward pass share. */
+typedef struct {
+    const MODEL *md;
+    const SOLVE *sv;
+    const REAL *grad_out;
+    const long *inj_ptr, *inj_idx;
+    REAL *lamL, *gWg, *gdrive;
+    int L, n_chunks, T;
+    long chunk, n_steps_chunks;  /* steps per chunk of steps (between checkpoints), their number */
+    size_t n_gW, n_gd;           /* numbers in gWg, and in gdrive where trials share it (else 0) */
+    REAL *scr[FK_MAX_THREADS];   /* per thread: K, Y, y, y_new, w, g, U, gk, sz, buf, gW, gd */
+    fk_pool *pool;
+} FN(fk_bctx);
+
+/* The backward pass of one chunk of trials through all steps; its part of gWg (and gdrive
+ * if the trials share it) added to the totals in chunk order. */
+FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
+{
+    const MODEL *md = cx->md;
+    const SOLVE *sv = cx->sv;
+    const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
+    const int nl = FN(fk_nl)(B, b0);
+    const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)cx->L * P2, BPL = (size_t)cx->L * P;
+    const size_t half = (size_t)s_sol * BP, halfL = (size_t)s_sol * BPL;
+    const size_t Nc = (size_t)nl * P2, BPc = (size_t)nl * P, halfc = (size_t)s_sol * BPc;
+    const long n_steps = sv->n_steps, chunk = cx->chunk;
+    REAL *K = cx->scr[tid], *Y = K + (size_t)s * NL, *y = Y + NL, *y_new = y + NL, *w = y_new + NL;
+    REAL *g = w + (size_t)s * BPL, *U = g + (size_t)s * BPL, *gk = U + (size_t)s * NL, *sz = gk + NL;
+    REAL *buf = sz + BPL;
+    REAL *gW = buf + (sv->stages_kept ? 0 : (size_t)(chunk < n_steps ? chunk : n_steps) * 2 * halfL);
+    REAL *gd = gW + cx->n_gW;
+    REAL *lc = cx->lamL + (size_t)b0 * P2;
+    const REAL *grad_out = cx->grad_out;
+    const long *inj_ptr = cx->inj_ptr, *inj_idx = cx->inj_idx;
+    memset(gW, 0, (cx->n_gW + cx->n_gd) * sizeof(REAL));
+    for (long c = cx->n_steps_chunks - 1; c >= 0; c--) { /* last chunk of steps first */
+        const long a = c * chunk, e = a + chunk < n_steps ? a + chunk : n_steps;
+        if (!sv->stages_kept) { /* recompute the chunk's stages from its checkpoint, as the forward did */
+            memcpy(y, sv->cks + (size_t)c * N + (size_t)b0 * P2, Nc * sizeof(REAL));
+            for (long n = a; n < e; n++) {
+                FN(fk_step)(md, b0, nl, y, sv->h[n], sv->seg[n], K, Y, w, g, y_new);
+                memcpy(buf + (size_t)(n - a) * 2 * halfc, w, halfc * sizeof(REAL));
+                memcpy(buf + (size_t)(n - a) * 2 * halfc + halfc, g, halfc * sizeof(REAL));
+                memcpy(y, y_new, Nc * sizeof(REAL));
+            }
+        }
+        for (long n = e - 1; n >= a; n--) {
+            for (long j = inj_ptr[n + 1]; j < inj_ptr[n + 2]; j++) {
+                const REAL *go = grad_out + (size_t)inj_idx[j] * N + (size_t)b0 * P2;
+                for (int l = 0; l < nl; l++)
+                    for (int q = 0; q < P2; q++)
+                        lc[(size_t)q * nl + l] += go[(size_t)l * P2 + q];
+            }
+            const double h = sv->h[n];
+            const int k = sv->seg[n];
+            for (int i = s_sol - 1; i >= 0; i--) {
+                /* gk_i = h b_i lam + h sum_{j>i} a_ji U_j */
+                const REAL hb = (REAL)(h * (double)md->bw[i]);
+                for (size_t q = 0; q < Nc; q++) {
+                    REAL acc = 0;
+                    for (int j = i + 1; j < s_sol; j++)
+                        acc += md->A[(size_t)j * s + i] * U[(size_t)j * Nc + q];
+                    gk[q] = hb * lc[q] + (REAL)h * acc;
+                }
+                /* U_i = (dF/dy)(Y_i)^T gk_i */
+                const REAL *wi, *gi;
+                if (sv->stages_kept) {
+                    wi = sv->st + (size_t)n * 2 * half + (size_t)i * BP + (size_t)b0 * P;
+                    gi = wi + half;
+                } else {
+                    wi = buf + (size_t)(n - a) * 2 * halfc + (size_t)i * BPc;
+                    gi = wi + halfc;
+                }
+                REAL *Ui = U + (size_t)i * Nc;
+                if (md->sparse) {
+                    for (int p = 0; p < P; p++) {
+                        REAL acc[FK_LANES] = {0};
+                        for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
+                            FN(fk_axpy)(acc, gk + (size_t)md->col[j] * nl, md->val[j], nl);
+                        for (int l = 0; l < nl; l++)
+                            sz[(size_t)p * nl + l] = acc[l];
+                    }
+                } else if (nl == 1) {
+                    for (int p = 0; p < P; p++)
+                        sz[p] = 0;
+                    for (int q = 0; q < P2; q++) {
+                        const REAL gq = gk[q];
+                        const REAL *row = md->WgT + (size_t)q * P;
+                        for (int p = 0; p < P; p++)
+                            sz[p] += gq * row[p];
+                    }
+                } else {
+                    for (size_t n2 = 0; n2 < BPc; n2++)
+                        sz[n2] = 0;
+                    for (int q = 0; q < P2; q++) {
+                        const REAL *gq = gk + (size_t)q * nl;
+                        const REAL *row = md->WgT + (size_t)q * P;
+                        for (int p = 0; p < P; p++)
+                            FN(fk_axpy)(sz + (size_t)p * nl, gq, row[p], nl);
                     }
                 }
-                if ((sv->status = FN(fk_push_step)(sv, h, k)) != FK_OK)
-                    break;
+                for (size_t n2 = 0; n2 < BPc; n2++) {
+                    const REAL z = -wi[n2], gv = gi[n2];
+                    REAL S;
+                    if (fabs(z) < (REAL)FK_SERIES_Z)
+                        S = (REAL)0.5 + z / (REAL)6.0 - z * z * z / (REAL)180.0;
+                    else
+                        S = gv * ((REAL)1.0 + z - gv) / z;
+                    sz[n2] *= S;
+                }
+                for (int p = 0; p < P; p++) {
+                    const REAL cV = md->c[p], cA = md->c[P + p];
+                    for (int l = 0; l < nl; l++) {
+                        const size_t nv = (size_t)p * nl + l, na = (size_t)(P + p) * nl + l;
+                        Ui[nv] = gk[nv] * cV - sz[nv] * md->m;
+                        Ui[na] = gk[na] * cA + sz[nv] * md->m;
+                    }
+                }
+                if (cx->gWg && md->sparse) { /* per entry: sum over steps, stages and trials of g_source gk_target */
+                    for (int p = 0; p < P; p++) {
+                        const REAL *gp = gi + (size_t)p * nl;
+                        for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
+                            gW[j] += FN(fk_dot)(gp, gk + (size_t)md->col[j] * nl, nl);
+                    }
+                } else if (cx->gWg && nl == 1) { /* sum over steps, stages and trials of g (source) times gk (target) */
+                    for (int p = 0; p < P; p++) {
+                        const REAL gp = gi[p];
+                        REAL *row = gW + (size_t)p * P2;
+                        for (int q = 0; q < P2; q++)
+                            row[q] += gp * gk[q];
+                    }
+                } else if (cx->gWg) {
+                    for (int p = 0; p < P; p++) {
+                        const REAL *gp = gi + (size_t)p * nl;
+                        REAL *row = gW + (size_t)p * P2;
+                        for (int q = 0; q < P2; q++)
+                            row[q] += FN(fk_dot)(gp, gk + (size_t)q * nl, nl);
+                    }
+                }
+                if (cx->gdrive && md->Bd == 1) {
+                    REAL *gdk = gd + (size_t)k * P2;
+                    for (int q = 0; q < P2; q++)
+                        for (int l = 0; l < nl; l++)
+                            gdk[q] += gk[(size_t)q * nl + l];
+                } else if (cx->gdrive) { /* each trial its own: no other chunk writes here */
+                    for (int l = 0; l < nl; l++) {
+                        REAL *gdb = cx->gdrive + ((size_t)(b0 + l) * md->K + k) * P2;
+                        for (int q = 0; q < P2; q++)
+                            gdb[q] += gk[(size_t)q * nl + l];
+                    }
+                }
             }
-            if (md->adaptive) { /* first same as last */
-                memcpy(K, K + (size_t)(s - 1) * N, N * sizeof(REAL));
-                memcpy(w, w + (size_t)(s - 1) * BP, BP * sizeof(REAL));
-                memcpy(g, g + (size_t)(s - 1) * BP, BP * sizeof(REAL));
+            for (size_t q = 0; q < Nc; q++) {
+                REAL acc = 0;
+                for (int i = 0; i < s_sol; i++)
+                    acc += U[(size_t)i * Nc + q];
+                lc[q] += acc;
             }
-            memcpy(y, y_new, N * sizeof(REAL));
-            t = last ? t_end : t + h;
         }
-        if (sv->status != FK_OK)
-            break;
-        landed[mi + 1] = sv->n_steps;
-        if (out_of_stop[mi + 1] >= 0)
-            memcpy(out + (size_t)out_of_stop[mi + 1] * N, y, N * sizeof(REAL));
     }
-    free(K); free(Y); free(Ys); free(y); free(y_new); free(w); free(g); free(local.tmp);
-    return sv;
+    for (long j = inj_ptr[0]; j < inj_ptr[1]; j++) {
+        const REAL *go = grad_out + (size_t)inj_idx[j] * N + (size_t)b0 * P2;
+        for (int l = 0; l < nl; l++)
+            for (int q = 0; q < P2; q++)
+                lc[(size_t)q * nl + l] += go[(size_t)l * P2 + q];
+    }
+    const long ci = b0 / cx->L;
+    fk_pool_turn(cx->pool, ci); /* the chunk's sums, in chunk order */
+    if (cx->gWg)
+        for (size_t j = 0; j < cx->n_gW; j++)
+            cx->gWg[j] += gW[j];
+    for (size_t j = 0; j < cx->n_gd; j++)
+        cx->gdrive[j] += gd[j];
+    fk_pool_done(cx->pool, ci);
+}
+
+FK_CLONES static void FN(fk_backward_task)(void *ctx, int tid)
+{
+    FN(fk_bctx) *cx = (FN(fk_bctx) *)ctx;
+    for (int c = tid; c < cx->n_chunks; c += cx->T)
+        FN(fk_backward_chunk)(cx, tid, c * cx->L);
 }
 
 /* The discrete adjoint of a recorded forward solve.
@@ -452,175 +1056,60 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
  * the output rows landed after j accepted steps are inj_idx[inj_ptr[j] .. inj_ptr[j+1]).
  * lam (B x 2P, zero on entry) becomes the cotangent of y0; gWg (P x 2P, or nnz for a sparse
  * coupling) and gdrive (Bd x K x 2P) are accumulated into where not NULL. Returns FK_OK or FK_NOMEM.
+ *
+ * Trials are independent in the backward pass: it runs chunk by chunk of trials (on
+ * md->threads threads), each back through all steps, its stages recomputed from the
+ * checkpoints where they were not kept; the chunks' parts of gWg and gdrive are summed in
+ * chunk order.
  */
 FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad_out, const long *inj_ptr,
                     const long *inj_idx, REAL *lam, REAL *gWg, REAL *gdrive)
 {
     const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
-    const size_t N = (size_t)B * P2, BP = (size_t)B * P;
+    const int L = FN(fk_lanes)(B), n_chunks = (B + L - 1) / L;
+    const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)L * P2, BPL = (size_t)L * P;
     const long n_steps = sv->n_steps;
     MODEL local = *md;
-    local.tmp = FN(fk_scratch)(4 * BP);
+    int drive_ok;
+    local.drL = FN(fk_drive_lanes)(md, &drive_ok);
     md = &local;
-    const size_t half = (size_t)s_sol * BP;
+    fk_pool pool;
+    fk_pool_start(&pool, fk_threads_for(md->threads, n_chunks, (long)BP));
+    FN(fk_bctx) cx;
+    memset(&cx, 0, sizeof cx);
+    cx.md = md;
+    cx.sv = sv;
+    cx.grad_out = grad_out;
+    cx.inj_ptr = inj_ptr;
+    cx.inj_idx = inj_idx;
+    cx.gWg = gWg;
+    cx.gdrive = gdrive;
+    cx.L = L;
+    cx.n_chunks = n_chunks;
+    cx.T = pool.T;
+    cx.pool = &pool;
     /* chunks of steps whose stages are at hand: all of them, or those between checkpoints */
-    const long chunk = sv->stages_kept ? (n_steps ? n_steps : 1) : sv->M;
-    const long n_chunks = n_steps ? (n_steps + chunk - 1) / chunk : 0;
-    REAL *K = FN(fk_scratch)((size_t)s * N), *Y = FN(fk_scratch)(N), *y = FN(fk_scratch)(N);
-    REAL *y_new = FN(fk_scratch)(N);
-    REAL *w = FN(fk_scratch)((size_t)s * BP), *g = FN(fk_scratch)((size_t)s * BP);
-    REAL *U = FN(fk_scratch)((size_t)s * N), *gk = FN(fk_scratch)(N), *sz = FN(fk_scratch)(BP);
-    REAL *buf = sv->stages_kept ? NULL : FN(fk_scratch)((size_t)(chunk < n_steps ? chunk : n_steps) * 2 * half);
-    if (!K || !Y || !y || !y_new || !w || !g || !U || !gk || !sz || (!sv->stages_kept && !buf) || !local.tmp) {
-        free(K); free(Y); free(y); free(y_new); free(w); free(g); free(U); free(gk); free(sz); free(buf);
-        free(local.tmp);
-        return FK_NOMEM;
+    cx.chunk = sv->stages_kept ? (n_steps ? n_steps : 1) : sv->M;
+    cx.n_steps_chunks = n_steps ? (n_steps + cx.chunk - 1) / cx.chunk : 0;
+    cx.n_gW = gWg ? (md->sparse ? (size_t)md->row_ptr[P] : (size_t)P * P2) : 0;
+    cx.n_gd = gdrive && md->Bd == 1 ? (size_t)md->K * P2 : 0;
+    const size_t n_buf = sv->stages_kept ? 0 : (size_t)(cx.chunk < n_steps ? cx.chunk : n_steps) * 2 * s_sol * BPL;
+    const size_t n_scr = (size_t)s * NL + 3 * NL + 2 * (size_t)s * BPL + (size_t)s * NL + NL + BPL + n_buf + cx.n_gW
+                         + cx.n_gd;
+    cx.lamL = FN(fk_scratch)(N);
+    int ok = cx.lamL && drive_ok;
+    for (int t = 0; t < pool.T; t++)
+        ok = ok && (cx.scr[t] = FN(fk_scratch)(n_scr)) != NULL;
+    if (ok) {
+        fk_pool_run(&pool, FN(fk_backward_task), &cx);
+        FN(fk_from_lanes)(cx.lamL, lam, B, P2);
     }
-    for (long c = n_chunks - 1; c >= 0; c--) { /* last chunk first */
-        const long a = c * chunk, e = a + chunk < n_steps ? a + chunk : n_steps;
-        const REAL *stages = sv->st + (size_t)a * 2 * half;
-        if (!sv->stages_kept) { /* recompute the chunk's stages from its checkpoint, as the forward did */
-            memcpy(y, sv->cks + (size_t)c * N, N * sizeof(REAL));
-            for (long n = a; n < e; n++) {
-                FN(fk_step)(md, y, sv->h[n], sv->seg[n], K, Y, w, g, y_new);
-                memcpy(buf + (size_t)(n - a) * 2 * half, w, half * sizeof(REAL));
-                memcpy(buf + (size_t)(n - a) * 2 * half + half, g, half * sizeof(REAL));
-                memcpy(y, y_new, N * sizeof(REAL));
-            }
-            stages = buf;
-        }
-        for (long n = e - 1; n >= a; n--) {
-            for (long j = inj_ptr[n + 1]; j < inj_ptr[n + 2]; j++) {
-                const REAL *go = grad_out + (size_t)inj_idx[j] * N;
-                for (size_t q = 0; q < N; q++)
-                    lam[q] += go[q];
-            }
-            const double h = sv->h[n];
-            const int k = sv->seg[n];
-            const REAL *ws = stages + (size_t)(n - a) * 2 * half, *gs = ws + half;
-            for (int i = s_sol - 1; i >= 0; i--) {
-                /* gk_i = h b_i lam + h sum_{j>i} a_ji U_j */
-                const REAL hb = (REAL)(h * (double)md->bw[i]);
-                for (size_t q = 0; q < N; q++) {
-                    REAL acc = 0;
-                    for (int j = i + 1; j < s_sol; j++)
-                        acc += md->A[(size_t)j * s + i] * U[(size_t)j * N + q];
-                    gk[q] = hb * lam[q] + (REAL)h * acc;
-                }
-                /* U_i = (dF/dy)(Y_i)^T gk_i */
-                const REAL *wi = ws + (size_t)i * BP, *gi = gs + (size_t)i * BP;
-                REAL *Ui = U + (size_t)i * N;
-                const int tr = md->sparse && B >= FK_TRANSPOSE_MIN;
-                if (tr) { /* the sparse products on transposed copies, contiguous over trials */
-                    REAL *gkT = md->tmp, *szT = md->tmp + (size_t)P2 * B, *gT = szT + (size_t)P * B;
-                    for (int b = 0; b < B; b++)
-                        for (int q = 0; q < P2; q++)
-                            gkT[(size_t)q * B + b] = gk[(size_t)b * P2 + q];
-                    for (int p = 0; p < P; p++) {
-                        REAL *sp = szT + (size_t)p * B;
-                        for (int b = 0; b < B; b++)
-                            sp[b] = 0;
-                        for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
-                            const REAL v = md->val[j];
-                            const REAL *gq = gkT + (size_t)md->col[j] * B;
-                            for (int b = 0; b < B; b++)
-                                sp[b] += v * gq[b];
-                        }
-                    }
-                    for (int b = 0; b < B; b++)
-                        for (int p = 0; p < P; p++)
-                            sz[(size_t)b * P + p] = szT[(size_t)p * B + b];
-                    if (gWg) {
-                        for (int b = 0; b < B; b++)
-                            for (int p = 0; p < P; p++)
-                                gT[(size_t)p * B + b] = gi[(size_t)b * P + p];
-                        for (int p = 0; p < P; p++) {
-                            const REAL *gp = gT + (size_t)p * B;
-                            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
-                                const REAL *gq = gkT + (size_t)md->col[j] * B;
-                                REAL acc = gWg[j];
-                                for (int b = 0; b < B; b++)
-                                    acc += gp[b] * gq[b];
-                                gWg[j] = acc;
-                            }
-                        }
-                    }
-                }
-                for (int b = 0; b < B; b++) {
-                    const REAL *gkb = gk + (size_t)b * P2;
-                    REAL *szb = sz + (size_t)b * P;
-                    if (tr) {
-                        /* sz filled above */
-                    } else if (md->sparse) {
-                        for (int p = 0; p < P; p++) {
-                            REAL acc = 0;
-                            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
-                                acc += md->val[j] * gkb[md->col[j]];
-                            szb[p] = acc;
-                        }
-                    } else {
-                        for (int p = 0; p < P; p++)
-                            szb[p] = 0;
-                        for (int q = 0; q < P2; q++) {
-                            const REAL gq = gkb[q];
-                            const REAL *row = md->WgT + (size_t)q * P;
-                            for (int p = 0; p < P; p++)
-                                szb[p] += gq * row[p];
-                        }
-                    }
-                    for (int p = 0; p < P; p++) {
-                        const REAL z = -wi[(size_t)b * P + p], gv = gi[(size_t)b * P + p];
-                        REAL S;
-                        if (fabs(z) < (REAL)FK_SERIES_Z)
-                            S = (REAL)0.5 + z / (REAL)6.0 - z * z * z / (REAL)180.0;
-                        else
-                            S = gv * ((REAL)1.0 + z - gv) / z;
-                        szb[p] *= S;
-                    }
-                    REAL *Ub = Ui + (size_t)b * P2;
-                    for (int p = 0; p < P; p++) {
-                        Ub[p] = gkb[p] * md->c[p] - szb[p] * md->m;
-                        Ub[P + p] = gkb[P + p] * md->c[P + p] + szb[p] * md->m;
-                    }
-                    if (gWg && md->sparse && !tr) { /* per entry: sum over steps, stages and trials of g_source gk_target */
-                        const REAL *gb = gi + (size_t)b * P;
-                        for (int p = 0; p < P; p++) {
-                            const REAL gp = gb[p];
-                            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
-                                gWg[j] += gp * gkb[md->col[j]];
-                        }
-                    } else if (gWg && !md->sparse) { /* sum over steps, stages and trials of g (source) times gk (target) */
-                        const REAL *gb = gi + (size_t)b * P;
-                        for (int p = 0; p < P; p++) {
-                            const REAL gp = gb[p];
-                            REAL *row = gWg + (size_t)p * P2;
-                            for (int q = 0; q < P2; q++)
-                                row[q] += gp * gkb[q];
-                        }
-                    }
-                    if (gdrive) {
-                        REAL *gd = gdrive + ((size_t)(md->Bd == 1 ? 0 : b) * md->K + k) * P2;
-                        for (int q = 0; q < P2; q++)
-                            gd[q] += gkb[q];
-                    }
-                }
-            }
-            for (size_t q = 0; q < N; q++) {
-                REAL acc = 0;
-                for (int i = 0; i < s_sol; i++)
-                    acc += U[(size_t)i * N + q];
-                lam[q] += acc;
-            }
-        }
-    }
-    for (long j = inj_ptr[0]; j < inj_ptr[1]; j++) {
-        const REAL *go = grad_out + (size_t)inj_idx[j] * N;
-        for (size_t q = 0; q < N; q++)
-            lam[q] += go[q];
-    }
-    free(K); free(Y); free(y); free(y_new); free(w); free(g); free(U); free(gk); free(sz); free(buf);
-    free(local.tmp);
-    return FK_OK;
+    fk_pool_stop(&pool);
+    for (int t = 0; t < FK_MAX_THREADS; t++)
+        free(cx.scr[t]);
+    free(cx.lamL);
+    free(local.drL);
+    return ok ? FK_OK : FK_NOMEM;
 }
 
 #undef FN

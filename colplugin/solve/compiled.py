@@ -95,6 +95,7 @@ typedef struct {{
     const int *row_ptr;
     const int *col;
     const {R} *val;
+    int threads;
     ...;
 }} fk_model{S};
 
@@ -118,8 +119,9 @@ int fk_backward{S}(const fk_model{S} *md, const fk_solve{S} *sv, const {R} *grad
 void fk_free{S}(fk_solve{S} *sv);
 """
 _CDEF = ('extern "Python" int fk_watch(void *, double, double);\n'
+         'void fk_expm1_array(const double *x, double *out, long n);\n'
          + "".join(_CDEF_TYPE.format(R=r, S=s) for r, s in _TYPES.values()))
-_FLAGS = ["-O3", "-ffp-contract=off"]
+_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-pthread"]
 
 
 def _source() -> str:
@@ -154,7 +156,7 @@ def _build(name: str, source: str) -> Path:
             with tempfile.TemporaryDirectory(dir=d) as tmp:
                 ffi = cffi.FFI()
                 ffi.cdef(_CDEF)
-                ffi.set_source(name, source, extra_compile_args=_FLAGS, libraries=["m"])
+                ffi.set_source(name, source, extra_compile_args=_FLAGS, extra_link_args=["-pthread"], libraries=["m"])
                 built = ffi.compile(tmpdir=tmp, verbose=False)
                 os.replace(built, target)  # atomic: another process may be building the same
             return target
@@ -373,6 +375,7 @@ class _CompiledSolve(torch.autograd.Function):
                                          _ptr(ffi, drive_c, real))
         md.a, md.b, md.d = float(ops.a), float(ops.b), float(ops.d)
         md.sparse = int(sparse)
+        md.threads = torch.get_num_threads()
         if sparse:
             md.row_ptr, md.col, md.val = _ptr(ffi, row_ptr, "int"), _ptr(ffi, col, "int"), _ptr(ffi, Wg_c, real)
 
