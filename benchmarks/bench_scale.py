@@ -1,10 +1,10 @@
 """Time and peak memory from 10 to 10,000 columns, forward and forward+backward (issue 14), run by hand.
 
     python benchmarks/bench_scale.py [--sizes 10 100 1000 10000] [--batches 1 64] [--duration 0.15]
-                                     [--goal] [--skip-above 64000]
+                                     [--goal] [--skip-above 64000] [--threads 1 2]
 
 One MT area of n full-size columns, lateral L2/3E -> L2/3I onto ~10 other columns per column
-(about 10 target columns each), 20 Hz into every L4E/L4I, float64, one thread, from V = A = 0,
+(about 10 target columns each), 20 Hz into every L4E/L4I, float64, from V = A = 0,
 ``--duration`` s of model time. Per size and batch, each in a fresh subprocess (so that the
 peak resident memory is its own), side by side in one run:
 
@@ -20,7 +20,9 @@ peak resident memory is its own), side by side in one run:
 ``solve MB`` is the child's peak RSS minus its RSS before the solve. Configurations where
 columns x batch exceeds ``--skip-above`` are left out for torchdiffeq and Brian2.
 ``--goal`` adds the issue's target row: one training update (forward + backward, 0.5 s of model
-time) of 1,000 columns at batch 64 with the fused solver.
+time) of 1,000 columns at batch 64 with the fused solver. ``--threads``: torch intra-op threads
+(``torch.set_num_threads``; the compiled kernel shares chunks of trials between as many), one
+table per value, and one goal row per value.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
 import colplugin as cp
-torch.set_num_threads(1)
 n, batch, duration, backend, mode = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+torch.set_num_threads(int(sys.argv[6]))
 rng = np.random.default_rng(0)
 k = min(10, n - 1)
 projs = [cp.Input("a", to="all")]
@@ -63,8 +65,8 @@ print(json.dumps(out))
 """
 
 
-def child(n: int, batch: int, duration: float, backend: str, mode: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, str(n), str(batch), str(duration), backend, mode],
+def child(n: int, batch: int, duration: float, backend: str, mode: str, threads: int = 1) -> dict:
+    r = subprocess.run([sys.executable, "-c", CHILD, str(n), str(batch), str(duration), backend, mode, str(threads)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
@@ -81,30 +83,37 @@ def cell(r: dict | None, key: str = "seconds") -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000, 10000])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--duration", type=float, default=0.15)
     ap.add_argument("--skip-above", type=int, default=64000)
     ap.add_argument("--goal", action="store_true")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1])
     args = ap.parse_args()
-    print(f"{args.duration} s of model time, float64, 1 thread; seconds and solve MB (peak RSS of the solve)")
-    print(f"{'columns':>7} {'batch':>5} | {'fused fwd':>9} {'MB':>8} | {'fwd+bwd':>9} {'MB':>8} | "
-          f"{'tdiffeq fwd':>9} {'MB':>8} | {'fwd+bwd':>9} {'MB':>8} | {'brian2 run':>9} {'MB':>8} {'build s':>7}")
-    for n in args.sizes:
-        for batch in args.batches:
-            small = n * batch <= args.skip_above
-            f = child(n, batch, args.duration, "fused", "forward")
-            fb = child(n, batch, args.duration, "fused", "backward")
-            t = child(n, batch, args.duration, "torchdiffeq", "forward") if small else None
-            tb = child(n, batch, args.duration, "torchdiffeq", "backward") if small else None
-            b = child(n, batch, args.duration, "brian2", "forward") if small else None
-            build = f"{b['build_seconds']:>7.1f}" if b and "error" not in b else f"{'-':>7}"
-            print(f"{n:>7} {batch:>5} | {cell(f)} | {cell(fb)} | {cell(t)} | {cell(tb)} | {cell(b)} {build}",
-                  flush=True)
+    for th in args.threads:
+        if not args.sizes:
+            break
+        print(f"\n{args.duration} s of model time, float64, {th} thread(s); seconds and solve MB "
+              "(peak RSS of the solve)")
+        print(f"{'columns':>7} {'batch':>5} | {'fused fwd':>9} {'MB':>8} | {'fwd+bwd':>9} {'MB':>8} | "
+              f"{'tdiffeq fwd':>9} {'MB':>8} | {'fwd+bwd':>9} {'MB':>8} | {'brian2 run':>9} {'MB':>8} {'build s':>7}")
+        for n in args.sizes:
+            for batch in args.batches:
+                small = n * batch <= args.skip_above
+                f = child(n, batch, args.duration, "fused", "forward", th)
+                fb = child(n, batch, args.duration, "fused", "backward", th)
+                t = child(n, batch, args.duration, "torchdiffeq", "forward", th) if small else None
+                tb = child(n, batch, args.duration, "torchdiffeq", "backward", th) if small else None
+                b = child(n, batch, args.duration, "brian2", "forward", th) if small else None
+                build = f"{b['build_seconds']:>7.1f}" if b and "error" not in b else f"{'-':>7}"
+                print(f"{n:>7} {batch:>5} | {cell(f)} | {cell(fb)} | {cell(t)} | {cell(tb)} | {cell(b)} {build}",
+                      flush=True)
     if args.goal:
-        r = child(1000, 64, 0.5, "fused", "backward")
-        print(f"\ngoal: one update (forward + backward, 0.5 s of model time), 1000 columns, batch 64, fused: "
-              f"{r.get('seconds', float('nan')):.1f} s, {r.get('solve_mb', float('nan')):.0f} MB (goal: < 10 s)")
+        for th in args.threads:
+            r = child(1000, 64, 0.5, "fused", "backward", th)
+            print(f"\ngoal: one update (forward + backward, 0.5 s of model time), 1000 columns, batch 64, fused, "
+                  f"{th} thread(s): {r.get('seconds', float('nan')):.1f} s, {r.get('solve_mb', float('nan')):.0f} MB "
+                  f"(goal: < 10 s on 2 cores)", flush=True)
 
 
 if __name__ == "__main__":

@@ -131,10 +131,16 @@ def test_choice_and_fallback(dl25, monkeypatch):
     # a sparse field's work per trial is its number of entries (counted from the built list)
     entries = len(compiled.sparse_coupling(sparse)[1])
     assert entries == compiled._work(sparse)
-    for limit, grad in ((compiled.MAX_WORK, False), (compiled.MAX_WORK_GRAD, True)):
+    # below SPARSE_LANES_MIN trials the work limits decide; from there on, the kernel at any size
+    lanes = compiled.SPARSE_LANES_MIN
+    for name, grad in (("MAX_WORK", False), ("MAX_WORK_GRAD", True)):
+        monkeypatch.setattr(compiled, name, entries * (lanes - 2))
         with torch.set_grad_enabled(grad):
-            assert compiled.choose("auto", sparse, torch.zeros(limit // entries, 2 * sparse.P))
-            assert not compiled.choose("auto", sparse, torch.zeros(limit // entries + 1, 2 * sparse.P))
+            assert compiled.choose("auto", sparse, torch.zeros(lanes - 2, 2 * sparse.P))
+            assert not compiled.choose("auto", sparse, torch.zeros(lanes - 1, 2 * sparse.P))
+            assert compiled.choose("auto", sparse, torch.zeros(lanes, 2 * sparse.P))
+            assert compiled.choose("auto", sparse, torch.zeros(100 * lanes, 2 * sparse.P))
+        monkeypatch.undo()
     with pytest.raises(ValueError, match="meta"):
         compiled.choose("compiled", dense, y0.to("meta"))
     with pytest.raises(ValueError, match="kernel"):

@@ -15,13 +15,22 @@ pass - as plain loops over the same arithmetic, so a solve costs its arithmetic.
   show.
 * **When it runs.** :func:`choose` decides per solve: a field on the CPU in float32 or
   float64, dense or sparse (its coupling as a list of entries: intra-column blocks,
-  inter-column edges, rate terms), whose per-stage coupling product takes at most
-  :data:`MAX_WORK` multiply-adds, :data:`MAX_WORK_GRAD` for a solve that will be
-  differentiated (beyond, the eager loop's vectorised library calls are as fast or
-  faster), when the kernel builds. With the kernel, fields of more than :data:`DENSE_MAX_POPULATIONS` populations
-  couple sparsely by default (:func:`default_dense`). ``Solver(kernel=...)`` forces either
+  inter-column edges, rate terms), when the kernel builds: a sparse field of at least
+  :data:`SPARSE_LANES_MIN` trials at any size, otherwise where the per-stage coupling
+  product takes at most :data:`MAX_WORK` multiply-adds, :data:`MAX_WORK_GRAD` for a solve
+  that will be differentiated (beyond, the eager loop's vectorised library calls are as
+  fast or faster).
+  With the kernel, fields of more than :data:`DENSE_MAX_POPULATIONS` populations couple
+  sparsely by default (:func:`default_dense`). ``Solver(kernel=...)`` forces either
   path; the environment variable ``COLPLUGIN_KERNEL=eager`` turns the kernel off
   everywhere.
+* **Trials in lanes, chunks on threads.** The kernel holds the trials in chunks of 8,
+  trial-innermost, so that its products vectorise over the trials and a chunk's stages stay
+  in cache; an attempted step runs chunk by chunk, and the backward pass runs each chunk
+  back through all steps. The chunks are shared between ``torch.get_num_threads()``
+  threads where a step's work is large enough (8 or more trials, 16,384 or more
+  trial-populations); sums over chunks are taken in chunk order, so the numbers do not
+  depend on the number of threads.
 * **Building.** The first solve that uses it compiles the kernel with cffi and the system C
   compiler (a second or two) into a cache directory, ``$COLPLUGIN_CACHE_DIR`` or
   ``~/.cache/colplugin``, under a name that carries a hash of the source, so a changed
@@ -49,21 +58,29 @@ import torch
 from ..field import FusedOperators, SparseFusedOperators
 from .tableaus import TABLEAUS, StepSizeUnderflow
 
-__all__ = ["MAX_WORK", "MAX_WORK_GRAD", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available", "needs_grad",
-           "choose", "default_dense", "compiled_solve", "sparse_coupling"]
+__all__ = ["MAX_WORK", "MAX_WORK_GRAD", "SPARSE_LANES_MIN", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available",
+           "needs_grad", "choose", "default_dense", "compiled_solve", "sparse_coupling"]
 
 #: Largest number of multiply-adds in one stage's coupling product (trials times the
 #: coupling's entries: P x 2P dense, or the listed connections of a sparse field) for which
-#: ``kernel="auto"`` runs a forward-only solve in the compiled loops. Below it the eager
-#: loop's cost is per-call overhead, which the kernel removes (3-10x faster); above it the
-#: eager loop's vectorised library calls (BLAS products, expm1) make its forward 1.2-1.4x
-#: faster (measured: 30 and 100 columns at batch 64; ``benchmarks/bench_kernel.py``).
+#: ``kernel="auto"`` runs a forward-only solve in the compiled loops, except for sparse
+#: fields of at least :data:`SPARSE_LANES_MIN` trials, which always run there. Below it the
+#: eager loop's cost is per-call overhead, which the kernel removes (3-10x faster); above it
+#: the eager loop's vectorised library calls are as fast or faster for one trial (3,000 and
+#: 10,000 columns at batch 1: the eager forward 1.4-1.7x faster) and for dense fields
+#: (BLAS: 5 columns at batch 256 and 1,024, eager 1.5x faster; ``benchmarks/bench_kernel.py``).
 MAX_WORK = 2 ** 17
 #: The same limit for solves that will be differentiated: the kernel's backward pass is the
-#: faster one (forward + backward: digits, 100 hidden columns at batch 64, 2.0x; 100 columns
-#: at batch 64, 1.4x; 1000 at batch 16 and 10,000 at batch 1, within 10 % of the eager loop;
-#: 1000 at batch 64, 1.3x).
+#: faster one (forward + backward: digits, 100 hidden columns at batch 64, 2.0x; 3,000 and
+#: 10,000 columns at batch 1, within 20 % of the eager loop).
 MAX_WORK_GRAD = 2 ** 21
+#: From this many trials a sparse field runs in the compiled kernel at any size: the kernel
+#: holds up to 8 trials side by side in lanes (its products vectorise over them, and a chunk
+#: of trials stays in cache), and shares the chunks between torch's intra-op threads.
+#: Measured forward (forward + backward), one thread, against the eager loop: 10,000 columns
+#: at batch 4, 1.3x (1.6x) faster; at batch 8, 1.3x (1.6x); 1,000 at batch 16, 1.7x (2.2x);
+#: 1,000 at batch 64, 1.8x (2.4x); 100 at batch 64, 1.5x (2.2x).
+SPARSE_LANES_MIN = 4
 #: With the compiled kernel, networks of at most this many populations (4 columns) couple
 #: densely by default (``Solver(dense=None)``), larger ones sparsely: the kernel's sparse loop
 #: touches only the connections and overtakes its dense loop between 3 and 4 columns
@@ -232,10 +249,11 @@ def needs_grad(ops: Any, y0: torch.Tensor) -> bool:
 def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
     """Whether a fused solve of ``ops`` from ``y0`` runs in the compiled kernel.
 
-    ``"auto"``: a dense or sparse field on the CPU in float32 or float64 whose coupling
+    ``"auto"``: a dense or sparse field on the CPU in float32 or float64, when the kernel
+    builds: a sparse field of at least :data:`SPARSE_LANES_MIN` trials, or one whose coupling
     product takes at most :data:`MAX_WORK` multiply-adds per stage (all trials), or
-    :data:`MAX_WORK_GRAD` where the solve will be differentiated (:func:`needs_grad`), when
-    the kernel builds. ``"compiled"``: the same conditions except the size, else
+    :data:`MAX_WORK_GRAD` where the solve will be differentiated (:func:`needs_grad`).
+    ``"compiled"``: the same conditions except the size, else
     :class:`ValueError` naming what stands in the way. ``"eager"``: never.
 
     Raises
@@ -262,8 +280,10 @@ def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
         if kernel == "compiled":
             raise ValueError(f"Solver(kernel='compiled') cannot run here: {why}")
         return False
+    if kernel == "compiled" or (isinstance(ops, SparseFusedOperators) and y0.shape[0] >= SPARSE_LANES_MIN):
+        return True
     limit = MAX_WORK_GRAD if needs_grad(ops, y0) else MAX_WORK
-    return kernel == "compiled" or y0.shape[0] * _work(ops) <= limit
+    return y0.shape[0] * _work(ops) <= limit
 
 
 def default_dense(kernel: str, n_populations: int, device: torch.device, dtype: torch.dtype) -> bool | None:
