@@ -304,29 +304,39 @@ def test_expm1_is_libms_to_a_few_ulp():
     assert np.isnan(out[0]) and out[1] == np.inf and out[2] == -1.0 and out[3] == np.inf and out[4] == np.inf
 
 
-@pytest.mark.parametrize("dense", [True, False])
-def test_threads_and_lanes_give_the_same_numbers(dl25, dense):
-    """Trials run in chunks of 8 lanes, the chunks on torch's intra-op threads: 1 and 2
-    threads give the same states and gradients bit for bit (sums over chunks are taken in
-    chunk order), and both the eager loop's to rounding, with a last chunk of 3 lanes and a
-    learnable drive that differs between trials."""
+@pytest.mark.parametrize("dense,checkpoint_every", [(True, None), (False, None), (False, 2)])
+def test_threads_and_lanes_give_the_same_numbers(dl25, dense, checkpoint_every):
+    """Trials run in chunks of 8 lanes, the chunks on torch's intra-op threads: 1, 2 and 3
+    threads (more than this machine's cores: uneven chunk ownership) give the same states and
+    gradients bit for bit (sums over chunks are taken in chunk order), and the eager loop's
+    to rounding, with a last chunk of 3 lanes, a learnable drive that differs between trials,
+    and stages kept or recomputed from checkpoints in the backward pass."""
     net = _net(dl25)
     B = 419  # 52 full chunks and one of 3; B x populations over the kernel's threshold for threads
     rates = np.random.default_rng(2).uniform(0, 30, size=(B, 2, 3))
     stim = cp.Stimulus([0.0, 0.0071], rates)
-    kw = dict(rtol=1e-6, atol=1e-6, backend="fused", dense=dense)
+    kw = dict(rtol=1e-6, atol=1e-6, backend="fused", dense=dense, checkpoint_every=checkpoint_every)
     threads = torch.get_num_threads()
     try:
         runs = []
-        for n in (1, 2):
+        for n in (1, 2, 3):
             torch.set_num_threads(n)
             runs.append(solve_with_gradients(net, cp.Solver("dopri5", kernel="compiled", **kw), stim, 0.015, 0.005))
     finally:
         torch.set_num_threads(threads)
     ref = solve_with_gradients(net, cp.Solver("dopri5", kernel="eager", **kw), stim, 0.015, 0.005)
-    (s1, g1, n1), (s2, g2, n2) = runs
-    assert n1 == n2 == ref[2]
-    assert torch.equal(s1, s2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+    s1, g1, n1 = runs[0]
+    for s2, g2, n2 in runs[1:]:
+        assert n1 == n2 == ref[2]
+        assert torch.equal(s1, s2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
     assert _rel(s1, ref[0]) < 1e-12
     for a, b in zip(g1, ref[1]):
         assert _rel(a, b) < 1e-11
+
+
+def test_no_trials_is_an_error(dl25):
+    net = _net(dl25)
+    empty = cp.Stimulus([0.0], np.zeros((0, 1, 3)))
+    for kernel in ("compiled", "eager"):
+        with pytest.raises(ValueError, match="no trials"):
+            cp.simulate(net, empty, 0.01, solver=cp.Solver("dopri5", backend="fused", kernel=kernel))

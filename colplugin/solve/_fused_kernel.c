@@ -44,8 +44,9 @@
 
 /* The entry points are compiled twice on x86-64 (AVX2 and baseline), the loader picks the
  * one the CPU runs; the loops are inlined into each. No reassociation is allowed, so both
- * give the same numbers. */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+ * give the same numbers. -DFK_NO_CLONES leaves them out (sanitizers such as TSan do not
+ * support the loader's choice). */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute) && !defined(FK_NO_CLONES)
 #if __has_attribute(target_clones) && defined(__linux__)
 #define FK_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
@@ -714,6 +715,12 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
                       int watch_every, void *watch, int keep, long every, double budget)
 {
     const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
+    if (B < 1) { /* no trials (the Python side refuses them): nothing to solve */
+        SOLVE *sv = (SOLVE *)calloc(1, sizeof(SOLVE));
+        if (sv)
+            sv->status = FK_NOMEM;
+        return sv;
+    }
     const int L = FN(fk_lanes)(B), n_chunks = (B + L - 1) / L;
     const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)L * P2, BPL = (size_t)L * P;
     const int auto_ck = every < 0, may_keep_stages = keep && every <= 0;
@@ -804,7 +811,7 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
                         sq += cx.sq[c];
                         rho = cx.rho[c] > rho ? cx.rho[c] : rho;
                     }
-                    const double ratio = sqrt(sq) / sqrt((double)N);
+                    const double ratio = (double)(REAL)sqrt(sq) / sqrt((double)N); /* the norm in REAL, as eager */
                     if (!(ratio <= 1.0)) { /* rejected (or NaN): shrink and retry */
                         double fac = isfinite(ratio) ? fmax(FK_DFACTOR, FK_SAFETY * pow(ratio, -1.0 / md->order))
                                                      : FK_DFACTOR;
@@ -1066,6 +1073,8 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
                     const long *inj_idx, REAL *lam, REAL *gWg, REAL *gdrive)
 {
     const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
+    if (B < 1)
+        return FK_NOMEM;
     const int L = FN(fk_lanes)(B), n_chunks = (B + L - 1) / L;
     const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)L * P2, BPL = (size_t)L * P;
     const long n_steps = sv->n_steps;

@@ -473,6 +473,7 @@ class _CompiledSolve(torch.autograd.Function):
         ctx.saved_tensors  # noqa: B018 - raises if the records were freed (a second backward without retain_graph)
         sv = ffi.cast(f"fk_solve{sfx} *", ctx.sv_addr)
         md = ctx.keep[0]
+        md.threads = torch.get_num_threads()  # the backward's own setting
         dt = grad_out.dtype
         g = grad_out.detach().contiguous().cpu()
         lam = torch.zeros(ctx.B, 2 * ctx.P, dtype=dt)

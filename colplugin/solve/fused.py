@@ -371,6 +371,9 @@ def _check_inputs(ops, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[i
     P, drive = ops.P, ops.drive
     if y0.ndim != 2 or y0.shape[1] != 2 * P:
         raise ValueError(f"fused_solve: y0 must have shape (trials, 2P) = (B, {2 * P}), got {tuple(y0.shape)}")
+    if y0.shape[0] == 0:
+        raise ValueError("fused_solve: y0 has no trials (shape (0, 2P)); give at least one trial (a stimulus with "
+                         "batch size >= 1)")
     if y0.dtype != drive.dtype or y0.device != drive.device:
         raise ValueError(f"fused_solve: y0 ({y0.dtype}, {y0.device}) must have the field's dtype and device "
                          f"({drive.dtype}, {drive.device})")
