@@ -595,6 +595,16 @@ static REAL *FN(fk_drive_lanes)(const MODEL *md, int *ok)
     return d;
 }
 
+/* An entry point's common start: its own copy of the model with the drive in lanes (*ok = 0
+ * if out of memory), and the pool of threads for its chunks of trials. */
+static void FN(fk_begin)(const MODEL *md, MODEL *local, fk_pool *pool, int *ok)
+{
+    *local = *md;
+    local->drL = FN(fk_drive_lanes)(md, ok);
+    const int L = FN(fk_lanes)(md->B);
+    fk_pool_start(pool, fk_threads_for(md->threads, (md->B + L - 1) / L, (long)md->B * md->P));
+}
+
 /* What the threads of a forward step share. */
 typedef struct {
     const MODEL *md;
@@ -725,12 +735,11 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
     const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)L * P2, BPL = (size_t)L * P;
     const int auto_ck = every < 0, may_keep_stages = keep && every <= 0;
     const size_t half = (size_t)s_sol * BP;
-    MODEL local = *md;
-    int drive_ok;
-    local.drL = FN(fk_drive_lanes)(md, &drive_ok);
-    md = &local;
+    MODEL local;
     fk_pool pool;
-    fk_pool_start(&pool, fk_threads_for(md->threads, n_chunks, (long)BP));
+    int drive_ok;
+    FN(fk_begin)(md, &local, &pool, &drive_ok);
+    md = &local;
     FN(fk_fctx) cx;
     memset(&cx, 0, sizeof cx);
     cx.md = md;
@@ -1076,14 +1085,13 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
     if (B < 1)
         return FK_NOMEM;
     const int L = FN(fk_lanes)(B), n_chunks = (B + L - 1) / L;
-    const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)L * P2, BPL = (size_t)L * P;
+    const size_t N = (size_t)B * P2, NL = (size_t)L * P2, BPL = (size_t)L * P;
     const long n_steps = sv->n_steps;
-    MODEL local = *md;
-    int drive_ok;
-    local.drL = FN(fk_drive_lanes)(md, &drive_ok);
-    md = &local;
+    MODEL local;
     fk_pool pool;
-    fk_pool_start(&pool, fk_threads_for(md->threads, n_chunks, (long)BP));
+    int drive_ok;
+    FN(fk_begin)(md, &local, &pool, &drive_ok);
+    md = &local;
     FN(fk_bctx) cx;
     memset(&cx, 0, sizeof cx);
     cx.md = md;
