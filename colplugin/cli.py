@@ -325,8 +325,8 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (CI logs)")
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="torch intra-op threads, also the compiled solver's threads over chunks of trials "
-                        "(default 1, the fastest for the paper's small networks; 2 halves a digits update "
-                        "on 2 cores)")
+                        "(default 1, the fastest for the paper's small networks; more for large networks "
+                        "at large batches, up to the cores)")
 
 
 def _positive_int(text: str) -> int:
