@@ -187,9 +187,9 @@ def test_sparse_coupling_is_the_dense_matrix(dl25):
 
 
 def test_batched_sparse_products_equal_single_trials(dl25):
-    """From 8 trials on the kernel's sparse products run on transposed copies (contiguous over
-    trials): the same numbers as the eager loop, and - for a fixed-step method - each trial
-    bit for bit what it is alone (where the kernel's single-trial loop runs)."""
+    """The kernel holds trials side by side in lanes (chunks of 8, trial-innermost): the same
+    numbers as the eager loop, and - for a fixed-step method - each trial bit for bit what it
+    is alone (one lane, the plain layout), in a full chunk and in the last one."""
     net = _net(dl25)
     rates = np.random.default_rng(1).uniform(0, 30, size=(9, 3, 3))
     rates[:, 0] = 0
