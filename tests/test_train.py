@@ -251,3 +251,27 @@ def test_an_update_that_does_not_fit_in_memory_says_what_to_change(monkeypatch):
     B = task.settings.batch_size
     with pytest.raises(MemoryError, match=rf"update 1: .*24 populations at batch {B} .*--nproc"):
         trainer.train(net, task, updates=2, progress=False, evaluate=False)
+
+
+def test_cosine_schedule_anneals_to_zero_and_resumes_exactly(tmp_path):
+    """lr after update k of n is lr0 (1 + cos(pi k / n)) / 2, written out here; a resumed run follows it."""
+    import math
+
+    task = TinyXOR()
+    kw = dict(updates=4, gradient="direct", lr=0.2, lr_schedule="cosine", seed=3, progress=False, evaluate=False)
+    full = task.build_network(seed=1)
+    res = train(full, task, out=tmp_path / "a", **kw)
+    expected = [0.2 * (1 + math.cos(math.pi * k / 4)) / 2 for k in (1, 2, 3, 4)]
+    assert [m["lr"] for m in res.metrics] == pytest.approx(expected, abs=1e-15)
+    assert res.metrics[-1]["lr"] == pytest.approx(0.0, abs=1e-15) and res.summary["settings"]["lr_schedule"] == "cosine"
+    _interrupted(task, task.build_network(seed=1), 4, 2, tmp_path / "b", **{k: v for k, v in kw.items()
+                                                                          if k != "updates"})
+    resumed = task.build_network(seed=1)
+    res2 = train(resumed, task, out=tmp_path / "b", resume=True, **kw)
+    assert [m["lr"] for m in res2.metrics] == [m["lr"] for m in res.metrics]
+    for a, b in zip(full.learnable_parameters(), resumed.learnable_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _interrupted(task, task.build_network(seed=1), 4, 1, tmp_path / "c", **{k: v for k, v in kw.items()
+                                                                          if k != "updates"})
+    with pytest.raises(CheckpointError, match="lr_schedule: 'cosine' -> 'constant'"):
+        train(task.build_network(seed=1), task, out=tmp_path / "c", resume=True, **{**kw, "lr_schedule": "constant"})

@@ -23,7 +23,8 @@ def test_settings_validate_and_override():
     for bad, match in (({"updates": 0}, "updates"), ({"updates": 2.5}, "updates"), ({"lr": 0}, "lr"),
                        ({"lr": float("nan")}, "lr"), ({"rollback": 0.9}, "rollback"), ({"clip_grad": -1}, "clip"),
                        ({"stop_at_accuracy": 1.5}, "stop_at_accuracy"), ({"batch_size": 0}, "batch_size"),
-                       ({"optimizer": "lbfgs"}, "optimizer"), ({"gradient": "backprop"}, "gradient")):
+                       ({"optimizer": "lbfgs"}, "optimizer"), ({"gradient": "backprop"}, "gradient"),
+                       ({"lr_schedule": "linear"}, "lr_schedule")):
         with pytest.raises(ValueError, match=match):
             TrainSettings(**bad)
 

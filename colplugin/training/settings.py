@@ -16,11 +16,27 @@ import torch
 
 from ..solve.strategies import Adjoint, Direct, Gradient, Solver, as_gradient
 
-__all__ = ["TrainSettings", "OPTIMIZERS"]
+__all__ = ["TrainSettings", "OPTIMIZERS", "LR_SCHEDULES", "lr_factor"]
 
 #: Optimisers by name (``TrainSettings.optimizer``).
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop}
+
+#: Learning-rate schedules by name (``TrainSettings.lr_schedule``; see :func:`lr_factor`).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, update: int, updates: int) -> float:
+    """The factor on the learning rate after ``update`` of ``updates`` optimiser steps.
+
+    ``"constant"``: 1. ``"cosine"``: ``(1 + cos(pi k / n)) / 2`` with ``k = min(update, n)``,
+    ``n = updates`` (cosine annealing to 0 at the last update, without restarts).
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(update, updates) / updates))
+    raise ValueError(f"unknown lr_schedule {schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,10 @@ class TrainSettings:
         Early stopping on the test (validation) loss: stop once it has not reached a new
         minimum for ``patience`` updates, and restore the parameters of its minimum
         (written to ``best_weights.pt``, reported as ``early_stopping_update``).
+    lr_schedule : {"constant", "cosine"}
+        How the learning rate changes over the ``updates`` (:func:`lr_factor`): constant,
+        or cosine annealing from ``lr`` to 0 at the last update. A run resumed with more
+        updates anneals over the new number from where it stands.
 
     Notes
     -----
@@ -80,6 +100,7 @@ class TrainSettings:
     batch_size: int = 16
     evaluate_initial: bool = False
     patience: int | None = None
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -93,6 +114,8 @@ class TrainSettings:
             raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive learning rate, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)} "
                              "(or pass a callable params -> torch.optim.Optimizer to train)")

@@ -16,7 +16,7 @@ from .._io import atomic_path, atomic_write_text
 from ..network import ColumnNetwork
 from ..solve.simulate import SimulationError, simulate
 from ..solve.strategies import Gradient, Solver, check_combination
-from .settings import OPTIMIZERS, TrainSettings
+from .settings import OPTIMIZERS, TrainSettings, lr_factor
 from .task import Task, TrainResult
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "CheckpointError", "save_checkpoint",
@@ -148,7 +148,7 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
           gradient: Gradient | str | None = None, lr: float | None = None,
           optimizer: str | Callable | None = None, clip_grad: float | bool | None = None,
           rollback: float | bool | None = None, stop_at_accuracy: float | bool | None = None,
-          keep_best: bool | None = None, batch_size: int | None = None,
+          keep_best: bool | None = None, batch_size: int | None = None, lr_schedule: str | None = None,
           settings: TrainSettings | None = None, solver: Solver | None = None,
           scheduler: Callable | None = None, seed: int = 0, out: str | Path | None = None,
           resume: bool = False, progress: bool = True, evaluate: bool = True,
@@ -193,13 +193,16 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         ``out/best_weights.pt``) and report that accuracy as ``final_accuracy``.
     batch_size : int, optional
         Trials per update.
+    lr_schedule : {"constant", "cosine"}, optional
+        Learning rate over the updates (:func:`colplugin.training.settings.lr_factor`).
     settings : TrainSettings, optional
         Base settings that the keywords above override (default ``task.settings``).
     solver : Solver, optional
         How trials are integrated (default ``task.solver``). Test solves use it as given;
         training solves use ``settings.solver_for(solver)``.
     scheduler : callable, optional
-        ``optimizer -> torch.optim.lr_scheduler``, stepped after every update.
+        ``optimizer -> torch.optim.lr_scheduler``, stepped after every update (default: the
+        settings' ``lr_schedule``).
     seed : int
         Seeds trial sampling (and nothing global); together with the network's own seed
         a run is repeatable.
@@ -232,7 +235,7 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     s = (settings or task.settings).override(
         updates=updates, gradient=gradient, lr=lr, optimizer=optimizer if isinstance(optimizer, str) else None,
         clip_grad=clip_grad, rollback=rollback, stop_at_accuracy=stop_at_accuracy, keep_best=keep_best,
-        batch_size=batch_size)
+        batch_size=batch_size, lr_schedule=lr_schedule)
     grad = s.gradient
     test_solver = solver or task.solver
     train_solver = s.solver_for(test_solver)
@@ -241,7 +244,12 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     if not params:
         raise ValueError("the network has no learnable projections; add one (e.g. Lateral(..., learnable=True))")
     opt = _make_optimizer(optimizer if callable(optimizer) else s.optimizer, params, s.lr)
-    sched = scheduler(opt) if scheduler is not None else None
+    if scheduler is not None:
+        sched = scheduler(opt)
+    elif s.lr_schedule != "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(s.lr_schedule, k, s.updates))
+    else:
+        sched = None
     gen = torch.Generator().manual_seed(seed)
     metrics: list[dict[str, Any]] = []
     start = 0
@@ -268,6 +276,7 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         _check_task_config(ckpt_path, ckpt["task"], task)
         stored = ckpt.get("settings")
         if stored is not None:  # a resumed run continues with the settings it started with (more updates allowed)
+            stored = {"lr_schedule": "constant", **stored}  # checkpoints from before lr_schedule
             changed = sorted(k for k, v in s.to_dict().items() if k != "updates" and stored.get(k, v) != v)
             if changed:
                 raise CheckpointError(
