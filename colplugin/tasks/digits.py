@@ -195,8 +195,9 @@ class Digits(Task):
 
     def __init__(self, columns: int = 100, *, duration: float = 0.1, rate: float = 20.0, logit_scale: float = 3.0,
                  rate_floor: float = 0.01, input_gain: float = 1 / 16, feedforward_drive: float = 1000.0,
-                 split_seed: int = 0, eval_size: int = 100, batch_size: int = 64, epochs: float = 15, lr: float = 0.01,
-                 lr_schedule: str = "cosine", solver: Solver | None = None, device: str | torch.device | None = None) -> None:
+                 split_seed: int = 0, eval_size: int = 100, batch_size: int = 64, epochs: float = 15,
+                 lr: float = 0.01, lr_schedule: str = "cosine", solver: Solver | None = None,
+                 device: str | torch.device | None = None) -> None:
         if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
             raise ValueError(f"Digits(columns={columns!r}): the hidden area needs a whole number >= 1 of columns")
         if not (duration > 0 and math.isfinite(duration)):
