@@ -3,6 +3,7 @@
 Per population ``i`` (state: membrane-like potential ``V`` and adaptation ``A``, in mV)::
 
     r_i            = f(V_i - A_i)                                     Hz
+                     (/ (1 + f / r_max,i) where a saturation r_max,i is set; default none)
     I_i            = tau_s * (sum_j W_ij r_j + W_bg,i nu_bg + sum_k W_in,ik u_k(t))   nA
     tau_m dV_i/dt  = -V_i + R I_i + V_offset,i       R = tau_m / C (MOhm); V_offset: calibration, 0 unless set
     tau_a dA_i/dt  = -A_i + kappa_i r_i
@@ -28,6 +29,10 @@ A new term of the model is one more :class:`Term` (in :data:`DMF_TERMS`, or in t
 and requires agreement to 1e-11; ``tests/test_field_terms.py`` adds a term and checks that
 every backend moves with it.
 
+The saturation ``r_max`` (off unless a parameter set gives it, see :func:`saturate`) bounds
+a population's rate as the saturating NMDA gating of Wong & Wang (2006) bounds their pools'
+synaptic drive, so that a self-exciting population can hold a high state.
+
 The filtered rate ``r~`` does not feed back. Its 0.5 ms time constant would set the step
 of any explicit solver, so it is kept out of the solver state and obtained from the
 instantaneous rate at the output times by the exact solution of the linear filter for a
@@ -52,7 +57,7 @@ import numpy as np
 import torch
 from ._warnings import quiet_brian2_parsing
 
-__all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate",
+__all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate", "saturate",
            "Term", "DMF_TERMS", "Field", "FusedOperators", "SparseFusedOperators", "Brian2Model",
            "DENSE_MAX_POPULATIONS", "EDGE_PRODUCT", "EDGE_PRODUCTS",
            "BRIAN2_METHODS"]
@@ -143,6 +148,16 @@ def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
         Rate in Hz.
     """
     return _Transfer.apply(x, a, b, d)
+
+
+def saturate(r: torch.Tensor, inv_r_max: torch.Tensor | None) -> torch.Tensor:
+    """The saturated rate ``r / (1 + r / r_max)`` (Hz), from ``inv_r_max = 1 / r_max`` (1/Hz).
+
+    ``inv_r_max`` (P,) is 0 for a population without saturation (``r_max = inf``); None: no
+    population saturates and ``r`` is returned as it is. The rate stays below ``r_max`` and
+    approaches it as ``f`` grows; its slope is ``(1 - r_sat / r_max)^2`` times that of ``r``.
+    """
+    return r if inv_r_max is None else r / (1.0 + r * inv_r_max)
 
 
 def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor | None = None) -> torch.Tensor:
@@ -255,7 +270,11 @@ BRIAN2_CONSTANTS: dict[str, str] = {"tau_m": "second", "tau_a": "second", "tau_s
 BRIAN2_RATE = ("r = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz",
                "drf/dt = (-rf + r) / tau_s : Hz")
 
-#: The summed recurrent input (Synapses) and the stimulus drive (a TimedArray named ``drive_ta``).
+#: The rate equation of a field with a saturation (:func:`saturate`), in place of ``BRIAN2_RATE[0]``.
+BRIAN2_SATURATED_RATE = ("r = f_x / (1 + f_x * inv_r_max) : Hz",
+                         "f_x = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz",
+                         "inv_r_max : second (constant)")
+ and the stimulus drive (a TimedArray named ``drive_ta``).
 BRIAN2_DRIVE = "drive_ta"
 BRIAN2_COUPLING = ("I_rec : amp * Hz",)
 BRIAN2_INPUT = (f"I_in = {BRIAN2_DRIVE}(t, i) : amp * Hz",)
@@ -371,6 +390,9 @@ class Field:
     input_gain : torch.Tensor, shape (P,), optional
         Calibration gain of every input current into each population (recurrent,
         background, stimulus); default 1. Equal in every column of an area.
+    r_max : torch.Tensor, shape (P,), optional
+        Saturation rate (Hz) of each population: its rate is ``f / (1 + f / r_max)``
+        (:func:`saturate`); ``inf`` (the default) for none. A constant of the model.
     noise : torch.Tensor, shape (B, K, P), optional
         An additive drive of dV/dt (mV/s) in each segment: one realisation of
         :class:`~colplugin.stimulus.MembraneNoise` (torch views only; the Brian2 view refuses it).
@@ -394,7 +416,7 @@ class Field:
                  inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
                  noise: torch.Tensor | None = None, V_offset: torch.Tensor | None = None,
-                 input_gain: torch.Tensor | None = None) -> None:
+                 input_gain: torch.Tensor | None = None, r_max: torch.Tensor | None = None) -> None:
         missing = [k for k in BRIAN2_CONSTANTS if k not in constants]
         if missing:
             raise ValueError(f"Field constants lack {missing}")
@@ -407,6 +429,14 @@ class Field:
         self.kappa, self.W_bg = kappa, W_bg
         self.V_offset = torch.zeros_like(W_bg) if V_offset is None else V_offset
         self.input_gain = torch.ones_like(W_bg) if input_gain is None else input_gain
+        self.inv_r_max = None  # 1 / r_max (P,), 0 where a population does not saturate; None if none does
+        if r_max is not None:
+            r_max = torch.as_tensor(r_max, dtype=W_bg.dtype, device=W_bg.device).detach()
+            if r_max.shape != (P,) or not bool((r_max > 0).all()):
+                raise ValueError(f"Field r_max must hold {P} positive saturation rates in Hz (inf: none), "
+                                 f"got shape {tuple(r_max.shape)}")
+            if bool(torch.isfinite(r_max).any()):
+                self.inv_r_max = 1.0 / r_max
         self.edges = edges if edges is not None and edges[0].numel() else None
         self.inputs = inputs if inputs is not None and inputs[0].numel() else None
         self.input_rates = input_rates
@@ -478,13 +508,18 @@ class Field:
     def rates(self, y: torch.Tensor) -> torch.Tensor:
         """Instantaneous rates f(V - A) (..., P) in Hz of a state ``y = [V, A]`` (..., 2P)."""
         P = self.P
-        return transfer(y[..., :P] - y[..., P:], self.a, self.b, self.d)
+        return saturate(transfer(y[..., :P] - y[..., P:], self.a, self.b, self.d), self.inv_r_max)
+
+    @property
+    def saturating(self) -> torch.Tensor | None:
+        """Boolean mask (P,) of the populations with a finite ``r_max``; None if there are none."""
+        return None if self.inv_r_max is None else self.inv_r_max > 0
 
     def __call__(self, y: torch.Tensor, k: int = 0) -> torch.Tensor:
         """dy/dt (B, 2P), mV/s, for the state ``y`` (B, 2P) in stimulus segment ``k``."""
         P = self.P
         X = (y[:, :P], y[:, P:])
-        r = transfer(X[0] - X[1], self.a, self.b, self.d)
+        r = saturate(transfer(X[0] - X[1], self.a, self.b, self.d), self.inv_r_max)
         out = []
         for x, plan in zip(X, self.plans.values()):
             drive = None if plan.drive is None else plan.drive.select(1, k)
@@ -542,6 +577,7 @@ class Field:
         if c.requires_grad:
             raise ValueError("the fused solver treats the state coefficients of the terms as constants")
         db = torch.tensor(self.d * self.b, dtype=dt, device=dev)
+        sat = None if self.inv_r_max is None else self.inv_r_max / self.d  # g = d r saturates at d r_max
         if not self.dense:
             blocks, w_edges, rates = [], [], []
             for plan in self.plans.values():
@@ -551,7 +587,8 @@ class Field:
                              else torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P) / self.d)
             src, tgt = (None, None) if self.edges is None else self.edges[:2]
             return SparseFusedOperators(self.layout, self.n, c, db, drive, self.a, self.b, self.d, blocks,
-                                        src, tgt, w_edges, rates, edge_product=edge_product or EDGE_PRODUCT)
+                                        src, tgt, w_edges, rates, edge_product=edge_product or EDGE_PRODUCT,
+                                        sat=sat)
         eye = torch.eye(P, dtype=dt, device=dev)
         Mw = torch.cat([eye, -eye], 0).mul_(-self.d * self.a)
         cols = []
@@ -561,7 +598,7 @@ class Field:
                 D = torch.diag(torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P))
                 M = D if M is None else M + D
             cols.append(torch.zeros(P, P, dtype=dt, device=dev) if M is None else M)
-        return FusedOperators(Mw, torch.cat(cols, 1).div(self.d), c, db, drive, self.a, self.b, self.d)
+        return FusedOperators(Mw, torch.cat(cols, 1).div(self.d), c, db, drive, self.a, self.b, self.d, sat=sat)
 
     # -- the Brian2 view -----------------------------------------------------------------
     def connections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -611,11 +648,14 @@ class Field:
 
         P = self.P
         lines: list[str] = list(BRIAN2_RATE)
+        values: dict[str, Any] = {}
+        if self.inv_r_max is not None:  # r = f / (1 + f / r_max), with 1 / r_max = 0 where none is set
+            lines[0:1] = list(BRIAN2_SATURATED_RATE)
+            values["inv_r_max"] = _numpy(self.inv_r_max).astype(float) * _brian2_unit("second")
         if any(t.factor == "coupling" for t in self.terms):
             lines += BRIAN2_COUPLING
         if any(t.factor == "input" for t in self.terms):
             lines += BRIAN2_INPUT
-        values: dict[str, Any] = {}
         for var in ("V", "A"):
             names = [t.name for t in self.terms if t.variable == var]
             lines.append(f"d{var}/dt = {' + '.join(names) if names else '0 * volt / second'} : volt")
@@ -661,6 +701,7 @@ class FusedOperators:
 
         w = y Mw + d b               Mw = -d a [I; -I]          (w = -z)
         g = w / expm1(w)                                        (= d r)
+        g = g / (1 + g sat)          sat = 1 / (d r_max)        (only where a saturation is set)
         k = g Wg + drive_k + y * c   Wg = [coupling and rate terms of V | ... of A] / d
 
     and its transposed Jacobian-vector product (the backward pass) is
@@ -679,22 +720,22 @@ class FusedOperators:
         Constant drive of each stimulus segment, mV/s; differentiable.
     """
 
-    def __init__(self, Mw, Wg, c, db, drive, a: float, b: float, d: float) -> None:
+    def __init__(self, Mw, Wg, c, db, drive, a: float, b: float, d: float, sat: torch.Tensor | None = None) -> None:
         self.Mw, self.Wg, self.c, self.db, self.drive = Mw, Wg, c, db, drive
         self.a, self.b, self.d = a, b, d
+        self.sat = sat
         self.P = Mw.shape[1]
 
     def stage(self, Y: torch.Tensor, drive_k: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k = F(Y) into ``out`` (B, 2P); return w and g of the stage (for the backward pass)."""
         w = torch.addmm(self.db, Y, self.Mw)
-        g = _g(w)
+        g = _saturate_g(_g(w), self.sat)
         torch.addmm(drive_k, g, self.Wg, out=out).addcmul_(Y, self.c)
         return w, g
 
-    @staticmethod
-    def slope(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """g'(z) at z = -w from w and g (stages of a step at once)."""
-        return g_slope(torch.neg(w), g)
+    def slope(self, w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """g'(z) at z = -w from w and g (stages of a step at once); saturated, dg/dz of the saturated g."""
+        return _slope_g(w, g, self.sat)
 
     def vjp(self, q: torch.Tensor, S: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Write ``(dF/dy)^T q`` into ``out`` (B, 2P): q (B, 2P), S = g'(z) of the stage (B, P)."""
@@ -754,11 +795,11 @@ class SparseFusedOperators:
     """
 
     def __init__(self, layout, n, c, db, drive, a: float, b: float, d: float, blocks, src, tgt, w_edges, rates,
-                 edge_product: str = "index_add") -> None:
+                 edge_product: str = "index_add", sat: torch.Tensor | None = None) -> None:
         if edge_product not in EDGE_PRODUCTS:
             raise ValueError(f"edge_product must be one of {EDGE_PRODUCTS}, not {edge_product!r}")
         self.layout, self.n = tuple(layout), n
-        self.c, self.db, self.drive = c, db, drive
+        self.c, self.db, self.drive, self.sat = c, db, drive, sat
         self.a, self.b, self.d, self.da = a, b, d, d * a
         self.P = P = c.shape[0] // 2
         self.blocks, self.rates = list(blocks), list(rates)
@@ -820,7 +861,7 @@ class SparseFusedOperators:
         """Write k = F(Y) into ``out`` (B, 2P); return w and g of the stage (for the backward pass)."""
         P = self.P
         w = torch.sub(Y[:, P:], Y[:, :P]).mul_(self.da).add_(self.db)
-        g = _g(w)
+        g = _saturate_g(_g(w), self.sat)
         self._add_rate_terms(torch.mul(Y, self.c, out=out).add_(drive_k), g)
         return w, g
 
@@ -836,10 +877,9 @@ class SparseFusedOperators:
                 o.addcmul_(g, self._rate[v])
         return out
 
-    @staticmethod
-    def slope(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """g'(z) at z = -w from w and g (stages of a step at once)."""
-        return g_slope(torch.neg(w), g)
+    def slope(self, w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """g'(z) at z = -w from w and g (stages of a step at once); saturated, dg/dz of the saturated g."""
+        return _slope_g(w, g, self.sat)
 
     def _dg(self, q: torch.Tensor) -> torch.Tensor:
         """dL/dg (B, P) from dL/dk q (B, 2P): the transposed coupling and rate terms."""
@@ -918,6 +958,23 @@ def _g(w: torch.Tensor) -> torch.Tensor:
     maps to 1 here, but it stays in the state, where the divergence checks see it.
     """
     return torch.div(w, torch.expm1(w)).nan_to_num_(nan=1.0)
+
+
+def _saturate_g(g: torch.Tensor, sat: torch.Tensor | None) -> torch.Tensor:
+    """g / (1 + g sat) in place (sat = 1 / (d r_max), 0 where none); g itself without a saturation."""
+    return g if sat is None else g.div_(torch.mul(g, sat).add_(1.0))
+
+
+def _slope_g(w: torch.Tensor, g: torch.Tensor, sat: torch.Tensor | None) -> torch.Tensor:
+    """dg/dz (z = -w) from w and g, where g may be saturated: ``g'(z) (1 - g sat)^2``.
+
+    With ``u = 1 - g sat = 1 / (1 + g_raw sat)`` the raw ``g_raw = g / u`` and the factor
+    ``dg/dg_raw = u^2``.
+    """
+    if sat is None:
+        return g_slope(torch.neg(w), g)
+    u = 1.0 - g * sat
+    return g_slope(torch.neg(w), g / u) * (u * u)
 
 
 @dataclass

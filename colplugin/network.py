@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .column import background_weights, column_sizes, input_weights, intra_column_weights
-from .field import DENSE_MAX_POPULATIONS, Field, transfer
+from .field import DENSE_MAX_POPULATIONS, Field, saturate, transfer
 from .params import ParameterError, Params
 from .params.names import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
 
@@ -405,6 +405,8 @@ class ColumnNetwork(nn.Module):
                              persistent=False)
         self.register_buffer("input_gain", torch.tensor(np.tile(p["input_gain"], self.n_columns), dtype=dtype),
                              persistent=False)
+        self.register_buffer("r_max", torch.tensor(np.tile(p["r_max"], self.n_columns), dtype=dtype),
+                             persistent=False)
         w_thal = np.asarray(input_weights(p))
 
         def draw(m: int, proj: Projection) -> np.ndarray:
@@ -521,9 +523,10 @@ class ColumnNetwork(nn.Module):
         return DENSE_MAX_POPULATIONS
 
     def rates(self, y: torch.Tensor) -> torch.Tensor:
-        """Instantaneous rates f(V - A) in Hz of a state ``y = [V, A]``."""
+        """Instantaneous rates f(V - A) in Hz of a state ``y = [V, A]`` (saturated where ``r_max`` is set)."""
         P, p = self.n_populations, self.params
-        return transfer(y[..., :P] - y[..., P:], p["a"], p["b"], p["d"])
+        r = transfer(y[..., :P] - y[..., P:], p["a"], p["b"], p["d"])
+        return r if not bool(torch.isfinite(self.r_max).any()) else saturate(r, 1.0 / self.r_max.to(r))
 
     def field(self, input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
               noise: torch.Tensor | None = None) -> Field:
@@ -549,7 +552,7 @@ class ColumnNetwork(nn.Module):
         inputs = (self.inp_src, self.inp_tgt, self._weights("inp")) if self.inp_src.numel() else None
         return self.field_class(constants, self.kappa, self.W_bg, self.W_intra, layout, edges, inputs,
                                 input_rates, dense=dense, noise=noise, V_offset=self.V_offset,
-                                input_gain=self.input_gain)
+                                input_gain=self.input_gain, r_max=self.r_max)
 
     def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None, *,
                      dense: bool | None = None) -> torch.Tensor:

@@ -104,6 +104,7 @@ SPECS: dict[str, _Spec] = {
     "kappa": _Spec("mV*s", (N_POP,), _NONNEG, "8 non-negative adaptation strengths"),
     "V_offset": _Spec("mV", (N_POP,), _FINITE, "8 finite membrane offsets"),
     "input_gain": _Spec("dimensionless", (N_POP,), _all(lambda v: v > 0), "8 positive gains"),
+    "r_max": _Spec("Hz", (N_POP,), _POSITIVE, "8 positive saturation rates (inf: none)"),
     "inhibition": _Spec(None, None, lambda v: True, "one of the choices", ("layer_ratio", "g")),
     "g": _Spec("dimensionless", None, _all(lambda v: v < 0), "a negative number (PD14: -4)"),
     "connection_probability": _Spec(
@@ -130,6 +131,8 @@ SPECS: dict[str, _Spec] = {
                            "a positive whole number of neurons"),
     "published_rates": _Spec("Hz", (N_POP,), _NONNEG, "8 non-negative rates"),
 }
+#: Entries that may be +inf (meaning "none").
+_INF_ALLOWED = ("r_max",)
 #: Entries used only by the spiking networks; absent ones are taken from the ``pd14`` preset.
 SPIKING_KEYS: tuple[str, ...] = ("E_L", "V_reset", "V_th", "t_ref", "V0_mean", "V0_sd", "J_rel_sd", "delay_E",
                                  "delay_I", "delay_rel_sd", "background", "thalamic_size", "published_rates")
@@ -229,7 +232,8 @@ def _convert(key: str, entry: Any, spec: _Spec, default_unit: str | None,
     if arr.shape != expected:
         raise ParameterError(f"parameter {key!r} has shape {arr.shape}, expected "
                              f"{expected or 'a scalar'} ({spec.requirement})")
-    if not (np.all(np.isfinite(arr)) and spec.check(arr)):
+    finite = np.all(np.isfinite(arr) | ((arr == np.inf) & (key.split(".")[-1] in _INF_ALLOWED)))
+    if not (finite and spec.check(arr)):
         raise ParameterError(f"parameter {key!r} = {arr.tolist()} is invalid: it must be "
                              f"{spec.requirement}")
     return (float(arr) if arr.ndim == 0 else arr), spec.unit
@@ -387,7 +391,7 @@ class Params(Mapping[str, Any]):
         _check_keys("[preset]", meta, _PRESET_KEYS)
         if not isinstance(areas_raw, Mapping):
             raise ParameterError(f"'areas' must be tables [areas.NAME] with value = [8 sizes], got {areas_raw!r}")
-        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset", "input_gain") if k not in data]  # older sets
+        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset", "input_gain", "r_max") if k not in data]  # older sets
         if missing_spiking:
             pd14 = _raw_preset("pd14")
             for k in missing_spiking:

@@ -249,7 +249,7 @@ def needs_grad(ops: Any, y0: torch.Tensor) -> bool:
 def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
     """Whether a fused solve of ``ops`` from ``y0`` runs in the compiled kernel.
 
-    ``"auto"``: a dense or sparse field on the CPU in float32 or float64, when the kernel
+    ``"auto"``: a dense or sparse field without saturation (``r_max``) on the CPU in float32 or float64, when the kernel
     builds: a sparse field of at least :data:`SPARSE_LANES_MIN` trials, or one whose coupling
     product takes at most :data:`MAX_WORK` multiply-adds per stage (all trials), or
     :data:`MAX_WORK_GRAD` where the solve will be differentiated (:func:`needs_grad`).
@@ -268,6 +268,8 @@ def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
     why = None
     if not isinstance(ops, (FusedOperators, SparseFusedOperators)):
         why = f"the field's operators are {type(ops).__name__}, which the kernel does not know"
+    elif getattr(ops, "sat", None) is not None:
+        why = "the field saturates some rates (r_max), which the kernel does not compute (kernel='eager' does)"
     elif y0.device.type != "cpu":
         why = f"the tensors are on {y0.device} (the kernel runs on the CPU; use kernel='eager' on GPUs)"
     elif y0.dtype not in _TYPES:

@@ -43,8 +43,10 @@ class _ODEFunc(nn.Module):
         super().__init__()
         # the network is not a submodule: its parameters reach the solve through the field's tensors
         self.field = network.field(stimulus.rates if stimulus.n_inputs else None, dense=dense, noise=noise)
-        # V - A above x_max means f > max_rate (f(x) >= a x - b)
+        # V - A above x_max means f > max_rate (f(x) >= a x - b); saturating populations stay below r_max
         self.x_max = (max_rate + self.field.b) / self.field.a
+        sat = self.field.saturating
+        self.unbounded = None if sat is None else ~sat
         self.max_rate, self.max_steps, self.check_every = max_rate, max_steps, check_every
         self.steps = 0
         self.times = stimulus.times
@@ -69,7 +71,13 @@ class _ODEFunc(nn.Module):
                 f"the solver took more than {self.max_steps} steps (t = {float(t0):.4g} s): the "
                 "dynamics diverged or are too stiff for the tolerances. Use Solver('rk4', step=1e-4), "
                 "loosen rtol/atol, or lower the inter-column weights")
-        x = float(x.detach().max())
+        if self.unbounded is not None and isinstance(x, torch.Tensor) and x.ndim:
+            x = x.detach()
+            nan = not bool(torch.isfinite(x).all())
+            x = x[..., self.unbounded]
+            x = float("nan") if nan else (float(x.max()) if x.numel() else -math.inf)
+        else:
+            x = float(x.detach().max()) if isinstance(x, torch.Tensor) else float(x)
         if not math.isfinite(x) or x > self.x_max:
             raise SimulationError(
                 f"runaway rates at t = {float(t0):.4g} s: a population exceeded max_rate = "

@@ -116,6 +116,13 @@ def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, tr
     if not isinstance(network, ColumnNetwork):
         raise TypeError(f"network must be a ColumnNetwork, got {type(network).__name__}")
     k = check_scale(scale, k_scale)
+    r_max = np.asarray(network.params["r_max"], dtype=float)
+    if np.isfinite(r_max).any():
+        pops = [POPULATIONS[i] for i in np.nonzero(np.isfinite(r_max))[0]]
+        raise ValueError(f"this network saturates the rates of {', '.join(pops)} (r_max = "
+                         f"{', '.join(f'{x:g} Hz' for x in r_max[np.isfinite(r_max)])}), which LIF neurons have no "
+                         "counterpart for: the spiking twin would not be this network's twin. Twin a network "
+                         "trained without r_max (e.g. colplugin train decision without --saturation)")
     stim = _trial_stimulus(network, stimulus, trial)
     p = network.params
     background = p["background"] if background is None else background
