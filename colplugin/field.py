@@ -274,7 +274,8 @@ BRIAN2_RATE = ("r = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz",
 BRIAN2_SATURATED_RATE = ("r = f_x / (1 + f_x * inv_r_max) : Hz",
                          "f_x = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz",
                          "inv_r_max : second (constant)")
- and the stimulus drive (a TimedArray named ``drive_ta``).
+
+#: The summed recurrent input (Synapses) and the stimulus drive (a TimedArray named ``drive_ta``).
 BRIAN2_DRIVE = "drive_ta"
 BRIAN2_COUPLING = ("I_rec : amp * Hz",)
 BRIAN2_INPUT = (f"I_in = {BRIAN2_DRIVE}(t, i) : amp * Hz",)
