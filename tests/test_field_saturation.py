@@ -48,6 +48,13 @@ def test_presets_do_not_saturate_and_bad_values_are_refused(dl25):
             dl25.with_overrides({"r_max": bad})
 
 
+def test_saturation_survives_a_parameter_file_round_trip(dl25, tmp_path):
+    p = _saturated(dl25)
+    p.save(tmp_path / "params.json")
+    q = cp.load_params(tmp_path / "params.json")
+    assert q["r_max"][0] == R_MAX_L23E and np.all(np.isinf(q["r_max"][1:]))
+
+
 def test_rates_are_f_over_one_plus_f_over_r_max(dl25):
     """The network's and the field's rates against f (scipy's exprel form) saturated by hand."""
     net = two_column_net(_saturated(dl25))

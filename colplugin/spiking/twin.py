@@ -122,7 +122,7 @@ def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, tr
         raise ValueError(f"this network saturates the rates of {', '.join(pops)} (r_max = "
                          f"{', '.join(f'{x:g} Hz' for x in r_max[np.isfinite(r_max)])}), which LIF neurons have no "
                          "counterpart for: the spiking twin would not be this network's twin. Twin a network "
-                         "trained without r_max (e.g. colplugin train decision without --saturation)")
+                         "trained without r_max (its parameters with r_max = inf)")
     stim = _trial_stimulus(network, stimulus, trial)
     p = network.params
     background = p["background"] if background is None else background

@@ -27,7 +27,7 @@ from scipy.integrate import solve_ivp
 
 from .._io import atomic_write_text
 from ..field import transfer_numpy, transfer_value
-from ..network import ColumnNetwork, Input, Lateral, Projection
+from ..network import ColumnNetwork, Input, Lateral
 from ..params import Params, load_preset
 from ..params.names import pop_index
 from ..solve.simulate import Solver, Trajectory, simulate
@@ -45,12 +45,6 @@ LATERAL_COLUMNS = ("different", "all")
 NOISE_STEP = 1e-3
 #: Seed of the noise realisations of the evaluation (Figure 2, held-out metrics).
 EVALUATION_NOISE_SEED = 2024
-#: The saturating variant (``saturation_hz``): its default saturation of L2/3E (Hz) and its start, a
-#: three-attractor point of the persistence scan (:func:`decision_dynamics`) at that saturation: cross weight
-#: (L2/3E -> other column's L2/3I) and L2/3E self-excitation in nA, with a small relative jitter so that the
-#: two columns start nearly alike (with dL25's 50 % one column ignites on its own before any input).
-SATURATION_HZ = 1.5
-SATURATED_START = {"cross_nA": 1000.0, "self_nA": 450.0, "jitter": 0.02}
 
 
 @dataclass(frozen=True)
@@ -203,15 +197,6 @@ class Decision(Task):
     through it; evaluation uses fixed realisations. ``lateral_columns="all"`` extends the
     learnable set by each L2/3E's weight onto its own column's L2/3I.
 
-    ``saturation_hz`` gives the saturating variant, the smallest extension of the model
-    that keeps a winner after the stimulus: L2/3E's rate saturates,
-    ``r = f / (1 + f / saturation_hz)`` (the parameter ``r_max``,
-    :func:`colplugin.field.saturate`), as Wong & Wang's NMDA gating saturates, so that
-    self-excitation can hold a high state without running away. The learnable set is the
-    paper's; the weights start at :data:`SATURATED_START`, a point where rest, "A wins"
-    and "B wins" are all stable (``lateral_init`` overrides it). Without saturation the
-    persistent winner stays below 0.4 Hz (``decision_dynamics.json``).
-
     Default training (:attr:`settings`): Adam at lr 0.2 with direct gradients until the
     validation loss (:meth:`test_set`, 32 pairs) has not improved for 15 updates (at most
     400), keeping the parameters of its minimum. Evaluation: the fit to Wong-Wang on
@@ -225,24 +210,12 @@ class Decision(Task):
 
     def __init__(self, phase: float = 0.5, time_scale: float = 10.0, rate_scale: float = 20.0,
                  sigma: float = 0.0, solver: Solver | None = None, batch_size: int = 16,
-                 lateral_columns: str = "different", noise_mV: float = 0.0, saturation_hz: float | None = None,
-                 lateral_init: tuple[float, float] | None = None) -> None:
-        if saturation_hz is not None and not (saturation_hz > 0 and math.isfinite(saturation_hz)):
-            raise ValueError(f"decision: saturation_hz must be a positive rate in Hz (e.g. {SATURATION_HZ}), "
-                             f"or None for the paper's model without saturation; got {saturation_hz!r}")
-        if lateral_init is not None and (len(lateral_init) != 2 or not all(w >= 0 and math.isfinite(w)
-                                                                           for w in lateral_init)):
-            raise ValueError(f"decision: lateral_init must be (cross, self) in nA, two weights >= 0; "
-                             f"got {lateral_init!r}")
+                 lateral_columns: str = "different", noise_mV: float = 0.0) -> None:
         if lateral_columns not in LATERAL_COLUMNS:
             raise ValueError(f"decision: lateral_columns must be one of {', '.join(LATERAL_COLUMNS)} "
                              f"(the paper's set is 'different'), got {lateral_columns!r}")
         self.phase, self.time_scale, self.rate_scale, self.sigma = phase, time_scale, rate_scale, sigma
         self.lateral_columns = lateral_columns
-        self.saturation_hz = None if saturation_hz is None else float(saturation_hz)
-        if lateral_init is None and self.saturation_hz is not None:
-            lateral_init = (SATURATED_START["cross_nA"], SATURATED_START["self_nA"])
-        self.lateral_init = None if lateral_init is None else tuple(float(w) for w in lateral_init)
         self.duration = 3 * phase
         self.noise_mV = float(noise_mV)
         self.noise = MembraneNoise(self.noise_mV, NOISE_STEP) if self.noise_mV != 0 else None
@@ -255,19 +228,9 @@ class Decision(Task):
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         params = params or load_preset("dl25")
-        if self.saturation_hz is not None:
-            r_max = np.asarray(params["r_max"], dtype=float).copy()
-            r_max[pop_index("L23E")] = self.saturation_hz
-            params = params.with_overrides({"r_max": r_max.tolist()})
-        if self.lateral_init is None:
-            lateral = Lateral("mt", columns=self.lateral_columns, init=50.0, jitter=0.5)
-        else:
-            jitter = SATURATED_START["jitter"] if self.saturation_hz is not None else 0.5
-            cross, own = self.lateral_init
-            lateral = Lateral("mt", columns=self.lateral_columns, init=cross, jitter=jitter, self_excitation=False)
-            lateral.append(Projection("mt", "mt", ["L23E"], ["L23E"], "same", True, own, jitter, "lateral:mt:self",
-                                      "lateral"))
-        return ColumnNetwork(params, {"mt": ("mt", 2)}, [Input("mt"), *lateral], seed=seed)
+        return ColumnNetwork(params, {"mt": ("mt", 2)},
+                             [Input("mt"), Lateral("mt", columns=self.lateral_columns, init=50.0, jitter=0.5)],
+                             seed=seed)
 
     def inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n, 2) input rates (Hz): mu_A ~ U(15, 40), mu_B = mu_A (1 +/- U(1/15, 1/7.5)), shuffled."""
@@ -397,8 +360,7 @@ class Decision(Task):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "phase": self.phase, "time_scale": self.time_scale,
                 "rate_scale": self.rate_scale, "sigma": self.sigma, "lateral_columns": self.lateral_columns,
-                "noise_mV": self.noise_mV, "saturation_hz": self.saturation_hz,
-                "lateral_init": None if self.lateral_init is None else list(self.lateral_init)}
+                "noise_mV": self.noise_mV}
 
     # -- command line -----------------------------------------------------------------
     @classmethod
@@ -409,15 +371,10 @@ class Decision(Task):
         group.add_argument("--noise-mv", type=float, metavar="SIGMA",
                            help="decision: train and evaluate the stochastic variant, with white noise of SIGMA mV "
                                 "(sd of a free membrane) on every membrane state (default 0: deterministic)")
-        group.add_argument("--saturation", type=float, metavar="HZ", nargs="?", const=SATURATION_HZ,
-                           help=f"decision: the saturating variant, L2/3E's rate f / (1 + f / HZ) (default HZ "
-                                f"{SATURATION_HZ}), started where a winner persists after the stimulus "
-                                "(default: the paper's model, no saturation)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Decision":
-        given = {"lateral_columns": getattr(args, "lateral_columns", None), "noise_mV": getattr(args, "noise_mv", None),
-                 "saturation_hz": getattr(args, "saturation", None)}
+        given = {"lateral_columns": getattr(args, "lateral_columns", None), "noise_mV": getattr(args, "noise_mv", None)}
         return cls(**{k: v for k, v in given.items() if v is not None})
 
 
