@@ -967,15 +967,15 @@ def _saturate_g(g: torch.Tensor, sat: torch.Tensor | None) -> torch.Tensor:
 
 
 def _slope_g(w: torch.Tensor, g: torch.Tensor, sat: torch.Tensor | None) -> torch.Tensor:
-    """dg/dz (z = -w) from w and g, where g may be saturated: ``g'(z) (1 - g sat)^2``.
+    """dg/dz (z = -w) from w and g, where g may be saturated: ``g_raw'(z) / (1 + g_raw sat)^2``.
 
-    With ``u = 1 - g sat = 1 / (1 + g_raw sat)`` the raw ``g_raw = g / u`` and the factor
-    ``dg/dg_raw = u^2``.
+    The raw ``g_raw = w / expm1(w)`` is recomputed from ``w`` (recovering it from the saturated
+    ``g`` would cancel where ``g_raw sat`` is large, in float32 especially).
     """
     if sat is None:
         return g_slope(torch.neg(w), g)
-    u = 1.0 - g * sat
-    return g_slope(torch.neg(w), g / u) * (u * u)
+    raw = _g(w)
+    return g_slope(torch.neg(w), raw) / torch.mul(raw, sat).add_(1.0).square_()
 
 
 @dataclass

@@ -172,3 +172,28 @@ def test_sparse_two_area_network_saturates_alike(dl25):
     b = cp.simulate(net, stim, 0.03, dt_out=0.01, solver=cp.Solver("dopri5", **kw))
     assert float(b.rate[..., net.index("a", 0, "L23E")].max()) > 0.2
     torch.testing.assert_close(a.rate, b.rate, rtol=1e-7, atol=1e-9)
+
+
+def test_every_population_saturated_runs_and_stays_below_r_max(dl25):
+    """No population left for the runaway watch: still no false alarm, on both loops."""
+    net = two_column_net(dl25.with_overrides({"r_max": [100.0] * 8}))
+    stim = cp.Stimulus([0.0], [[20, 10]])
+    for solver in (cp.Solver("rk4", step=1e-4), cp.Solver("dopri5", backend="fused")):
+        with torch.no_grad():
+            traj = cp.simulate(net, stim, 0.02, dt_out=0.01, solver=solver)
+        assert 0 < float(traj.rate.max()) < 100.0
+
+
+def test_parameter_files_stay_standard_json(dl25):
+    import json
+
+    for p in (dl25, _saturated(dl25)):
+        text = json.dumps(p.to_dict(), allow_nan=False)  # no Infinity tokens
+        assert cp.Params.from_dict(json.loads(text)) == p
+
+
+def test_the_lif_mean_field_analysis_refuses_a_saturated_set(dl25):
+    from colplugin.analysis.transfer import dmf_fixed_point
+
+    with pytest.raises(ParameterError, match="r_max"):
+        dmf_fixed_point(_saturated(dl25))

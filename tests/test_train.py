@@ -275,3 +275,14 @@ def test_cosine_schedule_anneals_to_zero_and_resumes_exactly(tmp_path):
                                                                           if k != "updates"})
     with pytest.raises(CheckpointError, match="lr_schedule: 'cosine' -> 'constant'"):
         train(task.build_network(seed=1), task, out=tmp_path / "c", resume=True, **{**kw, "lr_schedule": "constant"})
+
+
+def test_a_rollback_halves_the_scheduled_rate():
+    """Cosine over 3 updates with a rollback at update 2: lr = 3 (1 + cos(2 pi / 3)) / 2 / 2 = 0.375."""
+    task = TinyXOR()
+    net = task.build_network(seed=0)
+    res = train(net, task, updates=3, gradient="direct", lr=3.0, rollback=1.02, lr_schedule="cosine",
+                progress=False, evaluate=False, optimizer=lambda params: torch.optim.SGD(params, lr=3.0, maximize=True))
+    first, second = res.metrics[:2]
+    assert not first["rolled_back"] and second["rolled_back"]
+    assert first["lr"] == pytest.approx(3.0 * 0.75) and second["lr"] == pytest.approx(0.375)

@@ -68,9 +68,13 @@ _TINY_RATE = 1e-300
 
 
 def _params(params=None):
-    from ..params import load_preset
+    from ..params import ParameterError, load_preset
 
-    return load_preset("pd14") if params is None else params
+    p = load_preset("pd14") if params is None else params
+    if np.isfinite(np.asarray(p["r_max"], dtype=float)).any():
+        raise ParameterError("this parameter set saturates some rates (finite r_max), which the LIF mean field has "
+                             "no counterpart for: compare a set without saturation (r_max = inf)")
+    return p
 
 
 def input_statistics(rates_hz, params=None, *, background: str = "poisson", k_scale: float = 1.0,

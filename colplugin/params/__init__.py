@@ -361,8 +361,11 @@ class Params(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type representation (JSON/TOML-able) with values, units and sources."""
-        def plain(v: Any) -> Any:
-            return v.tolist() if isinstance(v, np.ndarray) else v
+        def plain(v: Any) -> Any:  # standard JSON: an infinite entry (r_max: none) is written "inf"
+            v = v.tolist() if isinstance(v, np.ndarray) else v
+            if isinstance(v, list):
+                return ["inf" if isinstance(x, float) and x == np.inf else x for x in v]
+            return v
         out: dict[str, Any] = {"preset": {"name": self.name, "default_area": self.default_area,
                                           "description": self.description}}
         for k, v in self._values.items():

@@ -73,12 +73,13 @@ class _ODEFunc(nn.Module):
                 "loosen rtol/atol, or lower the inter-column weights")
         if self.unbounded is not None and isinstance(x, torch.Tensor) and x.ndim:
             x = x.detach()
-            nan = not bool(torch.isfinite(x).all())
+            bad = not bool(torch.isfinite(x).all())  # NaN or inf anywhere; saturated rates are bounded
             x = x[..., self.unbounded]
-            x = float("nan") if nan else (float(x.max()) if x.numel() else -math.inf)
+            bad = bad or (x.numel() > 0 and float(x.max()) > self.x_max)
         else:
             x = float(x.detach().max()) if isinstance(x, torch.Tensor) else float(x)
-        if not math.isfinite(x) or x > self.x_max:
+            bad = not math.isfinite(x) or x > self.x_max
+        if bad:
             raise SimulationError(
                 f"runaway rates at t = {float(t0):.4g} s: a population exceeded max_rate = "
                 f"{self.max_rate:g} Hz (or became NaN). The network is unstable with these "

@@ -74,7 +74,8 @@ class TrainSettings:
     lr_schedule : {"constant", "cosine"}
         How the learning rate changes over the ``updates`` (:func:`lr_factor`): constant,
         or cosine annealing from ``lr`` to 0 at the last update. A run resumed with more
-        updates anneals over the new number from where it stands.
+        updates follows the cosine of the new number from the update it stands at (so its
+        rate steps up where the new cosine lies above the old).
 
     Notes
     -----

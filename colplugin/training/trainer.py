@@ -184,8 +184,9 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         ``rollback`` times the lowest batch loss so far, no step is taken; the parameters
         and optimiser state return to those that gave the lowest loss and the learning rate
         is halved (the metrics row says ``"rolled_back": true``). Compares training-batch
-        losses only, so it suits tasks whose batches are alike (XOR). With a scheduler, the
-        scheduler's next learning rate wins. ``False``: off.
+        losses only, so it suits tasks whose batches are alike (XOR). With a ``scheduler``, the
+        scheduler's next learning rate wins; with an ``lr_schedule``, every rollback halves
+        the scheduled rate from then on. ``False``: off.
     stop_at_accuracy : float or False, optional
         Stop early once the test accuracy reaches this value (``False``: never).
     keep_best : bool, optional
@@ -244,12 +245,9 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     if not params:
         raise ValueError("the network has no learnable projections; add one (e.g. Lateral(..., learnable=True))")
     opt = _make_optimizer(optimizer if callable(optimizer) else s.optimizer, params, s.lr)
-    if scheduler is not None:
-        sched = scheduler(opt)
-    elif s.lr_schedule != "constant":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(s.lr_schedule, k, s.updates))
-    else:
-        sched = None
+    sched = scheduler(opt) if scheduler is not None else None
+    for g in opt.param_groups:  # the rate the settings' lr_schedule starts from (kept in the optimizer's state)
+        g.setdefault("initial_lr", g["lr"])
     gen = torch.Generator().manual_seed(seed)
     metrics: list[dict[str, Any]] = []
     start = 0
@@ -371,6 +369,10 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
             opt.step()
         if sched is not None:
             sched.step()
+        elif s.lr_schedule != "constant":  # the schedule, times 1/2 for every rollback so far
+            halvings = sum(bool(m.get("rolled_back")) for m in metrics) + int(rolled_back)
+            for g in opt.param_groups:
+                g["lr"] = g["initial_lr"] * lr_factor(s.lr_schedule, k + 1, s.updates) * 0.5 ** halvings
         row: dict[str, Any] = {"update": k + 1, "loss": loss_value, "train_accuracy": train_accuracy,
                                "lr": opt.param_groups[0]["lr"]}
         if s.rollback is not None:
