@@ -99,9 +99,9 @@ def test_cli_options_build_the_task():
     task = _task_from_args(args)
     assert (task.columns, task.duration, task.batch_size, task.eval_size) == (7, 0.05, 32, 0)
     assert task.settings.updates == 45
-    assert task.settings.lr_schedule == "cosine"  # the default, against a late runaway at a constant rate
-    args = build_parser().parse_args(["train", "digits", "--lr-schedule", "constant"])
-    assert _task_from_args(args).settings.lr_schedule == "constant"
+    assert task.settings.lr_schedule == "constant"
+    args = build_parser().parse_args(["train", "digits", "--lr-schedule", "cosine"])
+    assert _task_from_args(args).settings.lr_schedule == "cosine"
     bad = build_parser().parse_args(["train", "xor", "--columns", "7"])
     with pytest.raises(ValueError, match="belongs to task 'digits'"):
         _task_from_args(bad)
