@@ -11,7 +11,7 @@ from colplugin.field import transfer_numpy
 from colplugin.params import ParameterError
 from colplugin.solve.simulate import SimulationError
 
-from conftest import two_area_net, two_column_net
+from conftest import solve_with_gradients, two_area_net, two_column_net
 
 R_MAX_L23E = 1.5  # Hz
 
@@ -25,17 +25,6 @@ def _saturated(dl25, r_max=R_MAX_L23E):
 def _stim():
     rates = np.array([[[0, 0], [15, 5], [0, 0]], [[0, 0], [2, 30], [10, 10]], [[0, 0], [20, 20], [0, 0]]], float)
     return cp.Stimulus([0.0, 0.0203, 0.05], rates)
-
-
-def _run(net, solver, stim, duration=0.08, dt_out=0.005):
-    for p in net.parameters():
-        p.grad = None
-    y0 = net.initial_state(3)
-    y0[:, 0] = 4.0
-    y0.requires_grad_()
-    traj = cp.simulate(net, stim, duration, dt_out=dt_out, solver=solver, y0=y0)
-    ((traj.rate ** 2).mean() + traj.V[-1].sum() * 1e-3).backward()
-    return traj, [p.grad.clone() for p in net.parameters() if p.grad is not None] + [y0.grad.clone()]
 
 
 def test_presets_do_not_saturate_and_bad_values_are_refused(dl25):
@@ -77,17 +66,17 @@ def test_fused_matches_autograd_through_torchdiffeq(dl25, method, dense):
     net = two_column_net(_saturated(dl25))
     net.rec_theta.data += 0.3 * torch.randn_like(net.rec_theta)
     step = 2e-4 if method == "euler" else 1e-3
-    ref, ref_g = _run(net, cp.Solver(method, step=step), _stim())
-    traj, g = _run(net, cp.Solver(method, step=step, backend="fused"), _stim()) if dense else \
-        _run_sparse(net, cp.Solver(method, step=step, backend="fused"), _stim())
-    assert float(ref.rate.detach()[:, :, 0].max()) > 0.5 * R_MAX_L23E  # the saturation is in play
-    torch.testing.assert_close(traj.state.detach(), ref.state.detach(), rtol=1e-11, atol=1e-10)
+    ref, ref_g, _ = solve_with_gradients(net, cp.Solver(method, step=step), _stim(), 0.08, 0.005)
+    run = solve_with_gradients if dense else _solve_sparse
+    state, g, _ = run(net, cp.Solver(method, step=step, backend="fused"), _stim(), 0.08, 0.005)
+    assert float(net.rates(ref)[:, :, 0].max()) > 0.5 * R_MAX_L23E  # the saturation is in play
+    torch.testing.assert_close(state, ref, rtol=1e-11, atol=1e-10)
     for a, b in zip(g, ref_g):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-def _run_sparse(net, solver, stim):
-    """As _run, with the network's field forced to the sparse form (blocks plus edges)."""
+def _solve_sparse(net, *args):
+    """solve_with_gradients with the network's field forced to the sparse form (blocks plus edges)."""
     orig = net.field
 
     def sparse_field(*args, **kwargs):
@@ -96,7 +85,7 @@ def _run_sparse(net, solver, stim):
 
     net.field = sparse_field
     try:
-        return _run(net, solver, stim)
+        return solve_with_gradients(net, *args)
     finally:
         del net.field
 
