@@ -286,6 +286,8 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
                                   f"{ckpt['seed']}; resume with seed {ckpt['seed']} (--seed {ckpt['seed']}) or "
                                   "start a new run in another directory")
         opt.load_state_dict(ckpt["optimizer"])
+        for g in opt.param_groups:  # a checkpoint of a constant-rate run may predate initial_lr
+            g.setdefault("initial_lr", g["lr"])
         if sched is not None and ckpt["scheduler"] is not None:
             sched.load_state_dict(ckpt["scheduler"])
         gen.set_state(ckpt["generator"])
