@@ -117,3 +117,34 @@ def test_cuda_matches_cpu():
     tg = simulate(net_g, batch.stimulus.to("cuda", torch.float64), gpu.duration, dt_out=gpu.dt_out, solver=gpu.solver)
     assert torch.allclose(gpu.loss(tg, batch).cpu(), cpu.loss(tc, batch), rtol=1e-9)
     assert gpu.predict(net_g, gpu.X_test[:16]).tolist() == cpu.predict(net_c, cpu.X_test[:16]).tolist()
+
+
+def test_an_image_that_runs_away_counts_as_wrong_and_is_named(tmp_path, monkeypatch, capsys):
+    """A chunk whose solve fails is solved image by image; the failing image is -1, the rest as before."""
+    import sys
+
+    from colplugin.solve.simulate import SimulationError
+
+    task = tiny()
+    net = task.build_network(seed=0)
+    pixels = task.X_test[:12].copy()
+    pixels[5] = 16.0  # every pixel at its maximum: the image that "runs away" below
+    plain = task.predict(net, pixels, chunk=8)
+    module = sys.modules["colplugin.solve.simulate"]
+    real = module.simulate
+
+    def fragile(network, stim, *args, **kwargs):
+        if bool((stim.rates[:, 0, :] == task.rate).all(-1).any()):
+            raise SimulationError("runaway rates: a population reached 9999 Hz")
+        return real(network, stim, *args, **kwargs)
+
+    monkeypatch.setattr(module, "simulate", fragile)
+    pred = task.predict(net, pixels, chunk=8)
+    assert pred[5] == -1 and np.array_equal(np.delete(pred, 5), np.delete(plain, 5))
+    monkeypatch.setattr(digits_mod, "mlp_baseline", lambda seed=0, test_size=0.2, hidden=100: {"accuracy": 0.97})
+    monkeypatch.setattr(task, "X_test", pixels)
+    monkeypatch.setattr(task, "y_test", task.y_test[:12])
+    ev = task.evaluate(net, tmp_path)
+    assert ev["runaway_images"] == [5] and np.asarray(ev["confusion"]).sum() == 11
+    assert ev["final_accuracy"] == pytest.approx(np.mean(np.delete(plain, 5) == np.delete(task.y_test, 5)) * 11 / 12)
+    assert "1 ran away" in capsys.readouterr().out

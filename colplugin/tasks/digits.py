@@ -303,16 +303,32 @@ class Digits(Task):
         return float((pred == batch.target.to(pred.device)).to(torch.float64).mean())
 
     def predict(self, network: ColumnNetwork, pixels: np.ndarray, chunk: int = 128) -> np.ndarray:
-        """Predicted classes of images (pixels 0-16, shape (n, 64)), simulated ``chunk`` at a time."""
-        from ..solve.simulate import simulate
+        """Predicted classes of images (pixels 0-16, shape (n, 64)), simulated ``chunk`` at a time.
+
+        An image whose simulation runs away (:class:`~colplugin.solve.simulate.SimulationError`)
+        has no prediction: ``-1`` (a chunk that fails is simulated again image by image).
+        """
+        from ..solve.simulate import SimulationError, simulate
 
         dev, dtype = network.W_intra.device, network.W_intra.dtype
+
+        def classes(images: np.ndarray) -> np.ndarray:
+            stim = self.images_to_stimulus(images).to(dev, dtype)
+            traj = simulate(network, stim, self.duration, dt_out=self.dt_out, solver=self.solver)
+            return self.output(traj).argmax(-1).cpu().numpy()
+
         out = []
         with torch.no_grad():
             for start in range(0, len(pixels), chunk):
-                stim = self.images_to_stimulus(pixels[start:start + chunk]).to(dev, dtype)
-                traj = simulate(network, stim, self.duration, dt_out=self.dt_out, solver=self.solver)
-                out.append(self.output(traj).argmax(-1).cpu().numpy())
+                images = pixels[start:start + chunk]
+                try:
+                    out.append(classes(images))
+                except SimulationError:
+                    for one in images:
+                        try:
+                            out.append(classes(one[None]))
+                        except SimulationError:
+                            out.append(np.array([-1]))
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     # -- evaluation, figures, report -------------------------------------------------
@@ -325,14 +341,16 @@ class Digits(Task):
         Prints the two accuracies side by side.
         """
         pred = self.predict(network, self.X_test)
-        acc = float(np.mean(pred == self.y_test))
+        acc = float(np.mean(pred == self.y_test))  # an image that ran away (-1) counts as wrong
+        ran_away = np.nonzero(pred < 0)[0]
         confusion = np.zeros((self.n_classes, self.n_classes), dtype=int)
-        np.add.at(confusion, (self.y_test, pred), 1)
+        np.add.at(confusion, (self.y_test[pred >= 0], pred[pred >= 0]), 1)
         mlp = mlp_baseline(self.split_seed)
         result = {"final_accuracy": acc, "mlp_accuracy": mlp["accuracy"], "n_test": int(len(self.y_test)),
                   "n_train": int(len(self.y_train)), "hidden_columns": self.columns,
-                  "confusion": confusion.tolist(), "mlp": mlp}
-        print(f"digits: held-out accuracy {acc:.4f} (colplugin, {self.columns} hidden columns) | "
+                  "confusion": confusion.tolist(), "runaway_images": ran_away.tolist(), "mlp": mlp}
+        note = f", {len(ran_away)} ran away (counted as wrong; digits.json: runaway_images)" if len(ran_away) else ""
+        print(f"digits: held-out accuracy {acc:.4f} (colplugin, {self.columns} hidden columns{note}) | "
               f"MLPClassifier {mlp['accuracy']:.4f} (same split, {len(self.y_test)} images)", flush=True)
         if out is not None:
             out = Path(out)
