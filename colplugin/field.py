@@ -150,6 +150,13 @@ def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     return _Transfer.apply(x, a, b, d)
 
 
+def inverse_r_max(r_max: torch.Tensor | None) -> torch.Tensor | None:
+    """``1 / r_max`` (0 where ``r_max = inf``, no saturation), or None where no population saturates."""
+    if r_max is None or not bool(torch.isfinite(r_max).any()):
+        return None
+    return 1.0 / r_max
+
+
 def saturate(r: torch.Tensor, inv_r_max: torch.Tensor | None) -> torch.Tensor:
     """The saturated rate ``r / (1 + r / r_max)`` (Hz), from ``inv_r_max = 1 / r_max`` (1/Hz).
 
@@ -430,14 +437,12 @@ class Field:
         self.kappa, self.W_bg = kappa, W_bg
         self.V_offset = torch.zeros_like(W_bg) if V_offset is None else V_offset
         self.input_gain = torch.ones_like(W_bg) if input_gain is None else input_gain
-        self.inv_r_max = None  # 1 / r_max (P,), 0 where a population does not saturate; None if none does
         if r_max is not None:
             r_max = torch.as_tensor(r_max, dtype=W_bg.dtype, device=W_bg.device).detach()
             if r_max.shape != (P,) or not bool((r_max > 0).all()):
                 raise ValueError(f"Field r_max must hold {P} positive saturation rates in Hz (inf: none), "
                                  f"got shape {tuple(r_max.shape)}")
-            if bool(torch.isfinite(r_max).any()):
-                self.inv_r_max = 1.0 / r_max
+        self.inv_r_max = inverse_r_max(r_max)  # (P,), 0 where a population does not saturate; None if none does
         self.edges = edges if edges is not None and edges[0].numel() else None
         self.inputs = inputs if inputs is not None and inputs[0].numel() else None
         self.input_rates = input_rates

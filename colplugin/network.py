@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .column import background_weights, column_sizes, input_weights, intra_column_weights
-from .field import DENSE_MAX_POPULATIONS, Field, saturate, transfer
+from .field import DENSE_MAX_POPULATIONS, Field, inverse_r_max, saturate, transfer
 from .params import ParameterError, Params
 from .params.names import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
 
@@ -526,7 +526,7 @@ class ColumnNetwork(nn.Module):
         """Instantaneous rates f(V - A) in Hz of a state ``y = [V, A]`` (saturated where ``r_max`` is set)."""
         P, p = self.n_populations, self.params
         r = transfer(y[..., :P] - y[..., P:], p["a"], p["b"], p["d"])
-        return r if not bool(torch.isfinite(self.r_max).any()) else saturate(r, 1.0 / self.r_max.to(r))
+        return saturate(r, inverse_r_max(self.r_max.to(r)))
 
     def field(self, input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
               noise: torch.Tensor | None = None) -> Field:
