@@ -41,6 +41,11 @@
 #define FK_SERIES_Z 1e-2
 /* Trials per chunk (lanes): one AVX-512 vector of doubles, two of AVX2. */
 #define FK_LANES 8
+/* The most stages of a scheme (the Python side checks its tableaus against it). */
+#define FK_MAX_STAGES 16
+#if defined(__GNUC__) && !defined(FK_NO_VEC)
+#define FK_VEC 1 /* vector extensions (GCC, Clang) for the loops over lanes */
+#endif
 
 /* The entry points are compiled twice on x86-64 (AVX2 and baseline), the loader picks the
  * one the CPU runs; the loops are inlined into each. No reassociation is allowed, so both
@@ -297,6 +302,8 @@ typedef struct {
     const REAL *val;
     int threads;                /* threads the solve may use (chunks of trials in parallel) */
     REAL *drL;                  /* set by the entry points: the drive in lanes, K x (B x 2P), if Bd > 1 */
+    int *trow_ptr, *tsrc;       /* set by the entry points for a sparse coupling: the same entries by */
+    REAL *tval;                 /* target (2P + 1 row pointers, sources, values), in source order */
 } MODEL;
 
 typedef struct {
@@ -344,30 +351,55 @@ static void FN(fk_from_lanes)(const REAL *src, REAL *dst, int B, int R)
     }
 }
 
+#ifdef FK_VEC
+/* 32 bytes of REALs as one vector (GCC/Clang vector extension; FK_NV of them per chunk of
+ * lanes): the compiler emits SIMD instructions for them (one AVX2 register, two SSE2 or
+ * NEON ones) where its vectoriser leaves short fixed-length loops as scalar code. Element
+ * for element the same arithmetic as a plain loop. */
+typedef REAL FN(fk_v) __attribute__((vector_size(32)));
+FK_INLINE FN(fk_v) FN(fk_ld)(const REAL *p)
+{
+    FN(fk_v) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+FK_INLINE void FN(fk_st)(REAL *p, FN(fk_v) v) { memcpy(p, &v, sizeof v); }
+#define FK_VN ((int)(32 / sizeof(REAL)))  /* REALs per vector */
+#define FK_NV (FK_LANES / FK_VN)          /* vectors per chunk of lanes */
+#endif
+
 /* x[l] += a[l] v over the lanes */
 FK_INLINE void FN(fk_axpy)(REAL *x, const REAL *a, REAL v, int nl)
 {
     if (nl == FK_LANES) {
+#ifdef FK_VEC
+        for (int u = 0; u < FK_NV; u++)
+            FN(fk_st)(x + u * FK_VN, FN(fk_ld)(x + u * FK_VN) + FN(fk_ld)(a + u * FK_VN) * v);
+#else
         for (int l = 0; l < FK_LANES; l++)
             x[l] += a[l] * v;
+#endif
     } else {
         for (int l = 0; l < nl; l++)
             x[l] += a[l] * v;
     }
 }
 
-/* sum over the lanes of a[l] b[l]; full chunks in four interleaved partial sums (a fixed
- * order, so the same numbers on every machine and clone) */
+/* sum over the lanes of a[l] b[l]; full chunks as four partial sums of lanes l and l + 4,
+ * added as (s0 + s1) + (s2 + s3) (a fixed order, so the same numbers on every machine and
+ * clone) */
 FK_INLINE REAL FN(fk_dot)(const REAL *a, const REAL *b, int nl)
 {
     if (nl == FK_LANES) {
-        REAL s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        for (int l = 0; l < FK_LANES; l += 4) {
-            s0 += a[l] * b[l];
-            s1 += a[l + 1] * b[l + 1];
-            s2 += a[l + 2] * b[l + 2];
-            s3 += a[l + 3] * b[l + 3];
-        }
+#ifdef FK_VEC
+        REAL pr[FK_LANES];
+        for (int u = 0; u < FK_NV; u++)
+            FN(fk_st)(pr + u * FK_VN, FN(fk_ld)(a + u * FK_VN) * FN(fk_ld)(b + u * FK_VN));
+        const REAL s0 = pr[0] + pr[4], s1 = pr[1] + pr[5], s2 = pr[2] + pr[6], s3 = pr[3] + pr[7];
+#else
+        const REAL s0 = a[0] * b[0] + a[4] * b[4], s1 = a[1] * b[1] + a[5] * b[5];
+        const REAL s2 = a[2] * b[2] + a[6] * b[6], s3 = a[3] * b[3] + a[7] * b[7];
+#endif
         return (s0 + s1) + (s2 + s3);
     }
     REAL acc = 0;
@@ -425,10 +457,31 @@ FK_INLINE void FN(fk_stage)(const MODEL *md, int b0, int nl, const REAL *Y, int 
             g[n] = (gv != gv) ? (REAL)1 : gv;
         }
         FN(fk_base)(md, b0, nl, seg, Y, kout);
-        for (int p = 0; p < P; p++) {
-            const REAL *gp = g + (size_t)p * nl;
-            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
-                FN(fk_axpy)(kout + (size_t)md->col[j] * nl, gp, md->val[j], nl);
+        /* k[q] += sum over the entries into q of val g[source], in source order: the sums a
+         * loop over the sources that adds into the targets takes, with each target's sum held
+         * in registers (a gather instead of a scatter) */
+        const int *tp = md->trow_ptr, *ts = md->tsrc;
+        const REAL *tv = md->tval;
+        for (int q = 0; q < P2; q++) {
+            REAL *kq = kout + (size_t)q * nl;
+#ifdef FK_VEC
+            if (nl == FK_LANES) {
+                FN(fk_v) acc[FK_NV];
+                for (int u = 0; u < FK_NV; u++)
+                    acc[u] = FN(fk_ld)(kq + u * FK_VN);
+                for (int t = tp[q]; t < tp[q + 1]; t++) {
+                    const REAL *gs = g + (size_t)ts[t] * FK_LANES;
+                    const REAL v = tv[t];
+                    for (int u = 0; u < FK_NV; u++)
+                        acc[u] += FN(fk_ld)(gs + u * FK_VN) * v;
+                }
+                for (int u = 0; u < FK_NV; u++)
+                    FN(fk_st)(kq + u * FK_VN, acc[u]);
+                continue;
+            }
+#endif
+            for (int t = tp[q]; t < tp[q + 1]; t++)
+                FN(fk_axpy)(kq, g + (size_t)ts[t] * nl, tv[t], nl);
         }
         return;
     }
@@ -461,27 +514,74 @@ FK_INLINE void FN(fk_stage)(const MODEL *md, int b0, int nl, const REAL *Y, int 
     }
 }
 
+/* out[n] = base[n] + h sum_{j in [j0, j1)} coef[j * stride] K[j * N + n], for n < N.
+ * In tiles of FK_LANES elements with the sum over j inside, as vectors, so that the
+ * elements run side by side; each element's sum is taken in j order from 0, as a plain
+ * loop's (the same numbers). base NULL: 0 + h sum (the h sum alone). */
+FK_INLINE void FN(fk_combine)(const REAL *coef, int stride, int j0, int j1, const REAL *base, REAL h, const REAL *K,
+                              size_t N, REAL *out)
+{
+    size_t n = 0;
+#ifdef FK_VEC
+    for (; n + FK_LANES <= N; n += FK_LANES) {
+        FN(fk_v) acc[FK_NV];
+        for (int u = 0; u < FK_NV; u++)
+            acc[u] = (FN(fk_v)){0};
+        for (int j = j0; j < j1; j++) {
+            const REAL c = coef[(size_t)j * stride];
+            for (int u = 0; u < FK_NV; u++)
+                acc[u] += FN(fk_ld)(K + (size_t)j * N + n + u * FK_VN) * c;
+        }
+        for (int u = 0; u < FK_NV; u++)
+            FN(fk_st)(out + n + u * FK_VN, base ? FN(fk_ld)(base + n + u * FK_VN) + acc[u] * h : acc[u] * h);
+    }
+#endif
+    for (; n < N; n++) {
+        REAL acc = 0;
+        for (int j = j0; j < j1; j++)
+            acc += coef[(size_t)j * stride] * K[(size_t)j * N + n];
+        out[n] = base ? base[n] + h * acc : h * acc;
+    }
+}
+
+/* sum of x[0..N): in FK_LANES partial sums (x[n] into n mod FK_LANES) added in lane order,
+ * then the rest (a fixed order: the same number on every machine and clone) */
+FK_INLINE REAL FN(fk_sum)(const REAL *x, size_t N)
+{
+    REAL part[FK_LANES] = {0};
+    size_t n = 0;
+#ifdef FK_VEC
+    FN(fk_v) acc[FK_NV];
+    for (int u = 0; u < FK_NV; u++)
+        acc[u] = (FN(fk_v)){0};
+    for (; n + FK_LANES <= N; n += FK_LANES)
+        for (int u = 0; u < FK_NV; u++)
+            acc[u] += FN(fk_ld)(x + n + u * FK_VN);
+    for (int u = 0; u < FK_NV; u++)
+        FN(fk_st)(part + u * FK_VN, acc[u]);
+#else
+    for (; n + FK_LANES <= N; n += FK_LANES)
+        for (int l = 0; l < FK_LANES; l++)
+            part[l] += x[n + l];
+#endif
+    REAL total = 0;
+    for (int l = 0; l < FK_LANES; l++)
+        total += part[l];
+    for (; n < N; n++)
+        total += x[n];
+    return total;
+}
+
 /* Y = y + h sum_{j<i} a_ij K_j */
 FK_INLINE void FN(fk_stage_input)(const MODEL *md, int i, const REAL *y, double h, const REAL *K, size_t N, REAL *Y)
 {
-    const REAL *ai = md->A + (size_t)i * md->s;
-    for (size_t n = 0; n < N; n++) {
-        REAL acc = 0;
-        for (int j = 0; j < i; j++)
-            acc += ai[j] * K[(size_t)j * N + n];
-        Y[n] = y[n] + (REAL)h * acc;
-    }
+    FN(fk_combine)(md->A + (size_t)i * md->s, 1, 0, i, y, (REAL)h, K, N, Y);
 }
 
 /* y_new = y + h sum_{i<s_sol} b_i K_i */
 FK_INLINE void FN(fk_solution)(const MODEL *md, const REAL *y, double h, const REAL *K, size_t N, REAL *y_new)
 {
-    for (size_t n = 0; n < N; n++) {
-        REAL acc = 0;
-        for (int i = 0; i < md->s_sol; i++)
-            acc += md->bw[i] * K[(size_t)i * N + n];
-        y_new[n] = y[n] + (REAL)h * acc;
-    }
+    FN(fk_combine)(md->bw, 1, 0, md->s_sol, y, (REAL)h, K, N, y_new);
 }
 
 /* The solution stages of one step of a chunk from y (stage 0 evaluated afresh) and the new
@@ -601,8 +701,46 @@ static void FN(fk_begin)(const MODEL *md, MODEL *local, fk_pool *pool, int *ok)
 {
     *local = *md;
     local->drL = FN(fk_drive_lanes)(md, ok);
+    local->trow_ptr = NULL;
+    local->tsrc = NULL;
+    local->tval = NULL;
+    if (md->sparse && *ok) { /* the coupling by target (a counting sort that keeps the source order) */
+        const int P = md->P, P2 = 2 * md->P, nnz = md->row_ptr[P];
+        int *tp = (int *)calloc((size_t)P2 + 1, sizeof(int)), *ts = (int *)malloc((size_t)nnz * sizeof(int) + 1);
+        REAL *tv = (REAL *)malloc((size_t)nnz * sizeof(REAL) + 1);
+        int *fill = (int *)malloc((size_t)P2 * sizeof(int) + 1);
+        if (!tp || !ts || !tv || !fill) {
+            free(tp); free(ts); free(tv); free(fill);
+            *ok = 0;
+        } else {
+            for (int j = 0; j < nnz; j++)
+                tp[md->col[j] + 1]++;
+            for (int q = 0; q < P2; q++)
+                tp[q + 1] += tp[q];
+            memcpy(fill, tp, (size_t)P2 * sizeof(int));
+            for (int p = 0; p < P; p++)
+                for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
+                    const int at = fill[md->col[j]]++;
+                    ts[at] = p;
+                    tv[at] = md->val[j];
+                }
+            free(fill);
+            local->trow_ptr = tp;
+            local->tsrc = ts;
+            local->tval = tv;
+        }
+    }
     const int L = FN(fk_lanes)(md->B);
     fk_pool_start(pool, fk_threads_for(md->threads, (md->B + L - 1) / L, (long)md->B * md->P));
+}
+
+/* Frees what fk_begin made. */
+static void FN(fk_end)(MODEL *local)
+{
+    free(local->drL);
+    free(local->trow_ptr);
+    free(local->tsrc);
+    free(local->tval);
 }
 
 /* What the threads of a forward step share. */
@@ -657,17 +795,15 @@ FK_INLINE void FN(fk_step_chunk)(FN(fk_fctx) *cx, int tid, int b0)
         memcpy(Ys, yc, Nc * sizeof(REAL));
     /* error (torchdiffeq's RMS norm) and stiffness (Hairer & Wanner), per trial */
     const REAL rtol = (REAL)cx->rtol, atol = (REAL)cx->atol;
-    REAL sqc = 0;
+    REAL *E = Y; /* free now: the error estimate h sum_i e_i K_i, then its scaled squares */
+    FN(fk_combine)(md->ew, 1, 0, s, NULL, (REAL)h, K, Nc, E);
     for (size_t n = 0; n < Nc; n++) {
-        REAL e = 0;
-        for (int i = 0; i < s; i++)
-            e += md->ew[i] * K[(size_t)i * Nc + n];
-        e *= (REAL)h;
         REAL ay = fabs(yc[n]), an = fabs(ync[n]);
         REAL tol = (ay > an ? ay : an) * rtol + atol;
-        REAL q = e / tol;
-        sqc += q * q;
+        REAL q = E[n] / tol;
+        E[n] = q * q;
     }
+    REAL sqc = FN(fk_sum)(E, Nc);
     REAL nu[FK_LANES] = {0}, de[FK_LANES] = {0};
     for (int q = 0; q < P2; q++) {
         for (int l = 0; l < nl; l++) {
@@ -879,7 +1015,7 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
     free(cx.y); free(cx.yn); free(cx.K0); free(cx.K1); free(cx.w0); free(cx.g0); free(cx.w1); free(cx.g1);
     for (int t = 0; t < FK_MAX_THREADS; t++)
         free(cx.scr[t]);
-    free(wst); free(cx.sq); free(cx.rho); free(local.drL);
+    free(wst); free(cx.sq); free(cx.rho); FN(fk_end)(&local);
     return sv;
 }
 
@@ -918,6 +1054,9 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
     const REAL *grad_out = cx->grad_out;
     const long *inj_ptr = cx->inj_ptr, *inj_idx = cx->inj_idx;
     memset(gW, 0, (cx->n_gW + cx->n_gd) * sizeof(REAL));
+    REAL ones[FK_MAX_STAGES];
+    for (int i = 0; i < FK_MAX_STAGES; i++)
+        ones[i] = 1;
     for (long c = cx->n_steps_chunks - 1; c >= 0; c--) { /* last chunk of steps first */
         const long a = c * chunk, e = a + chunk < n_steps ? a + chunk : n_steps;
         if (!sv->stages_kept) { /* recompute the chunk's stages from its checkpoint, as the forward did */
@@ -941,12 +1080,9 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
             for (int i = s_sol - 1; i >= 0; i--) {
                 /* gk_i = h b_i lam + h sum_{j>i} a_ji U_j */
                 const REAL hb = (REAL)(h * (double)md->bw[i]);
-                for (size_t q = 0; q < Nc; q++) {
-                    REAL acc = 0;
-                    for (int j = i + 1; j < s_sol; j++)
-                        acc += md->A[(size_t)j * s + i] * U[(size_t)j * Nc + q];
-                    gk[q] = hb * lc[q] + (REAL)h * acc;
-                }
+                FN(fk_combine)(md->A + i, s, i + 1, s_sol, NULL, (REAL)h, U, Nc, gk);
+                for (size_t q = 0; q < Nc; q++)
+                    gk[q] = hb * lc[q] + gk[q];
                 /* U_i = (dF/dy)(Y_i)^T gk_i */
                 const REAL *wi, *gi;
                 if (sv->stages_kept) {
@@ -959,6 +1095,22 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                 REAL *Ui = U + (size_t)i * Nc;
                 if (md->sparse) {
                     for (int p = 0; p < P; p++) {
+#ifdef FK_VEC
+                        if (nl == FK_LANES) { /* the sum in registers, in entry order from 0 */
+                            FN(fk_v) acc[FK_NV];
+                            for (int u = 0; u < FK_NV; u++)
+                                acc[u] = (FN(fk_v)){0};
+                            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
+                                const REAL *gq = gk + (size_t)md->col[j] * FK_LANES;
+                                const REAL v = md->val[j];
+                                for (int u = 0; u < FK_NV; u++)
+                                    acc[u] += FN(fk_ld)(gq + u * FK_VN) * v;
+                            }
+                            for (int u = 0; u < FK_NV; u++)
+                                FN(fk_st)(sz + (size_t)p * FK_LANES + u * FK_VN, acc[u]);
+                            continue;
+                        }
+#endif
                         REAL acc[FK_LANES] = {0};
                         for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
                             FN(fk_axpy)(acc, gk + (size_t)md->col[j] * nl, md->val[j], nl);
@@ -1035,12 +1187,7 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                     }
                 }
             }
-            for (size_t q = 0; q < Nc; q++) {
-                REAL acc = 0;
-                for (int i = 0; i < s_sol; i++)
-                    acc += U[(size_t)i * Nc + q];
-                lc[q] += acc;
-            }
+            FN(fk_combine)(ones, 1, 0, s_sol, lc, (REAL)1, U, Nc, lc); /* lam += sum_i U_i */
         }
     }
     for (long j = inj_ptr[0]; j < inj_ptr[1]; j++) {
@@ -1125,10 +1272,14 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
     for (int t = 0; t < FK_MAX_THREADS; t++)
         free(cx.scr[t]);
     free(cx.lamL);
-    free(local.drL);
+    FN(fk_end)(&local);
     return ok ? FK_OK : FK_NOMEM;
 }
 
 #undef FN
 #undef MODEL
 #undef SOLVE
+#ifdef FK_VEC
+#undef FK_VN
+#undef FK_NV
+#endif
