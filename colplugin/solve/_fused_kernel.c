@@ -1060,12 +1060,14 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
     for (long c = cx->n_steps_chunks - 1; c >= 0; c--) { /* last chunk of steps first */
         const long a = c * chunk, e = a + chunk < n_steps ? a + chunk : n_steps;
         if (!sv->stages_kept) { /* recompute the chunk's stages from its checkpoint, as the forward did */
-            memcpy(y, sv->cks + (size_t)c * N + (size_t)b0 * P2, Nc * sizeof(REAL));
-            for (long n = a; n < e; n++) {
-                FN(fk_step)(md, b0, nl, y, sv->h[n], sv->seg[n], K, Y, w, g, y_new);
-                memcpy(buf + (size_t)(n - a) * 2 * halfc, w, halfc * sizeof(REAL));
-                memcpy(buf + (size_t)(n - a) * 2 * halfc + halfc, g, halfc * sizeof(REAL));
-                memcpy(y, y_new, Nc * sizeof(REAL));
+            REAL *yc = y, *yn = y_new;
+            memcpy(yc, sv->cks + (size_t)c * N + (size_t)b0 * P2, Nc * sizeof(REAL));
+            for (long n = a; n < e; n++) { /* w and g straight into the chunk's record */
+                REAL *wn = buf + (size_t)(n - a) * 2 * halfc;
+                FN(fk_step)(md, b0, nl, yc, sv->h[n], sv->seg[n], K, Y, wn, wn + halfc, n + 1 < e ? yn : NULL);
+                REAL *tmp = yc;
+                yc = yn;
+                yn = tmp;
             }
         }
         for (long n = e - 1; n >= a; n--) {
@@ -1093,18 +1095,25 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                     gi = wi + halfc;
                 }
                 REAL *Ui = U + (size_t)i * Nc;
+                int gw_done = 0;
                 if (md->sparse) {
+#ifdef FK_VEC
+                    gw_done = nl == FK_LANES;
+#endif
                     for (int p = 0; p < P; p++) {
 #ifdef FK_VEC
                         if (nl == FK_LANES) { /* the sum in registers, in entry order from 0 */
                             FN(fk_v) acc[FK_NV];
                             for (int u = 0; u < FK_NV; u++)
                                 acc[u] = (FN(fk_v)){0};
+                            const REAL *gp = gi + (size_t)p * FK_LANES;
                             for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
                                 const REAL *gq = gk + (size_t)md->col[j] * FK_LANES;
                                 const REAL v = md->val[j];
                                 for (int u = 0; u < FK_NV; u++)
                                     acc[u] += FN(fk_ld)(gq + u * FK_VN) * v;
+                                if (cx->gWg) /* the entry's cotangent below, while gq is at hand */
+                                    gW[j] += FN(fk_dot)(gp, gq, FK_LANES);
                             }
                             for (int u = 0; u < FK_NV; u++)
                                 FN(fk_st)(sz + (size_t)p * FK_LANES + u * FK_VN, acc[u]);
@@ -1154,7 +1163,7 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                     }
                 }
                 if (cx->gWg && md->sparse) { /* per entry: sum over steps, stages and trials of g_source gk_target */
-                    for (int p = 0; p < P; p++) {
+                    for (int p = 0; p < P && !gw_done; p++) {
                         const REAL *gp = gi + (size_t)p * nl;
                         for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
                             gW[j] += FN(fk_dot)(gp, gk + (size_t)md->col[j] * nl, nl);
