@@ -47,13 +47,18 @@
 #define FK_VEC 1 /* vector extensions (GCC, Clang) for the loops over lanes */
 #endif
 
-/* The entry points are compiled twice on x86-64 (AVX2 and baseline), the loader picks the
- * one the CPU runs; the loops are inlined into each. No reassociation is allowed, so both
- * give the same numbers. -DFK_NO_CLONES leaves them out (sanitizers such as TSan do not
+/* The entry points are compiled three times on x86-64 (AVX-512, AVX2 and baseline; the last
+ * two with Clang or GCC before 11), the loader picks the one the CPU runs; the loops are
+ * inlined into each. No reassociation or contraction is allowed, so all give the same
+ * numbers. -DFK_NO_CLONES leaves them out (sanitizers such as TSan do not
  * support the loader's choice). */
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute) && !defined(FK_NO_CLONES)
 #if __has_attribute(target_clones) && defined(__linux__)
+#if !defined(__clang__) && __GNUC__ >= 11 /* x86-64-v4: AVX-512, twice the vector registers */
+#define FK_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
 #define FK_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
 #endif
 #endif
 #ifndef FK_CLONES
