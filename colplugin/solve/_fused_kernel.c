@@ -41,8 +41,6 @@
 #define FK_SERIES_Z 1e-2
 /* Trials per chunk (lanes): one AVX-512 vector of doubles, two of AVX2. */
 #define FK_LANES 8
-/* The most stages of a scheme (the Python side checks its tableaus against it). */
-#define FK_MAX_STAGES 16
 /* Vector extensions (GCC, Clang) for the loops over lanes and stages, on x86-64 (measured
  * there; elsewhere plain loops, the same numbers). */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(FK_NO_VEC)
@@ -50,13 +48,13 @@
 #endif
 
 /* The entry points are compiled three times on x86-64 (AVX-512, AVX2 and baseline; the last
- * two with Clang or GCC before 11), the loader picks the one the CPU runs; the loops are
+ * two with Clang or GCC before 12), the loader picks the one the CPU runs; the loops are
  * inlined into each. No reassociation or contraction is allowed, so all give the same
  * numbers. -DFK_NO_CLONES leaves them out (sanitizers such as TSan do not
  * support the loader's choice). */
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute) && !defined(FK_NO_CLONES)
 #if __has_attribute(target_clones) && defined(__linux__)
-#if !defined(__clang__) && __GNUC__ >= 11 /* x86-64-v4: AVX-512, twice the vector registers */
+#if !defined(__clang__) && __GNUC__ >= 12 /* x86-64-v4 (AVX-512, twice the vector registers): GCC 12 on */
 #define FK_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define FK_CLONES __attribute__((target_clones("avx2", "default")))
@@ -521,7 +519,8 @@ FK_INLINE void FN(fk_stage)(const MODEL *md, int b0, int nl, const REAL *Y, int 
     }
 }
 
-/* out[n] = base[n] + h sum_{j in [j0, j1)} coef[j * stride] K[j * N + n], for n < N.
+/* out[n] = base[n] + h sum_{j in [j0, j1)} coef[j * stride] K[j * N + n], for n < N (coef
+ * NULL: all coefficients 1).
  * In tiles of FK_LANES elements with the sum over j inside, as vectors, so that the
  * elements run side by side; each element's sum is taken in j order from 0, as a plain
  * loop's (the same numbers). base NULL: 0 + h sum (the h sum alone). */
@@ -535,6 +534,11 @@ FK_INLINE void FN(fk_combine)(const REAL *coef, int stride, int j0, int j1, cons
         for (int u = 0; u < FK_NV; u++)
             acc[u] = (FN(fk_v)){0};
         for (int j = j0; j < j1; j++) {
+            if (!coef) {
+                for (int u = 0; u < FK_NV; u++)
+                    acc[u] += FN(fk_ld)(K + (size_t)j * N + n + u * FK_VN);
+                continue;
+            }
             const REAL c = coef[(size_t)j * stride];
             for (int u = 0; u < FK_NV; u++)
                 acc[u] += FN(fk_ld)(K + (size_t)j * N + n + u * FK_VN) * c;
@@ -546,7 +550,7 @@ FK_INLINE void FN(fk_combine)(const REAL *coef, int stride, int j0, int j1, cons
     for (; n < N; n++) {
         REAL acc = 0;
         for (int j = j0; j < j1; j++)
-            acc += coef[(size_t)j * stride] * K[(size_t)j * N + n];
+            acc += coef ? coef[(size_t)j * stride] * K[(size_t)j * N + n] : K[(size_t)j * N + n];
         out[n] = base ? base[n] + h * acc : h * acc;
     }
 }
@@ -1036,7 +1040,7 @@ typedef struct {
     int L, n_chunks, T;
     long chunk, n_steps_chunks;  /* steps per chunk of steps (between checkpoints), their number */
     size_t n_gW, n_gd;           /* numbers in gWg, and in gdrive where trials share it (else 0) */
-    REAL *scr[FK_MAX_THREADS];   /* per thread: K, Y, y, y_new, w, g, U, gk, sz, buf, gW, gd */
+    REAL *scr[FK_MAX_THREADS];   /* per thread: K, Y, y, y_new, U, gk, sz, buf, gW, gd */
     fk_pool *pool;
 } FN(fk_bctx);
 
@@ -1052,8 +1056,8 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
     const size_t half = (size_t)s_sol * BP, halfL = (size_t)s_sol * BPL;
     const size_t Nc = (size_t)nl * P2, BPc = (size_t)nl * P, halfc = (size_t)s_sol * BPc;
     const long n_steps = sv->n_steps, chunk = cx->chunk;
-    REAL *K = cx->scr[tid], *Y = K + (size_t)s * NL, *y = Y + NL, *y_new = y + NL, *w = y_new + NL;
-    REAL *g = w + (size_t)s * BPL, *U = g + (size_t)s * BPL, *gk = U + (size_t)s * NL, *sz = gk + NL;
+    REAL *K = cx->scr[tid], *Y = K + (size_t)s * NL, *y = Y + NL, *y_new = y + NL;
+    REAL *U = y_new + NL, *gk = U + (size_t)s * NL, *sz = gk + NL;
     REAL *buf = sz + BPL;
     REAL *gW = buf + (sv->stages_kept ? 0 : (size_t)(chunk < n_steps ? chunk : n_steps) * 2 * halfL);
     REAL *gd = gW + cx->n_gW;
@@ -1061,9 +1065,6 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
     const REAL *grad_out = cx->grad_out;
     const long *inj_ptr = cx->inj_ptr, *inj_idx = cx->inj_idx;
     memset(gW, 0, (cx->n_gW + cx->n_gd) * sizeof(REAL));
-    REAL ones[FK_MAX_STAGES];
-    for (int i = 0; i < FK_MAX_STAGES; i++)
-        ones[i] = 1;
     for (long c = cx->n_steps_chunks - 1; c >= 0; c--) { /* last chunk of steps first */
         const long a = c * chunk, e = a + chunk < n_steps ? a + chunk : n_steps;
         if (!sv->stages_kept) { /* recompute the chunk's stages from its checkpoint, as the forward did */
@@ -1203,7 +1204,7 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                     }
                 }
             }
-            FN(fk_combine)(ones, 1, 0, s_sol, lc, (REAL)1, U, Nc, lc); /* lam += sum_i U_i */
+            FN(fk_combine)(NULL, 1, 0, s_sol, lc, (REAL)1, U, Nc, lc); /* lam += sum_i U_i */
         }
     }
     for (long j = inj_ptr[0]; j < inj_ptr[1]; j++) {
@@ -1274,8 +1275,7 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
     cx.n_gW = gWg ? (md->sparse ? (size_t)md->row_ptr[P] : (size_t)P * P2) : 0;
     cx.n_gd = gdrive && md->Bd == 1 ? (size_t)md->K * P2 : 0;
     const size_t n_buf = sv->stages_kept ? 0 : (size_t)(cx.chunk < n_steps ? cx.chunk : n_steps) * 2 * s_sol * BPL;
-    const size_t n_scr = (size_t)s * NL + 3 * NL + 2 * (size_t)s * BPL + (size_t)s * NL + NL + BPL + n_buf + cx.n_gW
-                         + cx.n_gd;
+    const size_t n_scr = (size_t)s * NL + 3 * NL + (size_t)s * NL + NL + BPL + n_buf + cx.n_gW + cx.n_gd;
     cx.lamL = FN(fk_scratch)(N);
     int ok = cx.lamL && drive_ok;
     for (int t = 0; t < pool.T; t++)

@@ -94,7 +94,6 @@ DENSE_MAX_POPULATIONS = 32
 KERNELS = ("auto", "compiled", "eager")
 
 _ENV = "COLPLUGIN_KERNEL"
-_MAX_STAGES = 16  # FK_MAX_STAGES in _fused_kernel.c
 _STATUS = {0: "ok", 1: "stopped", 2: "underflow", 3: "out of memory"}
 _TYPES = {torch.float64: ("double", "_f64"), torch.float32: ("float", "_f32")}
 
@@ -367,9 +366,6 @@ def _scheme_arrays(method: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch
     """The scheme's stage matrix, solution weights and error weights (zeros for fixed-step
     schemes), built once per method and dtype (read-only: the kernel only reads them)."""
     tab = TABLEAUS[method]
-    if tab.stages > _MAX_STAGES:
-        raise ValueError(f"the compiled kernel takes schemes of at most {_MAX_STAGES} stages; {method!r} has "
-                         f"{tab.stages} (raise FK_MAX_STAGES in _fused_kernel.c and _MAX_STAGES here together)")
     err = tab.b_err if tab.b_err is not None else (0.0,) * tab.stages
     return (torch.tensor(tab.stage_matrix, dtype=dtype), torch.tensor(tab.b, dtype=dtype),
             torch.tensor(err, dtype=dtype))
