@@ -32,10 +32,11 @@ pass - as plain loops over the same arithmetic, so a solve costs its arithmetic.
   trial-populations); sums over chunks are taken in chunk order, so the numbers do not
   depend on the number of threads.
 * **Building.** The first solve that uses it compiles the kernel with cffi and the system C
-  compiler (a second or two) into a cache directory, ``$COLPLUGIN_CACHE_DIR`` or
-  ``~/.cache/colplugin``, under a name that carries a hash of the source, so a changed
-  kernel is rebuilt and every later process loads the built one. Without a compiler (or
-  without write access anywhere) a warning says so once and the eager loop runs.
+  compiler (about half a minute: two precisions, three CPU variants; a line on stderr says
+  so) into a cache directory, ``$COLPLUGIN_CACHE_DIR`` or ``~/.cache/colplugin``, under a
+  name that carries a hash of the source, so a changed kernel is rebuilt and every later
+  process loads the built one. Without a compiler (or without write access anywhere) a
+  warning says so once and the eager loop runs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import os
+import sys
 import tempfile
 import threading
 import warnings
@@ -172,6 +174,8 @@ def _build(name: str, source: str) -> Path:
             return target
         try:
             d.mkdir(parents=True, exist_ok=True)
+            print(f"colplugin: compiling the solver kernel into {d} (once per installation, about half a "
+                  "minute)", file=sys.stderr, flush=True)
             with tempfile.TemporaryDirectory(dir=d) as tmp:
                 ffi = cffi.FFI()
                 ffi.cdef(_CDEF)
