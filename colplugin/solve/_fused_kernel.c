@@ -1103,11 +1103,8 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                     gi = wi + halfc;
                 }
                 REAL *Ui = U + (size_t)i * Nc;
-                int gw_done = 0;
-                if (md->sparse) {
-#ifdef FK_VEC
-                    gw_done = nl == FK_LANES;
-#endif
+                if (md->sparse) { /* sz = gk's gather through the entries; per entry also its weight's
+                                   * cotangent: the sum over steps, stages and trials of g_source gk_target */
                     for (int p = 0; p < P; p++) {
 #ifdef FK_VEC
                         if (nl == FK_LANES) { /* the sum in registers, in entry order from 0 */
@@ -1120,7 +1117,7 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                                 const REAL v = md->val[j];
                                 for (int u = 0; u < FK_NV; u++)
                                     acc[u] += FN(fk_ld)(gq + u * FK_VN) * v;
-                                if (cx->gWg) /* the entry's cotangent below, while gq is at hand */
+                                if (cx->gWg)
                                     gW[j] += FN(fk_dot)(gp, gq, FK_LANES);
                             }
                             for (int u = 0; u < FK_NV; u++)
@@ -1129,8 +1126,13 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                         }
 #endif
                         REAL acc[FK_LANES] = {0};
-                        for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
-                            FN(fk_axpy)(acc, gk + (size_t)md->col[j] * nl, md->val[j], nl);
+                        const REAL *gp = gi + (size_t)p * nl;
+                        for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
+                            const REAL *gq = gk + (size_t)md->col[j] * nl;
+                            FN(fk_axpy)(acc, gq, md->val[j], nl);
+                            if (cx->gWg)
+                                gW[j] += FN(fk_dot)(gp, gq, nl);
+                        }
                         for (int l = 0; l < nl; l++)
                             sz[(size_t)p * nl + l] = acc[l];
                     }
@@ -1170,20 +1172,14 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                         Ui[na] = gk[na] * cA + sz[nv] * md->m;
                     }
                 }
-                if (cx->gWg && md->sparse) { /* per entry: sum over steps, stages and trials of g_source gk_target */
-                    for (int p = 0; p < P && !gw_done; p++) {
-                        const REAL *gp = gi + (size_t)p * nl;
-                        for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++)
-                            gW[j] += FN(fk_dot)(gp, gk + (size_t)md->col[j] * nl, nl);
-                    }
-                } else if (cx->gWg && nl == 1) { /* sum over steps, stages and trials of g (source) times gk (target) */
+                if (cx->gWg && !md->sparse && nl == 1) { /* sum over steps, stages and trials of g (source) times gk (target) */
                     for (int p = 0; p < P; p++) {
                         const REAL gp = gi[p];
                         REAL *row = gW + (size_t)p * P2;
                         for (int q = 0; q < P2; q++)
                             row[q] += gp * gk[q];
                     }
-                } else if (cx->gWg) {
+                } else if (cx->gWg && !md->sparse) { /* (a sparse coupling's: with sz above) */
                     for (int p = 0; p < P; p++) {
                         const REAL *gp = gi + (size_t)p * nl;
                         REAL *row = gW + (size_t)p * P2;
