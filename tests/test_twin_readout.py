@@ -55,3 +55,17 @@ def test_default_task_has_no_read_out_from_rates():
     t = XOR()  # the base class's defaults, called on a task
     assert Task.accuracy_from_rates(t, {}, t.evaluation_stimulus()) is None
     assert Task.readout_window(t) == (0.9, 1.0)
+
+
+def test_condition_labels_name_the_stimulus_segment():
+    """The twin's condition labels: XOR's input pattern; decision's stimulus phase, not its
+    post-stimulus rest (the labels once read "inputs 0, 0 Hz" for every evidence level)."""
+    from colplugin.analysis.twin import _condition_label
+
+    xor = XOR().evaluation_stimulus()
+    assert [_condition_label(xor, b) for b in range(4)] == [  # rest until 0.5 s, then 00, 01, 10, 11
+        "inputs 0, 0 Hz (from 0.5 s)", "inputs 0, 20 Hz (from 0.5 s)", "inputs 20, 0 Hz (from 0.5 s)",
+        "inputs 20, 20 Hz (from 0.5 s)"]
+    dec = Decision().evaluation_stimulus()  # mu_A = 20 Hz, mu_B = 20, 16, 12 Hz from 0.5 to 1.0 s
+    assert [_condition_label(dec, b) for b in range(3)] == [
+        "inputs 20, 20 Hz (0.5-1 s)", "inputs 20, 16 Hz (0.5-1 s)", "inputs 20, 12 Hz (0.5-1 s)"]

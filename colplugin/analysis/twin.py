@@ -276,9 +276,20 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
 
 
 def _condition_label(conditions: Stimulus, b: int) -> str:
-    """The input rates of a condition's last segment, e.g. ``"inputs 20, 0 Hz"``."""
-    u = conditions.rates[b, -1].tolist()
-    return "inputs " + ", ".join(f"{x:.3g}" for x in u) + " Hz"
+    """The input rates of a condition's strongest segment, e.g. ``"inputs 20, 0 Hz"``.
+
+    With several segments (decision: rest, stimulus, rest) the segment with the largest summed
+    input rate is named (the last of equals), with its interval:
+    ``"inputs 20, 16 Hz (0.5-1 s)"``, ``"inputs 0, 0 Hz (from 0.5 s)"``.
+    """
+    rates = conditions.rates[b if conditions.batch_size > 1 else 0].detach().cpu()
+    sums = rates.sum(dim=1).tolist()
+    k = max(range(len(sums)), key=lambda i: (sums[i], i))
+    label = "inputs " + ", ".join(f"{x:.3g}" for x in rates[k].tolist()) + " Hz"
+    if len(sums) > 1:
+        times = conditions.times.detach().cpu().tolist()
+        label += f" ({times[k]:g}-{times[k + 1]:g} s)" if k + 1 < len(times) else f" (from {times[k]:g} s)"
+    return label
 
 
 def _table_md(result: dict[str, Any]) -> str:
