@@ -1,7 +1,8 @@
 """Time and peak memory from 10 to 10,000 columns, forward and forward+backward (issue 14), run by hand.
 
     python benchmarks/bench_scale.py [--sizes 10 100 1000 10000] [--batches 1 64] [--duration 0.15]
-                                     [--goal] [--skip-above 64000] [--threads 1 2]
+                                     [--goal] [--goal-schemes midpoint@1e-3] [--skip-above 64000]
+                                     [--threads 1 2]
 
 One MT area of n full-size columns, lateral L2/3E -> L2/3I onto ~10 other columns per column
 (about 10 target columns each), 20 Hz into every L4E/L4I, float64, from V = A = 0,
@@ -22,7 +23,8 @@ columns x batch exceeds ``--skip-above`` are left out for torchdiffeq and Brian2
 ``--goal`` adds the issue's target row: one training update (forward + backward, 0.5 s of model
 time) of 1,000 columns at batch 64 with the fused solver. ``--threads``: torch intra-op threads
 (``torch.set_num_threads``; the compiled kernel shares chunks of trials between as many), one
-table per value, and one goal row per value.
+table per value, and one goal row per value. ``--goal-schemes midpoint@1e-3 rk4@2e-3`` times the
+goal row also with fixed-step schemes and gives each one's end rates against dopri5 at rtol 1e-9.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
 import colplugin as cp
 n, batch, duration, backend, mode = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
 torch.set_num_threads(int(sys.argv[6]))
+scheme = sys.argv[7] if len(sys.argv) > 7 else "default"
 rng = np.random.default_rng(0)
 k = min(10, n - 1)
 projs = [cp.Input("a", to="all")]
@@ -55,19 +60,25 @@ if backend == "brian2":
     out = {"seconds": run.run_seconds, "build_seconds": run.wall_seconds - run.run_seconds}
 else:
     solver = None if backend == "fused" else cp.Solver("dopri5", rtol=1e-6, atol=1e-6, backend="torchdiffeq")
+    if scheme != "default":  # "METHOD@STEP" (fixed step, fused) or "reference" (dopri5, rtol 1e-9)
+        method, _, step = scheme.partition("@")
+        solver = (cp.Solver("dopri5", rtol=1e-9, atol=1e-9, backend="fused") if method == "reference"
+                  else cp.Solver(method, step=float(step), backend="fused"))
     with torch.set_grad_enabled(mode == "backward"):
         tr = cp.simulate(net, stim, duration, dt_out=duration / 3, solver=solver, y0=net.initial_state(batch))
         if mode == "backward":
             tr.rate[-1].mean().backward()
-    out = {"seconds": time.perf_counter() - t0, "nfe": tr.nfe}
+    out = {"seconds": time.perf_counter() - t0, "nfe": tr.nfe,
+           "rate_end": tr.rate[-1].detach().reshape(-1)[:: max(1, tr.rate[-1].numel() // 4096)].tolist()}
 out["solve_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
 print(json.dumps(out))
 """
 
 
-def child(n: int, batch: int, duration: float, backend: str, mode: str, threads: int = 1) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, str(n), str(batch), str(duration), backend, mode, str(threads)],
-                       capture_output=True, text=True)
+def child(n: int, batch: int, duration: float, backend: str, mode: str, threads: int = 1,
+          scheme: str = "default") -> dict:
+    r = subprocess.run([sys.executable, "-c", CHILD, str(n), str(batch), str(duration), backend, mode, str(threads),
+                        scheme], capture_output=True, text=True)
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -89,6 +100,9 @@ def main() -> None:
     ap.add_argument("--skip-above", type=int, default=64000)
     ap.add_argument("--goal", action="store_true")
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
+    ap.add_argument("--goal-schemes", nargs="*", default=[], metavar="METHOD@STEP",
+                    help="also time the goal row with fixed-step fused schemes, e.g. midpoint@1e-3 rk4@2e-3, "
+                         "and give each one's error against dopri5 at rtol 1e-9")
     args = ap.parse_args()
     for th in args.threads:
         if not args.sizes:
@@ -109,12 +123,22 @@ def main() -> None:
                 print(f"{n:>7} {batch:>5} | {cell(f)} | {cell(fb)} | {cell(t)} | {cell(tb)} | {cell(b)} {build}",
                       flush=True)
     if args.goal:
+        ref = None
+        if args.goal_schemes:  # the accuracy of each scheme: end rates against a tight dopri5, forward only
+            ref = child(1000, 64, 0.5, "fused", "forward", max(args.threads), "reference")
         for th in args.threads:
-            r = child(1000, 64, 0.5, "fused", "backward", th)
-            print(f"\ngoal: one update (forward + backward, 0.5 s of model time), 1000 columns, batch 64, fused, "
-                  f"{th} thread(s): {r.get('seconds', float('nan')):.1f} s, {r.get('solve_mb', float('nan')):.0f} MB "
-                  f"(goal: < 10 s on 2 cores)", flush=True)
-
+            for scheme in ["default"] + list(args.goal_schemes):
+                r = child(1000, 64, 0.5, "fused", "backward", th, scheme)
+                name = "dopri5, rtol 1e-6 (the default)" if scheme == "default" else scheme.replace("@", " at ") + " s"
+                err = ""
+                if ref and "rate_end" in ref and "rate_end" in r:
+                    a, b = np.asarray(r["rate_end"]), np.asarray(ref["rate_end"])
+                    err = f", end rates vs dopri5 rtol 1e-9: max |diff| {np.abs(a - b).max():.2e} Hz " \
+                          f"(rates up to {np.abs(b).max():.3g} Hz)"
+                print(f"\ngoal: one update (forward + backward, 0.5 s of model time), 1000 columns, batch 64, fused "
+                      f"{name}, {th} thread(s): {r.get('seconds', float('nan')):.1f} s, "
+                      f"{r.get('solve_mb', float('nan')):.0f} MB, {r.get('nfe', '?')} evaluations{err} "
+                      f"(goal: < 10 s on 2 cores)", flush=True)
 
 if __name__ == "__main__":
     main()
