@@ -258,7 +258,7 @@ def _cmd_twin(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
-    from colplugin.analysis.calibration import calibrate
+    from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS, calibrate
     from colplugin.analysis.twin import check_twin
     from colplugin.params import load_preset
 
@@ -266,11 +266,19 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     load_preset(args.preset)  # an unknown preset or a missing file fails before any work
     if args.spiking is not None and not Path(args.spiking).is_file():
         raise ValueError(f"--spiking {args.spiking}: no such file; pass the calibration.json of an earlier run")
+    if args.columns < 1:
+        raise ValueError(f"--columns {args.columns}: give 1 (a full column) or more (the area split into as many)")
+    fit_levels = FIT_LEVELS if args.fit_levels is None else tuple(args.fit_levels)
+    held_out = HELD_OUT_LEVELS if args.held_out_levels is None else tuple(args.held_out_levels)
+    for name, levels in (("--fit-levels", fit_levels), ("--held-out-levels", held_out)):
+        if any(not (0 <= u < float("inf")) for u in levels):
+            raise ValueError(f"{name} {' '.join(f'{u:g}' for u in levels)}: input rates must be finite and >= 0 Hz")
     out = _new_run_dir(args.out, "calibrate", args.overwrite)
     torch.set_num_threads(1)
     print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
     r = calibrate(out, args.preset, scale=args.scale, k_scale=args.k_scale, backend=args.backend, seed=args.seed,
-                  threads=args.threads, gains=args.gains, spiking_from=args.spiking)
+                  threads=args.threads, gains=args.gains, spiking_from=args.spiking, columns=args.columns,
+                  fit_levels=fit_levels, held_out=held_out)
     print("V_offset (mV): " + ", ".join(f"{x:+.3g}" for x in r["V_offset_mV"]))
     print("input gains: " + ", ".join(f"{x:.3g}" for x in r["input_gain"]))
     print(f"largest relative difference from the spiking rates: before {r['max_rel_before']:.3g}, calibrated "
@@ -414,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "can make larger networks run away)")
     p.add_argument("--spiking", metavar="CALIBRATION.json",
                    help="refit the spiking rates of an earlier calibration (same preset) instead of running the twin")
+    p.add_argument("--columns", type=int, default=1,
+                   help="the column type: the preset's area split into this many columns (default 1, a full "
+                        "column; 2 is the column of the XOR and decision tasks)")
+    p.add_argument("--fit-levels", type=float, nargs="+", metavar="HZ",
+                   help="input rates (Hz into L4E and L4I) the fit uses (default: calibration.FIT_LEVELS)")
+    p.add_argument("--held-out-levels", type=float, nargs="+", metavar="HZ",
+                   help="input rates that only check the fit (default: calibration.HELD_OUT_LEVELS)")
     _add_common(p, "calibrate")
     p.set_defaults(func=_cmd_calibrate)
 

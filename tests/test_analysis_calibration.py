@@ -139,6 +139,10 @@ def test_cli_refuses_bad_calibration_input_before_any_work(tmp_path, capsys):
     assert "--spiking" in capsys.readouterr().err and not (tmp_path / "b").exists()
     assert main(["train", "xor", "--preset", "nope.toml", "--out", str(tmp_path / "c"), "--no-progress"]) == 2
     assert "neither a preset" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(["calibrate", "--columns", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--columns 0" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert main(["calibrate", "--fit-levels", "0", "-5", "--out", str(tmp_path / "e")]) == 2
+    assert "--fit-levels 0 -5" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 def test_a_refit_needs_the_same_preset_and_levels(tmp_path):
@@ -152,3 +156,36 @@ def test_a_refit_needs_the_same_preset_and_levels(tmp_path):
     with pytest.raises(ValueError, match="refit needs preset 'dl25'"):
         calibrate(tmp_path / "out", "dl25", spiking_from=saved)
     assert not (tmp_path / "out").exists()
+    # the same preset and levels, measured on a full column, refused for the split column
+    saved.write_text(json.dumps({"preset": "dl25", "fit_levels_hz": [0.0], "held_out_levels_hz": [5.0],
+                                 "spiking_hz": [[1.0] * 8] * 2, "run": {"columns": 1}}))
+    with pytest.raises(ValueError, match="with 2 column"):
+        calibrate(tmp_path / "out", "dl25", spiking_from=saved, fit_levels=[0.0], held_out=[5.0], columns=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_split_column_is_the_xor_and_decision_tasks_column():
+    """columns = 2: the column the XOR and decision networks are built from (the area split in two by
+    dL25's rule, so each recurrent in-degree, and with it each intra-column weight, is half a full
+    column's), and the rates of two identical columns are those of either."""
+    from colplugin.analysis.calibration import calibration_network
+    from colplugin.tasks.decision import Decision
+
+    params = cp.load_preset("dl25")
+    full, split = calibration_network(params), calibration_network(params, columns=2)
+    dec = Decision().build_network(seed=0)
+    np.testing.assert_array_equal(split.W_intra.numpy(), dec.W_intra.numpy())
+    np.testing.assert_allclose(2 * split.W_intra.numpy(), full.W_intra.numpy(), rtol=1e-3, atol=1e-3)
+    r2 = dmf_step_rates(params, [0.0, 30.0], segment=0.15, window=0.05, columns=2)
+    r1 = dmf_step_rates(params, [0.0, 30.0], segment=0.15, window=0.05)
+    assert r2.shape == r1.shape == (2, 8)
+    assert np.abs(r2 - r1).max() > 0.1  # a half column is another column
+    net = calibration_network(params, columns=2)
+    stim = cp.Stimulus([0.0, 0.15], [[0.0], [30.0]])
+    with torch.no_grad():
+        tr = cp.simulate(net, stim, 0.3, dt_out=1e-3, solver=cp.Solver("dopri5", rtol=1e-7, atol=1e-7, backend="fused"))
+    last = tr.rate[(tr.t >= 0.25 - 1e-9) & (tr.t < 0.3 - 1e-9), 0].mean(0).numpy()
+    np.testing.assert_allclose(last[:8], last[8:], rtol=1e-12)  # the two columns are alike
+    np.testing.assert_allclose(r2[1], last[:8], rtol=1e-3)
+    with pytest.raises(ValueError, match="columns"):
+        calibration_network(params, columns=0)

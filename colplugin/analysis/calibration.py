@@ -39,30 +39,40 @@ HELD_OUT_LEVELS: tuple[float, ...] = (5.0, 15.0, 30.0)
 FLOOR_HZ = 0.1
 
 
-def calibration_network(params: Params) -> ColumnNetwork:
-    """One column of the preset's default area with one input channel onto L4E and L4I (fixed weights)."""
+def calibration_network(params: Params, columns: int = 1) -> ColumnNetwork:
+    """The preset's default area as ``columns`` uncoupled columns, one input channel onto every L4E and L4I.
+
+    The weights are the fixed thalamic ones. ``columns = 1`` is one full column. The
+    paper's tasks split the area in 2 (dL25's rule gives each column half the area's
+    neurons), so ``columns = 2`` calibrates the column they are built from; both columns get
+    the same input and their rates are averaged.
+    """
+    if int(columns) != columns or columns < 1:
+        raise ValueError(f"columns must be a whole number >= 1, got {columns!r}")
     area = params.default_area
-    return ColumnNetwork(params, {area: (area, 1)}, [Input(area)], seed=0)
+    return ColumnNetwork(params, {area: (area, int(columns))}, [Input(area, to="all")], seed=0)
 
 
 def dmf_step_rates(params: Params, levels: Sequence[float], V_offset: Sequence[float] | None = None,
                    segment: float = 0.5, window: float = 0.3,
-                   input_gain: Sequence[float] | None = None) -> np.ndarray:
+                   input_gain: Sequence[float] | None = None, columns: int = 1) -> np.ndarray:
     """DMF rates (levels, 8), Hz, of one column under the staircase of :func:`spiking_step_rates`.
 
     The same protocol as the spiking run (each level for ``segment`` s, in order, rates over
-    the last ``window`` s of each), so that slow adaptation carries over alike.
+    the last ``window`` s of each), so that slow adaptation carries over alike. ``columns``:
+    see :func:`calibration_network` (the rates are averaged over the columns).
     """
     over = {k: np.asarray(v, dtype=float) for k, v in (("V_offset", V_offset), ("input_gain", input_gain))
             if v is not None}
     if over:
         params = params.with_overrides(over)
-    net = calibration_network(params)
+    net = calibration_network(params, columns)
     stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
     with torch.no_grad():
         traj = simulate(net, stim, segment * len(levels), dt_out=1e-3,
                         solver=Solver("dopri5", rtol=1e-7, atol=1e-7, backend="fused"))
-    t, r = traj.t.cpu().numpy(), traj.rate[:, 0].cpu().numpy()
+    t = traj.t.cpu().numpy()
+    r = traj.rate[:, 0].cpu().numpy().reshape(len(t), int(columns), len(POPULATIONS)).mean(axis=1)
     return np.stack([r[(t >= segment * (i + 1) - window - 1e-9) & (t < segment * (i + 1) - 1e-9)].mean(0)
                      for i in range(len(levels))])
 
@@ -89,7 +99,8 @@ def block_rates(block, windows: Sequence[tuple[float, float]]) -> np.ndarray:
 
 def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float = 0.1, k_scale: float = 0.5,
                        backend: str = "nest", seed: int = 0, threads: int = 1, segment: float = 0.5,
-                       window: float = 0.3, out: Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                       window: float = 0.3, out: Path | None = None,
+                       columns: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
     """Rates (levels, 8), Hz, of the spiking twin of one column under a staircase of input levels.
 
     One run: each level holds for ``segment`` s; the rates are Elephant's mean firing rates
@@ -97,6 +108,7 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
     last ``window`` s of each level. The twin is built as every twin is
     (:func:`colplugin.spiking.spiking_twin`: PD14 scaling, DC compensation from the DMF's
     rates). With ``out``, the Block (10 neurons per population) goes to ``out/spikes.nix``.
+    ``columns``: see :func:`calibration_network` (the rates pool the columns' neurons).
 
     Returns
     -------
@@ -106,7 +118,7 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
     from ..export.neo import save_nix
     from ..spiking import simulate_spiking, spiking_twin
 
-    net = calibration_network(params)
+    net = calibration_network(params, columns)
     stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
     duration = segment * len(levels)
     t0 = time.perf_counter()
@@ -117,12 +129,13 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
     if out is not None:
         save_nix(result.to_neo(max_per_population=10), Path(out) / "spikes.nix")
     return rates, {"neurons": int(sum(result.sizes.values())), "wall_seconds": wall, "backend": backend,
-                   "scale": scale, "k_scale": k_scale, "seed": seed, "segment_s": segment, "window_s": window}
+                   "scale": scale, "k_scale": k_scale, "seed": seed, "segment_s": segment, "window_s": window,
+                   "columns": int(columns)}
 
 
 def fit_calibration(params: Params, levels: Sequence[float], target: np.ndarray, *, floor: float = FLOOR_HZ,
                 bound: float = 15.0, ridge: float = 0.02, segment: float = 0.5, window: float = 0.3,
-                gains: bool = True, max_gain: float = 3.0) -> tuple[np.ndarray, dict[str, Any]]:
+                gains: bool = True, max_gain: float = 3.0, columns: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
     """Offsets (8,), mV, and input gains (8,) that bring the DMF's rates (:func:`dmf_step_rates`) to ``target``.
 
     Least squares (scipy's trust-region reflective) on ``log((r_DMF + floor) / (r_target +
@@ -131,7 +144,8 @@ def fit_calibration(params: Params, levels: Sequence[float], target: np.ndarray,
     ``gains``, the log of each population's input gain within +-log(``max_gain``); a small
     ridge (``ridge`` per mV and per unit of log gain) keeps what the data do not constrain
     (silent populations) at 0 mV and gain 1. ``segment`` and ``window`` (s): the staircase of
-    :func:`dmf_step_rates`, which must be the one that produced ``target`` (levels, 8).
+    :func:`dmf_step_rates`, which must be the one that produced ``target`` (levels, 8), and
+    ``columns`` the column type it measured (:func:`calibration_network`).
 
     Returns
     -------
@@ -148,7 +162,7 @@ def fit_calibration(params: Params, levels: Sequence[float], target: np.ndarray,
 
     def residual(x: np.ndarray) -> np.ndarray:
         offset, gain = split(x)
-        r = dmf_step_rates(params, levels, offset, segment=segment, window=window, input_gain=gain)
+        r = dmf_step_rates(params, levels, offset, segment=segment, window=window, input_gain=gain, columns=columns)
         return np.concatenate([(np.log(r + floor) - np.log(target + floor)).ravel(), ridge * x])
 
     m = 2 * n if gains else n
@@ -179,7 +193,7 @@ def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str, gains:
 def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_scale: float = 0.5,
               backend: str = "nest", seed: int = 0, threads: int = 1, fit_levels: Sequence[float] = FIT_LEVELS,
               held_out: Sequence[float] = HELD_OUT_LEVELS, gains: bool = False,
-              spiking_from: str | Path | None = None) -> dict[str, Any]:
+              spiking_from: str | Path | None = None, columns: int = 1) -> dict[str, Any]:
     """Calibrate a preset's DMF against its spiking twin and write the calibrated preset.
 
     Writes into ``out``: ``<preset>_calibrated.toml`` (load it with
@@ -190,8 +204,10 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
     With ``gains`` each population's input gain is fitted beside its offset (it fits one
     column better, but gains above 1 can make a larger network run away from its initial
     state: the XOR network on gains fitted at scale 0.1 diverged at update 0);
-    ``spiking_from`` (a ``calibration.json`` of an earlier run with the same preset and
-    levels) refits its spiking rates without running the twin again.
+    ``spiking_from`` (a ``calibration.json`` of an earlier run with the same preset, levels
+    and columns) refits its spiking rates without running the twin again. ``columns``: the
+    column type (:func:`calibration_network`; 2 for the columns of the XOR and decision
+    tasks, an area split in two).
 
     Returns
     -------
@@ -203,31 +219,37 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
 
     out = Path(out)
     params = load_preset(preset)
+    calibration_network(params, columns)  # a bad column count fails before any work
     levels = [*fit_levels, *held_out]
     if spiking_from is not None:  # check the saved rates before any work
         old = json.loads(Path(spiking_from).read_text())
-        if old.get("preset") != preset or old.get("fit_levels_hz", []) + old.get("held_out_levels_hz", []) != levels:
-            raise ValueError(f"{spiking_from} holds the spiking rates of preset {old.get('preset')!r} at other levels; "
-                             f"refit needs preset {preset!r} at {levels} Hz (or run the twin again: no --spiking)")
+        old_columns = old.get("run", {}).get("columns", 1)
+        old_levels = old.get("fit_levels_hz", []) + old.get("held_out_levels_hz", [])
+        if old.get("preset") != preset or old_levels != levels or old_columns != columns:
+            raise ValueError(f"{spiking_from} holds the spiking rates of preset {old.get('preset')!r} at "
+                             f"{old_levels} Hz with {old_columns} "
+                             f"column(s); refit needs preset {preset!r} at {levels} Hz with {columns} column(s) "
+                             "(or run the twin again: no --spiking)")
     out.mkdir(parents=True, exist_ok=True)
     if spiking_from is None:
         spk, run = spiking_step_rates(params, levels, scale=scale, k_scale=k_scale, backend=backend, seed=seed,
-                                      threads=threads, out=out)
+                                      threads=threads, out=out, columns=columns)
     else:
         spk, run = np.asarray(old["spiking_hz"], dtype=float), {**old["run"], "refit_from": str(spiking_from)}
         scale, k_scale, backend, seed = run["scale"], run["k_scale"], run["backend"], run["seed"]
     n_fit = len(fit_levels)
-    x, fit = fit_calibration(params, fit_levels, spk[:n_fit], gains=gains)
+    x, fit = fit_calibration(params, fit_levels, spk[:n_fit], gains=gains, columns=columns)
     offsets, gain = x[:8], x[8:]
-    before = dmf_step_rates(params, levels)
-    after = dmf_step_rates(params, levels, offsets, input_gain=gain)
+    before = dmf_step_rates(params, levels, columns=columns)
+    after = dmf_step_rates(params, levels, offsets, input_gain=gain, columns=columns)
 
     def rel(x: np.ndarray) -> np.ndarray:
         return (x - spk) / np.maximum(spk, FLOOR_HZ)
 
     active = spk >= FLOOR_HZ
-    source = (f"fit to the {backend} spiking twin of one {params.default_area} column (scale {scale}, k {k_scale}, "
-              f"seed {seed}) at {', '.join(f'{u:g}' for u in fit_levels)} Hz input; colplugin calibrate")
+    which = "" if columns == 1 else f" (the area split into {columns})"
+    source = (f"fit to the {backend} spiking twin of one {params.default_area} column{which} (scale {scale}, "
+              f"k {k_scale}, seed {seed}) at {', '.join(f'{u:g}' for u in fit_levels)} Hz input; colplugin calibrate")
     numbers = {"preset": preset, "calibrated_preset": f"{preset}_calibrated", "V_offset_mV": offsets.tolist(),
                "input_gain": gain.tolist(),
                "fit_levels_hz": list(fit_levels), "held_out_levels_hz": list(held_out), "populations": POPULATIONS,
@@ -236,7 +258,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
                "max_rel_fit": float(np.abs(rel(after)[:n_fit][active[:n_fit]]).max()),
                "max_rel_held_out": float(np.abs(rel(after)[n_fit:][active[n_fit:]]).max()),
                "max_rel_before": float(np.abs(rel(before)[active]).max()),
-               "fit": fit, "run": run, "source": source}
+               "columns": int(columns), "fit": fit, "run": run, "source": source}
     atomic_write_text(out / f"{preset}_calibrated.toml",
                       calibrated_preset_toml(preset, offsets, source, gain if gains else None))
     atomic_write_text(out / "calibration.json", json.dumps(numbers, indent=2))
