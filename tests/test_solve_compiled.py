@@ -61,6 +61,40 @@ def test_compiled_equals_eager_in_float64(dl25, method, options, dense):
         assert _rel(a, b) < 1e-12
 
 
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("method,options,batch", [("rk4", {"step": 1e-3}, 1),
+                                                  ("dopri5", {"rtol": 1e-8, "atol": 1e-8}, 1),
+                                                  ("dopri5", {"rtol": 1e-6, "atol": 1e-6}, 11)])
+def test_saturated_rates_equal_the_eager_loops(dl25, method, options, batch, dense):
+    """A field with r_max (r = f / (1 + f / r_max)) on three populations, one of them deep in its
+    saturation: the kernel's states and gradients (the slope g_raw'(z) / (1 + g_raw sat)^2) equal
+    the eager loop's within 1e-12 (1e-11 gradients), with one trial and with a chunk of 8 lanes
+    plus one of 3; and float32 within 1e-5 (1e-4)."""
+    r_max = np.full(8, np.inf)
+    r_max[[0, 2, 4]] = [1.5, 8.0, 0.05]  # L2/3E, L4E, and L5E far beyond its r_max
+    net = _net(dl25.with_overrides({"r_max": r_max}))
+    rates = np.random.default_rng(3).uniform(0, 30, size=(batch, 2, 3))
+    stim = cp.Stimulus([0.0, 0.0071], rates) if batch > 1 else _stim()
+
+    def run(kernel, model=net):
+        return solve_with_gradients(model, cp.Solver(method, backend="fused", dense=dense, kernel=kernel, **options),
+                                    stim, 0.06, 0.005, a_index=4)
+
+    ref_s, ref_g, ref_nfe = run("eager")
+    s, g, nfe = run("compiled")
+    r = net.rates(ref_s)
+    assert float(r[..., 0].max()) > 0.5 * 1.5 and float(r[..., 4].max()) > 0.5 * 0.05  # in play
+    assert nfe == ref_nfe and _rel(s, ref_s) < 1e-12
+    for a, b in zip(g, ref_g):
+        assert float(b.abs().max()) > 0 and _rel(a, b) < 1e-11
+    if method == "rk4":
+        net32 = _net(dl25.with_overrides({"r_max": r_max}), dtype=torch.float32)
+        s32, g32, _ = run("compiled", net32)
+        assert _rel(s32.double(), ref_s) < 1e-5
+        for a, b in zip(g32, ref_g):
+            assert _rel(a.double(), b) < 1e-4
+
+
 def test_compiled_float32(dl25):
     net = _net(dl25, dtype=torch.float32)
     ref_s, ref_g, ref_nfe = _run(net, cp.Solver("rk4", step=1e-3, backend="fused", kernel="eager"))

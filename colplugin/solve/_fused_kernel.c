@@ -74,7 +74,8 @@ enum { FK_OK = 0, FK_STOPPED = 1, FK_UNDERFLOW = 2, FK_NOMEM = 3 };
 
 /* The divergence check, a Python function (cffi extern "Python"): called every watch_every
  * attempted steps with the time (s) and the largest V - A (mV, NaN if any is NaN) of the
- * step's first stage; nonzero stops the solve. */
+ * step's first stage, over the populations without a saturation (-inf if every one has one:
+ * their rates are bounded); nonzero stops the solve. */
 static int fk_watch(void *handle, double t, double x_max);
 
 /* expm1(x) in straight-line arithmetic, so that loops over it vectorise (libm's expm1 is a
@@ -309,6 +310,7 @@ typedef struct {
     REAL *drL;                  /* set by the entry points: the drive in lanes, K x (B x 2P), if Bd > 1 */
     int *trow_ptr, *tsrc;       /* set by the entry points for a sparse coupling: the same entries by */
     REAL *tval;                 /* target (2P + 1 row pointers, sources, values), in source order */
+    const REAL *sat;            /* P saturations 1 / (d r_max), 0 where none: g / (1 + g sat); NULL: none */
 } MODEL;
 
 typedef struct {
@@ -446,8 +448,22 @@ FK_INLINE void FN(fk_base)(const MODEL *md, int b0, int nl, int seg, const REAL 
     }
 }
 
+/* The saturation of g (P x nl) in place, g / (1 + g sat) with sat = 1 / (d r_max) per
+ * population (the eager loop's _saturate_g); nothing without one. */
+FK_INLINE void FN(fk_saturate)(const MODEL *md, int nl, REAL *g)
+{
+    if (!md->sat)
+        return;
+    for (int p = 0; p < md->P; p++) {
+        const REAL sp = md->sat[p];
+        REAL *gp = g + (size_t)p * nl;
+        for (int l = 0; l < nl; l++)
+            gp[l] = gp[l] / (gp[l] * sp + (REAL)1.0);
+    }
+}
+
 /* One stage of the chunk of nl trials from b0: k = F(Y) into kout (2P x nl); w and g (P x nl)
- * kept. */
+ * kept (g saturated where the model saturates). */
 FK_INLINE void FN(fk_stage)(const MODEL *md, int b0, int nl, const REAL *Y, int seg, REAL *kout, REAL *w, REAL *g)
 {
     const int P = md->P, P2 = 2 * md->P;
@@ -461,6 +477,7 @@ FK_INLINE void FN(fk_stage)(const MODEL *md, int b0, int nl, const REAL *Y, int 
             w[n] = wv;
             g[n] = (gv != gv) ? (REAL)1 : gv;
         }
+        FN(fk_saturate)(md, nl, g);
         FN(fk_base)(md, b0, nl, seg, Y, kout);
         /* k[q] += sum over the entries into q of val g[source], in source order: the sums a
          * loop over the sources that adds into the targets takes, with each target's sum held
@@ -496,6 +513,7 @@ FK_INLINE void FN(fk_stage)(const MODEL *md, int b0, int nl, const REAL *Y, int 
         w[n] = wv;
         g[n] = (gv != gv) ? (REAL)1 : gv;
     }
+    FN(fk_saturate)(md, nl, g);
     FN(fk_base)(md, b0, nl, seg, NULL, kout);
     if (nl == 1) {
         for (int p = 0; p < P; p++) {
@@ -945,10 +963,24 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
                 }
                 if (sv->attempts % watch_every == 0) { /* stop a diverging solve early */
                     double xm = -INFINITY;
-                    for (size_t n = 0; n < BP; n++) {
-                        double xv = (md->b - (double)cx.w0[n] / md->d) / md->a;
-                        if (xv != xv) { xm = NAN; break; }
-                        if (xv > xm) xm = xv;
+                    if (!md->sat) {
+                        for (size_t n = 0; n < BP; n++) {
+                            double xv = (md->b - (double)cx.w0[n] / md->d) / md->a;
+                            if (xv != xv) { xm = NAN; break; }
+                            if (xv > xm) xm = xv;
+                        }
+                    } else { /* a saturating population's rate is bounded: only NaN counts there */
+                        for (int b0 = 0; b0 < md->B && xm == xm; b0 += FK_LANES) {
+                            const int nl = FN(fk_nl)(md->B, b0);
+                            for (int p = 0; p < P && xm == xm; p++) {
+                                const REAL *wp = cx.w0 + (size_t)b0 * P + (size_t)p * nl;
+                                for (int l = 0; l < nl; l++) {
+                                    double xv = (md->b - (double)wp[l] / md->d) / md->a;
+                                    if (xv != xv) { xm = NAN; break; }
+                                    if (md->sat[p] == 0 && xv > xm) xm = xv;
+                                }
+                            }
+                        }
                     }
                     if (fk_watch(watch, t, xm)) {
                         sv->status = FK_STOPPED;
@@ -1155,14 +1187,30 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                             FN(fk_axpy)(sz + (size_t)p * nl, gq, row[p], nl);
                     }
                 }
-                for (size_t n2 = 0; n2 < BPc; n2++) {
-                    const REAL z = -wi[n2], gv = gi[n2];
-                    REAL S;
-                    if (fabs(z) < (REAL)FK_SERIES_Z)
-                        S = (REAL)0.5 + z / (REAL)6.0 - z * z * z / (REAL)180.0;
-                    else
-                        S = gv * ((REAL)1.0 + z - gv) / z;
-                    sz[n2] *= S;
+                if (!md->sat) {
+                    for (size_t n2 = 0; n2 < BPc; n2++) {
+                        const REAL z = -wi[n2], gv = gi[n2];
+                        REAL S;
+                        if (fabs(z) < (REAL)FK_SERIES_Z)
+                            S = (REAL)0.5 + z / (REAL)6.0 - z * z * z / (REAL)180.0;
+                        else
+                            S = gv * ((REAL)1.0 + z - gv) / z;
+                        sz[n2] *= S;
+                    }
+                } else { /* dg/dz of the saturated g: g_raw'(z) / (1 + g_raw sat)^2, with g_raw
+                          * recomputed from w (the eager loop's _slope_g) */
+                    for (size_t n2 = 0; n2 < BPc; n2++) {
+                        const REAL wv = wi[n2], z = -wv;
+                        REAL gv = wv / (REAL)fk_expm1((double)wv);
+                        gv = (gv != gv) ? (REAL)1 : gv;
+                        REAL S;
+                        if (fabs(z) < (REAL)FK_SERIES_Z)
+                            S = (REAL)0.5 + z / (REAL)6.0 - z * z * z / (REAL)180.0;
+                        else
+                            S = gv * ((REAL)1.0 + z - gv) / z;
+                        const REAL den = gv * md->sat[n2 / nl] + (REAL)1.0;
+                        sz[n2] *= S / (den * den);
+                    }
                 }
                 for (int p = 0; p < P; p++) {
                     const REAL cV = md->c[p], cA = md->c[P + p];

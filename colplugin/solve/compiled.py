@@ -117,6 +117,7 @@ typedef struct {{
     const int *col;
     const {R} *val;
     int threads;
+    const {R} *sat;
     ...;
 }} fk_model{S};
 
@@ -255,9 +256,10 @@ def needs_grad(ops: Any, y0: torch.Tensor) -> bool:
 def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
     """Whether a fused solve of ``ops`` from ``y0`` runs in the compiled kernel.
 
-    ``"auto"``: a dense or sparse field without saturation (``r_max``) on the CPU in float32 or float64, when the kernel
-    builds: a sparse field of at least :data:`SPARSE_LANES_MIN` trials, or one whose coupling
-    product takes at most :data:`MAX_WORK` multiply-adds per stage (all trials), or
+    ``"auto"``: a dense or sparse field (with or without a saturation ``r_max``) on the CPU in
+    float32 or float64, when the kernel builds: a sparse field of at least
+    :data:`SPARSE_LANES_MIN` trials, or one whose coupling product takes at most
+    :data:`MAX_WORK` multiply-adds per stage (all trials), or
     :data:`MAX_WORK_GRAD` where the solve will be differentiated (:func:`needs_grad`).
     ``"compiled"``: the same conditions except the size, else
     :class:`ValueError` naming what stands in the way. ``"eager"``: never.
@@ -274,8 +276,6 @@ def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
     why = None
     if not isinstance(ops, (FusedOperators, SparseFusedOperators)):
         why = f"the field's operators are {type(ops).__name__}, which the kernel does not know"
-    elif getattr(ops, "sat", None) is not None:
-        why = "the field saturates some rates (r_max), which the kernel does not compute (kernel='eager' does)"
     elif y0.device.type != "cpu":
         why = f"the tensors are on {y0.device} (the kernel runs on the CPU; use kernel='eager' on GPUs)"
     elif y0.dtype not in _TYPES:
@@ -406,6 +406,8 @@ class _CompiledSolve(torch.autograd.Function):
         md.threads = torch.get_num_threads()
         if sparse:
             md.row_ptr, md.col, md.val = _ptr(ffi, row_ptr, "int"), _ptr(ffi, col, "int"), _ptr(ffi, Wg_c, real)
+        sat = None if getattr(ops, "sat", None) is None else ops.sat.detach().to(dt).contiguous()
+        md.sat = _ptr(ffi, sat, real)
 
         n_stops = len(stops)
         long_t = np.dtype(f"i{ffi.sizeof('long')}")
@@ -463,7 +465,7 @@ class _CompiledSolve(torch.autograd.Function):
             idx.append(j)
         ctx.inj_ptr = np.cumsum(counts).astype(long_t)
         ctx.inj_idx = np.asarray(idx if idx else [0], dtype=long_t)
-        ctx.keep = (md, A, bw, ew, Wg_c, WgT, c, drive_c, row_ptr, col)
+        ctx.keep = (md, A, bw, ew, Wg_c, WgT, c, drive_c, row_ptr, col, sat)
         # the C records live as long as this saved tensor: autograd frees it after the backward
         # pass (unless the graph is retained), as it frees the eager loop's saved stages
         ctx.save_for_backward(torch.frombuffer(ffi.buffer(sv, 1), dtype=torch.uint8))
