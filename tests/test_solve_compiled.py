@@ -119,6 +119,43 @@ def test_watch_sees_what_the_eager_loop_shows(dl25):
         assert t1 == pytest.approx(t0, rel=1e-13) and x1 == pytest.approx(x0, rel=1e-12) and n1 == n0
 
 
+def test_the_watch_skips_saturating_populations_and_flags_nan_and_inf(dl25):
+    """With r_max on some populations the kernel's watch value is the largest V - A of the others
+    (as the eager loop's masked check), -inf where every population saturates; the check flags
+    NaN and +inf also with max_rate = inf, and not -inf."""
+    import math
+
+    from colplugin.solve.simulate import _ODEFunc
+
+    r_max = np.full(8, np.inf)
+    r_max[[3, 7]] = 200.0  # L4I and L6I: where the largest V - A of this run lies most of the time
+    net = _net(dl25.with_overrides({"r_max": r_max}))
+    field = net.field(_stim().rates, dense=True)
+    sat = field.saturating.numpy()
+    seen = {"eager": [], "compiled": []}
+    for kernel, out in seen.items():
+        fused_solve(field, net.initial_state(3), [0.0, 0.0203, 0.05, 0.08], [0, 1, 2], [1, 3], "dopri5",
+                    lambda t, x, n, out=out: out.append(float(x.max()) if x.ndim == 0 else float(x[..., ~sat].max())),
+                    watch_every=5, kernel=kernel)
+    assert len(seen["eager"]) == len(seen["compiled"]) > 5
+    np.testing.assert_allclose(seen["compiled"], seen["eager"], rtol=1e-11)  # x from w: (b - w / d) / a
+    everything = []  # the unmasked maxima differ: the test sees the mask
+    fused_solve(field, net.initial_state(3), [0.0, 0.0203, 0.05, 0.08], [0, 1, 2], [1, 3], "dopri5",
+                lambda t, x, n: everything.append(float(x.max())), watch_every=5, kernel="eager")
+    assert max(a - b for a, b in zip(everything, seen["eager"])) > 1.0
+    every = _net(dl25.with_overrides({"r_max": np.full(8, 2.0)})).field(_stim().rates, dense=True)
+    values = []
+    fused_solve(every, net.initial_state(3), [0.0, 0.0203, 0.05, 0.08], [0, 1, 2], [1, 3], "dopri5",
+                lambda t, x, n: values.append(float(x)), watch_every=5, kernel="compiled")
+    assert values and all(v == -math.inf for v in values)
+    watch = _ODEFunc(two_column_net(dl25), cp.Stimulus([0.0], [[1.0, 1.0]]), per_step=True, max_rate=math.inf,
+                     check_every=1)
+    watch._watch(0.0, torch.tensor(-math.inf))  # nothing that can run away: no alarm
+    for bad in (math.nan, math.inf):
+        with pytest.raises(SimulationError, match="runaway"):
+            watch._watch(0.0, torch.tensor(bad))
+
+
 def test_errors_are_the_eager_loops(dl25):
     """Runaway rates (raised in the watch, from inside the C loop), an exception of the
     caller's watch, and the step-size underflow reach the caller as in the eager loop."""

@@ -503,8 +503,9 @@ def compiled_solve(ops: FusedOperators | SparseFusedOperators, y0: torch.Tensor,
                    watch: Callable[[float, torch.Tensor, int], None], opts: dict) -> torch.Tensor:
     """States at the output stops, as :func:`colplugin.solve.fused.fused_solve` computes them.
 
-    ``watch(t, x, steps)`` receives the largest x = V - A (mV) of a recent stage (a 0-d
-    tensor). ``opts`` holds ``rtol``, ``atol``, ``step``, ``watch_every``,
+    ``watch(t, x, steps)`` receives the largest x = V - A (mV) of a recent stage over the
+    populations without a saturation (a 0-d tensor; NaN if any state is NaN, -inf if every
+    population saturates). ``opts`` holds ``rtol``, ``atol``, ``step``, ``watch_every``,
     ``checkpoint_every`` and ``keep_all_bytes`` (the automatic checkpointing's budget) and
     receives ``nfe`` and ``checkpoint_used``.
     """

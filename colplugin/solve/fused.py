@@ -413,8 +413,9 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     watch : callable
         ``watch(t, x, steps)`` every ``watch_every`` steps with ``x = V - A`` (mV) of a recent
         stage; raises to stop a diverging solve. The eager loop passes x of every trial and
-        population (B, P); the compiled kernel passes only its largest value (a 0-d float64
-        tensor, NaN if any is NaN), so a watch should look at ``x.max()``.
+        population (B, P); the compiled kernel passes only its largest value over the
+        populations without a saturation ``r_max`` (a 0-d float64 tensor; NaN if any state is
+        NaN, -inf if every population saturates), so a watch should look at ``x.max()``.
     step : float
         Initial step of adaptive methods (s).
     rtol, atol : float

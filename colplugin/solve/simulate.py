@@ -80,7 +80,7 @@ class _ODEFunc(nn.Module):
             # a scalar: the largest V - A of the populations that can run away (the compiled
             # kernel's; -inf where every population saturates), NaN if any state is NaN
             x = float(x.detach().max()) if isinstance(x, torch.Tensor) else float(x)
-            bad = math.isnan(x) or x > self.x_max
+            bad = math.isnan(x) or x == math.inf or x > self.x_max
         if bad:
             raise SimulationError(
                 f"runaway rates at t = {float(t0):.4g} s: a population exceeded max_rate = "
