@@ -258,11 +258,12 @@ def _cmd_twin(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
-    from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS, calibrate
+    from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE, calibrate
     from colplugin.analysis.twin import check_twin
     from colplugin.params import load_preset
 
-    check_twin(backend=args.backend, scale=args.scale, k_scale=args.k_scale, seed=args.seed, threads=args.threads)
+    k_scale = STAIRCASE_K_SCALE if args.k_scale is None else args.k_scale
+    check_twin(backend=args.backend, scale=args.scale, k_scale=k_scale, seed=args.seed, threads=args.threads)
     load_preset(args.preset)  # an unknown preset or a missing file fails before any work
     if args.spiking is not None and not Path(args.spiking).is_file():
         raise ValueError(f"--spiking {args.spiking}: no such file; pass the calibration.json of an earlier run")
@@ -276,7 +277,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     out = _new_run_dir(args.out, "calibrate", args.overwrite)
     torch.set_num_threads(1)
     print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
-    r = calibrate(out, args.preset, scale=args.scale, k_scale=args.k_scale, backend=args.backend, seed=args.seed,
+    r = calibrate(out, args.preset, scale=args.scale, k_scale=k_scale, backend=args.backend, seed=args.seed,
                   threads=args.threads, gains=args.gains, spiking_from=args.spiking, columns=args.columns,
                   fit_levels=fit_levels, held_out=held_out)
     print("V_offset (mV): " + ", ".join(f"{x:+.3g}" for x in r["V_offset_mV"]))
@@ -413,8 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="dl25", help="preset to calibrate (default dl25)")
     p.add_argument("--backend", default="nest", help="spiking simulator: nest or brian2 (default nest)")
     p.add_argument("--scale", type=float, default=0.1, help="neuron scale in (0, 1] of the column (default 0.1)")
-    p.add_argument("--k-scale", type=float, default=0.5,
-                   help="in-degree scale in (0, 1] of the recurrent connections (default 0.5)")
+    p.add_argument("--k-scale", type=float,
+                   help="in-degree scale in (0, 1] of the recurrent connections (default: "
+                        "calibration.STAIRCASE_K_SCALE, the full in-degrees: below 1 one DC current from the "
+                        "DMF's mean rates stands in for the missing synapses at every level)")
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking run (default 0)")
     p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
     p.add_argument("--gains", action="store_true",

@@ -1,17 +1,20 @@
 """One column under rising input: the DMF against its spiking twin, seeds averaged (issue 13, item 4).
 
     python validation/column_transfer.py [--preset dl25] [--columns 2] [--levels 0 10 20 ... 100]
-                                         [--scale 0.1] [--k-scale 0.5] [--seeds 3] [--backend nest]
+                                         [--scale 0.1] [--k-scale 1] [--seeds 3] [--backend nest]
                                          [--threads 1] [--out DIR]
 
 The column of the paper's tasks (``--columns 2``: the MT area split in two, as in the XOR and
 decision networks) gets a staircase of input rates into L4E and L4I at the nominal thalamic
 weights (0.5 s per level, rates over the last 0.3 s of each; the protocol of ``colplugin
 calibrate``), once as the DMF and once as its spiking twin per seed (rates from the Neo spike
-trains with Elephant). Writes ``transfer.json`` (levels, DMF rates, spiking rates per seed, their
-mean and sd, relative differences), ``transfer.png`` and ``report.md``, which says for each model
-whether L2/3E falls as the input rises (the largest drop between successive levels), the
-mechanism a trained XOR network uses to compute XOR inside one column.
+trains with Elephant). The in-degrees are full by default (``--k-scale 1``,
+``colplugin.analysis.calibration.STAIRCASE_K_SCALE``): below 1, PD14's DC compensation would
+be one current from the DMF's rates averaged over all levels. Writes ``transfer.json``
+(levels, DMF rates, spiking rates per seed, their mean and sd, relative differences),
+``transfer.png`` and ``report.md``, which says for each model whether L2/3E falls as the input
+rises (the largest drop between successive levels), the mechanism a trained XOR network uses
+to compute XOR inside one column.
 """
 
 import argparse
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from colplugin._io import atomic_write_text
-from colplugin.analysis.calibration import FLOOR_HZ, dmf_step_rates, spiking_step_rates
+from colplugin.analysis.calibration import FLOOR_HZ, STAIRCASE_K_SCALE, dmf_step_rates, spiking_step_rates
 from colplugin.params import load_preset
 from colplugin.params.names import POPULATIONS
 from colplugin.plotting import save_figure
@@ -32,7 +35,7 @@ ap.add_argument("--preset", default="dl25")
 ap.add_argument("--columns", type=int, default=2)
 ap.add_argument("--levels", type=float, nargs="+", default=[0.0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
 ap.add_argument("--scale", type=float, default=0.1)
-ap.add_argument("--k-scale", type=float, default=0.5)
+ap.add_argument("--k-scale", type=float, default=STAIRCASE_K_SCALE)
 ap.add_argument("--seeds", type=int, default=3)
 ap.add_argument("--backend", choices=["nest", "brian2"], default="nest")
 ap.add_argument("--threads", type=int, default=1)

@@ -27,7 +27,7 @@ from ..params.names import POPULATIONS
 from ..solve.simulate import Solver, simulate
 from ..stimulus import Stimulus
 
-__all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "calibration_network", "dmf_step_rates", "block_rates",
+__all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "STAIRCASE_K_SCALE", "calibration_network", "dmf_step_rates", "block_rates",
            "spiking_step_rates",
            "fit_calibration", "calibrate", "calibrated_preset_toml"]
 
@@ -37,6 +37,12 @@ FIT_LEVELS: tuple[float, ...] = (0.0, 10.0, 20.0, 40.0)
 HELD_OUT_LEVELS: tuple[float, ...] = (5.0, 15.0, 30.0)
 #: Rates below this (Hz) count as equal in the fit's log-rate residuals.
 FLOOR_HZ = 0.1
+#: In-degree scale of the staircase's spiking twin: 1, the full in-degrees. Below 1 PD14's
+#: method replaces the missing synapses by a DC current computed from the DMF's rates averaged
+#: over the whole run, one current for every level of the staircase, which moves the twin's
+#: working point: one split MT column (NEST, scale 0.1, 0-100 Hz) at rest had L4E at 3.4 Hz
+#: with k = 0.5 against 8.5 Hz with k = 1 (DMF 8.6 Hz; ``validation/column_transfer.py``).
+STAIRCASE_K_SCALE = 1.0
 
 
 def calibration_network(params: Params, columns: int = 1) -> ColumnNetwork:
@@ -97,7 +103,8 @@ def block_rates(block, windows: Sequence[tuple[float, float]]) -> np.ndarray:
     return out
 
 
-def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float = 0.1, k_scale: float = 0.5,
+def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float = 0.1,
+                       k_scale: float = STAIRCASE_K_SCALE,
                        backend: str = "nest", seed: int = 0, threads: int = 1, segment: float = 0.5,
                        window: float = 0.3, out: Path | None = None,
                        columns: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
@@ -190,7 +197,7 @@ def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str, gains:
     return text
 
 
-def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_scale: float = 0.5,
+def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_scale: float = STAIRCASE_K_SCALE,
               backend: str = "nest", seed: int = 0, threads: int = 1, fit_levels: Sequence[float] = FIT_LEVELS,
               held_out: Sequence[float] = HELD_OUT_LEVELS, gains: bool = False,
               spiking_from: str | Path | None = None, columns: int = 1) -> dict[str, Any]:
