@@ -24,7 +24,7 @@ from .._io import atomic_write_text
 from ..network import ColumnNetwork, Input
 from ..params import Params, load_preset
 from ..params.names import POPULATIONS
-from ..solve.simulate import Solver, simulate
+from ..solve.simulate import SimulationError, Solver, simulate
 from ..stimulus import Stimulus
 
 __all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "STAIRCASE_K_SCALE", "calibration_network", "dmf_step_rates", "block_rates",
@@ -43,6 +43,9 @@ FLOOR_HZ = 0.1
 #: working point: one split MT column (NEST, scale 0.1, 0-100 Hz) at rest had L4E at 3.4 Hz
 #: with k = 0.5 against 8.5 Hz with k = 1 (DMF 8.6 Hz; ``validation/column_transfer.py``).
 STAIRCASE_K_SCALE = 1.0
+#: Log-rate residual of every rate at a trial point of the fit where the column runs away
+#: (e^10: far beyond any rate the fit could accept).
+RUNAWAY_RESIDUAL = 10.0
 
 
 def calibration_network(params: Params, columns: int = 1) -> ColumnNetwork:
@@ -150,7 +153,9 @@ def fit_calibration(params: Params, levels: Sequence[float], target: np.ndarray,
     absolute ones below it. The unknowns are ``V_offset`` within +-``bound`` mV and, with
     ``gains``, the log of each population's input gain within +-log(``max_gain``); a small
     ridge (``ridge`` per mV and per unit of log gain) keeps what the data do not constrain
-    (silent populations) at 0 mV and gain 1. ``segment`` and ``window`` (s): the staircase of
+    (silent populations) at 0 mV and gain 1. A trial point at which the column runs away
+    (:class:`~colplugin.solve.simulate.SimulationError`) costs :data:`RUNAWAY_RESIDUAL` per
+    rate, so the fit steps back from it instead of stopping. ``segment`` and ``window`` (s): the staircase of
     :func:`dmf_step_rates`, which must be the one that produced ``target`` (levels, 8), and
     ``columns`` the column type it measured (:func:`calibration_network`).
 
@@ -169,7 +174,11 @@ def fit_calibration(params: Params, levels: Sequence[float], target: np.ndarray,
 
     def residual(x: np.ndarray) -> np.ndarray:
         offset, gain = split(x)
-        r = dmf_step_rates(params, levels, offset, segment=segment, window=window, input_gain=gain, columns=columns)
+        try:
+            r = dmf_step_rates(params, levels, offset, segment=segment, window=window, input_gain=gain,
+                               columns=columns)
+        except SimulationError:  # a trial point where the column runs away: far from any target
+            return np.concatenate([np.full(target.size, RUNAWAY_RESIDUAL), ridge * x])
         return np.concatenate([(np.log(r + floor) - np.log(target + floor)).ravel(), ridge * x])
 
     m = 2 * n if gains else n
