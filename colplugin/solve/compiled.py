@@ -79,12 +79,13 @@ MAX_WORK_GRAD = 2 ** 21
 #: From this many trials a sparse field runs in the compiled kernel at any size: the kernel
 #: holds up to 8 trials side by side in lanes (its products vectorise over them, and a chunk
 #: of trials stays in cache), and shares the chunks between torch's intra-op threads.
-#: Measured forward (forward + backward), one thread, against the eager loop: 10,000 columns
-#: at batch 4, 1.3x (1.6x) faster; at batch 8, 1.3x (1.6x); 1,000 at batch 16, 1.7x (2.2x);
-#: 1,000 at batch 64, 1.8x (2.4x); 100 at batch 64, 1.5x (2.2x). These were measured before
-#: the kernel's loops were vectorised, which made it faster again (1,000 at batch 64, forward
-#: + backward: 3.7x), so the threshold errs towards the eager loop.
-SPARSE_LANES_MIN = 4
+#: Measured with the vectorised kernel, forward (forward + backward), one thread, 0.05 s of
+#: model time, eager loop time over kernel time: 2 trials, 1,000 / 3,000 / 10,000 columns:
+#: 1.27 / 1.12 / 1.27 (1.37 / 1.16 / 1.28); 3 trials: 1.62 / 1.35 / 1.16 (1.80 / 2.01 / 1.70);
+#: 4 trials at 1,000 and 3,000: 1.70 / 1.57 (1.66 / 2.63). With one trial the eager loop's
+#: vectorised calls are as fast or faster at these sizes (0.83-0.96 forward), so one trial
+#: keeps the work limits above.
+SPARSE_LANES_MIN = 2
 #: With the compiled kernel, networks of at most this many populations (4 columns) couple
 #: densely by default (``Solver(dense=None)``), larger ones sparsely: the kernel's sparse loop
 #: touches only the connections and overtakes its dense loop between 3 and 4 columns
