@@ -335,8 +335,9 @@ def test_a_broken_cached_kernel_is_rebuilt(tmp_path):
 
 
 def test_simulate_picks_the_loop_and_the_coupling_form(dl25, monkeypatch):
-    """simulate's default: the kernel (sparse above 4 columns) within the work limits, else the
-    eager loop with its own dense/sparse crossover; a differentiated solve has the larger limit."""
+    """simulate's default: the kernel (sparse above 4 columns) within the work limits or from
+    SPARSE_LANES_MIN trials on, else the eager loop with its own dense/sparse crossover; a
+    differentiated solve has the larger limit."""
     from colplugin.field import FusedOperators, SparseFusedOperators
     from colplugin.solve import fused
 
@@ -350,13 +351,19 @@ def test_simulate_picks_the_loop_and_the_coupling_form(dl25, monkeypatch):
                         lambda *a: seen.append(("eager", type(a[2]))) or real_eager(*a))
     cp.simulate(net, _stim(), 0.06)
     assert seen == [("compiled", SparseFusedOperators)]
+    three = _stim()
+    one = cp.Stimulus(three.times.tolist(), three.rates[:1].numpy())  # the work limits decide one trial
     monkeypatch.setattr(compiled, "MAX_WORK", 1)  # every forward-only solve too large for the kernel
     seen.clear()
     with torch.no_grad():
-        cp.simulate(net, _stim(), 0.06)
+        cp.simulate(net, one, 0.06)
     assert seen == [("eager", FusedOperators)]  # 40 populations: dense in the eager loop
     seen.clear()
-    cp.simulate(net, _stim(), 0.06).rate.sum().backward()  # learnable weights: the larger limit
+    with torch.no_grad():
+        cp.simulate(net, three, 0.06)
+    assert seen == [("compiled", SparseFusedOperators)]  # sparse, SPARSE_LANES_MIN trials or more: any size
+    seen.clear()
+    cp.simulate(net, one, 0.06).rate.sum().backward()  # learnable weights: the larger limit
     assert seen == [("compiled", SparseFusedOperators)]
 
 
