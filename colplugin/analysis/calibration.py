@@ -27,8 +27,8 @@ from ..params.names import POPULATIONS
 from ..solve.simulate import SimulationError, Solver, simulate
 from ..stimulus import Stimulus
 
-__all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "STAIRCASE_K_SCALE", "calibration_network", "dmf_step_rates", "block_rates",
-           "spiking_step_rates",
+__all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "STAIRCASE_K_SCALE", "RUNAWAY_RESIDUAL", "calibration_network",
+           "dmf_step_rates", "block_rates", "spiking_step_rates",
            "fit_calibration", "calibrate", "calibrated_preset_toml"]
 
 #: Input rates (Hz into L4E and L4I) whose spiking rates the offsets are fitted to.
@@ -263,8 +263,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
         return (x - spk) / np.maximum(spk, FLOOR_HZ)
 
     active = spk >= FLOOR_HZ
-    which = "" if columns == 1 else f" (the area split into {columns})"
-    source = (f"fit to the {backend} spiking twin of one {params.default_area} column{which} (scale {scale}, "
+    source = (f"fit to the {backend} spiking twin of {_column_words(columns)} ({params.default_area}, scale {scale}, "
               f"k {k_scale}, seed {seed}) at {', '.join(f'{u:g}' for u in fit_levels)} Hz input; colplugin calibrate")
     numbers = {"preset": preset, "calibrated_preset": f"{preset}_calibrated", "V_offset_mV": offsets.tolist(),
                "input_gain": gain.tolist(),
@@ -304,9 +303,14 @@ def _figure(levels, n_fit, spk, before, after):
     return fig
 
 
+def _column_words(columns: int) -> str:
+    return "one column" if columns == 1 else f"one column of the area split into {columns}"
+
+
 def _report(n: dict[str, Any]) -> str:
     lines = [f"# Calibration of {n['preset']} against its spiking twin", "",
-             f"Spiking twin: {n['run']['backend']}, one column, scale {n['run']['scale']}, k {n['run']['k_scale']}, "
+             f"Spiking twin: {n['run']['backend']}, {_column_words(n.get('columns', 1))}, scale {n['run']['scale']}, "
+             f"k {n['run']['k_scale']}, "
              f"{n['run']['neurons']} neurons, seed {n['run']['seed']} ({n['run']['wall_seconds']:.0f} s). Fit levels "
              f"{n['fit_levels_hz']} Hz, held-out levels {n['held_out_levels_hz']} Hz.", "",
              "Offsets V_offset (mV): " + ", ".join(f"{p} {x:+.3g}" for p, x in zip(n["populations"],
