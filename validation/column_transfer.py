@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from colplugin._io import atomic_write_text
-from colplugin.analysis.calibration import FLOOR_HZ, STAIRCASE_K_SCALE, dmf_step_rates, spiking_step_rates
+from colplugin.analysis.calibration import (FLOOR_HZ, STAIRCASE_K_SCALE, column_words, dmf_step_rates,
+                                            spiking_step_rates, staircase_axes)
 from colplugin.params import load_preset
 from colplugin.params.names import POPULATIONS
 from colplugin.plotting import save_figure
@@ -75,22 +76,14 @@ numbers = {"preset": a.preset, "columns": a.columns, "levels_hz": levels, "popul
            "runs": runs, "wall_seconds": time.perf_counter() - t0}
 atomic_write_text(out / "transfer.json", json.dumps(numbers, indent=2))
 
-import matplotlib.pyplot as plt  # noqa: E402
-
-fig, axes = plt.subplots(2, 4, figsize=(13, 6), sharex=True, layout="constrained")
+which = column_words(a.columns)
+fig, axes = staircase_axes(f"Steady rates of {which} ({params.default_area}, {a.preset}) under rising input: "
+                           f"DMF vs spiking twin (scale {a.scale}, k {a.k_scale})")
 for p, ax in enumerate(axes.ravel()):
     ax.errorbar(levels, mean[:, p], yerr=sd[:, p], fmt="k-o", ms=3, capsize=2,
                 label=f"spiking twin ({a.backend}, mean +- sd of {a.seeds} seeds)")
     ax.plot(levels, dmf[:, p], "-", color="tab:red", label="DMF")
-    ax.set_title(POPULATIONS[p])
-    if p >= 4:
-        ax.set_xlabel("input (Hz into L4E, L4I)")
-    if p % 4 == 0:
-        ax.set_ylabel("rate (Hz)")
 axes[0, 0].legend(fontsize=7)
-which = "a full column" if a.columns == 1 else f"one column of {params.default_area} split into {a.columns}"
-fig.suptitle(f"Steady rates of {which} ({a.preset}) under rising input: DMF vs spiking twin "
-             f"(scale {a.scale}, k {a.k_scale})")
 save_figure(fig, out / "transfer.png")
 
 
@@ -102,7 +95,7 @@ def sentence(name: str) -> str:
     return f"{who} L2/3E falls by {drop:.3g} Hz on the step to {at:g} Hz input."
 
 
-lines = [f"# {which.capitalize()} ({a.preset}) under rising input: DMF vs spiking twin", "",
+lines = [f"# {which.capitalize()} ({params.default_area}, {a.preset}) under rising input: DMF vs spiking twin", "",
          f"Spiking twin: {a.backend}, scale {a.scale}, k {a.k_scale}, {runs[0]['neurons']} neurons, {a.seeds} seeds "
          f"(0.5 s per level, rates over the last 0.3 s). Wall time {numbers['wall_seconds']:.0f} s.", "",
          sentence("dmf"), sentence("spiking"), "",

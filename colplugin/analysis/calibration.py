@@ -28,7 +28,7 @@ from ..solve.simulate import SimulationError, Solver, simulate
 from ..stimulus import Stimulus
 
 __all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "STAIRCASE_K_SCALE", "RUNAWAY_RESIDUAL", "calibration_network",
-           "dmf_step_rates", "block_rates", "spiking_step_rates",
+           "dmf_step_rates", "block_rates", "spiking_step_rates", "staircase_axes", "column_words",
            "fit_calibration", "calibrate", "calibrated_preset_toml"]
 
 #: Input rates (Hz into L4E and L4I) whose spiking rates the offsets are fitted to.
@@ -263,7 +263,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
         return (x - spk) / np.maximum(spk, FLOOR_HZ)
 
     active = spk >= FLOOR_HZ
-    source = (f"fit to the {backend} spiking twin of {_column_words(columns)} ({params.default_area}, scale {scale}, "
+    source = (f"fit to the {backend} spiking twin of {column_words(columns)} ({params.default_area}, scale {scale}, "
               f"k {k_scale}, seed {seed}) at {', '.join(f'{u:g}' for u in fit_levels)} Hz input; colplugin calibrate")
     numbers = {"preset": preset, "calibrated_preset": f"{preset}_calibrated", "V_offset_mV": offsets.tolist(),
                "input_gain": gain.tolist(),
@@ -282,10 +282,23 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
     return numbers
 
 
-def _figure(levels, n_fit, spk, before, after):
+def staircase_axes(title: str):
+    """A figure of eight panels, one per population (rate in Hz against input in Hz), titled."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 4, figsize=(13, 6), sharex=True, layout="constrained")
+    for p, ax in enumerate(axes.ravel()):
+        ax.set_title(POPULATIONS[p])
+        if p >= 4:
+            ax.set_xlabel("input (Hz into L4E, L4I)")
+        if p % 4 == 0:
+            ax.set_ylabel("rate (Hz)")
+    fig.suptitle(title)
+    return fig, axes
+
+
+def _figure(levels, n_fit, spk, before, after):
+    fig, axes = staircase_axes("Steady rates of one column: spiking twin vs DMF before and after calibration")
     x = np.asarray(levels)
     order = np.argsort(x)
     for p, ax in enumerate(axes.ravel()):
@@ -293,23 +306,18 @@ def _figure(levels, n_fit, spk, before, after):
         ax.plot(x[order], before[order, p], "--", color="tab:red", label="DMF")
         ax.plot(x[order], after[order, p], "-", color="tab:blue", label="calibrated DMF")
         ax.plot(x[n_fit:], spk[n_fit:, p], "s", mfc="none", color="k", ms=7, label="held out")
-        ax.set_title(POPULATIONS[p])
-        if p >= 4:
-            ax.set_xlabel("input (Hz)")
-        if p % 4 == 0:
-            ax.set_ylabel("rate (Hz)")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Steady rates of one column: spiking twin vs DMF before and after calibration")
     return fig
 
 
-def _column_words(columns: int) -> str:
+def column_words(columns: int) -> str:
+    """``"one column"``, or ``"one column of the area split into N"``."""
     return "one column" if columns == 1 else f"one column of the area split into {columns}"
 
 
 def _report(n: dict[str, Any]) -> str:
     lines = [f"# Calibration of {n['preset']} against its spiking twin", "",
-             f"Spiking twin: {n['run']['backend']}, {_column_words(n.get('columns', 1))}, scale {n['run']['scale']}, "
+             f"Spiking twin: {n['run']['backend']}, {column_words(n.get('columns', 1))}, scale {n['run']['scale']}, "
              f"k {n['run']['k_scale']}, "
              f"{n['run']['neurons']} neurons, seed {n['run']['seed']} ({n['run']['wall_seconds']:.0f} s). Fit levels "
              f"{n['fit_levels_hz']} Hz, held-out levels {n['held_out_levels_hz']} Hz.", "",
