@@ -49,106 +49,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from ._warnings import quiet_brian2_parsing
+from .transfers import DMF_BRIAN2_RATE, DMFTransfer, Transfer, g_slope, slope, transfer, transfer_numpy, transfer_value
 
 __all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate", "saturate",
-           "Term", "DMF_TERMS", "Field", "FusedOperators", "SparseFusedOperators", "Brian2Model",
+           "Term", "DMF_TERMS", "VARIANCE_TERMS", "Field", "InputVariance", "FusedOperators", "SparseFusedOperators", "Brian2Model",
            "DENSE_MAX_POPULATIONS", "EDGE_PRODUCT", "EDGE_PRODUCTS",
            "BRIAN2_METHODS"]
-
-_SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
-
-
-_TINY = {dt: torch.finfo(dt).tiny for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
-
-
-def transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
-    """f(x) without autograd support (see :func:`transfer`): the forward formula alone."""
-    z = d * (a * x - b)
-    az = z.abs().clamp_min(_TINY[z.dtype])
-    # z > 0: z / (1 - e^-z);  z < 0: |z| e^z / (1 - e^z);  z = 0: the limit 1 (az / -expm1(-az))
-    return az * torch.exp(z.clamp(max=0.0)) / (torch.expm1(-az) * (-d))
-
-
-def transfer_numpy(x, a: float, b: float, d: float):
-    """f(x) = (a x - b) / (1 - exp(-d (a x - b))) for numpy arrays (Hz), via ``scipy.special.exprel``.
-
-    ``1 / (d exprel(-d (a x - b)))``: the form the Brian2 equations use, finite at a x = b.
-    For scipy ODE solves and reference models (e.g. Wong & Wang's H, the same function
-    with other constants).
-    """
-    from scipy.special import exprel
-
-    return 1.0 / (d * exprel(-d * (a * x - b)))
-
-
-def g_slope(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """g'(z) of g(z) = z / (1 - e^-z) from z and g(z), without autograd support.
-
-    g' = g (1 + z - g) / z; for |z| < 0.01, where that quotient cancels, the Taylor series
-    1/2 + z/6 - z^3/180. Branch-free (no host synchronisation on GPUs).
-    """
-    small = z.abs() < _SERIES_Z
-    zs = torch.where(small, torch.ones_like(z), z)
-    return torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
-
-
-def slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
-    """f'(x) (Hz/mV) from x and f(x) = transfer(x), without autograd support: f' = a g'(z),
-    z = d (a x - b), g = d f (see :func:`g_slope`)."""
-    return a * g_slope(d * (a * x - b), d * f)
-
-
-class _Transfer(torch.autograd.Function):
-    """f with an analytic derivative: exact near the removable singularity, and cheaper."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
-        f = transfer_value(x, a, b, d)
-        ctx.save_for_backward(x, f)
-        ctx.abd = (a, b, d)
-        return f
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        x, f = ctx.saved_tensors
-        return grad_out * slope(x, f, *ctx.abd), None, None, None
-
-
-def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
-    """Transfer function f(x) = y / (1 - exp(-d y)), y = a x - b (rate in Hz).
-
-    Exact and overflow-free for every finite ``x``: with ``z = d y`` it is evaluated as
-    ``|z| exp(min(z, 0)) / (d (1 - exp(-|z|)))`` using ``expm1``, which equals
-    ``y / (1 - e^-z)`` for ``z > 0``, ``y e^z / (e^z - 1)`` for ``z < 0`` (no exponential
-    of a large positive number) and its limit ``1 / d`` at the removable singularity
-    ``a x = b``. The derivative ``a g'(z)``, ``g(z) = z / (1 - e^-z)``, is analytic
-    (Taylor series ``1/2 + z/6 - z^3/180`` for ``|z| < 0.01``).
-
-    Parameters
-    ----------
-    x : torch.Tensor
-        Input potential in mV.
-    a : float
-        Gain in Hz/mV.
-    b : float
-        Threshold in Hz.
-    d : float
-        Noise factor in s.
-
-    Returns
-    -------
-    torch.Tensor
-        Rate in Hz.
-    """
-    return _Transfer.apply(x, a, b, d)
-
 
 def inverse_r_max(r_max: torch.Tensor | None) -> torch.Tensor | None:
     """``1 / r_max`` (0 where ``r_max = inf``, no saturation), or None where no population saturates."""
@@ -197,31 +110,38 @@ def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor
 
 # -- the terms of the model ---------------------------------------------------------------
 
-_FACTORS = ("state", "rate", "one", "coupling", "input")
+_FACTORS = ("state", "rate", "one", "coupling", "input", "variance_coupling", "variance_input")
+#: The state variables a term may drive, with their Brian2 units: V and A (mV) always, the
+#: input variance S (mV^2) where the transfer needs it (:attr:`colplugin.transfers.Transfer.needs_variance`).
+VARIABLES: dict[str, str] = {"V": "volt", "A": "volt", "S": "volt**2"}
 
 
 @dataclass(frozen=True)
 class Term:
-    """One additive term of dV/dt or dA/dt (mV/s), declared for every backend at once.
+    """One additive term of dV/dt, dA/dt (mV/s) or dS/dt (mV^2/s), declared for every backend at once.
 
     Parameters
     ----------
     name : str
-        Identifier; in Brian2 the subexpression (volt/second) that holds the term.
-    variable : {"V", "A"}
-        The state variable whose derivative the term adds to.
-    factor : {"state", "rate", "one", "coupling", "input"}
+        Identifier; in Brian2 the subexpression (volt/second, volt**2/second for S) that holds the term.
+    variable : {"V", "A", "S"}
+        The state variable whose derivative the term adds to (S: the input variance, only
+        in fields whose transfer needs it).
+    factor : {"state", "rate", "one", "coupling", "input", "variance_coupling", "variance_input"}
         What the coefficient multiplies: the variable itself (``coef * V``), the
         population's own rate (``coef * r``), nothing (a constant ``coef``), the recurrent
-        input ``sum_j W_ij r_j`` (nA Hz; intra- and inter-column weights), or the stimulus
-        drive ``sum_k W_in,ik u_k(t)`` (nA Hz).
+        input ``sum_j W_ij r_j`` (nA Hz; intra- and inter-column weights), the stimulus
+        drive ``sum_k W_in,ik u_k(t)`` (nA Hz), or the same two sums with the variance
+        weights of :class:`InputVariance` (``sum_j K_ij <J_ij^2> r_j``, nA^2 Hz).
     coefficient : callable
         ``coefficient(field)``: float or tensor (P,) in 1/s (``state``), mV/(s Hz)
-        (``rate``), mV/s (``one``) or mV/(s nA Hz) (``coupling``, ``input``; a float).
+        (``rate``), mV/s (``one``), mV/(s nA Hz) (``coupling``, ``input``) or
+        mV^2/(s nA^2 Hz) (``variance_coupling``, ``variance_input``).
     brian2 : str
         The same term as a Brian2 expression (volt/second) in the names of the neuron
-        group: ``V``, ``A``, ``r``, the namespace (:data:`BRIAN2_CONSTANTS`), ``I_rec``
-        (the summed recurrent input, amp*Hz), ``I_in`` (the stimulus drive, amp*Hz) and the
+        group: ``V``, ``A``, ``S``, ``r``, the namespace (:data:`BRIAN2_CONSTANTS`), ``I_rec``
+        (the summed recurrent input, amp*Hz), ``I_in`` (the stimulus drive, amp*Hz),
+        ``I2_rec`` and ``I2_in`` (their variance counterparts, amp**2*Hz) and the
         term's own ``parameters``.
     parameters : tuple of str
         Brian2 declarations of the per-neuron parameters the expression uses, e.g.
@@ -240,8 +160,9 @@ class Term:
     values: Callable[["Field"], dict[str, tuple[Any, str]]] | None = None
 
     def __post_init__(self) -> None:
-        if self.variable not in ("V", "A"):
-            raise ValueError(f"term {self.name!r}: variable must be 'V' or 'A', not {self.variable!r}")
+        if self.variable not in VARIABLES:
+            raise ValueError(f"term {self.name!r}: variable must be one of {', '.join(VARIABLES)}, "
+                             f"not {self.variable!r}")
         if self.factor not in _FACTORS:
             raise ValueError(f"term {self.name!r}: factor must be one of {', '.join(_FACTORS)}, not {self.factor!r}")
         if not self.name.isidentifier():
@@ -269,13 +190,62 @@ DMF_TERMS: tuple[Term, ...] = (
          ("kappa : volt * second (constant)",), lambda f: {"kappa": (f.kappa, "mV*second")}),
 )
 
+
+def _variance_gain(f: "Field") -> Any:
+    """2 (g_in R tau_s / tau_m)^2 (P,): mV^2/s per nA^2 Hz of shot-noise input (:data:`VARIANCE_TERMS`)."""
+    return 2.0 * f.input_gain ** 2 * (f.R * f.tau_s / f.tau_m) ** 2
+
+
+#: The input variance S (mV^2) of a field whose transfer needs it: Brunel's white-noise
+#: amplitude squared, ``s^2 = (R tau_s)^2 / tau_m sum_j K_ij <J_ij^2> r_j`` (+ background and
+#: Poisson input), relaxing with the free membrane's variance time constant ``tau_m / 2``::
+#:
+#:     (tau_m / 2) dS/dt = -S + (g_in R tau_s)^2 / tau_m (sum_j K_ij <J_ij^2> r_j + K_bg J_E^2 nu_bg
+#:                                                       + sum_k K_in,ik J_E^2 u_k)
+#:
+#: Its fixed point is the variance of the LIF mean field (Fourcaud & Brunel 2002; nnmt).
+VARIANCE_TERMS: tuple[Term, ...] = (
+    Term("leak_S", "S", "state", lambda f: -2.0 / f.tau_m, "-2 * S / tau_m"),
+    Term("recurrent_S", "S", "variance_coupling", _variance_gain,
+         "2 * g_in**2 * R**2 * tau_s**2 * I2_rec / tau_m**2"),
+    Term("background_S", "S", "one", lambda f: _variance_gain(f) * (f.variance.background * f.nu_bg),
+         "2 * g_in**2 * R**2 * tau_s**2 * W2_bg * nu_bg / tau_m**2", ("W2_bg : amp**2 (constant)",),
+         lambda f: {"W2_bg": (f.variance.background, "nA**2")}),
+    Term("stimulus_S", "S", "variance_input", _variance_gain, "2 * g_in**2 * R**2 * tau_s**2 * I2_in / tau_m**2"),
+)
+
+
+@dataclass
+class InputVariance:
+    """How the presynaptic rates make each population's input variance (fields with ``S``).
+
+    Attributes
+    ----------
+    blocks : torch.Tensor, shape (n_areas, n, n)
+        ``K_ij <J_ij^2>`` of each area's intra-column connections (``[target, source]``), nA^2
+        per Hz of presynaptic rate: ``W_ij |J_ij| (1 + J_rel_sd^2)``.
+    edge_amplitude : float
+        ``<J^2> / |J|`` of an inter-column synapse (``J_E (1 + J_rel_sd^2)``, nA): an edge of
+        weight ``W`` (``|W| / J_E`` synapses) adds ``|W| edge_amplitude`` (nA^2/Hz).
+    input_amplitude : float
+        The same for a Poisson input synapse (``J_E``, no spread, nA): a channel of weight
+        ``W_in`` adds ``W_in input_amplitude``.
+    background : torch.Tensor, shape (P,)
+        ``K_bg J_E^2`` (nA^2) of a Poisson background at ``nu_bg``; 0 for a DC background.
+    """
+
+    blocks: torch.Tensor
+    edge_amplitude: float
+    input_amplitude: float
+    background: torch.Tensor
+
 #: The constants of a :class:`Field` and their Brian2 units (its Brian2 namespace).
 BRIAN2_CONSTANTS: dict[str, str] = {"tau_m": "second", "tau_a": "second", "tau_s": "second", "R": "Mohm",
                                     "a": "Hz/mV", "b": "Hz", "d": "second", "nu_bg": "Hz"}
 
-#: Brian2 equations of the rate and the filtered rate; ``dV/dt`` and ``dA/dt`` are the sums of the terms.
-BRIAN2_RATE = ("r = 1 / (d * exprel(-d * (a * (V - A) - b))) : Hz",
-               "drf/dt = (-rf + r) / tau_s : Hz")
+#: Brian2 equations of the DMF rate and the filtered rate; ``dV/dt`` and ``dA/dt`` are the sums of the terms.
+#: The rate line is the field's transfer's (:meth:`colplugin.transfers.Transfer.brian2_rate`).
+BRIAN2_RATE = (DMF_BRIAN2_RATE, "drf/dt = (-rf + r) / tau_s : Hz")
 
 #: The rate equation of a field with a saturation (:func:`saturate`), in place of ``BRIAN2_RATE[0]``.
 BRIAN2_SATURATED_RATE = ("r = f_x / (1 + f_x * inv_r_max) : Hz",
@@ -287,6 +257,11 @@ BRIAN2_DRIVE = "drive_ta"
 BRIAN2_COUPLING = ("I_rec : amp * Hz",)
 BRIAN2_INPUT = (f"I_in = {BRIAN2_DRIVE}(t, i) : amp * Hz",)
 BRIAN2_SYNAPSE = ("w : amp", "I_rec_post = w * r_pre : amp * Hz (summed)")
+#: The variance counterparts (fields with ``S``): a second summed variable and a second drive.
+BRIAN2_DRIVE2 = "drive2_ta"
+BRIAN2_VARIANCE_COUPLING = ("I2_rec : amp**2 * Hz",)
+BRIAN2_VARIANCE_INPUT = (f"I2_in = {BRIAN2_DRIVE2}(t, i) : amp**2 * Hz",)
+BRIAN2_VARIANCE_SYNAPSE = ("w2 : amp**2", "I2_rec_post = w2 * r_pre : amp**2 * Hz (summed)")
 
 #: Integration methods of Brian2 that handle these equations. Only ``euler`` reproduces the
 #: torch solve exactly: Brian2 updates a summed variable (``I_rec``) once per step, so a
@@ -408,10 +383,17 @@ class Field:
         Couple through one dense P x P matrix, or through per-area blocks plus the edge
         list (both work with every backend). Default: dense up to
         :data:`DENSE_MAX_POPULATIONS` populations.
+    transfer : Transfer, optional
+        The populations' transfer function (:mod:`colplugin.transfers`); default the DMF's f
+        with the constants ``a``, ``b``, ``d``.
+    variance : InputVariance, optional
+        How the rates make the input variance; required where the transfer needs it (then
+        the field has the state ``[V, A, S]`` and the terms :data:`VARIANCE_TERMS`).
 
     Notes
     -----
-    The state is ``y = [V, A]``, shape (B, 2P), mV. Subclass and extend :attr:`terms` to
+    The state is ``y = [V, A]``, shape (B, 2P), mV, or ``y = [V, A, S]`` (B, 3P; S in mV^2)
+    for a transfer that needs the input variance. Subclass and extend :attr:`terms` to
     add a term to the model (``terms = Field.terms + (Term(...),)``).
     """
 
@@ -424,12 +406,26 @@ class Field:
                  inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
                  noise: torch.Tensor | None = None, V_offset: torch.Tensor | None = None,
-                 input_gain: torch.Tensor | None = None, r_max: torch.Tensor | None = None) -> None:
+                 input_gain: torch.Tensor | None = None, r_max: torch.Tensor | None = None,
+                 transfer: Transfer | None = None, variance: InputVariance | None = None) -> None:
         missing = [k for k in BRIAN2_CONSTANTS if k not in constants]
         if missing:
             raise ValueError(f"Field constants lack {missing}")
         for k in BRIAN2_CONSTANTS:
             setattr(self, k, float(constants[k]))
+        self.transfer = DMFTransfer(self.a, self.b, self.d) if transfer is None else transfer
+        if not isinstance(self.transfer, Transfer):
+            raise TypeError(f"transfer must be a colplugin Transfer, got {type(self.transfer).__name__}")
+        if self.transfer.needs_variance:
+            if variance is None:
+                raise ValueError(f"the {self.transfer.name} transfer needs the input variance: pass "
+                                 "variance=InputVariance(...) (ColumnNetwork.field builds it from the parameters)")
+            if r_max is not None and bool(torch.isfinite(torch.as_tensor(r_max)).any()):
+                raise ValueError(f"the {self.transfer.name} transfer has no saturation r_max: it is the LIF "
+                                 "neuron's own rate (at most 1 / t_ref); set r_max = inf")
+            self.terms = type(self).terms + VARIANCE_TERMS
+        self.variance = variance if self.transfer.needs_variance else None
+        self.variables = tuple(VARIABLES) if self.transfer.needs_variance else ("V", "A")
         self.blocks = blocks
         self.layout = tuple((int(a), int(n)) for a, n in layout)
         self.n = int(blocks.shape[-1])
@@ -453,7 +449,7 @@ class Field:
         self.noise = noise
         self.dense = P <= DENSE_MAX_POPULATIONS if dense is None else bool(dense)
         self.dtype, self.device = blocks.dtype, blocks.device
-        self.plans = {v: self._plan(v) for v in ("V", "A")}
+        self.plans = {v: self._plan(v) for v in self.variables}
         self.tensors = tuple(t for p in self.plans.values()
                              for t in (p.Wt, p.blocks_t, p.w_edges, p.drive, p.rate, p.state)
                              if isinstance(t, torch.Tensor) and t.requires_grad)
@@ -464,33 +460,48 @@ class Field:
 
     def _plan(self, v: str) -> _Plan:
         plan = _Plan(rate=_total(self._terms(v, "rate")), state=_total(self._terms(v, "state")))
-        scale = _total(self._terms(v, "coupling"))
+        variance = self._terms(v, "variance_coupling") or self._terms(v, "variance_input")
+        if variance and (self._terms(v, "coupling") or self._terms(v, "input")):
+            raise ValueError(f"the terms of d{v}/dt mix mean and variance couplings; a variable takes one kind")
+        if variance and self.variance is None:
+            raise ValueError(f"the terms of d{v}/dt use the input variance, which this field lacks (its transfer "
+                             f"{self.transfer.name!r} does not need it)")
+        kind = "variance_" if variance else ""
+        if variance:
+            blocks = self.variance.blocks
+            edge_w = None if self.edges is None else self.edges[2].abs() * self.variance.edge_amplitude
+            in_w = None if self.inputs is None else self.inputs[2] * self.variance.input_amplitude
+        else:
+            blocks = self.blocks
+            edge_w = None if self.edges is None else self.edges[2]
+            in_w = None if self.inputs is None else self.inputs[2]
+        scale = _total(self._terms(v, kind + "coupling"))
         if scale is not None:
             plan.coupling = scale
             per_target = isinstance(scale, torch.Tensor) and scale.ndim == 1  # (P,): one factor per target
             if self.dense:
-                rows, cols, vals = self.intra_index()
+                rows, cols, vals = self.intra_index(blocks)
                 if self.edges is not None:
                     rows, cols = torch.cat([rows, self.edges[1]]), torch.cat([cols, self.edges[0]])
-                    vals = torch.cat([vals, self.edges[2]])
+                    vals = torch.cat([vals, edge_w])
                 W = torch.zeros(self.P, self.P, dtype=self.dtype, device=self.device)
                 plan.Wt = W.index_put((rows, cols), (scale[rows] if per_target else scale) * vals, accumulate=True).T
             else:
                 if per_target:  # blocks are [target, source] per area: the area's first column's factors
                     local = torch.stack([scale[first:first + self.n] for first, _ in self.layout])
-                    plan.blocks_t = (local.unsqueeze(-1) * self.blocks).transpose(1, 2)
+                    plan.blocks_t = (local.unsqueeze(-1) * blocks).transpose(1, 2)
                 else:
-                    plan.blocks_t = (scale * self.blocks).transpose(1, 2)
+                    plan.blocks_t = (scale * blocks).transpose(1, 2)
                 plan.w_edges = None if self.edges is None else (
-                    (scale[self.edges[1]] if per_target else scale) * self.edges[2])
+                    (scale[self.edges[1]] if per_target else scale) * edge_w)
         drive = None
-        gain = _total(self._terms(v, "input"))
+        gain = _total(self._terms(v, kind + "input"))
         if gain is not None and self.inputs is not None and self.input_rates is not None:
-            ch, tgt, w = self.inputs
+            ch, tgt, _ = self.inputs
             B, K, _ = self.input_rates.shape
             drive = torch.zeros(B, K, self.P, dtype=self.dtype, device=self.device)
             g = gain[tgt] if isinstance(gain, torch.Tensor) and gain.ndim == 1 else gain
-            drive = drive.index_add(2, tgt, self.input_rates[:, :, ch] * (g * w))
+            drive = drive.index_add(2, tgt, self.input_rates[:, :, ch] * (g * in_w))
         const = _total(self._terms(v, "one"))
         if const is not None:
             const = torch.as_tensor(const, dtype=self.dtype, device=self.device).expand(self.P)
@@ -500,21 +511,42 @@ class Field:
         plan.drive = drive
         return plan
 
-    def intra_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(rows, cols, values) of the block-diagonal intra-column weights (nA/Hz), differentiable."""
+    def intra_index(self, blocks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, values) of the block-diagonal intra-column weights (nA/Hz), differentiable.
+
+        ``blocks``: other per-area blocks of the same layout (default the field's weights).
+        """
         key = (self.layout, self.n, self.device)
         cached = _INDEX_CACHE.get(key)
         if cached is None:
             cached = tuple(torch.as_tensor(x, device=self.device) for x in _block_index(self.layout, self.n))
             _INDEX_CACHE[key] = cached
         rows, cols, which = cached
-        return rows, cols, self.blocks.reshape(-1)[which]
+        return rows, cols, (self.blocks if blocks is None else blocks).reshape(-1)[which]
 
     # -- the torch view ------------------------------------------------------------------
-    def rates(self, y: torch.Tensor) -> torch.Tensor:
-        """Instantaneous rates f(V - A) (..., P) in Hz of a state ``y = [V, A]`` (..., 2P)."""
+    @property
+    def n_state(self) -> int:
+        """Width of the state: 2P (``[V, A]``) or 3P (``[V, A, S]``)."""
+        return len(self.variables) * self.P
+
+    def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The state's variables (..., P) each: ``(V, A)`` or ``(V, A, S)``."""
         P = self.P
-        return saturate(transfer(y[..., :P] - y[..., P:], self.a, self.b, self.d), self.inv_r_max)
+        return tuple(y[..., k * P:(k + 1) * P] for k in range(len(self.variables)))
+
+    def rates(self, y: torch.Tensor) -> torch.Tensor:
+        """Instantaneous rates (..., P) in Hz of a state ``y`` (..., 2P or 3P): the transfer of V, A (and S)."""
+        return saturate(self.transfer.rate(*self.split(y)), self.inv_r_max)
+
+    def initial_variance(self) -> torch.Tensor:
+        """S (P,), mV^2, at rest: the fixed point of dS/dt with every rate and input 0 (background alone)."""
+        if self.variance is None:
+            raise ValueError("this field has no input variance (its transfer needs none)")
+        plan = self.plans["S"]
+        drive = torch.zeros(self.P, dtype=self.dtype, device=self.device) if plan.drive is None else \
+            plan.drive.reshape(-1, self.P)[0].detach()
+        return drive / -torch.as_tensor(plan.state, dtype=self.dtype, device=self.device).expand(self.P)
 
     @property
     def saturating(self) -> torch.Tensor | None:
@@ -522,10 +554,9 @@ class Field:
         return None if self.inv_r_max is None else self.inv_r_max > 0
 
     def __call__(self, y: torch.Tensor, k: int = 0) -> torch.Tensor:
-        """dy/dt (B, 2P), mV/s, for the state ``y`` (B, 2P) in stimulus segment ``k``."""
-        P = self.P
-        X = (y[:, :P], y[:, P:])
-        r = saturate(transfer(X[0] - X[1], self.a, self.b, self.d), self.inv_r_max)
+        """dy/dt (B, 2P or 3P), mV/s (mV^2/s for S), for the state ``y`` in stimulus segment ``k``."""
+        X = self.split(y)
+        r = saturate(self.transfer.rate(*X), self.inv_r_max)
         out = []
         for x, plan in zip(X, self.plans.values()):
             drive = None if plan.drive is None else plan.drive.select(1, k)
@@ -570,7 +601,11 @@ class Field:
         edge_product : {"index_add", "csr"}, optional
             How a sparse field applies its edge list (default :data:`EDGE_PRODUCT`).
         """
+        if not self.transfer.fused:
+            raise ValueError(f"the fused solver implements the DMF transfer only, not {self.transfer.name!r}; "
+                             "integrate with Solver(backend='torchdiffeq') (backend='auto' does so by itself)")
         P, dt, dev = self.P, self.dtype, self.device
+        a, b, d = self.transfer.a, self.transfer.b, self.transfer.d  # the DMF's f: its constants pack the kernel
         cs, drives = [], []
         for plan in self.plans.values():
             s = 0.0 if plan.state is None else plan.state
@@ -582,21 +617,21 @@ class Field:
         c = torch.cat(cs)
         if c.requires_grad:
             raise ValueError("the fused solver treats the state coefficients of the terms as constants")
-        db = torch.tensor(self.d * self.b, dtype=dt, device=dev)
-        sat = None if self.inv_r_max is None else self.inv_r_max / self.d  # g = d r saturates at d r_max
+        db = torch.tensor(d * b, dtype=dt, device=dev)
+        sat = None if self.inv_r_max is None else self.inv_r_max / d  # g = d r saturates at d r_max
         if not self.dense:
             blocks, w_edges, rates = [], [], []
             for plan in self.plans.values():
-                blocks.append(None if plan.blocks_t is None else plan.blocks_t / self.d)
-                w_edges.append(None if plan.w_edges is None else plan.w_edges / self.d)
+                blocks.append(None if plan.blocks_t is None else plan.blocks_t / d)
+                w_edges.append(None if plan.w_edges is None else plan.w_edges / d)
                 rates.append(None if plan.rate is None
-                             else torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P) / self.d)
+                             else torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P) / d)
             src, tgt = (None, None) if self.edges is None else self.edges[:2]
-            return SparseFusedOperators(self.layout, self.n, c, db, drive, self.a, self.b, self.d, blocks,
+            return SparseFusedOperators(self.layout, self.n, c, db, drive, a, b, d, blocks,
                                         src, tgt, w_edges, rates, edge_product=edge_product or EDGE_PRODUCT,
                                         sat=sat)
         eye = torch.eye(P, dtype=dt, device=dev)
-        Mw = torch.cat([eye, -eye], 0).mul_(-self.d * self.a)
+        Mw = torch.cat([eye, -eye], 0).mul_(-d * a)
         cols = []
         for plan in self.plans.values():
             M = plan.Wt
@@ -604,31 +639,53 @@ class Field:
                 D = torch.diag(torch.as_tensor(plan.rate, dtype=dt, device=dev).expand(P))
                 M = D if M is None else M + D
             cols.append(torch.zeros(P, P, dtype=dt, device=dev) if M is None else M)
-        return FusedOperators(Mw, torch.cat(cols, 1).div(self.d), c, db, drive, self.a, self.b, self.d, sat=sat)
+        return FusedOperators(Mw, torch.cat(cols, 1).div(d), c, db, drive, a, b, d, sat=sat)
 
     # -- the Brian2 view -----------------------------------------------------------------
     def connections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(source, target, weight in nA) of every nonzero connection, intra- and inter-column."""
+        return self._connections()[:3]
+
+    def _connections(self) -> tuple[np.ndarray, ...]:
+        """:meth:`connections` plus each one's variance weight (nA^2; NaN without a variance)."""
         with torch.no_grad():
             rows, cols, vals = self.intra_index()
             src, tgt, w = [_numpy(cols)], [_numpy(rows)], [_numpy(vals)]
+            w2 = [np.full(len(w[0]), np.nan) if self.variance is None else _numpy(self.intra_index(
+                self.variance.blocks)[2])]
             if self.edges is not None:
                 src.append(_numpy(self.edges[0]))
                 tgt.append(_numpy(self.edges[1]))
                 w.append(_numpy(self.edges[2]))
-        src, tgt, w = (np.concatenate(x) for x in (src, tgt, w))
+                w2.append(np.full(len(w[-1]), np.nan) if self.variance is None else
+                          np.abs(w[-1]) * self.variance.edge_amplitude)
+        src, tgt, w, w2 = (np.concatenate(x) for x in (src, tgt, w, w2))
         keep = w != 0
-        return src[keep].astype(np.int64), tgt[keep].astype(np.int64), w[keep].astype(float)
+        return (src[keep].astype(np.int64), tgt[keep].astype(np.int64), w[keep].astype(float),
+                w2[keep].astype(float))
 
-    def input_drive(self, u: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Stimulus drive ``sum_k W_in,ik u_k`` (..., P), nA Hz, of input rates ``u`` (..., n_inputs), Hz."""
+    def input_drive(self, u: np.ndarray | torch.Tensor, variance: bool = False) -> np.ndarray:
+        """Stimulus drive ``sum_k W_in,ik u_k`` (..., P), nA Hz, of input rates ``u`` (..., n_inputs), Hz.
+
+        ``variance``: the drive of the input variance instead, ``sum_k W_in,ik J u_k`` (nA^2 Hz).
+        """
         u = torch.as_tensor(u, dtype=torch.float64)
         drive = torch.zeros(u.shape[:-1] + (self.P,), dtype=torch.float64)
         if self.inputs is not None and u.shape[-1]:
             with torch.no_grad():
                 ch, tgt, w = (x.cpu() for x in self.inputs)
-                drive = drive.index_add(drive.ndim - 1, tgt, u[..., ch] * w.to(torch.float64))
+                w = w.to(torch.float64) * (self.variance.input_amplitude if variance else 1.0)
+                drive = drive.index_add(drive.ndim - 1, tgt, u[..., ch] * w)
         return drive.numpy()
+
+    def initial(self, batch_size: int = 1, V: float = 0.0, A: float = 0.0) -> torch.Tensor:
+        """A uniform initial state (B, 2P or 3P): V and A in mV; S (if any) at rest (:meth:`initial_variance`)."""
+        y = torch.empty(batch_size, self.n_state, dtype=self.dtype, device=self.device)
+        y[:, :self.P] = V
+        y[:, self.P:2 * self.P] = A
+        if self.variance is not None:
+            y[:, 2 * self.P:] = self.initial_variance()
+        return y
 
     def brian2(self, input_rates: np.ndarray | torch.Tensor | None = None,
                y0: np.ndarray | torch.Tensor | None = None) -> "Brian2Model":
@@ -639,8 +696,8 @@ class Field:
         input_rates : array, shape (T, B, n_inputs), optional
             Stimulus rates (Hz) of B trials on the Brian2 time grid (sample ``n`` holds
             for ``[n dt, (n + 1) dt)``). Default: no input, one trial.
-        y0 : array, shape (2P,) or (B, 2P), optional
-            Initial ``[V, A]`` in mV; default 0.
+        y0 : array, shape (nP,) or (B, nP), optional
+            Initial ``[V, A]`` (mV) or ``[V, A, S]`` (mV, mV^2); default :meth:`initial`.
 
         Returns
         -------
@@ -652,21 +709,24 @@ class Field:
         quiet_brian2_parsing()
         import brian2 as b2
 
-        P = self.P
-        lines: list[str] = list(BRIAN2_RATE)
+        P, n = self.P, self.n_state
+        lines: list[str] = list(self.transfer.brian2_rate()) + [BRIAN2_RATE[1]]
         values: dict[str, Any] = {}
         if self.inv_r_max is not None:  # r = f / (1 + f / r_max), with 1 / r_max = 0 where none is set
             lines[0:1] = list(BRIAN2_SATURATED_RATE)
             values["inv_r_max"] = _numpy(self.inv_r_max).astype(float) * _brian2_unit("second")
-        if any(t.factor == "coupling" for t in self.terms):
-            lines += BRIAN2_COUPLING
-        if any(t.factor == "input" for t in self.terms):
-            lines += BRIAN2_INPUT
-        for var in ("V", "A"):
+        factors = {t.factor for t in self.terms}
+        for factor, extra in (("coupling", BRIAN2_COUPLING), ("input", BRIAN2_INPUT),
+                              ("variance_coupling", BRIAN2_VARIANCE_COUPLING),
+                              ("variance_input", BRIAN2_VARIANCE_INPUT)):
+            if factor in factors:
+                lines += extra
+        for var in self.variables:
             names = [t.name for t in self.terms if t.variable == var]
-            lines.append(f"d{var}/dt = {' + '.join(names) if names else '0 * volt / second'} : volt")
+            unit = VARIABLES[var]
+            lines.append(f"d{var}/dt = {' + '.join(names) if names else f'0 * {unit} / second'} : {unit}")
         for t in self.terms:
-            lines.append(f"{t.name} = {t.brian2} : volt / second")
+            lines.append(f"{t.name} = {t.brian2} : {VARIABLES[t.variable]} / second")
             lines += t.parameters
             if t.values is not None:
                 for name, (v, unit) in t.values(self).items():
@@ -674,25 +734,32 @@ class Field:
         equations = b2.Equations("")
         for line in lines:
             equations = equations + b2.Equations(line)
+        synapse_lines = BRIAN2_SYNAPSE + (BRIAN2_VARIANCE_SYNAPSE if "variance_coupling" in factors else ())
         synapse = b2.Equations("")
-        for line in BRIAN2_SYNAPSE:
+        for line in synapse_lines:
             synapse = synapse + b2.Equations(line)
         namespace = {k: getattr(self, k) * _brian2_unit(u) for k, u in BRIAN2_CONSTANTS.items()}
+        functions = {k: v for k, v in self.transfer.brian2_namespace().items() if isinstance(v, b2.Function)}
         u = np.zeros((1, 1, 0)) if input_rates is None else _numpy(input_rates).astype(float)
         if u.ndim != 3:
             raise ValueError(f"input_rates must have shape (T, B, n_inputs), got {u.shape}")
         B = u.shape[1]
-        y = np.zeros((1, 2 * P)) if y0 is None else _numpy(y0).astype(float).reshape(-1, 2 * P)
+        y = _numpy(self.initial(1)) if y0 is None else _numpy(y0).astype(float).reshape(-1, n)
         if y.shape[0] not in (1, B):
             raise ValueError(f"y0 has {y.shape[0]} trials, the input {B}")
-        y = np.array(np.broadcast_to(y, (B, 2 * P)))
+        y = np.array(np.broadcast_to(y, (B, n)))
         rf = _numpy(self.rates(torch.as_tensor(y, dtype=torch.float64)))
-        src, tgt, w = self.connections()
-        return Brian2Model(lines=tuple(lines), equations=equations, synapse_lines=BRIAN2_SYNAPSE,
-                           synapse_model=synapse, namespace=namespace, values=values,
-                           initial={"V": y[:, :P] * b2.mV, "A": y[:, P:] * b2.mV, "rf": rf * b2.Hz},
+        src, tgt, w, w2 = self._connections()
+        initial = {"V": y[:, :P] * b2.mV, "A": y[:, P:2 * P] * b2.mV, "rf": rf * b2.Hz}
+        extra: dict[str, Any] = {}
+        if self.variance is not None:
+            initial["S"] = y[:, 2 * P:] * b2.mV ** 2
+            extra = {"weight2": w2 * b2.nA ** 2, "drive2": self.input_drive(u, variance=True) * b2.nA ** 2 * b2.Hz}
+        return Brian2Model(lines=tuple(lines), equations=equations, synapse_lines=synapse_lines,
+                           synapse_model=synapse, namespace=namespace, values=values, initial=initial,
                            source=src, target=tgt, weight=w * b2.nA,
-                           drive=self.input_drive(u) * b2.nA * b2.Hz, n_populations=P, n_trials=B)
+                           drive=self.input_drive(u) * b2.nA * b2.Hz, n_populations=P, n_trials=B,
+                           functions=functions, **extra)
 
 
 _INDEX_CACHE: dict[tuple, tuple[torch.Tensor, ...]] = {}
@@ -1025,6 +1092,10 @@ class Brian2Model:
     n_populations: int
     n_trials: int
     drive_name: str = BRIAN2_DRIVE
+    functions: dict[str, Any] = field(default_factory=dict)
+    weight2: Any = None
+    drive2: Any = None
+    drive2_name: str = BRIAN2_DRIVE2
 
     def for_trials(self) -> dict[str, Any]:
         """Values for one group of ``n_trials`` copies: neuron i of copy k is ``k * P + i``.
@@ -1035,11 +1106,15 @@ class Brian2Model:
         B, P = self.n_trials, self.n_populations
         off = np.repeat(np.arange(B) * P, len(self.source))
         T = self.drive.shape[0]
-        return {"values": {k: np.tile(np.asarray(v), B) * _unit_of(v) for k, v in self.values.items()},
-                "initial": {k: np.asarray(v).reshape(-1) * _unit_of(v) for k, v in self.initial.items()},
-                "source": np.tile(self.source, B) + off, "target": np.tile(self.target, B) + off,
-                "weight": np.tile(np.asarray(self.weight), B) * _unit_of(self.weight),
-                "drive": np.asarray(self.drive).reshape(T, B * P) * _unit_of(self.drive)}
+        out = {"values": {k: np.tile(np.asarray(v), B) * _unit_of(v) for k, v in self.values.items()},
+               "initial": {k: np.asarray(v).reshape(-1) * _unit_of(v) for k, v in self.initial.items()},
+               "source": np.tile(self.source, B) + off, "target": np.tile(self.target, B) + off,
+               "weight": np.tile(np.asarray(self.weight), B) * _unit_of(self.weight),
+               "drive": np.asarray(self.drive).reshape(T, B * P) * _unit_of(self.drive)}
+        if self.weight2 is not None:
+            out["weight2"] = np.tile(np.asarray(self.weight2), B) * _unit_of(self.weight2)
+            out["drive2"] = np.asarray(self.drive2).reshape(T, B * P) * _unit_of(self.drive2)
+        return out
 
 
 def _unit_of(q):

@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .column import background_weights, column_sizes, input_weights, intra_column_weights
-from .field import DENSE_MAX_POPULATIONS, Field, inverse_r_max, saturate, transfer
+from .column import background_weights, column_sizes, input_weights, intra_column_weights, synaptic_strengths
+from .field import DENSE_MAX_POPULATIONS, Field, InputVariance, inverse_r_max, saturate
+from .transfers import Transfer, transfer_for
 from .params import ParameterError, Params
 from .params.names import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
 
@@ -392,11 +393,15 @@ class ColumnNetwork(nn.Module):
     # -- construction -------------------------------------------------------------
     def _build(self, gen: torch.Generator | None, dtype: torch.dtype) -> None:
         p = self.params
-        blocks = []
+        self.transfer: Transfer = transfer_for(p)
+        blocks, strengths = [], []
         for area in self.areas.values():
             N = column_sizes(p, area.kind, area.n_columns, area.split)
             blocks.append(np.asarray(intra_column_weights(p, N)))
+            strengths.append(np.asarray(synaptic_strengths(p, N)))
         self.register_buffer("W_intra", torch.tensor(np.stack(blocks), dtype=dtype))
+        # the synaptic amplitudes J (nA) of the intra-column blocks: the input variance's K J^2 = W J
+        self.register_buffer("J_intra", torch.tensor(np.stack(strengths), dtype=dtype), persistent=False)
         bg = np.tile(np.asarray(background_weights(p)), self.n_columns)
         self.register_buffer("W_bg", torch.tensor(bg, dtype=dtype))
         self.register_buffer("kappa", torch.tensor(np.tile(p["kappa"], self.n_columns), dtype=dtype))
@@ -522,11 +527,36 @@ class ColumnNetwork(nn.Module):
         """Largest network whose field couples densely by default (read-only; pass ``dense=`` to choose)."""
         return DENSE_MAX_POPULATIONS
 
+    @property
+    def n_state(self) -> int:
+        """Width of the state: 2P (``[V, A]``) or 3P (``[V, A, S]`` where the transfer needs the input variance)."""
+        return (3 if self.transfer.needs_variance else 2) * self.n_populations
+
     def rates(self, y: torch.Tensor) -> torch.Tensor:
-        """Instantaneous rates f(V - A) in Hz of a state ``y = [V, A]`` (saturated where ``r_max`` is set)."""
-        P, p = self.n_populations, self.params
-        r = transfer(y[..., :P] - y[..., P:], p["a"], p["b"], p["d"])
+        """Instantaneous rates in Hz of a state ``y = [V, A]`` or ``[V, A, S]``: the transfer of the
+        network's parameters (:mod:`colplugin.transfers`), saturated where ``r_max`` is set."""
+        P = self.n_populations
+        parts = [y[..., k * P:(k + 1) * P] for k in range(self.n_state // P)]
+        r = self.transfer.rate(*parts)
         return saturate(r, inverse_r_max(self.r_max.to(r)))
+
+    def input_variance(self) -> InputVariance | None:
+        """How the rates make each population's input variance (None where the transfer needs none).
+
+        As the spiking twin's LIF neurons receive it (:mod:`colplugin.spiking.twin`): the
+        intra-column synapses ``K_ij`` of amplitude ``J_ij`` with relative spread ``J_rel_sd``
+        (``<J^2> = J^2 (1 + J_rel_sd^2)``); a learned weight ``W`` as ``|W| / J_E`` synapses of
+        amplitude ``J_E`` with the same spread; an input channel of weight ``W_in`` as
+        ``W_in / J_E`` Poisson sources of amplitude ``J_E``; the background as ``K_bg`` Poisson
+        sources of amplitude ``J_E`` (none where the parameters' ``background`` is ``"dc"``).
+        """
+        if not self.transfer.needs_variance:
+            return None
+        p = self.params
+        spread = 1.0 + float(p["J_rel_sd"]) ** 2
+        J_E = float(p["J_E"])
+        bg = self.W_bg * J_E if p["background"] == "poisson" else torch.zeros_like(self.W_bg)
+        return InputVariance(self.W_intra * self.J_intra * spread, J_E * spread, J_E, bg)
 
     def field(self, input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
               noise: torch.Tensor | None = None) -> Field:
@@ -552,20 +582,26 @@ class ColumnNetwork(nn.Module):
         inputs = (self.inp_src, self.inp_tgt, self._weights("inp")) if self.inp_src.numel() else None
         return self.field_class(constants, self.kappa, self.W_bg, self.W_intra, layout, edges, inputs,
                                 input_rates, dense=dense, noise=noise, V_offset=self.V_offset,
-                                input_gain=self.input_gain, r_max=self.r_max)
+                                input_gain=self.input_gain, r_max=self.r_max, transfer=self.transfer,
+                                variance=self.input_variance())
 
     def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None, *,
                      dense: bool | None = None) -> torch.Tensor:
-        """dy/dt (mV/s) of the state ``y = [V, A]`` (B, 2P) under constant input rates ``u`` (B, n_inputs), Hz."""
+        """dy/dt (mV/s) of the state ``y`` (B, n_state) under constant input rates ``u`` (B, n_inputs), Hz."""
         rates = None if u is None or self.n_inputs == 0 else u.reshape(u.shape[0], 1, -1)
         return self.field(rates, dense=dense)(y, 0)
 
     # -- states ---------------------------------------------------------------------
     def initial_state(self, batch_size: int = 1, V: float = 0.0, A: float = 0.0) -> torch.Tensor:
-        """A uniform initial state (B, 2P): V and A in mV (default 0 mV)."""
-        y = torch.empty(batch_size, 2 * self.n_populations, dtype=self.W_intra.dtype, device=self.W_intra.device)
-        y[:, :self.n_populations] = V
-        y[:, self.n_populations:] = A
+        """A uniform initial state (B, n_state): V and A in mV (default 0 mV); where the transfer needs the
+        input variance, S (mV^2) at rest (background alone, :meth:`colplugin.field.Field.initial_variance`)."""
+        P = self.n_populations
+        y = torch.empty(batch_size, self.n_state, dtype=self.W_intra.dtype, device=self.W_intra.device)
+        y[:, :P] = V
+        y[:, P:2 * P] = A
+        if self.transfer.needs_variance:
+            with torch.no_grad():
+                y[:, 2 * P:] = self.field().initial_variance()
         return y
 
     # -- (de)serialisation ---------------------------------------------------------------

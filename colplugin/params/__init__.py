@@ -66,7 +66,7 @@ __all__ = ["Params", "ParameterError", "load_preset", "load_params", "resolve_pa
            "SPIKING_KEYS"]
 
 #: Names of the shipped presets.
-PRESETS: tuple[str, ...] = ("dl25", "pd14", "pd14_adapting", "dl25_calibrated")
+PRESETS: tuple[str, ...] = ("dl25", "pd14", "pd14_adapting", "dl25_calibrated", "pd14_lif", "dl25_lif")
 
 
 class ParameterError(ValueError):
@@ -105,6 +105,8 @@ SPECS: dict[str, _Spec] = {
     "V_offset": _Spec("mV", (N_POP,), _FINITE, "8 finite membrane offsets"),
     "input_gain": _Spec("dimensionless", (N_POP,), _all(lambda v: v > 0), "8 positive gains"),
     "r_max": _Spec("Hz", (N_POP,), _POSITIVE, "8 positive saturation rates (inf: none)"),
+    "transfer": _Spec(None, None, lambda v: True, "one of the choices", ("dmf", "siegert")),
+    "sigma_floor": _Spec("mV", None, _POSITIVE, "a positive potential"),
     "inhibition": _Spec(None, None, lambda v: True, "one of the choices", ("layer_ratio", "g")),
     "g": _Spec("dimensionless", None, _all(lambda v: v < 0), "a negative number (PD14: -4)"),
     "connection_probability": _Spec(
@@ -394,7 +396,8 @@ class Params(Mapping[str, Any]):
         _check_keys("[preset]", meta, _PRESET_KEYS)
         if not isinstance(areas_raw, Mapping):
             raise ParameterError(f"'areas' must be tables [areas.NAME] with value = [8 sizes], got {areas_raw!r}")
-        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset", "input_gain", "r_max") if k not in data]  # older sets
+        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset", "input_gain", "r_max", "transfer", "sigma_floor")
+                           if k not in data]  # older sets
         if missing_spiking:
             pd14 = _raw_preset("pd14")
             for k in missing_spiking:

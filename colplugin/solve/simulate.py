@@ -11,7 +11,8 @@ gradients, torchdiffeq's for the adjoint method).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -43,8 +44,10 @@ class _ODEFunc(nn.Module):
         super().__init__()
         # the network is not a submodule: its parameters reach the solve through the field's tensors
         self.field = network.field(stimulus.rates if stimulus.n_inputs else None, dense=dense, noise=noise)
-        # V - A above x_max means f > max_rate (f(x) >= a x - b); saturating populations stay below r_max
-        self.x_max = (max_rate + self.field.b) / self.field.a
+        # V - A above x_max means f > max_rate (f(x) >= a x - b); saturating populations stay below r_max.
+        # Other transfers are watched for NaN here and for max_rate on the result (the Siegert rate is bounded).
+        tr = self.field.transfer
+        self.x_max = (max_rate + tr.b) / tr.a if tr.fused else math.inf
         sat = self.field.saturating
         self.unbounded = None if sat is None else ~sat
         self.max_rate, self.max_steps, self.check_every = max_rate, max_steps, check_every
@@ -89,8 +92,8 @@ class _ODEFunc(nn.Module):
                 "smaller solver step, or raise max_rate if such rates are intended")
 
     def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
-        P = y0.shape[-1] // 2
-        self._watch(t0, y0[..., :P] - y0[..., P:])
+        P = self.field.P
+        self._watch(t0, y0[..., :P] - y0[..., P:2 * P])
         if self.piecewise and self.per_step:
             self.k = self._segment(t0 + 0.5 * dt)
 
@@ -138,7 +141,16 @@ class Trajectory:
     @property
     def A(self) -> torch.Tensor:
         """Adaptation (T, B, P), mV."""
-        return self.state[..., self.network.n_populations:]
+        P = self.network.n_populations
+        return self.state[..., P:2 * P]
+
+    @property
+    def S(self) -> torch.Tensor:
+        """Input variance (T, B, P), mV^2: Brunel's white-noise amplitude squared (transfers that need it)."""
+        P = self.network.n_populations
+        if self.state.shape[-1] < 3 * P:
+            raise AttributeError(f"this network's transfer ({self.network.transfer.name}) has no input variance S")
+        return self.state[..., 2 * P:3 * P]
 
     @property
     def rate(self) -> torch.Tensor:
@@ -159,8 +171,8 @@ class Trajectory:
 
     def get(self, variable: str, area: str, column: int, population: str) -> torch.Tensor:
         """One population's trace (T, B): ``traj.get("rate", "upper", 0, "L23E")``."""
-        if variable not in ("V", "A", "rate", "rate_filtered"):
-            raise KeyError(f"unknown variable {variable!r}; use V, A, rate or rate_filtered")
+        if variable not in ("V", "A", "S", "rate", "rate_filtered"):
+            raise KeyError(f"unknown variable {variable!r}; use V, A, S (input variance), rate or rate_filtered")
         return getattr(self, variable)[..., self.network.index(area, column, population)]
 
     @property
@@ -216,6 +228,30 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
     except StepSizeUnderflow:
         raise _stuck(solver) from None
     return state
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def _for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
+    """The solver for the network's transfer: the fused loop integrates the DMF's f only.
+
+    A fused solver chosen by ``backend="auto"`` becomes torchdiffeq's (the same method and
+    tolerances), announced once per transfer and process; an explicit ``backend="fused"`` is
+    refused with the fix.
+    """
+    tr = network.transfer
+    if tr.fused or solver.backend == "torchdiffeq":
+        return solver
+    if solver.backend == "fused":
+        raise ValueError(f"Solver(backend='fused') integrates the DMF transfer only; this network's transfer is "
+                         f"{tr.name!r}. Use Solver(backend='torchdiffeq') (or backend='auto', which does so)")
+    if tr.name not in _ANNOUNCED:
+        _ANNOUNCED.add(tr.name)
+        warnings.warn(f"the fused solver implements the DMF transfer only: this network's {tr.name!r} transfer "
+                      f"integrates with torchdiffeq's {solver.method} (same method and tolerances)",
+                      UserWarning, stacklevel=3)
+    return replace(solver, backend="torchdiffeq")
 
 
 def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
@@ -284,7 +320,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         point at or after ``duration`` (it could not take effect).
     """
     gradient = as_gradient(gradient)
-    solver = (solver or Solver.default()).resolve(gradient)
+    solver = _for_transfer(solver or Solver.default(), network).resolve(gradient)
     check_combination(solver, gradient)
     dtype, dev = network.W_intra.dtype, network.W_intra.device
     if not (duration > 0 and math.isfinite(duration)):
@@ -301,9 +337,10 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     y0 = torch.as_tensor(y0, dtype=dtype, device=dev)
     if y0.ndim == 1:
         y0 = y0.unsqueeze(0)
-    if y0.shape[-1] != 2 * network.n_populations:
-        raise ValueError(f"y0 must have 2 * {network.n_populations} = {2 * network.n_populations} "
-                         f"entries ([V, A] per population), got {y0.shape[-1]}")
+    if y0.shape[-1] != network.n_state:
+        names = "[V, A, S]" if network.transfer.needs_variance else "[V, A]"
+        raise ValueError(f"y0 must have {network.n_state // network.n_populations} * {network.n_populations} = "
+                         f"{network.n_state} entries ({names} per population), got {y0.shape[-1]}")
     B = max(y0.shape[0], stimulus.batch_size)
     if y0.shape[0] not in (1, B) or stimulus.batch_size not in (1, B):
         raise ValueError(f"batch sizes do not fit: y0 has {y0.shape[0]} trials, the stimulus "
