@@ -220,8 +220,8 @@ class Decision(Task):
         self.noise_mV = float(noise_mV)
         self.noise = MembraneNoise(self.noise_mV, NOISE_STEP) if self.noise_mV != 0 else None
         if solver is None:  # the stochastic variant: fixed steps that hold each noise increment
-            solver = (Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused") if self.noise is None
-                      else Solver("rk4", step=NOISE_STEP, backend="fused"))
+            solver = (Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto") if self.noise is None
+                      else Solver("rk4", step=NOISE_STEP, backend="auto"))
         self.solver = solver
         self.settings = TrainSettings(updates=400, lr=0.2, gradient="direct", batch_size=batch_size,
                                       evaluate_initial=True, patience=15)

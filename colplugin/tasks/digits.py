@@ -218,7 +218,7 @@ class Digits(Task):
         self.feedforward_drive, self.rate_floor = float(feedforward_drive), float(rate_floor)
         self.split_seed, self.eval_size, self.epochs = int(split_seed), int(eval_size), float(epochs)
         self.device = device
-        self.solver = solver or Solver("midpoint", step=5e-4, backend="fused")
+        self.solver = solver or Solver("midpoint", step=5e-4, backend="auto")
         self.X_train, self.X_test, self.y_train, self.y_test = load_split(self.split_seed)
         updates = max(1, math.ceil(self.epochs * len(self.y_train) / batch_size))
         self.settings = TrainSettings(updates=updates, lr=lr, optimizer="adam", gradient="direct",

@@ -111,7 +111,7 @@ class XOR(Task):
             raise ValueError(f"XOR(readout={readout!r}): use 'minmax' (the paper's text) or 'hz' (its code)")
         self.rate, self.jitter, self.readout, self.low, self.high = rate, jitter, readout, low, high
         self.init_jitter = init_jitter
-        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused")
+        self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto")
         self.settings = TrainSettings(updates=50, lr=0.2, gradient="direct", clip_grad=None, rollback=None,
                                       stop_at_accuracy=1.0, evaluate_initial=True, batch_size=batch_size)
         self.t_on = 0.5
