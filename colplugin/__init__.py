@@ -2,7 +2,8 @@
 
 The data flow, and the import order of the subpackages (nothing imports a later one)::
 
-    params -> column -> field -> network -> stimulus -> _neo (Neo build/read) -> solve
+    params -> column -> siegert -> transfers (the rate functions) -> field -> network -> stimulus
+           -> _neo (Neo build/read) -> solve
            -> plotting -> training -> tasks -> export (Brian2 rate model, Neo files)
            -> spiking -> analysis -> experiments -> cli
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from ._version import __version__
 from .params import PRESETS, ParameterError, Params, load_params, load_preset
 from .column import POPULATIONS
+from .transfers import DMFTransfer, SiegertTransfer, Transfer
 from .network import Area, ColumnNetwork, Feedback, Feedforward, Input, Lateral, Projection
 from .stimulus import MembraneNoise, Stimulus
 from .solve import Adjoint, Direct, SimulationError, Solver, Trajectory, simulate
@@ -22,6 +24,7 @@ from .export import from_neo, load_nix, save_nix, to_brian2, to_neo
 __all__ = [
     "__version__",
     "Params", "ParameterError", "load_params", "load_preset", "PRESETS", "POPULATIONS",
+    "Transfer", "DMFTransfer", "SiegertTransfer",
     "Area", "ColumnNetwork", "Feedback", "Feedforward", "Input", "Lateral", "Projection",
     "Stimulus", "MembraneNoise", "Solver", "Direct", "Adjoint", "SimulationError", "Trajectory", "simulate",
     "train", "load_checkpoint", "tasks", "to_brian2", "to_neo", "from_neo", "save_nix", "load_nix",

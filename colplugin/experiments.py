@@ -100,7 +100,8 @@ def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = N
 
 
 def reproduce(task: Task | str, out: Path, *, seeds: int | None = None, seed: int = 0, updates: int | None = None,
-              gradient: Any = None, lr: float | None = None, progress: bool = True) -> dict[str, Any]:
+              gradient: Any = None, lr: float | None = None, progress: bool = True,
+              preset: str | None = None) -> dict[str, Any]:
     """Train the runs of a task's reproduction and draw its figure (:meth:`Task.reproduce`).
 
     Tasks with ``reproduce_seeds`` (figures over seeds) train seeds
@@ -118,6 +119,8 @@ def reproduce(task: Task | str, out: Path, *, seeds: int | None = None, seed: in
     updates, gradient, lr : optional
         Override the task's training settings.
     progress : bool
+    preset : str, optional
+        Parameters of every run's network (as :func:`train_run`).
 
     Returns
     -------
@@ -136,7 +139,8 @@ def reproduce(task: Task | str, out: Path, *, seeds: int | None = None, seed: in
     runs = {}
     for s in range(seed, seed + n):
         run_dir = out / f"seed{s}" if task.reproduce_seeds is not None else out
-        runs[s] = train_run(task, s, run_dir, updates=updates, gradient=gradient, lr=lr, progress=progress)
+        runs[s] = train_run(task, s, run_dir, updates=updates, gradient=gradient, lr=lr, progress=progress,
+                            preset=preset)
     return task.reproduce(runs, out)
 
 
@@ -323,7 +327,8 @@ def _finished_training(path: Path, task: Task, seed: int) -> TrainResult:
 def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | None = None,
              validate_scale: float | None = 0.1, validate_duration: float = 2.5, resume: bool = False,
              seed: int = 0, gradient: Any = None, lr: float | None = None, twin_scale: float | None = 0.02,
-             twin_trials: int = 1, twin_k_scale: float = 0.1, twin_backend: str = "brian2") -> dict[str, Any]:
+             twin_trials: int = 1, twin_k_scale: float = 0.1, twin_backend: str = "brian2",
+             preset: str | None = None) -> dict[str, Any]:
     """The main job: train, export to Brian2 and run there, compare, validate, write Neo/NIX and a report.
 
     Writes ``train/`` (:func:`train_run`), ``brian2/`` (:func:`export_run` of the task's
@@ -354,6 +359,10 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     twin_trials, twin_k_scale, twin_backend
         Spiking trials per condition, in-degree scale and backend of the twin (Brian2 runs
         on its runtime device).
+    preset : str, optional
+        Parameters of the trained network (a preset name or file; default the task's). The
+        validation judges the PD14 column of the same transfer: ``pd14_lif`` for a network
+        of the Siegert transfer (e.g. ``dl25_lif``), ``pd14`` otherwise.
     """
     t0 = time.perf_counter()
     task = _task(task)
@@ -370,7 +379,7 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         res = _finished_training(out / "train", task, seed)
     else:
         res = train_run(task, seed, out / "train", progress=progress, updates=updates, gradient=gradient, lr=lr,
-                        resume=resume)
+                        resume=resume, preset=preset)
     net = res.network
     agree = export_run(net, task.evaluation_stimulus(), task.duration, out / "brian2", seed=seed)
     validation = None
@@ -378,7 +387,8 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         from .analysis.validation import validate_microcircuit
 
         validation = validate_microcircuit(out / "validation", scale=validate_scale, duration=validate_duration,
-                                           progress=progress)
+                                           progress=progress,
+                                           preset="pd14_lif" if net.transfer.name == "siegert" else "pd14")
     twin = None
     if twin_scale:
         from .analysis.twin import twin_run

@@ -59,11 +59,14 @@ def plot_validation(result: Any, stats: dict, rows: list[dict], transient: float
     backend = result.settings.get("backend", "spiking")
     sd = [r.get("spiking_rate_seed_sd", float("nan")) for r in rows]
     n_seeds = len(rows[0].get("spiking_rates_per_seed", [0])) if rows else 1
-    ax_b.bar(x - 0.27, [r["spiking_rate"] for r in rows], 0.27,
-             yerr=None if not np.all(np.isfinite(sd)) else sd, capsize=2,
-             label=f"spiking ({backend}, {n_seeds} seed{'s' if n_seeds > 1 else ''})")
-    ax_b.bar(x, [r["dmf_rate"] for r in rows], 0.27, label="DMF column (pd14)")
-    ax_b.bar(x + 0.27, [r["published_rate"] for r in rows], 0.27, label="published (PD14/NEST)")
+    lif = bool(rows) and all("lif_rate" in r for r in rows)
+    bars = [("spiking_rate", f"spiking ({backend}, {n_seeds} seed{'s' if n_seeds > 1 else ''})"),
+            ("dmf_rate", "DMF column (pd14)")] + ([("lif_rate", "LIF mean-field column (pd14_lif)")] if lif else []) \
+        + [("published_rate", "published (PD14/NEST)")]
+    width = 0.8 / len(bars)
+    for k, (key, label) in enumerate(bars):
+        ax_b.bar(x + (k - (len(bars) - 1) / 2) * width, [r[key] for r in rows], width, label=label,
+                 **({"yerr": None if not np.all(np.isfinite(sd)) else sd, "capsize": 2} if k == 0 else {}))
     ax_b.set_xticks(x, POPULATIONS)
     ax_b.set_ylabel("rate (Hz)")
     ax_b.legend(fontsize=7)
@@ -77,11 +80,17 @@ def plot_validation(result: Any, stats: dict, rows: list[dict], transient: float
     ax_c.legend(fontsize=6)
     ax_c.set_title("ISI CV per neuron (grey: asynchronous-irregular range)")
     colors = ["tab:red" if p.endswith("E") else "tab:blue" for p in POPULATIONS]
-    ax_d.bar(x, [100 * r["dmf_vs_spiking"] for r in rows], color=colors)
+    if lif:
+        ax_d.bar(x - 0.2, [100 * r["dmf_vs_spiking"] for r in rows], 0.4, color=colors, label="DMF")
+        ax_d.bar(x + 0.2, [100 * r["lif_vs_spiking"] for r in rows], 0.4, color=colors, hatch="//", alpha=0.6,
+                 label="LIF column")
+        ax_d.legend(fontsize=7)
+    else:
+        ax_d.bar(x, [100 * r["dmf_vs_spiking"] for r in rows], color=colors)
     ax_d.axhspan(-30, 30, color="grey", alpha=0.15)
     ax_d.set_xticks(x, POPULATIONS)
-    ax_d.set_ylabel("DMF vs spiking (%)")
-    ax_d.set_title("relative deviation of the DMF column (grey: +/- 30 %)")
+    ax_d.set_ylabel("column vs spiking (%)")
+    ax_d.set_title("relative deviation of the rate columns (grey: +/- 30 %)")
     return fig
 
 

@@ -126,13 +126,17 @@ def compare_rate_to_spiking(spiking: dict[str, dict[str, Any]], dmf: Sequence[fl
 
 def comparison_table_md(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table."""
-    head = ("| population | spiking (Hz) | DMF (Hz) | published (Hz) | spiking vs published | DMF vs spiking "
-            "| ISI CV |\n|---|---|---|---|---|---|---|\n")
+    lif = all("lif_rate" in r for r in rows)
+    head = ("| population | spiking (Hz) | DMF (Hz) | " + ("LIF column (Hz) | " if lif else "")
+            + "published (Hz) | spiking vs published | DMF vs spiking | " + ("LIF column vs spiking | " if lif else "")
+            + "ISI CV |\n|---|---|---|---|---|---|---|" + ("---|---|" if lif else "") + "\n")
 
     def spk(r: dict[str, Any]) -> str:
         sd = r.get("spiking_rate_seed_sd", float("nan"))
         return f"{r['spiking_rate']:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) else "")
     return head + "\n".join(
-        f"| {r['population']} | {spk(r)} | {r['dmf_rate']:.3f} | {r['published_rate']:.3f} | "
-        f"{100 * r['spiking_vs_published']:+.1f} % | {100 * r['dmf_vs_spiking']:+.1f} % | {r['spiking_cv']:.2f} |"
+        f"| {r['population']} | {spk(r)} | {r['dmf_rate']:.3f} | " + (f"{r['lif_rate']:.3f} | " if lif else "")
+        + f"{r['published_rate']:.3f} | {100 * r['spiking_vs_published']:+.1f} % | "
+        + f"{100 * r['dmf_vs_spiking']:+.1f} % | "
+        + (f"{100 * r['lif_vs_spiking']:+.1f} % | " if lif else "") + f"{r['spiking_cv']:.2f} |"
         for r in rows)

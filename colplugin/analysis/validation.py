@@ -50,11 +50,20 @@ def run_seeds(net, duration: float, seeds: list[int], *, backend: str = "brian2"
     return results
 
 
+#: The rate columns set against the spiking PD14 microcircuit: the DMF's and the LIF mean field's.
+COLUMN_PRESETS = ("pd14", "pd14_lif")
+
+
 def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float = 2.5, *, transient: float = 0.5,
                           k_scale: float | None = 0.5, seed: int = 0, seeds: int = 3, backend: str = "brian2",
                           device: str = "cpp_standalone", threads: int = 1, progress: bool = True,
-                          nix_neurons: int = 100) -> dict[str, Any]:
-    """Run the spiking microcircuit with several seeds and the ``pd14`` DMF column; compare; write a report.
+                          nix_neurons: int = 100, preset: str = "pd14") -> dict[str, Any]:
+    """Run the spiking microcircuit with several seeds and the rate columns; compare; write a report.
+
+    Two rate columns stand beside the spiking circuit: the DMF column (``pd14``: the paper's f
+    of the input mean) and the LIF mean-field column (``pd14_lif``: the Siegert rate of the
+    input mean and variance, :class:`colplugin.transfers.SiegertTransfer`), each at its fixed
+    point. ``preset`` says which column the checks judge and ``column.nix`` holds.
 
     Parameters
     ----------
@@ -73,13 +82,19 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     threads : int
     nix_neurons : int
         Neurons per population kept in ``spiking.nix`` (statistics use all neurons).
+    preset : {"pd14", "pd14_lif"}
+        The column judged: the DMF's (checks ``within30``, ``ordering``) or the LIF mean
+        field's (checks ``lif_mean_within10``: its mean absolute deviation from the spiking
+        rates at most 10 %, and ``lif_each_within25``: every population within 25 %).
 
     Returns
     -------
     dict
         ``rows`` (one per population: spiking_rate (mean over seeds), spiking_rate_seed_sd,
         spiking_rates_per_seed, dmf_rate, published_rate, spiking_cv, ...), ``table_md``,
-        the checks ``within20``, ``within30``, ``ordering``, ``seeds``, ``wall_seconds``,
+        the checks ``within20``, ``within30``, ``ordering`` (or, for ``pd14_lif``,
+        ``lif_mean_within10`` and ``lif_each_within25``), ``lif_mean_deviation``,
+        ``lif_max_deviation``, ``seeds``, ``wall_seconds``,
         ``peak_mb``, ``settings``, ``transfer`` (per population: LIF (Siegert) rate and the DMF's
         f at the input of the seed-mean spiking rates, :func:`colplugin.analysis.transfer.lif_vs_dmf`),
         ``fixed_points`` (the DMF's and the LIF mean field's fixed points against the seed-mean
@@ -103,6 +118,9 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     from ..solve.fixed_points import resting_state
 
     _check_seeds(seed, seeds)
+    if preset not in COLUMN_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(COLUMN_PRESETS)} (the column the checks judge), "
+                         f"got {preset!r}")
     check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
     if not 0 <= transient < duration - 0.1:
         raise ValueError(f"transient must lie in [0, duration - 0.1 s) = [0, {duration - 0.1:g}) s, got {transient}; "
@@ -125,14 +143,21 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
                  "cv": float(np.nanmean([st[p]["cv"] for st in per_seed])),
                  "correlation": float(np.nanmean([st[p]["correlation"] for st in per_seed]))}
              for i, p in enumerate(POPULATIONS)}
-    # the DMF column: one fixed point, used for the rates and as the trajectory's start
-    params = load_preset("pd14")
-    net = ColumnNetwork(params, {"pd14": ("pd14", 1)})
-    y0 = resting_state(net)
-    with torch.no_grad():
-        dmf = net.rates(y0)[0].cpu().numpy()
-        traj = simulate(net, duration=duration, dt_out=1e-3, y0=y0)
+    # the rate columns: one fixed point each; the judged column's trajectory from it goes to column.nix
+    params = load_preset("pd14")  # the DMF's f: the reference of the transfer analyses below
+    fixed_rates, column_traj = {}, None
+    for name in COLUMN_PRESETS:
+        net = ColumnNetwork(load_preset(name), {"pd14": ("pd14", 1)})
+        y0 = resting_state(net)
+        with torch.no_grad():
+            fixed_rates[name] = net.rates(y0)[0].cpu().numpy()
+            if name == preset:
+                column_traj = simulate(net, duration=duration, dt_out=1e-3, y0=y0)
+    dmf, lif = fixed_rates["pd14"], fixed_rates["pd14_lif"]
     rows = compare_rate_to_spiking(stats, dmf)
+    for r, x in zip(rows, lif):
+        r["lif_rate"] = float(x)
+        r["lif_vs_spiking"] = float(x) / r["spiking_rate"] - 1 if r["spiking_rate"] else float("nan")
     # the other reading of pd14: dL25's L2/3E adaptation (preset pd14_adapting); reported, not checked
     adapting = dmf_rates("pd14_adapting")
     for r, a in zip(rows, adapting):
@@ -140,13 +165,18 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
         r["dmf_adapting_vs_spiking"] = float(a) / r["spiking_rate"] - 1 if r["spiking_rate"] else float("nan")
     atomic_write_text(out / "comparison.json", json.dumps(rows, indent=2))
     save_nix(results[0].to_neo(max_per_population=nix_neurons), out / "spiking.nix")
-    save_nix(to_neo(traj, seed=seed), out / "dmf.nix")
+    save_nix(to_neo(column_traj, seed=seed, description=f"rate column {preset} at its fixed point"),
+             out / "column.nix")
     save_figure(plot_validation(results[0], per_seed[0], rows, transient), out / "rates.png")
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     within20 = all(abs(r["spiking_vs_published"]) <= 0.2 for r in rows)
     within30 = all(abs(r["dmf_vs_spiking"]) <= 0.3 for r in rows)
     order = all(rows[i + 1]["dmf_rate"] > rows[i]["dmf_rate"] for i in range(0, 8, 2))
+    lif_dev = np.abs([r["lif_vs_spiking"] for r in rows])
+    lif_mean, lif_max = float(np.mean(lif_dev)), float(np.max(lif_dev))
+    checks = ({"within30": within30, "ordering": order} if preset == "pd14" else
+              {"lif_mean_within10": bool(lif_mean <= 0.1), "lif_each_within25": bool(lif_max <= 0.25)})
     table = comparison_table_md(rows)
     s = results[0].settings
     spread = max(r["spiking_rate_seed_sd"] / r["spiking_rate"] for r in rows if r["spiking_rate"] > 0) \
@@ -174,8 +204,13 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
           + f", scale {s['scale']} ({s['n_neurons']} neurons, {s['n_synapses']} synapses, in-degree scale "
           f"k = {s['k_scale']}), {s['background']} background, seeds {seed_list}, {duration} s each "
           f"(statistics after a {transient} s transient; spiking rates are the mean over seeds ± sd). "
-          "DMF: one column with the `pd14` preset (fixed point).\n\n"
+          "Rate columns at their fixed points: DMF (`pd14`, the paper's f of the input mean) and LIF mean field "
+          "(`pd14_lif`, the Siegert rate of the input mean and variance, the same K, J and inputs); the checks "
+          f"judge `{preset}`.\n\n"
           + table + "\n\n"
+          f"LIF mean-field column (`pd14_lif`) against the spiking rates: mean |deviation| **{100 * lif_mean:.1f} %**, "
+          f"largest **{100 * lif_max:.1f} %** ("
+          + ", ".join(f"{r['population']} {100 * r['lif_vs_spiking']:+.1f} %" for r in rows) + ").\n\n"
           "Adaptation: PD14's LIF neurons do not adapt, so the `pd14` preset sets kappa = 0 (the table "
           "above). With dL25's L2/3E adaptation (preset `pd14_adapting`, kappa = 1.5 mV s) the DMF gives:\n\n"
           "| population | DMF pd14 (Hz) | DMF pd14_adapting (Hz) | pd14 vs spiking | pd14_adapting vs spiking |\n"
@@ -185,8 +220,11 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
                       for r in rows) + "\n\n"
           + transfer_md +
           f"- every spiking rate (seed mean) within 20 % of the published full-scale rates: **{within20}**\n"
-          f"- every DMF rate within 30 % of the spiking rate (seed mean): **{within30}**\n"
+          f"- every DMF rate within 30 % of the spiking rate (seed mean): **{within30}**"
+          + (" (judged)" if preset == "pd14" else "") + "\n"
           f"- DMF keeps inhibitory above excitatory in every layer: **{order}**\n"
+          f"- LIF column within 10 % of the spiking rates on average: **{lif_mean <= 0.1}**, every population "
+          f"within 25 %: **{lif_max <= 0.25}**" + (" (judged)" if preset == "pd14_lif" else "") + "\n"
           + (f"- largest sd over seeds relative to the mean: {100 * spread:.1f} %\n" if seeds > 1 else
              "- one seed: no spread over seeds (use seeds >= 3 to decide)\n")
           + "- mean ISI CV (asynchronous-irregular: 0.7-1.2): "
@@ -195,8 +233,9 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
           + ", ".join(f"{r.wall_seconds['total']:.1f}" for r in results) + " s), "
           f"peak memory {peak_mb:.0f} MB; colplugin {__version__}\n\n![rates](rates.png)\n")
     atomic_write_text(out / "report.md", md)
-    return {"rows": rows, "table_md": table, "within20": within20, "within30": within30, "ordering": order,
-            "seeds": seed_list, "wall_seconds": wall, "peak_mb": peak_mb, "settings": s, "transfer": transfer,
+    return {"rows": rows, "table_md": table, "within20": within20, **checks, "preset": preset,
+            "lif_mean_deviation": lif_mean, "lif_max_deviation": lif_max, "seeds": seed_list, "wall_seconds": wall,
+            "peak_mb": peak_mb, "settings": s, "transfer": transfer,
             "fixed_points": fixed}
 
 
