@@ -284,15 +284,17 @@ EDGE_PRODUCT = "index_add"
 
 
 def _brian2_unit(expr: str):
-    """A Brian2 unit from ``"mV*second"`` or ``"Hz/mV"`` (names of ``brian2`` joined by * and /)."""
+    """A Brian2 unit from ``"mV*second"``, ``"Hz/mV"`` or ``"nA**2"`` (names of ``brian2`` joined by
+    * and /, each with an optional integer power ``**k``)."""
     quiet_brian2_parsing()
     import brian2 as b2
 
     unit = 1.0
     for k, part in enumerate(expr.replace(" ", "").split("/")):
         prod = 1.0
-        for name in part.split("*"):
-            prod = prod * getattr(b2, name)
+        for factor in part.replace("**", "^").split("*"):
+            name, _, power = factor.partition("^")
+            prod = prod * getattr(b2, name) ** int(power or 1)
         unit = prod if k == 0 else unit / prod
     return unit
 
@@ -739,7 +741,14 @@ class Field:
         for line in synapse_lines:
             synapse = synapse + b2.Equations(line)
         namespace = {k: getattr(self, k) * _brian2_unit(u) for k, u in BRIAN2_CONSTANTS.items()}
-        functions = {k: v for k, v in self.transfer.brian2_namespace().items() if isinstance(v, b2.Function)}
+        # the transfer's namespace: its functions apart, its constants joined to the field's (which
+        # keep the names both hold, e.g. the DMF's a, b, d)
+        functions: dict[str, Any] = {}
+        for k, v in self.transfer.brian2_namespace().items():
+            if isinstance(v, b2.Function):
+                functions[k] = v
+            else:
+                namespace.setdefault(k, v)
         u = np.zeros((1, 1, 0)) if input_rates is None else _numpy(input_rates).astype(float)
         if u.ndim != 3:
             raise ValueError(f"input_rates must have shape (T, B, n_inputs), got {u.shape}")
@@ -759,7 +768,7 @@ class Field:
                            synapse_model=synapse, namespace=namespace, values=values, initial=initial,
                            source=src, target=tgt, weight=w * b2.nA,
                            drive=self.input_drive(u) * b2.nA * b2.Hz, n_populations=P, n_trials=B,
-                           functions=functions, **extra)
+                           functions=functions, transfer=self.transfer, **extra)
 
 
 _INDEX_CACHE: dict[tuple, tuple[torch.Tensor, ...]] = {}
@@ -1076,6 +1085,13 @@ class Brian2Model:
         Their weights.
     drive : Quantity, shape (T, B, P), amp*Hz
         Stimulus drive of every trial on the Brian2 grid (the ``drive_ta`` TimedArray).
+    functions : dict
+        The transfer's Brian2 ``Function`` objects by name (e.g. ``siegert_rate``); empty for the DMF.
+    weight2, drive2 : Quantity or None
+        Fields with the input variance ``S``: the variance weights ``w2`` (amp**2) of the
+        connections and the variance drive (T, B, P; amp**2*Hz, the ``drive2_ta`` TimedArray).
+    transfer : Transfer or None
+        The field's transfer (its constants rebuild ``functions`` outside colplugin).
     """
 
     lines: tuple[str, ...]
@@ -1096,6 +1112,7 @@ class Brian2Model:
     weight2: Any = None
     drive2: Any = None
     drive2_name: str = BRIAN2_DRIVE2
+    transfer: Any = None
 
     def for_trials(self) -> dict[str, Any]:
         """Values for one group of ``n_trials`` copies: neuron i of copy k is ``k * P + i``.

@@ -5,6 +5,16 @@ Everything model-specific comes from the Brian2 view of the network's field
 and trial) runs its ``Equations``; one ``Synapses`` object carries every connection
 (intra-column blocks and inter-column projections) through the summed variable
 ``I_rec_post = w * r_pre``; the stimulus enters as a ``TimedArray`` of the input drive.
+A field whose transfer needs the input variance (the LIF networks' Siegert transfer) adds
+the state ``S``, a second summed variable ``I2_rec_post = w2 * r_pre``, a second
+``TimedArray`` of the variance drive and the transfer's Brian2 ``Function`` objects.
+
+Code targets are never swapped silently: the runtime device runs ``numpy`` or ``cython``
+as asked, and a transfer function without its own implementation for the requested target
+(numpy: its Python code; cython: Cython code; cpp_standalone: C++) is refused before
+anything is built (:func:`check_target`). Brian2 2.9 itself would look a Cython code
+object's function up through ``NumpyCodeObject`` (its base class) and so call the Python
+implementation from Cython once one has been registered.
 
 Brian2 updates a summed variable once per time step, so its multi-stage methods (``rk2``,
 ``rk4``, ``heun``) hold the coupling fixed within a step and differ from any torch solve
@@ -37,7 +47,7 @@ class Brian2Run:
 
     After :meth:`run`, ``t`` (s), ``rate`` (T, P, Hz), ``V`` and ``A`` (mV) hold the
     recorded values as numpy arrays (also for ``cpp_standalone``, whose device is reset
-    to the runtime device after the run).
+    to the runtime device after the run), and ``S`` (mV^2) for a field with the input variance.
     """
 
     network: Any
@@ -52,6 +62,8 @@ class Brian2Run:
     rate: np.ndarray | None = None
     V: np.ndarray | None = None
     A: np.ndarray | None = None
+    S: np.ndarray | None = None
+    target: str = "numpy"
     wall_seconds: float = 0.0
     run_seconds: float = float("nan")
     n_trials: int = 1
@@ -109,6 +121,8 @@ class Brian2Run:
             self.rate = np.asarray(m.r / b2.Hz).T[keep]  # (T, B * P); see trial_rates
             self.V = np.asarray(m.V / b2.mV).T[keep]
             self.A = np.asarray(m.A / b2.mV).T[keep]
+            if "S" in m.record_variables:
+                self.S = np.asarray(m.S / b2.mV ** 2).T[keep]
             if self.device == "cpp_standalone":  # time of the compiled simulation loop alone
                 self.run_seconds = float(getattr(b2.device, "_last_run_time", float("nan")))
         finally:
@@ -187,6 +201,50 @@ def check_export(network: ColumnNetwork, stimulus: Stimulus | None, duration: fl
     return stimulus
 
 
+#: Code-generation targets of the runtime device (``to_brian2(target=...)``).
+RUNTIME_TARGETS = ("numpy", "cython")
+
+
+def _implementation_names(function: Any) -> set[str]:
+    """The targets a Brian2 ``Function`` has its own implementation for (``numpy`` for its Python code)."""
+    names = {getattr(k, "class_name", None) or str(k) for k in function.implementations}
+    if getattr(function, "pyfunc", None) is not None:
+        names.add("numpy")
+    return names
+
+
+def check_target(functions: dict[str, Any], device: str, target: str) -> str:
+    """The code target a run will use, after checking that every function has an implementation for it.
+
+    ``device="runtime"``: ``target`` (``"numpy"`` or ``"cython"``; ``"auto"``, which lets Brian2
+    fall back to numpy, is refused). ``device="cpp_standalone"``: ``"cpp"`` (``target`` is not used).
+
+    Raises
+    ------
+    ValueError
+        An unknown device or target, or a function with no implementation of its own for the
+        target (Brian2 would refuse it only when the network runs, or, for ``cython``, call
+        its Python implementation).
+    """
+    if device not in ("runtime", "cpp_standalone"):
+        raise ValueError(f"device must be 'runtime' or 'cpp_standalone', got {device!r}")
+    if device == "cpp_standalone":
+        code, accepted = "cpp", {"cpp", "cpp_standalone"}
+    elif target in RUNTIME_TARGETS:
+        code, accepted = target, {target}
+    else:
+        raise ValueError(f"target {target!r} is not a code-generation target of the runtime device; use one of "
+                         f"{', '.join(RUNTIME_TARGETS)} (or device='cpp_standalone')")
+    for name, fn in functions.items():
+        have = _implementation_names(fn)
+        if not have & accepted:
+            where = "the cpp_standalone device" if device == "cpp_standalone" else f"target {target!r}"
+            raise ValueError(f"the transfer function {name!r} has no implementation for {where} (it has: "
+                             f"{', '.join(sorted(have)) or 'none'}); pick another target instead of letting "
+                             "Brian2 fall back")
+    return code
+
+
 def brian2_model(network: ColumnNetwork, stimulus: Stimulus, duration: float, trials: list[int], dt: float,
                  y0: np.ndarray | torch.Tensor | None = None) -> Brian2Model:
     """The Brian2 view of ``network``'s field for ``trials`` of ``stimulus`` on the grid of step ``dt``.
@@ -233,7 +291,9 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     y0 : array (2P,) or (B, 2P), optional
         Initial ``[V, A]`` in mV; default 0.
     target : str
-        Brian2 code-generation target for the runtime device (``"numpy"`` default, ``"cython"``).
+        Brian2 code-generation target for the runtime device (``"numpy"`` default, ``"cython"``),
+        used as asked: a transfer function without an implementation for it is refused
+        (:func:`check_target`), never run with another target.
     device : {"runtime", "cpp_standalone"}
         Brian2 device. ``cpp_standalone`` compiles the network to C++ (in ``directory``, a
         temporary one by default) when it runs; the device is reset afterwards.
@@ -247,17 +307,18 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     Raises
     ------
     ValueError, IndexError, TypeError
-        An unknown ``method`` or ``device``, a ``trial`` outside the stimulus, or a stimulus
-        that does not fit (checked before anything is built).
+        An unknown ``method``, ``device`` or ``target``, a transfer function without an
+        implementation for the target, a ``trial`` outside the stimulus, or a stimulus that
+        does not fit (checked before anything is built).
     """
     quiet_brian2_parsing()
     import brian2 as b2
 
     stimulus = check_export(network, stimulus, duration, trial, dt, method)
-    if device not in ("runtime", "cpp_standalone"):
-        raise ValueError(f"device must be 'runtime' or 'cpp_standalone', got {device!r}")
+    check_target({}, device, target)
     trials = list(range(stimulus.batch_size)) if trial is None else [int(trial)]
     model = brian2_model(network, stimulus, duration, trials, dt, y0)
+    code = check_target(model.functions, device, target)
     if device == "cpp_standalone":
         import tempfile
 
@@ -267,8 +328,10 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
         b2.prefs.codegen.target = target
     arrays = model.for_trials()
     step = dt * b2.second
-    ns = dict(model.namespace)
+    ns = {**model.namespace, **model.functions}
     ns[model.drive_name] = b2.TimedArray(arrays["drive"], dt=step, name=model.drive_name)
+    if "drive2" in arrays:
+        ns[model.drive2_name] = b2.TimedArray(arrays["drive2"], dt=step, name=model.drive2_name)
     G = b2.NeuronGroup(model.n_trials * model.n_populations, model.equations, method=method, namespace=ns,
                        dt=step, name="columns")
     for name, value in {**arrays["values"], **arrays["initial"]}.items():
@@ -276,7 +339,12 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     S = b2.Synapses(G, G, model=model.synapse_model, namespace=ns, dt=step, name="connections")
     S.connect(i=arrays["source"], j=arrays["target"])
     S.w = arrays["weight"]
-    M = b2.StateMonitor(G, ["V", "A", "r", "rf"], record=True, dt=(record_dt or dt) * b2.second, name="rates")
+    recorded = ["V", "A", "r", "rf"]
+    if "weight2" in arrays:
+        S.w2 = arrays["weight2"]
+        recorded.append("S")
+    M = b2.StateMonitor(G, recorded, record=True, dt=(record_dt or dt) * b2.second, name="rates")
     net = b2.Network(G, S, M)
-    return Brian2Run(net, G, S, M, duration, network, device=device, method=method, n_trials=model.n_trials,
+    return Brian2Run(net, G, S, M, duration, network, device=device, method=method, target=code,
+                     n_trials=model.n_trials,
                      stimulus=stimulus if trial is None else stimulus.select([int(trial)]))
