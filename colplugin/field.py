@@ -2,7 +2,7 @@
 
 Per population ``i`` (state: membrane-like potential ``V`` and adaptation ``A``, in mV)::
 
-    r_i            = f(V_i - A_i)                                     Hz
+    r_i            = f(V_i - A_i)                                     Hz, the field's Transfer
                      (/ (1 + f / r_max,i) where a saturation r_max,i is set; default none)
     I_i            = tau_s * (sum_j W_ij r_j + W_bg,i nu_bg + sum_k W_in,ik u_k(t))   nA
     tau_m dV_i/dt  = -V_i + R I_i + V_offset,i       R = tau_m / C (MOhm); V_offset: calibration, 0 unless set
@@ -25,6 +25,20 @@ per solve), assembles the terms into the views the backends use:
 
 A new term of the model is one more :class:`Term` (in :data:`DMF_TERMS`, or in the
 ``terms`` of a :class:`Field` subclass); torch, the fused solver and Brian2 all follow.
+
+The rate is the field's :class:`~colplugin.transfers.Transfer`: the DMF's f of the input mean
+(the paper's, default) or the LIF neuron's Siegert rate of the input mean and variance
+(:class:`~colplugin.transfers.SiegertTransfer`, presets ``pd14_lif`` and ``dl25_lif``). A
+transfer that needs the variance gives the field a third state, ``S`` (mV^2, Brunel's
+white-noise amplitude squared; :data:`VARIANCE_TERMS`)::
+
+    r_i              = Phi(mu = V_i, s^2 = S_i, threshold + A_i)         Hz
+    (tau_m / 2) dS_i/dt = -S_i + (g_in R tau_s)^2 / tau_m (sum_j K_ij <J_ij^2> r_j + K_bg J_E^2 nu_bg
+                                                          + sum_k K_in,ik J_E^2 u_k(t))
+
+whose fixed point is the input variance of the spiking twin's LIF neurons (:class:`InputVariance`),
+so the fixed points are those of the LIF mean field (nnmt's). The fused solver implements the
+DMF's f only; a field of another transfer integrates with torchdiffeq (``simulate`` says so).
 ``tests/test_brian2_export.py`` integrates torch and Brian2 with the same explicit scheme
 and requires agreement to 1e-11; ``tests/test_field_terms.py`` adds a term and checks that
 every backend moves with it.
@@ -59,9 +73,10 @@ from ._warnings import quiet_brian2_parsing
 from .transfers import DMF_BRIAN2_RATE, DMFTransfer, Transfer, g_slope, slope, transfer, transfer_numpy, transfer_value
 
 __all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate", "saturate",
-           "Term", "DMF_TERMS", "VARIANCE_TERMS", "Field", "InputVariance", "FusedOperators", "SparseFusedOperators", "Brian2Model",
-           "DENSE_MAX_POPULATIONS", "EDGE_PRODUCT", "EDGE_PRODUCTS",
+           "Term", "DMF_TERMS", "VARIANCE_TERMS", "VARIABLES", "Field", "InputVariance", "FusedOperators",
+           "SparseFusedOperators", "Brian2Model", "DENSE_MAX_POPULATIONS", "EDGE_PRODUCT", "EDGE_PRODUCTS",
            "BRIAN2_METHODS"]
+
 
 def inverse_r_max(r_max: torch.Tensor | None) -> torch.Tensor | None:
     """``1 / r_max`` (0 where ``r_max = inf``, no saturation), or None where no population saturates."""

@@ -116,7 +116,8 @@ def test_watch_sees_what_the_eager_loop_shows(dl25):
                     lambda t, x, n, seen=seen: seen.append((t, float(x.max()), n)), watch_every=5, kernel=kernel)
     assert len(calls["eager"]) == len(calls["compiled"]) > 10
     for (t0, x0, n0), (t1, x1, n1) in zip(calls["eager"], calls["compiled"]):
-        assert t1 == pytest.approx(t0, rel=1e-13) and x1 == pytest.approx(x0, rel=1e-12) and n1 == n0
+        # x: the largest V - A, from states that differ in the order of summation (2.7e-12 relative on some CPUs)
+        assert t1 == pytest.approx(t0, rel=1e-13) and x1 == pytest.approx(x0, rel=1e-11) and n1 == n0
 
 
 def test_the_watch_skips_saturating_populations_and_flags_nan_and_inf(dl25):

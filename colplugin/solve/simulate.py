@@ -26,7 +26,7 @@ from . import compiled
 from .fused import StepSizeUnderflow, fused_solve
 from .strategies import Adjoint, Gradient, SimulationError, Solver, as_gradient, check_combination
 
-__all__ = ["Solver", "Trajectory", "SimulationError", "simulate"]
+__all__ = ["Solver", "Trajectory", "SimulationError", "simulate", "solver_for_transfer"]
 
 
 class _ODEFunc(nn.Module):
@@ -233,7 +233,7 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
 _ANNOUNCED: set[str] = set()
 
 
-def _for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
+def solver_for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
     """The solver for the network's transfer: the fused loop integrates the DMF's f only.
 
     A fused solver chosen by ``backend="auto"`` becomes torchdiffeq's (the same method and
@@ -320,7 +320,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         point at or after ``duration`` (it could not take effect).
     """
     gradient = as_gradient(gradient)
-    solver = _for_transfer(solver or Solver.default(), network).resolve(gradient)
+    solver = solver_for_transfer(solver or Solver.default(), network).resolve(gradient)
     check_combination(solver, gradient)
     dtype, dev = network.W_intra.dtype, network.W_intra.device
     if not (duration > 0 and math.isfinite(duration)):

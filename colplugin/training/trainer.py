@@ -14,8 +14,8 @@ import torch
 from .._version import __version__
 from .._io import atomic_path, atomic_write_text
 from ..network import ColumnNetwork
-from ..solve.simulate import SimulationError, simulate
-from ..solve.strategies import Gradient, Solver, check_combination
+from ..solve.simulate import SimulationError, simulate, solver_for_transfer
+from ..solve.strategies import Direct, Gradient, Solver, check_combination
 from .settings import OPTIMIZERS, TrainSettings, lr_factor
 from .task import Task, TrainResult
 
@@ -238,8 +238,9 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         clip_grad=clip_grad, rollback=rollback, stop_at_accuracy=stop_at_accuracy, keep_best=keep_best,
         batch_size=batch_size, lr_schedule=lr_schedule)
     grad = s.gradient
-    test_solver = solver or task.solver
-    train_solver = s.solver_for(test_solver)
+    # concrete backends, recorded as run: "auto" decided for the gradient, the network's transfer respected
+    test_solver = solver_for_transfer(solver or task.solver, network).resolve(Direct())
+    train_solver = solver_for_transfer(s.solver_for(test_solver), network).resolve(grad)
     check_combination(train_solver, grad)
     params = network.learnable_parameters()
     if not params:
