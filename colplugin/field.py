@@ -239,9 +239,10 @@ class InputVariance:
     blocks : torch.Tensor, shape (n_areas, n, n)
         ``K_ij <J_ij^2>`` of each area's intra-column connections (``[target, source]``), nA^2
         per Hz of presynaptic rate: ``W_ij |J_ij| (1 + J_rel_sd^2)``.
-    edge_amplitude : float
+    edge_amplitude : float or torch.Tensor, shape (E,)
         ``<J^2> / |J|`` of an inter-column synapse (``J_E (1 + J_rel_sd^2)``, nA): an edge of
-        weight ``W`` (``|W| / J_E`` synapses) adds ``|W| edge_amplitude`` (nA^2/Hz).
+        weight ``W`` (``|W| / J_E`` synapses) adds ``|W| edge_amplitude`` (nA^2/Hz); one per
+        edge where it depends on the edge (multapses of a downscaled twin).
     input_amplitude : float
         The same for a Poisson input synapse (``J_E``, no spread, nA): a channel of weight
         ``W_in`` adds ``W_in input_amplitude``.
@@ -250,7 +251,7 @@ class InputVariance:
     """
 
     blocks: torch.Tensor
-    edge_amplitude: float
+    edge_amplitude: float | torch.Tensor
     input_amplitude: float
     background: torch.Tensor
 
@@ -675,7 +676,7 @@ class Field:
                 tgt.append(_numpy(self.edges[1]))
                 w.append(_numpy(self.edges[2]))
                 w2.append(np.full(len(w[-1]), np.nan) if self.variance is None else
-                          np.abs(w[-1]) * self.variance.edge_amplitude)
+                          np.abs(w[-1]) * _numpy(self.variance.edge_amplitude))
         src, tgt, w, w2 = (np.concatenate(x) for x in (src, tgt, w, w2))
         keep = w != 0
         return (src[keep].astype(np.int64), tgt[keep].astype(np.int64), w[keep].astype(float),

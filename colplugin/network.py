@@ -540,6 +540,10 @@ class ColumnNetwork(nn.Module):
         r = self.transfer.rate(*parts)
         return saturate(r, inverse_r_max(self.r_max.to(r)))
 
+    #: ``(scale, k_scale)`` of a downscaled spiking twin whose multapse variance the input variance
+    #: includes (:meth:`input_variance`); None (default): the full-scale mean field, no multapses.
+    multapses: tuple[float, float] | None = None
+
     def input_variance(self) -> InputVariance | None:
         """How the rates make each population's input variance (None where the transfer needs none).
 
@@ -549,6 +553,13 @@ class ColumnNetwork(nn.Module):
         amplitude ``J_E`` with the same spread; an input channel of weight ``W_in`` as
         ``W_in / J_E`` Poisson sources of amplitude ``J_E``; the background as ``K_bg`` Poisson
         sources of amplitude ``J_E`` (none where the parameters' ``background`` is ``"dc"``).
+
+        With :attr:`multapses` = ``(scale, k)``: the variance of the downscaled twin, whose
+        ``k K`` synapses per neuron (weights ``J / sqrt(k)``) come from ``round(N scale)`` source
+        neurons, so a source makes ``m ~ Poisson(lam)`` synapses onto a neuron (NEST's and
+        Brian2's fixed total number), ``lam = k K / (N scale)``; their spikes coincide, and
+        ``<(sum_m J)^2> = lam J^2 (1 + J_rel_sd^2 + lam)`` per source: ``1 + J_rel_sd^2`` becomes
+        ``1 + J_rel_sd^2 + lam`` for recurrent synapses (Poisson inputs are independent sources).
         """
         if not self.transfer.needs_variance:
             return None
@@ -556,7 +567,24 @@ class ColumnNetwork(nn.Module):
         spread = 1.0 + float(p["J_rel_sd"]) ** 2
         J_E = float(p["J_E"])
         bg = self.W_bg * J_E if p["background"] == "poisson" else torch.zeros_like(self.W_bg)
-        return InputVariance(self.W_intra * self.J_intra * spread, J_E * spread, J_E, bg)
+        blocks, edge_amplitude = self.W_intra * self.J_intra * spread, J_E * spread
+        if self.multapses is not None:
+            scale, k = (float(x) for x in self.multapses)
+            if not (0 < scale <= 1 and 0 < k <= 1):
+                raise ValueError(f"multapses must be (scale, k_scale) of a twin, each in (0, 1], "
+                                 f"got {self.multapses!r}")
+            lam = []
+            for area in self.areas.values():
+                N = np.maximum(1, np.round(np.asarray(column_sizes(p, area.kind, area.n_columns, area.split)) * scale))
+                lam.append(k / N)  # per source population; times K below
+            lam_src = torch.as_tensor(np.stack(lam), dtype=self.W_intra.dtype, device=self.W_intra.device)
+            K = torch.where(self.J_intra != 0, self.W_intra / self.J_intra, torch.zeros_like(self.W_intra))
+            blocks = self.W_intra * self.J_intra * (spread + K * lam_src.unsqueeze(1))
+            if self.rec_src.numel():
+                n_src = torch.cat([lam_src[i].repeat(a.n_columns) for i, a in enumerate(self.areas.values())])
+                W = self._weights("rec").abs()
+                edge_amplitude = J_E * spread + W * n_src[self.rec_src]  # |W| J_E (1 + cv^2 + |W| k / (J_E N))
+        return InputVariance(blocks, edge_amplitude, J_E, bg)
 
     def field(self, input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
               noise: torch.Tensor | None = None) -> Field:

@@ -165,3 +165,22 @@ def test_a_saturation_is_refused_for_the_lif_column():
     p = cp.load_preset("dl25_lif", overrides={"r_max": [100.0] + [math.inf] * 7})
     with pytest.raises(ValueError, match="r_max"):
         two_column_net(p).field()
+
+
+def test_multapse_variance_of_a_downscaled_twin_by_hand():
+    """k K synapses from round(N scale) sources: a source makes Poisson(lam) synapses, lam = k K / (N scale),
+    and 1 + cv^2 becomes 1 + cv^2 + lam (coincident spikes of one source's synapses)."""
+    p = cp.load_preset("pd14_lif")
+    net = cp.ColumnNetwork(p, {"pd14": ("pd14", 1)})
+    full = net.input_variance().blocks[0].numpy()
+    net.multapses = (0.1, 0.5)
+    scaled = net.input_variance().blocks[0].numpy()
+    N = np.asarray(p.area_sizes("pd14"), dtype=float)
+    K = np.asarray(in_degrees(connection_probability(p), N))
+    lam = 0.5 * K / np.round(N * 0.1)[None, :]
+    cv2 = 1 + p["J_rel_sd"] ** 2
+    np.testing.assert_allclose(scaled, full * (cv2 + lam) / cv2, rtol=1e-12)
+    assert lam[6, 7] == pytest.approx(0.5 * K[6, 7] / 295)  # L6E <- L6I: 295 neurons at scale 0.1
+    net.multapses = (0.0, 0.5)
+    with pytest.raises(ValueError, match="multapses"):
+        net.input_variance()
