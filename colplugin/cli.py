@@ -386,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate a column (or an area of columns) with a step input")
-    p.add_argument("--preset", default="dl25", choices=["dl25", "pd14"], help="parameter preset (default dl25)")
+    p.add_argument("--preset", default="dl25", choices=["dl25", "pd14", "dl25_lif", "pd14_lif"],
+                   help="parameter preset (default dl25; *_lif: the LIF mean-field column)")
     p.add_argument("--params", help="a parameter TOML file (overrides --preset)")
     p.add_argument("--area", help="area type (default: the preset's default area)")
     p.add_argument("--columns", type=int, default=1, help="number of columns in the area (default 1)")

@@ -78,7 +78,7 @@ def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = N
         from .params import Params
 
         before = Params.from_dict(_read_json(stored, "the run's parameters"))
-        if before != net.params:
+        if not before.same_values(net.params):
             raise ValueError(f"cannot resume {out}: it was trained with parameters {before.name!r} "
                              f"{'(other values)' if before.name == net.params.name else ''}, now "
                              f"{net.params.name!r}; resume with --preset {before.name} or start a new run")
@@ -377,6 +377,10 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
                          "start a new run with another --out")
     if resume and (out / "train" / "metrics.json").exists():  # training finished: continue after it
         res = _finished_training(out / "train", task, seed)
+        if preset is not None and not resolve_params(preset).same_values(res.network.params):
+            raise ValueError(f"cannot resume {out} with --preset {preset}: its training finished with parameters "
+                             f"{res.network.params.name!r}; resume without --preset (or with the run's own), or "
+                             "start a new run")
     else:
         res = train_run(task, seed, out / "train", progress=progress, updates=updates, gradient=gradient, lr=lr,
                         resume=resume, preset=preset)

@@ -434,13 +434,14 @@ class Field:
         self.transfer = DMFTransfer(self.a, self.b, self.d) if transfer is None else transfer
         if not isinstance(self.transfer, Transfer):
             raise TypeError(f"transfer must be a colplugin Transfer, got {type(self.transfer).__name__}")
+        if (not isinstance(self.transfer, DMFTransfer) and r_max is not None
+                and bool(torch.isfinite(torch.as_tensor(r_max)).any())):
+            raise ValueError(f"r_max saturates the DMF's f; the {self.transfer.name!r} transfer has no saturation "
+                             "(the LIF neuron's own rate is at most 1 / t_ref): set r_max = inf")
         if self.transfer.needs_variance:
             if variance is None:
                 raise ValueError(f"the {self.transfer.name} transfer needs the input variance: pass "
                                  "variance=InputVariance(...) (ColumnNetwork.field builds it from the parameters)")
-            if r_max is not None and bool(torch.isfinite(torch.as_tensor(r_max)).any()):
-                raise ValueError(f"the {self.transfer.name} transfer has no saturation r_max: it is the LIF "
-                                 "neuron's own rate (at most 1 / t_ref); set r_max = inf")
             self.terms = type(self).terms + VARIANCE_TERMS
         self.variance = variance if self.transfer.needs_variance else None
         self.variables = tuple(VARIABLES) if self.transfer.needs_variance else ("V", "A")
@@ -561,10 +562,10 @@ class Field:
         """S (P,), mV^2, at rest: the fixed point of dS/dt with every rate and input 0 (background alone)."""
         if self.variance is None:
             raise ValueError("this field has no input variance (its transfer needs none)")
-        plan = self.plans["S"]
-        drive = torch.zeros(self.P, dtype=self.dtype, device=self.device) if plan.drive is None else \
-            plan.drive.reshape(-1, self.P)[0].detach()
-        return drive / -torch.as_tensor(plan.state, dtype=self.dtype, device=self.device).expand(self.P)
+        const = _total(self._terms("S", "one"))  # background alone: no stimulus segment enters
+        const = torch.zeros(self.P, dtype=self.dtype, device=self.device) if const is None else \
+            torch.as_tensor(const, dtype=self.dtype, device=self.device).detach().expand(self.P)
+        return const / -torch.as_tensor(self.plans["S"].state, dtype=self.dtype, device=self.device).expand(self.P)
 
     @property
     def saturating(self) -> torch.Tensor | None:
@@ -757,14 +758,14 @@ class Field:
         for line in synapse_lines:
             synapse = synapse + b2.Equations(line)
         namespace = {k: getattr(self, k) * _brian2_unit(u) for k, u in BRIAN2_CONSTANTS.items()}
-        # the transfer's namespace: its functions apart, its constants joined to the field's (which
-        # keep the names both hold, e.g. the DMF's a, b, d)
+        # the transfer's namespace: its functions apart, its constants joined to the field's (the transfer's
+        # win where both hold a name, e.g. the DMF's a, b, d: the rate is the transfer's, as in torch)
         functions: dict[str, Any] = {}
         for k, v in self.transfer.brian2_namespace().items():
             if isinstance(v, b2.Function):
                 functions[k] = v
             else:
-                namespace.setdefault(k, v)
+                namespace[k] = v
         u = np.zeros((1, 1, 0)) if input_rates is None else _numpy(input_rates).astype(float)
         if u.ndim != 3:
             raise ValueError(f"input_rates must have shape (T, B, n_inputs), got {u.shape}")

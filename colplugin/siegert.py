@@ -48,6 +48,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["siegert", "siegert_value", "dawson", "erfcx_integral", "fourcaud_brunel_shift", "FB_ALPHA_HALF",
            "SIGMA_FLOOR_MV", "QUADRATURE_NODES"]
@@ -180,6 +181,7 @@ class _Siegert(torch.autograd.Function):
         return nu
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         s, hi, lo, hi_p, q, D, s2 = ctx.saved_tensors
         theta, V_r, tau_m, t_ref, c, floor = ctx.consts

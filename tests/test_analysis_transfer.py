@@ -55,8 +55,8 @@ def test_variance_by_hand_for_l5e():
     J = np.array([1, p["g"]] * 4) * p["J_E"] * 1e-9  # A; L5E receives no doubled L4E weight
     r = np.array(PUBLISHED)
     tau_m, tau_s, C, nu_bg = 0.01, 0.0005, 250e-12, 8.0
-    q = (K * J ** 2 * r).sum() + p["K_bg"][i] * (p["J_E"] * 1e-9) ** 2 * nu_bg
-    q *= 1 + 0.1 ** 2  # PD14's 10 % sd of the amplitudes
+    # PD14's 10 % sd of the recurrent amplitudes; the Poisson background's sources have amplitude J_E
+    q = (K * J ** 2 * r).sum() * (1 + 0.1 ** 2) + p["K_bg"][i] * (p["J_E"] * 1e-9) ** 2 * nu_bg
     sigma = math.sqrt(q * tau_m ** 2 * tau_s ** 2 / (2 * C ** 2 * (tau_m + tau_s))) * 1e3
     mu = tau_m / C * tau_s * ((K * J * r).sum() + p["K_bg"][i] * p["J_E"] * 1e-9 * nu_bg) * 1e3
     st = input_statistics(PUBLISHED)
@@ -146,7 +146,7 @@ def test_no_recurrence_gives_the_single_neuron_rates():
     tau_m, tau_s, C, nu, J = p["tau_m"], p["tau_s"], p["C"] * 1e-12, p["nu_bg"], p["J_E"] * 1e-9
     K = np.asarray(p["K_bg"], dtype=float)
     mu = tau_m / C * tau_s * K * J * nu * 1e3  # mV
-    s = np.sqrt(K * J ** 2 * nu * (1 + p["J_rel_sd"] ** 2) * tau_m * tau_s ** 2 / C ** 2) * 1e3  # mV
+    s = np.sqrt(K * J ** 2 * nu * tau_m * tau_s ** 2 / C ** 2) * 1e3  # mV; background amplitudes: no spread
     lif = [siegert_rate(mu[i], s[i], **_lif(p)) for i in range(8)]
     np.testing.assert_allclose(siegert_fixed_point(p)["rates_hz"], lif, rtol=1e-9)
     f = [_f(mu[i], p) for i in range(8)]

@@ -162,9 +162,35 @@ def test_spec_round_trip_keeps_the_transfer(tmp_path):
 
 
 def test_a_saturation_is_refused_for_the_lif_column():
-    p = cp.load_preset("dl25_lif", overrides={"r_max": [100.0] + [math.inf] * 7})
+    with pytest.raises(cp.ParameterError, match="r_max"):
+        cp.load_preset("dl25_lif", overrides={"r_max": [100.0] + [math.inf] * 7})
+    net = two_column_net(cp.load_preset("dl25_lif"))  # a field built by hand is refused too
+    f = net.field()
+    constants = {k: getattr(f, k) for k in cp.field.BRIAN2_CONSTANTS}
     with pytest.raises(ValueError, match="r_max"):
-        two_column_net(p).field()
+        cp.field.Field(constants, net.kappa, net.W_bg, net.W_intra, f.layout, transfer=net.transfer,
+                       variance=net.input_variance(), r_max=torch.full((16,), 50.0, dtype=torch.float64))
+
+
+def test_resume_refuses_a_checkpoint_of_another_transfer(tmp_path):
+    from colplugin.tasks import XOR
+    from colplugin.training.trainer import CheckpointError, load_checkpoint, save_checkpoint
+
+    dmf = two_column_net(cp.load_preset("dl25"))
+    save_checkpoint(tmp_path / "ck.pt", dmf, XOR(), update=1)
+    with pytest.raises(CheckpointError, match="transfer"):
+        load_checkpoint(tmp_path / "ck.pt", two_column_net(cp.load_preset("dl25_lif")))
+    assert load_checkpoint(tmp_path / "ck.pt", two_column_net(cp.load_preset("dl25")))["update"] == 1
+
+
+def test_old_parameter_files_resume():
+    """A params.json written before the transfer existed equals today's dl25 in its values."""
+    d = cp.load_preset("dl25").to_dict()
+    del d["transfer"], d["sigma_floor"]
+    old = cp.Params.from_dict(d)
+    assert old["transfer"] == "dmf" and old.same_values(cp.load_preset("dl25"))
+    assert old != cp.load_preset("dl25")  # the sources of the filled-in entries differ
+    assert not old.same_values(cp.load_preset("dl25_lif"))
 
 
 def test_multapse_variance_of_a_downscaled_twin_by_hand():

@@ -25,7 +25,7 @@ def test_validate_microcircuit_two_seeds_nest(tmp_path):
     assert rows[0]["dmf_adapting_rate"] < rows[0]["dmf_rate"]  # adaptation lowers L2/3E's rate
     r0 = rows[0]
     assert r0["dmf_adapting_vs_spiking"] == pytest.approx(r0["dmf_adapting_rate"] / r0["spiking_rate"] - 1)
-    for f in ("rates.png", "spiking.nix", "column.nix"):
+    for f in ("rates.png", "spiking.nix", "dmf.nix"):
         assert (tmp_path / f).stat().st_size > 0
 
 

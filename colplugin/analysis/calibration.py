@@ -79,7 +79,7 @@ def dmf_step_rates(params: Params, levels: Sequence[float], V_offset: Sequence[f
     stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
     with torch.no_grad():
         traj = simulate(net, stim, segment * len(levels), dt_out=1e-3,
-                        solver=Solver("dopri5", rtol=1e-7, atol=1e-7, backend="fused"))
+                        solver=Solver("dopri5", rtol=1e-7, atol=1e-7, backend="auto"))
     t = traj.t.cpu().numpy()
     r = traj.rate[:, 0].cpu().numpy().reshape(len(t), int(columns), len(POPULATIONS)).mean(axis=1)
     return np.stack([r[(t >= segment * (i + 1) - window - 1e-9) & (t < segment * (i + 1) - 1e-9)].mean(0)
@@ -235,6 +235,10 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
 
     out = Path(out)
     params = load_preset(preset)
+    if params["transfer"] != "dmf":
+        raise ValueError(f"calibrate fits the DMF's f to its spiking twin; preset {preset!r} has the "
+                         f"{params['transfer']!r} transfer, the LIF neuron's own rate, which has nothing to fit "
+                         "(compare it with validation/column_transfer.py --preset instead)")
     calibration_network(params, columns)  # a bad column count fails before any work
     levels = [*fit_levels, *held_out]
     if spiking_from is not None:  # check the saved rates before any work

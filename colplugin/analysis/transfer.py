@@ -7,8 +7,9 @@ potential (no threshold) has, relative to rest,
 * mean ``mu_i = (tau_m / C) tau_s (sum_j K_ij J_ij r_j + K_bg,i J_E nu_bg)``;
 * variance ``sigma_i^2 = sum_j K_ij <J_ij^2> r_j tau_m^2 tau_s^2 / (2 C^2 (tau_m + tau_s))``
   (Campbell's theorem for the PSP kernel of a current-based exponential synapse; the
-  Poisson background adds ``K_bg J_E^2 nu_bg`` to the sum; ``<J^2> = J^2 (1 + J_rel_sd^2)``
-  for PD14's normally distributed amplitudes).
+  Poisson background adds ``K_bg J_E^2 nu_bg`` to the sum (its sources have the fixed
+  amplitude ``J_E``, as in the spiking circuits); ``<J^2> = J^2 (1 + J_rel_sd^2)`` for
+  PD14's normally distributed recurrent amplitudes).
 
 The LIF rate at that input is Siegert's first-passage rate of the diffusion approximation
 [Siegert51]_, [Brunel00]_,
@@ -127,8 +128,8 @@ def input_statistics(rates_hz, params=None, *, background: str = "poisson", k_sc
     mean_current = tau_s * (recurrent + w_bg * nu_bg) * 1e-9  # A
     mu = tau_m / C * mean_current * 1e3  # mV
     shot = (K * J ** 2) @ r * var_j2  # nA^2 Hz
-    if background == "poisson":
-        shot = shot + np.asarray(p["K_bg"], dtype=float) * J_E ** 2 * nu_bg * var_j2
+    if background == "poisson":  # Poisson sources of amplitude J_E without spread, as the spiking circuits' inputs
+        shot = shot + np.asarray(p["K_bg"], dtype=float) * J_E ** 2 * nu_bg
     shot = shot * 1e-18  # A^2 Hz
     sigma2 = shot * tau_m ** 2 * tau_s ** 2 / (2 * C ** 2 * (tau_m + tau_s))  # V^2
     s2 = shot * tau_m * tau_s ** 2 / C ** 2

@@ -63,7 +63,8 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     Two rate columns stand beside the spiking circuit: the DMF column (``pd14``: the paper's f
     of the input mean) and the LIF mean-field column (``pd14_lif``: the Siegert rate of the
     input mean and variance, :class:`colplugin.transfers.SiegertTransfer`), each at its fixed
-    point. ``preset`` says which column the checks judge and ``column.nix`` holds.
+    point. ``preset`` says which column the checks judge and the NIX file holds (``dmf.nix`` or
+    ``lif_column.nix``).
 
     Parameters
     ----------
@@ -143,7 +144,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
                  "cv": float(np.nanmean([st[p]["cv"] for st in per_seed])),
                  "correlation": float(np.nanmean([st[p]["correlation"] for st in per_seed]))}
              for i, p in enumerate(POPULATIONS)}
-    # the rate columns: one fixed point each; the judged column's trajectory from it goes to column.nix
+    # the rate columns: one fixed point each; the judged column's trajectory from it goes to a NIX file
     params = load_preset("pd14")  # the DMF's f: the reference of the transfer analyses below
     fixed_rates, column_traj = {}, None
     for name in COLUMN_PRESETS:
@@ -173,7 +174,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     atomic_write_text(out / "comparison.json", json.dumps(rows, indent=2))
     save_nix(results[0].to_neo(max_per_population=nix_neurons), out / "spiking.nix")
     save_nix(to_neo(column_traj, seed=seed, description=f"rate column {preset} at its fixed point"),
-             out / "column.nix")
+             out / ("dmf.nix" if preset == "pd14" else "lif_column.nix"))
     save_figure(plot_validation(results[0], per_seed[0], rows, transient), out / "rates.png")
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -321,6 +321,10 @@ class Params(Mapping[str, Any]):
             if not p < 1:
                 raise ParameterError(f"l4e_to_l23e_factor {self._values['l4e_to_l23e_factor']} "
                                      f"makes P[L23E, L4E] = {p} >= 1; lower the factor")
+        if self._values["transfer"] != "dmf" and np.isfinite(np.asarray(self._values["r_max"], dtype=float)).any():
+            raise ParameterError(f"parameter set {self.name!r}: r_max (a saturation of the DMF's f) is set, but the "
+                                 f"transfer is {self._values['transfer']!r}, the LIF neuron's own rate (at most "
+                                 "1 / t_ref); set r_max = inf or transfer = \"dmf\"")
         if not self._values["V_th"] > self._values["V_reset"]:
             raise ParameterError(f"V_th = {self._values['V_th']} mV must lie above V_reset = "
                                  f"{self._values['V_reset']} mV; raise V_th or lower V_reset")
@@ -417,6 +421,12 @@ class Params(Mapping[str, Any]):
         """Write the resolved set as JSON (atomically) and return the path."""
         from .._io import atomic_write_text
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    def same_values(self, other: "Params") -> bool:
+        """Whether two sets hold the same values and areas (sources, names and descriptions aside)."""
+        strip = lambda p: {k: (v["value"] if isinstance(v, dict) and "value" in v else v)
+                           for k, v in p.to_dict().items() if k != "preset"}
+        return json.dumps(strip(self), sort_keys=True) == json.dumps(strip(other), sort_keys=True)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Params):

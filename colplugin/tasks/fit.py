@@ -130,7 +130,7 @@ class FitTarget(Task):
             raise NeoError(f"the stimulus has {stim.batch_size} trials but the Block {rates.shape[1]} segments")
         dense = network.n_populations <= network.dense_max_populations  # the fused solve needs a dense coupling
         return cls(t, rates, [names.index(n) for n in wanted_net], stim, spec=spec,
-                   solver=Solver("dopri5", rtol=1e-5, atol=1e-4, backend="fused" if dense else "torchdiffeq"))
+                   solver=Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto" if dense else "torchdiffeq"))
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         """The network of ``spec`` (with ``params`` and ``seed`` if given)."""

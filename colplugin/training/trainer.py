@@ -86,6 +86,15 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> d
         from ..network import ColumnNetwork as _CN
 
         network = _CN.from_spec(json.loads(ckpt["spec"]))
+    try:
+        stored_transfer = json.loads(ckpt["spec"])["params"].get("transfer", {})
+        stored_transfer = stored_transfer.get("value", "dmf") if isinstance(stored_transfer, dict) else "dmf"
+    except (KeyError, TypeError, ValueError, AttributeError):
+        stored_transfer = None  # no readable spec: the weights' shapes decide below
+    if stored_transfer is not None and stored_transfer != network.transfer.name:
+        raise CheckpointError(f"checkpoint {path} was trained with the {stored_transfer!r} transfer, this network has "
+                              f"{network.transfer.name!r}; load it into a network of its own parameters "
+                              "(ColumnNetwork.from_spec of its spec) or start training afresh")
     own = network.state_dict()
     theirs = ckpt["state_dict"]
     bad = [k for k in own if k not in theirs or theirs[k].shape != own[k].shape]
