@@ -140,6 +140,8 @@ class Transfer(ABC):
     """
 
     name: str = ""
+    #: How reports name the rate model of this transfer ("DMF", "LIF column").
+    label: str = "rate model"
     needs_variance: bool = False
     fused: bool = False
 
@@ -194,6 +196,7 @@ class DMFTransfer(Transfer):
     """
 
     name = "dmf"
+    label = "DMF"
     needs_variance = False
     fused = True
 
@@ -265,6 +268,7 @@ class SiegertTransfer(Transfer):
     """
 
     name = "siegert"
+    label = "LIF column"
     needs_variance = True
     fused = False
 

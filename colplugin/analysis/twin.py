@@ -4,7 +4,8 @@
 trained network for every condition (trial) of the task's evaluation stimulus, runs each
 ``trials`` times on a spiking backend (trial ``j`` uses seed ``seed + j``: a new draw of
 connectivity, weights, delays, initial potentials and Poisson input), and compares with
-the DMF:
+the DMF (here and below: the network's rate model, the DMF or, for a network of the Siegert
+transfer, the LIF column; ``rate_model`` names it, and the keys keep the name ``dmf_``):
 
 - ``accuracy``: the task's own metric (:meth:`Task.accuracy_from_rates`) of the spiking
   population rates over the task's read-out window (:meth:`Task.readout_window`), all
@@ -244,13 +245,15 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
                                "spiking_trials_hz": spk[b, :, i].tolist()} for b in range(C)]}
     files = ["twin.json", "report.md", "spikes.nix", "rates.png"]
     save_figure(plot_twin_rates(dmf_win, spk_mean, spk_sd, names,
-                                title=f"spiking twin ({backend}, scale {scale}) vs DMF, read-out window "
+                                title=f"spiking twin ({backend}, scale {scale}) vs {network.transfer.label}, "
+                                      "read-out window "
                                       f"[{w0:g}, {w1:g}) s"), out / "rates.png")
     t_spk = np.arange(binned[0].shape[0]) * BIN_S + BIN_S / 2
     for b in range(C):
         label = _condition_label(conditions, b)
         save_figure(plot_twin_overlay(t_dmf, r_dmf[:, b], t_spk, binned[b], names, window=(w0, w1),
-                                      title=f"condition {b} ({label}): DMF vs spiking twin, mean of {trials} "
+                                      title=f"condition {b} ({label}): {network.transfer.label} vs spiking twin, "
+                                            f"mean of {trials} "
                                             f"trial{'s' if trials > 1 else ''}"), out / f"overlay_condition{b}.png")
         save_figure(plot_twin_rasters(first_results[b], 0.0, duration,
                                       title=f"condition {b} ({label}), trial 0 ({backend}, seed {seed})"),
@@ -266,6 +269,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
                         "segment_times_s": conditions.times.tolist(),
                         "input_rates_hz": conditions.rates[b].tolist()} for b in range(C)],
         "accuracy": accuracy, "dmf_accuracy": dmf_accuracy, "rate_floor_hz": RATE_FLOOR_HZ,
+        "rate_model": network.transfer.label,
         "per_population": per_population, "n_neurons": int(n_neurons), "n_synapses": int(n_synapses),
         "spiking_wall_seconds": run_walls, "wall_seconds": wall, "source": source, "files": files,
         "colplugin_version": __version__}
@@ -295,10 +299,11 @@ def _condition_label(conditions: Stimulus, b: int) -> str:
 def _table_md(result: dict[str, Any]) -> str:
     """Populations as rows, columns as column groups: DMF, spiking and relative difference (mean over conditions)."""
     pp = result["per_population"]
+    model = result.get("rate_model", "DMF")
     cols: dict[str, dict[str, dict[str, Any]]] = {}
     for name, row in pp.items():
         cols.setdefault(name.rsplit(".", 1)[0], {})[row["population"]] = row
-    head = "| population | " + " | ".join(f"{c}: DMF / spiking (Hz), diff" for c in cols) + " |"
+    head = "| population | " + " | ".join(f"{c}: {model} / spiking (Hz), diff" for c in cols) + " |"
     lines = [head, "|---|" + "---|" * len(cols)]
     for pop in next(iter(cols.values())):
         cells = [f"{r['dmf_hz']:.3g} / {r['spiking_hz']:.3g}, {100 * r['relative_difference']:+.0f} %"
@@ -310,6 +315,7 @@ def _table_md(result: dict[str, Any]) -> str:
 def twin_report_section(result: dict[str, Any], prefix: str = "") -> list[str]:
     """Markdown lines of a twin's results (``prefix``: path of its files relative to the report)."""
     acc, dacc = result["accuracy"], result["dmf_accuracy"]
+    model = result.get("rate_model", "DMF")  # the rate model the twin is of (twin.json keeps the keys dmf_*)
     w0, w1 = result["readout_window_s"]
     C = len(result["conditions"])
     rel = {n: r["relative_difference"] for n, r in result["per_population"].items()}
@@ -322,16 +328,16 @@ def twin_report_section(result: dict[str, Any], prefix: str = "") -> list[str]:
     if acc is None:
         lines += ["The task defines no read-out from rates: no accuracy.", ""]
     else:
-        lines += [f"Task accuracy of the spiking twin: **{acc:.3g}** (all trials; the DMF's own read-out in the "
+        lines += [f"Task accuracy of the spiking twin: **{acc:.3g}** (all trials; the {model}'s own read-out in the "
                   f"same window: {dacc if dacc is None else f'{dacc:.3g}'}).", ""]
-    lines += ["DMF vs spiking rate per population (mean over conditions; difference (spiking - DMF) / "
-              f"max(DMF, {RATE_FLOOR_HZ} Hz)); per condition and trial in `{prefix}twin.json`:", "",
+    lines += [f"{model} vs spiking rate per population (mean over conditions; difference (spiking - {model}) / "
+              f"max({model}, {RATE_FLOOR_HZ} Hz)); per condition and trial in `{prefix}twin.json`:", "",
               result.get("table_md") or _table_md(result), ""]
     if drift:
         lines += ["Populations that drift by more than 30 %: "
                   + ", ".join(f"{n} {100 * rel[n]:+.0f} %" for n in drift) + ".", ""]
     else:
-        lines += ["Every population within 30 % of the DMF.", ""]
+        lines += [f"Every population within 30 % of the {model}.", ""]
     lines += [f"![rates]({prefix}rates.png)", ""]
     for b in range(C):
         lines += [f"Condition {b} ({result['conditions'][b]['label']}):", "",
