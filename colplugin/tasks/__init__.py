@@ -10,6 +10,7 @@ import pkgutil
 
 from ..training.task import TASKS, Task, get_task, register_task, task_class
 from .decision import Decision, wong_wang
+from .digits import Digits
 from .fit import FitTarget
 from .xor import XOR
 
@@ -19,5 +20,5 @@ DEFAULT_TASK = XOR.name
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DEFAULT_TASK", "Task", "XOR", "Decision", "FitTarget", "wong_wang", "TASKS", "get_task", "task_class",
+__all__ = ["DEFAULT_TASK", "Task", "XOR", "Decision", "Digits", "FitTarget", "wong_wang", "TASKS", "get_task", "task_class",
            "register_task"]
