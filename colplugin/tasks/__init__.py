@@ -20,5 +20,5 @@ DEFAULT_TASK = XOR.name
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DEFAULT_TASK", "Task", "XOR", "Decision", "Digits", "FitTarget", "wong_wang", "TASKS", "get_task", "task_class",
-           "register_task"]
+__all__ = ["DEFAULT_TASK", "Task", "XOR", "Decision", "Digits", "FitTarget", "wong_wang", "TASKS", "get_task",
+           "task_class", "register_task"]
