@@ -23,6 +23,9 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False) -> Path:
     """A fresh output directory; refuses to mix results into a non-empty one."""
     import time
 
+    if out is not None and not str(out).strip():
+        raise SystemExit("error: --out is empty; give a directory path, or leave --out out for "
+                         f"runs/{prefix}-TIMESTAMP")
     path = Path(out) if out else Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     if path.exists() and not path.is_dir():
         raise SystemExit(f"error: --out {path} is a file, not a directory; choose a directory path")
@@ -335,7 +338,7 @@ def _add_task_options(p: argparse.ArgumentParser, tasks: dict) -> dict[str, list
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the trials (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights and the trials (default 0)")
     p.add_argument("--updates", type=int, default=None, help="number of updates (default: the task's)")
     p.add_argument("--gradient", choices=["adjoint", "direct"], default=None,
                    help="how gradients are obtained (default: the task's; adjoint is the paper's method)")
@@ -345,6 +348,17 @@ def _add_training(p: argparse.ArgumentParser) -> None:
                    help="torch intra-op threads, also the compiled solver's threads over chunks of trials "
                         "(default 1, the fastest for the paper's small networks; more for large networks "
                         "at large batches, up to the cores)")
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed torch, numpy and the spiking backends all take (0 .. 2^63 - 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be a whole number in [0, 2^63), got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -498,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p)
     _add_preset(p)
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--nproc", type=int, default=1,
+    p.add_argument("--nproc", type=_positive_int, default=1,
                    help="data-parallel processes on this machine (default 1; each simulates a share of every "
                         "batch, gradients are all-reduced; under torchrun its WORLD_SIZE counts instead)")
     p.add_argument("--device", default=None,

@@ -1,0 +1,25 @@
+"""Issue 25's command-line refusals: each bad value is refused before any work, with a message naming it."""
+
+import pytest
+
+from colplugin.cli import main
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "xor", "--nproc", "0"], "--nproc"),
+    (["train", "xor", "--nproc", "-1"], "--nproc"),
+    (["train", "xor", "--seed", str(2 ** 64)], "--seed"),
+    (["train", "xor", "--seed", "-3"], "--seed"),
+])
+def test_bad_numbers_are_refused_by_the_parser(capsys, args, fragment):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2 and fragment in capsys.readouterr().err
+
+
+def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["train", "xor", "--out", "", "--updates", "1"])
+    assert "--out is empty" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing written to the default place
