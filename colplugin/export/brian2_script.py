@@ -257,8 +257,9 @@ def _transfer_block(model: Any, arrays: dict[str, Any]) -> tuple[str, str]:
     if not model.functions:
         return _DMF_BLOCK, ""
     if getattr(transfer, "name", None) != "siegert":
-        raise NotImplementedError(f"the standalone script cannot carry the functions {sorted(model.functions)} of "
-                                  f"the transfer {transfer!r}")
+        raise ValueError(f"the standalone script carries the Siegert implementation only; the functions "
+                         f"{sorted(model.functions)} of the transfer {transfer!r} have none: export this network "
+                         "with to_brian2 (in-process) instead")
     consts = {**transfer.constants(), "c": transfer.shift}
     for k in SIEGERT_CONSTANTS:
         arrays["transfer:" + k] = np.float64(consts[k])
