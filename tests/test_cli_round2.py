@@ -23,3 +23,18 @@ def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
         main(["train", "xor", "--out", "", "--updates", "1"])
     assert "--out is empty" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing written to the default place
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
+    import torch
+
+    import colplugin as cp
+    from colplugin.tasks import XOR
+    from colplugin.training.trainer import CheckpointError, load_checkpoint, save_checkpoint
+
+    net = XOR().build_network(cp.load_preset("dl25"), seed=0)
+    with torch.no_grad():
+        net.inp_theta[0] = float("nan")
+    save_checkpoint(tmp_path / "ck.pt", net, XOR(), update=3)
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_checkpoint(tmp_path / "ck.pt")

@@ -102,6 +102,11 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> d
         raise CheckpointError(f"checkpoint {path} does not fit this network (mismatched "
                               f"{bad or sorted(set(theirs) - set(own))}); load it into the network it was trained "
                               "with (ColumnNetwork.from_spec of its spec)")
+    bad = [k for k, v in theirs.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite values in {', '.join(bad)} (a diverged run); "
+                              "resume from an earlier checkpoint (best_weights.pt) or start training afresh")
     network.load_state_dict(theirs)
     ckpt["network"] = network
     ckpt["metrics"] = json.loads(ckpt["metrics"])
