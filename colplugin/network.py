@@ -214,6 +214,13 @@ class Input(Projection):
             raise ValueError(f"Input(to={to!r}): use 'one_to_one' or 'all'")
         super().__init__("input", target, [], ["L4E", "L4I"], "all", learnable,
                          float("nan") if init is None else init, jitter, name, "input")
+        if channels is not None:
+            number = (int, float, np.integer, np.floating)
+            bad = [c for c in channels if isinstance(c, bool) or not isinstance(c, number)
+                   or not float(c).is_integer() or c < 0]
+            if bad:
+                raise ValueError(f"Input({target!r}): input channels are whole numbers >= 0 (the stimulus' columns "
+                                 f"0, 1, ...), got {bad}")
         self.channels = None if channels is None else [int(c) for c in channels]
         self.to = to
 

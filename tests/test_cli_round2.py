@@ -38,3 +38,11 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
     save_checkpoint(tmp_path / "ck.pt", net, XOR(), update=3)
     with pytest.raises(CheckpointError, match="non-finite"):
         load_checkpoint(tmp_path / "ck.pt")
+
+
+@pytest.mark.parametrize("channels", [[-1], [0, -2], [1.5]])
+def test_negative_or_fractional_input_channels_are_refused(channels):
+    import colplugin as cp
+
+    with pytest.raises(ValueError, match="input channels"):
+        cp.Input("a", channels=channels, to="all")
