@@ -195,7 +195,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tw = r.get("twin")
     if tw:
         print(f"twin:      spiking ({tw['backend']}, scale {tw['scale']}) task accuracy {tw['accuracy']} "
-              f"(DMF {tw['dmf_accuracy']})")
+              f"({tw.get('rate_model', 'DMF')} {tw['dmf_accuracy']})")
     print(f"wall time: {r['wall_seconds']:.1f} s")
     print(f"report:    {out / 'report.md'}")
     _validation_status(v)  # reported; the main job itself succeeded

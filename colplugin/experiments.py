@@ -437,6 +437,6 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     return {"summary": s, "evaluation": res.evaluation,
             "agreement": {m: {k: agree[m][k] for k in ("max_abs_hz", "max_rel")} for m in methods},
             "validation": validation,
-            "twin": None if twin is None else {k: twin[k] for k in ("accuracy", "dmf_accuracy", "scale", "backend",
-                                                                    "wall_seconds")},
+            "twin": None if twin is None else {k: twin[k] for k in ("accuracy", "dmf_accuracy", "rate_model", "scale",
+                                                                    "backend", "wall_seconds")},
             "wall_seconds": wall}
