@@ -405,6 +405,7 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     wall = time.perf_counter() - t0
     s = res.summary
     lines = [f"# colplugin run: {task.name}", "",
+             f"Column: `{net.params.name}`, the {net.transfer.label} ({net.transfer.description}).", "",
              "## Did it learn?", "",
              f"{s['updates']} updates ({s['gradient']['name']} gradients, {s['solver']['method']}), final test "
              f"accuracy **{s['final_accuracy']}**, final loss {s['final_loss']:.4g}, {s['wall_seconds']:.1f} s.", ""]

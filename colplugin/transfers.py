@@ -140,8 +140,9 @@ class Transfer(ABC):
     """
 
     name: str = ""
-    #: How reports name the rate model of this transfer ("DMF", "LIF column").
+    #: How reports name the rate model of this transfer ("DMF", "LIF column"), and what it is in a phrase.
     label: str = "rate model"
+    description: str = ""
     needs_variance: bool = False
     fused: bool = False
 
@@ -197,6 +198,7 @@ class DMFTransfer(Transfer):
 
     name = "dmf"
     label = "DMF"
+    description = "the dynamic mean field: the paper's f of the input mean"
     needs_variance = False
     fused = True
 
@@ -269,6 +271,7 @@ class SiegertTransfer(Transfer):
 
     name = "siegert"
     label = "LIF column"
+    description = "the LIF mean field: the Siegert rate of the input mean and variance"
     needs_variance = True
     fused = False
 
