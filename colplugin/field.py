@@ -706,6 +706,32 @@ class Field:
             y[:, 2 * self.P:] = self.initial_variance()
         return y
 
+    def _brian2_lines(self) -> tuple[list[str], dict[str, Any]]:
+        """The neuron equations' declarations (rate, summed inputs, each variable and term) and the
+        per-neuron parameter values (P,) with units."""
+        lines: list[str] = list(self.transfer.brian2_rate()) + [BRIAN2_RATE[1]]
+        values: dict[str, Any] = {}
+        if self.inv_r_max is not None:  # r = f / (1 + f / r_max), with 1 / r_max = 0 where none is set
+            lines[0:1] = list(BRIAN2_SATURATED_RATE)
+            values["inv_r_max"] = _numpy(self.inv_r_max).astype(float) * _brian2_unit("second")
+        factors = {t.factor for t in self.terms}
+        for factor, extra in (("coupling", BRIAN2_COUPLING), ("input", BRIAN2_INPUT),
+                              ("variance_coupling", BRIAN2_VARIANCE_COUPLING),
+                              ("variance_input", BRIAN2_VARIANCE_INPUT)):
+            if factor in factors:
+                lines += extra
+        for var in self.variables:
+            names = [t.name for t in self.terms if t.variable == var]
+            unit = VARIABLES[var]
+            lines.append(f"d{var}/dt = {' + '.join(names) if names else f'0 * {unit} / second'} : {unit}")
+        for t in self.terms:
+            lines.append(f"{t.name} = {t.brian2} : {VARIABLES[t.variable]} / second")
+            lines += t.parameters
+            if t.values is not None:
+                for name, (v, unit) in t.values(self).items():
+                    values[name] = np.broadcast_to(_numpy(v).astype(float), (self.P,)) * _brian2_unit(unit)
+        return lines, values
+
     def brian2(self, input_rates: np.ndarray | torch.Tensor | None = None,
                y0: np.ndarray | torch.Tensor | None = None) -> "Brian2Model":
         """The field as a Brian2 rate model (one neuron per population), with units.
@@ -729,27 +755,8 @@ class Field:
         import brian2 as b2
 
         P, n = self.P, self.n_state
-        lines: list[str] = list(self.transfer.brian2_rate()) + [BRIAN2_RATE[1]]
-        values: dict[str, Any] = {}
-        if self.inv_r_max is not None:  # r = f / (1 + f / r_max), with 1 / r_max = 0 where none is set
-            lines[0:1] = list(BRIAN2_SATURATED_RATE)
-            values["inv_r_max"] = _numpy(self.inv_r_max).astype(float) * _brian2_unit("second")
+        lines, values = self._brian2_lines()
         factors = {t.factor for t in self.terms}
-        for factor, extra in (("coupling", BRIAN2_COUPLING), ("input", BRIAN2_INPUT),
-                              ("variance_coupling", BRIAN2_VARIANCE_COUPLING),
-                              ("variance_input", BRIAN2_VARIANCE_INPUT)):
-            if factor in factors:
-                lines += extra
-        for var in self.variables:
-            names = [t.name for t in self.terms if t.variable == var]
-            unit = VARIABLES[var]
-            lines.append(f"d{var}/dt = {' + '.join(names) if names else f'0 * {unit} / second'} : {unit}")
-        for t in self.terms:
-            lines.append(f"{t.name} = {t.brian2} : {VARIABLES[t.variable]} / second")
-            lines += t.parameters
-            if t.values is not None:
-                for name, (v, unit) in t.values(self).items():
-                    values[name] = np.broadcast_to(_numpy(v).astype(float), (P,)) * _brian2_unit(unit)
         equations = b2.Equations("")
         for line in lines:
             equations = equations + b2.Equations(line)
