@@ -47,3 +47,22 @@ def test_validate_stimulus_nest(tmp_path):
     assert [row for row in r["rows"] if row["population"] == "L4E"][0]["dmf_change_hz"] > 0
     with pytest.raises(ValueError, match="t_on"):
         validate_stimulus(tmp_path / "bad", duration=0.8, t_on=0.7, backend="nest")
+
+
+def test_validate_microcircuit_judges_the_lif_column(tmp_path):
+    pytest.importorskip("nest")
+    r = validate_microcircuit(tmp_path, scale=0.01, duration=0.7, transient=0.2, k_scale=0.3, seed=4, seeds=1,
+                              backend="nest", progress=False, nix_neurons=5, preset="pd14_lif")
+    assert r["preset"] == "pd14_lif" and "within30" not in r
+    dev = [abs(row["lif_rate"] / row["spiking_rate"] - 1) for row in r["rows"]]
+    assert r["lif_mean_deviation"] == pytest.approx(sum(dev) / 8)
+    assert r["lif_mean_within10"] == (r["lif_mean_deviation"] <= 0.1)
+    assert r["lif_each_within25"] == (max(dev) <= 0.25)
+    assert (tmp_path / "lif_column.nix").stat().st_size > 0
+    assert "LIF column" in (tmp_path / "report.md").read_text()
+
+
+def test_validate_microcircuit_refuses_an_unknown_column(tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        validate_microcircuit(tmp_path / "v", progress=False, preset="dl25")
+    assert not (tmp_path / "v").exists()
