@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -46,3 +50,213 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+#: Files that only a colplugin command writes at the top of its output directory; ``--overwrite``
+#: replaces a directory only if it holds one of them (never a directory of the user's own files).
+RESULT_FILES = frozenset({
+    "params.json", "report.md", "checkpoint.pt", "network.json", "metrics.json", "rates.json", "twin.json",
+    "calibration.json", "agreement.json", "model.py", "comparison.json", "fixed_points.json", "stimulus.json",
+    "train",
+})
+
+
+class OutputInUse(OSError):
+    """Another running command holds the output directory."""
+
+
+class OutputDirectory:
+    """An output directory claimed by one command: exclusive, and replaced only on success.
+
+    ``claim()`` takes a lock file beside the directory (``.NAME.lock``, created exclusively:
+    of two commands started at once into the same ``--out``, the second is refused while the
+    first runs; a lock whose process has died is taken over). A new directory is created; an
+    existing one must be empty, unless ``resume`` (continue in place) or ``overwrite``: then the
+    command writes into a staging directory beside it (``.NAME.new-PID``) and ``commit()``
+    swaps it in, so a failed or interrupted command leaves the earlier result whole and no file
+    of the earlier run survives a successful one. ``abort()`` removes what the command made
+    (keeping training progress that ``--resume`` can continue) and says what it did.
+
+    Parameters
+    ----------
+    target : path
+        The directory the user named.
+    overwrite : bool
+        Replace a non-empty directory of an earlier colplugin result.
+    resume : bool
+        Continue in an existing directory (an interrupted run).
+    """
+
+    def __init__(self, target: str | Path, *, overwrite: bool = False, resume: bool = False) -> None:
+        self.target = self._checked(Path(target))
+        self.overwrite, self.resume = overwrite, resume
+        self.path = self.target  # where the command writes (a staging directory under --overwrite)
+        self._lock: Path | None = None
+        self._created: Path | None = None  # the first directory of the target's tree this command made
+        self._was_empty = False
+
+    @staticmethod
+    def _checked(path: Path) -> Path:
+        text = str(path)
+        if not text.strip():
+            raise ValueError("--out is empty; give a directory path")
+        if "\x00" in text:
+            raise ValueError("--out contains a NUL character; give a plain directory path")
+        for part in path.parts:
+            if len(part.encode()) > 255:
+                raise ValueError(f"--out {text[:60]}...: the name {part[:40]}... has {len(part.encode())} bytes; file "
+                                 "systems allow at most 255 per name; choose a shorter one")
+        try:
+            resolved = path.resolve()
+            dangling = path.is_symlink() and not path.exists()
+        except (RuntimeError, OSError) as exc:  # a symlink loop
+            raise ValueError(f"--out {text}: cannot resolve the path ({exc}); choose another directory") from None
+        if dangling:
+            raise ValueError(f"--out {text} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                             "create its target first or choose another directory")
+        if resolved.exists() and not resolved.is_dir():
+            raise ValueError(f"--out {text} is a file, not a directory; choose a directory path")
+        if resolved == Path(resolved.anchor):
+            raise ValueError(f"--out {text} is the root of the file system; choose a directory below it")
+        return resolved
+
+    # -- claiming -------------------------------------------------------------------------------
+    def _lock_path(self) -> Path:
+        parent = self.target.parent
+        return parent / f".{self.target.name}.lock"
+
+    def _take_lock(self) -> None:
+        lock = self._lock_path()
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale(lock):
+                    raise OutputInUse(self._in_use_message(lock)) from None
+                lock.unlink(missing_ok=True)  # its command died: take the directory over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(record)
+            self._lock = lock
+            return
+        raise OutputInUse(self._in_use_message(lock))
+
+    @staticmethod
+    def _holder(lock: Path) -> dict:
+        try:
+            return json.loads(lock.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _stale(self, lock: Path) -> bool:
+        info = self._holder(lock)
+        if not info:  # being written this instant, or unreadable: treat as held unless old
+            try:
+                return time.time() - lock.stat().st_mtime > 60
+            except OSError:
+                return True
+        if info.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return False
+
+    def _in_use_message(self, lock: Path) -> str:
+        info = self._holder(lock)
+        who = f"process {info['pid']} on {info.get('host')}" if "pid" in info else "another command"
+        return (f"--out {self.target} is in use by {who} (lock {lock}); wait for it to finish or choose another "
+                f"--out; if no colplugin command is running, remove {lock}")
+
+    def claim(self) -> Path:
+        """Take the directory; return the path the command writes into."""
+        first_new = next((p for p in [*reversed(self.target.parents), self.target] if not p.exists()), None)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            if first_new is not None and first_new != self.target:
+                self._created = first_new
+            if not self.target.exists():
+                self.target.mkdir()
+                self._created = self._created or self.target
+                return self.path
+            if not os.access(self.target, os.W_OK | os.X_OK):
+                raise ValueError(f"cannot write into --out {self.target} (permission denied); choose a writable one")
+            if self.resume:
+                return self.path
+            contents = list(self.target.iterdir())
+            if not contents:
+                self._was_empty = True
+                return self.path
+            if not self.overwrite:
+                raise ValueError(f"{self.target} exists and is not empty; choose another --out, or pass --overwrite "
+                                 "(or --resume where supported)")
+            self._check_replaceable(contents)
+            self.path = self.target.parent / f".{self.target.name}.new-{os.getpid()}"
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.mkdir()
+            return self.path
+        except BaseException:
+            self._release()
+            raise
+
+    def _check_replaceable(self, contents: list[Path]) -> None:
+        home, cwd = Path.home().resolve(), Path.cwd().resolve()
+        if self.target in (home, cwd) or self.target in cwd.parents:
+            raise ValueError(f"--overwrite would replace {self.target}, which holds the working or home directory; "
+                             "choose a directory of its own as --out")
+        if not any(p.name in RESULT_FILES for p in contents):
+            names = ", ".join(sorted(p.name for p in contents)[:3])
+            raise ValueError(f"--overwrite replaces only an earlier colplugin result, and {self.target} holds none "
+                             f"(it holds {names}, ...); choose another --out")
+
+    # -- ending ---------------------------------------------------------------------------------
+    def shown(self, path: str | Path | None = None) -> Path:
+        """``path`` (default: the output directory) as it will be named once the command succeeds."""
+        path = Path(self.path if path is None else path)
+        try:
+            return self.target / path.relative_to(self.path)
+        except ValueError:
+            return path
+
+    def commit(self) -> None:
+        """The command succeeded: swap a staged result in, release the lock."""
+        try:
+            if self.path != self.target:
+                old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
+                os.replace(self.target, old)
+                os.replace(self.path, self.target)
+                shutil.rmtree(old, ignore_errors=True)
+                self.path = self.target
+        finally:
+            self._release()
+
+    def abort(self) -> str:
+        """The command failed: remove what it made (not resumable progress); return what was done."""
+        try:
+            if self.path != self.target:  # --overwrite: the earlier result was never touched
+                shutil.rmtree(self.path, ignore_errors=True)
+                return f"{self.target} is unchanged (the new result was not kept)"
+            keep = self._created or (self.target if self._was_empty else None)
+            if keep is None or not keep.exists():
+                return ""
+            if any(keep.rglob("checkpoint.pt")):
+                return f"kept {keep}: it holds training progress; continue it with --resume --out {self.target}"
+            if keep == self.target and self._was_empty:  # an empty directory the user made: empty it again
+                for p in self.target.iterdir():
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                return f"emptied {self.target} again"
+            shutil.rmtree(keep, ignore_errors=True)
+            return f"removed {keep}"
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.unlink(missing_ok=True)
+            self._lock = None

@@ -10,37 +10,41 @@ deviations from the spiking circuit (L5E) are a finding of the main job, not a f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
 __all__ = ["main"]
 
 
-def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False) -> Path:
-    """A fresh output directory; refuses to mix results into a non-empty one."""
+def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False, resume: bool = False) -> Path:
+    """Claim the command's output directory (see `OutputDirectory`); return where it writes."""
     import time
+
+    from colplugin._io import OutputDirectory
 
     if out is not None and not str(out).strip():
         raise SystemExit("error: --out is empty; give a directory path, or leave --out out for "
                          f"runs/{prefix}-TIMESTAMP")
-    path = Path(out) if out else Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and not path.is_dir():
-        raise SystemExit(f"error: --out {path} is a file, not a directory; choose a directory path")
-    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SystemExit(f"error: cannot write into {parent} (permission denied); choose a writable --out")
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise SystemExit(f"error: {path} exists and is not empty; choose another --out, "
-                         "or pass --overwrite (or --resume where supported)")
-    if not path.exists():
-        # created by this command: removed again if the command fails (see main)
-        first_new = next(p for p in [*reversed(path.parents), path] if not p.exists())
-        _CREATED.append(first_new)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{prefix}-{stamp}"
+        n = 2
+        while path.exists():  # two commands in one second: each gets its own directory
+            path, n = Path("runs") / f"{prefix}-{stamp}-{n}", n + 1
+    else:
+        path = Path(out)
+    try:
+        claim = OutputDirectory(path, overwrite=overwrite, resume=resume)
+        written = claim.claim()
+    except (ValueError, OSError) as exc:  # refused before any work: exit status 2, as every refusal
+        raise SystemExit(f"error: {exc}") from None
+    _CLAIMED.append(claim)
+    return written
 
 
 def _run_dir(args: argparse.Namespace, prefix: str) -> Path:
@@ -48,27 +52,33 @@ def _run_dir(args: argparse.Namespace, prefix: str) -> Path:
     if args.resume:
         if not args.out or not Path(args.out).is_dir():
             raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
-        return Path(args.out)
+        return _new_run_dir(args.out, prefix, resume=True)
     return _new_run_dir(args.out, prefix, args.overwrite)
 
 
-#: Directories this command created; a failed command removes them (nothing half-made is left).
-_CREATED: list[Path] = []
+#: Output directories this command claimed: committed on success, cleaned up on failure or a signal.
+_CLAIMED: list = []
 
 
-def _remove_created() -> None:
-    """Remove the directories a failed command created, except resumable training progress."""
-    import shutil
+def _shown(path: Path) -> Path:
+    """A path inside a claimed directory as the user will find it (an --overwrite run writes beside it)."""
+    for claim in _CLAIMED:
+        shown = claim.shown(path)
+        if shown != Path(path):
+            return shown
+    return Path(path)
 
-    while _CREATED:
-        path = _CREATED.pop()
-        if not path.exists():
-            continue
-        if any(path.rglob("checkpoint.pt")):
-            print(f"kept {path}: it holds training progress; continue it with --resume --out {path}",
-                  file=sys.stderr)
-            continue
-        shutil.rmtree(path, ignore_errors=True)
+
+def _end_claims(ok: bool) -> None:
+    """Swap in (success) or clean up (failure) every claimed directory, saying what was done."""
+    while _CLAIMED:
+        claim = _CLAIMED.pop()
+        if ok:
+            claim.commit()
+        else:
+            said = claim.abort()
+            if said:
+                print(said, file=sys.stderr)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -83,9 +93,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     t_on = args.duration / 2
     rates = [[0.0] * net.n_inputs, [args.input] * net.n_inputs]
     stim = cp.Stimulus([0.0, t_on], rates)
+    out = _new_run_dir(args.out, "simulate", args.overwrite)
     with torch.no_grad():
         traj = cp.simulate(net, stim, duration=args.duration)
-    out = _new_run_dir(args.out, "simulate", args.overwrite)
     params.save(out / "params.json")
     r = traj.rate[:, 0].numpy()
     i_pre = int(round(0.95 * t_on / (traj.t[1] - traj.t[0]).item()))
@@ -99,7 +109,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print(f"{'population':<16}{'before input (Hz)':>20}{'with input (Hz)':>18}")
     for name, v in summary.items():
         print(f"{name:<16}{v['before_input_hz']:>20.4f}{v['end_hz']:>18.4f}")
-    print(f"\nwrote {out}/rates.json, rates.png, params.json")
+    print(f"\nwrote {_shown(out)}/rates.json, rates.png, params.json")
     return 0
 
 
@@ -143,7 +153,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     accuracy = evaluation.get("final_accuracy", s["final_accuracy"])  # a task's own held-out accuracy, if any
     print(f"{task.name} seed {args.seed}: {s['updates']} updates, final loss {s['final_loss']:.4g}, "
           f"test accuracy {accuracy}, {s['wall_seconds']:.1f} s")
-    print(f"wrote {out}")
+    print(f"wrote {_shown(out)}")
     return 0
 
 
@@ -159,7 +169,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     r = reproduce(task, out, seeds=args.seeds, seed=args.seed, updates=args.updates, gradient=args.gradient,
                   lr=args.lr, progress=not args.no_progress, preset=args.preset)
     print(r["headline"])
-    print(f"wrote {out}")
+    print(f"wrote {_shown(out)}")
     return 0
 
 
@@ -174,7 +184,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--validate-scale must be >= 0 (0: no spiking validation), got {args.validate_scale}")
     _check_preset(args)
     out = _run_dir(args, f"run-{task.name}")
-    print(f"run directory: {out}", flush=True)
+    print(f"run directory: {_shown(out)}", flush=True)
     r = main_run(out, task, progress=not args.no_progress, updates=args.updates, resume=args.resume,
                  validate_scale=args.validate_scale or None, validate_duration=args.validate_duration, seed=args.seed,
                  gradient=args.gradient, lr=args.lr, twin_scale=args.twin_scale or None, twin_trials=args.twin_trials,
@@ -197,7 +207,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"twin:      spiking ({tw['backend']}, scale {tw['scale']}) task accuracy {tw['accuracy']} "
               f"({tw.get('rate_model', 'DMF')} {tw['dmf_accuracy']})")
     print(f"wall time: {r['wall_seconds']:.1f} s")
-    print(f"report:    {out / 'report.md'}")
+    print(f"report:    {_shown(out) / 'report.md'}")
     _validation_status(v)  # reported; the main job itself succeeded
     return 0
 
@@ -234,12 +244,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                   f"(largest {100 * r['lif_max_deviation']:.1f} %)")
         print(f"\nspiking within 20 % of published: {r['within20']}; {judged}; {r['wall_seconds']:.1f} s, "
               f"peak {r['peak_mb']:.0f} MB")
-        print(f"wrote {out}/report.md")
+        print(f"wrote {_shown(out)}/report.md")
         return _validation_status(r)
     r = validate_stimulus(out, scale=args.scale, rate=args.rate, seed=args.seed, k_scale=args.k_scale,
                           device=args.device)
     print(f"directions agree in {r['directions_agree']}/8 populations, Spearman rho {r['spearman_rho']:.2f}")
-    print(f"wrote {out}/report.md")
+    print(f"wrote {_shown(out)}/report.md")
     return 0
 
 
@@ -263,7 +273,7 @@ def _cmd_twin(args: argparse.Namespace) -> int:
     acc = r["accuracy"]
     print(f"\ntask accuracy of the spiking twin: {'none (the task has no read-out from rates)' if acc is None else acc}"
           f"; DMF: {r['dmf_accuracy']}; {r['wall_seconds']:.1f} s")
-    print(f"wrote {out} (twin.json, report.md, spikes.nix, figures)")
+    print(f"wrote {_shown(out)} (twin.json, report.md, spikes.nix, figures)")
     return 0
 
 
@@ -297,7 +307,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"largest relative difference from the spiking rates: before {r['max_rel_before']:.3g}, calibrated "
           f"{r['max_rel_fit']:.3g} (fit levels), {r['max_rel_held_out']:.3g} (held-out levels; goal 0.1)")
     nix = "" if args.spiking else ", spikes.nix"
-    print(f"wrote {out} ({args.preset}_calibrated.toml, calibration.json, report.md, calibration.png{nix})")
+    print(f"wrote {_shown(out)} ({args.preset}_calibrated.toml, calibration.json, report.md, calibration.png{nix})")
     return 0
 
 
@@ -316,7 +326,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"(rel {r[m]['max_rel']:.3g}); vs accurate torch (dopri5, rtol 1e-8): {acc['max_abs_hz']:.3g} Hz "
               f"(rel {acc['max_rel']:.3g})")
     print(f"export method: {r['method']}")
-    print(f"wrote {out} (model.py, model_data.npz, model_model.md, brian2.nix, torch.nix, agreement.json)")
+    print(f"wrote {_shown(out)} (model.py, model_data.npz, model_model.md, brian2.nix, torch.nix, agreement.json)")
     return 0
 
 
@@ -542,22 +552,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     from colplugin.params import ParameterError
     from colplugin.solve.simulate import SimulationError
 
-    _CREATED.clear()
+    _CLAIMED.clear()
+    with _signals_as_exceptions():
+        try:
+            status = int(args.func(args) or 0)
+        except (ParameterError, SimulationError, ValueError, FileNotFoundError, RuntimeError, MemoryError,
+                OSError) as exc:
+            _end_claims(ok=False)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except SystemExit as exc:
+            _end_claims(ok=False)
+            if isinstance(exc.code, str):  # a refusal with a message: exit status 2, as every error
+                print(exc.code, file=sys.stderr)
+                raise _Refused(exc.code) from None
+            raise
+        except KeyboardInterrupt as exc:
+            _end_claims(ok=False)
+            signum = getattr(exc, "signum", signal.SIGINT)
+            print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+            return 128 + int(signum)
+        except BaseException:
+            _end_claims(ok=False)
+            raise
+        _end_claims(ok=True)
+        return status
+
+
+class _Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP) raised as an exception, so cleanup runs as for errors."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_as_exceptions():
+    """SIGTERM, SIGHUP and SIGINT raise in the main thread while a command runs (restored after).
+
+    SIGINT gets a Python handler of its own too, so that Brian2 (which chains to the handler it
+    finds at import) never calls a non-callable default.
+    """
+    def raise_it(signum, frame):
+        raise _Interrupted(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            previous[sig] = signal.signal(sig, raise_it)
     try:
-        return int(args.func(args) or 0)
-    except (ParameterError, SimulationError, ValueError, FileNotFoundError, RuntimeError, MemoryError) as exc:
-        _remove_created()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:
-        _remove_created()
-        if isinstance(exc.code, str):  # a refusal with a message: exit status 2, as every error
-            print(exc.code, file=sys.stderr)
-            raise _Refused(exc.code) from None
-        raise
-    except BaseException:
-        _remove_created()
-        raise
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Refused(SystemExit):

@@ -316,6 +316,7 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
 
     stimulus = check_export(network, stimulus, duration, trial, dt, method)
     check_target({}, device, target)
+    b2.prefs.core.stop_on_keyboard_interrupt = False  # Ctrl+C interrupts; never a silently shortened run
     trials = list(range(stimulus.batch_size)) if trial is None else [int(trial)]
     model = brian2_model(network, stimulus, duration, trials, dt, y0)
     code = check_target(model.functions, device, target)

@@ -77,6 +77,7 @@ def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_stand
     rng = np.random.default_rng(seed)
     cleanup = device == "cpp_standalone" and directory is None
     b2.prefs.codegen.target = "cython"
+    b2.prefs.core.stop_on_keyboard_interrupt = False  # Ctrl+C interrupts; never a silently shortened run
     if device == "cpp_standalone":
         directory = directory or tempfile.mkdtemp(prefix="colplugin_spiking_")
         b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
