@@ -124,11 +124,20 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
     -------
     (np.ndarray, dict)
         The rates and the run's facts (neurons, wall time).
+
+    Raises
+    ------
+    ValueError
+        A ``scale`` below the twin's floor (:func:`colplugin.analysis.twin.check_twin_scale`:
+        fewer than ``MIN_POPULATION_NEURONS`` neurons in a population), before any work.
     """
     from ..export.neo import save_nix
     from ..spiking import simulate_spiking, spiking_twin
 
+    from .twin import check_twin_scale
+
     net = calibration_network(params, columns)
+    check_twin_scale(net, scale, k_scale)  # the floor of MIN_POPULATION_NEURONS, before any work
     stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
     duration = segment * len(levels)
     t0 = time.perf_counter()
@@ -230,6 +239,12 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
     dict
         The contents of ``calibration.json``; ``max_rel_fit`` and ``max_rel_held_out`` are the
         largest relative differences (over populations above 0.1 Hz) of the calibrated DMF.
+
+    Raises
+    ------
+    ValueError
+        A LIF preset, a bad column count, or (without ``spiking_from``) a ``scale`` below the
+        twin's floor (:func:`colplugin.analysis.twin.check_twin_scale`), before ``out`` is created.
     """
     from ..plotting import save_figure
 
@@ -239,7 +254,11 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
         raise ValueError(f"calibrate fits the DMF's f to its spiking twin; preset {preset!r} has the "
                          f"{params['transfer']!r} transfer, the LIF neuron's own rate, which has nothing to fit "
                          "(compare it with validation/column_transfer.py --preset instead)")
-    calibration_network(params, columns)  # a bad column count fails before any work
+    net = calibration_network(params, columns)  # a bad column count fails before any work
+    if spiking_from is None:  # so does a scale below the twin's floor (MIN_POPULATION_NEURONS per population)
+        from .twin import check_twin_scale
+
+        check_twin_scale(net, scale, k_scale)
     levels = [*fit_levels, *held_out]
     if spiking_from is not None:  # check the saved rates before any work
         old = json.loads(Path(spiking_from).read_text())

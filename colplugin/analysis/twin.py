@@ -42,7 +42,7 @@ import numpy as np
 from .._io import atomic_write_text
 from ..stimulus import Stimulus
 
-__all__ = ["twin_run", "check_twin", "twin_report_section", "RATE_FLOOR_HZ"]
+__all__ = ["twin_run", "check_twin", "check_twin_scale", "twin_full_sizes", "twin_report_section", "RATE_FLOOR_HZ"]
 
 #: DMF rates below this (Hz) count as this in the relative difference (silent populations).
 RATE_FLOOR_HZ = 0.1
@@ -51,30 +51,64 @@ RATE_FLOOR_HZ = 0.1
 BIN_S = 0.01
 
 
+def twin_full_sizes(network) -> dict[str, float]:
+    """Neurons at full size (scale 1) of every population of a ColumnNetwork's spiking twin, by channel name.
+
+    The sizes :func:`colplugin.spiking.spiking_twin` scales: each column's
+    (:func:`colplugin.column.column_sizes`, dL25's split rule included).
+    """
+    from ..column import column_sizes
+    from ..params.names import N_POP
+
+    names = network.channel_names
+    out: dict[str, float] = {}
+    for area_name, area in network.areas.items():
+        N_full = np.asarray(column_sizes(network.params, area.kind, area.n_columns, area.split), dtype=float)
+        for c in range(area.n_columns):
+            o = network.index(area_name, c, 0)
+            out.update({names[o + i]: float(N_full[i]) for i in range(N_POP)})
+    return out
+
+
+def check_twin_scale(network, scale: float, k_scale: float | None = 0.5) -> float:
+    """Refuse a scale whose twin of ``network`` keeps fewer than MIN_POPULATION_NEURONS in a population.
+
+    The floor of :func:`colplugin.spiking.network.check_scaling` (its reason is at
+    :data:`colplugin.spiking.network.MIN_POPULATION_NEURONS`) with the twin's full-size
+    populations; returns ``k_scale`` (``None``: ``scale``).
+    """
+    from ..network import ColumnNetwork
+    from ..spiking.network import check_scaling
+
+    if not isinstance(network, ColumnNetwork):
+        raise TypeError(f"network must be a ColumnNetwork, got {type(network).__name__}")
+    return check_scaling(scale, k_scale, twin_full_sizes(network), what="this network's spiking twin")
+
+
 def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale: float = 0.1,
                k_scale: float | None = 0.5, trials: int = 5, seed: int = 0, threads: int = 1,
-               nix_neurons: int = 10, nix_trials: int = 1) -> None:
+               nix_neurons: int = 10, nix_trials: int = 1, network=None) -> None:
     """Refuse bad twin settings (before any work) with a message that names the value and the fix.
+
+    With ``network`` (the ColumnNetwork to twin) the scale must also keep the floor of
+    :data:`colplugin.spiking.network.MIN_POPULATION_NEURONS` neurons in its smallest
+    population (:func:`check_twin_scale`).
 
     Raises
     ------
     ValueError
-        Unknown backend or device, scale or k_scale outside (0, 1], trials < 1, bad seed,
-        threads or nix_neurons.
+        Unknown backend or device, scale or k_scale outside (0, 1] (nan and inf included),
+        a scale below the network's floor, trials < 1, bad seed, threads or nix_neurons.
     RuntimeError
         ``backend="nest"`` without the NEST simulator installed.
     """
-    from ..spiking.microcircuit import check_scale
+    from ..spiking.network import check_scaling
     from ..spiking.simulate import check_run
 
     check_run(1.0, backend=backend, device=device, seed=seed, threads=threads)
-    for name, value in (("scale", scale), ("k_scale", k_scale)):
-        if value is None and name == "k_scale":
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value)
-                                                                                  and 0 < value <= 1):
-            raise ValueError(f"{name} must lie in (0, 1] (a fraction of the full-size circuit), got {value!r}")
-    check_scale(scale, k_scale)
+    check_scaling(scale, k_scale)
+    if network is not None:
+        check_twin_scale(network, scale, k_scale)
     if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials < 1:
         raise ValueError(f"trials must be a whole number >= 1 (spiking trials per condition), got {trials!r}")
     for name, value in (("nix_neurons", nix_neurons), ("nix_trials", nix_trials)):
@@ -160,7 +194,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     from .figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates, save_figure
 
     check_twin(backend=backend, device=device, scale=scale, k_scale=k_scale, trials=trials, seed=seed,
-               threads=threads, nix_neurons=nix_neurons, nix_trials=nix_trials)
+               threads=threads, nix_neurons=nix_neurons, nix_trials=nix_trials, network=network)
     if not isinstance(conditions, Stimulus) or conditions.n_inputs != network.n_inputs:
         raise ValueError(f"conditions must be a Stimulus with the network's {network.n_inputs} input channels")
     t0_wall = time.perf_counter()

@@ -26,6 +26,12 @@ argument) reads a plain number, or a table without ``unit``, in the internal uni
 table below (``{"tau_m": 0.01}`` is 10 ms); strings with units and
 :class:`quantities.Quantity` objects work there too.
 
+Plausible ranges. Every physical quantity has a generous plausible range with its source
+(:data:`colplugin.params.ranges.RANGES`: capacitance 10-2000 pF, tau_m 1-100 ms, areas of
+at most 1e6 neurons per population, ...); a value outside it (``C = "250 F"``, ``tau_m =
+"10 s"``, ``b = "1e308 Hz"``) is refused in files and overrides alike, with the range, its
+source and, for a unit prefix off by a power of 1e3, the value probably meant.
+
 Unknown names are errors with a did-you-mean everywhere: top-level keys, keys of a
 parameter table (``value``, ``unit``, ``source``), of ``[preset]`` (``name``,
 ``description``, ``default_area``) and of ``[areas.NAME]``. Population sizes are positive
@@ -60,10 +66,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import quantities as pq
 
-from .names import N_POP
+from .names import N_POP, POPULATIONS
+from .ranges import RANGES, check_range
 
 __all__ = ["Params", "ParameterError", "load_preset", "load_params", "resolve_params", "PRESETS", "SPECS",
-           "SPIKING_KEYS"]
+           "SPIKING_KEYS", "RANGES"]
 
 #: Names of the shipped presets.
 PRESETS: tuple[str, ...] = ("dl25", "pd14", "pd14_adapting", "dl25_calibrated", "pd14_lif", "dl25_lif")
@@ -171,6 +178,17 @@ def _has_unit(value: Any) -> bool:
     return False
 
 
+def _as_given(value: Any, unit: str | None, internal: str) -> str | None:
+    """The value as written, when its unit differs from the internal one (quoted in range errors)."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, pq.Quantity):
+        return str(value)
+    if unit is not None and unit != internal and np.ndim(value) == 0:
+        return f"{value} {unit}"
+    return None
+
+
 def _convert(key: str, entry: Any, spec: _Spec, default_unit: str | None,
              require_unit: bool = False) -> tuple[Any, str | None]:
     """Convert one raw entry (number, string with unit, Quantity or {value, unit}) to internal units.
@@ -238,6 +256,7 @@ def _convert(key: str, entry: Any, spec: _Spec, default_unit: str | None,
     if not (finite and spec.check(arr)):
         raise ParameterError(f"parameter {key!r} = {arr.tolist()} is invalid: it must be "
                              f"{spec.requirement}")
+    check_range(key, arr, _as_given(value, unit, spec.unit), POPULATIONS if arr.shape == (N_POP,) else None)
     return (float(arr) if arr.ndim == 0 else arr), spec.unit
 
 

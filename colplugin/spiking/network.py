@@ -42,11 +42,87 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 __all__ = ["LIFModel", "Population", "Connection", "RateProfile", "PoissonInput", "PoissonSource",
-           "SpikingNetwork", "SpikingNetworkError"]
+           "SpikingNetwork", "SpikingNetworkError", "MIN_POPULATION_NEURONS", "check_scaling", "scale_floor"]
 
 
 class SpikingNetworkError(ValueError):
     """A spiking-network description is inconsistent; the message names the part and the fix."""
+
+
+#: The floor of a scaled-down network (PD14 microcircuit, spiking twin, calibration's twin):
+#: every population keeps at least this many neurons, so the smallest scale is
+#: ``MIN_POPULATION_NEURONS / N_min`` with ``N_min`` the smallest population at full size.
+#:
+#: Why 10. A population's rate is read as the mean over its neurons; with fewer than 10 it is
+#: one or a few neurons' spike trains: at 5 Hz over a 0.3 s read-out window a population of
+#: 8 neurons gives ~12 spikes (Poisson sd ~30 % of the rate), and the twin's task accuracy of
+#: issue 25 (0.5 from 24 neurons, scale 1e-9) and the calibration's offsets (+-15 mV, at
+#: the fit's bounds, from an 8-neuron column) were noise. Each target also draws its ``k K``
+#: recurrent synapses from that many sources only, so its inputs are strongly shared and no
+#: longer the independent inputs the rate model and PD14's scaling assume. 10 is a pragmatic
+#: minimum (not a promise of accuracy: the validations use scale 0.1), chosen so that the
+#: smallest scale the shipped tests use still builds: the PD14 microcircuit at scale 0.01
+#: keeps 11 neurons in L5I (1065 at full size, floor 0.0094); one dL25 MT column keeps 31
+#: in L5I (3113, floor 0.0032), an MT column of an area split in two (the XOR and decision
+#: tasks) 16 (1556.5, floor 0.0064).
+MIN_POPULATION_NEURONS = 10
+
+
+def _scale_number(name: str, value: Any, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+            or not (np.isfinite(value) and 0 < value <= 1)):
+        extra = " (or None: same as scale)" if none_ok else ""
+        raise SpikingNetworkError(
+            f"{name} must lie in (0, 1] (a fraction of the full-size circuit){extra}, got {value!r}; "
+            f"fix: give a finite number above 0 and at most 1, e.g. {name} 0.1")
+
+
+def scale_floor(full_sizes: Mapping[str, float]) -> tuple[float, str, float]:
+    """The smallest neuron scale that keeps :data:`MIN_POPULATION_NEURONS` in every population.
+
+    Returns ``(floor, name, size)``: the floor, and the smallest population at full size.
+    """
+    if not full_sizes:
+        raise SpikingNetworkError("scale_floor needs the full-size population sizes; got none")
+    name = min(full_sizes, key=lambda n: full_sizes[n])
+    size = float(full_sizes[name])
+    return MIN_POPULATION_NEURONS / size, name, size
+
+
+def check_scaling(scale: float, k_scale: float | None = None, full_sizes: Mapping[str, float] | None = None,
+                  *, what: str = "the spiking network") -> float:
+    """Refuse a neuron scale or in-degree scale that cannot give a meaningful network; return ``k``.
+
+    ``scale`` and ``k_scale`` must be finite numbers in (0, 1] (``k_scale`` None: the same as
+    ``scale``). With ``full_sizes`` (population name -> neurons at full size), ``scale``
+    must keep :data:`MIN_POPULATION_NEURONS` neurons in the smallest population (the
+    floor's reason is at that constant). Call it before building anything.
+
+    Raises
+    ------
+    SpikingNetworkError
+        Naming the scale, the floor, the smallest population and its neuron count, and the fix.
+    """
+    _scale_number("scale", scale)
+    _scale_number("k_scale", k_scale, none_ok=True)
+    if full_sizes is not None:
+        floor, name, size = scale_floor(full_sizes)
+        if scale * size < MIN_POPULATION_NEURONS:
+            raise SpikingNetworkError(
+                f"scale {scale:g} is below the floor {floor:.3g} of {what}: its smallest population, {name} "
+                f"({size:g} neurons at full size), would keep {scale * size:.3g} neuron(s), fewer than "
+                f"MIN_POPULATION_NEURONS = {MIN_POPULATION_NEURONS} (colplugin.spiking.network: below that a "
+                f"population rate is a few neurons' spikes). Fix: use a scale of at least {_round_up(floor)} "
+                f"({MIN_POPULATION_NEURONS} / {size:g}; the default 0.1 keeps {0.1 * size:.0f} neurons there)")
+    return float(scale if k_scale is None else k_scale)
+
+
+def _round_up(x: float) -> str:
+    """``x`` rounded up to two significant digits, as text (a scale that passes the floor)."""
+    e = np.floor(np.log10(x)) - 1
+    return f"{np.ceil(x / 10 ** e) * 10 ** e:.2g}"
 
 
 def _finite(name: str, value: float, *, positive: bool = False, nonneg: bool = False) -> None:
@@ -327,6 +403,36 @@ class SpikingNetwork:
         for r in self.record:
             if r not in neurons:
                 raise SpikingNetworkError(f"cannot record {r!r}: not a population of {self.name!r}")
+        if "scale" in self.metadata:
+            self._check_scaled()
+
+    def _check_scaled(self) -> None:
+        """A network scaled down (``metadata["scale"]``) keeps :data:`MIN_POPULATION_NEURONS` per population.
+
+        The builders that know the full sizes call :func:`check_scaling` before building; this is the
+        backstop for any other path. Sizes are ``max(1, round(N_full scale))``, so the full size of
+        the smallest population is estimated from its scaled size.
+        """
+        scale = self.metadata["scale"]
+        _scale_number("scale", scale)
+        _scale_number("k_scale", self.metadata.get("k_scale"), none_ok=True)
+        small = min(self.populations, key=lambda p: p.size)
+        if small.size >= MIN_POPULATION_NEURONS:
+            return
+        if small.size > 1:  # round(N_full scale) = n: N_full >= (n - 0.5) / scale
+            full = f"about {small.size / scale:.0f} neurons at full size"
+            need = (f"a scale of {_round_up(MIN_POPULATION_NEURONS * scale / (small.size - 0.5))} or more "
+                    f"(the floor is {MIN_POPULATION_NEURONS} / the smallest population's full size)")
+        else:  # sizes clipped at 1 neuron: N_full < 1.5 / scale, the floor is not known from here
+            full = f"fewer than {1.5 / scale:.3g} neurons at full size; the sizes were clipped at 1 neuron"
+            need = (f"a scale of at least {MIN_POPULATION_NEURONS} / the smallest population's full size (the PD14 "
+                    "microcircuit: L5I, 1065 neurons, scale >= 0.0094; a dL25 MT column: L5I, 3113 neurons, "
+                    "scale >= 0.0033), e.g. 0.01 or the default 0.1")
+        raise SpikingNetworkError(
+            f"{self.name}: scale {scale:g} leaves its smallest population, {small.name} ({full}), with "
+            f"{small.size} neuron(s), fewer than the floor MIN_POPULATION_NEURONS = {MIN_POPULATION_NEURONS} "
+            f"(colplugin.spiking.network: below that a population rate is a few neurons' spikes). Fix: use "
+            f"{need}")
 
     # -- queries -------------------------------------------------------------------------
     def population(self, name: str) -> Population:
