@@ -19,7 +19,7 @@ from ._version import __version__
 if TYPE_CHECKING:  # annotations only; neo is imported where it is used
     import neo
 
-__all__ = ["rate_block", "NeoError", "load_nix", "from_neo", "stimulus_from_neo"]
+__all__ = ["rate_block", "NeoError", "load_nix", "from_neo", "stimulus_from_neo", "rate_signal"]
 
 
 class NeoError(ValueError):
@@ -91,9 +91,14 @@ def load_nix(path: str | Path) -> "neo.Block":
         raise FileNotFoundError(f"NIX file {path} does not exist")
     try:
         with NixIO(str(path), mode="ro") as io:
-            return io.read_block(lazy=False)
+            block = io.read_block(lazy=False)
     except Exception as exc:
-        raise NeoError(f"{path} is not a readable NIX file ({exc.__class__.__name__}: {exc})") from None
+        raise NeoError(f"{path} is not a readable NIX file ({exc.__class__.__name__}: {exc}); write it with "
+                       "colplugin.save_nix (or neo.io.NixIO)") from None
+    if block is None:
+        raise NeoError(f"{path} holds no Neo Block; write the target with colplugin.save_nix(colplugin.to_neo(...)) "
+                       "or neo.io.NixIO(...).write_block(block)")
+    return block
 
 
 def _select(names: list[str], full: list[str], populations: Sequence[str], where: str) -> list[int]:
@@ -153,12 +158,15 @@ def from_neo(block: "neo.Block", populations: Sequence[str] | None = None, *, sa
         Dimensionless signals, incompatible units, missing channels, NaN or negative rates,
         or trials of different lengths.
     """
+    if not block.segments:
+        raise NeoError("the Block has no segments; a target needs one Segment per trial, each with the rates as an "
+                       "AnalogSignal named 'rate' (Hz) or as SpikeTrains (colplugin.to_neo writes this layout)")
     trials = []
     t_out = None
+    first = None  # (name, sampling period, t_start) of the first segment
     for seg in block.segments:
-        if seg.analogsignals:
-            named = [s for s in seg.analogsignals if s.name == "rate"]
-            sig = named[0] if named else seg.analogsignals[0]
+        sig = rate_signal(seg)
+        if sig is not None:
             if sig.dimensionality == pq.dimensionless.dimensionality:
                 raise NeoError(f"segment {seg.name!r}: signal {sig.name!r} has no units; rates must be in Hz "
                                "(e.g. AnalogSignal(..., units='Hz'))")
@@ -176,7 +184,19 @@ def from_neo(block: "neo.Block", populations: Sequence[str] | None = None, *, sa
         elif seg.spiketrains:
             t, values = _spike_rates(seg, populations, sampling_period)
         else:
-            raise NeoError(f"segment {seg.name!r} holds neither analog signals nor spike trains")
+            raise NeoError(f"segment {seg.name!r} holds neither a rate signal nor spike trains; add the trial's rates "
+                           "as an AnalogSignal named 'rate' (Hz) or its SpikeTrains")
+        if len(t) < 2:
+            raise NeoError(f"segment {seg.name!r} has {len(t)} sample(s); a target needs at least two samples per "
+                           "trial (their spacing sets the fit's output step); record or resample the rates more "
+                           "finely")
+        step = float(t[1] - t[0])
+        if first is None:
+            first = (seg.name, step, float(t[0]))
+        elif not (np.isclose(step, first[1], rtol=1e-9, atol=0) and np.isclose(float(t[0]), first[2], atol=1e-12)):
+            raise NeoError(f"segment {seg.name!r} is sampled every {step:g} s from {float(t[0]):g} s, the first "
+                           f"segment {first[0]!r} every {first[1]:g} s from {first[2]:g} s; every trial of a target "
+                           "needs the same sample times (resample the trials onto one time grid)")
         if not np.all(np.isfinite(values)):
             raise NeoError(f"segment {seg.name!r}: the rates contain NaN or inf; a training target must be finite "
                            "(interpolate or drop the bad samples first)")
@@ -188,9 +208,15 @@ def from_neo(block: "neo.Block", populations: Sequence[str] | None = None, *, sa
                            "every trial of a target needs the same sample times")
         t_out = t if t_out is None else t_out
         trials.append(values)
-    if not trials:
-        raise NeoError("the Block has no segments")
     return t_out, np.stack(trials, 1)
+
+
+def rate_signal(seg):
+    """The rate AnalogSignal of a Segment: the one named ``"rate"``, else the first that is not the ``"input"``."""
+    named = [s for s in seg.analogsignals if s.name == "rate"]
+    if named:
+        return named[0]
+    return next((s for s in seg.analogsignals if s.name != "input"), None)
 
 
 def stimulus_from_neo(block: "neo.Block"):
@@ -203,11 +229,27 @@ def stimulus_from_neo(block: "neo.Block"):
     from .stimulus import Stimulus
 
     per_trial = []
+    with_input = [any(s.name == "input" for s in seg.analogsignals) for seg in block.segments]
+    if not any(with_input):
+        return None
+    if not all(with_input):
+        lacking = [seg.name for seg, has in zip(block.segments, with_input) if not has]
+        raise NeoError(f"segment(s) {lacking} have no 'input' signal but the others do; every trial needs its "
+                       "inputs as an AnalogSignal named 'input' (Hz, one channel per network input)")
     for seg in block.segments:
         sig = [s for s in seg.analogsignals if s.name == "input"]
-        if not sig:
-            return None
-        u = sig[0].rescale("Hz").magnitude
+        if sig[0].dimensionality == pq.dimensionless.dimensionality:
+            raise NeoError(f"segment {seg.name!r}: the 'input' signal has no units; input rates must be in Hz "
+                           "(AnalogSignal(..., units='Hz', name='input'))")
+        try:
+            u = sig[0].rescale("Hz").magnitude
+        except ValueError:
+            raise NeoError(f"segment {seg.name!r}: the 'input' signal is in {sig[0].dimensionality}, "
+                           "not a rate; give input rates in Hz (AnalogSignal(..., units='Hz', name='input'))") \
+                from None
+        if u.ndim != 2 or len(u) < 1 or not np.all(np.isfinite(u)) or np.any(u < 0):
+            raise NeoError(f"segment {seg.name!r}: the 'input' signal must hold finite rates >= 0 Hz, one column "
+                           "per network input")
         t = sig[0].times.rescale("s").magnitude - float(sig[0].t_start.rescale("s"))
         change = np.nonzero(np.any(np.diff(u, axis=0) != 0, axis=1))[0] + 1
         per_trial.append((t, u, change))

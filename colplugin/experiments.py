@@ -22,7 +22,7 @@ from .solve.simulate import simulate
 from .stimulus import Stimulus
 from .tasks import get_task
 from .training.task import Task
-from .training.trainer import TrainResult, load_checkpoint, train
+from .training.trainer import TrainResult, load_best_weights, load_checkpoint, train
 
 __all__ = ["train_run", "reproduce", "export_run", "main_run", "agreement", "load_run", "load_twin_run",
            "STIMULUS_FILE"]
@@ -165,6 +165,32 @@ def _read_json(path: Path, what: str) -> Any:
                          "restore it from the run or write the run again") from None
 
 
+def _read_stimulus(path: Path, n_inputs: int) -> tuple[Stimulus, float]:
+    """The trials and trial duration of a run's ``evaluation_stimulus.json``, checked; errors name the file and fix."""
+    data = _read_json(path, "the evaluation stimulus")
+    fix = ("it should hold the run's evaluation stimulus as colplugin writes it ({'task', 'duration_s', 'times_s', "
+           "'rates_hz'}) - restore it from the run, or delete it to export the registered task's own trials")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not an object; {fix}")
+    missing = [k for k in ("duration_s", "times_s", "rates_hz") if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(map(repr, missing))}; {fix}")
+    try:
+        duration = float(data["duration_s"])
+        stim = Stimulus(data["times_s"], data["rates_hz"], dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path} holds no valid stimulus ({str(exc).splitlines()[0][:160]}); {fix}") from None
+    if not (duration > 0 and np.isfinite(duration)):
+        raise ValueError(f"{path}: duration_s = {data['duration_s']!r} is not a positive trial duration in s; {fix}")
+    if stim.n_inputs != n_inputs:
+        raise ValueError(f"{path}: the stimulus has {stim.n_inputs} input channel(s), the run's network "
+                         f"{n_inputs}; {fix}")
+    if float(stim.times[-1]) >= duration:
+        raise ValueError(f"{path}: the stimulus changes at {float(stim.times[-1]):g} s, not before the end of the "
+                         f"trial (duration_s = {duration:g}); {fix}")
+    return stim, duration
+
+
 def load_run(path: Path) -> tuple[Any, Stimulus, float]:
     """The trained network of a run directory with the trials to export and their duration.
 
@@ -189,11 +215,10 @@ def load_run(path: Path) -> tuple[Any, Stimulus, float]:
         net = ck["network"]
         best = ckpt_path.parent / "best_weights.pt"
         if best.is_file():
-            net.load_state_dict(torch.load(best, weights_only=True, map_location="cpu")["state_dict"])
+            load_best_weights(best, net)
         stim_path = ckpt_path.parent / STIMULUS_FILE
         if stim_path.is_file():
-            data = _read_json(stim_path, "the evaluation stimulus")
-            return net, Stimulus(data["times_s"], data["rates_hz"], dtype=torch.float64), float(data["duration_s"])
+            return (net, *_read_stimulus(stim_path, net.n_inputs))
         name = ck["task"]["name"]
         try:
             task = get_task(name)
@@ -203,7 +228,13 @@ def load_run(path: Path) -> tuple[Any, Stimulus, float]:
         return net, task.evaluation_stimulus(), task.duration
     if (path / "network.json").exists() or path.suffix == ".json":
         spec_path = path if path.suffix == ".json" else path / "network.json"
-        net = ColumnNetwork.from_spec(_read_json(spec_path, "a network spec (ColumnNetwork.spec())"))
+        spec = _read_json(spec_path, "a network spec (ColumnNetwork.spec())")
+        try:
+            net = ColumnNetwork.from_spec(spec)
+        except Exception as exc:  # any error of the builder is the spec's fault
+            raise ValueError(f"{spec_path} is not a network spec ({exc.__class__.__name__}: {str(exc)[:200]}); it "
+                             "should hold ColumnNetwork.spec() as JSON - restore it from the run or write it with "
+                             "json.dump(network.spec(), file)") from None
         return net, Stimulus([0.0, 0.5], [[0.0] * net.n_inputs, [20.0] * net.n_inputs]), 1.0
     raise FileNotFoundError(f"{path} holds no checkpoint.pt (or train/checkpoint.pt) and no network.json; "
                             "pass a run directory of `colplugin train`/`run` or a network spec")
@@ -316,7 +347,11 @@ def _finished_training(path: Path, task: Task, seed: int) -> TrainResult:
     net = ck["network"]
     best = path / "best_weights.pt"
     if best.is_file():
-        net.load_state_dict(torch.load(best, weights_only=True, map_location="cpu")["state_dict"])
+        load_best_weights(best, net)
+    if not isinstance(stored, dict) or not isinstance(stored.get("per_update"), list):
+        raise ValueError(f"{path / 'metrics.json'} holds no per-update metrics ('per_update'); it should hold the "
+                         "metrics of a finished training run as colplugin writes them - restore it from the run or "
+                         "start a new run with another --out")
     metrics = stored.pop("per_update")
     res = TrainResult(net, metrics, stored)
     res.evaluation = task.evaluate(net, None)  # the numbers only; the run's files stay as they are
@@ -407,8 +442,10 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     lines = [f"# colplugin run: {task.name}", "",
              f"Column: `{net.params.name}`, the {net.transfer.label} ({net.transfer.description}).", "",
              "## Did it learn?", "",
-             f"{s['updates']} updates ({s['gradient']['name']} gradients, {s['solver']['method']}), final test "
-             f"accuracy **{s['final_accuracy']}**, final loss {s['final_loss']:.4g}, {s['wall_seconds']:.1f} s.", ""]
+             f"{s['updates']} update{'' if s['updates'] == 1 else 's'} "
+             f"({s['gradient']['name']} gradients, {s['solver']['method']}), final test "
+             f"accuracy **{s['final_accuracy']}**, final loss {s['final_loss']:.4g}"
+             f"{' (' + s['final_loss_on'] + ')' if s.get('final_loss_on') else ''}, {s['wall_seconds']:.1f} s.", ""]
     for name in res.files:
         lines += [f"![{Path(name).stem}](train/{name})", ""]
     lines += task.report_section(net, res, res.evaluation, prefix="train/")

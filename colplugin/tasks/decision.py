@@ -214,6 +214,12 @@ class Decision(Task):
         if lateral_columns not in LATERAL_COLUMNS:
             raise ValueError(f"decision: lateral_columns must be one of {', '.join(LATERAL_COLUMNS)} "
                              f"(the paper's set is 'different'), got {lateral_columns!r}")
+        for name, value, ok, what in (("phase", phase, phase > 0, "a positive phase length in s (default 0.5)"),
+                                      ("time_scale", time_scale, time_scale > 0, "a positive factor (default 10)"),
+                                      ("rate_scale", rate_scale, rate_scale > 0, "a positive factor (default 20)"),
+                                      ("sigma", sigma, sigma >= 0, "a noise amplitude >= 0 nA (default 0)")):
+            if not (ok and math.isfinite(value)):
+                raise ValueError(f"Decision({name}={value!r}): give {what}")
         self.phase, self.time_scale, self.rate_scale, self.sigma = phase, time_scale, rate_scale, sigma
         self.lateral_columns = lateral_columns
         self.duration = 3 * phase

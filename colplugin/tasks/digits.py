@@ -204,13 +204,20 @@ class Digits(Task):
                  lr: float = 0.01, lr_schedule: str = "constant", solver: Solver | None = None,
                  device: str | torch.device | None = None) -> None:
         if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
-            raise ValueError(f"Digits(columns={columns!r}): the hidden area needs a whole number >= 1 of columns")
+            raise ValueError(f"Digits(columns={columns!r}) (--columns): the hidden area needs a whole number >= 1 of "
+                             "columns")
         if not (duration > 0 and math.isfinite(duration)):
-            raise ValueError(f"Digits(duration={duration!r}): give a positive stimulus duration in s (e.g. 0.1)")
-        if not epochs > 0:
-            raise ValueError(f"Digits(epochs={epochs!r}): give a positive number of epochs")
-        if eval_size < 0:
-            raise ValueError(f"Digits(eval_size={eval_size!r}): give 0 (all held-out images) or a positive number")
+            raise ValueError(f"Digits(duration={duration!r}) (--trial-duration): give a positive stimulus duration in "
+                             "s (e.g. 0.1)")
+        if not (epochs > 0 and math.isfinite(epochs)):
+            raise ValueError(f"Digits(epochs={epochs!r}) (--epochs): give a positive, finite number of epochs "
+                             "(e.g. 25)")
+        if isinstance(eval_size, bool) or not isinstance(eval_size, (int, np.integer)) or eval_size < 0:
+            raise ValueError(f"Digits(eval_size={eval_size!r}) (--eval-size): give 0 (all held-out images) or a "
+                             "positive whole number")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"Digits(batch_size={batch_size!r}) (--batch-size): give a whole number >= 1 of images "
+                             "per update (default 64)")
         self.columns = int(columns)
         self.duration = float(duration)
         self.dt_out = self.duration  # only the end of the stimulus is read out
@@ -220,6 +227,13 @@ class Digits(Task):
         self.device = device
         self.solver = solver or Solver("midpoint", step=5e-4, backend="auto")
         self.X_train, self.X_test, self.y_train, self.y_test = load_split(self.split_seed)
+        if batch_size > len(self.y_train):
+            raise ValueError(f"Digits(batch_size={batch_size}) (--batch-size): a batch cannot exceed the "
+                             f"{len(self.y_train)} training images; give at most {len(self.y_train)}")
+        if eval_size > len(self.y_test):
+            raise ValueError(f"Digits(eval_size={eval_size}) (--eval-size): there are {len(self.y_test)} held-out "
+                             f"images; give at most {len(self.y_test)} (or 0: all)")
+        batch_size = int(batch_size)
         updates = max(1, math.ceil(self.epochs * len(self.y_train) / batch_size))
         self.settings = TrainSettings(updates=updates, lr=lr, optimizer="adam", gradient="direct",
                                       batch_size=batch_size, evaluate_initial=True, lr_schedule=lr_schedule)

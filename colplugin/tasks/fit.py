@@ -66,6 +66,7 @@ class FitTarget(Task):
         self.rates = torch.as_tensor(rates, dtype=torch.float64)
         self.indices = list(indices)
         self.stim = stimulus
+        _check_target(self.t, self.rates, self.indices, stimulus)
         self.spec = dict(spec) if spec is not None else None
         self.duration = float(self.t[-1])
         self.dt_out = float(self.t[1] - self.t[0])
@@ -99,25 +100,31 @@ class FitTarget(Task):
         if isinstance(network, ColumnNetwork):
             spec = network.spec()
         else:
+            if not isinstance(network, Mapping):
+                raise TypeError(f"network must be a ColumnNetwork or its spec (a dict), got {type(network).__name__}")
             spec = dict(network)
-            network = ColumnNetwork.from_spec(spec)
+            network = _network_from_spec(spec, "the network spec")
         names = network.channel_names
-        seg0 = block.segments[0]
-        sig = next((s for s in seg0.analogsignals if s.name == "rate"),
-                   seg0.analogsignals[0] if seg0.analogsignals else None)
-        if sig is not None and "population" in sig.array_annotations:
-            ann = sig.array_annotations
-            sig_names = [f"{a}[{c}].{p}" for a, c, p in zip(ann["area"], ann["column"], ann["population"])]
-        else:
-            sig_names = None
+        if not block.segments:
+            raise NeoError("the target Block has no segments; a target needs one Segment per trial with the rates "
+                           "(an AnalogSignal named 'rate' in Hz, or SpikeTrains) and the inputs (an AnalogSignal "
+                           "named 'input'), as colplugin.to_neo writes them")
+        sig_names = _target_channels(block.segments[0])
         if mapping:
             wanted_sig, wanted_net = list(mapping), list(mapping.values())
         else:
             if sig_names is None:
-                raise NeoError("the signals carry no area/column/population annotations; pass mapping="
-                               "{signal channel: network channel}")
+                raise NeoError("the target's channels carry no area/column/population annotations, so they cannot "
+                               "be matched to the network's channels; annotate them as colplugin.to_neo does "
+                               "(array_annotations area, column, population of the 'rate' AnalogSignal, or those "
+                               "annotations on every SpikeTrain), or in Python pass mapping={signal channel: "
+                               "network channel} to fit / FitTarget.from_block")
             wanted_net = list(populations) if populations else [n for n in sig_names if n in names]
             wanted_sig = wanted_net
+            if not wanted_net:
+                raise NeoError(f"none of the target's channels {sig_names} is a channel of the network {names}; "
+                               "fit the network the target was recorded from, or choose channels with populations "
+                               "(--populations) or mapping")
         missing = [n for n in wanted_net if n not in names]
         if missing:
             raise NeoError(f"network has no channel(s) {missing}; its channels: {names}")
@@ -125,9 +132,17 @@ class FitTarget(Task):
         t = t - t[0]
         stim = stimulus if stimulus is not None else stimulus_from_neo(block)
         if stim is None:
-            stim = Stimulus.none(rates.shape[1], network.n_inputs)
+            raise NeoError("the target has no 'input' signal, so the inputs of its trials are unknown (fitting as if "
+                           "there were none would fit the wrong thing); add each trial's inputs as an AnalogSignal "
+                           f"named 'input' (Hz, one column per network input: {network.n_inputs}, on the rates' "
+                           "time grid; colplugin.to_neo of a simulation writes it), or in Python pass stimulus="
+                           "Stimulus(...) (Stimulus.none(trials, n_inputs) for trials without input)")
         if stim.batch_size != rates.shape[1]:
             raise NeoError(f"the stimulus has {stim.batch_size} trials but the Block {rates.shape[1]} segments")
+        if stim.n_inputs != network.n_inputs:
+            raise NeoError(f"the target's inputs have {stim.n_inputs} channel(s), the network {network.n_inputs}; "
+                           "give one input channel per network input (or fit the network the target was "
+                           "recorded from)")
         dense = network.n_populations <= network.dense_max_populations  # the fused solve needs a dense coupling
         return cls(t, rates, [names.index(n) for n in wanted_net], stim, spec=spec,
                    solver=Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto" if dense else "torchdiffeq"))
@@ -180,7 +195,10 @@ class FitTarget(Task):
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         """``--target``, ``--populations``, ``--network``."""
         group.add_argument("--target", metavar="FILE.nix",
-                           help="fit: a NIX file with the target rates (or spike trains), one segment per trial")
+                           help="fit: a NIX file with the target, one segment per trial: the rates (an AnalogSignal "
+                                "'rate' in Hz, or SpikeTrains turned into population rates with Elephant), each "
+                                "channel annotated area, column, population, and the inputs (an AnalogSignal "
+                                "'input' in Hz), as colplugin.to_neo writes them")
         group.add_argument("--populations", metavar="CHANNELS",
                            help="fit: comma-separated network channels to fit, e.g. mt[0].L23E,mt[1].L23E "
                                 "(default: every channel of the target that the network has)")
@@ -190,22 +208,94 @@ class FitTarget(Task):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "FitTarget":
         """The target of ``--target`` for the network of ``--network`` (or the target's own spec)."""
-        from .._neo import load_nix
+        from .._neo import NeoError, load_nix
 
         if not args.target:
             raise ValueError("colplugin train fit needs --target FILE.nix (rates or spike trains as Neo)")
-        block = load_nix(args.target)
+        try:
+            block = load_nix(args.target)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--target {args.target}: no such file; pass a NIX file of the target rates "
+                                    "(colplugin.save_nix(colplugin.to_neo(...), path))") from None
         if args.network:
-            spec = json.loads(Path(args.network).read_text())
+            path = Path(args.network)
+            if not path.is_file():
+                raise FileNotFoundError(f"--network {path}: no such file; pass a network spec JSON "
+                                        "(json.dump(network.spec(), file))")
+            where = f"--network {path}"
+            try:
+                spec = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{where} is not valid JSON ({exc}); pass a network spec JSON written with "
+                                 "json.dump(network.spec(), file)") from None
         elif "network_spec" in block.annotations:
-            spec = json.loads(block.annotations["network_spec"])
+            where = f"the 'network_spec' annotation of {args.target}"
+            try:
+                spec = json.loads(block.annotations["network_spec"])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{where} is not valid JSON ({exc}); pass --network SPEC.json (ColumnNetwork.spec()) "
+                                 "or write the target again with colplugin.to_neo") from None
         else:
             raise ValueError(f"{args.target} carries no network spec; pass --network SPEC.json (ColumnNetwork.spec())")
-        pops = args.populations.split(",") if args.populations else None
-        return cls.from_block(block, spec, pops)
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where} holds a JSON {type(spec).__name__}, not a network spec (the JSON object of "
+                             "ColumnNetwork.spec()); pass --network SPEC.json written with json.dump(network.spec(), "
+                             "file)")
+        network = _network_from_spec(spec, where)
+        pops = [p.strip() for p in args.populations.split(",") if p.strip()] if args.populations else None
+        try:
+            return cls.from_block(block, network, pops)
+        except NeoError as exc:
+            raise NeoError(f"--target {args.target}: {exc}") from None
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "channels": self.indices}
+
+
+def _network_from_spec(spec: Mapping[str, Any], where: str) -> ColumnNetwork:
+    """The network of a spec, or a ValueError that names where the spec came from and the fix."""
+    try:
+        return ColumnNetwork.from_spec(dict(spec))
+    except Exception as exc:  # any error of the builder is the spec's fault
+        raise ValueError(f"{where} does not build a network ({exc.__class__.__name__}: {str(exc)[:200]}); pass a "
+                         "spec written by ColumnNetwork.spec() (json.dump(network.spec(), file))") from None
+
+
+def _target_channels(seg) -> list[str] | None:
+    """``"area[c].POP"`` names of a target segment's channels (rate signal or spike trains); None if unannotated."""
+    from .._neo import rate_signal
+
+    sig = rate_signal(seg)
+    keys = ("area", "column", "population")
+    if sig is not None:
+        ann = sig.array_annotations
+        if not all(k in ann for k in keys):
+            return None
+        return [f"{a}[{c}].{p}" for a, c, p in zip(ann["area"], ann["column"], ann["population"])]
+    trains = list(seg.spiketrains)
+    if not trains or not all(all(k in st.annotations for k in keys) for st in trains):
+        return None
+    return list(dict.fromkeys(f"{st.annotations['area']}[{st.annotations['column']}].{st.annotations['population']}"
+                              for st in trains))
+
+
+def _check_target(t: np.ndarray, rates: torch.Tensor, indices: Sequence[int], stimulus: Stimulus) -> None:
+    """Refuse target arrays that cannot define a fit (a ValueError naming the array and the fix)."""
+    if t.ndim != 1 or len(t) < 2:
+        raise ValueError(f"FitTarget: t must hold at least two sample times (s), got shape {t.shape}; the spacing "
+                         "of the samples sets the fit's output step")
+    step = np.diff(t)
+    if not (np.all(np.isfinite(t)) and abs(t[0]) < 1e-12 and np.all(step > 0)
+            and np.allclose(step, step[0], rtol=1e-6, atol=0)):
+        raise ValueError("FitTarget: t must be evenly spaced increasing sample times from 0 s "
+                         f"(got {t[:3].tolist()} ... {t[-1]:g}); resample the target onto one regular grid")
+    if rates.ndim != 3 or rates.shape[0] != len(t) or rates.shape[2] != len(indices):
+        raise ValueError(f"FitTarget: rates must have shape (T={len(t)}, trials, channels={len(indices)}), got "
+                         f"{tuple(rates.shape)}")
+    if not bool(torch.isfinite(rates).all()) or bool((rates < 0).any()):
+        raise ValueError("FitTarget: the target rates must be finite and >= 0 Hz")
+    if stimulus.batch_size != rates.shape[1]:
+        raise ValueError(f"FitTarget: the stimulus has {stimulus.batch_size} trials, the rates {rates.shape[1]}")
 
 
 def fit(network: ColumnNetwork, block, populations: Sequence[str] | None = None, *,

@@ -109,6 +109,14 @@ class XOR(Task):
                  batch_size: int = 16) -> None:
         if readout not in ("minmax", "hz"):
             raise ValueError(f"XOR(readout={readout!r}): use 'minmax' (the paper's text) or 'hz' (its code)")
+        checks = (("rate", rate, rate > 0, "a positive input rate in Hz (default 20)"),
+                  ("jitter", jitter, 0 <= jitter < 1, "a relative jitter in [0, 1) (default 0.025)"),
+                  ("init_jitter", init_jitter, init_jitter >= 0, "a standard deviation >= 0 nA (default 0.1)"),
+                  ("low", low, low >= 0, "a target rate >= 0 Hz (default 0.25)"),
+                  ("high", high, high > low, f"a target rate above low = {low!r} Hz (default 1.0)"))
+        for name, value, ok, what in checks:
+            if not (ok and math.isfinite(value)):
+                raise ValueError(f"XOR({name}={value!r}): give {what}")
         self.rate, self.jitter, self.readout, self.low, self.high = rate, jitter, readout, low, high
         self.init_jitter = init_jitter
         self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto")

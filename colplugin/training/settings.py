@@ -110,11 +110,12 @@ class TrainSettings:
             if getattr(self, name) is False:
                 set_(name, None)
         if isinstance(self.updates, bool) or not isinstance(self.updates, int) or self.updates < 1:
-            raise ValueError(f"updates must be a whole number >= 1, got {self.updates!r}")
+            raise ValueError(f"updates must be a whole number >= 1 (optimiser steps; --updates N), got "
+                             f"{self.updates!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+            raise ValueError(f"batch_size must be a whole number >= 1 (trials per update), got {self.batch_size!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive learning rate, got {self.lr!r}")
+            raise ValueError(f"lr must be a positive, finite learning rate (e.g. 0.1; --lr), got {self.lr!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:

@@ -17,10 +17,10 @@ from ..network import ColumnNetwork
 from ..solve.simulate import SimulationError, simulate, solver_for_transfer
 from ..solve.strategies import Direct, Gradient, Solver, check_combination
 from .settings import OPTIMIZERS, TrainSettings, lr_factor
-from .task import Task, TrainResult
+from .task import Batch, Task, TrainResult
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "CheckpointError", "save_checkpoint",
-           "load_checkpoint"]
+           "load_checkpoint", "load_best_weights"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -61,6 +61,71 @@ def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, upd
     return Path(path)
 
 
+def _torch_load(path: Path, what: str, fix: str = "use an intact checkpoint (e.g. from a backup or another run) "
+                                                  "or start training afresh") -> Any:
+    """``torch.load(path, weights_only=True)``, or a CheckpointError that names the file and the fix.
+
+    Plain types only: a file that needs pickle to run code (any object other than tensors,
+    numbers, strings, lists and dictionaries) is refused, never unpickled.
+    """
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # truncated zip ("central directory"), a pickle payload, garbage: all one refusal
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        kind = ("it holds objects other than tensors and plain values, which colplugin never unpickles"
+                if "weights_only" in str(exc) or "Unpickl" in exc.__class__.__name__ else
+                f"it cannot be read: {exc.__class__.__name__}: {first}")
+        raise CheckpointError(f"{path} is corrupt or not a colplugin {what} ({kind}); {fix}") from None
+
+
+def _bad_checkpoint(path: Path, key: str, why: str,
+                    fix: str = "use an intact checkpoint or start training afresh") -> CheckpointError:
+    return CheckpointError(f"{path}: its {key!r} {why}; the file is damaged or was not written by colplugin - {fix}")
+
+
+#: The remedy for a bad ``best_weights.pt``.
+_BEST_FIX = "restore it from the run, or delete it to use the last weights of the run's checkpoint.pt"
+
+
+def _decode_json(path: Path, ckpt: dict[str, Any], key: str, kind: type) -> Any:
+    """A JSON-encoded entry of a checkpoint (``spec``, ``metrics``), checked to be a ``kind``."""
+    if key not in ckpt:
+        raise _bad_checkpoint(path, key, "entry is missing")
+    raw = ckpt[key]
+    if not isinstance(raw, str):
+        raise _bad_checkpoint(path, key, f"entry is of type {type(raw).__name__}, not JSON text")
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise _bad_checkpoint(path, key, f"entry is not valid JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise _bad_checkpoint(path, key, f"entry holds JSON of type {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+def _check_entries(path: Path, ckpt: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose entries have the wrong types (a hand-edited or foreign file)."""
+    task = ckpt.get("task")
+    if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+        raise _bad_checkpoint(path, "task", "entry is missing or not a task config with a name")
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+        raise _bad_checkpoint(path, "state_dict", "entry is missing or not a dictionary of named tensors")
+    update = ckpt.get("update")
+    if isinstance(update, bool) or not isinstance(update, int) or update < 0:
+        raise _bad_checkpoint(path, "update", f"entry is {update!r}, not a whole number >= 0")
+    seed = ckpt.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63):
+        raise _bad_checkpoint(path, "seed", f"entry is {seed!r}, not a whole number in [0, 2^63)")
+    for key in ("optimizer", "scheduler", "gradient", "settings", "solver", "rollback_best", "kept_best",
+                "early_best"):
+        if ckpt.get(key) is not None and not isinstance(ckpt[key], dict):
+            raise _bad_checkpoint(path, key, f"entry is of type {type(ckpt[key]).__name__}, not a dictionary")
+    gen = ckpt.get("generator")
+    if gen is not None and not (torch.is_tensor(gen) and gen.dtype == torch.uint8 and gen.dim() == 1):
+        raise _bad_checkpoint(path, "generator", "entry is not a random generator state (a 1-d uint8 tensor)")
+
+
 def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> dict[str, Any]:
     """Read a checkpoint; with ``network``, check it fits and load its weights into it.
 
@@ -70,47 +135,108 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> d
     Raises
     ------
     CheckpointError
-        If the file is missing, corrupt, from another format, or its weights do not fit.
+        If the file is missing, corrupt (truncated, a pickle payload: it is read with
+        ``weights_only=True``), from another format, has entries of the wrong type (e.g. no
+        network spec), or its weights do not fit or are not finite.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # torch raises several types for truncated/garbled files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a colplugin checkpoint ({exc.__class__.__name__}: "
-                              f"{str(exc)[:120]}); use an intact checkpoint or start training afresh") from None
+    ckpt = _torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a colplugin checkpoint of format {CHECKPOINT_FORMAT}")
+        raise CheckpointError(f"{path} is not a colplugin checkpoint of format {CHECKPOINT_FORMAT}; use a "
+                              "checkpoint.pt written by colplugin.train (this version) or start training afresh")
+    spec = _decode_json(path, ckpt, "spec", dict)
+    metrics = _decode_json(path, ckpt, "metrics", list)
+    if not all(isinstance(m, dict) and isinstance(m.get("update"), int) for m in metrics):
+        raise _bad_checkpoint(path, "metrics", "entry is not a list of per-update rows (each with its 'update')")
+    _check_entries(path, ckpt)
     if network is None:
         from ..network import ColumnNetwork as _CN
 
-        network = _CN.from_spec(json.loads(ckpt["spec"]))
-    try:
-        stored_transfer = json.loads(ckpt["spec"])["params"].get("transfer", {})
-        stored_transfer = stored_transfer.get("value", "dmf") if isinstance(stored_transfer, dict) else "dmf"
-    except (KeyError, TypeError, ValueError, AttributeError):
-        stored_transfer = None  # no readable spec: the weights' shapes decide below
-    if stored_transfer is not None and stored_transfer != network.transfer.name:
+        try:
+            network = _CN.from_spec(spec)
+        except Exception as exc:  # a spec edited by hand: any error of the builder is the spec's fault
+            raise _bad_checkpoint(path, "spec", f"does not build a network ({exc.__class__.__name__}: "
+                                                f"{str(exc)[:160]})") from None
+    stored_transfer = spec.get("params", {}).get("transfer", {}) if isinstance(spec.get("params"), dict) else {}
+    stored_transfer = stored_transfer.get("value", "dmf") if isinstance(stored_transfer, dict) else "dmf"
+    if stored_transfer != network.transfer.name:
         raise CheckpointError(f"checkpoint {path} was trained with the {stored_transfer!r} transfer, this network has "
                               f"{network.transfer.name!r}; load it into a network of its own parameters "
                               "(ColumnNetwork.from_spec of its spec) or start training afresh")
+    _load_weights(path, network, ckpt["state_dict"])
+    ckpt["network"] = network
+    ckpt["spec"] = json.dumps(spec)
+    ckpt["metrics"] = metrics
+    return ckpt
+
+
+def _load_weights(path: Path, network: ColumnNetwork, theirs: Any, fix: str | None = None) -> None:
+    """Load a stored state dict into ``network`` after checking that it fits and is finite."""
+    if not isinstance(theirs, dict) or not all(torch.is_tensor(v) for v in theirs.values()):
+        raise _bad_checkpoint(path, "state_dict", "entry is missing or not a dictionary of named tensors",
+                              *([fix] if fix else []))
     own = network.state_dict()
-    theirs = ckpt["state_dict"]
     bad = [k for k in own if k not in theirs or theirs[k].shape != own[k].shape]
     if bad or set(theirs) - set(own):
         raise CheckpointError(f"checkpoint {path} does not fit this network (mismatched "
-                              f"{bad or sorted(set(theirs) - set(own))}); load it into the network it was trained "
-                              "with (ColumnNetwork.from_spec of its spec)")
-    bad = [k for k, v in theirs.items()
-           if torch.is_tensor(v) and v.is_floating_point() and not bool(v.isfinite().all())]
+                              f"{bad or sorted(set(theirs) - set(own))}); "
+                              + (fix or "load it into the network it was trained with (ColumnNetwork.from_spec "
+                                        "of its spec)"))
+    bad = [k for k, v in theirs.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise CheckpointError(f"checkpoint {path} holds non-finite values in {', '.join(bad)} (a diverged run); "
-                              "resume from an earlier checkpoint (best_weights.pt) or start training afresh")
+                              + (fix or "resume from an earlier checkpoint (best_weights.pt) or start training "
+                                        "afresh"))
     network.load_state_dict(theirs)
-    ckpt["network"] = network
-    ckpt["metrics"] = json.loads(ckpt["metrics"])
-    return ckpt
+
+
+def load_best_weights(path: str | Path, network: ColumnNetwork) -> dict[str, Any]:
+    """Load a run's ``best_weights.pt`` (written with ``keep_best`` or early stopping) into ``network``.
+
+    Read with ``weights_only=True``; returns the file's dictionary.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is corrupt, holds anything but plain values and tensors, has no
+        ``state_dict``, or its weights do not fit ``network`` or are not finite.
+    """
+    path = Path(path)
+    data = _torch_load(path, "best_weights.pt file", _BEST_FIX)
+    if not isinstance(data, dict) or "state_dict" not in data:
+        raise _bad_checkpoint(path, "state_dict", "entry is missing (a best_weights.pt holds the kept weights "
+                                                  "as 'state_dict')", _BEST_FIX)
+    _load_weights(path, network, data["state_dict"], _BEST_FIX)
+    return data
+
+
+def _non_finite(value: Any, where: str) -> list[str]:
+    """Where a nested structure of tensors, numbers, lists and dictionaries holds NaN or inf."""
+    if torch.is_tensor(value):
+        return [where] if value.is_floating_point() and not bool(value.isfinite().all()) else []
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [where]
+    if isinstance(value, dict):
+        return [w for k, v in value.items() for w in _non_finite(v, f"{where}[{k!r}]")]
+    if isinstance(value, (list, tuple)):
+        return [w for i, v in enumerate(value) for w in _non_finite(v, f"{where}[{i}]")]
+    return []
+
+
+def _check_resume_state(path: Path, ckpt: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint whose optimiser, scheduler or guard states are missing or not finite."""
+    for key in ("optimizer", "generator"):
+        if ckpt.get(key) is None:
+            raise _bad_checkpoint(path, key, "entry is missing, so the run cannot continue exactly")
+    bad = [w for key in ("optimizer", "scheduler", "rollback_best", "kept_best", "early_best")
+           for w in _non_finite(ckpt.get(key), key)]
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise CheckpointError(f"cannot resume from {path}: it holds non-finite values (NaN/inf) in {shown}, so the "
+                              "next update would be wrong; resume from an earlier checkpoint or start training "
+                              "afresh")
 
 
 def _make_optimizer(optimizer: str | Callable, params: list, lr: float) -> torch.optim.Optimizer:
@@ -146,6 +272,39 @@ def _out_of_memory(k: int, network: ColumnNetwork, batch_size: int, task: Task, 
         f"{task.duration:g} s does not fit in the memory of {where} ({str(exc).splitlines()[0][:160]}). Use a smaller "
         "batch (e.g. --batch-size), split it over processes (--nproc P), store fewer stages "
         "(Solver(checkpoint_every=M) with a small M), or use float32 (ColumnNetwork(..., dtype=torch.float32))")
+
+
+def _check_seed(seed: Any) -> int:
+    """``seed`` as an int that torch's generators take, or a ValueError that names it."""
+    import operator
+
+    try:
+        value = operator.index(seed) if not isinstance(seed, bool) else None
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value < 2 ** 63:
+        raise ValueError(f"seed must be a whole number in [0, 2^63) (e.g. seed=0), got {seed!r}")
+    return int(value)
+
+
+def _end_bar(bar: Any, updates: int) -> None:
+    """End a progress bar at ``updates`` done of ``updates`` (training stopped early)."""
+    bar.total = updates
+    bar.refresh()
+
+
+def _batch_loss(network: ColumnNetwork, task: Task, batch: Batch, solver: Solver, seed: int, update: int) -> float:
+    """The task's loss of ``batch`` (the last update's trials, same noise) with the network's current weights."""
+    dev, dtype = network.W_intra.device, network.W_intra.dtype
+    with torch.no_grad():
+        try:
+            traj = simulate(network, batch.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out, solver=solver,
+                            noise=task.noise,
+                            generator=None if task.noise is None else _noise_generator(seed, update, task))
+        except SimulationError as exc:
+            raise TrainingDiverged(f"after the last update the network diverges on its batch ({exc}); lower the "
+                                   "learning rate or clip the gradient (clip_grad=...)") from None
+        return float(task.loss(traj, batch))
 
 
 def _noise_generator(seed: int, update: int, task: Task) -> torch.Generator:
@@ -236,7 +395,13 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     Returns
     -------
     TrainResult
-        ``summary`` records the resolved settings, gradient and solvers as plain types.
+        ``summary`` records the resolved settings, gradient and solvers as plain types;
+        ``updates`` is the number of optimiser steps taken (the progress bar ends there);
+        ``final_loss`` is the loss of the returned weights after the last step: their test
+        loss (``final_loss_on = "test set"``; the kept or early-stopping weights' row), or
+        with ``evaluate=False`` the loss of the last update's batch re-simulated once with
+        them (``"last training batch"``). ``last_batch_loss`` is the last row's ``loss``,
+        a batch's loss *before* its update's step.
 
     Raises
     ------
@@ -247,6 +412,7 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     """
     from tqdm.auto import tqdm
 
+    seed = _check_seed(seed)
     s = (settings or task.settings).override(
         updates=updates, gradient=gradient, lr=lr, optimizer=optimizer if isinstance(optimizer, str) else None,
         clip_grad=clip_grad, rollback=rollback, stop_at_accuracy=stop_at_accuracy, keep_best=keep_best,
@@ -281,8 +447,12 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         try:
             ckpt = load_checkpoint(ckpt_path, network)
         except CheckpointError:
-            raw = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-            _check_task_config(ckpt_path, raw.get("task", {}), task)  # name the option that changed, if any
+            try:  # name the option that changed, if any (a file that cannot be read keeps its own message)
+                raw = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+            except Exception:
+                raw = None
+            if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
+                _check_task_config(ckpt_path, raw["task"], task)
             raise
         if ckpt["task"].get("name") != task.name:
             raise CheckpointError(f"checkpoint is for task {ckpt['task'].get('name')!r}, not {task.name!r}")
@@ -300,12 +470,21 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
             raise CheckpointError(f"cannot resume {ckpt_path} with seed {seed}: the run was started with seed "
                                   f"{ckpt['seed']}; resume with seed {ckpt['seed']} (--seed {ckpt['seed']}) or "
                                   "start a new run in another directory")
-        opt.load_state_dict(ckpt["optimizer"])
+        _check_resume_state(ckpt_path, ckpt)
+        try:
+            opt.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise _bad_checkpoint(ckpt_path, "optimizer", f"state does not fit this run's optimizer "
+                                                          f"({exc.__class__.__name__}: {str(exc)[:120]})") from None
         for g in opt.param_groups:  # a checkpoint of a constant-rate run may predate initial_lr
             g.setdefault("initial_lr", g["lr"])
-        if sched is not None and ckpt["scheduler"] is not None:
+        if sched is not None and ckpt.get("scheduler") is not None:
             sched.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["generator"])
+        try:
+            gen.set_state(ckpt["generator"])
+        except RuntimeError as exc:
+            raise _bad_checkpoint(ckpt_path, "generator", f"state is not a random generator's ({str(exc)[:120]})") \
+                from None
         metrics = ckpt["metrics"]
         start = ckpt["update"]
         seed = ckpt["seed"]
@@ -314,7 +493,7 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         early = ckpt.get("early_best")
     test = task.test_set() if evaluate else None
     dev, dtype = network.W_intra.device, network.W_intra.dtype
-    t_start = time.perf_counter() - (metrics[-1]["wall_seconds"] if metrics else 0.0)
+    t_start = time.perf_counter() - (float(metrics[-1].get("wall_seconds", 0.0)) if metrics else 0.0)
     record = {"gradient": grad.to_dict(), "settings": s.to_dict(), "solver": train_solver.to_dict()}
 
     def test_row(row: dict[str, Any]) -> None:
@@ -337,11 +516,15 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         metrics.append(row0)
         if s.patience is not None:
             early = {"loss": row0["test_loss"], "update": 0, "state_dict": _state_copy(network)}
-    bar = tqdm(range(start, s.updates), total=s.updates, initial=start, disable=not progress,
-               desc=f"train {task.name} ({grad.name})", unit="update")
-    for k in bar:
+    # the bar counts finished updates (updated by hand: a loop over a tqdm left by break would not count its last)
+    bar = tqdm(total=s.updates, initial=start, disable=not progress, desc=f"train {task.name} ({grad.name})",
+               unit="update")
+    last_batch: Batch | None = None  # the last update's trials and the update's index (for the final loss)
+    start_of_last = start
+    for k in range(start, s.updates):
         t_update = time.perf_counter()
         batch = task.sample(s.batch_size, gen)
+        last_batch, start_of_last = batch, k
         opt.zero_grad()
         try:
             traj = simulate(network, batch.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
@@ -403,8 +586,9 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
                 early = {"loss": row["test_loss"], "update": k + 1, "state_dict": _state_copy(network)}
         row["wall_seconds"] = time.perf_counter() - t_start
         metrics.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"),
-                        trials_per_s=f"{s.batch_size / (time.perf_counter() - t_update):.3g}")
+        bar.set_postfix(batch_loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"),
+                        trials_per_s=f"{s.batch_size / (time.perf_counter() - t_update):.3g}", refresh=False)
+        bar.update(1)
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, network, task, update=k + 1, optimizer=opt, scheduler=sched,
                             generator=gen, metrics=metrics, seed=seed, rollback_best=best, kept_best=kept,
@@ -413,12 +597,10 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
             cb(row)
         if s.stop_at_accuracy is not None and row.get("test_accuracy") is not None \
                 and row["test_accuracy"] >= s.stop_at_accuracy:
-            bar.total = k + 1  # the bar ends where training stopped
-            bar.refresh()
+            _end_bar(bar, k + 1)
             break
         if early is not None and k + 1 - early["update"] >= s.patience:  # early stopping on the test loss
-            bar.total = k + 1
-            bar.refresh()
+            _end_bar(bar, k + 1)
             break
     bar.close()
     final_accuracy = metrics[-1].get("test_accuracy") if metrics else None
@@ -437,8 +619,21 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
             with atomic_path(out / "best_weights.pt") as tmp:
                 torch.save({"state_dict": network.state_dict(), "update": kept["update"],
                             "accuracy": kept["accuracy"]}, tmp)
+    # the loss of the weights this run returns, measured after its last step (a row's "loss" is its batch's loss
+    # before that update's step)
+    chosen = kept["update"] if kept is not None else early["update"] if early is not None else None
+    if test is not None and metrics:
+        row_final = next((r for r in metrics if r["update"] == chosen), metrics[-1]) if chosen is not None \
+            else metrics[-1]
+        final_loss, final_loss_on = float(row_final.get("test_loss", math.nan)), "test set"
+    elif last_batch is not None:
+        final_loss, final_loss_on = _batch_loss(network, task, last_batch, train_solver, seed, start_of_last), \
+            "last training batch"
+    else:
+        final_loss, final_loss_on = math.nan, None
     summary = {"task": task.name, "seed": seed, "updates": metrics[-1]["update"] if metrics else 0,
-               "final_loss": metrics[-1].get("loss", math.nan) if metrics else math.nan,
+               "final_loss": final_loss, "final_loss_on": final_loss_on,
+               "last_batch_loss": next((r["loss"] for r in reversed(metrics) if "loss" in r), math.nan),
                "final_accuracy": final_accuracy,
                "wall_seconds": metrics[-1]["wall_seconds"] if metrics else 0.0,
                "optimizer": s.optimizer if not callable(optimizer) else repr(optimizer), "lr": s.lr,
