@@ -260,3 +260,38 @@ class OutputDirectory:
         if self._lock is not None:
             self._lock.unlink(missing_ok=True)
             self._lock = None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (``MemAvailable`` of /proc/meminfo), if known."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes < float("inf") else "an unbounded amount of memory"
+
+
+def check_memory(nbytes: float, what: str, fix: str, *, available: int | None = None) -> None:
+    """Refuse work whose estimated memory ``nbytes`` exceeds what the machine has, before allocating.
+
+    Raises
+    ------
+    MemoryError
+        Naming the estimate, what needs it, the memory available and ``fix``.
+    """
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    if not nbytes < 0.9 * available:  # also refuses inf and nan
+        raise MemoryError(f"{what} needs about {_gib(nbytes)}, and this machine has {_gib(available)} available; "
+                          f"{fix}")

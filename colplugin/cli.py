@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -38,6 +39,11 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False, resume: 
             path, n = Path("runs") / f"{prefix}-{stamp}-{n}", n + 1
     else:
         path = Path(out)
+    if os.environ.get("RANK", "0") != "0" and "WORLD_SIZE" in os.environ:
+        return path  # a torchrun worker: rank 0 claims the directory; this rank writes below it (ranks/N)
+    if overwrite and "WORLD_SIZE" in os.environ:
+        raise SystemExit("error: --overwrite is not supported under torchrun (the ranks share one directory); "
+                         "give a new --out")
     try:
         claim = OutputDirectory(path, overwrite=overwrite, resume=resume)
         written = claim.claim()
@@ -151,10 +157,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         progress=not args.no_progress, resume=args.resume, preset=args.preset)
         s, evaluation = res.summary, res.evaluation
     accuracy = evaluation.get("final_accuracy", s["final_accuracy"])  # a task's own held-out accuracy, if any
-    print(f"{task.name} seed {args.seed}: {s['updates']} updates, final loss {s['final_loss']:.4g}, "
+    print(f"{task.name} seed {args.seed}: {_updates(s)}, final loss {s['final_loss']:.4g}{_loss_on(s)}, "
           f"test accuracy {accuracy}, {s['wall_seconds']:.1f} s")
     print(f"wrote {_shown(out)}")
     return 0
+
+
+def _updates(summary: dict) -> str:
+    n = summary["updates"]
+    return f"{n} update" if n == 1 else f"{n} updates"
+
+
+def _loss_on(summary: dict) -> str:
+    """Which loss ``final_loss`` is: of the returned weights on the test set, or on the last batch."""
+    on = summary.get("final_loss_on")
+    return f" ({on})" if on else ""
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -191,7 +208,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  preset=args.preset)
     s = r["summary"]
     print(f"\n== colplugin run {task.name} ==")
-    print(f"learned:   {s['updates']} updates, test accuracy {s['final_accuracy']}, loss {s['final_loss']:.4g}")
+    print(f"learned:   {_updates(s)}, test accuracy {s['final_accuracy']}, final loss {s['final_loss']:.4g}"
+          f"{_loss_on(s)}")
     for m, a in r["agreement"].items():
         print(f"Brian2 {m:<6} max |diff| {a['max_abs_hz']:.3g} Hz, max rel {a['max_rel']:.3g}")
     v = r.get("validation")
@@ -231,6 +249,13 @@ def _validation_status(r: dict | None) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from colplugin.analysis.validation import validate_microcircuit, validate_stimulus
 
+    if args.what == "microcircuit":
+        from colplugin.params import load_preset
+        from colplugin.params.names import POPULATIONS
+        from colplugin.spiking.network import check_scaling
+
+        check_scaling(args.scale, args.k_scale, dict(zip(POPULATIONS, load_preset("pd14").area_sizes("pd14"))),
+                      what="the PD14 microcircuit")
     out = _new_run_dir(args.out, f"validate-{args.what}", args.overwrite)
     if args.what == "microcircuit":
         r = validate_microcircuit(out, scale=args.scale, duration=args.duration, seed=args.seed,
@@ -263,6 +288,7 @@ def _cmd_twin(args: argparse.Namespace) -> int:
                     trials=args.trials, seed=args.seed, threads=args.threads, nix_neurons=args.nix_neurons)
     check_twin(**settings)  # refuse bad settings and a missing run before any work
     net, stim, duration, task = load_twin_run(Path(args.run_dir))
+    check_twin(**settings, network=net)  # the scale floor of this network's smallest population
     out = _new_run_dir(args.out, "twin", args.overwrite)
     torch.set_num_threads(1)
     print(f"spiking twin of {args.run_dir} ({task.name if task else 'no task'}): {stim.batch_size} conditions x "
@@ -280,13 +306,14 @@ def _cmd_twin(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
-    from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE, calibrate
-    from colplugin.analysis.twin import check_twin
+    from colplugin.analysis.calibration import (FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE, calibrate,
+                                                calibration_network)
+    from colplugin.analysis.twin import check_twin, check_twin_scale
     from colplugin.params import load_preset
 
     k_scale = STAIRCASE_K_SCALE if args.k_scale is None else args.k_scale
     check_twin(backend=args.backend, scale=args.scale, k_scale=k_scale, seed=args.seed, threads=args.threads)
-    load_preset(args.preset)  # an unknown preset or a missing file fails before any work
+    check_twin_scale(calibration_network(load_preset(args.preset), max(args.columns, 1)), args.scale, k_scale)
     if args.spiking is not None and not Path(args.spiking).is_file():
         raise ValueError(f"--spiking {args.spiking}: no such file; pass the calibration.json of an earlier run")
     if args.columns < 1:
@@ -371,6 +398,28 @@ def _seed(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a duration, a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (an input rate; a scale where 0 means 'off')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return value
+
+
 def _positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
     try:
@@ -416,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--area", help="area type (default: the preset's default area)")
     p.add_argument("--columns", type=int, default=1, help="number of columns in the area (default 1)")
     p.add_argument("--full", action="store_true", help="give every column the full area size")
-    p.add_argument("--input", type=float, default=20.0, help="input rate in Hz (default 20)")
-    p.add_argument("--duration", type=float, default=1.0, help="simulated time in s (default 1)")
+    p.add_argument("--input", type=_nonnegative_float, default=20.0, help="input rate in Hz (default 20)")
+    p.add_argument("--duration", type=_positive_float, default=1.0, help="simulated time in s (default 1)")
     _add_common(p, "simulate")
     p.set_defaults(func=_cmd_simulate)
 
@@ -431,8 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resting rates (microcircuit) or the response to a thalamic step (stimulus)")
     p.add_argument("--scale", type=float, default=0.1, help="neuron scaling of the spiking circuit (default 0.1)")
     p.add_argument("--k-scale", type=float, default=0.5, help="in-degree scaling (default 0.5)")
-    p.add_argument("--duration", type=float, default=2.5, help="simulated time in s (first 0.5 s discarded)")
-    p.add_argument("--rate", type=float, default=8.0, help="thalamic step rate in Hz (stimulus validation)")
+    p.add_argument("--duration", type=_positive_float, default=2.5,
+                   help="simulated time in s (first 0.5 s discarded)")
+    p.add_argument("--rate", type=_nonnegative_float, default=8.0,
+                   help="thalamic step rate in Hz (stimulus validation)")
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking network (default 0)")
     p.add_argument("--device", choices=["cpp_standalone", "runtime"], default="cpp_standalone",
                    help="Brian2 device (default cpp_standalone)")
@@ -484,9 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", type=int, default=1,
                    help="the column type: the preset's area split into this many columns (default 1, a full "
                         "column; 2 is the column of the XOR and decision tasks)")
-    p.add_argument("--fit-levels", type=float, nargs="+", metavar="HZ",
+    p.add_argument("--fit-levels", type=_nonnegative_float, nargs="+", metavar="HZ",
                    help="input rates (Hz into L4E and L4I) the fit uses (default: calibration.FIT_LEVELS)")
-    p.add_argument("--held-out-levels", type=float, nargs="+", metavar="HZ",
+    p.add_argument("--held-out-levels", type=_nonnegative_float, nargs="+", metavar="HZ",
                    help="input rates that only check the fit (default: calibration.HELD_OUT_LEVELS)")
     _add_common(p, "calibrate")
     p.set_defaults(func=_cmd_calibrate)
@@ -504,11 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", nargs="?", default=DEFAULT_TASK, choices=sorted(TASKS),
                    help=f"the task (default {DEFAULT_TASK})")
     _add_training(p)
-    p.add_argument("--validate-scale", type=float, default=0.1,
+    p.add_argument("--validate-scale", type=_nonnegative_float, default=0.1,
                    help="neuron scale of the spiking validation (default 0.1; 0: no validation)")
-    p.add_argument("--validate-duration", type=float, default=2.5,
+    p.add_argument("--validate-duration", type=_positive_float, default=2.5,
                    help="simulated time of the spiking validation in s (default 2.5)")
-    p.add_argument("--twin-scale", type=float, default=0.02,
+    p.add_argument("--twin-scale", type=_nonnegative_float, default=0.02,
                    help="neuron scale of the spiking twin of the trained network (default 0.02; 0: no twin)")
     p.add_argument("--twin-trials", type=int, default=1, help="spiking trials per condition of the twin (default 1)")
     _add_preset(p)

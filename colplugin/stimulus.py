@@ -11,6 +11,9 @@ import torch
 
 __all__ = ["Stimulus", "MembraneNoise"]
 
+#: Largest input rate a Stimulus accepts (Hz): twice the inverse of PD14's 2 ms refractory period.
+MAX_INPUT_RATE = 1000.0
+
 
 class Stimulus:
     """Piecewise-constant input rates u_k(t) (Hz) for a batch of trials.
@@ -63,6 +66,10 @@ class Stimulus:
             raise ValueError("Stimulus rates contain NaN or inf")
         if bool(torch.any(rates_t < 0)):
             raise ValueError("Stimulus rates are firing rates and must be >= 0 Hz")
+        if rates_t.numel() and float(rates_t.max()) > MAX_INPUT_RATE:
+            raise ValueError(f"Stimulus rate {float(rates_t.max()):g} Hz is above {MAX_INPUT_RATE:g} Hz: input rates "
+                             "are firing rates of presynaptic neurons, which cannot fire faster than about 1/t_ref "
+                             "(500 Hz for PD14's 2 ms); give rates in Hz")
         self.times = times_t
         self.rates = rates_t
 

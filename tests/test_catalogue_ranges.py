@@ -177,9 +177,9 @@ def validate_microcircuit_scale_1e_minus_9(tmp_path, capsys):
     out = tmp_path / "val"
     err = _cli_error(capsys, ["validate", "microcircuit", "--scale", "1e-9", "--duration", "0.7", "--seeds", "1",
                               "--device", "runtime", "--out", str(out)])
-    assert "scale 1e-09" in err and "1 neuron(s)" in err
-    assert f"floor MIN_POPULATION_NEURONS = {MIN_POPULATION_NEURONS}" in err
-    assert "Fix: use a scale of at least" in err and not out.exists()
+    smallest = min(cp.load_preset("pd14").area_sizes("pd14"))  # L5I, 1065 neurons (PD14 Table 5)
+    assert "scale 1e-09" in err and f"{MIN_POPULATION_NEURONS} / {smallest:g}" in err
+    assert "Fix: use a scale of at least" in err and not out.exists() and "removed" not in err
 
 
 def microcircuit_floor_matches_the_pd14_sizes(tmp_path, capsys):

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_text
+from ..spiking.twin import twin_full_sizes
 from ..stimulus import Stimulus
 
 __all__ = ["twin_run", "check_twin", "check_twin_scale", "twin_full_sizes", "twin_report_section", "RATE_FLOOR_HZ"]
@@ -49,25 +50,6 @@ RATE_FLOOR_HZ = 0.1
 
 #: Width (s) of the bins of the spiking rates in the overlay figures.
 BIN_S = 0.01
-
-
-def twin_full_sizes(network) -> dict[str, float]:
-    """Neurons at full size (scale 1) of every population of a ColumnNetwork's spiking twin, by channel name.
-
-    The sizes :func:`colplugin.spiking.spiking_twin` scales: each column's
-    (:func:`colplugin.column.column_sizes`, dL25's split rule included).
-    """
-    from ..column import column_sizes
-    from ..params.names import N_POP
-
-    names = network.channel_names
-    out: dict[str, float] = {}
-    for area_name, area in network.areas.items():
-        N_full = np.asarray(column_sizes(network.params, area.kind, area.n_columns, area.split), dtype=float)
-        for c in range(area.n_columns):
-            o = network.index(area_name, c, 0)
-            out.update({names[o + i]: float(N_full[i]) for i in range(N_POP)})
-    return out
 
 
 def check_twin_scale(network, scale: float, k_scale: float | None = 0.5) -> float:

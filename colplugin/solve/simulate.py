@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from .._io import check_memory
 from .._neo import rate_block
 from ..field import filter_rate
 from ..network import ColumnNetwork
@@ -44,6 +45,7 @@ class _ODEFunc(nn.Module):
         super().__init__()
         # the network is not a submodule: its parameters reach the solve through the field's tensors
         self.field = network.field(stimulus.rates if stimulus.n_inputs else None, dense=dense, noise=noise)
+        self.params_name = network.params.name  # named in errors
         # V - A above x_max means f > max_rate (f(x) >= a x - b); saturating populations stay below r_max.
         # Other transfers are watched for NaN here and for max_rate on the result (the Siegert rate is bounded).
         tr = self.field.transfer
@@ -201,11 +203,32 @@ def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float, so
             "weights or the input, or raise max_rate if such rates are intended")
 
 
-def _stuck(solver: Solver) -> SimulationError:
+def _stuck(solver: Solver, params_name: str, stimulus: Stimulus) -> SimulationError:
+    peak = float(stimulus.rates.max()) if stimulus.rates.numel() else 0.0
     return SimulationError(
-        f"the adaptive solver {solver.method} got stuck (underflow in dt): the dynamics "
-        "diverged or became too stiff. Use Solver('rk4', step=1e-4) to see where it "
-        "diverges, loosen rtol/atol, or lower the inter-column weights")
+        f"the adaptive solver {solver.method} got stuck (underflow in dt): the dynamics diverged or became too "
+        f"stiff. The largest input rate is {peak:g} Hz and the parameters are {params_name!r}: an extreme "
+        "input or parameter (a time constant of microseconds, a huge gain) does this. From the command line, "
+        "lower --input or check the --params file; in Python, Solver('rk4', step=1e-4) shows where it "
+        "diverges, or loosen rtol/atol, or lower the inter-column weights")
+
+
+def _check_output_memory(network: ColumnNetwork, batch: int, duration: float, dt_out: float,
+                         device: torch.device) -> None:
+    """Refuse a solve whose recorded trajectory cannot fit in memory, before allocating it.
+
+    The trajectory holds ``duration / dt_out + 1`` time points of ``n_state`` states per trial
+    (8 bytes each), and the rates derived from them; the solver's stages add about 12 states.
+    """
+    points = duration / dt_out + 1
+    nbytes = 8.0 * batch * (network.n_state * (points + 12) + network.n_populations * points)
+    available = None
+    if device.type == "cuda":
+        available = int(torch.cuda.mem_get_info(device)[0])
+    check_memory(nbytes, f"recording {batch} trial(s) of {network.n_populations} populations for {duration:g} s "
+                 f"every {dt_out:g} s ({points:.3g} time points)",
+                 "shorten the duration, record less often (a larger dt_out) or simulate fewer trials or columns",
+                 available=available)
 
 
 def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch.Tensor,
@@ -226,7 +249,7 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
                                       atol=solver.atol, watch_every=func.check_every,
                                       checkpoint_every=solver.checkpoint_every, kernel=solver.kernel)
     except StepSizeUnderflow:
-        raise _stuck(solver) from None
+        raise _stuck(solver, func.params_name, stimulus) from None
     return state
 
 
@@ -345,6 +368,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     if y0.shape[0] not in (1, B) or stimulus.batch_size not in (1, B):
         raise ValueError(f"batch sizes do not fit: y0 has {y0.shape[0]} trials, the stimulus "
                          f"{stimulus.batch_size}")
+    _check_output_memory(network, B, duration, dt_out, dev)
     y0 = y0.expand(B, -1).contiguous()
     stimulus = stimulus.expand(B)
     n = int(round(duration / dt_out))
@@ -393,7 +417,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
             raise SimulationError("the solve produced non-finite values: the network diverged. "
                                   "Lower the inter-column weights or the input, or use a smaller step") from None
         if "underflow in dt" in str(exc):
-            raise _stuck(solver) from None
+            raise _stuck(solver, network.params.name, stimulus) from None
         raise
     _check(state, network, max_rate, solver)
     return Trajectory(t, state, network, given, solver, func.nfe)

@@ -23,7 +23,8 @@ import numpy as np
 from ..column import connection_probability, in_degrees, synaptic_strengths
 from ..params import Params, load_preset
 from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS, pop_index
-from .network import Connection, LIFModel, PoissonInput, PoissonSource, Population, RateProfile, SpikingNetwork
+from .network import (Connection, LIFModel, PoissonInput, PoissonSource, Population, RateProfile, SpikingNetwork,
+                      check_scaling)
 
 __all__ = ["pd14_microcircuit", "microcircuit_connectivity", "lif_model", "check_scale", "simulate_microcircuit"]
 
@@ -81,7 +82,8 @@ def microcircuit_connectivity(scale: float = 0.1, k_scale: float | None = 0.5,
         ``J_bg_pA``; ``scale``, ``k_scale``.
     """
     params = load_preset("pd14") if params is None else params
-    k = check_scale(scale, k_scale)
+    k = check_scaling(scale, k_scale, dict(zip(POPULATIONS, params.area_sizes("pd14"))),
+                      what="the PD14 microcircuit")
     N_full = params.area_sizes("pd14").astype(float)
     N = np.maximum(1, np.round(N_full * scale)).astype(int)
     K_full = np.asarray(in_degrees(connection_probability(params), N_full))

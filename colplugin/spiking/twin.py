@@ -43,8 +43,8 @@ from ..column import column_sizes, connection_probability, in_degrees, synaptic_
 from ..network import ColumnNetwork
 from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS, SIGNS
 from ..stimulus import Stimulus
-from .microcircuit import check_scale, lif_model
-from .network import Connection, PoissonInput, Population, RateProfile, SpikingNetwork
+from .microcircuit import lif_model
+from .network import Connection, PoissonInput, Population, RateProfile, SpikingNetwork, check_scaling
 
 __all__ = ["spiking_twin", "twin_rates"]
 
@@ -75,6 +75,22 @@ def _trial_stimulus(network: ColumnNetwork, stimulus: Stimulus | None, trial: in
         raise ValueError(f"trial must be a whole number in [0, {stimulus.batch_size}) (the stimulus has "
                          f"{stimulus.batch_size} trials), got {trial!r}")
     return stimulus.select([int(trial)])
+
+
+def twin_full_sizes(network) -> dict[str, float]:
+    """Neurons at full size (scale 1) of every population of a ColumnNetwork's spiking twin, by channel name.
+
+    The sizes :func:`colplugin.spiking.spiking_twin` scales: each column's
+    (:func:`colplugin.column.column_sizes`, dL25's split rule included).
+    """
+    names = network.channel_names
+    out: dict[str, float] = {}
+    for area_name, area in network.areas.items():
+        N_full = np.asarray(column_sizes(network.params, area.kind, area.n_columns, area.split), dtype=float)
+        for c in range(area.n_columns):
+            o = network.index(area_name, c, 0)
+            out.update({names[o + i]: float(N_full[i]) for i in range(N_POP)})
+    return out
 
 
 def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, trial: int = 0,
@@ -115,7 +131,7 @@ def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, tr
     """
     if not isinstance(network, ColumnNetwork):
         raise TypeError(f"network must be a ColumnNetwork, got {type(network).__name__}")
-    k = check_scale(scale, k_scale)
+    k = check_scaling(scale, k_scale, twin_full_sizes(network), what="this network's spiking twin")
     r_max = np.asarray(network.params["r_max"], dtype=float)
     if np.isfinite(r_max).any():
         pops = [POPULATIONS[i] for i in np.nonzero(np.isfinite(r_max))[0]]
