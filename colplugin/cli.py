@@ -346,6 +346,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     net, stim, duration = load_run(Path(args.run_dir))
     out = _new_run_dir(args.out, "export", args.overwrite)
     torch.set_num_threads(1)
+    print(f"exporting {args.run_dir} to Brian2 ({args.device}): {stim.batch_size} trial(s) of {duration:g} s at "
+          "dt 0.1 ms, euler and rk4, each against torch ...", flush=True)
     r = export_run(net, stim, duration, out, device=args.device)
     for m in (k for k, v in r.items() if isinstance(v, dict) and "brian2_wall_seconds" in v):
         acc = r[m]["vs_accurate_torch"]
@@ -535,9 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", type=int, default=1,
                    help="the column type: the preset's area split into this many columns (default 1, a full "
                         "column; 2 is the column of the XOR and decision tasks)")
-    p.add_argument("--fit-levels", type=_nonnegative_float, nargs="+", metavar="HZ",
+    p.add_argument("--fit-levels", type=float, nargs="+", metavar="HZ",
                    help="input rates (Hz into L4E and L4I) the fit uses (default: calibration.FIT_LEVELS)")
-    p.add_argument("--held-out-levels", type=_nonnegative_float, nargs="+", metavar="HZ",
+    p.add_argument("--held-out-levels", type=float, nargs="+", metavar="HZ",
                    help="input rates that only check the fit (default: calibration.HELD_OUT_LEVELS)")
     _add_common(p, "calibrate")
     p.set_defaults(func=_cmd_calibrate)

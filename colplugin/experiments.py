@@ -401,11 +401,24 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     """
     t0 = time.perf_counter()
     task = _task(task)
+    if validate_scale:  # refused before training, not after it
+        from .params.names import POPULATIONS
+        from .spiking.network import check_scaling
+
+        check_scaling(validate_scale, 0.5, dict(zip(POPULATIONS, resolve_params("pd14").area_sizes("pd14"))),
+                      what="the PD14 microcircuit of the validation (--validate-scale)")
     if twin_scale:
         from .analysis.twin import check_twin
 
         check_twin(backend=twin_backend, device="runtime", scale=twin_scale, k_scale=twin_k_scale,
                    trials=twin_trials, seed=seed)
+    phases = ["training", "export to Brian2"] + ["spiking validation"] * bool(validate_scale) + \
+        ["spiking twin"] * bool(twin_scale)
+
+    def heading(name: str, detail: str = "") -> None:
+        if progress:
+            print(f"\n== {phases.index(name) + 1}/{len(phases)} {name}{': ' + detail if detail else ''} ==",
+                  flush=True)
     out = Path(out)
     if resume and not (out / "train" / "checkpoint.pt").exists():
         raise ValueError(f"cannot resume {out}: it is not a run of `colplugin run` (no train/checkpoint.pt); "
@@ -417,14 +430,17 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
                              f"{res.network.params.name!r}; resume without --preset (or with the run's own), or "
                              "start a new run")
     else:
+        heading("training", f"{task.name}, seed {seed}")
         res = train_run(task, seed, out / "train", progress=progress, updates=updates, gradient=gradient, lr=lr,
                         resume=resume, preset=preset)
     net = res.network
+    heading("export to Brian2", f"{task.evaluation_stimulus().batch_size} trial(s) of {task.duration:g} s at dt 0.1 ms")
     agree = export_run(net, task.evaluation_stimulus(), task.duration, out / "brian2", seed=seed)
     validation = None
     if validate_scale:
         from .analysis.validation import validate_microcircuit
 
+        heading("spiking validation", f"PD14 microcircuit at scale {validate_scale}, {validate_duration:g} s")
         validation = validate_microcircuit(out / "validation", scale=validate_scale, duration=validate_duration,
                                            progress=progress,
                                            preset="pd14_lif" if net.transfer.name == "siegert" else "pd14")
@@ -432,8 +448,7 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     if twin_scale:
         from .analysis.twin import twin_run
 
-        if progress:
-            print(f"spiking twin at scale {twin_scale} ({twin_backend}) ...", flush=True)
+        heading("spiking twin", f"scale {twin_scale}, {twin_backend}, {twin_trials} trial(s) per condition")
         twin = twin_run(out / "twin", net, task.evaluation_stimulus(), task.duration, task, backend=twin_backend,
                         device="runtime", scale=twin_scale, k_scale=twin_k_scale, trials=twin_trials, seed=seed,
                         nix_neurons=5, progress=progress, source=str(out / "train"))

@@ -144,7 +144,7 @@ def test_sigint_with_brian2_imported_under_an_ignored_sigint_is_a_clean_interrup
     # A shell's background job starts with SIGINT ignored; Brian2 chains to the handler it finds at
     # import and used to fail with "'Handlers' object is not callable".
     script = textwrap.dedent(f"""
-        import os, signal, sys, time
+        import os, signal, sys, time, types
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         import colplugin.experiments as experiments
         from colplugin.cli import main
@@ -153,7 +153,7 @@ def test_sigint_with_brian2_imported_under_an_ignored_sigint_is_a_clean_interrup
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)
 
-        experiments.load_run = lambda path: (None, None, None)
+        experiments.load_run = lambda path: (None, types.SimpleNamespace(batch_size=1), 0.1)
         experiments.export_run = export
         sys.exit(main(["export", {str(tmp_path)!r}, "--out", {str(tmp_path / 'exp')!r}]))
     """)

@@ -54,6 +54,30 @@ def run_seeds(net, duration: float, seeds: list[int], *, backend: str = "brian2"
 COLUMN_PRESETS = ("pd14", "pd14_lif")
 
 
+#: Bytes per recorded spike on the way to the report: the simulator's index and time, Neo's
+#: SpikeTrain copy and Elephant's binning (a bound, not a measurement of one backend).
+BYTES_PER_SPIKE = 48
+
+
+def _check_spiking_workload(net, duration: float, seeds: int, progress: bool) -> None:
+    """Refuse a spiking run whose recorded spikes cannot fit in memory; announce the workload.
+
+    The spikes expected are the published PD14 rates (Potjans & Diesmann 2014, Fig. 6)
+    times the population sizes and the duration.
+    """
+    from .._io import check_memory
+    from ..params import load_preset
+
+    rates = np.asarray(load_preset("pd14")["published_rates"], dtype=float)
+    spikes = float(np.dot([net.sizes[name] for name in POPULATIONS], rates)) * duration
+    check_memory(BYTES_PER_SPIKE * spikes,
+                 f"recording about {spikes:.3g} spikes ({net.n_neurons} neurons at the published rates for "
+                 f"{duration:g} s)", "shorten --duration (2.5 s gives the published statistics) or lower --scale")
+    if progress:
+        print(f"workload: {seeds} seed(s) x {duration:g} s of {net.n_neurons} neurons and {net.n_synapses:.3g} "
+              f"synapses, about {spikes * seeds:.3g} spikes", flush=True)
+
+
 def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float = 2.5, *, transient: float = 0.5,
                           k_scale: float | None = 0.5, seed: int = 0, seeds: int = 3, backend: str = "brian2",
                           device: str = "cpp_standalone", threads: int = 1, progress: bool = True,
@@ -127,6 +151,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
         raise ValueError(f"transient must lie in [0, duration - 0.1 s) = [0, {duration - 0.1:g}) s, got {transient}; "
                          "use a longer duration or a shorter transient")
     net_spk = pd14_microcircuit(None, scale, k_scale)
+    _check_spiking_workload(net_spk, duration, seeds, progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

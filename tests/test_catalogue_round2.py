@@ -1,0 +1,136 @@
+"""Issue 25's catalogue of work refused before it starts: sizes, durations, rates and memory.
+
+One case per row; each checks that the refusal comes before any work (no directory made,
+nothing allocated) and that the message names the value and the fix. The expected numbers
+are computed here from the inputs (neuron counts, bytes), not copied from the code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import colplugin as cp
+from colplugin._io import check_memory
+from colplugin.cli import main
+
+GIB = 2**30
+
+
+def _exit(args) -> int:
+    try:
+        return main(args)
+    except SystemExit as exc:  # argparse and refusals exit with status 2 in-process
+        return exc.code
+
+
+def _cli(capsys, tmp_path, args) -> str:
+    capsys.readouterr()
+    assert _exit([*args, "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+    return capsys.readouterr().err
+
+
+def simulate_duration_zero(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["simulate", "--duration", "0"])
+    assert "--duration" in err and "0 must be a finite number > 0" in err and "nan" not in err
+
+
+def simulate_duration_nan(tmp_path, capsys):
+    assert "--duration: nan must be a finite number > 0" in _cli(capsys, tmp_path, ["simulate", "--duration", "nan"])
+
+
+def simulate_input_huge(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["simulate", "--input", "1e308", "--duration", "0.1"])
+    assert "1e+308 Hz is above 1000 Hz" in err and "give rates in Hz" in err
+
+
+def simulate_input_negative(tmp_path, capsys):
+    assert "--input: -5 must be a finite number >= 0" in _cli(capsys, tmp_path, ["simulate", "--input", "-5"])
+
+
+def run_validate_scale_nan_before_training(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["run", "--validate-scale", "nan", "--no-progress"])
+    assert "--validate-scale: nan must be a finite number >= 0" in err
+
+
+def run_validate_scale_below_floor_before_training(tmp_path, capsys, monkeypatch):
+    import colplugin.experiments as experiments
+
+    def never(*a, **k):
+        raise AssertionError("training started before the scale was checked")
+
+    monkeypatch.setattr(experiments, "train_run", never)
+    floor = 10 / min(cp.load_preset("pd14").area_sizes("pd14"))  # 10 neurons in L5I (1065)
+    err = _cli(capsys, tmp_path, ["run", "--validate-scale", f"{floor / 2:g}", "--no-progress"])
+    assert "--validate-scale" in err and "Fix: use a scale of at least" in err
+
+
+def simulate_split_area_below_one_neuron_per_population(tmp_path, capsys):
+    smallest = min(cp.load_preset("dl25").area_sizes("mt"))  # L5I of MT
+    n = int(smallest) + 1  # one column more than L5I has neurons
+    err = _cli(capsys, tmp_path, ["simulate", "--columns", str(n), "--duration", "0.1"])
+    assert f"split into {n} columns" in err and f"at most {int(smallest)} columns" in err and "--full" in err
+
+
+def simulate_columns_beyond_memory(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["simulate", "--columns", "100000000", "--full", "--duration", "0.1"])
+    assert "100000000 columns" in err and "GiB" in err and "fewer columns" in err
+
+
+def api_simulate_duration_1e308():
+    net = cp.ColumnNetwork(cp.load_preset("dl25"), {"mt": ("mt", 1)})
+    with pytest.raises(MemoryError, match=r"inf time points.*record less often"):
+        cp.simulate(net, None, 1e308)
+
+
+def api_simulate_recording_estimate_is_the_trajectory_size():
+    net = cp.ColumnNetwork(cp.load_preset("dl25"), {"mt": ("mt", 1)})
+    duration, dt_out = 1e6, 1e-3  # 1e9 time points of 16 states + 8 rates: 1.8e11 bytes, over 100 GiB
+    expected = 8.0 * (16 * (duration / dt_out + 1 + 12) + 8 * (duration / dt_out + 1))
+    with pytest.raises(MemoryError) as info:
+        cp.simulate(net, None, duration, dt_out=dt_out)
+    assert f"{expected / GIB:.3g} GiB" in str(info.value)
+
+
+def api_stimulus_rate_above_the_ceiling():
+    with pytest.raises(ValueError, match="2000 Hz is above 1000 Hz"):
+        cp.Stimulus([0.0], [[2000.0]])
+    cp.Stimulus([0.0], [[1000.0]])  # the ceiling itself is a rate
+
+
+def api_network_memory_estimate_counts_all_to_all_pairs():
+    p = cp.load_preset("dl25")
+    n = 100_000
+    with pytest.raises(MemoryError) as info:  # 1e10 column pairs x 2 population pairs x 64 B: ~1.2 TB
+        cp.ColumnNetwork(p, {"a": cp.Area("mt", n, split=False), "b": cp.Area("mt", n, split=False)},
+                         [cp.Feedforward("a", "b", columns="all")])
+    assert f"{2 * n} columns and 1 projection(s)" in str(info.value)
+
+
+def check_memory_refuses_inf_and_nan():
+    for bad in (math.inf, math.nan):
+        with pytest.raises(MemoryError):
+            check_memory(bad, "x", "y", available=10 * GIB)
+    check_memory(GIB, "x", "y", available=10 * GIB)
+    with pytest.raises(MemoryError, match=r"needs about 9.5 GiB, and this machine has 10 GiB available; fix"):
+        check_memory(9.5 * GIB, "x", "fix", available=10 * GIB)
+
+
+def validate_duration_beyond_memory(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["validate", "microcircuit", "--duration", "1e9", "--seeds", "1",
+                                  "--device", "runtime"])
+    assert "spikes" in err and "GiB" in err and "shorten --duration" in err
+
+
+CASES = [v for k, v in dict(globals()).items() if callable(v) and not k.startswith("_")
+         and getattr(v, "__module__", None) == __name__ and not k.startswith("test")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_catalogue_round2(case, tmp_path, capsys, monkeypatch):
+    import inspect
+
+    kwargs = {"tmp_path": tmp_path, "capsys": capsys, "monkeypatch": monkeypatch}
+    case(**{k: kwargs[k] for k in inspect.signature(case).parameters})
