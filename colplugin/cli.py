@@ -22,8 +22,12 @@ from typing import Sequence
 __all__ = ["main"]
 
 
-def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False, resume: bool = False) -> Path:
-    """Claim the command's output directory (see `OutputDirectory`); return where it writes."""
+def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False, resume: bool = False,
+                 reads: Sequence[str | Path] = ()) -> Path:
+    """Claim the command's output directory (see `OutputDirectory`); return where it writes.
+
+    ``reads``: files and directories the command reads; ``--overwrite`` must not replace them.
+    """
     import time
 
     from colplugin._io import OutputDirectory
@@ -44,6 +48,8 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False, resume: 
     if overwrite and "WORLD_SIZE" in os.environ:
         raise SystemExit("error: --overwrite is not supported under torchrun (the ranks share one directory); "
                          "give a new --out")
+    if overwrite:
+        _check_overwrite_reads(path, reads)
     try:
         claim = OutputDirectory(path, overwrite=overwrite, resume=resume)
         written = claim.claim()
@@ -53,13 +59,32 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False, resume: 
     return written
 
 
+def _check_overwrite_reads(out: str | Path, reads: Sequence[str | Path]) -> None:
+    """Refuse an ``--overwrite`` of a directory that holds (or is) something the command reads."""
+    try:
+        target = Path(out).resolve()
+    except (OSError, RuntimeError):
+        return  # OutputDirectory names the problem with the path
+    for src in reads:
+        src_path = Path(src).resolve()
+        if src_path == target or target in src_path.parents:
+            raise SystemExit(f"error: --out {out} --overwrite would replace {src}, which this command reads; "
+                             "choose another --out")
+
+
+def _reads(args: argparse.Namespace) -> list[Path]:
+    """The existing files and directories a command reads (its run, parameter, target and spec files)."""
+    names = ("run_dir", "params", "preset", "target", "network", "spiking")
+    return [Path(v) for v in (getattr(args, n, None) for n in names) if isinstance(v, str) and Path(v).exists()]
+
+
 def _run_dir(args: argparse.Namespace, prefix: str) -> Path:
     """The run directory of a command with ``--resume``: the existing ``--out``, or a new one."""
     if args.resume:
         if not args.out or not Path(args.out).is_dir():
             raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
         return _new_run_dir(args.out, prefix, resume=True)
-    return _new_run_dir(args.out, prefix, args.overwrite)
+    return _new_run_dir(args.out, prefix, args.overwrite, reads=_reads(args))
 
 
 #: Output directories this command claimed: committed on success, cleaned up on failure or a signal.
@@ -99,7 +124,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     t_on = args.duration / 2
     rates = [[0.0] * net.n_inputs, [args.input] * net.n_inputs]
     stim = cp.Stimulus([0.0, t_on], rates)
-    out = _new_run_dir(args.out, "simulate", args.overwrite)
+    out = _new_run_dir(args.out, "simulate", args.overwrite, reads=_reads(args))
     with torch.no_grad():
         traj = cp.simulate(net, stim, duration=args.duration)
     params.save(out / "params.json")
@@ -182,7 +207,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     task = _task_from_args(args)
     _check_preset(args)
-    out = _new_run_dir(args.out, f"reproduce-{task.name}", args.overwrite)
+    out = _new_run_dir(args.out, f"reproduce-{task.name}", args.overwrite, reads=_reads(args))
     r = reproduce(task, out, seeds=args.seeds, seed=args.seed, updates=args.updates, gradient=args.gradient,
                   lr=args.lr, progress=not args.no_progress, preset=args.preset)
     print(r["headline"])
@@ -289,7 +314,7 @@ def _cmd_twin(args: argparse.Namespace) -> int:
     check_twin(**settings)  # refuse bad settings and a missing run before any work
     net, stim, duration, task = load_twin_run(Path(args.run_dir))
     check_twin(**settings, network=net)  # the scale floor of this network's smallest population
-    out = _new_run_dir(args.out, "twin", args.overwrite)
+    out = _new_run_dir(args.out, "twin", args.overwrite, reads=_reads(args))
     torch.set_num_threads(1)
     print(f"spiking twin of {args.run_dir} ({task.name if task else 'no task'}): {stim.batch_size} conditions x "
           f"{args.trials} trials on {args.backend} ...", flush=True)
@@ -307,7 +332,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     from colplugin.analysis.calibration import (FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE, calibrate,
-                                                calibration_network)
+                                                calibration_network, read_saved_calibration)
     from colplugin.analysis.twin import check_twin, check_twin_scale
     from colplugin.params import load_preset
 
@@ -316,6 +341,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     check_twin_scale(calibration_network(load_preset(args.preset), max(args.columns, 1)), args.scale, k_scale)
     if args.spiking is not None and not Path(args.spiking).is_file():
         raise ValueError(f"--spiking {args.spiking}: no such file; pass the calibration.json of an earlier run")
+    if args.spiking is not None:
+        read_saved_calibration(args.spiking)
     if args.columns < 1:
         raise ValueError(f"--columns {args.columns}: give 1 (a full column) or more (the area split into as many)")
     fit_levels = FIT_LEVELS if args.fit_levels is None else tuple(args.fit_levels)
@@ -323,7 +350,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     for name, levels in (("--fit-levels", fit_levels), ("--held-out-levels", held_out)):
         if any(not (0 <= u < float("inf")) for u in levels):
             raise ValueError(f"{name} {' '.join(f'{u:g}' for u in levels)}: input rates must be finite and >= 0 Hz")
-    out = _new_run_dir(args.out, "calibrate", args.overwrite)
+    out = _new_run_dir(args.out, "calibrate", args.overwrite, reads=_reads(args))
     torch.set_num_threads(1)
     print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
     r = calibrate(out, args.preset, scale=args.scale, k_scale=k_scale, backend=args.backend, seed=args.seed,
@@ -344,7 +371,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from colplugin.experiments import export_run, load_run
 
     net, stim, duration = load_run(Path(args.run_dir))
-    out = _new_run_dir(args.out, "export", args.overwrite)
+    out = _new_run_dir(args.out, "export", args.overwrite, reads=_reads(args))
     torch.set_num_threads(1)
     print(f"exporting {args.run_dir} to Brian2 ({args.device}): {stim.batch_size} trial(s) of {duration:g} s at "
           "dt 0.1 ms, euler and rk4, each against torch ...", flush=True)
@@ -608,6 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _CLAIMED.clear()
     with _signals_as_exceptions():
         try:
+            if getattr(args, "overwrite", False) and getattr(args, "out", None):
+                _check_overwrite_reads(args.out, _reads(args))  # before the inputs are even read
             status = int(args.func(args) or 0)
         except (ParameterError, SimulationError, ValueError, FileNotFoundError, RuntimeError, MemoryError,
                 OSError) as exc:

@@ -176,3 +176,36 @@ def test_unusable_out_paths_are_named(tmp_path, make, expected):
 def test_a_name_longer_than_the_file_system_allows_is_refused(tmp_path, capsys):
     assert main(["simulate", "--duration", "0.05", "--out", str(tmp_path / ("x" * 300))]) == 2
     assert "at most 255" in capsys.readouterr().err
+
+
+def test_overwrite_never_replaces_what_the_command_reads(tmp_path, capsys):
+    run = tmp_path / "run"
+    _old_run(run)
+    before = _snapshot(run)
+    for out in (run, tmp_path):  # the run itself, or a directory that holds it
+        assert main(["export", str(run), "--out", str(out), "--overwrite"]) == 2
+        assert "which this command reads" in capsys.readouterr().err
+    params = tmp_path / "res" / "p.toml"
+    params.parent.mkdir()
+    params.write_text('base = "dl25"\n')
+    (params.parent / "rates.json").write_text("{}")
+    assert main(["simulate", "--params", str(params), "--out", str(params.parent), "--overwrite"]) == 2
+    assert "which this command reads" in capsys.readouterr().err
+    assert _snapshot(run) == before and params.exists()
+
+
+def test_an_exception_escaping_the_watch_callback_is_raised_after_the_solve():
+    import torch
+
+    import colplugin as cp
+    from colplugin.solve import compiled
+
+    if not compiled.kernel_available()[0]:
+        pytest.skip("no compiled kernel")
+    assert compiled._escaped(KeyboardInterrupt, KeyboardInterrupt("SIGTERM"), None) == 1  # stops the C loop
+    net = cp.ColumnNetwork(cp.load_preset("dl25"), {"mt": ("mt", 2)}, [cp.Input("mt")])
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), torch.no_grad():
+        cp.simulate(net, cp.Stimulus([0.0], [[5.0] * net.n_inputs]), 0.05,
+                    solver=cp.Solver("rk4", step=1e-4, backend="fused"))
+    assert compiled._ESCAPED[0] is None
+    cp.simulate(net, None, 0.01)  # and the next solve runs normally

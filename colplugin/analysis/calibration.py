@@ -48,6 +48,19 @@ STAIRCASE_K_SCALE = 1.0
 RUNAWAY_RESIDUAL = 10.0
 
 
+def read_saved_calibration(path: str | Path) -> dict[str, Any]:
+    """The ``calibration.json`` of an earlier calibration (for a refit), checked before any work."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--spiking {path}: cannot read it as the calibration.json of an earlier calibration "
+                         f"({exc}); pass that file, or leave --spiking out to run the twin") from None
+    if not isinstance(saved, dict) or not {"spiking_hz", "run"} <= set(saved):
+        raise ValueError(f"--spiking {path} is not the calibration.json of an earlier calibration (it lacks "
+                         "'spiking_hz' or 'run'); pass that file, or leave --spiking out to run the twin")
+    return saved
+
+
 def calibration_network(params: Params, columns: int = 1) -> ColumnNetwork:
     """The preset's default area as ``columns`` uncoupled columns, one input channel onto every L4E and L4I.
 
@@ -261,7 +274,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_sc
         check_twin_scale(net, scale, k_scale)
     levels = [*fit_levels, *held_out]
     if spiking_from is not None:  # check the saved rates before any work
-        old = json.loads(Path(spiking_from).read_text())
+        old = read_saved_calibration(spiking_from)
         old_columns = old.get("run", {}).get("columns", 1)
         old_levels = old.get("fit_levels_hz", []) + old.get("held_out_levels_hz", [])
         if old.get("preset") != preset or old_levels != levels or old_columns != columns:

@@ -147,6 +147,21 @@ _CDEF = ('extern "Python" int fk_watch(void *, double, double);\n'
 _FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-Wno-psabi", "-pthread"]
 
 
+#: An exception that escaped the watch callback (cffi passes it to ``onerror``), re-raised after the solve.
+_ESCAPED: list = [None]
+
+
+def _escaped(exc_type, exc_value, tb) -> int:
+    """cffi's ``onerror`` of the watch callback: keep an exception raised outside its ``try``.
+
+    A signal handler that raises (the CLI turns SIGTERM and SIGINT into exceptions) can run
+    as the callback is entered; cffi would print and drop that exception. It is kept here
+    and re-raised once the C loop has returned; the callback's return value 1 stops the loop.
+    """
+    _ESCAPED[0] = exc_value
+    return 1
+
+
 def _source() -> str:
     body = resources.files("colplugin.solve").joinpath("_fused_kernel.c").read_text()
     parts = []
@@ -229,7 +244,7 @@ def _module() -> tuple[Any, str]:
                       f"{_ENV}=eager to silence this", RuntimeWarning, stacklevel=4)
         return None, reason
 
-    @mod.ffi.def_extern(name="fk_watch")
+    @mod.ffi.def_extern(name="fk_watch", onerror=_escaped)
     def _watch(handle, t, x):  # the divergence check; an exception is kept and re-raised after the solve
         box = mod.ffi.from_handle(handle)
         try:
@@ -438,6 +453,9 @@ class _CompiledSolve(torch.autograd.Function):
         status, t_fail = sv.status, sv.t_fail
         if status != 0 or not keep:
             ffi.release(sv)  # nothing to keep: free the records now
+        escaped, _ESCAPED[0] = _ESCAPED[0], None
+        if escaped is not None:  # e.g. KeyboardInterrupt or SIGTERM raised as the callback was entered
+            raise escaped
         if status != 0:
             exc, box[2] = box[2], None  # no reference cycle through the traceback
             if exc is not None:
