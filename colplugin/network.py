@@ -66,6 +66,56 @@ class Area:
         return {"kind": self.kind, "n_columns": self.n_columns, "split": self.split}
 
 
+#: Kinds of :class:`Projection` (``kind=``): what built it, used in its default name.
+PROJECTION_KINDS: tuple[str, ...] = ("projection", "lateral", "feedforward", "feedback", "input")
+
+
+def _is_number(x: Any) -> bool:
+    """A real number that is not a bool (``True`` is an int to Python, never a number here)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_init(what: str, init: Any, learnable: bool, sign_note: str) -> None:
+    """Refuse an ``init`` that is not a finite, non-negative weight magnitude (nA)."""
+    if not _is_number(init):
+        raise TypeError(f"{what}: init={init!r} ({type(init).__name__}) is not a number; init is the initial "
+                        "weight magnitude in nA, e.g. init=8.78")
+    if not math.isfinite(init):
+        raise ValueError(f"{what}: init={init!r} is not finite; init is the initial weight magnitude in nA, "
+                         "a finite number >= 0, e.g. init=8.78")
+    if init < 0:
+        raise ValueError(f"{what}: init={init!r} is negative, but init is a weight magnitude in nA: the weight's "
+                         f"sign comes from its source (Dale's law; {sign_note}). Give init={-float(init):g} (the "
+                         "magnitude); the sign cannot be chosen")
+    if init == 0 and learnable:
+        raise ValueError(f"{what}: init=0 with learnable=True: a learnable weight is init * softplus(theta), "
+                         "so it would stay 0 for ever. Give init > 0 (e.g. init=8.78), or learnable=False for "
+                         "a projection switched off")
+
+
+def _check_jitter(what: str, jitter: Any) -> None:
+    if not _is_number(jitter) or not math.isfinite(jitter):
+        raise TypeError(f"{what}: jitter={jitter!r} is not a finite number; jitter is the relative spread of the "
+                        "initial magnitudes, init * U(1 - jitter, 1 + jitter), in [0, 1], e.g. jitter=0.5")
+    if not 0 <= jitter <= 1:
+        why = ("a spread cannot be negative" if jitter < 0
+               else "above 1 it draws negative magnitudes, weights of the wrong sign")
+        raise ValueError(f"{what}: jitter={jitter!r} is outside [0, 1]: jitter is the relative spread of the "
+                         f"initial magnitudes, init * U(1 - jitter, 1 + jitter), and {why}. Give a jitter in "
+                         "[0, 1] (0: every weight exactly init)")
+
+
+def _check_pops(what: str, arg: str, pops: Any) -> None:
+    try:
+        idx = pop_indices(pops)
+    except (KeyError, TypeError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ValueError(f"{what}: {arg}={pops!r}: {msg}") from None
+    if not idx:
+        raise ValueError(f"{what}: {arg}={pops!r} names no population, so the projection would connect "
+                         f"nothing; give at least one of {', '.join(POPULATIONS)}, e.g. {arg}=['L23E']")
+
+
 def _softplus_inv(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     return np.where(x > 20, x, np.log(np.expm1(np.clip(x, 1e-12, 20))))
@@ -87,11 +137,22 @@ class Projection:
     learnable : bool
         Whether the weights are trained. Fixed weights are set to ``init``.
     init : float
-        Initial weight magnitude in nA.
+        Initial weight magnitude in nA: finite and >= 0 (> 0 where learnable). The sign of
+        every weight comes from its source population (Dale's law), so a negative ``init``
+        is refused, never read as a sign.
     jitter : float
-        Relative uniform jitter of the initial magnitudes: ``init * U(1 - jitter, 1 + jitter)``.
+        Relative uniform jitter of the initial magnitudes: ``init * U(1 - jitter, 1 + jitter)``,
+        in [0, 1] (above 1 magnitudes could turn negative).
     name : str, optional
         Unique name; defaults to ``"kind:source->target"``.
+    kind : str
+        One of :data:`PROJECTION_KINDS` (what built it; part of the default name).
+
+    Raises
+    ------
+    ValueError, TypeError
+        At construction: no source or target population, an unknown population or kind, an
+        ``init`` that is negative, NaN or inf, a ``jitter`` outside [0, 1].
     """
 
     source: str
@@ -104,6 +165,29 @@ class Projection:
     jitter: float = 0.5
     name: str | None = None
     kind: str = "projection"
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROJECTION_KINDS:
+            raise ValueError(f"Projection({self.source!r}, {self.target!r}): kind={self.kind!r} is not a projection "
+                             f"kind; use one of {', '.join(map(repr, PROJECTION_KINDS))} (or leave it out: "
+                             "'projection')")
+        what = f"projection {self.label!r}"
+        if not isinstance(self.learnable, (bool, np.bool_)):
+            raise TypeError(f"{what}: learnable={self.learnable!r} must be True or False")
+        _check_jitter(what, self.jitter)
+        _check_pops(what, "target_pops", self.target_pops)
+        if self.kind == "input":
+            if not isinstance(self, Input):
+                raise ValueError(f"{what}: kind='input' is for Input(target, ...); use Input for external "
+                                 "input channels")
+            return  # Input checks its own init (None: the thalamic weights)
+        _check_pops(what, "source_pops", self.source_pops)
+        signs = {float(SIGNS[i]) for i in pop_indices(self.source_pops)}
+        pops = list(self.source_pops) if not isinstance(self.source_pops, str) else [self.source_pops]
+        note = (f"source_pops={pops!r} " + ("are excitatory, so the weights are positive" if signs == {1.0} else
+                                            "are inhibitory, so the weights are negative" if signs == {-1.0} else
+                                            "mix excitatory and inhibitory populations, each keeping its sign"))
+        _check_init(what, self.init, bool(self.learnable), note)
 
     def column_pairs(self, n_source: int, n_target: int) -> np.ndarray:
         """(m, 2) array of connected (source column, target column) pairs."""
@@ -210,6 +294,11 @@ class Input(Projection):
     learnable : bool
         Fixed inputs use the thalamic weights ``K_in * J_E`` (25.9 nA into L4E, 16.3 nA
         into L4I for the presets); learnable ones start there (times the jitter).
+    init : float, optional
+        Weight magnitude in nA instead of the thalamic weights: finite and >= 0 (inputs
+        are excitatory, so the weights are positive).
+    jitter : float
+        Relative jitter of the initial magnitudes, in [0, 1] (default 0).
     """
 
     def __init__(self, target: str, channels: Sequence[int] | None = None, to: str = "one_to_one",
@@ -217,6 +306,9 @@ class Input(Projection):
                  name: str | None = None) -> None:
         if to not in ("one_to_one", "all"):
             raise ValueError(f"Input(to={to!r}): use 'one_to_one' or 'all'")
+        if init is not None:
+            _check_init(f"Input({target!r})", init, bool(learnable),
+                        "an input is excitatory (thalamic), so its weights are positive")
         super().__init__("input", target, [], ["L4E", "L4I"], "all", learnable,
                          float("nan") if init is None else init, jitter, name, "input")
         if channels is not None:
@@ -292,9 +384,11 @@ class ColumnNetwork(nn.Module):
     projections : sequence
         :class:`Projection` objects (or lists of them, as :func:`Lateral` returns).
     dtype, device : optional
-        Floating-point type (default float64) and device of all tensors.
+        Floating-point type, ``torch.float64`` (default) or ``torch.float32`` (others are
+        refused), and device of all tensors.
     seed : int, optional
-        Seed for the initial learnable weights (independent of the global RNG).
+        Seed for the initial learnable weights (independent of the global RNG), a whole
+        number in [0, 2**63).
 
     Notes
     -----
@@ -308,8 +402,17 @@ class ColumnNetwork(nn.Module):
         super().__init__()
         if not isinstance(params, Params):
             raise TypeError(f"params must be a colplugin Params (load_preset(...)), got {type(params).__name__}")
-        if not areas:
-            raise ValueError("a ColumnNetwork needs at least one area, e.g. areas={'mt': ('mt', 1)}")
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype={dtype!r}: a ColumnNetwork computes in torch.float32 or torch.float64 (default) "
+                            "only (half precision and integers cannot hold the solver's arithmetic); pass "
+                            "dtype=torch.float64 or dtype=torch.float32")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_))
+                                 or not 0 <= int(seed) < 2 ** 63):
+            raise ValueError(f"seed={seed!r} ({type(seed).__name__}): the seed must be a whole number in "
+                             "[0, 2**63), e.g. seed=0, or None (a fresh draw each time)")
+        if not isinstance(areas, Mapping) or not areas:
+            raise ValueError("a ColumnNetwork needs at least one area, given as a mapping {name: (kind, n_columns)}, "
+                             f"e.g. areas={{'mt': ('mt', 1)}}; got {areas!r}")
         self.params = params
         self.areas: dict[str, Area] = {}
         for name, a in areas.items():
@@ -321,8 +424,14 @@ class ColumnNetwork(nn.Module):
                 area = Area(*a)
             else:
                 raise ValueError(f"area {name!r}: give Area(kind, n_columns) or (kind, n_columns), got {a!r}")
-            if not isinstance(area.n_columns, (int, np.integer)) or area.n_columns < 1:
-                raise ValueError(f"area {name!r}: n_columns must be a positive integer, got {area.n_columns!r}")
+            if (isinstance(area.n_columns, (bool, np.bool_)) or not isinstance(area.n_columns, (int, np.integer))
+                    or area.n_columns < 1):
+                raise ValueError(f"area {name!r}: n_columns must be a positive integer (a number of columns), got "
+                                 f"{area.n_columns!r} ({type(area.n_columns).__name__}); e.g. {name!r}: "
+                                 f"({area.kind!r}, 1)")
+            if not isinstance(area.split, (bool, np.bool_)):
+                raise ValueError(f"area {name!r}: split must be True (neurons split among the columns) or False, "
+                                 f"got {area.split!r}")
             params.area_sizes(area.kind)  # raises a clear error for unknown area types
             self.areas[str(name)] = area
         self._offsets: dict[str, int] = {}
@@ -706,7 +815,7 @@ class ColumnNetwork(nn.Module):
             areas = {k: Area(**a) for k, a in spec["areas"].items()}
             projs = [Projection.from_dict(p) for p in spec["projections"]]
             dtype = getattr(torch, spec.get("dtype", "float64"))
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ParameterError(f"network spec is incomplete or malformed ({exc!r}); it must come "
                                  "from ColumnNetwork.spec()") from None
         return cls(params, areas, projs, dtype=dtype, device=device, seed=spec.get("seed"))

@@ -178,6 +178,53 @@ def _has_unit(value: Any) -> bool:
     return False
 
 
+def _check_value_kind(key: str, value: Any, spec: _Spec) -> None:
+    """Refuse a value that is never a parameter value: None (a value never given) or a bool."""
+    name = key.split(".")[-1]
+    if spec.unit is None:
+        example = f'{name} = "{spec.choices[0]}"' if spec.choices else f'{name} = "..."'
+    elif spec.shape:
+        example = f"[{name}] value = [{' x '.join(map(str, spec.shape))} numbers], unit = \"{spec.unit}\""
+    elif spec.unit == "dimensionless":
+        example = f"{name} = NUMBER"
+    else:
+        example = f'{name} = "NUMBER {spec.unit}" (any unit convertible to {spec.unit})'
+    if value is None:
+        raise ParameterError(f"parameter {key!r} = None is not a value (a value never given); give a number or "
+                             f"a string with its unit, e.g. {example}, or leave {name} out to keep the base "
+                             "set's value")
+    if isinstance(value, pq.Quantity):
+        return
+    flat = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    if isinstance(value, (bool, np.bool_)) or any(isinstance(x, (bool, np.bool_)) for x in np.ravel(
+            np.asarray(flat, dtype=object))):
+        raise ParameterError(f"parameter {key!r} = {value!r} is a boolean (true/false), not a number; write "
+                             f"{example}")
+
+
+def _check_overrides(overrides: Any) -> None:
+    """Refuse ``overrides`` that are not a mapping ``{name: value}`` (a list of pairs, a string, ...)."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ParameterError(f"overrides must be a mapping {{name: value}}, e.g. {{'tau_m': '20 ms'}}, got "
+                             f"{type(overrides).__name__} {overrides!r:.80}" +
+                             ("; dict(pairs) turns a list of (name, value) pairs into one"
+                              if isinstance(overrides, (list, tuple)) else ""))
+    for k in overrides or {}:
+        if not isinstance(k, str):
+            raise ParameterError(f"overrides: key {k!r} ({type(k).__name__}) is not a parameter name; keys are "
+                                 "strings such as 'tau_m' or 'areas.NAME'")
+
+
+def _warn_unused_g(what: str, fix: str) -> None:
+    """Warn that ``g`` is set where ``inhibition = "layer_ratio"`` ignores it (refusing would break files
+    that set both, which the shipped tests read)."""
+    import warnings
+
+    warnings.warn(f"{what}, but this parameter set uses inhibition = \"layer_ratio\" (J_I = -(N_E / N_I of the "
+                  f"source layer) * J_E), so g has no effect: g is used only with inhibition = \"g\" "
+                  f"(J_I = g * J_E, PD14). Remove g, or {fix}", UserWarning, stacklevel=3)
+
+
 def _as_given(value: Any, unit: str | None, internal: str) -> str | None:
     """The value as written, when its unit differs from the internal one (quoted in range errors)."""
     if isinstance(value, str):
@@ -205,6 +252,7 @@ def _convert(key: str, entry: Any, spec: _Spec, default_unit: str | None,
                                  "write it as {value = ..., unit = \"...\", source = \"...\"}")
         value = entry["value"]
         unit = entry.get("unit", unit)
+    _check_value_kind(key, value, spec)
     if (require_unit and spec.unit not in (None, "dimensionless") and unit is None
             and not _has_unit(value)):
         name = key.split(".")[-1]
@@ -245,9 +293,11 @@ def _convert(key: str, entry: Any, spec: _Spec, default_unit: str | None,
     try:
         arr = np.asarray(q.rescale(spec.unit).magnitude, dtype=float)
     except ValueError:
-        raise ParameterError(f"parameter {key!r} = {value!r} {q.dimensionality.string}: "
-                             f"unit is not compatible with {spec.unit}; give it in {spec.unit} "
-                             "or a unit convertible to it") from None
+        shown = repr(value) if isinstance(value, str) else (
+            str(value) if isinstance(value, pq.Quantity) else f"{value!r} {q.dimensionality.string}")
+        raise ParameterError(f"parameter {key!r} = {shown}: its unit ({q.dimensionality.string}) is not "
+                             f"compatible with {spec.unit}; give it in {spec.unit} or a unit convertible to "
+                             "it") from None
     expected = spec.shape or ()
     if arr.shape != expected:
         raise ParameterError(f"parameter {key!r} has shape {arr.shape}, expected "
@@ -322,8 +372,9 @@ class Params(Mapping[str, Any]):
             return self.areas[area].copy()
         except KeyError:
             raise ParameterError(
-                f"unknown area {area!r}; known areas: {', '.join(sorted(self.areas))}. "
-                "Add it with overrides={'areas.NAME': [8 sizes]} or an [areas.NAME] table"
+                f"unknown area {area!r}; known areas: {', '.join(sorted(self.areas))}. Add it with an "
+                "[areas.NAME] table (value = [8 population sizes]) in a --params FILE.toml (Python: "
+                "load_params(path), or overrides={'areas.NAME': [8 sizes]})"
             ) from None
 
     def _validate_consistency(self) -> None:
@@ -361,6 +412,7 @@ class Params(Mapping[str, Any]):
             Areas are set with ``"areas.NAME": [8 sizes]``; ``"default_area"`` and
             ``"name"`` are accepted too.
         """
+        _check_overrides(overrides)
         values = dict(self._values)
         sources = dict(self._sources)
         areas = dict(self.areas)
@@ -368,10 +420,14 @@ class Params(Mapping[str, Any]):
         name, default_area = self.name, self.default_area
         for key, entry in (overrides or {}).items():
             src = entry.get("source", "user override") if isinstance(entry, Mapping) else "user override"
-            if key == "default_area":
-                default_area = str(entry)
-            elif key == "name":
-                name = str(entry)
+            if key in ("default_area", "name"):
+                if not isinstance(entry, str):
+                    raise ParameterError(f"override {key!r} = {entry!r} ({type(entry).__name__}) must be a string, "
+                                         f"e.g. {{{key!r}: {'mt' if key == 'default_area' else 'my_set'!r}}}")
+                if key == "default_area":
+                    default_area = entry
+                else:
+                    name = entry
             elif key.startswith("areas."):
                 areas[key[6:]], _ = _convert(key, entry, _AREA_SPEC, "dimensionless")
                 area_sources[key[6:]] = src
@@ -382,6 +438,8 @@ class Params(Mapping[str, Any]):
                 hint = _did_you_mean(key, list(SPECS) + ["default_area", "name"])
                 raise ParameterError(f"unknown parameter {key!r}{hint}; known parameters: "
                                      f"{', '.join(SPECS)}, areas.NAME, default_area, name")
+        if overrides and "g" in overrides and values["inhibition"] != "g":
+            _warn_unused_g(f"the overrides set 'g' = {overrides['g']!r}", "add 'inhibition': 'g' to the overrides")
         return Params(values, sources, areas, area_sources, name, default_area, self.description)
 
     def to_dict(self) -> dict[str, Any]:
@@ -417,6 +475,11 @@ class Params(Mapping[str, Any]):
         if not isinstance(meta, Mapping):
             raise ParameterError(f"'preset' must be a table [preset] with {', '.join(_PRESET_KEYS)}, got {meta!r}")
         _check_keys("[preset]", meta, _PRESET_KEYS)
+        for k, v in meta.items():
+            if not isinstance(v, str):
+                example = {"name": '"my_set"', "description": '"what this set is for"', "default_area": '"mt"'}[k]
+                raise ParameterError(f"[preset] {k} = {v!r} ({type(v).__name__}) must be a string; write "
+                                     f"{k} = {example}")
         if not isinstance(areas_raw, Mapping):
             raise ParameterError(f"'areas' must be tables [areas.NAME] with value = [8 sizes], got {areas_raw!r}")
         missing_spiking = [k for k in SPIKING_KEYS + ("V_offset", "input_gain", "r_max", "transfer", "sigma_floor")
@@ -456,13 +519,20 @@ class Params(Mapping[str, Any]):
 
 
 def _read_toml(path: Path | Any, what: str) -> dict[str, Any]:
+    if isinstance(path, Path) and path.is_dir():
+        raise ParameterError(f"{what} is a directory; give a TOML parameter file (e.g. one with base = \"dl25\")")
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ParameterError(f"{what} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ParameterError(f"{what} is not a text file (it is not UTF-8: binary data?); give a TOML parameter "
+                             "file") from None
     except FileNotFoundError:
         raise ParameterError(f"{what} does not exist") from None
+    except OSError as exc:
+        raise ParameterError(f"cannot read {what}: {exc.strerror}") from None
 
 
 def _merge(base: Mapping[str, Any], raw: dict[str, Any], what: str) -> dict[str, Any]:
@@ -489,8 +559,8 @@ def _merge(base: Mapping[str, Any], raw: dict[str, Any], what: str) -> dict[str,
 
 def _raw_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name not in PRESETS:
-        raise ParameterError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)} "
-                             "or load your own file with load_params(path)")
+        raise ParameterError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}, or load your own "
+                             "file with --params FILE.toml (Python: load_params(path))")
     if name in _seen:
         raise ParameterError(f"preset {name!r} is its own base ({' -> '.join(_seen + (name,))})")
     pkg = resources.files(__name__)
@@ -515,6 +585,7 @@ def load_preset(name: str = "dl25", overrides: Mapping[str, Any] | None = None) 
     overrides : mapping, optional
         See :meth:`Params.with_overrides`.
     """
+    _check_overrides(overrides)
     return Params.from_dict(_raw_preset(name)).with_overrides(overrides)
 
 
@@ -532,12 +603,17 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         Invalid TOML/JSON, a missing unit, an unknown key (with a did-you-mean), a value out
         of range or fractional population sizes; the message names the file, key and fix.
     """
+    _check_overrides(overrides)
     path = Path(path)
     if path.suffix == ".json":
         try:
             raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ParameterError(f"cannot read parameter file {path}: {exc}") from None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ParameterError(f"cannot read parameter file {path}: {exc}; give a params.json written by "
+                                 "colplugin, or a TOML file") from None
+        if not isinstance(raw, dict):
+            raise ParameterError(f"parameter file {path} holds a JSON {type(raw).__name__}, not a table of "
+                                 "parameters; give a params.json written by colplugin, or a TOML file")
     else:
         raw = _read_toml(path, f"parameter file {path}")
     base = raw.pop("base", None)
@@ -546,10 +622,13 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
             params = Params.from_dict(raw)
         else:
             meta = raw.get("preset", {})
+            sets_g = "g" in raw
             merged = _merge(_raw_preset(str(base)), raw, str(path))
             if isinstance(meta, Mapping):
                 merged["preset"]["name"] = meta.get("name", f"{base}+{path.stem}")
             params = Params.from_dict(merged)
+            if sets_g and params["inhibition"] != "g":
+                _warn_unused_g(f"{path} sets g = {params['g']:g}", "set inhibition = \"g\" in the file too")
     except ParameterError as exc:
         msg = str(exc)
         raise ParameterError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None

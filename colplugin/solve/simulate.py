@@ -14,6 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
@@ -277,8 +278,95 @@ def solver_for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
     return replace(solver, backend="torchdiffeq")
 
 
+#: Output spacing (s) of :func:`simulate` when no ``dt_out`` is given: a 1 ms recording clock.
+DEFAULT_DT_OUT = 1e-3
+#: A ``dt_out`` that does not divide the duration is accepted only when the run holds at least this many
+#: whole ``dt_out`` intervals (a recording clock finer than the run; the last interval ends at ``duration``).
+MIN_INTERVALS_UNEVEN = 5
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _as_time(name: str, value: object, fix: str) -> float:
+    """A time in s from a number or a 0-d tensor; a bool, a string or anything else refused, naming ``name``."""
+    if torch.is_tensor(value) and value.ndim == 0 and value.dtype.is_floating_point:
+        # a float32 0.05 means 0.05 s, not 0.0500000007 s (its shortest decimal form)
+        value = float(value) if value.dtype == torch.float64 else float(str(np.float32(value.item())))
+    elif isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+        value = value.item()
+    if not _is_number(value):
+        raise TypeError(f"{name}={value!r} ({type(value).__name__}) is not a number: {name} is a time in s, "
+                        f"e.g. {fix}")
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}={value!r} is not a positive time in s; e.g. {fix}")
+    return value
+
+
+def _check_arguments(network: object, stimulus: object, duration: object, dt_out: object, y0: object,
+                     solver: object, max_rate: object) -> tuple[float, float, torch.Tensor | None]:
+    """Refuse arguments of :func:`simulate` of the wrong kind or value before any work.
+
+    Returns ``(duration, dt_out, y0)``: floats in s (``dt_out`` None: :data:`DEFAULT_DT_OUT`) and ``y0`` as
+    a tensor (or None).
+    """
+    if not isinstance(network, ColumnNetwork):
+        raise TypeError(f"network must be a colplugin ColumnNetwork, got {type(network).__name__} {network!r:.80}; "
+                        "build one with cp.ColumnNetwork(cp.load_preset('dl25'), {'mt': ('mt', 1)})")
+    if stimulus is not None and not isinstance(stimulus, Stimulus):
+        n = network.n_inputs
+        how = ("this network reads no input channel (it has no Input projection), so pass stimulus=None" if n == 0
+               else f"build one with cp.Stimulus(times=[0.0], rates=[[20.0] * {n}]) (rates in Hz, one per input "
+                    f"channel: this network reads {n}) or cp.Stimulus.constant([20.0] * {n})")
+        raise TypeError(f"stimulus must be a colplugin Stimulus (or None: no input), got {type(stimulus).__name__} "
+                        f"{stimulus!r:.80}; {how}")
+    if solver is not None and not isinstance(solver, Solver):
+        raise TypeError(f"solver must be a Solver, e.g. Solver('rk4', step=5e-4), or None (Solver.default()), "
+                        f"got {type(solver).__name__} {solver!r:.80}")
+    duration = _as_time("duration", duration, "duration=1.0 (the CLI's --duration 1.0)")
+    explicit = dt_out is not None
+    if explicit:
+        dt_out = _as_time("dt_out", dt_out, "dt_out=1e-3 (1 ms)")
+    else:
+        dt_out = DEFAULT_DT_OUT
+    if dt_out > duration:
+        given = "" if explicit else " (the default, 1 ms)"
+        raise ValueError(f"duration={duration:g} s is shorter than the output spacing dt_out={dt_out:g} s{given}: "
+                         f"the run would record no step. Lengthen the run to at least dt_out (duration=..., the "
+                         f"CLI's --duration), or pass a dt_out <= duration, e.g. dt_out={duration:g}")
+    n = duration / dt_out
+    whole = max(1, round(n)) if n < MIN_INTERVALS_UNEVEN else 0
+    if explicit and whole and abs(whole * dt_out - duration) > 1e-9 * duration:
+        near = duration / whole
+        below, above = math.floor(n) * dt_out, math.ceil(n) * dt_out
+        lengths = f"{below:.6g} s or {above:.6g} s" if below > 0 else f"{above:.6g} s"
+        raise ValueError(f"dt_out={dt_out:g} s does not divide duration={duration:g} s ({n:.4g} intervals), so the "
+                         f"output times would not be evenly spaced (the last interval ending at {duration:g} s). "
+                         f"Use dt_out={near:.6g} (duration / {whole}, the nearest that divides it), or a duration "
+                         f"that dt_out divides ({lengths})")
+    if not _is_number(max_rate) or math.isnan(max_rate) or max_rate <= 0:
+        raise ValueError(f"max_rate={max_rate!r}: max_rate is the rate (Hz) above which a run counts as diverged, "
+                         "a positive number (inf: never); e.g. max_rate=2000.0 (the default)")
+    y = None
+    if y0 is not None:
+        try:
+            y = torch.as_tensor(y0)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"y0 must be a tensor of initial states (mV), shape (B, {network.n_state}) or "
+                            f"({network.n_state},), e.g. network.initial_state(); got {type(y0).__name__}") from None
+        if not (y.is_floating_point() or y.dtype in (torch.int32, torch.int64)) or y.dtype == torch.bool:
+            raise TypeError(f"y0 must hold numbers (mV), got dtype {y.dtype}; start from network.initial_state()")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError(f"y0 holds NaN or inf at {int((~torch.isfinite(y)).sum())} entr(ies): an initial state "
+                             "is finite (V, A in mV); start from network.initial_state() (V = A = 0 mV) or the end "
+                             "of an earlier run (traj.state[-1])")
+    return duration, dt_out, y
+
+
 def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration: float = 1.0, *,
-             dt_out: float = 1e-3, y0: torch.Tensor | None = None, solver: Solver | None = None,
+             dt_out: float | None = None, y0: torch.Tensor | None = None, solver: Solver | None = None,
              gradient: Gradient | str | None = None, max_rate: float = 2000.0,
              noise: MembraneNoise | None = None, generator: torch.Generator | None = None) -> Trajectory:
     """Simulate a batch of trials in one ODE solve.
@@ -289,11 +377,18 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     stimulus : Stimulus, optional
         Input rates (B trials); default no input, one trial.
     duration : float
-        Simulated time in s.
-    dt_out : float
-        Spacing of the output times in s (default 1 ms).
+        Simulated time in s (a number or a 0-d tensor; not a bool or a string).
+    dt_out : float, optional
+        Spacing of the output times in s: ``t = 0, dt_out, 2 dt_out, ..., duration``. It must
+        divide the duration (within 1e-9 relative) so that the times are evenly spaced, with
+        one exception, a recording clock much finer than the run: when the run holds at least
+        :data:`MIN_INTERVALS_UNEVEN` (5) whole intervals, a ``dt_out`` that does not divide it
+        is accepted and the last interval, ending at ``duration``, is shorter (read the times
+        from ``Trajectory.t``). Default (None): a 1 ms clock (:data:`DEFAULT_DT_OUT`), whose
+        last interval may be shorter whatever the duration (the CLI's ``--duration`` is any
+        time of at least 1 ms).
     y0 : torch.Tensor, optional
-        Initial state (B, 2P) or (2P,) in mV; default V = A = 0 mV.
+        Initial state (B, 2P) or (2P,) in mV, finite; default V = A = 0 mV.
     solver : Solver, optional
         Backend, method and tolerances. Default :meth:`Solver.default`:
         ``Solver("dopri5", rtol=1e-6, atol=1e-6, backend="auto")``, the fastest correct
@@ -313,7 +408,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         through the solve (:class:`Direct`, default), or the adjoint method (Chen et al.
         2018, :class:`Adjoint`) with the network's learnable tensors as ``adjoint_params``.
     max_rate : float
-        Rate (Hz) above which the run counts as diverged.
+        Rate (Hz) above which the run counts as diverged: positive (``inf``: never).
     noise : MembraneNoise, optional
         Additive white noise on every membrane state (the stochastic DMF). One realisation
         is drawn per call from ``generator`` and held over ``noise.step``; the stimulus is
@@ -338,18 +433,21 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     ------
     SimulationError
         NaN/inf, runaway rates or a step-size underflow; the message names the remedy.
+    TypeError
+        Arguments of the wrong kind, refused before any work: a network that is not a
+        :class:`ColumnNetwork`, a stimulus that is not a :class:`Stimulus`, a duration or
+        dt_out that is a bool, a string or a tensor of more than one number.
     ValueError
-        Inconsistent shapes (stimulus channels, batch, initial state), or a stimulus change
-        point at or after ``duration`` (it could not take effect).
+        Inconsistent shapes (stimulus channels, batch, initial state), a stimulus change
+        point at or after ``duration`` (it could not take effect), a duration or dt_out that
+        is not a positive finite time, a dt_out longer than the duration or one that does
+        not divide it (see ``dt_out``), a max_rate that is not positive, or a NaN/inf y0.
     """
+    duration, dt_out, y0 = _check_arguments(network, stimulus, duration, dt_out, y0, solver, max_rate)
     gradient = as_gradient(gradient)
     solver = solver_for_transfer(solver or Solver.default(), network).resolve(gradient)
     check_combination(solver, gradient)
     dtype, dev = network.W_intra.dtype, network.W_intra.device
-    if not (duration > 0 and math.isfinite(duration)):
-        raise ValueError(f"duration must be a positive time in s, got {duration}")
-    if not (0 < dt_out <= duration):
-        raise ValueError(f"dt_out must be in (0, duration], got {dt_out}")
     if stimulus is None:
         B = 1 if y0 is None or y0.ndim == 1 else y0.shape[0]
         stimulus = Stimulus.none(B, network.n_inputs)
@@ -371,11 +469,13 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     _check_output_memory(network, B, duration, dt_out, dev)
     y0 = y0.expand(B, -1).contiguous()
     stimulus = stimulus.expand(B)
-    n = int(round(duration / dt_out))
+    # the whole intervals that fit (a count within 1e-9 of an integer is that integer), then duration itself
+    n = max(1, int(math.floor(duration / dt_out * (1 + 1e-9))))
     t = torch.arange(n + 1, dtype=dtype, device=dev) * dt_out
-    t[-1] = duration
-    if abs(n * dt_out - duration) > 1e-9 * duration:
-        t = torch.cat([t[:-1][t[:-1] < duration], torch.tensor([duration], dtype=dtype, device=dev)])
+    if abs(n * dt_out - duration) <= 1e-9 * duration:
+        t[-1] = duration
+    else:  # the last interval, ending at duration, is shorter (see dt_out)
+        t = torch.cat([t[t < duration], torch.tensor([duration], dtype=dtype, device=dev)])
     noise_drive, given = None, stimulus
     if noise is not None and noise.sigma > 0:  # the solve runs on the noise grid; the trajectory keeps the input
         stimulus, noise_drive = noise.sample(stimulus, duration, network.n_populations,

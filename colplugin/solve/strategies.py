@@ -23,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Union
 
+import numpy as np
 import torch
 
 from .compiled import KERNELS
@@ -37,6 +38,11 @@ _ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 #: ``"auto"``: the fused loop wherever it applies (its methods, :class:`Direct` gradients),
 #: torchdiffeq otherwise.
 BACKENDS = ("torchdiffeq", "fused", "auto")
+
+
+def _is_number(x: Any) -> bool:
+    """A real number that is not a bool (``True`` is an int to Python, never a number here)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
 class SimulationError(RuntimeError):
@@ -126,10 +132,23 @@ class Solver:
         if self.backend == "fused" and self.method not in TABLEAUS:
             raise ValueError(f"Solver(backend='fused') integrates {', '.join(sorted(TABLEAUS))} only, not "
                              f"{self.method!r}; use backend='torchdiffeq' for torchdiffeq's {self.method}")
+        for name in ("step", "rtol", "atol"):
+            v = getattr(self, name)
+            if not _is_number(v):
+                raise TypeError(f"Solver {name}={v!r} ({type(v).__name__}) is not a number; e.g. "
+                                f"Solver('rk4', step=5e-4) or Solver('dopri5', rtol=1e-6, atol=1e-6)")
         if not (self.step > 0 and math.isfinite(self.step)):
             raise ValueError(f"Solver step must be a positive time in s, got {self.step}")
-        if not (self.rtol > 0 and self.atol > 0):
-            raise ValueError("Solver tolerances rtol and atol must be positive")
+        if not (self.rtol > 0 and self.atol > 0 and math.isfinite(self.rtol) and math.isfinite(self.atol)):
+            raise ValueError(f"Solver tolerances rtol and atol must be positive and finite, got rtol={self.rtol!r}, "
+                             f"atol={self.atol!r}; e.g. rtol=1e-6, atol=1e-6")
+        ms = self.max_steps
+        if not _is_number(ms):
+            raise TypeError(f"Solver max_steps={ms!r} ({type(ms).__name__}) must be a whole number of steps >= 1, "
+                            "e.g. max_steps=1_000_000 (the default)")
+        if not (math.isfinite(ms) and float(ms).is_integer() and ms >= 1):
+            raise ValueError(f"Solver max_steps={ms!r}: a solve needs at least one step, so max_steps must be a "
+                             "whole number >= 1 (the default is 1_000_000; it only stops a stuck solve)")
 
     @property
     def fused(self) -> bool:
