@@ -347,9 +347,19 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"--columns {args.columns}: give 1 (a full column) or more (the area split into as many)")
     fit_levels = FIT_LEVELS if args.fit_levels is None else tuple(args.fit_levels)
     held_out = HELD_OUT_LEVELS if args.held_out_levels is None else tuple(args.held_out_levels)
+    from colplugin.stimulus import MAX_INPUT_RATE
+
     for name, levels in (("--fit-levels", fit_levels), ("--held-out-levels", held_out)):
-        if any(not (0 <= u < float("inf")) for u in levels):
-            raise ValueError(f"{name} {' '.join(f'{u:g}' for u in levels)}: input rates must be finite and >= 0 Hz")
+        if any(not (0 <= u <= MAX_INPUT_RATE) for u in levels):
+            raise ValueError(f"{name} {' '.join(f'{u:g}' for u in levels)}: input rates must lie in [0, "
+                             f"{MAX_INPUT_RATE:g}] Hz (firing rates of presynaptic neurons)")
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"{name} {' '.join(f'{u:g}' for u in levels)}: a level is given twice; give each "
+                             "input rate once")
+    shared = sorted(set(fit_levels) & set(held_out))
+    if shared:
+        raise ValueError(f"--held-out-levels and --fit-levels share {', '.join(f'{u:g}' for u in shared)} Hz: a "
+                         "held-out level must not be fitted; give levels that differ")
     out = _new_run_dir(args.out, "calibrate", args.overwrite, reads=_reads(args))
     torch.set_num_threads(1)
     print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)

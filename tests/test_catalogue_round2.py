@@ -124,6 +124,45 @@ def validate_duration_beyond_memory(tmp_path, capsys):
     assert "spikes" in err and "GiB" in err and "shorten --duration" in err
 
 
+def nest_threads_rise_to_the_connection_limit():
+    import types
+
+    from colplugin.spiking.nest import nest_threads
+
+    twin = types.SimpleNamespace(n_synapses=149_493_294)  # the default calibrate twin: dl25 MT column, 0.1, k 1
+    with pytest.warns(RuntimeWarning, match=r"at most 134,217,726 connections per thread.*running with 2 threads"):
+        assert nest_threads(twin, 1) == 2  # 149.5 M / (2^27 - 2) -> 2 threads
+    assert nest_threads(twin, 3) == 3
+    assert nest_threads(types.SimpleNamespace(n_synapses=2**27 - 2), 1) == 1
+
+
+def twin_trials_beyond_the_cap(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["twin", str(tmp_path), "--trials", "1000000"])
+    assert "trials = 1000000 (--trials)" in err and "Give fewer trials" in err
+
+
+def validate_duration_shorter_than_the_transient(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["validate", "microcircuit", "--duration", "0.4", "--device", "runtime"])
+    assert "duration 0.4 s (--duration)" in err and "above 0.6 s" in err and "transient must" not in err
+
+
+def _calibrate_levels(tmp_path, capsys, args, expected):
+    assert expected in _cli(capsys, tmp_path, ["calibrate", "--backend", "brian2", *args])
+
+
+def calibrate_levels_out_of_range(tmp_path, capsys):
+    _calibrate_levels(tmp_path, capsys, ["--fit-levels", "0", "1e6"],
+                      "--fit-levels 0 1e+06: input rates must lie in [0, 1000] Hz")
+
+
+def calibrate_levels_given_twice(tmp_path, capsys):
+    _calibrate_levels(tmp_path, capsys, ["--fit-levels", "10", "10"], "--fit-levels 10 10: a level is given twice")
+
+
+def calibrate_held_out_level_also_fitted(tmp_path, capsys):
+    _calibrate_levels(tmp_path, capsys, ["--fit-levels", "0", "10", "--held-out-levels", "10"], "share 10 Hz")
+
+
 CASES = [v for k, v in dict(globals()).items() if callable(v) and not k.startswith("_")
          and getattr(v, "__module__", None) == __name__ and not k.startswith("test")]
 

@@ -21,16 +21,32 @@ from ..params.names import POPULATIONS
 __all__ = ["neuron_rates", "population_statistics", "dmf_rates", "compare_rate_to_spiking", "comparison_table_md"]
 
 
+def _seconds(trains: Sequence) -> list[np.ndarray]:
+    """Spike times of each SpikeTrain in s as plain arrays (one unit conversion per unit, not per train)."""
+    factors: dict[str, float] = {}
+    out = []
+    for st in trains:
+        key = st.dimensionality.string
+        if key not in factors:
+            factors[key] = float(pq.Quantity(1.0, st.units).rescale(pq.s).magnitude)
+        out.append(np.asarray(st.magnitude, dtype=float) * factors[key])
+    return out
+
+
+def _window(times: Sequence[np.ndarray], t_start: float, t_stop: float) -> list[np.ndarray]:
+    return [t[(t >= t_start) & (t < t_stop)] for t in times]
+
+
 def neuron_rates(trains: Sequence, t_start: float, t_stop: float) -> np.ndarray:
     """Elephant's mean firing rate (Hz) of each SpikeTrain over ``[t_start, t_stop)`` s.
 
-    A neuron without spikes in the window fires at 0 Hz (Elephant refuses an empty train).
+    A neuron without spikes in the window fires at 0 Hz. The spike times enter Elephant as
+    arrays in s (the same numbers as the SpikeTrains, without Neo's per-train slicing).
     """
     from elephant.statistics import mean_firing_rate
 
-    t0, t1 = t_start * pq.s, t_stop * pq.s
-    cut = [st.time_slice(t0, t1) for st in trains]
-    return np.array([float(mean_firing_rate(st, t0, t1).rescale("Hz")) if len(st) else 0.0 for st in cut])
+    cut = _window(_seconds(trains), t_start, t_stop)
+    return np.array([float(mean_firing_rate(t, t_start, t_stop)) if len(t) else 0.0 for t in cut])
 
 
 def population_statistics(block, t_start: float = 0.5, t_stop: float | None = None, *,
@@ -42,9 +58,10 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
     (mean pairwise spike-count correlation of up to ``n_corr`` active neurons, bins of
     ``corr_bin`` s), ``rate_sd`` (sd over neurons) and ``n_neurons``.
     """
+    import neo
     from elephant.conversion import BinnedSpikeTrain
     from elephant.spike_train_correlation import correlation_coefficient
-    from elephant.statistics import cv, isi
+    from elephant.statistics import cv, isi, mean_firing_rate
 
     seg = block.segments[0]
     if not seg.spiketrains:
@@ -53,23 +70,24 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
     stop = t_stop if t_stop is not None else float(seg.spiketrains[0].t_stop.rescale("s"))
     out: dict[str, dict[str, Any]] = {}
     for pop in POPULATIONS:
-        trains = [st.time_slice(t_start * pq.s, stop * pq.s) for st in seg.spiketrains
-                  if st.annotations.get("population") == pop]
-        if not trains:
+        members = [st for st in seg.spiketrains if st.annotations.get("population") == pop]
+        if not members:
             continue
-        rates = neuron_rates(trains, t_start, stop)
-        cvs = np.array([cv(isi(st).magnitude) for st in trains if len(st) >= 3])
-        active = [st for st in trains if len(st) > 0]
+        times = _window(_seconds(members), t_start, stop)
+        rates = np.array([float(mean_firing_rate(t, t_start, stop)) if len(t) else 0.0 for t in times])
+        cvs = np.array([cv(isi(t)) for t in times if len(t) >= 3])
+        active = [t for t in times if len(t) > 0]
         corr = float("nan")
         if len(active) >= 2:
             pick = rng.choice(len(active), min(n_corr, len(active)), replace=False)
             # spikes lie on the simulation grid, so some sit on bin edges up to rounding; which neighbour bin
             # takes them does not matter for a correlation coefficient (tolerance=None: no per-train
             # "correcting rounding errors" log lines)
-            binned = BinnedSpikeTrain([active[i] for i in pick], bin_size=corr_bin * pq.s, tolerance=None)
+            picked = [neo.SpikeTrain(active[i], t_start=t_start, t_stop=stop, units="s") for i in pick]
+            binned = BinnedSpikeTrain(picked, bin_size=corr_bin * pq.s, tolerance=None)
             c = correlation_coefficient(binned)
             corr = float(np.nanmean(c[~np.eye(len(c), dtype=bool)]))
-        out[pop] = {"rate": float(rates.mean()), "rate_sd": float(rates.std()), "n_neurons": len(trains),
+        out[pop] = {"rate": float(rates.mean()), "rate_sd": float(rates.std()), "n_neurons": len(members),
                     "cv": float(np.mean(cvs)) if len(cvs) else float("nan"), "cvs": cvs.tolist(),
                     "correlation": corr}
     return out

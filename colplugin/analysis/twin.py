@@ -48,6 +48,9 @@ __all__ = ["twin_run", "check_twin", "check_twin_scale", "twin_full_sizes", "twi
 #: DMF rates below this (Hz) count as this in the relative difference (silent populations).
 RATE_FLOOR_HZ = 0.1
 
+#: Most spiking trials per condition a twin runs (1 / sqrt(1000) = 3 % of one trial's spread).
+MAX_TRIALS = 1000
+
 #: Width (s) of the bins of the spiking rates in the overlay figures.
 BIN_S = 0.01
 
@@ -93,6 +96,11 @@ def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale
         check_twin_scale(network, scale, k_scale)
     if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials < 1:
         raise ValueError(f"trials must be a whole number >= 1 (spiking trials per condition), got {trials!r}")
+    if trials > MAX_TRIALS:
+        raise ValueError(f"trials = {trials} (--trials) is more than {MAX_TRIALS} spiking runs per condition, each "
+                         f"a full network simulation; the trial mean's standard error at {MAX_TRIALS} trials is "
+                         "already 3 % of one trial's spread. Give fewer trials (or run several commands with "
+                         "other --seed values)")
     for name, value in (("nix_neurons", nix_neurons), ("nix_trials", nix_trials)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -212,8 +220,10 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
             bins_b = []
             for j in range(trials):
                 if progress:
+                    walls = [w for w in run_walls if np.isfinite(w)]
+                    left = (f", about {np.mean(walls) * (C * trials - len(run_walls)):.0f} s left" if walls else "")
                     print(f"  twin ({backend}, scale {scale}): condition {b + 1}/{C}, trial {j + 1}/{trials} "
-                          f"({n_neurons} neurons, {n_synapses} synapses) ...", flush=True)
+                          f"({n_neurons} neurons, {n_synapses} synapses{left}) ...", flush=True)
                 res = simulate_spiking(net_b, duration, backend=backend, device=device, seed=seed + j,
                                        threads=threads, dt=dt, directory=directory)
                 run_walls.append(res.wall_seconds.get("total", float("nan")))

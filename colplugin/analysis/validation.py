@@ -148,8 +148,10 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
                          f"got {preset!r}")
     check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
     if not 0 <= transient < duration - 0.1:
-        raise ValueError(f"transient must lie in [0, duration - 0.1 s) = [0, {duration - 0.1:g}) s, got {transient}; "
-                         "use a longer duration or a shorter transient")
+        raise ValueError(f"duration {duration:g} s (--duration) leaves less than 0.1 s after the transient of "
+                         f"{transient:g} s that the statistics discard; give a longer duration, above "
+                         f"{transient + 0.1:g} s (2.5 s gives the published statistics) or, in Python, a shorter "
+                         "transient")
     net_spk = pd14_microcircuit(None, scale, k_scale)
     _check_spiking_workload(net_spk, duration, seeds, progress)
     out = Path(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from ..network import ColumnNetwork
 from ..stimulus import Stimulus
 from .simulate import simulate
+from .strategies import Solver
 
 __all__ = ["resting_state", "jacobian"]
 
@@ -36,8 +38,10 @@ def resting_state(network: ColumnNetwork, u: Sequence[float] | torch.Tensor | No
     """
     uu = _inputs(network, u)
     with torch.no_grad():
+        solver = Solver.default()  # torchdiffeq's for a transfer the fused loop lacks, without the user notice
+        solver = solver if network.transfer.fused else replace(solver, backend="torchdiffeq")
         traj = simulate(network, Stimulus.constant(uu, dtype=uu.dtype, device=uu.device), duration=2.0,
-                        dt_out=0.1)
+                        dt_out=0.1, solver=solver)
         y = traj.state[-1].clone()
 
         def f(z: torch.Tensor) -> torch.Tensor:

@@ -32,9 +32,11 @@ exp(-t / tau_threshold)`` (exact at the chunk boundaries).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -88,10 +90,33 @@ def _generators(nest, profile, scale: float, duration_ms: float):
     return gens
 
 
+#: Connections NEST stores per virtual process and synapse model (its source table: 2^27 - 2).
+NEST_MAX_CONNECTIONS_PER_THREAD = 2**27 - 2
+
+
+def nest_threads(net: SpikingNetwork, threads: int) -> int:
+    """The threads NEST needs for ``net``: ``threads``, or more where its synapses exceed NEST's limit.
+
+    NEST refuses more than :data:`NEST_MAX_CONNECTIONS_PER_THREAD` connections of one synapse
+    model per thread ("Too many connections"), after minutes of building. A network that
+    needs more threads runs with as many (announced; the spike trains depend on the number
+    of threads, so the same command gives the same result).
+    """
+    need = math.ceil(net.n_synapses / NEST_MAX_CONNECTIONS_PER_THREAD)
+    if need > threads:
+        warnings.warn(f"NEST stores at most {NEST_MAX_CONNECTIONS_PER_THREAD:,} connections per thread, and this "
+                      f"network has {net.n_synapses:,}: running with {need} threads instead of {threads} (pass "
+                      f"--threads {need} or more to say so, or lower --scale / --k-scale)", RuntimeWarning,
+                      stacklevel=3)
+        return need
+    return threads
+
+
 def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: int = 1,
              dt: float = 1e-4) -> SpikingResult:
     """Build ``net`` in NEST and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`)."""
     nest = _import_nest()
+    threads = nest_threads(net, threads)
     t0 = time.perf_counter()
     dt_ms, T = dt * 1e3, duration * 1e3
     nest.ResetKernel()

@@ -112,9 +112,9 @@ def check_scaling(scale: float, k_scale: float | None = None, full_sizes: Mappin
         if scale * size < MIN_POPULATION_NEURONS:
             raise SpikingNetworkError(
                 f"scale {scale:g} is below the floor {floor:.3g} of {what}: its smallest population, {name} "
-                f"({size:g} neurons at full size), would keep {scale * size:.3g} neuron(s), fewer than "
-                f"MIN_POPULATION_NEURONS = {MIN_POPULATION_NEURONS} (colplugin.spiking.network: below that a "
-                f"population rate is a few neurons' spikes). Fix: use a scale of at least {_round_up(floor)} "
+                f"({size:g} neurons at full size), would keep {scale * size:.3g} neuron(s), fewer than the "
+                f"{MIN_POPULATION_NEURONS} neurons a population needs (below that a population rate is a few "
+                f"neurons' spikes). Fix: use a scale of at least {_round_up(floor)} "
                 f"({MIN_POPULATION_NEURONS} / {size:g}; the default 0.1 keeps {0.1 * size:.0f} neurons there)")
     return float(scale if k_scale is None else k_scale)
 
@@ -430,8 +430,8 @@ class SpikingNetwork:
                     "scale >= 0.0033), e.g. 0.01 or the default 0.1")
         raise SpikingNetworkError(
             f"{self.name}: scale {scale:g} leaves its smallest population, {small.name} ({full}), with "
-            f"{small.size} neuron(s), fewer than the floor MIN_POPULATION_NEURONS = {MIN_POPULATION_NEURONS} "
-            f"(colplugin.spiking.network: below that a population rate is a few neurons' spikes). Fix: use "
+            f"{small.size} neuron(s), fewer than the {MIN_POPULATION_NEURONS} neurons a population needs (below "
+            f"that a population rate is a few neurons' spikes). Fix: use "
             f"{need}")
 
     # -- queries -------------------------------------------------------------------------
