@@ -119,6 +119,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from colplugin.plotting import plot_rates
 
     params = cp.load_preset(args.preset) if args.params is None else cp.load_params(args.params)
+    if args.area is not None and not args.area.strip():
+        raise ValueError("--area is empty; give an area name (e.g. --area mt), or leave --area out for the "
+                         f"parameters' default area ({params.default_area})")
     area = args.area or params.default_area
     net = cp.ColumnNetwork(params, {area: cp.Area(area, args.columns, split=not args.full)}, [cp.Input(area)])
     t_on = args.duration / 2

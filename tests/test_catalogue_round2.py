@@ -163,6 +163,10 @@ def calibrate_held_out_level_also_fitted(tmp_path, capsys):
     _calibrate_levels(tmp_path, capsys, ["--fit-levels", "0", "10", "--held-out-levels", "10"], "share 10 Hz")
 
 
+def simulate_empty_area(tmp_path, capsys):
+    assert "--area is empty" in _cli(capsys, tmp_path, ["simulate", "--area", "", "--duration", "0.1"])
+
+
 CASES = [v for k, v in dict(globals()).items() if callable(v) and not k.startswith("_")
          and getattr(v, "__module__", None) == __name__ and not k.startswith("test")]
 

@@ -91,7 +91,7 @@ def dmf_step_rates(params: Params, levels: Sequence[float], V_offset: Sequence[f
     net = calibration_network(params, columns)
     stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
     with torch.no_grad():
-        traj = simulate(net, stim, segment * len(levels), dt_out=1e-3,
+        traj = simulate(net, stim, segment * len(levels),
                         solver=Solver("dopri5", rtol=1e-7, atol=1e-7, backend="auto"))
     t = traj.t.cpu().numpy()
     r = traj.rate[:, 0].cpu().numpy().reshape(len(t), int(columns), len(POPULATIONS)).mean(axis=1)

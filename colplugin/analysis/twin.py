@@ -197,7 +197,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     names = list(network.channel_names)
     C, P = conditions.batch_size, len(names)
     with torch.no_grad():
-        traj = simulate(network, conditions, duration=duration, dt_out=1e-3)
+        traj = simulate(network, conditions, duration=duration)
     t_dmf = traj.t.cpu().numpy()
     r_dmf = traj.rate.cpu().numpy()  # (T, C, P)
     in_win = (t_dmf >= w0) & (t_dmf <= w1)

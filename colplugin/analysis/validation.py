@@ -180,7 +180,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
         with torch.no_grad():
             fixed_rates[name] = net.rates(y0)[0].cpu().numpy()
             if name == preset:
-                column_traj = simulate(net, duration=duration, dt_out=1e-3, y0=y0)
+                column_traj = simulate(net, duration=duration, y0=y0)
     dmf, lif = fixed_rates["pd14"], fixed_rates["pd14_lif"]
     # the LIF column with the variance of the scaled circuit's multapses (ColumnNetwork.multapses): reported
     net = ColumnNetwork(load_preset("pd14_lif"), {"pd14": ("pd14", 1)})

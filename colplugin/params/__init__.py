@@ -373,7 +373,8 @@ class Params(Mapping[str, Any]):
         except KeyError:
             raise ParameterError(
                 f"unknown area {area!r}; known areas: {', '.join(sorted(self.areas))}. Add it with an "
-                "[areas.NAME] table (value = [8 population sizes]) in a --params FILE.toml (Python: "
+                "[areas.NAME] table (value = [8 population sizes]) in a parameter file given as --params FILE.toml "
+                "(simulate) or --preset FILE.toml (train, run, reproduce) (Python: "
                 "load_params(path), or overrides={'areas.NAME': [8 sizes]})"
             ) from None
 
@@ -560,7 +561,8 @@ def _merge(base: Mapping[str, Any], raw: dict[str, Any], what: str) -> dict[str,
 def _raw_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name not in PRESETS:
         raise ParameterError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}, or load your own "
-                             "file with --params FILE.toml (Python: load_params(path))")
+                             "file with --params FILE.toml (simulate) or --preset FILE.toml (train, run, reproduce) "
+                             "(Python: load_params(path))")
     if name in _seen:
         raise ParameterError(f"preset {name!r} is its own base ({' -> '.join(_seen + (name,))})")
     pkg = resources.files(__name__)

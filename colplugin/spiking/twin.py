@@ -59,7 +59,7 @@ def twin_rates(network: ColumnNetwork, stimulus: Stimulus | None = None, trial: 
 
     stim = _trial_stimulus(network, stimulus, trial)
     with torch.no_grad():
-        traj = simulate(network, stim, duration=duration, dt_out=1e-3)
+        traj = simulate(network, stim, duration=duration)
         return traj.rate[:, 0].mean(0).cpu().numpy()
 
 
