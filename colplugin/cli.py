@@ -423,7 +423,7 @@ def _add_training(p: argparse.ArgumentParser) -> None:
                    help="how gradients are obtained (default: the task's; adjoint is the paper's method)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (CI logs)")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=_threads, default=1,
                    help="torch intra-op threads, also the compiled solver's threads over chunks of trials "
                         "(default 1, the fastest for the paper's small networks; more for large networks "
                         "at large batches, up to the cores)")
@@ -471,6 +471,35 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
+
+
+#: Most seeds of one ``validate microcircuit`` (spiking runs) and of one ``reproduce`` (trainings).
+MAX_SPIKING_SEEDS = 100
+MAX_TRAINING_SEEDS = 1000
+
+#: Most threads a command starts per core: more only multiplies the threads' overhead (and a
+#: million of them exhausts the process's memory before any work).
+THREADS_PER_CORE = 4
+
+
+def _threads(text: str) -> int:
+    """argparse type: threads in [1, THREADS_PER_CORE x the machine's cores]."""
+    value = _positive_int(text)
+    most = THREADS_PER_CORE * (os.cpu_count() or 1)
+    if value > most:
+        raise argparse.ArgumentTypeError(f"{value} threads on a machine of {os.cpu_count()} cores; give at most "
+                                         f"{most} ({THREADS_PER_CORE} per core), usually the number of cores")
+    return value
+
+
+def _bounded_int(most: int, why: str):
+    """argparse type: a whole number in [1, most]."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"{value} is more than {most}: {why}")
+        return value
+    return parse
 
 
 def _add_preset(p: argparse.ArgumentParser) -> None:
@@ -529,11 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking network (default 0)")
     p.add_argument("--device", choices=["cpp_standalone", "runtime"], default="cpp_standalone",
                    help="Brian2 device (default cpp_standalone)")
-    p.add_argument("--seeds", type=int, default=3,
+    p.add_argument("--seeds", type=_bounded_int(MAX_SPIKING_SEEDS, "each seed is a full spiking run; the seed-mean's "
+                                                "spread at 100 seeds is a tenth of one run's"), default=3,
                    help="microcircuit: runs with seeds SEED, SEED+1, ... (default 3; rates are their mean)")
     p.add_argument("--backend", choices=["brian2", "nest"], default="brian2",
                    help="spiking simulator of the microcircuit (default brian2)")
-    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
+    p.add_argument("--threads", type=_threads, default=1,
+                   help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
     p.add_argument("--preset", choices=["pd14", "pd14_lif"], default="pd14",
                    help="microcircuit: the rate column the checks judge: pd14 (the DMF's f; within30, ordering) or "
                         "pd14_lif (the LIF mean field, Siegert transfer; lif_mean_within10, lif_each_within25). "
@@ -551,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-degree scale in (0, 1] of the recurrent connections, PD14's method (default 0.5)")
     p.add_argument("--trials", type=int, default=5, help="spiking trials per condition (seeds SEED + j; default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first trial (default 0)")
-    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
+    p.add_argument("--threads", type=_threads, default=1,
+                   help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
     p.add_argument("--nix-neurons", type=int, default=10,
                    help="neurons per population kept in spikes.nix (default 10; rates use all)")
     p.add_argument("--no-progress", action="store_true", help="no line per spiking run")
@@ -568,7 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "calibration.STAIRCASE_K_SCALE, the full in-degrees: below 1 one DC current from the "
                         "DMF's mean rates stands in for the missing synapses at every level)")
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking run (default 0)")
-    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
+    p.add_argument("--threads", type=_threads, default=1,
+                   help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
     p.add_argument("--gains", action="store_true",
                    help="fit an input gain per population beside the offsets (closer for one column; gains above 1 "
                         "can make larger networks run away)")
@@ -627,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="reproduce a task's paper figure (its runs over seeds and the figure)")
     p.add_argument("task", choices=sorted(reproducible), help="the task")
     _add_training(p)
-    p.add_argument("--seeds", type=int, default=None,
+    p.add_argument("--seeds", type=_bounded_int(MAX_TRAINING_SEEDS, "each seed is a full training run; run "
+                                                "several commands with other --seed values"), default=None,
                    help="number of seeds, from --seed on (default: the task's; tasks without a figure over "
                         "seeds train one run)")
     _add_preset(p)

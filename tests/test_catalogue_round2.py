@@ -167,6 +167,29 @@ def simulate_empty_area(tmp_path, capsys):
     assert "--area is empty" in _cli(capsys, tmp_path, ["simulate", "--area", "", "--duration", "0.1"])
 
 
+def threads_beyond_the_cores(tmp_path, capsys):
+    import os
+
+    most = 4 * (os.cpu_count() or 1)
+    err = _cli(capsys, tmp_path, ["train", "xor", "--threads", "1000000", "--updates", "1"])
+    assert "--threads" in err and f"give at most {most}" in err
+
+
+def reproduce_seeds_beyond_the_cap(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["reproduce", "xor", "--seeds", "100000000"])
+    assert "--seeds: 100000000 is more than 1000" in err
+
+
+def validate_seeds_beyond_the_cap(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["validate", "microcircuit", "--seeds", "100000"])
+    assert "--seeds: 100000 is more than 100" in err
+
+
+def validate_stimulus_rate_above_the_ceiling(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["validate", "stimulus", "--rate", "1e9", "--device", "runtime"])
+    assert "rate = 1000000000.0 Hz (--rate)" in err and "[0, 1000] Hz" in err
+
+
 CASES = [v for k, v in dict(globals()).items() if callable(v) and not k.startswith("_")
          and getattr(v, "__module__", None) == __name__ and not k.startswith("test")]
 

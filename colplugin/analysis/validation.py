@@ -299,8 +299,11 @@ def validate_stimulus(out: str | Path, scale: float = 0.1, rate: float = 8.0, *,
     check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
     if not 0.25 < t_on < duration - 0.25:
         raise ValueError(f"t_on must lie in (0.25, duration - 0.25) s = (0.25, {duration - 0.25:g}) s, got {t_on}")
-    if not (np.isfinite(rate) and rate >= 0):
-        raise ValueError(f"rate must be a finite rate >= 0 Hz, got {rate!r}")
+    from ..stimulus import MAX_INPUT_RATE
+
+    if not (np.isfinite(rate) and 0 <= rate <= MAX_INPUT_RATE):
+        raise ValueError(f"rate = {rate!r} Hz (--rate): the thalamic rate must lie in [0, {MAX_INPUT_RATE:g}] Hz "
+                         "(a firing rate; PD14's step is 8-15 Hz)")
     net = pd14_microcircuit(None, scale, k_scale, thalamic=(rate, t_on))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
