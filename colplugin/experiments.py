@@ -158,6 +158,9 @@ def agreement(torch_rates: np.ndarray, brian_rates: np.ndarray, names: list[str]
 
 def _read_json(path: Path, what: str) -> Any:
     """A JSON file, or a ValueError that names the file, what it should hold and the fix."""
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a directory, not a file; it should hold {what} as written by colplugin - "
+                         "move the directory away and restore the file from the run, or write the run again")
     try:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -191,7 +194,7 @@ def _read_stimulus(path: Path, n_inputs: int) -> tuple[Stimulus, float]:
     return stim, duration
 
 
-def load_run(path: Path) -> tuple[Any, Stimulus, float]:
+def load_run(path: Path, command: str = "export") -> tuple[Any, Stimulus, float]:
     """The trained network of a run directory with the trials to export and their duration.
 
     ``path`` is a directory of ``colplugin train`` (``checkpoint.pt``) or ``colplugin run``
@@ -199,22 +202,35 @@ def load_run(path: Path) -> tuple[Any, Stimulus, float]:
     one: initial weights; one trial, no input for 0.5 s, then 20 Hz on every input for
     0.5 s). A run that kept its best weights (``best_weights.pt``) exports those. The
     trials are those of ``evaluation_stimulus.json``, else the evaluation stimulus of the
-    registered task named in the checkpoint.
+    registered task named in the checkpoint. ``command``: the ``colplugin`` command the
+    messages name (``"export"`` or ``"twin"``).
 
     Raises
     ------
     FileNotFoundError
-        If ``path`` holds none of these.
+        If ``path`` does not exist or holds none of these.
+    ValueError, CheckpointError
+        If a file is not what it should be (a directory, not JSON, not a network spec,
+        non-finite weights), naming the file and the fix.
     """
     from .network import ColumnNetwork
 
     path = Path(path)
+    doing = {"twin": "run as a spiking twin"}.get(command, command)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (so there is no checkpoint.pt or network.json to read); pass "
+                                "a run directory of `colplugin train` or `colplugin run` (or the network.json in one)")
+    if path.is_file() and path.suffix != ".json":
+        raise ValueError(f"{path} is a file, not a run directory or a network spec (.json); pass the run directory "
+                         f"that holds it, e.g. `colplugin {command} {path.parent}`")
     ckpt_path = next((p for p in (path / "checkpoint.pt", path / "train" / "checkpoint.pt") if p.exists()), None)
     if ckpt_path is not None:
-        ck = load_checkpoint(ckpt_path)
-        net = ck["network"]
         best = ckpt_path.parent / "best_weights.pt"
-        if best.is_file():
+        ck = load_checkpoint(ckpt_path, finite=not best.is_file(), non_finite_fix=(
+            f"this run's weights are not finite (its training diverged), so there is nothing to {doing}; {command} "
+            "a run whose training did not diverge, or train this one again with a lower learning rate (--lr)"))
+        net = ck["network"]
+        if best.is_file():  # the kept weights replace the checkpoint's (which may have diverged)
             load_best_weights(best, net)
         stim_path = ckpt_path.parent / STIMULUS_FILE
         if stim_path.is_file():
@@ -229,12 +245,18 @@ def load_run(path: Path) -> tuple[Any, Stimulus, float]:
     if (path / "network.json").exists() or path.suffix == ".json":
         spec_path = path if path.suffix == ".json" else path / "network.json"
         spec = _read_json(spec_path, "a network spec (ColumnNetwork.spec())")
+        fix = ("pass a run directory of `colplugin train` or `colplugin run`, or the network.json in one "
+               "(Python: json.dump(network.spec(), file))")
+        if not isinstance(spec, dict):
+            kind = {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+                    type(None): "null"}.get(type(spec), type(spec).__name__)
+            raise ValueError(f"{spec_path} is not a network spec: it holds a JSON {kind}, not the JSON "
+                             f"object of ColumnNetwork.spec(); {fix}")
         try:
             net = ColumnNetwork.from_spec(spec)
         except Exception as exc:  # any error of the builder is the spec's fault
             raise ValueError(f"{spec_path} is not a network spec ({exc.__class__.__name__}: {str(exc)[:200]}); it "
-                             "should hold ColumnNetwork.spec() as JSON - restore it from the run or write it with "
-                             "json.dump(network.spec(), file)") from None
+                             "should hold ColumnNetwork.spec() as JSON - restore it from the run, or " + fix) from None
         return net, Stimulus([0.0, 0.5], [[0.0] * net.n_inputs, [20.0] * net.n_inputs]), 1.0
     raise FileNotFoundError(f"{path} holds no checkpoint.pt (or train/checkpoint.pt) and no network.json; "
                             "pass a run directory of `colplugin train`/`run` or a network spec")
@@ -268,9 +290,9 @@ def load_twin_run(path: str | Path) -> tuple[Any, Stimulus, float, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; pass a run directory of `colplugin train` or `colplugin run`")
-    net, stim, duration = load_run(path)
+    net, stim, duration = load_run(path, command="twin")
     ckpt = next((p for p in (path / "checkpoint.pt", path / "train" / "checkpoint.pt") if p.exists()), None)
-    task = _task_from_checkpoint(load_checkpoint(ckpt)["task"]) if ckpt is not None else None
+    task = _task_from_checkpoint(load_checkpoint(ckpt, finite=False)["task"]) if ckpt is not None else None
     return net, stim, duration, task
 
 
@@ -343,19 +365,24 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
 
 def _finished_training(path: Path, task: Task, seed: int) -> TrainResult:
     """The result of a finished training run in ``path`` (for a resumed main run), checked against the request."""
-    ck = load_checkpoint(path / "checkpoint.pt")
-    stored = _read_json(path / "metrics.json", "the metrics of a finished training run")
-    if ck["task"].get("name") != task.name or stored.get("seed") != seed:
-        raise ValueError(f"{path} holds a run of task {ck['task'].get('name')!r} seed {stored.get('seed')}, not "
-                         f"{task.name!r} seed {seed}; resume with the run's own task and seed, or start a new run")
-    net = ck["network"]
     best = path / "best_weights.pt"
-    if best.is_file():
-        load_best_weights(best, net)
+    ck = load_checkpoint(path / "checkpoint.pt", finite=not best.is_file(), non_finite_fix=(
+        "this run's training diverged, so it cannot go on to the export; start a new run with another --out and a "
+        "lower learning rate (--lr)"))
+    stored = _read_json(path / "metrics.json", "the metrics of a finished training run")
     if not isinstance(stored, dict) or not isinstance(stored.get("per_update"), list):
         raise ValueError(f"{path / 'metrics.json'} holds no per-update metrics ('per_update'); it should hold the "
                          "metrics of a finished training run as colplugin writes them - restore it from the run or "
                          "start a new run with another --out")
+    name, their_seed = ck["task"].get("name"), stored.get("seed")
+    if name != task.name or their_seed != seed:
+        again = f"colplugin run {name} --resume --out {path.parent}" + (f" --seed {their_seed}"
+                                                                        if their_seed not in (None, 0) else "")
+        raise ValueError(f"{path.parent} holds a run of task {name!r} seed {their_seed}, not {task.name!r} seed "
+                         f"{seed}; resume with `{again}`, or start a new run with another --out")
+    net = ck["network"]
+    if best.is_file():
+        load_best_weights(best, net)
     metrics = stored.pop("per_update")
     res = TrainResult(net, metrics, stored)
     res.evaluation = task.evaluate(net, None)  # the numbers only; the run's files stay as they are

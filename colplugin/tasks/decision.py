@@ -223,6 +223,10 @@ class Decision(Task):
         self.phase, self.time_scale, self.rate_scale, self.sigma = phase, time_scale, rate_scale, sigma
         self.lateral_columns = lateral_columns
         self.duration = 3 * phase
+        if isinstance(noise_mV, bool) or not isinstance(noise_mV, (int, float, np.integer, np.floating)) \
+                or not (0 <= noise_mV < math.inf):
+            raise ValueError(f"--noise-mv {noise_mV!r} (Python: Decision(noise_mV={noise_mV!r})): give the membrane "
+                             "noise as a finite sigma >= 0 mV, e.g. --noise-mv 1 (0, the default: deterministic)")
         self.noise_mV = float(noise_mV)
         self.noise = MembraneNoise(self.noise_mV, NOISE_STEP) if self.noise_mV != 0 else None
         if solver is None:  # the stochastic variant: fixed steps that hold each noise increment

@@ -215,6 +215,16 @@ class Digits(Task):
         if isinstance(eval_size, bool) or not isinstance(eval_size, (int, np.integer)) or eval_size < 0:
             raise ValueError(f"Digits(eval_size={eval_size!r}) (--eval-size): give 0 (all held-out images) or a "
                              "positive whole number")
+        for name, value, ok, what in (
+                ("rate", rate, rate > 0, "a positive input rate in Hz (default 20)"),
+                ("logit_scale", logit_scale, logit_scale > 0, "a positive scale of the logits (default 3)"),
+                ("rate_floor", rate_floor, rate_floor > 0, "a positive rate floor in Hz (default 0.01)"),
+                ("input_gain", input_gain, input_gain > 0, "a positive input gain (default 1/16)"),
+                ("feedforward_drive", feedforward_drive, feedforward_drive > 0,
+                 "a positive feed-forward drive (default 1000)")):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                    or not (ok and math.isfinite(value)):
+                raise ValueError(f"Digits({name}={value!r}) (Python only, no command-line option): give {what}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Digits(batch_size={batch_size!r}) (--batch-size): give a whole number >= 1 of images "
                              "per update (default 64)")

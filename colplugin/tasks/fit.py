@@ -210,8 +210,20 @@ class FitTarget(Task):
         """The target of ``--target`` for the network of ``--network`` (or the target's own spec)."""
         from .._neo import NeoError, load_nix
 
+        for flag, value in (("--target", args.target), ("--populations", args.populations),
+                            ("--network", args.network)):
+            if value is not None and not str(value).replace(",", " ").strip():
+                raise ValueError(f"{flag} is empty ({value!r}); give a value or leave {flag} out"
+                                 + (" to fit every channel of the target that the network has; e.g. "
+                                    "--populations mt[0].L23E,mt[1].L23E" if flag == "--populations" else
+                                    " to use the network spec stored in the target" if flag == "--network" else
+                                    " (fit needs it: the NIX file of the target rates, e.g. --target rates.nix)"))
         if not args.target:
             raise ValueError("colplugin train fit needs --target FILE.nix (rates or spike trains as Neo)")
+        if Path(args.target).is_dir():
+            raise ValueError(f"--target {args.target} is a directory, not a NIX file; pass the NIX file of the "
+                             f"target rates in it, e.g. --target {Path(args.target) / 'rates.nix'} (Python: "
+                             "colplugin.save_nix(colplugin.to_neo(...), path) writes one)")
         try:
             block = load_nix(args.target)
         except FileNotFoundError:
@@ -219,6 +231,9 @@ class FitTarget(Task):
                                     "(colplugin.save_nix(colplugin.to_neo(...), path))") from None
         if args.network:
             path = Path(args.network)
+            if path.is_dir():
+                raise ValueError(f"--network {path} is a directory, not a network spec file; pass its network.json "
+                                 f"(e.g. --network {path / 'network.json'})")
             if not path.is_file():
                 raise FileNotFoundError(f"--network {path}: no such file; pass a network spec JSON "
                                         "(json.dump(network.spec(), file))")
@@ -242,6 +257,11 @@ class FitTarget(Task):
                              "ColumnNetwork.spec()); pass --network SPEC.json written with json.dump(network.spec(), "
                              "file)")
         network = _network_from_spec(spec, where)
+        if not network.learnable_parameters():
+            raise ValueError(f"the target's network ({where}) has no learnable projection, so there is nothing "
+                             "to fit; pass --network SPEC.json of the "
+                             "same network with a learnable projection (Python: e.g. [Input('mt'), Lateral('mt', "
+                             "learnable=True)]; write its spec with json.dump(network.spec(), file))")
         pops = [p.strip() for p in args.populations.split(",") if p.strip()] if args.populations else None
         try:
             return cls.from_block(block, network, pops)

@@ -16,11 +16,17 @@ import torch
 
 from ..solve.strategies import Adjoint, Direct, Gradient, Solver, as_gradient
 
-__all__ = ["TrainSettings", "OPTIMIZERS", "LR_SCHEDULES", "lr_factor"]
+__all__ = ["TrainSettings", "OPTIMIZERS", "LR_SCHEDULES", "MAX_LR", "lr_factor", "check_device"]
 
 #: Optimisers by name (``TrainSettings.optimizer``).
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop}
+
+#: The largest learning rate a :class:`TrainSettings` accepts. The free parameters of the learnable
+#: projections are of order 1 (they start near 0.54), and Adam, the default optimiser, moves each of them by
+#: about ``lr`` per update whatever the gradient's size: above 10 the first step throws every weight ten times
+#: its own scale away, so the network runs away (the tasks train at 0.01 to 0.3).
+MAX_LR = 10.0
 
 #: Learning-rate schedules by name (``TrainSettings.lr_schedule``; see :func:`lr_factor`).
 LR_SCHEDULES = ("constant", "cosine")
@@ -48,7 +54,10 @@ class TrainSettings:
     updates : int
         Number of optimiser steps.
     lr : float
-        Learning rate (on the free parameters of the learnable projections).
+        Learning rate (on the free parameters of the learnable projections), in
+        ``(0, MAX_LR]`` = (0, 10]: the free parameters are of order 1 and Adam moves each by
+        about ``lr`` per update, so a larger rate throws the network out of range at the
+        first step.
     optimizer : str
         ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"rmsprop"``.
     gradient : Direct, Adjoint, "direct" or "adjoint"
@@ -114,8 +123,10 @@ class TrainSettings:
                              f"{self.updates!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1 (trials per update), got {self.batch_size!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive, finite learning rate (e.g. 0.1; --lr), got {self.lr!r}")
+        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and 0 < self.lr <= MAX_LR):
+            raise ValueError(f"lr must be a positive learning rate of at most {MAX_LR:g}, got {self.lr!r}: give e.g. "
+                             f"--lr 0.1 (Python: lr=0.1). Above {MAX_LR:g} Adam's first step moves every free "
+                             "parameter (of order 1) more than ten times its own size and the network runs away")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -153,3 +164,39 @@ class TrainSettings:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["gradient"] = self.gradient.to_dict()
         return d
+
+
+def check_device(device: "str | torch.device | None", option: str = "--device") -> torch.device:
+    """``device`` as a ``torch.device`` (``None``: the CPU), or a ValueError that names ``option`` and the valid values.
+
+    Valid: ``cpu``, ``cuda``, ``cuda:N`` (N below the number of GPUs when CUDA is present) and,
+    where this torch build supports it, ``mps``. Only the spelling and the device kind are
+    checked here: whether a CUDA device is present is checked where the network moves there.
+    """
+    valid = "cpu, cuda, cuda:N" + (", mps" if _has_mps() else "")
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        text = str(device).strip()
+        try:
+            dev = torch.device(text) if text else None
+        except (RuntimeError, ValueError, TypeError):
+            dev = None
+        if dev is None:
+            raise ValueError(f"{option} {device!r} is not a torch device; give one of {valid} "
+                             f"(e.g. {option} cpu)")
+    if dev.type not in ("cpu", "cuda") and not (dev.type == "mps" and _has_mps()):
+        raise ValueError(f"{option} {device!s}: colplugin trains on {valid}, not on {dev.type!r} devices "
+                         f"(e.g. {option} cpu)")
+    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available() \
+            and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{option} {device!s}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; give one of those or {option} cuda")
+    return dev
+
+
+def _has_mps() -> bool:
+    """Whether this torch build has the Apple MPS backend."""
+    return getattr(getattr(torch.backends, "mps", None), "is_built", lambda: False)()

@@ -20,7 +20,7 @@ from .settings import OPTIMIZERS, TrainSettings, lr_factor
 from .task import Batch, Task, TrainResult
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "CheckpointError", "save_checkpoint",
-           "load_checkpoint", "load_best_weights"]
+           "load_checkpoint", "load_best_weights", "check_resume"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -126,11 +126,16 @@ def _check_entries(path: Path, ckpt: dict[str, Any]) -> None:
         raise _bad_checkpoint(path, "generator", "entry is not a random generator state (a 1-d uint8 tensor)")
 
 
-def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None, *,
+                    non_finite_fix: str | None = None, finite: bool = True) -> dict[str, Any]:
     """Read a checkpoint; with ``network``, check it fits and load its weights into it.
 
     Returns the checkpoint dictionary, with ``"network"`` (the given network, or one
-    rebuilt from the stored spec) and ``"metrics"`` decoded.
+    rebuilt from the stored spec) and ``"metrics"`` decoded. ``non_finite_fix``: the
+    remedy the refusal of non-finite weights gives (default: :func:`_non_finite_fix`,
+    which names the run's ``best_weights.pt`` only where one exists). ``finite=False``
+    loads non-finite weights too (for a caller that replaces them, e.g. with the run's
+    ``best_weights.pt``).
 
     Raises
     ------
@@ -140,8 +145,7 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> d
         network spec), or its weights do not fit or are not finite.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    _check_is_file(path)
     ckpt = _torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a colplugin checkpoint of format {CHECKPOINT_FORMAT}; use a "
@@ -165,14 +169,36 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None) -> d
         raise CheckpointError(f"checkpoint {path} was trained with the {stored_transfer!r} transfer, this network has "
                               f"{network.transfer.name!r}; load it into a network of its own parameters "
                               "(ColumnNetwork.from_spec of its spec) or start training afresh")
-    _load_weights(path, network, ckpt["state_dict"])
+    _load_weights(path, network, ckpt["state_dict"], non_finite_fix=non_finite_fix or _non_finite_fix(path),
+                  finite=finite)
     ckpt["network"] = network
     ckpt["spec"] = json.dumps(spec)
     ckpt["metrics"] = metrics
     return ckpt
 
 
-def _load_weights(path: Path, network: ColumnNetwork, theirs: Any, fix: str | None = None) -> None:
+def _check_is_file(path: Path) -> None:
+    """Refuse a checkpoint path that does not exist or is not a file (a directory in its place)."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file (colplugin train writes checkpoint.pt as "
+                              "one file); move that directory away, or pass a run directory whose checkpoint.pt "
+                              "is the file colplugin wrote")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist" + (" (it is not a regular file)"
+                                                                     if path.exists() else ""))
+
+
+def _non_finite_fix(path: Path) -> str:
+    """The remedy for a checkpoint with non-finite weights: the run's best_weights.pt where it exists."""
+    best = Path(path).parent / "best_weights.pt"
+    kept = (f"the run kept finite weights in {best} (`colplugin export {Path(path).parent}` exports those), or "
+            if best.is_file() and Path(path).name != "best_weights.pt" else "")
+    return (f"its training diverged; {kept}start training afresh with another --out and a lower learning rate "
+            "(--lr; Python: lr=...)")
+
+
+def _load_weights(path: Path, network: ColumnNetwork, theirs: Any, fix: str | None = None,
+                  non_finite_fix: str | None = None, finite: bool = True) -> None:
     """Load a stored state dict into ``network`` after checking that it fits and is finite."""
     if not isinstance(theirs, dict) or not all(torch.is_tensor(v) for v in theirs.values()):
         raise _bad_checkpoint(path, "state_dict", "entry is missing or not a dictionary of named tensors",
@@ -185,10 +211,9 @@ def _load_weights(path: Path, network: ColumnNetwork, theirs: Any, fix: str | No
                               + (fix or "load it into the network it was trained with (ColumnNetwork.from_spec "
                                         "of its spec)"))
     bad = [k for k, v in theirs.items() if v.is_floating_point() and not bool(v.isfinite().all())]
-    if bad:
+    if bad and finite:
         raise CheckpointError(f"checkpoint {path} holds non-finite values in {', '.join(bad)} (a diverged run); "
-                              + (fix or "resume from an earlier checkpoint (best_weights.pt) or start training "
-                                        "afresh"))
+                              + (non_finite_fix or fix or _non_finite_fix(path)))
     network.load_state_dict(theirs)
 
 
@@ -264,6 +289,46 @@ def _check_task_config(path: Path, stored: dict[str, Any], task: Task) -> None:
                               "options (its checkpoint's task config) or start a new run in another directory")
 
 
+def _resume_command(out: Path, name: str) -> str:
+    """The command that resumes the run in ``out`` (``colplugin run`` keeps its training in ``train/``)."""
+    if out.name == "train":
+        return f"colplugin run {name} --resume --out {out.parent}"
+    return f"colplugin train {name} --resume --out {out}"
+
+
+def check_resume(out: str | Path, task: Task) -> dict[str, Any]:
+    """Refuse to resume ``task`` in ``out`` before anything is written there; return the raw checkpoint.
+
+    Checks that ``out/checkpoint.pt`` exists and is a file, that the run is unfinished (no
+    ``metrics.json``) and that it holds a run of the same task (by name). The weights are
+    checked where they are loaded (:func:`load_checkpoint`). A pipeline that writes into a
+    run directory before training (``colplugin.experiments.train_run``) calls this first.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the directory and the command (or task) that resumes it.
+    """
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    if not ckpt_path.exists() and not ckpt_path.is_symlink():
+        raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}; --resume continues an interrupted run "
+                              "in the --out it was started with (start a new run without --resume)")
+    _check_is_file(ckpt_path)
+    if (out / "metrics.json").exists():  # written once, when a run ends
+        raise CheckpointError(
+            f"cannot resume {out}: that run is finished (it has metrics.json); there is nothing to continue. "
+            "To train further, start a new run in another directory (e.g. with more updates)")
+    raw = _torch_load(ckpt_path, "checkpoint")
+    stored = raw.get("task") if isinstance(raw, dict) else None
+    name = stored.get("name") if isinstance(stored, dict) else None
+    if isinstance(name, str) and name != task.name:
+        raise CheckpointError(f"{out} holds a run of task {name!r}, not {task.name!r}; resume with "
+                              f"`{_resume_command(out, name)}`, or start a new run with another --out "
+                              f"(Python: train(..., get_task({name!r}), out=..., resume=True))")
+    return raw
+
+
 def _out_of_memory(k: int, network: ColumnNetwork, batch_size: int, task: Task, exc: Exception) -> MemoryError:
     """A MemoryError that says what did not fit and what to change."""
     where = network.W_intra.device
@@ -302,9 +367,17 @@ def _batch_loss(network: ColumnNetwork, task: Task, batch: Batch, solver: Solver
                             noise=task.noise,
                             generator=None if task.noise is None else _noise_generator(seed, update, task))
         except SimulationError as exc:
-            raise TrainingDiverged(f"after the last update the network diverges on its batch ({exc}); lower the "
-                                   "learning rate or clip the gradient (clip_grad=...)") from None
+            raise TrainingDiverged(f"after the last update the network diverges on its batch ({exc}). "
+                                   f"{_lower_lr(None)}") from None
         return float(task.loss(traj, batch))
+
+
+def _lower_lr(lr: float | None) -> str:
+    """The remedy of a diverged training: the command line's --lr first, the Python keywords after."""
+    now = "" if lr is None else f"now {lr:g}; "
+    lower = f"e.g. --lr {lr / 10:g}" if lr is not None else "e.g. --lr 0.05"
+    return (f"Lower the learning rate with --lr ({now}{lower}) "
+            "(Python: lr=..., or clip the gradient with clip_grad=...)")
 
 
 def _noise_generator(seed: int, update: int, task: Task) -> torch.Generator:
@@ -424,7 +497,8 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     check_combination(train_solver, grad)
     params = network.learnable_parameters()
     if not params:
-        raise ValueError("the network has no learnable projections; add one (e.g. Lateral(..., learnable=True))")
+        raise ValueError(f"the network has no learnable projection, so task {task.name!r} has nothing to train; "
+                         "build it with one (Python: e.g. Lateral(..., learnable=True))")
     opt = _make_optimizer(optimizer if callable(optimizer) else s.optimizer, params, s.lr)
     sched = scheduler(opt) if scheduler is not None else None
     for g in opt.param_groups:  # the rate the settings' lr_schedule starts from (kept in the optimizer's state)
@@ -438,14 +512,13 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     out = Path(out) if out is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     if resume:
-        if ckpt_path is None or not ckpt_path.exists():
-            raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
-        if (out / "metrics.json").exists():  # written once, when a run ends
-            raise CheckpointError(
-                f"cannot resume {out}: that run is finished (it has metrics.json); there is nothing to continue. "
-                "To train further, start a new run in another directory (e.g. with more updates)")
+        if out is None:
+            raise CheckpointError("cannot resume: no checkpoint at None (pass out=, the run's directory)")
+        check_resume(out, task)
         try:
-            ckpt = load_checkpoint(ckpt_path, network)
+            ckpt = load_checkpoint(ckpt_path, network, non_finite_fix=(
+                "the run cannot continue from it; start training afresh with another --out and a lower learning "
+                "rate (--lr; Python: lr=...)"))
         except CheckpointError:
             try:  # name the option that changed, if any (a file that cannot be read keeps its own message)
                 raw = torch.load(ckpt_path, weights_only=True, map_location="cpu")
@@ -503,8 +576,8 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
                               solver=test_solver, noise=task.noise, generator=torch.Generator().manual_seed(0))
             except SimulationError as exc:  # the test set diverges with these weights: as a training divergence
                 kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
-                raise TrainingDiverged(f"update {row['update']}: the test set diverged ({exc}). Lower the learning "
-                                       f"rate (now {s.lr}) or clip the gradient (clip_grad=...){kept_ckpt}") from None
+                raise TrainingDiverged(f"update {row['update']}: the test set diverged ({exc}). "
+                                       f"{_lower_lr(s.lr)}{kept_ckpt}") from None
             row["test_loss"] = float(task.loss(tt, test))
             row["test_accuracy"] = task.accuracy(tt, test)
             row.update({f"test_{key}": value for key, value in task.metrics(tt, test).items()})
@@ -548,8 +621,8 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
         except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
             bar.close()
             kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
-            raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). Lower the learning rate "
-                                   f"(now {s.lr}) or clip the gradient (clip_grad=...){kept_ckpt}") from None
+            raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). {_lower_lr(s.lr)}{kept_ckpt}") \
+                from None
         except torch.OutOfMemoryError as exc:  # CUDA (and some CPU allocators): the update does not fit
             bar.close()
             raise _out_of_memory(k, network, s.batch_size, task, exc) from None
