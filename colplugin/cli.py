@@ -172,6 +172,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     task = _task_from_args(args)
     _check_preset(args)
+    if args.device is not None:
+        from colplugin.training.settings import check_device
+
+        args.device = str(check_device(args.device))
     out = _run_dir(args, f"train-{task.name}-s{args.seed}")
     from colplugin.training.distributed import launched_by_torchrun, train_distributed
 

@@ -72,6 +72,10 @@ def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = N
 
     task = _task(task)
     out = Path(out)
+    if resume:  # a run of another task is refused before any of its files is touched
+        from .training.trainer import check_resume
+
+        check_resume(out, task)
     net = task.build_network(resolve_params(preset) if preset else None, seed=seed)
     stored = out / "params.json"
     if resume and stored.is_file():

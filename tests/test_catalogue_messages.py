@@ -61,8 +61,6 @@ def test_device_string_names_the_option_and_the_valid_values():
     assert check_device("cuda:1", option="--gpu") == torch.device("cuda", 1)
 
 
-@pytest.mark.xfail(strict=True, reason="colplugin/cli.py (_cmd_train, before _run_dir) and training/distributed.py "
-                                       "(_rank_device) must call training.settings.check_device; outside this fix")
 def test_cli_device_gpu9(tmp_path, capsys):
     err = _error(capsys, ["train", "xor", "--updates", "1", "--device", "gpu9", "--out", tmp_path / "t",
                           "--no-progress"])

@@ -45,6 +45,7 @@ from ..network import ColumnNetwork
 from ..params import resolve_params
 from ..solve.simulate import Trajectory
 from ..stimulus import Stimulus
+from .settings import check_device
 from .task import Batch, Task
 
 __all__ = ["ShardedTask", "shard_batch", "train_distributed", "all_reduce_gradients", "launched_by_torchrun",
@@ -216,7 +217,7 @@ def _free_port() -> int:
 
 
 def _rank_device(device: str | torch.device | None, rank: int) -> torch.device:
-    dev = torch.device(device if device is not None else "cpu")
+    dev = check_device(device if device is not None else "cpu")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda: no CUDA device is available; use --device cpu")
