@@ -371,6 +371,10 @@ def _flatten(projections: Iterable[Any]) -> list[Projection]:
     return out
 
 
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class ColumnNetwork(nn.Module):
     """A network of laminar cortical columns with learnable inter-column projections.
 
@@ -801,15 +805,30 @@ class ColumnNetwork(nn.Module):
     # -- (de)serialisation ---------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
         """Plain-type description from which :meth:`from_spec` rebuilds the network."""
-        return {"params": self.params.to_dict(),
+        spec = {"params": self.params.to_dict(),
                 "areas": {k: a.to_dict() for k, a in self.areas.items()},
                 "projections": [p.to_dict() for p in self.projections],
                 "dtype": str(self.W_intra.dtype).replace("torch.", ""),
                 "seed": self.seed}
+        if type(self) is not ColumnNetwork:  # a subclass (e.g. with extra field terms) is named, never dropped
+            spec["network_class"] = _qualified(type(self))
+            spec["field_class"] = _qualified(self.field_class)
+        return spec
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], device: torch.device | str | None = None) -> "ColumnNetwork":
-        """Rebuild a network (with its initial weights) from :meth:`spec` output."""
+        """Rebuild a network (with its initial weights) from :meth:`spec` output.
+
+        A spec written by a subclass (``network_class``, e.g. one whose field has extra terms)
+        is rebuilt only by that class: ``ColumnNetwork.from_spec`` refuses it rather than
+        silently dropping the terms.
+        """
+        recorded = spec.get("network_class") if isinstance(spec, Mapping) else None
+        if recorded is not None and recorded != _qualified(cls):
+            raise ParameterError(
+                f"this network spec was written by {recorded} (field {spec.get('field_class')}), a network class "
+                f"with its own model terms; rebuild it with that class ({recorded.rsplit('.', 1)[-1]}.from_spec(spec)"
+                f" in Python), not with {cls.__name__}: the command line knows only ColumnNetwork")
         try:
             params = Params.from_dict(spec["params"])
             areas = {k: Area(**a) for k, a in spec["areas"].items()}

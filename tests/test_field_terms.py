@@ -100,3 +100,15 @@ def test_torch_and_brian2_agree_with_the_new_term_over_a_run():
     rt = traj.rate[: len(run.t), 0].numpy()
     assert np.max(np.abs(run.rate - rt) / rt) < 1e-11
     torch.testing.assert_close(fused.state, traj.state, rtol=1e-12, atol=1e-10)
+
+
+def test_a_spec_of_a_network_with_extra_terms_is_never_rebuilt_without_them():
+    base, ext = _network(LEAK)
+    spec = ext.spec()
+    assert spec["network_class"].endswith("ExtendedNetwork") and spec["field_class"].endswith("ExtendedField")
+    assert "network_class" not in base.spec()  # a plain network's spec is unchanged
+    with pytest.raises(cp.ParameterError, match=r"ExtendedNetwork.from_spec\(spec\)"):
+        cp.ColumnNetwork.from_spec(spec)
+    again = type(ext).from_spec(spec)  # its own class rebuilds it, terms included
+    assert again.field_class is ext.field_class
+    torch.testing.assert_close(again.vector_field(_y0(again), None), ext.vector_field(_y0(ext), None))
