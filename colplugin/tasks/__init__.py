@@ -12,6 +12,7 @@ from ..training.task import TASKS, Task, get_task, register_task, task_class
 from .decision import Decision, wong_wang
 from .digits import Digits
 from .fit import FitTarget
+from .parity import Parity
 from .xor import XOR
 
 #: The task that ``colplugin run`` trains when none is named (the paper's first experiment).
@@ -20,5 +21,5 @@ DEFAULT_TASK = XOR.name
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DEFAULT_TASK", "Task", "XOR", "Decision", "Digits", "FitTarget", "wong_wang", "TASKS", "get_task",
+__all__ = ["DEFAULT_TASK", "Task", "XOR", "Decision", "Digits", "FitTarget", "Parity", "wong_wang", "TASKS", "get_task",
            "task_class", "register_task"]
