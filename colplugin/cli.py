@@ -526,6 +526,8 @@ def _check_preset(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``colplugin`` argument parser; the task choices come from the task registry."""
+    from colplugin.spiking.simulate import SPIKING_BACKENDS
+
     from colplugin import __version__
     from colplugin.tasks import DEFAULT_TASK, TASKS
 
@@ -565,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_bounded_int(MAX_SPIKING_SEEDS, "each seed is a full spiking run; the seed-mean's "
                                                 "spread at 100 seeds is a tenth of one run's"), default=3,
                    help="microcircuit: runs with seeds SEED, SEED+1, ... (default 3; rates are their mean)")
-    p.add_argument("--backend", choices=["brian2", "nest"], default="brian2",
+    p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="brian2",
                    help="spiking simulator of the microcircuit (default brian2)")
     p.add_argument("--threads", type=_threads, default=1,
                    help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
@@ -578,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("twin", help="run a trained network's test conditions as a spiking twin (Brian2 or NEST)")
     p.add_argument("run_dir", help="run directory with checkpoint.pt (or train/checkpoint.pt), or a network.json spec")
-    p.add_argument("--backend", default="brian2", help="spiking simulator: brian2 or nest (default brian2)")
+    p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="brian2",
+                   help="spiking simulator (default brian2)")
     p.add_argument("--device", default="cpp_standalone",
                    help="Brian2 device: cpp_standalone or runtime (default cpp_standalone)")
     p.add_argument("--scale", type=float, default=0.1, help="neuron scale in (0, 1] of every column (default 0.1)")
@@ -597,7 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="fit the DMF's f (one offset per population) to its spiking twin; "
                                          "writes a preset")
     p.add_argument("--preset", default="dl25", help="preset to calibrate (default dl25)")
-    p.add_argument("--backend", default="nest", help="spiking simulator: nest or brian2 (default nest)")
+    p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="nest",
+                   help="spiking simulator (default nest)")
     p.add_argument("--scale", type=float, default=0.1, help="neuron scale in (0, 1] of the column (default 0.1)")
     p.add_argument("--k-scale", type=float,
                    help="in-degree scale in (0, 1] of the recurrent connections (default: "

@@ -99,8 +99,17 @@ def test_twin_cli_nest(run_dir, tmp_path):
     _check_outputs(out, "nest", 1)
 
 
+def test_twin_cli_offers_the_registered_backends(run_dir, tmp_path, capsys):
+    from colplugin.spiking import SPIKING_BACKENDS
+
+    with pytest.raises(SystemExit) as info:
+        main(["twin", str(run_dir), "--backend", "nestor", "--out", str(tmp_path / "twin")])
+    assert info.value.code == 2 and not (tmp_path / "twin").exists()
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nestor'" in err and all(repr(name) in err for name in SPIKING_BACKENDS)
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "nestor"], "unknown spiking backend 'nestor'"),
     (["--device", "gpu"], "unknown Brian2 device 'gpu'"),
     (["--scale", "0"], "scale must lie in (0, 1]"),
     (["--scale", "1.5"], "scale must lie in (0, 1]"),

@@ -28,11 +28,9 @@ first trial of each condition, one panel per column).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import numbers
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_text
+from ..spiking.simulate import spiking_backend
 from ..spiking.twin import twin_full_sizes
 from ..stimulus import Stimulus
 
@@ -106,9 +105,7 @@ def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     if seed + trials - 1 >= 2 ** 31 - 1:
         raise ValueError(f"seed + trials - 1 must stay below 2**31 - 1, got seed {seed} and {trials} trials")
-    if backend == "nest" and importlib.util.find_spec("nest") is None:
-        raise RuntimeError("backend 'nest' needs the NEST simulator: pip install 'colplugin[nest]' "
-                           "(or nest-simulator), or use --backend brian2")
+    spiking_backend(backend).check_installed()
 
 
 def _population_rates(result, t0: float, t1: float) -> np.ndarray:
@@ -209,8 +206,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     first_results = []
     block = None
     run_walls = []
-    directory = tempfile.mkdtemp(prefix="colplugin_twin_") if backend == "brian2" and device == "cpp_standalone" \
-        else None
+    directory = spiking_backend(backend).project_directory(device)
     n_neurons = n_synapses = 0
     try:
         for b in range(C):
@@ -288,7 +284,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     wall = time.perf_counter() - t0_wall
     result: dict[str, Any] = {
         "task": task.name if task is not None else None, "backend": backend,
-        "device": device if backend == "brian2" else None, "scale": float(scale),
+        "device": device if spiking_backend(backend).devices else None, "scale": float(scale),
         "k_scale": None if k_scale is None else float(k_scale), "trials": int(trials), "seed": int(seed),
         "threads": int(threads), "dt_s": float(dt), "duration_s": float(duration), "readout_window_s": [w0, w1],
         "conditions": [{"index": b, "label": _condition_label(conditions, b),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import resource
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..params.names import POPULATIONS
+from ..spiking.simulate import spiking_backend
 
 __all__ = ["validate_microcircuit", "validate_stimulus", "run_seeds"]
 
@@ -35,8 +35,7 @@ def run_seeds(net, duration: float, seeds: list[int], *, backend: str = "brian2"
 
     from ..spiking import simulate_spiking
 
-    directory = tempfile.mkdtemp(prefix="colplugin_seeds_") if backend == "brian2" and device == "cpp_standalone" \
-        else None
+    directory = spiking_backend(backend).project_directory(device)
     results = []
     try:
         for k, s in enumerate(seeds):
@@ -159,8 +158,8 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
     t0 = time.perf_counter()
     seed_list = [seed + k for k in range(seeds)]
     if progress:
-        print(f"spiking PD14 microcircuit: scale {scale}, k {k_scale}, {duration} s, {backend}"
-              + (f" {device}" if backend == "brian2" else "") + f", seeds {seed_list} ...", flush=True)
+        print(f"spiking PD14 microcircuit: scale {scale}, k {k_scale}, {duration} s, "
+              f"{spiking_backend(backend).label(device)}, seeds {seed_list} ...", flush=True)
     results = run_seeds(net_spk, duration, seed_list, backend=backend, device=device, threads=threads,
                         progress=progress)
     per_seed = [population_statistics(r.to_neo(), t_start=transient) for r in results]
@@ -235,7 +234,7 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
                    "and at the spiking circuit's in-degree scale k with its DC compensation), against the seed-mean "
                    "spiking rates (`fixed_points.json`):\n\n" + fixed_point_table_md(fixed) + "\n\n")
     md = (f"# Rate model vs spiking PD14 microcircuit\n\n"
-          f"Spiking: {backend}" + (f" {s['device']}" if backend == "brian2" else f" {s.get('nest_version', '')}")
+          f"Spiking: {spiking_backend(backend).label(s.get('device'))} {s.get(backend + '_version', '')}"
           + f", scale {s['scale']} ({s['n_neurons']} neurons, {s['n_synapses']} synapses, in-degree scale "
           f"k = {s['k_scale']}), {s['background']} background, seeds {seed_list}, {duration} s each "
           f"(statistics after a {transient} s transient; spiking rates are the mean over seeds ± sd). "

@@ -14,9 +14,11 @@ from .microcircuit import microcircuit_connectivity, pd14_microcircuit, simulate
 from .network import (Connection, LIFModel, PoissonInput, PoissonSource, Population, RateProfile, SpikingNetwork,
                       SpikingNetworkError)
 from .result import SpikingResult
-from .simulate import BACKENDS, BRIAN2_DEVICES, simulate_spiking
+from .simulate import (BACKENDS, BRIAN2_DEVICES, SPIKING_BACKENDS, SpikingBackend, register_backend, simulate_spiking,
+                       spiking_backend)
 from .twin import spiking_twin, twin_rates
 
 __all__ = ["SpikingNetwork", "SpikingNetworkError", "LIFModel", "Population", "Connection", "RateProfile",
            "PoissonInput", "PoissonSource", "SpikingResult", "simulate_spiking", "BACKENDS", "BRIAN2_DEVICES",
+           "SPIKING_BACKENDS", "SpikingBackend", "register_backend", "spiking_backend",
            "pd14_microcircuit", "microcircuit_connectivity", "simulate_microcircuit", "spiking_twin", "twin_rates"]

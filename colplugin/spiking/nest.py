@@ -113,8 +113,12 @@ def nest_threads(net: SpikingNetwork, threads: int) -> int:
 
 
 def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: int = 1,
-             dt: float = 1e-4) -> SpikingResult:
-    """Build ``net`` in NEST and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`)."""
+             dt: float = 1e-4, device: str | None = None, directory: str | None = None) -> SpikingResult:
+    """Build ``net`` in NEST and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`).
+
+    NEST has no devices and builds no project: ``device`` and ``directory`` are accepted (the
+    backends' common signature) and ignored.
+    """
     nest = _import_nest()
     threads = nest_threads(net, threads)
     t0 = time.perf_counter()

@@ -2,28 +2,126 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import numbers
+import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 
 from .network import SpikingNetwork
 from .result import SpikingResult
 
-__all__ = ["simulate_spiking", "check_run", "BACKENDS", "BRIAN2_DEVICES"]
+__all__ = ["simulate_spiking", "check_run", "SpikingBackend", "SPIKING_BACKENDS", "register_backend",
+           "spiking_backend", "BACKENDS", "BRIAN2_DEVICES"]
 
-#: Spiking simulators colplugin drives.
-BACKENDS: tuple[str, ...] = ("brian2", "nest")
 #: Brian2 devices: code generation at run time (Cython), or one compiled C++ project.
 BRIAN2_DEVICES: tuple[str, ...] = ("cpp_standalone", "runtime")
+
+
+@dataclass(frozen=True)
+class SpikingBackend:
+    """A spiking simulator colplugin drives: everything the package needs to know about it.
+
+    Adding a simulator (PyNN, NEURON, ...) is one module with its ``run`` function and one
+    :func:`register_backend` call; the command line, the twin, the validation and the
+    installation checks read this record.
+
+    Parameters
+    ----------
+    name : str
+        ``backend=`` value (``"brian2"``, ``"nest"``).
+    module : str
+        The package to import (installation check).
+    install : str
+        How to install it (named in the error when it is missing).
+    runner : str
+        ``"module:function"`` of the run function, imported on first use:
+        ``run(net, duration, *, device, seed, threads, dt, directory) -> SpikingResult``.
+    devices : tuple of str
+        The devices the backend offers (first: default); ``()``: one, without a name.
+    project_devices : tuple of str
+        Devices that build a project on disk, which runs of one network share (a directory
+        made by :meth:`project_directory`).
+    title : str
+        The simulator's own spelling, for messages (default: ``name``).
+    """
+
+    name: str
+    module: str
+    install: str
+    runner: str
+    devices: tuple[str, ...] = ()
+    project_devices: tuple[str, ...] = ()
+    title: str = ""
+
+    def available(self) -> bool:
+        """Whether the simulator can be imported."""
+        return importlib.util.find_spec(self.module) is not None
+
+    def check_installed(self) -> None:
+        """Refuse a backend that is not installed, naming how to install it."""
+        if not self.available():
+            raise RuntimeError(f"backend {self.name!r} needs {self.title or self.module}, which is not installed: "
+                               f"{self.install} "
+                               f"(or use another --backend: {', '.join(SPIKING_BACKENDS)})")
+
+    def check_device(self, device: str | None) -> None:
+        """Refuse a device the backend does not offer (a backend without devices ignores it)."""
+        if self.devices and device not in self.devices:
+            raise ValueError(f"unknown {self.title or self.name} device {device!r}; use one of "
+                             f"{', '.join(map(repr, self.devices))}")
+
+    def project_directory(self, device: str | None) -> str | None:
+        """A temporary project directory shared by several runs on ``device`` (None if it needs none)."""
+        return tempfile.mkdtemp(prefix=f"colplugin_{self.name}_") if device in self.project_devices else None
+
+    def label(self, device: str | None = None) -> str:
+        """``"brian2 cpp_standalone"``, ``"nest"``: for reports."""
+        return f"{self.name} {device}" if self.devices and device else self.name
+
+    def run(self, net: SpikingNetwork, duration: float, **kwargs) -> SpikingResult:
+        """Run ``net`` (see :func:`simulate_spiking`)."""
+        module, function = self.runner.split(":")
+        return getattr(importlib.import_module(module), function)(net, duration, **kwargs)
+
+
+#: The spiking simulators colplugin drives, by name (:func:`register_backend` adds one).
+SPIKING_BACKENDS: dict[str, SpikingBackend] = {}
+
+
+def register_backend(backend: SpikingBackend) -> SpikingBackend:
+    """Make ``backend`` available to :func:`simulate_spiking`, the twin, the validation and the CLI."""
+    if not isinstance(backend, SpikingBackend):
+        raise TypeError(f"register a SpikingBackend, got {type(backend).__name__}")
+    SPIKING_BACKENDS[backend.name] = backend
+    return backend
+
+
+def spiking_backend(name: str) -> SpikingBackend:
+    """The registered backend called ``name``."""
+    try:
+        return SPIKING_BACKENDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown spiking backend {name!r}; use one of "
+                         f"{', '.join(map(repr, SPIKING_BACKENDS))}") from None
+
+
+register_backend(SpikingBackend("brian2", "brian2", "pip install brian2 (a dependency of colplugin)",
+                                "colplugin.spiking.brian2:run_brian2", devices=BRIAN2_DEVICES,
+                                project_devices=("cpp_standalone",), title="Brian2"))
+register_backend(SpikingBackend("nest", "nest", "pip install 'colplugin[nest]' (or pip install nest-simulator)",
+                                "colplugin.spiking.nest:run_nest", title="the NEST simulator"))
+
+#: Names of the built-in spiking simulators (:data:`SPIKING_BACKENDS` holds every registered one).
+BACKENDS: tuple[str, ...] = tuple(SPIKING_BACKENDS)
 
 
 def check_run(duration: float, *, backend: str = "brian2", device: str = "cpp_standalone", seed: int = 0,
               threads: int = 1, dt: float = 1e-4) -> None:
     """Refuse bad run settings with a message that names the value and the fix (before any work)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown spiking backend {backend!r}; use one of {', '.join(map(repr, BACKENDS))}")
-    if backend == "brian2" and device not in BRIAN2_DEVICES:
-        raise ValueError(f"unknown Brian2 device {device!r}; use one of {', '.join(map(repr, BRIAN2_DEVICES))}")
+    spiking_backend(backend).check_device(device)
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not (np.isfinite(dt) and 0 < dt <= 1e-3):
         raise ValueError(f"dt must be a time step in (0, 1 ms] given in s (e.g. 1e-4), got {dt!r}")
     if isinstance(duration, bool) or not isinstance(duration, numbers.Real) or not np.isfinite(duration) \
@@ -45,9 +143,11 @@ def simulate_spiking(net: SpikingNetwork, duration: float, *, backend: str = "br
     net : SpikingNetwork
     duration : float
         Simulated time, s.
-    backend : {"brian2", "nest"}
-    device : {"cpp_standalone", "runtime"}
-        Brian2 device (ignored by NEST).
+    backend : str
+        A registered backend (:data:`SPIKING_BACKENDS`: ``"brian2"``, ``"nest"``).
+    device : str
+        The backend's device (Brian2: ``"cpp_standalone"`` or ``"runtime"``; NEST has none
+        and ignores it).
     seed : int
         Seeds every random draw of the run (connectivity, weights, delays, initial
         potentials, Poisson input): the same seed on the same backend and thread count
@@ -66,11 +166,7 @@ def simulate_spiking(net: SpikingNetwork, duration: float, *, backend: str = "br
     check_run(duration, backend=backend, device=device, seed=seed, threads=threads, dt=dt)
     if not isinstance(net, SpikingNetwork):
         raise TypeError(f"simulate_spiking takes a SpikingNetwork, got {type(net).__name__}")
-    if backend == "brian2":
-        from .brian2 import run_brian2
-
-        return run_brian2(net, duration, device=device, seed=int(seed), threads=int(threads), dt=float(dt),
-                          directory=directory)
-    from .nest import run_nest
-
-    return run_nest(net, duration, seed=int(seed), threads=int(threads), dt=float(dt))
+    chosen = spiking_backend(backend)
+    chosen.check_installed()
+    return chosen.run(net, duration, device=device, seed=int(seed), threads=int(threads), dt=float(dt),
+                      directory=directory)
