@@ -237,6 +237,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     r = main_run(out, task, progress=not args.no_progress, updates=args.updates, resume=args.resume,
                  validate_scale=args.validate_scale or None, validate_duration=args.validate_duration, seed=args.seed,
                  gradient=args.gradient, lr=args.lr, twin_scale=args.twin_scale or None, twin_trials=args.twin_trials,
+                 twin_k_scale=args.twin_k_scale,
                  preset=args.preset)
     s = r["summary"]
     print(f"\n== colplugin run {task.name} ==")
@@ -526,6 +527,9 @@ def _check_preset(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``colplugin`` argument parser; the task choices come from the task registry."""
+    from colplugin.analysis.validation import VALIDATE_DURATION
+    from colplugin.experiments import MAIN_RUN_TWIN
+    from colplugin.spiking.network import K_SCALE, SCALE
     from colplugin.spiking.simulate import SPIKING_BACKENDS
 
     from colplugin import __version__
@@ -555,10 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "line and exits 0.")
     p.add_argument("what", choices=["microcircuit", "stimulus"],
                    help="resting rates (microcircuit) or the response to a thalamic step (stimulus)")
-    p.add_argument("--scale", type=float, default=0.1, help="neuron scaling of the spiking circuit (default 0.1)")
-    p.add_argument("--k-scale", type=float, default=0.5, help="in-degree scaling (default 0.5)")
-    p.add_argument("--duration", type=_positive_float, default=2.5,
-                   help="simulated time in s (first 0.5 s discarded)")
+    p.add_argument("--scale", type=float, default=SCALE,
+                   help=f"neuron scaling of the spiking circuit (default {SCALE})")
+    p.add_argument("--k-scale", type=float, default=K_SCALE, help=f"in-degree scaling (default {K_SCALE})")
+    p.add_argument("--duration", type=_positive_float, default=VALIDATE_DURATION,
+                   help=f"simulated time in s (default {VALIDATE_DURATION}; the first 0.5 s are discarded)")
     p.add_argument("--rate", type=_nonnegative_float, default=8.0,
                    help="thalamic step rate in Hz (stimulus validation)")
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking network (default 0)")
@@ -584,9 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spiking simulator (default brian2)")
     p.add_argument("--device", default="cpp_standalone",
                    help="Brian2 device: cpp_standalone or runtime (default cpp_standalone)")
-    p.add_argument("--scale", type=float, default=0.1, help="neuron scale in (0, 1] of every column (default 0.1)")
-    p.add_argument("--k-scale", type=float, default=0.5,
-                   help="in-degree scale in (0, 1] of the recurrent connections, PD14's method (default 0.5)")
+    p.add_argument("--scale", type=float, default=SCALE,
+                   help=f"neuron scale in (0, 1] of every column (default {SCALE})")
+    p.add_argument("--k-scale", type=float, default=K_SCALE,
+                   help=f"in-degree scale in (0, 1] of the recurrent connections, PD14's method (default {K_SCALE})")
     p.add_argument("--trials", type=int, default=5, help="spiking trials per condition (seeds SEED + j; default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first trial (default 0)")
     p.add_argument("--threads", type=_threads, default=1,
@@ -602,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="dl25", help="preset to calibrate (default dl25)")
     p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="nest",
                    help="spiking simulator (default nest)")
-    p.add_argument("--scale", type=float, default=0.1, help="neuron scale in (0, 1] of the column (default 0.1)")
+    p.add_argument("--scale", type=float, default=SCALE,
+                   help=f"neuron scale in (0, 1] of the column (default {SCALE})")
     p.add_argument("--k-scale", type=float,
                    help="in-degree scale in (0, 1] of the recurrent connections (default: "
                         "calibration.STAIRCASE_K_SCALE, the full in-degrees: below 1 one DC current from the "
@@ -638,13 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", nargs="?", default=DEFAULT_TASK, choices=sorted(TASKS),
                    help=f"the task (default {DEFAULT_TASK})")
     _add_training(p)
-    p.add_argument("--validate-scale", type=_nonnegative_float, default=0.1,
-                   help="neuron scale of the spiking validation (default 0.1; 0: no validation)")
-    p.add_argument("--validate-duration", type=_positive_float, default=2.5,
-                   help="simulated time of the spiking validation in s (default 2.5)")
-    p.add_argument("--twin-scale", type=_nonnegative_float, default=0.02,
-                   help="neuron scale of the spiking twin of the trained network (default 0.02; 0: no twin)")
-    p.add_argument("--twin-trials", type=int, default=1, help="spiking trials per condition of the twin (default 1)")
+    p.add_argument("--validate-scale", type=_nonnegative_float, default=SCALE,
+                   help=f"neuron scale of the spiking validation (default {SCALE}; 0: no validation)")
+    p.add_argument("--validate-duration", type=_positive_float, default=VALIDATE_DURATION,
+                   help=f"simulated time of the spiking validation in s (default {VALIDATE_DURATION})")
+    p.add_argument("--twin-scale", type=_nonnegative_float, default=MAIN_RUN_TWIN["scale"],
+                   help="neuron scale of the spiking twin of the trained network (default "
+                        f"{MAIN_RUN_TWIN['scale']}; 0: no twin)")
+    p.add_argument("--twin-k-scale", type=float, default=MAIN_RUN_TWIN["k_scale"],
+                   help=f"in-degree scale of the twin (default {MAIN_RUN_TWIN['k_scale']}: a quick first look)")
+    p.add_argument("--twin-trials", type=_positive_int, default=MAIN_RUN_TWIN["trials"],
+                   help=f"spiking trials per condition of the twin (default {MAIN_RUN_TWIN['trials']})")
     _add_preset(p)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (training resumes from its checkpoint)")

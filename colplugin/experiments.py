@@ -17,8 +17,10 @@ import torch
 
 from ._io import atomic_write_text
 from .params import resolve_params
+from .analysis.validation import VALIDATE_DURATION
 from .plotting import save_figure
 from .solve.simulate import simulate
+from .spiking.network import SCALE
 from .stimulus import Stimulus
 from .tasks import get_task
 from .training.task import Task
@@ -399,10 +401,16 @@ def _finished_training(path: Path, task: Task, seed: int) -> TrainResult:
 MAIN_RUN_NIX_NEURONS = 20
 
 
+#: The main run's spiking twin: a quick one (scale 0.02, k 0.1: 6,000 neurons and 5 M synapses per
+#: condition of the XOR network, one trial), a first look; `colplugin twin RUN` runs the full one.
+MAIN_RUN_TWIN = {"scale": 0.02, "k_scale": 0.1, "trials": 1}
+
+
 def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | None = None,
-             validate_scale: float | None = 0.1, validate_duration: float = 2.5, resume: bool = False,
-             seed: int = 0, gradient: Any = None, lr: float | None = None, twin_scale: float | None = 0.02,
-             twin_trials: int = 1, twin_k_scale: float = 0.1, twin_backend: str = "brian2",
+             validate_scale: float | None = SCALE, validate_duration: float = VALIDATE_DURATION,
+             resume: bool = False, seed: int = 0, gradient: Any = None, lr: float | None = None,
+             twin_scale: float | None = MAIN_RUN_TWIN["scale"], twin_trials: int = MAIN_RUN_TWIN["trials"],
+             twin_k_scale: float = MAIN_RUN_TWIN["k_scale"], twin_backend: str = "brian2",
              preset: str | None = None) -> dict[str, Any]:
     """The main job: train, export to Brian2 and run there, compare, validate, write Neo/NIX and a report.
 

@@ -46,3 +46,32 @@ def test_negative_or_fractional_input_channels_are_refused(channels):
 
     with pytest.raises(ValueError, match="input channels"):
         cp.Input("a", channels=channels, to="all")
+
+
+def test_the_command_line_and_the_api_share_every_spiking_default():
+    """One place for each default: `colplugin run/validate/twin/calibrate` and their Python functions agree."""
+    import inspect
+
+    from colplugin.analysis.calibration import calibrate
+    from colplugin.analysis.twin import twin_run
+    from colplugin.analysis.validation import validate_microcircuit
+    from colplugin.cli import build_parser
+    from colplugin.experiments import main_run
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+
+    def cli(command):
+        return {a.dest: a.default for a in sub[command]._actions}
+
+    def api(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    run, m = cli("run"), api(main_run)
+    for opt in ("validate_scale", "validate_duration", "twin_scale", "twin_k_scale", "twin_trials"):
+        assert run[opt] == m[opt], opt
+    val, v = cli("validate"), api(validate_microcircuit)
+    assert (val["scale"], val["k_scale"], val["duration"], val["seeds"]) == \
+        (v["scale"], v["k_scale"], v["duration"], v["seeds"])
+    tw, t = cli("twin"), api(twin_run)
+    assert (tw["scale"], tw["k_scale"], tw["trials"]) == (t["scale"], t["k_scale"], t["trials"])
+    assert cli("calibrate")["scale"] == api(calibrate)["scale"]

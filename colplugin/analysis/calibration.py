@@ -25,6 +25,7 @@ from ..network import ColumnNetwork, Input
 from ..params import Params, load_preset
 from ..params.names import POPULATIONS
 from ..solve.simulate import SimulationError, Solver, simulate
+from ..spiking.network import SCALE
 from ..stimulus import Stimulus
 
 __all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "STAIRCASE_K_SCALE", "RUNAWAY_RESIDUAL", "calibration_network",
@@ -119,7 +120,7 @@ def block_rates(block, windows: Sequence[tuple[float, float]]) -> np.ndarray:
     return out
 
 
-def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float = 0.1,
+def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float = SCALE,
                        k_scale: float = STAIRCASE_K_SCALE,
                        backend: str = "nest", seed: int = 0, threads: int = 1, segment: float = 0.5,
                        window: float = 0.3, out: Path | None = None,
@@ -228,7 +229,7 @@ def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str, gains:
     return text
 
 
-def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = 0.1, k_scale: float = STAIRCASE_K_SCALE,
+def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_scale: float = STAIRCASE_K_SCALE,
               backend: str = "nest", seed: int = 0, threads: int = 1, fit_levels: Sequence[float] = FIT_LEVELS,
               held_out: Sequence[float] = HELD_OUT_LEVELS, gains: bool = False,
               spiking_from: str | Path | None = None, columns: int = 1) -> dict[str, Any]:

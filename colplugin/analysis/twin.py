@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_text
+from ..spiking.network import K_SCALE, SCALE
 from ..spiking.simulate import spiking_backend
 from ..spiking.twin import twin_full_sizes
 from ..stimulus import Stimulus
@@ -54,7 +55,7 @@ MAX_TRIALS = 1000
 BIN_S = 0.01
 
 
-def check_twin_scale(network, scale: float, k_scale: float | None = 0.5) -> float:
+def check_twin_scale(network, scale: float, k_scale: float | None = K_SCALE) -> float:
     """Refuse a scale whose twin of ``network`` keeps fewer than MIN_POPULATION_NEURONS in a population.
 
     The floor of :func:`colplugin.spiking.network.check_scaling` (its reason is at
@@ -69,8 +70,8 @@ def check_twin_scale(network, scale: float, k_scale: float | None = 0.5) -> floa
     return check_scaling(scale, k_scale, twin_full_sizes(network), what="this network's spiking twin")
 
 
-def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale: float = 0.1,
-               k_scale: float | None = 0.5, trials: int = 5, seed: int = 0, threads: int = 1,
+def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale: float = SCALE,
+               k_scale: float | None = K_SCALE, trials: int = 5, seed: int = 0, threads: int = 1,
                nix_neurons: int = 10, nix_trials: int = 1, network=None) -> None:
     """Refuse bad twin settings (before any work) with a message that names the value and the fix.
 
@@ -130,8 +131,8 @@ def _binned_rates(result, duration: float, bin_s: float = BIN_S) -> np.ndarray:
 
 
 def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, task=None, *,
-             backend: str = "brian2", device: str = "cpp_standalone", scale: float = 0.1,
-             k_scale: float | None = 0.5, trials: int = 5, seed: int = 0, threads: int = 1, dt: float = 1e-4,
+             backend: str = "brian2", device: str = "cpp_standalone", scale: float = SCALE,
+             k_scale: float | None = K_SCALE, trials: int = 5, seed: int = 0, threads: int = 1, dt: float = 1e-4,
              nix_neurons: int = 10, nix_trials: int = 1, progress: bool = True,
              source: str = "") -> dict[str, Any]:
     """Run a trained network's conditions as spiking twins, compare with the DMF, write the results.

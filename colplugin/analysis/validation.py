@@ -12,7 +12,11 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..params.names import POPULATIONS
+from ..spiking.network import K_SCALE, SCALE
 from ..spiking.simulate import spiking_backend
+
+#: Simulated time (s) of the microcircuit validation: 0.5 s transient + 2 s of statistics.
+VALIDATE_DURATION = 2.5
 
 __all__ = ["validate_microcircuit", "validate_stimulus", "run_seeds"]
 
@@ -77,10 +81,10 @@ def _check_spiking_workload(net, duration: float, seeds: int, progress: bool) ->
               f"synapses, about {spikes * seeds:.3g} spikes", flush=True)
 
 
-def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float = 2.5, *, transient: float = 0.5,
-                          k_scale: float | None = 0.5, seed: int = 0, seeds: int = 3, backend: str = "brian2",
-                          device: str = "cpp_standalone", threads: int = 1, progress: bool = True,
-                          nix_neurons: int = 100, preset: str = "pd14") -> dict[str, Any]:
+def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float = VALIDATE_DURATION, *,
+                          transient: float = 0.5, k_scale: float | None = K_SCALE, seed: int = 0, seeds: int = 3,
+                          backend: str = "brian2", device: str = "cpp_standalone", threads: int = 1,
+                          progress: bool = True, nix_neurons: int = 100, preset: str = "pd14") -> dict[str, Any]:
     """Run the spiking microcircuit with several seeds and the rate columns; compare; write a report.
 
     Two rate columns stand beside the spiking circuit: the DMF column (``pd14``: the paper's f
@@ -277,8 +281,8 @@ def validate_microcircuit(out: str | Path, scale: float = 0.1, duration: float =
             "fixed_points": fixed}
 
 
-def validate_stimulus(out: str | Path, scale: float = 0.1, rate: float = 8.0, *, duration: float = 1.5,
-                      t_on: float = 0.75, k_scale: float | None = 0.5, seed: int = 0, seeds: int = 1,
+def validate_stimulus(out: str | Path, scale: float = SCALE, rate: float = 8.0, *, duration: float = 1.5,
+                      t_on: float = 0.75, k_scale: float | None = K_SCALE, seed: int = 0, seeds: int = 1,
                       backend: str = "brian2", device: str = "cpp_standalone", threads: int = 1) -> dict[str, Any]:
     """Drive L4 of both models with a step of thalamic input and compare each population's response.
 

@@ -23,8 +23,8 @@ import numpy as np
 from ..column import connection_probability, in_degrees, synaptic_strengths
 from ..params import Params, load_preset
 from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS, pop_index
-from .network import (Connection, LIFModel, PoissonInput, PoissonSource, Population, RateProfile, SpikingNetwork,
-                      check_scaling)
+from .network import (K_SCALE, SCALE, Connection, LIFModel, PoissonInput, PoissonSource, Population, RateProfile,
+                      SpikingNetwork, check_scaling)
 
 __all__ = ["pd14_microcircuit", "microcircuit_connectivity", "lif_model", "check_scale", "simulate_microcircuit"]
 
@@ -59,7 +59,7 @@ def lif_model(params: Params, *, tau_m: float | None = None, threshold_jump: flo
                     tau_threshold=1e3 * tau_threshold)
 
 
-def microcircuit_connectivity(scale: float = 0.1, k_scale: float | None = 0.5,
+def microcircuit_connectivity(scale: float = SCALE, k_scale: float | None = K_SCALE,
                               params: Params | None = None) -> dict[str, Any]:
     """Sizes, in-degrees, synapse numbers, weights and DC compensation of the scaled circuit.
 
@@ -97,7 +97,7 @@ def microcircuit_connectivity(scale: float = 0.1, k_scale: float | None = 0.5,
             "J_bg_pA": 1e3 * params["J_E"], "k_scale": k, "scale": float(scale)}
 
 
-def pd14_microcircuit(params: Params | None = None, scale: float = 0.1, k_scale: float | None = 0.5, *,
+def pd14_microcircuit(params: Params | None = None, scale: float = SCALE, k_scale: float | None = K_SCALE, *,
                       background: str | None = None, thalamic: tuple[float, float] | None = None) -> SpikingNetwork:
     """The PD14 microcircuit, scaled, as a backend-neutral description.
 
@@ -164,7 +164,7 @@ def pd14_microcircuit(params: Params | None = None, scale: float = 0.1, k_scale:
     return SpikingNetwork("PD14 microcircuit", pops, conns, inputs, sources, metadata=meta)
 
 
-def simulate_microcircuit(scale: float = 0.1, duration: float = 2.5, *, k_scale: float | None = 0.5,
+def simulate_microcircuit(scale: float = SCALE, duration: float = 2.5, *, k_scale: float | None = K_SCALE,
                           seed: int = 0, background: str | None = None, backend: str = "brian2",
                           device: str = "cpp_standalone", directory: str | None = None, dt: float = 1e-4,
                           threads: int = 1, thalamic: tuple[float, float] | None = None,

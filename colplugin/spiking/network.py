@@ -67,6 +67,12 @@ class SpikingNetworkError(ValueError):
 #: tasks) 16 (1556.5, floor 0.0064).
 MIN_POPULATION_NEURONS = 10
 
+#: Neuron scale of the spiking circuits unless a caller says otherwise (NEST's own PD14 example runs 0.1:
+#: 7,717 neurons of the microcircuit on a laptop), and the in-degree scale k that goes with it (PD14's
+#: method: the recurrent weights grow by 1/sqrt(k) and a DC input replaces the missing mean).
+SCALE = 0.1
+K_SCALE = 0.5
+
 
 def _scale_number(name: str, value: Any, none_ok: bool = False) -> None:
     if value is None and none_ok:

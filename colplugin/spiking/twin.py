@@ -44,7 +44,8 @@ from ..network import ColumnNetwork
 from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS, SIGNS
 from ..stimulus import Stimulus
 from .microcircuit import lif_model
-from .network import Connection, PoissonInput, Population, RateProfile, SpikingNetwork, check_scaling
+from .network import (K_SCALE, SCALE, Connection, PoissonInput, Population, RateProfile, SpikingNetwork,
+                      check_scaling)
 
 __all__ = ["spiking_twin", "twin_rates"]
 
@@ -94,7 +95,7 @@ def twin_full_sizes(network) -> dict[str, float]:
 
 
 def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, trial: int = 0,
-                 scale: float = 0.1, k_scale: float | None = 0.5, duration: float = 1.0,
+                 scale: float = SCALE, k_scale: float | None = K_SCALE, duration: float = 1.0,
                  reference_rates: Sequence[float] | None = None, initial_A: Sequence[float] | None = None,
                  background: str | None = None) -> SpikingNetwork:
     """The spiking twin of a ColumnNetwork for one trial of a stimulus (module docstring).
