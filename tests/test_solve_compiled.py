@@ -343,7 +343,7 @@ def test_simulate_picks_the_loop_and_the_coupling_form(dl25, monkeypatch):
     from colplugin.solve import fused
 
     net = _net(dl25)  # 5 columns, 40 populations
-    assert net.n_populations > compiled.DENSE_MAX_POPULATIONS
+    assert net.n_populations > compiled.KERNEL_DENSE_MAX_POPULATIONS
     seen = []
     real_compiled, real_eager = compiled.compiled_solve, fused._FusedSolve.apply
     monkeypatch.setattr(compiled, "compiled_solve",

@@ -20,7 +20,7 @@ pass - as plain loops over the same arithmetic, so a solve costs its arithmetic.
   product takes at most :data:`MAX_WORK` multiply-adds, :data:`MAX_WORK_GRAD` for a solve
   that will be differentiated (beyond, the eager loop's vectorised library calls are as
   fast or faster).
-  With the kernel, fields of more than :data:`DENSE_MAX_POPULATIONS` populations couple
+  With the kernel, fields of more than :data:`KERNEL_DENSE_MAX_POPULATIONS` populations couple
   sparsely by default (:func:`default_dense`). ``Solver(kernel=...)`` forces either
   path; the environment variable ``COLPLUGIN_KERNEL=eager`` turns the kernel off
   everywhere.
@@ -60,8 +60,8 @@ import torch
 from ..field import FusedOperators, SparseFusedOperators
 from .tableaus import TABLEAUS, StepSizeUnderflow
 
-__all__ = ["MAX_WORK", "MAX_WORK_GRAD", "SPARSE_LANES_MIN", "DENSE_MAX_POPULATIONS", "KERNELS", "kernel_available",
-           "needs_grad", "choose", "default_dense", "compiled_solve", "sparse_coupling"]
+__all__ = ["MAX_WORK", "MAX_WORK_GRAD", "SPARSE_LANES_MIN", "KERNEL_DENSE_MAX_POPULATIONS", "KERNELS",
+           "kernel_available", "needs_grad", "choose", "default_dense", "compiled_solve", "sparse_coupling"]
 
 #: Largest number of multiply-adds in one stage's coupling product (trials times the
 #: coupling's entries: P x 2P dense, or the listed connections of a sparse field) for which
@@ -91,7 +91,7 @@ SPARSE_LANES_MIN = 2
 #: touches only the connections and overtakes its dense loop between 3 and 4 columns
 #: (``benchmarks/bench_kernel.py``). The eager loop's own crossover is
 #: :data:`colplugin.field.DENSE_MAX_POPULATIONS`.
-DENSE_MAX_POPULATIONS = 32
+KERNEL_DENSE_MAX_POPULATIONS = 32
 #: What ``Solver(kernel=...)`` accepts: ``"auto"`` (compiled where it applies and is faster,
 #: see :func:`choose`), ``"compiled"`` (required: an error where it cannot run) or ``"eager"``.
 KERNELS = ("auto", "compiled", "eager")
@@ -313,7 +313,7 @@ def choose(kernel: str, ops: Any, y0: torch.Tensor) -> bool:
 def default_dense(kernel: str, n_populations: int, device: torch.device, dtype: torch.dtype) -> bool | None:
     """The fused solver's default coupling form where the compiled kernel will run it.
 
-    ``True``/``False`` (dense up to :data:`DENSE_MAX_POPULATIONS` populations) for a CPU
+    ``True``/``False`` (dense up to :data:`KERNEL_DENSE_MAX_POPULATIONS` populations) for a CPU
     solve in float32/float64 with ``kernel`` ``"auto"`` or ``"compiled"`` and a kernel that
     builds; None (the field's own default) otherwise.
     """
@@ -321,7 +321,7 @@ def default_dense(kernel: str, n_populations: int, device: torch.device, dtype: 
         return None
     if not kernel_available()[0]:
         return None
-    return n_populations <= DENSE_MAX_POPULATIONS
+    return n_populations <= KERNEL_DENSE_MAX_POPULATIONS
 
 
 def _work(ops: Any) -> int:

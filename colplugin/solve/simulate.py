@@ -395,7 +395,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         path: colplugin's fused Dormand-Prince solve (no autograd graph; exact
         discrete-adjoint gradients), on the CPU as compiled loops
         (:mod:`colplugin.solve.compiled`: the whole solve and its backward pass in C, dense
-        coupling up to :data:`colplugin.solve.compiled.DENSE_MAX_POPULATIONS` populations,
+        coupling up to :data:`colplugin.solve.compiled.KERNEL_DENSE_MAX_POPULATIONS` populations,
         the list of connections above), on GPUs (or without a C compiler) as eager tensor
         operations (dense up to :data:`~colplugin.field.DENSE_MAX_POPULATIONS`
         populations, per-column blocks plus an edge list above); or torchdiffeq's dopri5

@@ -84,7 +84,7 @@ class Solver:
         :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations, where one matrix
         product beats the sparse form's several small operations; sparse above. Where the
         fused backend runs in the compiled kernel, dense up to
-        :data:`colplugin.solve.compiled.DENSE_MAX_POPULATIONS` (its loops touch only the
+        :data:`colplugin.solve.compiled.KERNEL_DENSE_MAX_POPULATIONS` (its loops touch only the
         connections, so the sparse form wins from a few columns on).
     checkpoint_every : int, optional
         Memory of the fused backend's backward pass (other backends ignore it). ``None``
