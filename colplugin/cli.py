@@ -30,19 +30,13 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False, resume: 
     """
     import time
 
-    from colplugin._io import OutputDirectory
+    from colplugin._io import OutputDirectory, OutputInUse
 
     if out is not None and not str(out).strip():
         raise SystemExit("error: --out is empty; give a directory path, or leave --out out for "
                          f"runs/{prefix}-TIMESTAMP")
-    if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path("runs") / f"{prefix}-{stamp}"
-        n = 2
-        while path.exists():  # two commands in one second: each gets its own directory
-            path, n = Path("runs") / f"{prefix}-{stamp}-{n}", n + 1
-    else:
-        path = Path(out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(out) if out is not None else Path("runs") / f"{prefix}-{stamp}"
     if os.environ.get("RANK", "0") != "0" and "WORLD_SIZE" in os.environ:
         return path  # a torchrun worker: rank 0 claims the directory; this rank writes below it (ranks/N)
     if overwrite and "WORLD_SIZE" in os.environ:
@@ -50,11 +44,21 @@ def _new_run_dir(out: str | None, prefix: str, overwrite: bool = False, resume: 
                          "give a new --out")
     if overwrite:
         _check_overwrite_reads(path, reads)
-    try:
-        claim = OutputDirectory(path, overwrite=overwrite, resume=resume)
-        written = claim.claim()
-    except (ValueError, OSError) as exc:  # refused before any work: exit status 2, as every refusal
-        raise SystemExit(f"error: {exc}") from None
+    for attempt in range(100):
+        try:
+            claim = OutputDirectory(path, overwrite=overwrite, resume=resume)
+            written = claim.claim()
+            break
+        except OutputInUse as exc:
+            if out is not None:
+                raise SystemExit(f"error: {exc}") from None
+        except (ValueError, OSError) as exc:  # refused before any work: exit status 2, as every refusal
+            if out is not None or not path.exists():
+                raise SystemExit(f"error: {exc}") from None
+        # a default directory another command took this second: the next free name
+        path = Path("runs") / f"{prefix}-{stamp}-{attempt + 2}"
+    else:
+        raise SystemExit(f"error: no free directory runs/{prefix}-{stamp}-N; give --out")
     _CLAIMED.append(claim)
     return written
 

@@ -209,3 +209,24 @@ def test_an_exception_escaping_the_watch_callback_is_raised_after_the_solve():
                     solver=cp.Solver("rk4", step=1e-4, backend="fused"))
     assert compiled._ESCAPED[0] is None
     cp.simulate(net, None, 0.01)  # and the next solve runs normally
+
+
+def test_commands_in_one_second_get_their_own_default_directories(tmp_path, monkeypatch):
+    import time
+
+    from colplugin import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261207-000000")  # the same second for every call
+    cli._CLAIMED.clear()
+    try:
+        first = cli._new_run_dir(None, "train-xor")  # held (locked) while the second claims
+        (first / "params.json").write_text("{}")
+        second = cli._new_run_dir(None, "train-xor")
+        (second / "params.json").write_text("{}")
+        cli._end_claims(ok=True)
+        third = cli._new_run_dir(None, "train-xor")  # the first two hold results now
+    finally:
+        cli._end_claims(ok=True)
+    names = [p.name for p in (first, second, third)]
+    assert names == ["train-xor-20261207-000000", "train-xor-20261207-000000-2", "train-xor-20261207-000000-3"]
