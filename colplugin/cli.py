@@ -85,8 +85,15 @@ def _reads(args: argparse.Namespace) -> list[Path]:
 def _run_dir(args: argparse.Namespace, prefix: str) -> Path:
     """The run directory of a command with ``--resume``: the existing ``--out``, or a new one."""
     if args.resume:
-        if not args.out or not Path(args.out).is_dir():
+        if args.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        if not args.out:
             raise ValueError("--resume needs --out DIR of an earlier (interrupted) run")
+        if not Path(args.out).is_dir():
+            raise ValueError(f"--resume --out {args.out}: "
+                             + ("no such directory" if not Path(args.out).exists() else "not a directory")
+                             + "; give the directory of an earlier (interrupted) run, or leave --resume out "
+                               "to start a new one")
         return _new_run_dir(args.out, prefix, resume=True)
     return _new_run_dir(args.out, prefix, args.overwrite, reads=_reads(args))
 
@@ -128,6 +135,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                          f"parameters' default area ({params.default_area})")
     area = args.area or params.default_area
     net = cp.ColumnNetwork(params, {area: cp.Area(area, args.columns, split=not args.full)}, [cp.Input(area)])
+    if args.duration < 0.01:
+        raise ValueError(f"--duration {args.duration:g} s: give at least 0.01 s (the rates are recorded every 1 ms, "
+                         "and the input starts halfway)")
     t_on = args.duration / 2
     rates = [[0.0] * net.n_inputs, [args.input] * net.n_inputs]
     stim = cp.Stimulus([0.0, t_on], rates)
@@ -283,9 +293,33 @@ def _validation_status(r: dict | None) -> int:
     return 0
 
 
+def _api_defaults(fn) -> dict:
+    """The keyword defaults of an API function (one place for each default: the CLI reads them)."""
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """Refuse --device for a backend without devices (NEST) instead of ignoring it."""
+    from colplugin.spiking.simulate import spiking_backend
+
+    if args.device is not None and not spiking_backend(args.backend).devices:
+        raise ValueError(f"--device {args.device} belongs to Brian2; --backend {args.backend} has no devices: "
+                         "leave --device out")
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from colplugin.analysis.validation import validate_microcircuit, validate_stimulus
 
+    fn = validate_microcircuit if args.what == "microcircuit" else validate_stimulus
+    _check_device(args)
+    if args.what == "stimulus" and args.preset is not None:
+        raise ValueError(f"--preset {args.preset} applies to `validate microcircuit` only; the stimulus validation "
+                         "compares the DMF column's response with the spiking circuit's: leave it out")
+    chosen = {k: getattr(args, k) for k in ("duration", "seeds", "device", "preset") if getattr(args, k) is not None}
+    settings = {**{k: v for k, v in _api_defaults(fn).items() if k in ("duration", "seeds", "device", "preset")},
+                **chosen}
     if args.what == "microcircuit":
         from colplugin.params import load_preset
         from colplugin.params.names import POPULATIONS
@@ -295,12 +329,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                       what="the PD14 microcircuit")
     out = _new_run_dir(args.out, f"validate-{args.what}", args.overwrite)
     if args.what == "microcircuit":
-        r = validate_microcircuit(out, scale=args.scale, duration=args.duration, seed=args.seed,
-                                  k_scale=args.k_scale, device=args.device, seeds=args.seeds, backend=args.backend,
-                                  threads=args.threads, preset=args.preset)
+        r = validate_microcircuit(out, scale=args.scale, seed=args.seed, k_scale=args.k_scale, backend=args.backend,
+                                  threads=args.threads, **settings)
         print(r["table_md"])
         judged = (f"DMF within 30 % of spiking: {r['within30']}; I above E in every layer (DMF): {r['ordering']}"
-                  if args.preset == "pd14" else
+                  if settings["preset"] == "pd14" else
                   f"LIF column within 10 % on average: {r['lif_mean_within10']} "
                   f"({100 * r['lif_mean_deviation']:.1f} %), each within 25 %: {r['lif_each_within25']} "
                   f"(largest {100 * r['lif_max_deviation']:.1f} %)")
@@ -309,7 +342,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"wrote {_shown(out)}/report.md")
         return _validation_status(r)
     r = validate_stimulus(out, scale=args.scale, rate=args.rate, seed=args.seed, k_scale=args.k_scale,
-                          device=args.device)
+                          backend=args.backend, threads=args.threads, **settings)
     print(f"directions agree in {r['directions_agree']}/8 populations, Spearman rho {r['spearman_rho']:.2f}")
     print(f"wrote {_shown(out)}/report.md")
     return 0
@@ -321,7 +354,9 @@ def _cmd_twin(args: argparse.Namespace) -> int:
     from colplugin.analysis.twin import check_twin, twin_run
     from colplugin.experiments import load_twin_run
 
-    settings = dict(backend=args.backend, device=args.device, scale=args.scale, k_scale=args.k_scale,
+    _check_device(args)
+    device = args.device if args.device is not None else _api_defaults(twin_run)["device"]
+    settings = dict(backend=args.backend, device=device, scale=args.scale, k_scale=args.k_scale,
                     trials=args.trials, seed=args.seed, threads=args.threads, nix_neurons=args.nix_neurons)
     check_twin(**settings)  # refuse bad settings and a missing run before any work
     net, stim, duration, task = load_twin_run(Path(args.run_dir))
@@ -335,7 +370,7 @@ def _cmd_twin(args: argparse.Namespace) -> int:
     print(r["table_md"])
     acc = r["accuracy"]
     print(f"\ntask accuracy of the spiking twin: {'none (the task has no read-out from rates)' if acc is None else acc}"
-          f"; DMF: {r['dmf_accuracy']}; {r['wall_seconds']:.1f} s")
+          f"; DMF: {'none' if r['dmf_accuracy'] is None else r['dmf_accuracy']}; {r['wall_seconds']:.1f} s")
     print(f"wrote {_shown(out)} (twin.json, report.md, spikes.nix, figures)")
     return 0
 
@@ -531,6 +566,7 @@ def _check_preset(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``colplugin`` argument parser; the task choices come from the task registry."""
+    from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE
     from colplugin.analysis.validation import VALIDATE_DURATION
     from colplugin.experiments import MAIN_RUN_TWIN
     from colplugin.spiking.network import K_SCALE, SCALE
@@ -566,21 +602,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=SCALE,
                    help=f"neuron scaling of the spiking circuit (default {SCALE})")
     p.add_argument("--k-scale", type=float, default=K_SCALE, help=f"in-degree scaling (default {K_SCALE})")
-    p.add_argument("--duration", type=_positive_float, default=VALIDATE_DURATION,
-                   help=f"simulated time in s (default {VALIDATE_DURATION}; the first 0.5 s are discarded)")
+    p.add_argument("--duration", type=_positive_float, default=None,
+                   help=f"simulated time in s (default {VALIDATE_DURATION} for the microcircuit, the first 0.5 s "
+                        "discarded; 1.5 for the stimulus)")
     p.add_argument("--rate", type=_nonnegative_float, default=8.0,
                    help="thalamic step rate in Hz (stimulus validation)")
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking network (default 0)")
-    p.add_argument("--device", choices=["cpp_standalone", "runtime"], default="cpp_standalone",
-                   help="Brian2 device (default cpp_standalone)")
+    p.add_argument("--device", choices=["cpp_standalone", "runtime"], default=None,
+                   help="Brian2 device (default cpp_standalone; NEST has none)")
     p.add_argument("--seeds", type=_bounded_int(MAX_SPIKING_SEEDS, "each seed is a full spiking run; the seed-mean's "
-                                                "spread at 100 seeds is a tenth of one run's"), default=3,
-                   help="microcircuit: runs with seeds SEED, SEED+1, ... (default 3; rates are their mean)")
+                                                "spread at 100 seeds is a tenth of one run's"), default=None,
+                   help="runs with seeds SEED, SEED+1, ... (default 3 for the microcircuit, 1 for the stimulus; "
+                        "rates are their mean)")
     p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="brian2",
                    help="spiking simulator of the microcircuit (default brian2)")
     p.add_argument("--threads", type=_threads, default=1,
                    help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
-    p.add_argument("--preset", choices=["pd14", "pd14_lif"], default="pd14",
+    p.add_argument("--preset", choices=["pd14", "pd14_lif"], default=None,
                    help="microcircuit: the rate column the checks judge: pd14 (the DMF's f; within30, ordering) or "
                         "pd14_lif (the LIF mean field, Siegert transfer; lif_mean_within10, lif_each_within25). "
                         "The report shows both beside the spiking circuit (default pd14)")
@@ -591,8 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run directory with checkpoint.pt (or train/checkpoint.pt), or a network.json spec")
     p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="brian2",
                    help="spiking simulator (default brian2)")
-    p.add_argument("--device", default="cpp_standalone",
-                   help="Brian2 device: cpp_standalone or runtime (default cpp_standalone)")
+    p.add_argument("--device", default=None,
+                   help="Brian2 device: cpp_standalone or runtime (default cpp_standalone; NEST has none)")
     p.add_argument("--scale", type=float, default=SCALE,
                    help=f"neuron scale in (0, 1] of every column (default {SCALE})")
     p.add_argument("--k-scale", type=float, default=K_SCALE,
@@ -615,8 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=SCALE,
                    help=f"neuron scale in (0, 1] of the column (default {SCALE})")
     p.add_argument("--k-scale", type=float,
-                   help="in-degree scale in (0, 1] of the recurrent connections (default: "
-                        "calibration.STAIRCASE_K_SCALE, the full in-degrees: below 1 one DC current from the "
+                   help=f"in-degree scale in (0, 1] of the recurrent connections (default {STAIRCASE_K_SCALE:g}, "
+                        "the full in-degrees: below 1 one DC current from the "
                         "DMF's mean rates stands in for the missing synapses at every level)")
     p.add_argument("--seed", type=int, default=0, help="seed of the spiking run (default 0)")
     p.add_argument("--threads", type=_threads, default=1,
@@ -630,9 +668,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the column type: the preset's area split into this many columns (default 1, a full "
                         "column; 2 is the column of the XOR and decision tasks)")
     p.add_argument("--fit-levels", type=float, nargs="+", metavar="HZ",
-                   help="input rates (Hz into L4E and L4I) the fit uses (default: calibration.FIT_LEVELS)")
+                   help="input rates (Hz into L4E and L4I) the fit uses (default: "
+                        f"{' '.join(f'{u:g}' for u in FIT_LEVELS)})")
     p.add_argument("--held-out-levels", type=float, nargs="+", metavar="HZ",
-                   help="input rates that only check the fit (default: calibration.HELD_OUT_LEVELS)")
+                   help="input rates that only check the fit (default: "
+                        f"{' '.join(f'{u:g}' for u in HELD_OUT_LEVELS)})")
     _add_common(p, "calibrate")
     p.set_defaults(func=_cmd_calibrate)
 

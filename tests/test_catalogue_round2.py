@@ -190,6 +190,50 @@ def validate_stimulus_rate_above_the_ceiling(tmp_path, capsys):
     assert "rate = 1000000000.0 Hz (--rate)" in err and "[0, 1000] Hz" in err
 
 
+def validate_stimulus_refuses_the_microcircuit_preset(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["validate", "stimulus", "--preset", "pd14_lif"])
+    assert "--preset pd14_lif applies to `validate microcircuit` only" in err
+
+
+def a_device_for_a_backend_without_devices(tmp_path, capsys):
+    for cmd in (["validate", "microcircuit"], ["twin", str(tmp_path)]):
+        err = _cli(capsys, tmp_path, [*cmd, "--backend", "nest", "--device", "runtime"])
+        assert "--device runtime belongs to Brian2; --backend nest has no devices" in err
+
+
+def resume_and_overwrite_together(tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    capsys.readouterr()
+    assert _exit(["train", "xor", "--resume", "--overwrite", "--out", str(tmp_path / "o")]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
+def resume_of_a_directory_that_does_not_exist(tmp_path, capsys):
+    err = _cli(capsys, tmp_path, ["train", "xor", "--resume"])
+    assert f"--resume --out {tmp_path / 'o'}: no such directory" in err
+
+
+def simulate_duration_below_the_recording_clock(tmp_path, capsys):
+    assert "--duration 0.001 s: give at least 0.01 s" in _cli(capsys, tmp_path, ["simulate", "--duration", "0.001"])
+
+
+def an_unknown_kernel_setting_is_named(monkeypatch):
+    from colplugin.solve import compiled
+
+    monkeypatch.setenv("COLPLUGIN_KERNEL", "bogus")
+    with pytest.raises(ValueError, match="COLPLUGIN_KERNEL='bogus' is not a kernel setting; set it to 'eager'"):
+        compiled._module.__wrapped__()
+
+
+def calibrate_help_shows_the_default_values(capsys):
+    from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS
+
+    assert _exit(["calibrate", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {' '.join(f'{u:g}' for u in FIT_LEVELS)})" in out
+    assert f"(default: {' '.join(f'{u:g}' for u in HELD_OUT_LEVELS)})" in out and "calibration." not in out
+
+
 CASES = [v for k, v in dict(globals()).items() if callable(v) and not k.startswith("_")
          and getattr(v, "__module__", None) == __name__ and not k.startswith("test")]
 

@@ -11,6 +11,7 @@ References
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -84,7 +85,9 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
             # takes them does not matter for a correlation coefficient (tolerance=None: no per-train
             # "correcting rounding errors" log lines)
             picked = [neo.SpikeTrain(active[i], t_start=t_start, t_stop=stop, units="s") for i in pick]
-            binned = BinnedSpikeTrain(picked, bin_size=corr_bin * pq.s, tolerance=None)
+            with warnings.catch_warnings():  # spikes in a last partial bin do not change a correlation
+                warnings.filterwarnings("ignore", message="Binning discarded")
+                binned = BinnedSpikeTrain(picked, bin_size=corr_bin * pq.s, tolerance=None)
             c = correlation_coefficient(binned)
             corr = float(np.nanmean(c[~np.eye(len(c), dtype=bool)]))
         out[pop] = {"rate": float(rates.mean()), "rate_sd": float(rates.std()), "n_neurons": len(members),

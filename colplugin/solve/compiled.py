@@ -223,8 +223,12 @@ def _module() -> tuple[Any, str]:
     compiles). A cached file that does not load (truncated, or built against another C
     library) is removed and rebuilt once.
     """
-    if os.environ.get(_ENV, "").strip().lower() == "eager":
+    setting = os.environ.get(_ENV, "").strip().lower()
+    if setting == "eager":
         return None, f"{_ENV}=eager is set"
+    if setting not in ("", "compiled", "auto"):
+        raise ValueError(f"{_ENV}={os.environ[_ENV]!r} is not a kernel setting; set it to 'eager' (never compile "
+                         "the solver kernel) or unset it (compile it where a C compiler is available)")
     try:
         with _LOCK:
             source = _source()

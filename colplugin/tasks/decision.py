@@ -491,7 +491,10 @@ def decision_metrics(net: ColumnNetwork, task: Decision, out: Path | None = None
     dt_net = decision_times(y, t, on, off, threshold)
     dt_ww = decision_times(target, t, on, off, threshold)
     both = np.isfinite(dt_net) & np.isfinite(dt_ww)
-    rho = float(spearmanr(dt_net[both], dt_ww[both]).statistic) if both.sum() >= 3 else None
+    a, b = dt_net[both], dt_ww[both]
+    # no rank correlation of a constant (e.g. every decision at the same step before training): None, not
+    # scipy's ConstantInputWarning and nan
+    rho = float(spearmanr(a, b).statistic) if both.sum() >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0 else None
     k_end = int(np.searchsorted(t, off)) - 1
     strong = np.argmax(mu, 1)
     big = np.abs(mu[:, 0] - mu[:, 1]) >= 2.0
