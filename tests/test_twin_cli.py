@@ -89,6 +89,20 @@ def test_twin_cli_brian2_runtime(run_dir, tmp_path, capsys):
                  "--k-scale", "0.1", "--trials", "1", "--nix-neurons", "3", "--out", str(out)]) == 0
     assert "task accuracy of the spiking twin" in capsys.readouterr().out
     _check_outputs(out, "brian2", 1)
+    # every file the package writes is readable back by it: the twin's spikes are a fit target
+    from colplugin.experiments import load_run
+
+    net, stim, _ = load_run(run_dir)
+    block = cp.load_nix(out / "spikes.nix")
+    assert cp.ColumnNetwork.from_spec(json.loads(block.annotations["network_spec"])).spec() == net.spec()
+    for seg in block.segments:
+        u = next(s for s in seg.analogsignals if s.name == "input")
+        assert str(u.units.dimensionality) == "Hz" and u.shape[1] == net.n_inputs
+        assert np.allclose(u.magnitude[-1], stim.rates[seg.annotations["condition"], -1].numpy())
+    fit = tmp_path / "fit"
+    assert main(["train", "fit", "--target", str(out / "spikes.nix"), "--updates", "1", "--no-progress",
+                 "--out", str(fit)]) == 0
+    assert (fit / "checkpoint.pt").is_file()
 
 
 def test_twin_cli_nest(run_dir, tmp_path):

@@ -109,6 +109,29 @@ def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale
     spiking_backend(backend).check_installed()
 
 
+def _annotate_as_target(block, network, conditions: Stimulus, duration: float) -> None:
+    """Make the twin's Block a fit target the package reads back: the network spec and each trial's input.
+
+    ``colplugin train fit --target spikes.nix`` needs the network (``network_spec``, as
+    :func:`colplugin.to_neo` writes it) and the inputs of every trial (an ``"input"``
+    AnalogSignal, Hz, on a 1 ms clock).
+    """
+    import neo
+    import quantities as pq
+    import torch
+
+    block.annotate(network_spec=json.dumps(network.spec()))
+    t = torch.arange(int(round(duration / 1e-3)) + 1, dtype=conditions.times.dtype) * 1e-3
+    u = conditions.sample(t).cpu().numpy()  # (T, conditions, inputs)
+    for k, seg in enumerate(block.segments):
+        seg.index = k
+        if conditions.n_inputs:
+            b = int(seg.annotations.get("condition", k))
+            seg.analogsignals.append(neo.AnalogSignal(u[:, b], units="Hz", sampling_period=1e-3 * pq.s,
+                                                      t_start=0 * pq.s, name="input",
+                                                      array_annotations={"channel": np.arange(u.shape[2])}))
+
+
 def _population_rates(result, t0: float, t1: float) -> np.ndarray:
     """Mean rate (Hz) of every population of a SpikingResult over [t0, t1): Elephant's mean_firing_rate / N."""
     import quantities as pq
@@ -246,8 +269,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     finally:
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
-    for k, seg in enumerate(block.segments):
-        seg.index = k
+    _annotate_as_target(block, network, conditions, duration)
     save_nix(block, out / "spikes.nix")
 
     spk_mean, spk_sd = spk.mean(1), (spk.std(1, ddof=1) if trials > 1 else np.zeros((C, P)))
