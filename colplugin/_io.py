@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -22,16 +23,76 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file of ``mode`` is when it is not a regular file (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def writable_target(path: str | os.PathLike, *, what: str = "", example: str = "result") -> Path:
+    """The regular file that writing ``path`` atomically replaces; refuse anything else before any write.
+
+    A symbolic link is followed: the file it points to is written and the link stays a link.
+    Refused (``ValueError``, naming the path, what it is and the fix): an empty path, a NUL
+    character, a dangling symbolic link (or a loop), and an existing target that is not a
+    regular file (a directory, a device such as ``/dev/null``, a FIFO, a socket): an atomic
+    write renames a new file onto the target, which would replace the device or swallow the
+    directory. ``what`` names the argument in messages (e.g. ``"save_nix: path"``), ``example``
+    is the file name suggested inside a directory.
+    """
+    name = f"{what} " if what else ""
+    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what or 'the output path'} must be a file path (str or pathlib.Path), got "
+                        f"{type(path).__name__} {path!r}")
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ValueError(f"{what or 'the output path'} is empty; give a file path, e.g. {example!r}")
+    if "\x00" in str(text):
+        raise ValueError(f"{what or 'the output path'} {text!r} contains a NUL character; give a plain file path")
+    path = Path(text)
+    try:
+        resolved = Path(os.path.realpath(path, strict=False)) if path.is_symlink() else path
+        info = os.stat(resolved) if os.path.lexists(resolved) else None
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a too-long name, ...
+        raise ValueError(f"cannot write {name}{path} ({exc.__class__.__name__}: {exc}); give another file "
+                         "path") from None
+    if path.is_symlink() and info is None:
+        raise ValueError(f"{name}{path} is a symbolic link to {os.readlink(path)}, which does not exist; create the "
+                         "file it points to, remove the link, or give another file path")
+    if info is not None:
+        kind = _not_regular(info.st_mode)
+        if kind is not None:
+            shown = f"{name}{path}" + (f" (a link to {resolved})" if resolved != path else "")
+            fix = (f"give a file path inside it, e.g. {path / example}" if stat.S_ISDIR(info.st_mode) else
+                   "give the path of a regular file (writing would replace the special file with an "
+                   "ordinary one)")
+            raise ValueError(f"{shown} is {kind}, not a regular file; {fix}")
+    return resolved
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; move it onto ``path`` on success.
 
     If the body raises, the temporary file is removed and any existing file at ``path``
-    is left untouched.
+    is left untouched. The target is checked before anything is created
+    (:func:`writable_target`): an existing target must be a regular file (never a directory,
+    device, FIFO or socket: ``/dev/null`` stays a device), and a symbolic link to a regular
+    file is followed (the file it points to is replaced; the link stays a link).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    target = writable_target(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise exc.__class__(f"cannot write {path}: its directory {target.parent} cannot be created or written "
+                            f"({reason}); give a path in a writable directory") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -39,7 +100,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files (0644 less umask)
-        os.replace(tmp_path, path)
+        writable_target(target)  # again, just before the rename: it may have become a directory or device meanwhile
+        os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -175,13 +237,24 @@ class OutputDirectory:
     def claim(self) -> Path:
         """Take the directory; return the path the command writes into."""
         first_new = next((p for p in [*reversed(self.target.parents), self.target] if not p.exists()), None)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._cannot(exc, f"its parent directory {self.target.parent} cannot be created") from None
+        try:
+            self._take_lock()
+        except OutputInUse:
+            raise
+        except OSError as exc:
+            raise self._cannot(exc, f"its lock file {self._lock_path()} cannot be created") from None
         try:
             if first_new is not None and first_new != self.target:
                 self._created = first_new
             if not self.target.exists():
-                self.target.mkdir()
+                try:
+                    self.target.mkdir()
+                except OSError as exc:
+                    raise self._cannot(exc, "the directory cannot be created") from None
                 self._created = self._created or self.target
                 return self.path
             if not os.access(self.target, os.W_OK | os.X_OK):
@@ -196,14 +269,24 @@ class OutputDirectory:
                 raise ValueError(f"{self.target} exists and is not empty; choose another --out, or pass --overwrite "
                                  "(or --resume where supported)")
             self._check_replaceable(contents)
-            self.path = self.target.parent / f".{self.target.name}.new-{os.getpid()}"
-            if self.path.exists():
-                shutil.rmtree(self.path)
-            self.path.mkdir()
+            staging = self.target.parent / f".{self.target.name}.new-{os.getpid()}"
+            try:
+                if staging.exists():
+                    shutil.rmtree(staging)
+                staging.mkdir()
+            except OSError as exc:
+                raise self._cannot(exc, f"its staging directory {staging} cannot be created") from None
+            self.path = staging
             return self.path
         except BaseException:
             self._release()
             raise
+
+    def _cannot(self, exc: OSError, what: str) -> ValueError:
+        """An OS error of making the output directory, as a refusal naming --out, the reason and the fix."""
+        reason = exc.strerror or str(exc)
+        return ValueError(f"cannot use --out {self.target}: {what} ({reason}); give --out a directory you can "
+                          "write to (e.g. one under your home or working directory)")
 
     def _check_replaceable(self, contents: list[Path]) -> None:
         home, cwd = Path.home().resolve(), Path.cwd().resolve()

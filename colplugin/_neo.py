@@ -86,7 +86,14 @@ def load_nix(path: str | Path) -> "neo.Block":
     """Read the first Block of a NIX file."""
     from neo.io import NixIO
 
+    if isinstance(path, (str, Path)) and not str(path).strip():
+        raise ValueError("load_nix(path): the path is empty; give the .nix file to read, e.g. 'rates.nix'")
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"NIX file {path} is a directory, not a NIX file; pass the .nix file (e.g. one "
+                                "written by colplugin.save_nix)")
+    if path.exists() and not path.is_file():
+        raise NeoError(f"NIX file {path} is not a regular file (a device, FIFO or socket); pass a .nix file")
     if not path.is_file():
         raise FileNotFoundError(f"NIX file {path} does not exist")
     try:

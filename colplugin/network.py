@@ -42,6 +42,54 @@ __all__ = ["Area", "Projection", "Lateral", "Feedforward", "Feedback", "Input", 
 MIN_NEURONS_PER_COLUMN = 1.0
 
 
+def _unknown_keys(where: str, given: Iterable[Any], allowed: Sequence[str], required: Sequence[str] = (),
+                  aliases: Mapping[str, str] | None = None) -> None:
+    """Refuse unknown (or missing) keys of a spec mapping, with a did-you-mean; ``where`` names the mapping."""
+    import difflib
+
+    given = list(given)
+    for key in given:
+        if key in allowed:
+            continue
+        guess = (aliases or {}).get(str(key)) or next(iter(difflib.get_close_matches(str(key), allowed, n=1)), None)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        raise ParameterError(f"{where}: unknown key {key!r}{hint}; the keys are {', '.join(allowed)}")
+    missing = [k for k in required if k not in given]
+    if missing:
+        raise ParameterError(f"{where}: missing key(s) {', '.join(map(repr, missing))} (required: "
+                             f"{', '.join(required)}; optional: {', '.join(k for k in allowed if k not in required)})")
+
+
+#: Keys of an area in a network spec, of a projection and of an input (``Projection.to_dict``, ``Input.to_dict``).
+AREA_KEYS = ("kind", "n_columns", "split")
+PROJECTION_KEYS = ("kind", "source", "target", "source_pops", "target_pops", "columns", "learnable", "init",
+                   "jitter", "name")
+INPUT_KEYS = ("kind", "target", "channels", "to", "learnable", "init", "jitter", "name")
+#: Keys of a network spec (:meth:`ColumnNetwork.spec`); ``network_class``/``field_class`` name a subclass.
+SPEC_KEYS = ("params", "areas", "projections", "dtype", "seed", "network_class", "field_class")
+#: Spec values of ``dtype`` (the default first).
+SPEC_DTYPES = ("float64", "float32")
+#: Keys people write for a projection's weight magnitude.
+_KEY_ALIASES = {"weight": "init", "weights": "init", "w": "init", "columns_pairs": "columns", "pairs": "columns"}
+
+
+def _below(x: float, limit: float = MIN_NEURONS_PER_COLUMN) -> str:
+    """``x`` (< ``limit``) with enough significant digits that the text is below ``limit`` too (0.9997, not 1)."""
+    for digits in range(3, 18):
+        text = f"{x:.{digits}g}"
+        if float(text) < limit:
+            return text
+    return repr(x)
+
+
+def area_from_dict(name: str, d: Any) -> "Area":
+    """An :class:`Area` from its spec form ``{"kind", "n_columns", "split"}``; unknown keys are refused."""
+    if not isinstance(d, Mapping):
+        raise ParameterError(f"area {name!r}: give {{'kind': ..., 'n_columns': ..., 'split': ...}}, got {d!r}")
+    _unknown_keys(f"area {name!r}", d, AREA_KEYS, ("kind",))
+    return Area(**d)
+
+
 @dataclass(frozen=True)
 class Area:
     """An area: ``n_columns`` columns of one area type (a key of ``params.areas``).
@@ -237,12 +285,20 @@ class Projection:
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> "Projection":
         """Rebuild a projection (or an :class:`Input`) from :meth:`to_dict` output."""
+        if not isinstance(d, Mapping):
+            raise ParameterError(f"a projection must be a mapping of its keys ({', '.join(PROJECTION_KEYS)}), "
+                                 f"got {type(d).__name__} {d!r}")
         d = dict(d)
         kind = d.get("kind", "projection")
+        label = d.get("name") or (f"input:{d.get('target')}" if kind == "input" else
+                                  f"{kind}:{d.get('source')}->{d.get('target')}")
         if kind == "input":
+            _unknown_keys(f"projection {label!r}", d, INPUT_KEYS, ("target",), _KEY_ALIASES)
             return Input(d["target"], channels=d.get("channels"), to=d.get("to", "one_to_one"),
-                         learnable=d["learnable"], init=d.get("init"), jitter=d["jitter"],
+                         learnable=d.get("learnable", False), init=d.get("init"), jitter=d.get("jitter", 0.0),
                          name=d.get("name"))
+        _unknown_keys(f"projection {label!r}", [k for k in d if k != "channels"], PROJECTION_KEYS,
+                      ("source", "target", "source_pops", "target_pops"), _KEY_ALIASES)
         proj = Projection(**{k: v for k, v in d.items() if k != "channels"})
         return proj
 
@@ -423,7 +479,7 @@ class ColumnNetwork(nn.Module):
             if isinstance(a, Area):
                 area = a
             elif isinstance(a, Mapping):
-                area = Area(**a)
+                area = area_from_dict(name, a)
             elif isinstance(a, (tuple, list)) and len(a) in (2, 3):
                 area = Area(*a)
             else:
@@ -483,9 +539,10 @@ class ColumnNetwork(nn.Module):
                 limit = int(full[smallest] // MIN_NEURONS_PER_COLUMN)
                 raise ValueError(
                     f"area {name!r} ({area.kind}) split into {area.n_columns} columns leaves "
-                    f"{POPULATIONS[smallest]} with {per_column:.3g} neurons per column ({full[smallest]:g} in the "
-                    f"area); the in-degree formula needs at least {MIN_NEURONS_PER_COLUMN:g}. Use at most {limit} "
-                    "columns, or Area(..., split=False) (`--full`: every column keeps the area's neuron counts)")
+                    f"{POPULATIONS[smallest]} with {full[smallest]:g}/{area.n_columns} = {_below(per_column)} "
+                    f"neurons per column; the in-degree formula needs at least {MIN_NEURONS_PER_COLUMN:g}. Use at "
+                    f"most {limit} columns (--columns; a spec's \"n_columns\"), or --full (a spec's \"split\": "
+                    "false: every column keeps the area's neuron counts) (Python: Area(..., split=False))")
 
     def memory_estimate(self) -> float:
         """Bytes the network needs once built: its per-column tensors and its projections' edges.
@@ -829,15 +886,30 @@ class ColumnNetwork(nn.Module):
                 f"this network spec was written by {recorded} (field {spec.get('field_class')}), a network class "
                 f"with its own model terms; rebuild it with that class ({recorded.rsplit('.', 1)[-1]}.from_spec(spec)"
                 f" in Python), not with {cls.__name__}: the command line knows only ColumnNetwork")
+        fix = "pass a network.json written by colplugin (a run directory's network.json)"
+        if not isinstance(spec, Mapping):
+            raise ParameterError(f"a network spec is a JSON object of {', '.join(SPEC_KEYS[:5])}, got "
+                                 f"{type(spec).__name__}; {fix} (Python: ColumnNetwork.spec())")
+        _unknown_keys("network spec", spec, SPEC_KEYS, ("params", "areas"))
+        dtype_name = spec.get("dtype", "float64")
+        if dtype_name not in SPEC_DTYPES:
+            raise ParameterError(f"network spec: \"dtype\" is {dtype_name!r}; use \"float64\" (the default) or "
+                                 "\"float32\" (half precision and integers cannot hold the solver's arithmetic)")
+        if not isinstance(spec["areas"], Mapping):
+            raise ParameterError(f"network spec: \"areas\" must map area names to {{'kind', 'n_columns', 'split'}}, "
+                                 f"got {type(spec['areas']).__name__}; {fix}")
+        projections = spec.get("projections", [])
+        if not isinstance(projections, (list, tuple)):
+            raise ParameterError(f"network spec: \"projections\" must be a list of projections, got "
+                                 f"{type(projections).__name__}; {fix}")
         try:
             params = Params.from_dict(spec["params"])
-            areas = {k: Area(**a) for k, a in spec["areas"].items()}
-            projs = [Projection.from_dict(p) for p in spec["projections"]]
-            dtype = getattr(torch, spec.get("dtype", "float64"))
+            areas = {k: area_from_dict(k, a) for k, a in spec["areas"].items()}
+            projs = [Projection.from_dict(p) for p in projections]
         except (KeyError, TypeError, AttributeError) as exc:
-            raise ParameterError(f"network spec is incomplete or malformed ({exc!r}); it must come "
-                                 "from ColumnNetwork.spec()") from None
-        return cls(params, areas, projs, dtype=dtype, device=device, seed=spec.get("seed"))
+            raise ParameterError(f"network spec is incomplete or malformed ({exc!r}); {fix} "
+                                 "(Python: ColumnNetwork.spec())") from None
+        return cls(params, areas, projs, dtype=getattr(torch, dtype_name), device=device, seed=spec.get("seed"))
 
     def extra_repr(self) -> str:
         areas = ", ".join(f"{k}: {a.kind} x{a.n_columns}" for k, a in self.areas.items())

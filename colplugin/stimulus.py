@@ -50,14 +50,22 @@ class Stimulus:
                              "same number of input channels") from None
         rates_t = torch.as_tensor(rates_np, dtype=dtype, device=device)
         if times_t.numel() == 0:
-            raise ValueError("Stimulus needs at least one segment: times=[0.0]")
+            raise ValueError("Stimulus times are empty (0 segments); a stimulus needs at least one segment, starting "
+                             "at 0 s: times=[0.0] with rates of shape (1, n_inputs)")
         if float(times_t[0]) != 0.0:
             raise ValueError(f"Stimulus times must start at 0 s, got {float(times_t[0])}; "
                              "prepend a segment with zero rates")
         if times_t.numel() > 1 and not bool(torch.all(times_t[1:] > times_t[:-1])):
             raise ValueError(f"Stimulus times must be strictly increasing, got {times_t.tolist()}")
+        given = tuple(rates_t.shape)
         if rates_t.ndim == 2:
             rates_t = rates_t.unsqueeze(0)
+        if rates_t.ndim == 3 and rates_t.shape[0] == 0:
+            raise ValueError(f"Stimulus rates of shape {given} hold 0 trials; give at least one trial: rates of "
+                             "shape (K, n_inputs) for one trial, or (B, K, n_inputs) with B >= 1")
+        if rates_t.ndim == 3 and rates_t.shape[1] == 0:
+            raise ValueError(f"Stimulus rates of shape {given} hold 0 segments; give one row of rates per segment "
+                             f"({times_t.numel()}, one per entry of times)")
         if rates_t.ndim != 3 or rates_t.shape[1] != times_t.numel():
             raise ValueError(
                 f"Stimulus rates must have shape (K, n_inputs) or (B, K, n_inputs) with K = "
@@ -137,6 +145,9 @@ class Stimulus:
     def select(self, trials: Sequence[int]) -> "Stimulus":
         """The stimulus of some trials only (indices into the batch)."""
         idx = [int(k) for k in trials]
+        if not idx:
+            raise ValueError(f"select(trials): no trial given; pick at least one of the {self.batch_size} trials "
+                             f"(0..{self.batch_size - 1})")
         bad = [k for k in idx if not 0 <= k < self.batch_size]
         if bad:
             raise IndexError(f"trial(s) {bad} out of range: this stimulus has {self.batch_size} trials "

@@ -31,11 +31,34 @@ def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "n
 
 
 def save_nix(block: "neo.Block", path: str | Path) -> Path:
-    """Write a Block to a NIX file atomically (``neo.io.NixIO``)."""
+    """Write a Block to a NIX file atomically (``neo.io.NixIO``).
+
+    The arguments are checked before anything is written: ``block`` must be one
+    ``neo.Block`` (e.g. ``colplugin.to_neo(result)``), ``path`` a file path that is new or an
+    existing regular file. A directory, a device (``/dev/null``), a FIFO or a socket at
+    ``path`` is refused, never replaced; a symbolic link to a regular file is followed (the
+    file it points to is written, the link stays). See :func:`colplugin._io.writable_target`.
+
+    Raises
+    ------
+    TypeError
+        ``block`` is not a ``neo.Block`` or ``path`` not a path.
+    ValueError
+        An empty path, or a target that is not a regular file.
+    """
+    import neo
     from neo.io import NixIO
 
-    from .._io import atomic_path
+    from .._io import atomic_path, writable_target
 
+    if not isinstance(block, neo.Block):
+        what = type(block).__name__
+        hint = (" (save each Block to its own file, or put their Segments into one Block)"
+                if isinstance(block, (list, tuple)) else "")
+        raise TypeError(f"save_nix(block, path): block must be one neo.Block, got {what}{hint}; make one with "
+                        "colplugin.to_neo(result)")
+    # the path's checks first, on the argument as given (Path('') would be '.')
+    writable_target(path, what="save_nix(block, path): path", example="result.nix")
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.unlink()

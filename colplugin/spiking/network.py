@@ -74,15 +74,21 @@ SCALE = 0.1
 K_SCALE = 0.5
 
 
+#: The command-line options that set ``scale`` and ``k_scale`` (`colplugin run` names its twin's
+#: --twin-scale and --twin-k-scale, and its validation's --validate-scale).
+_OPTIONS = {"scale": "--scale", "k_scale": "--k-scale"}
+
+
 def _scale_number(name: str, value: Any, none_ok: bool = False) -> None:
     if value is None and none_ok:
         return
     if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
             or not (np.isfinite(value) and 0 < value <= 1)):
-        extra = " (or None: same as scale)" if none_ok else ""
+        option = _OPTIONS.get(name, "--" + name.replace("_", "-"))
+        extra = " (Python: None, the same as scale)" if none_ok else ""
         raise SpikingNetworkError(
-            f"{name} must lie in (0, 1] (a fraction of the full-size circuit){extra}, got {value!r}; "
-            f"fix: give a finite number above 0 and at most 1, e.g. {name} 0.1")
+            f"{name} must lie in (0, 1] (a fraction of the full-size circuit), got {value!r}; "
+            f"fix: give {option} a finite number above 0 and at most 1, e.g. {option} 0.1{extra}")
 
 
 def scale_floor(full_sizes: Mapping[str, float]) -> tuple[float, str, float]:
@@ -115,6 +121,12 @@ def check_scaling(scale: float, k_scale: float | None = None, full_sizes: Mappin
     _scale_number("k_scale", k_scale, none_ok=True)
     if full_sizes is not None:
         floor, name, size = scale_floor(full_sizes)
+        if floor > 1:  # no scale in (0, 1] helps: the populations themselves are too small
+            raise SpikingNetworkError(
+                f"{what} cannot be built at any scale: its smallest population, {name}, has {size:.4g} neuron(s) at "
+                f"full size, fewer than the {MIN_POPULATION_NEURONS} a population needs even at scale 1 (below "
+                "that a population rate is a few neurons' spikes). Fix: fewer columns per area, or areas whose "
+                "neurons are not split among their columns (--full; a network spec's \"split\": false)")
         if scale * size < MIN_POPULATION_NEURONS:
             raise SpikingNetworkError(
                 f"scale {scale:g} is below the floor {floor:.3g} of {what}: its smallest population, {name} "
