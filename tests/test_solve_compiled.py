@@ -421,11 +421,8 @@ def test_threads_and_lanes_give_the_same_numbers(dl25, dense, checkpoint_every):
 
 
 def test_no_trials_is_an_error(dl25):
-    net = _net(dl25)
-    empty = cp.Stimulus([0.0], np.zeros((0, 1, 3)))
-    for kernel in ("compiled", "eager"):
-        with pytest.raises(ValueError, match="no trials"):
-            cp.simulate(net, empty, 0.01, solver=cp.Solver("dopri5", backend="fused", kernel=kernel))
+    with pytest.raises(ValueError, match="0 trials"):  # refused where it is made, before any solver sees it
+        cp.Stimulus([0.0], np.zeros((0, 1, 3)))
 
 
 _VARIANT_RUN = r"""

@@ -32,10 +32,11 @@ __all__ = ["pd14_microcircuit", "microcircuit_connectivity", "lif_model", "check
 def check_scale(scale: float, k_scale: float | None) -> float:
     """Validate the neuron and in-degree scales; return ``k_scale`` (``None`` -> ``scale``)."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not 0 < scale <= 1:
-        raise ValueError(f"scale must be a number in (0, 1], got {scale!r}")
+        raise ValueError(f"scale must be a number in (0, 1] (--scale), got {scale!r}")
     k = scale if k_scale is None else k_scale
     if isinstance(k, bool) or not isinstance(k, (int, float, np.number)) or not 0 < k <= 1:
-        raise ValueError(f"k_scale must be a number in (0, 1] (or None: same as scale), got {k_scale!r}")
+        raise ValueError(f"k_scale must be a number in (0, 1] (--k-scale; Python: None, the same as scale), "
+                         f"got {k_scale!r}")
     return float(k)
 
 

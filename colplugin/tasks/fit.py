@@ -235,32 +235,30 @@ class FitTarget(Task):
                 raise ValueError(f"--network {path} is a directory, not a network spec file; pass its network.json "
                                  f"(e.g. --network {path / 'network.json'})")
             if not path.is_file():
-                raise FileNotFoundError(f"--network {path}: no such file; pass a network spec JSON "
-                                        "(json.dump(network.spec(), file))")
+                raise FileNotFoundError(f"--network {path}: no such file; pass a network spec: "
+                                        f"{SPEC_FILE}")
             where = f"--network {path}"
             try:
                 spec = json.loads(path.read_text())
             except (ValueError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{where} is not valid JSON ({exc}); pass a network spec JSON written with "
-                                 "json.dump(network.spec(), file)") from None
+                raise ValueError(f"{where} is not valid JSON ({exc}); pass {SPEC_FILE}") from None
         elif "network_spec" in block.annotations:
             where = f"the 'network_spec' annotation of {args.target}"
             try:
                 spec = json.loads(block.annotations["network_spec"])
             except (ValueError, TypeError) as exc:
-                raise ValueError(f"{where} is not valid JSON ({exc}); pass --network SPEC.json (ColumnNetwork.spec()) "
-                                 "or write the target again with colplugin.to_neo") from None
+                raise ValueError(f"{where} is not valid JSON ({exc}); pass --network SPEC.json, {SPEC_FILE}, "
+                                 "or write the target again with colplugin (Python: colplugin.to_neo)") from None
         else:
-            raise ValueError(f"{args.target} carries no network spec; pass --network SPEC.json (ColumnNetwork.spec())")
+            raise ValueError(f"{args.target} carries no network spec; pass --network SPEC.json, {SPEC_FILE}")
         if not isinstance(spec, dict):
-            raise ValueError(f"{where} holds a JSON {type(spec).__name__}, not a network spec (the JSON object of "
-                             "ColumnNetwork.spec()); pass --network SPEC.json written with json.dump(network.spec(), "
-                             "file)")
+            raise ValueError(f"{where} holds a JSON {type(spec).__name__}, not a network spec (a JSON object); "
+                             f"pass --network SPEC.json, {SPEC_FILE}")
         network = _network_from_spec(spec, where)
         if not network.learnable_parameters():
             raise ValueError(f"the target's network ({where}) has no learnable projection, so there is nothing "
-                             "to fit; pass --network SPEC.json of the "
-                             "same network with a learnable projection (Python: e.g. [Input('mt'), Lateral('mt', "
+                             "to fit; pass --network SPEC.json of the same network with a learnable projection, e.g. "
+                             "the network.json of a `colplugin train` run (Python: e.g. [Input('mt'), Lateral('mt', "
                              "learnable=True)]; write its spec with json.dump(network.spec(), file))")
         pops = [p.strip() for p in args.populations.split(",") if p.strip()] if args.populations else None
         try:
@@ -272,13 +270,18 @@ class FitTarget(Task):
         return {**super().config(), "channels": self.indices}
 
 
+#: What a network spec file is, for messages: the command line's way first.
+SPEC_FILE = ("a network.json written by colplugin (a run directory's network.json; "
+             "Python: ColumnNetwork.spec() written with json.dump)")
+
+
 def _network_from_spec(spec: Mapping[str, Any], where: str) -> ColumnNetwork:
     """The network of a spec, or a ValueError that names where the spec came from and the fix."""
     try:
         return ColumnNetwork.from_spec(dict(spec))
     except Exception as exc:  # any error of the builder is the spec's fault
-        raise ValueError(f"{where} does not build a network ({exc.__class__.__name__}: {str(exc)[:200]}); pass a "
-                         "spec written by ColumnNetwork.spec() (json.dump(network.spec(), file))") from None
+        raise ValueError(f"{where} does not build a network ({exc.__class__.__name__}: {exc}); pass "
+                         f"{SPEC_FILE}") from None
 
 
 def _target_channels(seg) -> list[str] | None:
