@@ -19,7 +19,7 @@ from .stimulus import MembraneNoise, Stimulus
 from .solve import Adjoint, Direct, SimulationError, Solver, Trajectory, simulate
 from .training import load_checkpoint, train
 from . import tasks
-from .export import from_neo, load_nix, save_nix, to_brian2, to_neo
+from .export import from_neo, load_nix, load_nwb, save_nix, save_nwb, to_brian2, to_neo
 
 __all__ = [
     "__version__",
@@ -28,4 +28,5 @@ __all__ = [
     "Area", "ColumnNetwork", "Feedback", "Feedforward", "Input", "Lateral", "Projection",
     "Stimulus", "MembraneNoise", "Solver", "Direct", "Adjoint", "SimulationError", "Trajectory", "simulate",
     "train", "load_checkpoint", "tasks", "to_brian2", "to_neo", "from_neo", "save_nix", "load_nix",
+    "save_nwb", "load_nwb",
 ]

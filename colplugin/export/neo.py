@@ -1,4 +1,4 @@
-"""Neo outputs and inputs: trajectories as ``neo.Block`` objects, NIX files, training targets."""
+"""Neo outputs and inputs: trajectories as ``neo.Block`` objects, NIX and NWB files, training targets."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # for annotations only; neo is imported where it is used
     import neo
 
-from .._neo import NeoError, from_neo, load_nix, stimulus_from_neo
+from .._neo import NeoError, from_neo, load_nix, load_nwb, stimulus_from_neo
 
-__all__ = ["to_neo", "from_neo", "stimulus_from_neo", "save_nix", "load_nix", "NeoError"]
+__all__ = ["to_neo", "from_neo", "stimulus_from_neo", "save_nix", "load_nix", "save_nwb", "load_nwb", "NeoError"]
 
 
 def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "neo.Block":
@@ -64,4 +64,50 @@ def save_nix(block: "neo.Block", path: str | Path) -> Path:
         tmp.unlink()
         with NixIO(str(tmp), mode="ow") as io:
             io.write_block(block)
+    return path
+
+
+def save_nwb(block: "neo.Block", path: str | Path) -> Path:
+    """Write a Block to an NWB file atomically (pynwb), beside :func:`save_nix`.
+
+    The data go where NWB and Neo's ``NWBIO`` keep them: each AnalogSignal is a
+    ``TimeSeries`` (unit, rate, starting time; the ``"input"`` signal under ``stimulus``, the
+    others under ``acquisition``; ``comments`` name the Block and Segment as Neo writes them),
+    SpikeTrains are rows of the ``units`` table (spike times in s, observation interval, one
+    column per scalar annotation such as ``population``), Epochs rows of the ``epochs`` table.
+    What NWB has no place for (the Segments, units, Block / Segment / object annotations such
+    as ``network_spec``, array annotations) is the JSON of the ``neo/neo_objects`` table of
+    the processing module ``neo``; each signal's channel annotations are also a plain table
+    ``neo/<TimeSeries name> channels``. :func:`load_nwb` reads the Block back with the same
+    numbers, units and annotations.
+
+    The arguments are checked as :func:`save_nix` checks them (one ``neo.Block``; a path
+    that is new or an existing regular file, never a directory or device).
+
+    Raises
+    ------
+    TypeError
+        ``block`` is not a ``neo.Block``, ``path`` not a path, or an annotation has a type
+        NWB cannot hold.
+    ValueError
+        An empty path, or a target that is not a regular file.
+    NotImplementedError
+        The Block holds Events, ImageSequences, Groups or spike waveforms (use :func:`save_nix`).
+    """
+    import neo
+
+    from .._io import atomic_path, writable_target
+    from .._neo import write_nwb
+
+    if not isinstance(block, neo.Block):
+        what = type(block).__name__
+        hint = (" (save each Block to its own file, or put their Segments into one Block)"
+                if isinstance(block, (list, tuple)) else "")
+        raise TypeError(f"save_nwb(block, path): block must be one neo.Block, got {what}{hint}; make one with "
+                        "colplugin.to_neo(result)")
+    writable_target(path, what="save_nwb(block, path): path", example="result.nwb")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        write_nwb(block, tmp)
     return path

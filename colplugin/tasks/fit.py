@@ -224,11 +224,22 @@ class FitTarget(Task):
             raise ValueError(f"--target {args.target} is a directory, not a NIX file; pass the NIX file of the "
                              f"target rates in it, e.g. --target {Path(args.target) / 'rates.nix'} (Python: "
                              "colplugin.save_nix(colplugin.to_neo(...), path) writes one)")
-        try:
-            block = load_nix(args.target)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"--target {args.target}: no such file; pass a NIX file of the target rates "
-                                    "(colplugin.save_nix(colplugin.to_neo(...), path))") from None
+        if Path(args.target).suffix.lower() == ".nwb":  # NWB beside NIX (colplugin.save_nwb writes it)
+            from .._neo import load_nwb
+
+            try:
+                block = load_nwb(args.target)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"--target {args.target}: no such file; pass an NWB file of the target "
+                                        "rates (colplugin.save_nwb(colplugin.to_neo(...), path))") from None
+            except NeoError as exc:
+                raise NeoError(f"--target: {exc}") from None
+        else:
+            try:
+                block = load_nix(args.target)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"--target {args.target}: no such file; pass a NIX file of the target rates "
+                                        "(colplugin.save_nix(colplugin.to_neo(...), path))") from None
         if args.network:
             path = Path(args.network)
             if path.is_dir():
