@@ -314,6 +314,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     fn = validate_microcircuit if args.what == "microcircuit" else validate_stimulus
     _check_device(args)
+    if args.what == "stimulus" and args.format != "nix":
+        raise ValueError(f"--format {args.format}: the stimulus validation writes no Neo file (report.md and "
+                         "comparison.json); leave --format out")
     if args.what == "stimulus" and args.preset is not None:
         raise ValueError(f"--preset {args.preset} applies to `validate microcircuit` only; the stimulus validation "
                          "compares the DMF column's response with the spiking circuit's: leave it out")
@@ -330,6 +333,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     out = _new_run_dir(args.out, f"validate-{args.what}", args.overwrite)
     if args.what == "microcircuit":
         r = validate_microcircuit(out, scale=args.scale, seed=args.seed, k_scale=args.k_scale, backend=args.backend,
+                                  neo_format=args.format,
                                   threads=args.threads, **settings)
         print(r["table_md"])
         judged = (f"DMF within 30 % of spiking: {r['within30']}; I above E in every layer (DMF): {r['ordering']}"
@@ -366,6 +370,7 @@ def _cmd_twin(args: argparse.Namespace) -> int:
     print(f"spiking twin of {args.run_dir} ({task.name if task else 'no task'}): {stim.batch_size} conditions x "
           f"{args.trials} trials on {args.backend} ...", flush=True)
     r = twin_run(out, net, stim, duration, task, source=str(args.run_dir), progress=not args.no_progress,
+                 neo_format=args.format,
                  **settings)
     print(r["table_md"])
     acc = r["accuracy"]
@@ -411,6 +416,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
     r = calibrate(out, args.preset, scale=args.scale, k_scale=k_scale, backend=args.backend, seed=args.seed,
+                  neo_format=args.format,
                   threads=args.threads, gains=args.gains, spiking_from=args.spiking, columns=args.columns,
                   fit_levels=fit_levels, held_out=held_out)
     print("V_offset (mV): " + ", ".join(f"{x:+.3g}" for x in r["V_offset_mV"]))
@@ -441,6 +447,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"export method: {r['method']}")
     print(f"wrote {_shown(out)} (model.py, model_data.npz, model_model.md, brian2.nix, torch.nix, agreement.json)")
     return 0
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    """``--format``: the file format(s) of the Neo results a command writes."""
+    p.add_argument("--format", choices=["nix", "nwb", "both"], default="nix",
+                   help="Neo results as NIX (default), NWB (pynwb; read back with colplugin.load_nwb) or both")
 
 
 def _add_common(p: argparse.ArgumentParser, prefix: str) -> None:
@@ -622,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="microcircuit: the rate column the checks judge: pd14 (the DMF's f; within30, ordering) or "
                         "pd14_lif (the LIF mean field, Siegert transfer; lif_mean_within10, lif_each_within25). "
                         "The report shows both beside the spiking circuit (default pd14)")
+    _add_format(p)
     _add_common(p, "validate-WHAT")
     p.set_defaults(func=_cmd_validate)
 
@@ -642,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nix-neurons", type=int, default=10,
                    help="neurons per population kept in spikes.nix (default 10; rates use all)")
     p.add_argument("--no-progress", action="store_true", help="no line per spiking run")
+    _add_format(p)
     _add_common(p, "twin")
     p.set_defaults(func=_cmd_twin)
 
@@ -673,6 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out-levels", type=float, nargs="+", metavar="HZ",
                    help="input rates that only check the fit (default: "
                         f"{' '.join(f'{u:g}' for u in HELD_OUT_LEVELS)})")
+    _add_format(p)
     _add_common(p, "calibrate")
     p.set_defaults(func=_cmd_calibrate)
 

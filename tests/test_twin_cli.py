@@ -105,6 +105,20 @@ def test_twin_cli_brian2_runtime(run_dir, tmp_path, capsys):
     assert (fit / "checkpoint.pt").is_file()
 
 
+def test_twin_cli_writes_nwb_on_request(run_dir, tmp_path):
+    out = tmp_path / "twin"
+    assert main(["twin", str(run_dir), "--device", "runtime", "--scale", "0.01", "--k-scale", "0.1", "--trials", "1",
+                 "--nix-neurons", "3", "--no-progress", "--format", "both", "--out", str(out)]) == 0
+    nix, nwb = cp.load_nix(out / "spikes.nix"), cp.load_nwb(out / "spikes.nwb")
+    assert len(nwb.segments) == len(nix.segments) == 2
+    for a, b in zip(nix.segments, nwb.segments):
+        assert [st.annotations["population"] for st in a.spiketrains] == \
+            [st.annotations["population"] for st in b.spiketrains]
+        for x, y in zip(a.spiketrains, b.spiketrains):
+            np.testing.assert_array_equal(x.rescale("s").magnitude, y.rescale("s").magnitude)
+    assert nwb.annotations["network_spec"] == nix.annotations["network_spec"]
+
+
 def test_twin_cli_nest(run_dir, tmp_path):
     pytest.importorskip("nest")
     out = tmp_path / "twin"

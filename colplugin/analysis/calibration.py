@@ -124,7 +124,7 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
                        k_scale: float = STAIRCASE_K_SCALE,
                        backend: str = "nest", seed: int = 0, threads: int = 1, segment: float = 0.5,
                        window: float = 0.3, out: Path | None = None,
-                       columns: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
+                       columns: int = 1, neo_format: str = "nix") -> tuple[np.ndarray, dict[str, Any]]:
     """Rates (levels, 8), Hz, of the spiking twin of one column under a staircase of input levels.
 
     One run: each level holds for ``segment`` s; the rates are Elephant's mean firing rates
@@ -145,13 +145,14 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
         A ``scale`` below the twin's floor (:func:`colplugin.analysis.twin.check_twin_scale`:
         fewer than ``MIN_POPULATION_NEURONS`` neurons in a population), before any work.
     """
-    from ..export.neo import save_nix
+    from ..export.neo import check_neo_format, save_neo
     from ..spiking import simulate_spiking, spiking_twin
 
     from .twin import check_twin_scale
 
     net = calibration_network(params, columns)
     check_twin_scale(net, scale, k_scale)  # the floor of MIN_POPULATION_NEURONS, before any work
+    check_neo_format(neo_format)
     stim = Stimulus([segment * i for i in range(len(levels))], [[float(u)] for u in levels])
     duration = segment * len(levels)
     t0 = time.perf_counter()
@@ -160,7 +161,7 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
     wall = time.perf_counter() - t0
     rates = block_rates(result.to_neo(), [(segment * (i + 1) - window, segment * (i + 1)) for i in range(len(levels))])
     if out is not None:
-        save_nix(result.to_neo(max_per_population=10), Path(out) / "spikes.nix")
+        save_neo(result.to_neo(max_per_population=10), Path(out) / "spikes.nix", neo_format)
     return rates, {"neurons": int(sum(result.sizes.values())), "wall_seconds": wall, "backend": backend,
                    "scale": scale, "k_scale": k_scale, "seed": seed, "segment_s": segment, "window_s": window,
                    "columns": int(columns)}
@@ -232,7 +233,8 @@ def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str, gains:
 def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_scale: float = STAIRCASE_K_SCALE,
               backend: str = "nest", seed: int = 0, threads: int = 1, fit_levels: Sequence[float] = FIT_LEVELS,
               held_out: Sequence[float] = HELD_OUT_LEVELS, gains: bool = False,
-              spiking_from: str | Path | None = None, columns: int = 1) -> dict[str, Any]:
+              spiking_from: str | Path | None = None, columns: int = 1,
+              neo_format: str = "nix") -> dict[str, Any]:
     """Calibrate a preset's DMF against its spiking twin and write the calibrated preset.
 
     Writes into ``out``: ``<preset>_calibrated.toml`` (load it with
@@ -246,7 +248,8 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_
     ``spiking_from`` (a ``calibration.json`` of an earlier run with the same preset, levels
     and columns) refits its spiking rates without running the twin again. ``columns``: the
     column type (:func:`calibration_network`; 2 for the columns of the XOR and decision
-    tasks, an area split in two).
+    tasks, an area split in two). ``neo_format``: ``"nix"``, ``"nwb"`` or ``"both"``, the
+    file format(s) of the spikes (``--format``).
 
     Returns
     -------
@@ -286,7 +289,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_
     out.mkdir(parents=True, exist_ok=True)
     if spiking_from is None:
         spk, run = spiking_step_rates(params, levels, scale=scale, k_scale=k_scale, backend=backend, seed=seed,
-                                      threads=threads, out=out, columns=columns)
+                                      threads=threads, out=out, columns=columns, neo_format=neo_format)
     else:
         spk, run = np.asarray(old["spiking_hz"], dtype=float), {**old["run"], "refit_from": str(spiking_from)}
         scale, k_scale, backend, seed = run["scale"], run["k_scale"], run["backend"], run["seed"]

@@ -157,7 +157,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
              backend: str = "brian2", device: str = "cpp_standalone", scale: float = SCALE,
              k_scale: float | None = K_SCALE, trials: int = 5, seed: int = 0, threads: int = 1, dt: float = 1e-4,
              nix_neurons: int = 10, nix_trials: int = 1, progress: bool = True,
-             source: str = "") -> dict[str, Any]:
+             source: str = "", neo_format: str = "nix") -> dict[str, Any]:
     """Run a trained network's conditions as spiking twins, compare with the DMF, write the results.
 
     Parameters
@@ -188,6 +188,8 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
         all neurons and trials).
     progress : bool
         Print a line per spiking run.
+    neo_format : {"nix", "nwb", "both"}
+        File format(s) of ``spikes``: ``spikes.nix`` and/or ``spikes.nwb`` (``--format``).
     source : str
         Where the network came from (recorded in ``twin.json``).
 
@@ -199,13 +201,14 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     import torch
 
     from .._version import __version__
-    from ..export.neo import save_nix
+    from ..export.neo import check_neo_format, save_neo
     from ..solve.simulate import simulate
     from ..spiking import simulate_spiking, spiking_twin
     from .figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates, save_figure
 
     check_twin(backend=backend, device=device, scale=scale, k_scale=k_scale, trials=trials, seed=seed,
                threads=threads, nix_neurons=nix_neurons, nix_trials=nix_trials, network=network)
+    check_neo_format(neo_format)
     if not isinstance(conditions, Stimulus) or conditions.n_inputs != network.n_inputs:
         raise ValueError(f"conditions must be a Stimulus with the network's {network.n_inputs} input channels")
     t0_wall = time.perf_counter()
@@ -270,7 +273,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
     _annotate_as_target(block, network, conditions, duration)
-    save_nix(block, out / "spikes.nix")
+    save_neo(block, out / "spikes.nix", neo_format)
 
     spk_mean, spk_sd = spk.mean(1), (spk.std(1, ddof=1) if trials > 1 else np.zeros((C, P)))
     rel = (spk_mean - dmf_win) / np.maximum(dmf_win, RATE_FLOOR_HZ)

@@ -84,7 +84,8 @@ def _check_spiking_workload(net, duration: float, seeds: int, progress: bool) ->
 def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float = VALIDATE_DURATION, *,
                           transient: float = 0.5, k_scale: float | None = K_SCALE, seed: int = 0, seeds: int = 3,
                           backend: str = "brian2", device: str = "cpp_standalone", threads: int = 1,
-                          progress: bool = True, nix_neurons: int = 100, preset: str = "pd14") -> dict[str, Any]:
+                          progress: bool = True, nix_neurons: int = 100, preset: str = "pd14",
+                          neo_format: str = "nix") -> dict[str, Any]:
     """Run the spiking microcircuit with several seeds and the rate columns; compare; write a report.
 
     Two rate columns stand beside the spiking circuit: the DMF column (``pd14``: the paper's f
@@ -110,6 +111,8 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
     threads : int
     nix_neurons : int
         Neurons per population kept in ``spiking.nix`` (statistics use all neurons).
+    neo_format : {"nix", "nwb", "both"}
+        File format(s) of the Neo results (``--format``): ``.nix`` and/or ``.nwb``.
     preset : {"pd14", "pd14_lif"}
         The column judged: the DMF's (checks ``within30``, ``ordering``) or the LIF mean
         field's (checks ``lif_mean_within10``: its mean absolute deviation from the spiking
@@ -135,7 +138,7 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
     import torch
 
     from .._version import __version__
-    from ..export.neo import save_nix, to_neo
+    from ..export.neo import check_neo_format, save_neo, to_neo
     from ..network import ColumnNetwork
     from ..params import load_preset
     from ..solve.simulate import simulate
@@ -145,6 +148,7 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
     from .figures import plot_validation, save_figure
     from ..solve.fixed_points import resting_state
 
+    check_neo_format(neo_format)
     _check_seeds(seed, seeds)
     if preset not in COLUMN_PRESETS:
         raise ValueError(f"preset must be one of {', '.join(COLUMN_PRESETS)} (the column the checks judge), "
@@ -202,9 +206,9 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
         r["dmf_adapting_rate"] = float(a)
         r["dmf_adapting_vs_spiking"] = float(a) / r["spiking_rate"] - 1 if r["spiking_rate"] else float("nan")
     atomic_write_text(out / "comparison.json", json.dumps(rows, indent=2))
-    save_nix(results[0].to_neo(max_per_population=nix_neurons), out / "spiking.nix")
-    save_nix(to_neo(column_traj, seed=seed, description=f"rate column {preset} at its fixed point"),
-             out / ("dmf.nix" if preset == "pd14" else "lif_column.nix"))
+    save_neo(results[0].to_neo(max_per_population=nix_neurons), out / "spiking.nix", neo_format)
+    save_neo(to_neo(column_traj, seed=seed, description=f"rate column {preset} at its fixed point"),
+             out / ("dmf.nix" if preset == "pd14" else "lif_column.nix"), neo_format)
     save_figure(plot_validation(results[0], per_seed[0], rows, transient), out / "rates.png")
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

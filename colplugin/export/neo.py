@@ -10,7 +10,8 @@ if TYPE_CHECKING:  # for annotations only; neo is imported where it is used
 
 from .._neo import NeoError, from_neo, load_nix, load_nwb, stimulus_from_neo
 
-__all__ = ["to_neo", "from_neo", "stimulus_from_neo", "save_nix", "load_nix", "save_nwb", "load_nwb", "NeoError"]
+__all__ = ["to_neo", "from_neo", "stimulus_from_neo", "save_nix", "load_nix", "save_nwb", "load_nwb", "save_neo",
+           "check_neo_format", "NEO_FORMATS", "NeoError"]
 
 
 def to_neo(result: Any, *, seed: int | None = None, description: str = "") -> "neo.Block":
@@ -65,6 +66,29 @@ def save_nix(block: "neo.Block", path: str | Path) -> Path:
         with NixIO(str(tmp), mode="ow") as io:
             io.write_block(block)
     return path
+
+
+#: What ``--format`` accepts: the file formats each Neo result is written in.
+NEO_FORMATS = {"nix": ("nix",), "nwb": ("nwb",), "both": ("nix", "nwb")}
+
+
+def check_neo_format(format: str) -> str:
+    """Refuse an unknown Neo file format before any work (``--format``)."""
+    if format not in NEO_FORMATS:
+        raise ValueError(f"format {format!r} (--format): use one of {', '.join(NEO_FORMATS)}")
+    return format
+
+
+def save_neo(block: "neo.Block", path: str | Path, format: str = "nix") -> list[Path]:
+    """Write a Block as NIX, NWB or both: ``path`` with the suffix ``.nix`` and/or ``.nwb``.
+
+    ``format`` is ``"nix"`` (:func:`save_nix`), ``"nwb"`` (:func:`save_nwb`) or ``"both"``
+    (the command line's ``--format``). Returns the files written.
+    """
+    check_neo_format(format)
+    path = Path(path)
+    writers = {"nix": save_nix, "nwb": save_nwb}
+    return [writers[f](block, path.with_suffix(f".{f}")) for f in NEO_FORMATS[format]]
 
 
 def save_nwb(block: "neo.Block", path: str | Path) -> Path:
