@@ -32,7 +32,7 @@ class FitTarget(Task):
     """A task whose target is a set of recorded rate trajectories.
 
     Build it from a Neo Block with :meth:`from_block` (the command line's ``colplugin
-    train fit --target FILE.nix``), or from arrays.
+    train fit --target FILE.nix`` or ``FILE.nwb``), or from arrays.
 
     Parameters
     ----------
@@ -194,11 +194,11 @@ class FitTarget(Task):
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         """``--target``, ``--populations``, ``--network``."""
-        group.add_argument("--target", metavar="FILE.nix",
-                           help="fit: a NIX file with the target, one segment per trial: the rates (an AnalogSignal "
+        group.add_argument("--target", metavar="FILE.nix|FILE.nwb",
+                           help="fit: a NIX or NWB file with the target, one segment per trial: the rates (an AnalogSignal "
                                 "'rate' in Hz, or SpikeTrains turned into population rates with Elephant), each "
                                 "channel annotated area, column, population, and the inputs (an AnalogSignal "
-                                "'input' in Hz), as colplugin.to_neo writes them")
+                                "'input' in Hz), as colplugin writes them (e.g. a twin's spikes.nix, an export's torch.nix)")
         group.add_argument("--populations", metavar="CHANNELS",
                            help="fit: comma-separated network channels to fit, e.g. mt[0].L23E,mt[1].L23E "
                                 "(default: every channel of the target that the network has)")
@@ -217,11 +217,12 @@ class FitTarget(Task):
                                  + (" to fit every channel of the target that the network has; e.g. "
                                     "--populations mt[0].L23E,mt[1].L23E" if flag == "--populations" else
                                     " to use the network spec stored in the target" if flag == "--network" else
-                                    " (fit needs it: the NIX file of the target rates, e.g. --target rates.nix)"))
+                                    " (fit needs it: the NIX or NWB file of the target rates, e.g. --target "
+                                    "rates.nix)"))
         if not args.target:
-            raise ValueError("colplugin train fit needs --target FILE.nix (rates or spike trains as Neo)")
+            raise ValueError("colplugin train fit needs --target FILE.nix or FILE.nwb (rates or spike trains as Neo)")
         if Path(args.target).is_dir():
-            raise ValueError(f"--target {args.target} is a directory, not a NIX file; pass the NIX file of the "
+            raise ValueError(f"--target {args.target} is a directory, not a NIX or NWB file; pass the file of the "
                              f"target rates in it, e.g. --target {Path(args.target) / 'rates.nix'} (Python: "
                              "colplugin.save_nix(colplugin.to_neo(...), path) writes one)")
         if Path(args.target).suffix.lower() == ".nwb":  # NWB beside NIX (colplugin.save_nwb writes it)
