@@ -215,7 +215,8 @@ def test_fit_target_without_learnable_projection(fixed_target, tmp_path, capsys)
 def test_fit_target_or_network_that_is_a_directory(tmp_path, capsys):
     (tmp_path / "somedir").mkdir()
     err = _error(capsys, ["train", "fit", "--target", tmp_path / "somedir", "--out", tmp_path / "f", "--no-progress"])
-    assert "--target" in err and "somedir is a directory, not a NIX file" in err and "no such file" not in err, err
+    assert "--target" in err and "somedir is a directory, not a NIX or NWB file" in err, err
+    assert "no such file" not in err
     assert not (tmp_path / "f").exists()
 
 

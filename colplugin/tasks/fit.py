@@ -195,10 +195,11 @@ class FitTarget(Task):
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         """``--target``, ``--populations``, ``--network``."""
         group.add_argument("--target", metavar="FILE.nix|FILE.nwb",
-                           help="fit: a NIX or NWB file with the target, one segment per trial: the rates (an AnalogSignal "
-                                "'rate' in Hz, or SpikeTrains turned into population rates with Elephant), each "
-                                "channel annotated area, column, population, and the inputs (an AnalogSignal "
-                                "'input' in Hz), as colplugin writes them (e.g. a twin's spikes.nix, an export's torch.nix)")
+                           help="fit: a NIX or NWB file with the target, one segment per trial: the rates (an "
+                                "AnalogSignal 'rate' in Hz, or SpikeTrains turned into population rates with "
+                                "Elephant), each channel annotated area, column, population, and the inputs (an "
+                                "AnalogSignal 'input' in Hz), as colplugin writes them (e.g. a twin's spikes.nix, an "
+                                "export's torch.nix)")
         group.add_argument("--populations", metavar="CHANNELS",
                            help="fit: comma-separated network channels to fit, e.g. mt[0].L23E,mt[1].L23E "
                                 "(default: every channel of the target that the network has)")
