@@ -264,8 +264,22 @@ def load_run(path: Path, command: str = "export") -> tuple[Any, Stimulus, float]
             raise ValueError(f"{spec_path} is not a network spec ({exc.__class__.__name__}: {str(exc)[:200]}); it "
                              "should hold ColumnNetwork.spec() as JSON - restore it from the run, or " + fix) from None
         return net, Stimulus([0.0, 0.5], [[0.0] * net.n_inputs, [20.0] * net.n_inputs]), 1.0
+    seeds = _reproduce_runs(path)
+    if seeds:
+        raise FileNotFoundError(
+            f"{path} holds no checkpoint.pt: it is a directory of `colplugin reproduce`, whose runs are in "
+            f"{', '.join(p.name + '/' for p in seeds[:4])}{' ...' if len(seeds) > 4 else ''}; {command} one run, "
+            f"e.g. `colplugin {command} {seeds[0]}`")
     raise FileNotFoundError(f"{path} holds no checkpoint.pt (or train/checkpoint.pt) and no network.json; "
                             "pass a run directory of `colplugin train`/`run` or a network spec")
+
+
+def _reproduce_runs(path: Path) -> list[Path]:
+    """The run directories (``seed<k>/`` with a checkpoint.pt) of a ``colplugin reproduce`` directory, by seed."""
+    if not path.is_dir():
+        return []
+    runs = [p for p in path.glob("seed*") if p.name[4:].isdigit() and (p / "checkpoint.pt").is_file()]
+    return sorted(runs, key=lambda p: int(p.name[4:]))
 
 
 def _task_from_checkpoint(config: dict[str, Any]):
@@ -448,6 +462,9 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         of the Siegert transfer (e.g. ``dl25_lif``), ``pd14`` otherwise.
     """
     t0 = time.perf_counter()
+    if resume and (Path(out) / "report.md").exists():  # before any option is checked: nothing of it would run
+        raise ValueError(f"{out} is a finished run (report.md); nothing to resume; start a new run with another "
+                         "--out (or --overwrite)")
     task = _task(task)
     if validate_scale:  # refused before training, not after it
         from .params.names import POPULATIONS

@@ -607,6 +607,10 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     """
     _check_overrides(overrides)
     path = Path(path)
+    if path.is_file():
+        refusal = _not_params(path, None)
+        if refusal is not None:
+            raise refusal
     if path.suffix == ".json":
         try:
             raw = json.loads(path.read_text())
@@ -637,12 +641,62 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     return params.with_overrides(overrides)
 
 
+def _other_file(path: Path) -> str | None:
+    """What a file given as parameters is where it is another colplugin file (a network spec, metrics, ...)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04") or path.suffix == ".pt":
+        return "a torch file (a run's checkpoint.pt or best_weights.pt: trained weights, not parameters)"
+    if path.suffix != ".json":
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    if {"params", "areas", "projections"} <= set(raw):
+        return ("a network spec (ColumnNetwork.spec(), e.g. a run's network.json: the network's 'params', 'areas' "
+                "and 'projections')")
+    if "per_update" in raw:
+        return "the metrics of a training run (metrics.json)"
+    if {"times_s", "rates_hz"} <= set(raw):
+        return "an evaluation stimulus (evaluation_stimulus.json)"
+    if "max_rel" in raw and "method" in raw:
+        return "an agreement report of an export (agreement.json)"
+    return None
+
+
+def _not_params(path: Path, option: str | None) -> ParameterError | None:
+    """The refusal of a file that is another colplugin file, not parameters (None: treat it as parameters)."""
+    what = _other_file(path)
+    if what is None:
+        return None
+    run_params = path.parent / "params.json"
+    hint = (f" - this run's parameters are in {run_params} (e.g. {option + ' ' if option else ''}{run_params})"
+            if run_params.is_file() and run_params != path else "")
+    expects = (f"{option} expects a preset name ({', '.join(PRESETS)}) or a parameter file" if option else
+               "a parameter file is")
+    return ParameterError(f"{path} is {what}, not a parameter file; {expects}: TOML (e.g. with base = \"dl25\"), "
+                          f"or the params.json of a run{hint}")
+
+
 def resolve_params(preset: str | Path) -> Params:
-    """The parameters named by ``preset``: a preset name (:data:`colplugin.params.PRESETS`) or a TOML/JSON file."""
+    """The parameters named by ``preset``: a preset name (:data:`colplugin.params.PRESETS`) or a TOML/JSON file.
+
+    A file that is another colplugin file (a network spec such as a run's ``network.json``,
+    a ``metrics.json``, a checkpoint) is refused with what it is and what ``--preset`` expects.
+    """
     if str(preset) in PRESETS:
         return load_preset(str(preset))
     path = Path(preset)
     if path.is_file():
+        refusal = _not_params(path, "--preset")
+        if refusal is not None:
+            raise refusal
         return load_params(path)
     raise ValueError(f"--preset {preset!r} is neither a preset ({', '.join(PRESETS)}) nor a parameter file; "
                      "pass one of those or the .toml file that `colplugin calibrate` wrote")

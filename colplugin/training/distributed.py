@@ -32,9 +32,13 @@ that torchrun set up instead of spawning. From Python::
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
+import signal
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -49,7 +53,7 @@ from .settings import check_device
 from .task import Batch, Task
 
 __all__ = ["ShardedTask", "shard_batch", "train_distributed", "all_reduce_gradients", "launched_by_torchrun",
-           "compare_states"]
+           "compare_states", "check_resume_processes"]
 
 
 def shard_batch(batch: Batch, rank: int, world: int) -> Batch:
@@ -239,6 +243,7 @@ def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device:
     sharded = ShardedTask(task, rank, world, dev)
     if rank > 0:  # one progress bar (rank 0's)
         kwargs = {**kwargs, "progress": False}
+    finished = False
     try:
         if rank == 0 and pipeline is not None and out is not None:
             hooks: list[Any] = []
@@ -260,22 +265,113 @@ def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device:
             own = None
             if out is not None:  # other ranks keep their own checkpoints (for --resume), away from rank 0's files
                 own = out if rank == 0 else out / "ranks" / str(rank)
-                own.mkdir(parents=True, exist_ok=True)
+                if not kwargs.get("resume"):  # a resume finds it (a failed one creates nothing)
+                    own.mkdir(parents=True, exist_ok=True)
             res = train(net, sharded, seed=seed, out=own, **kwargs)
         if result_file is not None and rank == 0:
             torch.save({"metrics": res.metrics, "summary": res.summary, "evaluation": res.evaluation,
                         "state_dict": {k: v.cpu() for k, v in res.network.state_dict().items()}}, result_file)
+        finished = True
         return res
     finally:
-        if world > 1 and dist.is_initialized():
+        # the last barrier only after success: a rank that failed must not wait for ranks that may be waiting in
+        # a collective for it (it ends, and its launcher ends the others)
+        if world > 1 and dist.is_initialized() and finished:
             dist.barrier()
             dist.destroy_process_group()
 
 
-def _spawned(rank: int, world: int, port: int, *args: Any) -> None:
+def _error_file(error_dir: str, rank: int) -> str:
+    return os.path.join(error_dir, f"error{rank}.pickle")
+
+
+def _save_error(error_dir: str, rank: int, exc: BaseException) -> None:
+    """Leave this process's exception (or its type and message) for the parent, with the time it was raised."""
+    try:
+        payload = pickle.dumps((time.time(), exc, type(exc).__name__, str(exc)))
+        pickle.loads(payload)  # an exception that cannot be rebuilt is sent as its type and message
+    except Exception:
+        payload = pickle.dumps((time.time(), None, type(exc).__name__, str(exc)))
+    tmp = _error_file(error_dir, rank) + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
+    os.replace(tmp, _error_file(error_dir, rank))
+
+
+def _spawned(rank: int, world: int, port: int, error_dir: str, *args: Any) -> None:
+    # a signal ends this process at once, even inside a collective (Python handlers - inherited from a forking
+    # parent such as the command line's - would only run once the collective returns, which may be never); the
+    # parent stops its processes with SIGTERM, and torch sends SIGINT when the parent dies
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, signal.SIG_DFL)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
-    _run(rank, world, *args)
+    try:
+        _run(rank, world, *args)
+    except Exception as exc:
+        _save_error(error_dir, rank, exc)
+        raise
+
+
+def _stop(processes: list[Any], grace: float = 5.0) -> None:
+    """End every process still running: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    end = time.monotonic() + grace
+    for p in processes:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+        p.join()
+
+
+def _rank_error(error_dir: str, world: int, exc: Exception) -> BaseException:
+    """The error that ended a data-parallel run: the first one raised in any process, as that process raised it."""
+    found = []
+    for rank in range(world):
+        try:
+            with open(_error_file(error_dir, rank), "rb") as fh:
+                when, err, kind, msg = pickle.load(fh)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError):
+            continue
+        found.append((when, rank, err, kind, msg))
+    if not found:  # no process raised: one was killed (e.g. SIGKILL for lack of memory) or exited by itself
+        what = str(exc).strip() or exc.__class__.__name__
+        hint = (" (a process killed with SIGKILL has usually run out of memory: use fewer processes, --nproc, or a "
+                "smaller batch, --batch-size)" if "SIGKILL" in what else "")
+        return RuntimeError(f"data-parallel training over {world} processes failed: {what}{hint}; the other processes "
+                            "were stopped")
+    _, rank, err, kind, msg = min(found, key=lambda f: (f[0], f[1]))
+    if isinstance(err, Exception) and rank == 0:
+        return err  # rank 0's error reads as that of a single process
+    if isinstance(err, Exception):
+        try:
+            return type(err)(f"process {rank} of {world}: {msg}")
+        except Exception:
+            pass
+    return RuntimeError(f"process {rank} of {world}: {kind}: {msg}")
+
+
+def check_resume_processes(task: Task, out: str | Path, world: int) -> None:
+    """Refuse, before any process starts, to resume the run in ``out`` over ``world`` processes where it cannot.
+
+    Checks rank 0's checkpoint as :func:`~colplugin.training.trainer.check_resume` does (a
+    run of ``task``, unfinished, trained with ``world`` processes) and that every other
+    rank's checkpoint (``out/ranks/<rank>/checkpoint.pt``) is there.
+    """
+    from .trainer import CheckpointError, check_resume
+
+    out = Path(out)
+    check_resume(out, ShardedTask(task, 0, world))
+    missing = [out / "ranks" / str(r) / "checkpoint.pt" for r in range(1, world)
+               if not (out / "ranks" / str(r) / "checkpoint.pt").is_file()]
+    if missing:
+        raise CheckpointError(f"cannot resume {out} over {world} processes: the checkpoint of process "
+                              f"{missing[0].parent.name} ({missing[0]}) is missing, so that process cannot continue "
+                              "exactly; restore the run's ranks/ directory, or start a new run with another --out")
 
 
 def train_distributed(task: Task, nproc: int = 1, *, seed: int = 0, out: str | Path | None = None,
@@ -318,10 +414,23 @@ def train_distributed(task: Task, nproc: int = 1, *, seed: int = 0, out: str | P
     dict
         Rank 0's ``metrics`` (per update), ``summary``, ``evaluation`` and the trained
         ``state_dict`` (on the CPU).
+
+    Raises
+    ------
+    CheckpointError
+        With ``resume=True``, before any process starts: the run in ``out`` cannot be
+        resumed over ``nproc`` processes (another number of processes, a missing rank
+        checkpoint, a finished run; :func:`check_resume_processes`).
+    Exception
+        The first error raised in any process (another rank's prefixed ``process r of P:``);
+        the other processes are stopped. An interruption of this process (KeyboardInterrupt,
+        which the command line raises for SIGINT/SIGTERM) stops every process and is re-raised.
     """
     out = Path(out) if out is not None else None
     if launched_by_torchrun():
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        if train_kwargs.get("resume") and out is not None:  # every rank refuses alike, before any collective
+            check_resume_processes(task, out, world)
         res = _run(rank, world, task, seed, out, device, train_kwargs, None, pipeline, threads)
         return {"metrics": res.metrics, "summary": res.summary, "evaluation": res.evaluation,
                 "state_dict": {k: v.cpu() for k, v in res.network.state_dict().items()}}
@@ -332,14 +441,31 @@ def train_distributed(task: Task, nproc: int = 1, *, seed: int = 0, out: str | P
         return {"metrics": res.metrics, "summary": res.summary, "evaluation": res.evaluation,
                 "state_dict": {k: v.cpu() for k, v in res.network.state_dict().items()}}
     import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
 
+    if train_kwargs.get("resume") and out is not None:  # refused here, before any process starts
+        check_resume_processes(task, out, nproc)
     with tempfile.TemporaryDirectory() as tmp:
         result_file = os.path.join(tmp, "result.pt")
         # fork (Linux, CPU) starts the processes without re-importing torch; CUDA needs spawn
         cuda = torch.device(device if device is not None else "cpu").type == "cuda"
         method = "fork" if not cuda and "fork" in mp.get_all_start_methods() else "spawn"
-        mp.start_processes(_spawned, args=(nproc, _free_port(), task, seed, out, device, train_kwargs, result_file,
-                                           pipeline, threads), nprocs=nproc, join=True, start_method=method)
+        ctx = mp.start_processes(_spawned, args=(nproc, _free_port(), tmp, task, seed, out, device, train_kwargs,
+                                                 result_file, pipeline, threads),
+                                 nprocs=nproc, join=False, start_method=method)
+        log = logging.getLogger("torch.multiprocessing.spawn")  # its "Terminating process ..." warnings: our error says
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            while not ctx.join():  # returns once all ended; raises (after stopping the others) when one failed
+                pass
+        except BaseException as exc:  # a failed process, or this one interrupted (KeyboardInterrupt: SIGINT/SIGTERM)
+            _stop(ctx.processes)
+            if isinstance(exc, ProcessException):
+                raise _rank_error(tmp, nproc, exc) from None
+            raise
+        finally:
+            log.setLevel(level)
         return torch.load(result_file, weights_only=False)
 
 

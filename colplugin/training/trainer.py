@@ -20,7 +20,8 @@ from .settings import OPTIMIZERS, TrainSettings, lr_factor
 from .task import Batch, Task, TrainResult
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "CheckpointError", "save_checkpoint",
-           "load_checkpoint", "load_best_weights", "check_resume"]
+           "load_checkpoint", "load_best_weights", "check_resume", "check_resume_nproc", "run_nproc",
+           "stored_nproc"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -44,7 +45,8 @@ def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, upd
 
     ``gradient``, ``settings`` and ``solver`` are the resolved training settings as plain
     dictionaries; ``rollback_best`` and ``kept_best`` the state of the rollback guard and
-    of ``keep_best``, so that a resumed run continues exactly.
+    of ``keep_best``, so that a resumed run continues exactly. ``nproc``: the number of
+    data-parallel processes that train the run (:func:`run_nproc`), which a resume must match.
     """
     ckpt = {
         "format": CHECKPOINT_FORMAT, "colplugin_version": __version__, "task": task.config(),
@@ -54,7 +56,7 @@ def save_checkpoint(path: str | Path, network: ColumnNetwork, task: Task, *, upd
         "generator": generator.get_state() if generator is not None else None,
         "metrics": json.dumps(list(metrics)), "seed": seed, "gradient": gradient,
         "settings": settings, "solver": solver, "rollback_best": rollback_best, "kept_best": kept_best,
-        "early_best": early_best,
+        "early_best": early_best, "nproc": run_nproc(task),
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
@@ -296,11 +298,86 @@ def _resume_command(out: Path, name: str) -> str:
     return f"colplugin train {name} --resume --out {out}"
 
 
+def run_nproc(task: Task) -> int:
+    """The number of data-parallel processes that train ``task`` (a ShardedTask's ``world``; else 1)."""
+    world = getattr(task, "world", 1)
+    return world if isinstance(world, int) and not isinstance(world, bool) and world >= 1 else 1
+
+
+def stored_nproc(ckpt: Any) -> int:
+    """The number of processes a checkpoint's run was trained with (1 for a run from before that was recorded)."""
+    if not isinstance(ckpt, dict):
+        return 1
+    task = ckpt.get("task")
+    for value in (ckpt.get("nproc"), task.get("nproc") if isinstance(task, dict) else None):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return 1
+
+
+def _resume_nproc_command(out: Path, name: str, nproc: int) -> str:
+    """The command that resumes the run in ``out`` with its ``nproc`` processes."""
+    return _resume_command(out, name) + (f" --nproc {nproc}" if nproc > 1 else "")
+
+
+def check_resume_nproc(out: str | Path, raw: Any, nproc: int, name: str) -> None:
+    """Refuse to resume the run in ``out`` (raw checkpoint ``raw``) with another number of processes.
+
+    Data-parallel processes each keep their own checkpoint (rank ``r > 0`` in
+    ``out/ranks/r/``) and the trials are split over them, so a run continues only with the
+    number of processes it started with; a run that recorded none was trained by one process.
+    """
+    out = Path(out)
+    theirs = stored_nproc(raw)
+    if theirs == nproc:
+        return
+    recorded = "its checkpoint records" if isinstance(raw, dict) and (
+        raw.get("nproc") is not None or isinstance(raw.get("task"), dict) and "nproc" in raw["task"]) \
+        else "a run that records no process count is one of"
+    procs = lambda n: f"{n} process{'' if n == 1 else 'es'}"  # noqa: E731
+    raise CheckpointError(
+        f"cannot resume {out} with --nproc {nproc} ({procs(nproc)}): the run was trained with {procs(theirs)} "
+        f"({recorded} {theirs}), and a run continues only with the processes it started with; resume with "
+        f"--nproc {theirs}: `{_resume_nproc_command(out, name, theirs)}` (Python: train_distributed(..., "
+        f"nproc={theirs}, resume=True)), or start a new run with another --out")
+
+
+def _stored_task_name(path: Path, default: str) -> str:
+    """The task name a checkpoint records (``default`` where the file cannot be read)."""
+    try:
+        raw = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:
+        return default
+    name = raw.get("task", {}).get("name") if isinstance(raw, dict) and isinstance(raw.get("task"), dict) else None
+    return name if isinstance(name, str) else default
+
+
+def _elsewhere(out: Path, task: Task) -> str:
+    """What to do when ``out`` has no checkpoint.pt: the command of the run it holds, or a new run."""
+    if (out / "train" / "checkpoint.pt").is_file():
+        if (out / "report.md").is_file():
+            return (f"{out} is a finished `colplugin run` directory (report.md); there is nothing to resume - "
+                    "start a new run with another --out")
+        name = _stored_task_name(out / "train" / "checkpoint.pt", task.name)
+        return (f"{out} is a directory of `colplugin run` (its training is in {out / 'train'}); resume it with "
+                f"`colplugin run {name} --resume --out {out}`")
+    seeds = sorted((p for p in out.glob("seed*") if p.name[4:].isdigit() and (p / "checkpoint.pt").is_file()),
+                   key=lambda p: int(p.name[4:])) if out.is_dir() else []
+    if seeds:
+        name = _stored_task_name(seeds[0] / "checkpoint.pt", task.name)
+        return (f"{out} is a directory of `colplugin reproduce` whose runs are in "
+                f"{', '.join(p.name + '/' for p in seeds[:4])}{' ...' if len(seeds) > 4 else ''}; resume one of "
+                f"them, e.g. `colplugin train {name} --resume --out {seeds[0]} --seed {seeds[0].name[4:]}`")
+    return ("--resume continues an interrupted run in the --out it was started with (start a new run without "
+            "--resume)")
+
+
 def check_resume(out: str | Path, task: Task) -> dict[str, Any]:
     """Refuse to resume ``task`` in ``out`` before anything is written there; return the raw checkpoint.
 
     Checks that ``out/checkpoint.pt`` exists and is a file, that the run is unfinished (no
-    ``metrics.json``) and that it holds a run of the same task (by name). The weights are
+    ``metrics.json``), that it holds a run of the same task (by name) and that it was
+    trained with as many data-parallel processes as ``task`` runs on (:func:`check_resume_nproc`). The weights are
     checked where they are loaded (:func:`load_checkpoint`). A pipeline that writes into a
     run directory before training (``colplugin.experiments.train_run``) calls this first.
 
@@ -312,8 +389,7 @@ def check_resume(out: str | Path, task: Task) -> dict[str, Any]:
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
     if not ckpt_path.exists() and not ckpt_path.is_symlink():
-        raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}; --resume continues an interrupted run "
-                              "in the --out it was started with (start a new run without --resume)")
+        raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}; " + _elsewhere(out, task))
     _check_is_file(ckpt_path)
     if (out / "metrics.json").exists():  # written once, when a run ends
         raise CheckpointError(
@@ -326,6 +402,7 @@ def check_resume(out: str | Path, task: Task) -> dict[str, Any]:
         raise CheckpointError(f"{out} holds a run of task {name!r}, not {task.name!r}; resume with "
                               f"`{_resume_command(out, name)}`, or start a new run with another --out "
                               f"(Python: train(..., get_task({name!r}), out=..., resume=True))")
+    check_resume_nproc(out, raw, run_nproc(task), name if isinstance(name, str) else task.name)
     return raw
 
 
