@@ -251,7 +251,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     r = main_run(out, task, progress=not args.no_progress, updates=args.updates, resume=args.resume,
                  validate_scale=args.validate_scale or None, validate_duration=args.validate_duration, seed=args.seed,
                  gradient=args.gradient, lr=args.lr, twin_scale=args.twin_scale or None, twin_trials=args.twin_trials,
-                 twin_k_scale=args.twin_k_scale,
+                 twin_k_scale=args.twin_k_scale, neo_format=args.format,
                  preset=args.preset)
     s = r["summary"]
     print(f"\n== colplugin run {task.name} ==")
@@ -438,7 +438,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     print(f"exporting {args.run_dir} to Brian2 ({args.device}): {stim.batch_size} trial(s) of {duration:g} s at "
           "dt 0.1 ms, euler and rk4, each against torch ...", flush=True)
-    r = export_run(net, stim, duration, out, device=args.device)
+    r = export_run(net, stim, duration, out, device=args.device, neo_format=args.format)
     for m in (k for k, v in r.items() if isinstance(v, dict) and "brian2_wall_seconds" in v):
         acc = r[m]["vs_accurate_torch"]
         print(f"Brian2 ({args.device}) vs torch, dt 0.1 ms, {m}: max |diff| {r[m]['max_abs_hz']:.3g} Hz "
@@ -695,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run directory with checkpoint.pt (or train/checkpoint.pt), or a network.json spec")
     p.add_argument("--device", choices=["runtime", "cpp_standalone"], default="runtime",
                    help="Brian2 device of the first method's run (default runtime)")
+    _add_format(p)
     _add_common(p, "export")
     p.set_defaults(func=_cmd_export)
 
@@ -718,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preset(p)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (training resumes from its checkpoint)")
+    _add_format(p)
     _add_common(p, "run-TASK")
     p.set_defaults(func=_cmd_run, _task_options=_add_task_options(p, TASKS))
 

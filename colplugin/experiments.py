@@ -261,8 +261,8 @@ def load_run(path: Path, command: str = "export") -> tuple[Any, Stimulus, float]
         try:
             net = ColumnNetwork.from_spec(spec)
         except Exception as exc:  # any error of the builder is the spec's fault
-            raise ValueError(f"{spec_path} is not a network spec ({exc.__class__.__name__}: {str(exc)[:200]}); it "
-                             "should hold ColumnNetwork.spec() as JSON - restore it from the run, or " + fix) from None
+            raise ValueError(f"{spec_path} is not a network spec ({exc.__class__.__name__}: {exc}); it should hold "
+                             "the network.json of a run - restore it from the run, or " + fix) from None
         return net, Stimulus([0.0, 0.5], [[0.0] * net.n_inputs, [20.0] * net.n_inputs]), 1.0
     seeds = _reproduce_runs(path)
     if seeds:
@@ -322,7 +322,7 @@ ACCURATE_SOLVER = dict(method="dopri5", rtol=1e-8, atol=1e-8, backend="torchdiff
 
 def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str = "runtime",
                methods: tuple[str, ...] = ("euler", "rk4"), dt: float = 1e-4,
-               seed: int | None = None, target: str = "cython") -> dict[str, Any]:
+               seed: int | None = None, target: str = "cython", neo_format: str = "nix") -> dict[str, Any]:
     """Export to Brian2, run every trial there and in torch with the same method and dt, compare.
 
     The first method is the export's (``model.py``, the NIX files, the overlay figures and
@@ -335,7 +335,9 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
     dopri5, rtol = atol = 1e-8; key ``vs_accurate_torch`` of each method's entry and at
     the top level for the first method): the discretisation error of ``dt``.
 
-    ``device`` runs the first method (``"runtime"`` or ``"cpp_standalone"``); the others run on
+    ``neo_format`` (``"nix"``, ``"nwb"`` or ``"both"``, the command line's ``--format``) chooses
+    the file format(s) of the rates. ``device`` runs the first method (``"runtime"`` or
+    ``"cpp_standalone"``); the others run on
     the runtime device, all with the code-generation ``target`` (``"cython"`` by default:
     compiled once per model, many times faster per step than ``"numpy"``).
 
@@ -345,9 +347,11 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
     """
 
     from .export import export_brian2_script, to_brian2
-    from .export.neo import save_nix, to_neo
+    from .export.neo import check_neo_format, save_neo, to_neo
     from .plotting import plot_overlay
     from .solve.simulate import Solver
+
+    check_neo_format(neo_format)
 
     out.mkdir(parents=True, exist_ok=True)
     export_brian2_script(net, out / "model.py", stim, duration, method=methods[0], dt=dt)
@@ -377,8 +381,8 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
                            "vs_accurate_torch": vs_accurate, "per_trial": per_trial})
             for b in range(stim.batch_size):
                 save_figure(plot_overlay(traj, run, b), out / f"overlay_trial{b}.png")
-            save_nix(to_neo(run, seed=seed), out / "brian2.nix")
-            save_nix(to_neo(traj, seed=seed), out / "torch.nix")
+            save_neo(to_neo(run, seed=seed), out / "brian2.nix", neo_format)
+            save_neo(to_neo(traj, seed=seed), out / "torch.nix", neo_format)
     atomic_write_text(out / "agreement.json", json.dumps(report, indent=2))
     return report
 
@@ -425,7 +429,7 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
              resume: bool = False, seed: int = 0, gradient: Any = None, lr: float | None = None,
              twin_scale: float | None = MAIN_RUN_TWIN["scale"], twin_trials: int = MAIN_RUN_TWIN["trials"],
              twin_k_scale: float = MAIN_RUN_TWIN["k_scale"], twin_backend: str = "brian2",
-             preset: str | None = None) -> dict[str, Any]:
+             preset: str | None = None, neo_format: str = "nix") -> dict[str, Any]:
     """The main job: train, export to Brian2 and run there, compare, validate, write Neo/NIX and a report.
 
     Writes ``train/`` (:func:`train_run`), ``brian2/`` (:func:`export_run` of the task's
@@ -460,7 +464,12 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         Parameters of the trained network (a preset name or file; default the task's). The
         validation judges the PD14 column of the same transfer: ``pd14_lif`` for a network
         of the Siegert transfer (e.g. ``dl25_lif``), ``pd14`` otherwise.
+    neo_format : {"nix", "nwb", "both"}
+        File format(s) of every Neo result (``--format``).
     """
+    from .export.neo import check_neo_format
+
+    check_neo_format(neo_format)  # before any work
     t0 = time.perf_counter()
     if resume and (Path(out) / "report.md").exists():  # before any option is checked: nothing of it would run
         raise ValueError(f"{out} is a finished run (report.md); nothing to resume; start a new run with another "
@@ -501,7 +510,7 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     net = res.network
     heading("export to Brian2", f"{task.evaluation_stimulus().batch_size} trial(s) of {task.duration:g} s at dt 0.1 ms")
     agree = export_run(net, task.evaluation_stimulus(), task.duration, out / "brian2", seed=seed,
-                       device="cpp_standalone")
+                       device="cpp_standalone", neo_format=neo_format)
     validation = None
     if validate_scale:
         from .analysis.validation import validate_microcircuit
@@ -509,6 +518,7 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         heading("spiking validation", f"PD14 microcircuit at scale {validate_scale}, {validate_duration:g} s")
         validation = validate_microcircuit(out / "validation", scale=validate_scale, duration=validate_duration,
                                            progress=progress, nix_neurons=MAIN_RUN_NIX_NEURONS,
+                                           neo_format=neo_format,
                                            preset="pd14_lif" if net.transfer.name == "siegert" else "pd14")
     twin = None
     if twin_scale:
@@ -517,7 +527,7 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         heading("spiking twin", f"scale {twin_scale}, {twin_backend}, {twin_trials} trial(s) per condition")
         twin = twin_run(out / "twin", net, task.evaluation_stimulus(), task.duration, task, backend=twin_backend,
                         device="runtime", scale=twin_scale, k_scale=twin_k_scale, trials=twin_trials, seed=seed,
-                        nix_neurons=5, progress=progress, source=str(out / "train"))
+                        nix_neurons=5, progress=progress, source=str(out / "train"), neo_format=neo_format)
     wall = time.perf_counter() - t0
     s = res.summary
     lines = [f"# colplugin run: {task.name}", "",

@@ -76,3 +76,23 @@ def test_the_command_line_and_the_api_share_every_spiking_default():
     tw, t = cli("twin"), api(twin_run)
     assert (tw["scale"], tw["k_scale"], tw["trials"]) == (t["scale"], t["k_scale"], t["trials"])
     assert cli("calibrate")["scale"] == api(calibrate)["scale"]
+
+
+def test_export_writes_nwb_beside_nix_on_request(tmp_path):
+    import numpy as np
+
+    import colplugin as cp
+
+    run, exp = tmp_path / "run", tmp_path / "exp"
+    assert main(["train", "xor", "--updates", "1", "--no-progress", "--out", str(run)]) == 0
+    assert main(["export", str(run), "--format", "both", "--out", str(exp)]) == 0
+    for name in ("torch", "brian2"):
+        nix, nwb = cp.load_nix(exp / f"{name}.nix"), cp.load_nwb(exp / f"{name}.nwb")
+        assert len(nix.segments) == len(nwb.segments) == 4  # the four XOR conditions
+        for a, b in zip(nix.segments, nwb.segments):
+            ra = next(s for s in a.analogsignals if s.name == "rate")
+            rb = next(s for s in b.analogsignals if s.name == "rate")
+            assert ra.units == rb.units and np.array_equal(ra.magnitude, rb.magnitude)
+            assert list(ra.array_annotations["population"]) == list(rb.array_annotations["population"])
+    with pytest.raises(SystemExit):  # argparse: the formats are nix, nwb, both
+        main(["export", str(run), "--format", "hdf5", "--out", str(tmp_path / "x")])
