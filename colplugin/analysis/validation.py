@@ -42,9 +42,11 @@ def run_seeds(net, duration: float, seeds: list[int], *, backend: str = "brian2"
     directory = spiking_backend(backend).project_directory(device)
     results = []
     try:
+        t0 = time.perf_counter()
         for k, s in enumerate(seeds):
             if progress:
-                print(f"  {label}seed {s} ({k + 1}/{len(seeds)}) ...", flush=True)
+                left = f", about {(time.perf_counter() - t0) / k * (len(seeds) - k):.0f} s left" if k else ""
+                print(f"  {label}seed {s} ({k + 1}/{len(seeds)}{left}) ...", flush=True)
             results.append(simulate_spiking(net, duration, backend=backend, device=device, seed=s, threads=threads,
                                             directory=directory))
     finally:
