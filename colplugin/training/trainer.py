@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import math
 import time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -16,6 +17,7 @@ from .._io import atomic_path, atomic_write_text
 from ..network import ColumnNetwork
 from ..solve.simulate import SimulationError, simulate, solver_for_transfer
 from ..solve.strategies import Direct, Gradient, Solver, check_combination
+from .policies import EarlyStopping, GradientClip, KeepBest, Rollback
 from .settings import OPTIMIZERS, TrainSettings, lr_factor
 from .task import Batch, Task, TrainResult
 
@@ -270,10 +272,6 @@ def _make_optimizer(optimizer: str | Callable, params: list, lr: float) -> torch
     if callable(optimizer):
         return optimizer(params)
     return OPTIMIZERS[optimizer](params, lr=lr)
-
-
-def _state_copy(network: ColumnNetwork) -> dict[str, torch.Tensor]:
-    return {n: t.detach().clone() for n, t in network.state_dict().items()}
 
 
 def _check_task_config(path: Path, stored: dict[str, Any], task: Task) -> None:
@@ -562,16 +560,86 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     """
     from tqdm.auto import tqdm
 
-    seed = _check_seed(seed)
-    s = (settings or task.settings).override(
+    run = _setup(network, task, _check_seed(seed), (settings or task.settings).override(
         updates=updates, gradient=gradient, lr=lr, optimizer=optimizer if isinstance(optimizer, str) else None,
         clip_grad=clip_grad, rollback=rollback, stop_at_accuracy=stop_at_accuracy, keep_best=keep_best,
-        batch_size=batch_size, lr_schedule=lr_schedule)
-    grad = s.gradient
+        batch_size=batch_size, lr_schedule=lr_schedule), optimizer, scheduler, solver, out)
+    if resume:
+        _resume(run)
+    run.test = task.test_set() if evaluate else None
+    run.t_start = time.perf_counter() - (float(run.metrics[-1].get("wall_seconds", 0.0)) if run.metrics else 0.0)
+    if run.test is not None and run.s.evaluate_initial and run.start == 0:  # the curve starts before any update
+        _initial_row(run)
+    # the bar counts finished updates (updated by hand: a loop over a tqdm left by break would not count its last)
+    run.bar = tqdm(total=run.s.updates, initial=run.start, disable=not progress,
+                   desc=f"train {task.name} ({run.s.gradient.name})", unit="update")
+    for k in range(run.start, run.s.updates):
+        row = _update(run, k)
+        for cb in callbacks:
+            cb(row)
+        if _stops(run, row):
+            _end_bar(run.bar, k + 1)
+            break
+    run.bar.close()
+    summary = _summary(run, _finish(run), optimizer)
+    if run.out is not None:
+        atomic_write_text(run.out / "metrics.json", json.dumps({"per_update": run.metrics, **summary}, indent=2))
+    return TrainResult(network, run.metrics, summary)
+
+
+@dataclass
+class _Run:
+    """One training run: its settings, solvers, optimiser, policies and metrics so far."""
+
+    network: ColumnNetwork
+    task: Task
+    s: TrainSettings
+    seed: int
+    test_solver: Solver
+    train_solver: Solver
+    params: list
+    opt: torch.optim.Optimizer
+    sched: Any
+    gen: torch.Generator
+    out: Path | None
+    rollback: Rollback | None
+    keep: KeepBest | None
+    early: EarlyStopping | None
+    clip: GradientClip | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    start: int = 0
+    test: Batch | None = None
+    t_start: float = 0.0
+    bar: Any = None
+    last_batch: Batch | None = None  # the last update's trials (for the final loss)
+    last_update: int = 0  # the index of that update
+
+    @property
+    def ckpt_path(self) -> Path | None:
+        return self.out / "checkpoint.pt" if self.out is not None else None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The resolved gradient, settings and training solver as plain types."""
+        return {"gradient": self.s.gradient.to_dict(), "settings": self.s.to_dict(),
+                "solver": self.train_solver.to_dict()}
+
+    def state(self, policy: Any) -> dict[str, Any] | None:
+        """A policy's state (None for a policy the run does not have)."""
+        return policy.state if policy is not None else None
+
+    def kept_note(self) -> str:
+        """Where the last good checkpoint is, for a divergence message."""
+        return f"; the last good checkpoint is {self.ckpt_path}" if self.ckpt_path and self.ckpt_path.exists() else ""
+
+
+def _setup(network: ColumnNetwork, task: Task, seed: int, s: TrainSettings, optimizer: str | Callable | None,
+           scheduler: Callable | None, solver: Solver | None, out: str | Path | None) -> _Run:
+    """Resolve solvers, optimiser, scheduler and policies of a run (nothing is simulated)."""
     # concrete backends, recorded as run: "auto" decided for the gradient, the network's transfer respected
     test_solver = solver_for_transfer(solver or task.solver, network).resolve(Direct())
-    train_solver = solver_for_transfer(s.solver_for(test_solver), network).resolve(grad)
-    check_combination(train_solver, grad)
+    train_solver = solver_for_transfer(s.solver_for(test_solver), network).resolve(s.gradient)
+    check_combination(train_solver, s.gradient)
     params = network.learnable_parameters()
     if not params:
         raise ValueError(f"the network has no learnable projection, so task {task.name!r} has nothing to train; "
@@ -580,219 +648,247 @@ def train(network: ColumnNetwork, task: Task, updates: int | None = None, *,
     sched = scheduler(opt) if scheduler is not None else None
     for g in opt.param_groups:  # the rate the settings' lr_schedule starts from (kept in the optimizer's state)
         g.setdefault("initial_lr", g["lr"])
-    gen = torch.Generator().manual_seed(seed)
-    metrics: list[dict[str, Any]] = []
-    start = 0
-    best: dict[str, Any] | None = None  # lowest batch loss so far, with its parameters (rollback)
-    kept: dict[str, Any] | None = None  # highest test accuracy so far, with its parameters (keep_best)
-    early: dict[str, Any] | None = None  # lowest test loss so far, with its parameters (patience)
-    out = Path(out) if out is not None else None
-    ckpt_path = out / "checkpoint.pt" if out is not None else None
-    if resume:
-        if out is None:
-            raise CheckpointError("cannot resume: no checkpoint at None (pass out=, the run's directory)")
-        check_resume(out, task)
+    return _Run(network=network, task=task, s=s, seed=seed, test_solver=test_solver, train_solver=train_solver,
+                params=params, opt=opt, sched=sched, gen=torch.Generator().manual_seed(seed),
+                out=Path(out) if out is not None else None,
+                rollback=Rollback(s.rollback) if s.rollback is not None else None,
+                keep=KeepBest() if s.keep_best else None,
+                early=EarlyStopping(s.patience) if s.patience is not None else None,
+                clip=GradientClip(s.clip_grad) if s.clip_grad is not None else None)
+
+
+def _load_for_resume(run: _Run) -> dict[str, Any]:
+    """The checkpoint of ``run.out``, refused with the option that changed where it does not fit."""
+    if run.out is None:
+        raise CheckpointError("cannot resume: no checkpoint at None (pass out=, the run's directory)")
+    check_resume(run.out, run.task)
+    path = run.ckpt_path
+    try:
+        ckpt = load_checkpoint(path, run.network, non_finite_fix=(
+            "the run cannot continue from it; start training afresh with another --out and a lower learning "
+            "rate (--lr; Python: lr=...)"))
+    except CheckpointError:
+        try:  # name the option that changed, if any (a file that cannot be read keeps its own message)
+            raw = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception:
+            raw = None
+        if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
+            _check_task_config(path, raw["task"], run.task)
+        raise
+    if ckpt["task"].get("name") != run.task.name:
+        raise CheckpointError(f"checkpoint is for task {ckpt['task'].get('name')!r}, not {run.task.name!r}")
+    _check_task_config(path, ckpt["task"], run.task)
+    return ckpt
+
+
+def _check_resumed_settings(run: _Run, ckpt: dict[str, Any]) -> None:
+    """Refuse to resume with other training settings (more updates allowed) or another seed."""
+    path, s = run.ckpt_path, run.s
+    stored = ckpt.get("settings")
+    if stored is not None:  # a resumed run continues with the settings it started with (more updates allowed)
+        stored = {"lr_schedule": "constant", **stored}  # checkpoints from before lr_schedule
+        changed = sorted(k for k, v in s.to_dict().items() if k != "updates" and stored.get(k, v) != v)
+        if changed:
+            raise CheckpointError(
+                f"cannot resume {path} with other training settings ({', '.join(changed)}: "
+                f"{', '.join(f'{stored.get(k)!r} -> {s.to_dict()[k]!r}' for k in changed)}); resume with "
+                "the run's own settings or start a new run in another directory")
+    if ckpt.get("seed") is not None and ckpt["seed"] != run.seed:
+        raise CheckpointError(f"cannot resume {path} with seed {run.seed}: the run was started with seed "
+                              f"{ckpt['seed']}; resume with seed {ckpt['seed']} (--seed {ckpt['seed']}) or "
+                              "start a new run in another directory")
+    _check_resume_state(path, ckpt)
+
+
+def _resume(run: _Run) -> None:
+    """Continue ``run`` exactly where its checkpoint stopped: optimiser, scheduler, trials, policies, metrics."""
+    ckpt = _load_for_resume(run)
+    _check_resumed_settings(run, ckpt)
+    path = run.ckpt_path
+    try:
+        run.opt.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise _bad_checkpoint(path, "optimizer", f"state does not fit this run's optimizer "
+                                                 f"({exc.__class__.__name__}: {str(exc)[:120]})") from None
+    for g in run.opt.param_groups:  # a checkpoint of a constant-rate run may predate initial_lr
+        g.setdefault("initial_lr", g["lr"])
+    if run.sched is not None and ckpt.get("scheduler") is not None:
+        run.sched.load_state_dict(ckpt["scheduler"])
+    try:
+        run.gen.set_state(ckpt["generator"])
+    except RuntimeError as exc:
+        raise _bad_checkpoint(path, "generator", f"state is not a random generator's ({str(exc)[:120]})") from None
+    run.metrics, run.start, run.seed = ckpt["metrics"], ckpt["update"], ckpt["seed"]
+    for policy, key in ((run.rollback, "rollback_best"), (run.keep, "kept_best"), (run.early, "early_best")):
+        if policy is not None:
+            policy.state = ckpt.get(key)
+
+
+def _evaluate(run: _Run, row: dict[str, Any]) -> None:
+    """Add the test loss, accuracy and the task's metrics of the current weights to ``row``."""
+    task, dev, dtype = run.task, run.network.W_intra.device, run.network.W_intra.dtype
+    with torch.no_grad():
         try:
-            ckpt = load_checkpoint(ckpt_path, network, non_finite_fix=(
-                "the run cannot continue from it; start training afresh with another --out and a lower learning "
-                "rate (--lr; Python: lr=...)"))
-        except CheckpointError:
-            try:  # name the option that changed, if any (a file that cannot be read keeps its own message)
-                raw = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-            except Exception:
-                raw = None
-            if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
-                _check_task_config(ckpt_path, raw["task"], task)
+            tt = simulate(run.network, run.test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
+                          solver=run.test_solver, noise=task.noise, generator=torch.Generator().manual_seed(0))
+        except SimulationError as exc:  # the test set diverges with these weights: as a training divergence
+            raise TrainingDiverged(f"update {row['update']}: the test set diverged ({exc}). "
+                                   f"{_lower_lr(run.s.lr)}{run.kept_note()}") from None
+        row["test_loss"] = float(task.loss(tt, run.test))
+        row["test_accuracy"] = task.accuracy(tt, run.test)
+        row.update({f"test_{key}": value for key, value in task.metrics(tt, run.test).items()})
+
+
+def _initial_row(run: _Run) -> None:
+    """The evaluation of the initial weights (update 0)."""
+    row0: dict[str, Any] = {"update": 0}
+    _evaluate(run, row0)
+    row0["wall_seconds"] = time.perf_counter() - run.t_start
+    run.metrics.append(row0)
+    if run.early is not None:
+        run.early.observe(row0, run.network)
+
+
+@contextlib.contextmanager
+def _update_errors(run: _Run, k: int):
+    """Turn a diverging solve or an allocation failure in update ``k`` into a message that says what to do."""
+    try:
+        yield
+    except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
+        run.bar.close()
+        raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). {_lower_lr(run.s.lr)}"
+                               f"{run.kept_note()}") from None
+    except torch.OutOfMemoryError as exc:  # CUDA (and some CPU allocators): the update does not fit
+        run.bar.close()
+        raise _out_of_memory(k, run.network, run.s.batch_size, run.task, exc) from None
+    except RuntimeError as exc:  # the CPU allocator's failure; any other error passes unchanged
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
             raise
-        if ckpt["task"].get("name") != task.name:
-            raise CheckpointError(f"checkpoint is for task {ckpt['task'].get('name')!r}, not {task.name!r}")
-        _check_task_config(ckpt_path, ckpt["task"], task)
-        stored = ckpt.get("settings")
-        if stored is not None:  # a resumed run continues with the settings it started with (more updates allowed)
-            stored = {"lr_schedule": "constant", **stored}  # checkpoints from before lr_schedule
-            changed = sorted(k for k, v in s.to_dict().items() if k != "updates" and stored.get(k, v) != v)
-            if changed:
-                raise CheckpointError(
-                    f"cannot resume {ckpt_path} with other training settings ({', '.join(changed)}: "
-                    f"{', '.join(f'{stored.get(k)!r} -> {s.to_dict()[k]!r}' for k in changed)}); resume with "
-                    "the run's own settings or start a new run in another directory")
-        if ckpt.get("seed") is not None and ckpt["seed"] != seed:
-            raise CheckpointError(f"cannot resume {ckpt_path} with seed {seed}: the run was started with seed "
-                                  f"{ckpt['seed']}; resume with seed {ckpt['seed']} (--seed {ckpt['seed']}) or "
-                                  "start a new run in another directory")
-        _check_resume_state(ckpt_path, ckpt)
-        try:
-            opt.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise _bad_checkpoint(ckpt_path, "optimizer", f"state does not fit this run's optimizer "
-                                                          f"({exc.__class__.__name__}: {str(exc)[:120]})") from None
-        for g in opt.param_groups:  # a checkpoint of a constant-rate run may predate initial_lr
-            g.setdefault("initial_lr", g["lr"])
-        if sched is not None and ckpt.get("scheduler") is not None:
-            sched.load_state_dict(ckpt["scheduler"])
-        try:
-            gen.set_state(ckpt["generator"])
-        except RuntimeError as exc:
-            raise _bad_checkpoint(ckpt_path, "generator", f"state is not a random generator's ({str(exc)[:120]})") \
-                from None
-        metrics = ckpt["metrics"]
-        start = ckpt["update"]
-        seed = ckpt["seed"]
-        best = ckpt.get("rollback_best")
-        kept = ckpt.get("kept_best")
-        early = ckpt.get("early_best")
-    test = task.test_set() if evaluate else None
-    dev, dtype = network.W_intra.device, network.W_intra.dtype
-    t_start = time.perf_counter() - (float(metrics[-1].get("wall_seconds", 0.0)) if metrics else 0.0)
-    record = {"gradient": grad.to_dict(), "settings": s.to_dict(), "solver": train_solver.to_dict()}
+        run.bar.close()
+        raise _out_of_memory(k, run.network, run.s.batch_size, run.task, exc) from None
 
-    def test_row(row: dict[str, Any]) -> None:
-        with torch.no_grad():
-            try:
-                tt = simulate(network, test.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                              solver=test_solver, noise=task.noise, generator=torch.Generator().manual_seed(0))
-            except SimulationError as exc:  # the test set diverges with these weights: as a training divergence
-                kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
-                raise TrainingDiverged(f"update {row['update']}: the test set diverged ({exc}). "
-                                       f"{_lower_lr(s.lr)}{kept_ckpt}") from None
-            row["test_loss"] = float(task.loss(tt, test))
-            row["test_accuracy"] = task.accuracy(tt, test)
-            row.update({f"test_{key}": value for key, value in task.metrics(tt, test).items()})
 
-    if test is not None and s.evaluate_initial and start == 0:  # the learning curve starts before any update
-        row0: dict[str, Any] = {"update": 0}
-        test_row(row0)
-        row0["wall_seconds"] = time.perf_counter() - t_start
-        metrics.append(row0)
-        if s.patience is not None:
-            early = {"loss": row0["test_loss"], "update": 0, "state_dict": _state_copy(network)}
-    # the bar counts finished updates (updated by hand: a loop over a tqdm left by break would not count its last)
-    bar = tqdm(total=s.updates, initial=start, disable=not progress, desc=f"train {task.name} ({grad.name})",
-               unit="update")
-    last_batch: Batch | None = None  # the last update's trials and the update's index (for the final loss)
-    start_of_last = start
-    for k in range(start, s.updates):
-        t_update = time.perf_counter()
-        batch = task.sample(s.batch_size, gen)
-        last_batch, start_of_last = batch, k
-        opt.zero_grad()
-        try:
-            traj = simulate(network, batch.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
-                            solver=train_solver, gradient=grad, noise=task.noise,
-                            generator=None if task.noise is None else _noise_generator(seed, k, task))
-            loss = task.loss(traj, batch)
-            if not torch.isfinite(loss):
-                raise SimulationError("the loss is NaN/inf")
-            loss_value = float(loss.detach())
-            rolled_back = s.rollback is not None and best is not None and loss_value > s.rollback * best["loss"]
-            if s.rollback is not None and not rolled_back and (best is None or loss_value < best["loss"]):
-                best = {"loss": loss_value, "update": k, "state_dict": _state_copy(network),
-                        "optimizer": copy.deepcopy(opt.state_dict())}
-            if not rolled_back:
-                loss.backward()
-                grads_ok = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
-                if not grads_ok:
-                    raise SimulationError("the gradient is NaN/inf")
-                if s.clip_grad is not None:
-                    torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
-        except (SimulationError, AssertionError) as exc:  # torchdiffeq asserts on non-finite adjoint states
-            bar.close()
-            kept_ckpt = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
-            raise TrainingDiverged(f"update {k + 1}: training diverged ({exc}). {_lower_lr(s.lr)}{kept_ckpt}") \
-                from None
-        except torch.OutOfMemoryError as exc:  # CUDA (and some CPU allocators): the update does not fit
-            bar.close()
-            raise _out_of_memory(k, network, s.batch_size, task, exc) from None
-        except RuntimeError as exc:  # the CPU allocator's failure; any other error passes unchanged
-            if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
-                raise
-            bar.close()
-            raise _out_of_memory(k, network, s.batch_size, task, exc) from None
-        train_accuracy = task.accuracy(traj, batch)
-        if rolled_back:
-            lrs = [g["lr"] * 0.5 for g in opt.param_groups]
-            network.load_state_dict(best["state_dict"])
-            opt.load_state_dict(copy.deepcopy(best["optimizer"]))
-            for g, new_lr in zip(opt.param_groups, lrs):
-                g["lr"] = new_lr
-        else:
-            opt.step()
-        if sched is not None:
-            sched.step()
-        elif s.lr_schedule != "constant":  # the schedule, times 1/2 for every rollback so far
-            halvings = sum(bool(m.get("rolled_back")) for m in metrics) + int(rolled_back)
-            for g in opt.param_groups:
-                g["lr"] = g["initial_lr"] * lr_factor(s.lr_schedule, k + 1, s.updates) * 0.5 ** halvings
-        row: dict[str, Any] = {"update": k + 1, "loss": loss_value, "train_accuracy": train_accuracy,
-                               "lr": opt.param_groups[0]["lr"]}
-        if s.rollback is not None:
-            row["rolled_back"] = rolled_back
-        if test is not None:
-            test_row(row)
-            acc = row["test_accuracy"]
-            if s.keep_best and acc is not None and (kept is None or acc > kept["accuracy"]):
-                kept = {"accuracy": acc, "update": k + 1, "state_dict": _state_copy(network)}
-            if s.patience is not None and (early is None or row["test_loss"] < early["loss"]):
-                early = {"loss": row["test_loss"], "update": k + 1, "state_dict": _state_copy(network)}
-        row["wall_seconds"] = time.perf_counter() - t_start
-        metrics.append(row)
-        bar.set_postfix(batch_loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"),
-                        trials_per_s=f"{s.batch_size / (time.perf_counter() - t_update):.3g}", refresh=False)
-        bar.update(1)
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, network, task, update=k + 1, optimizer=opt, scheduler=sched,
-                            generator=gen, metrics=metrics, seed=seed, rollback_best=best, kept_best=kept,
-                            early_best=early, **record)
-        for cb in callbacks:
-            cb(row)
-        if s.stop_at_accuracy is not None and row.get("test_accuracy") is not None \
-                and row["test_accuracy"] >= s.stop_at_accuracy:
-            _end_bar(bar, k + 1)
-            break
-        if early is not None and k + 1 - early["update"] >= s.patience:  # early stopping on the test loss
-            _end_bar(bar, k + 1)
-            break
-    bar.close()
+def _loss_and_gradient(run: _Run, batch: Batch, k: int) -> tuple[Any, float, bool]:
+    """Simulate ``batch``, compute its loss and (unless the rollback refuses it) the clipped gradient.
+
+    Returns the trajectory, the loss and whether the rollback refused the batch.
+    """
+    task, dev, dtype = run.task, run.network.W_intra.device, run.network.W_intra.dtype
+    with _update_errors(run, k):
+        traj = simulate(run.network, batch.stimulus.to(dev, dtype), task.duration, dt_out=task.dt_out,
+                        solver=run.train_solver, gradient=run.s.gradient, noise=task.noise,
+                        generator=None if task.noise is None else _noise_generator(run.seed, k, task))
+        loss = task.loss(traj, batch)
+        if not torch.isfinite(loss):
+            raise SimulationError("the loss is NaN/inf")
+        loss_value = float(loss.detach())
+        rolled_back = run.rollback is not None and run.rollback.rejects(loss_value)
+        if run.rollback is not None and not rolled_back:
+            run.rollback.record(k, loss_value, run.network, run.opt)
+        if not rolled_back:
+            loss.backward()
+            if not all(torch.isfinite(p.grad).all() for p in run.params if p.grad is not None):
+                raise SimulationError("the gradient is NaN/inf")
+            if run.clip is not None:
+                run.clip(run.params)
+    return traj, loss_value, rolled_back
+
+
+def _schedule(run: _Run, k: int, rolled_back: bool) -> None:
+    """The learning rate after update ``k``: the scheduler's, or the settings' schedule halved per rollback."""
+    if run.sched is not None:
+        run.sched.step()
+    elif run.s.lr_schedule != "constant":  # the schedule, times 1/2 for every rollback so far
+        halvings = sum(bool(m.get("rolled_back")) for m in run.metrics) + int(rolled_back)
+        for g in run.opt.param_groups:
+            g["lr"] = g["initial_lr"] * lr_factor(run.s.lr_schedule, k + 1, run.s.updates) * 0.5 ** halvings
+
+
+def _update(run: _Run, k: int) -> dict[str, Any]:
+    """Update ``k``: sample, simulate, step (or roll back), evaluate, record and checkpoint; its metrics row."""
+    t_update = time.perf_counter()
+    batch = run.task.sample(run.s.batch_size, run.gen)
+    run.last_batch, run.last_update = batch, k
+    run.opt.zero_grad()
+    traj, loss_value, rolled_back = _loss_and_gradient(run, batch, k)
+    train_accuracy = run.task.accuracy(traj, batch)
+    if rolled_back:
+        run.rollback.restore(run.network, run.opt)
+    else:
+        run.opt.step()
+    _schedule(run, k, rolled_back)
+    row: dict[str, Any] = {"update": k + 1, "loss": loss_value, "train_accuracy": train_accuracy,
+                           "lr": run.opt.param_groups[0]["lr"]}
+    if run.rollback is not None:
+        row["rolled_back"] = rolled_back
+    if run.test is not None:
+        _evaluate(run, row)
+        for policy in (run.keep, run.early):
+            if policy is not None:
+                policy.observe(row, run.network)
+    row["wall_seconds"] = time.perf_counter() - run.t_start
+    run.metrics.append(row)
+    run.bar.set_postfix(batch_loss=f"{row['loss']:.4g}", acc=row.get("test_accuracy"),
+                        trials_per_s=f"{run.s.batch_size / (time.perf_counter() - t_update):.3g}", refresh=False)
+    run.bar.update(1)
+    if run.ckpt_path is not None:
+        save_checkpoint(run.ckpt_path, run.network, run.task, update=k + 1, optimizer=run.opt, scheduler=run.sched,
+                        generator=run.gen, metrics=run.metrics, seed=run.seed,
+                        rollback_best=run.state(run.rollback), kept_best=run.state(run.keep),
+                        early_best=run.state(run.early), **run.record)
+    return row
+
+
+def _stops(run: _Run, row: dict[str, Any]) -> bool:
+    """Whether training ends after ``row``: the accuracy goal reached, or no better test loss for ``patience``."""
+    acc = row.get("test_accuracy")
+    if run.s.stop_at_accuracy is not None and acc is not None and acc >= run.s.stop_at_accuracy:
+        return True
+    return run.early is not None and run.early.stops(row["update"])
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """Load the weights the run returns (kept or early-stopping ones) and measure them.
+
+    Returns the summary entries ``final_accuracy``, ``final_loss`` and ``final_loss_on``.
+    """
+    metrics = run.metrics
+    kept, early = run.state(run.keep), run.state(run.early)
     final_accuracy = metrics[-1].get("test_accuracy") if metrics else None
     if early is not None and kept is None:  # early stopping: the parameters of the lowest test loss
-        network.load_state_dict(early["state_dict"])
+        run.early.finish(run.network, run.out)
         final_accuracy = next((r.get("test_accuracy") for r in metrics if r["update"] == early["update"]),
                               final_accuracy)
-        if out is not None:
-            with atomic_path(out / "best_weights.pt") as tmp:
-                torch.save({"state_dict": network.state_dict(), "update": early["update"],
-                            "test_loss": early["loss"]}, tmp)
     if kept is not None:
-        network.load_state_dict(kept["state_dict"])
+        run.keep.finish(run.network, run.out)
         final_accuracy = kept["accuracy"]
-        if out is not None:
-            with atomic_path(out / "best_weights.pt") as tmp:
-                torch.save({"state_dict": network.state_dict(), "update": kept["update"],
-                            "accuracy": kept["accuracy"]}, tmp)
     # the loss of the weights this run returns, measured after its last step (a row's "loss" is its batch's loss
     # before that update's step)
     chosen = kept["update"] if kept is not None else early["update"] if early is not None else None
-    if test is not None and metrics:
-        row_final = next((r for r in metrics if r["update"] == chosen), metrics[-1]) if chosen is not None \
-            else metrics[-1]
+    if run.test is not None and metrics:
+        row_final = next((r for r in metrics if r["update"] == chosen), metrics[-1])
         final_loss, final_loss_on = float(row_final.get("test_loss", math.nan)), "test set"
-    elif last_batch is not None:
-        final_loss, final_loss_on = _batch_loss(network, task, last_batch, train_solver, seed, start_of_last), \
-            "last training batch"
+    elif run.last_batch is not None:
+        final_loss, final_loss_on = _batch_loss(run.network, run.task, run.last_batch, run.train_solver, run.seed,
+                                                run.last_update), "last training batch"
     else:
         final_loss, final_loss_on = math.nan, None
-    summary = {"task": task.name, "seed": seed, "updates": metrics[-1]["update"] if metrics else 0,
-               "final_loss": final_loss, "final_loss_on": final_loss_on,
-               "last_batch_loss": next((r["loss"] for r in reversed(metrics) if "loss" in r), math.nan),
-               "final_accuracy": final_accuracy,
-               "wall_seconds": metrics[-1]["wall_seconds"] if metrics else 0.0,
-               "optimizer": s.optimizer if not callable(optimizer) else repr(optimizer), "lr": s.lr,
-               "clip_grad": s.clip_grad, "rollback": s.rollback, "stop_at_accuracy": s.stop_at_accuracy,
-               "keep_best": s.keep_best, "kept_best_update": kept["update"] if kept is not None else None,
-               "patience": s.patience, "early_stopping_update": early["update"] if early is not None else None,
-               "evaluate_initial": s.evaluate_initial,
-               "batch_size": s.batch_size, "colplugin_version": __version__, **record,
-               "test_solver": test_solver.to_dict()}
-    if out is not None:
-        atomic_write_text(out / "metrics.json", json.dumps({"per_update": metrics, **summary}, indent=2))
-    return TrainResult(network, metrics, summary)
+    return {"final_loss": final_loss, "final_loss_on": final_loss_on, "final_accuracy": final_accuracy}
+
+
+def _summary(run: _Run, final: dict[str, Any], optimizer: Any) -> dict[str, Any]:
+    """The run's summary (metrics.json beside ``per_update``) as plain types."""
+    s, metrics = run.s, run.metrics
+    kept, early = run.state(run.keep), run.state(run.early)
+    return {"task": run.task.name, "seed": run.seed, "updates": metrics[-1]["update"] if metrics else 0,
+            "final_loss": final["final_loss"], "final_loss_on": final["final_loss_on"],
+            "last_batch_loss": next((r["loss"] for r in reversed(metrics) if "loss" in r), math.nan),
+            "final_accuracy": final["final_accuracy"],
+            "wall_seconds": metrics[-1]["wall_seconds"] if metrics else 0.0,
+            "optimizer": s.optimizer if not callable(optimizer) else repr(optimizer), "lr": s.lr,
+            "clip_grad": s.clip_grad, "rollback": s.rollback, "stop_at_accuracy": s.stop_at_accuracy,
+            "keep_best": s.keep_best, "kept_best_update": kept["update"] if kept is not None else None,
+            "patience": s.patience, "early_stopping_update": early["update"] if early is not None else None,
+            "evaluate_initial": s.evaluate_initial,
+            "batch_size": s.batch_size, "colplugin_version": __version__, **run.record,
+            "test_solver": run.test_solver.to_dict()}
