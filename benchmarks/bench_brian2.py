@@ -1,4 +1,4 @@
-"""Brian2 cpp_standalone vs torch for 1 s of model time (issue 4), run by hand.
+"""Brian2 cpp_standalone vs torch for 1 s of model time, run by hand.
 
     python benchmarks/bench_brian2.py [--columns 1000] [--duration 1.0]
 

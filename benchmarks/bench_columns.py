@@ -1,4 +1,4 @@
-"""Simulation cost vs network size (issue 2): model seconds per wall second and peak memory.
+"""Simulation cost vs network size: model seconds per wall second and peak memory.
 
 Run by hand:  python benchmarks/bench_columns.py [--sizes 1 10 100 1000 10000] [--duration 0.15]
 

@@ -1,4 +1,4 @@
-"""simulate's default vs the eager fused solver vs torchdiffeq (issue 15), run by hand.
+"""simulate's default vs the eager fused solver vs torchdiffeq, run by hand.
 
     python benchmarks/bench_default.py [--sizes 1 10 100 1000 10000] [--threads 1 2]
 

@@ -1,4 +1,4 @@
-"""The compiled fused-solver kernel against the eager loop, torchdiffeq and Brian2 (issue 15), run by hand.
+"""The compiled fused-solver kernel against the eager loop, torchdiffeq and Brian2, run by hand.
 
     python benchmarks/bench_kernel.py [--sizes 1 10 100 1000 10000] [--batches 1 64] [--quick]
 

@@ -1,4 +1,4 @@
-"""Time and peak memory from 10 to 10,000 columns, forward and forward+backward (issue 14), run by hand.
+"""Time and peak memory from 10 to 10,000 columns, forward and forward+backward, run by hand.
 
     python benchmarks/bench_scale.py [--sizes 10 100 1000 10000] [--batches 1 64] [--duration 0.15]
                                      [--goal] [--goal-schemes midpoint@1e-3] [--skip-above 64000]

@@ -1,4 +1,4 @@
-"""Wall time and peak memory per model second of spiking runs (issue 13, item 5), run by hand.
+"""Wall time and peak memory per model second of spiking runs, run by hand.
 
     python benchmarks/bench_spiking.py microcircuit --backend nest --threads 2 --scale 0.1
     python benchmarks/bench_spiking.py twin RUN_DIR --backend brian2 --device runtime --scale 0.1 --k-scale 0.5

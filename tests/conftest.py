@@ -80,7 +80,7 @@ def assert_help_on_every_option():
 
 
 def numpy_column_rhs(params, N, area_inputs=None):
-    """An independent numpy implementation of one column's DMF equations (DESIGN section 1)."""
+    """An independent numpy implementation of one column's DMF equations (dL25 Methods)."""
     P = np.array(params["connection_probability"], dtype=float)
     if params["l4e_to_l23e_mode"] == "probability":
         P[0, 2] *= params["l4e_to_l23e_factor"]

@@ -1,4 +1,4 @@
-"""Issue 11's catalogue of bad inputs and reliability problems: one case per row, so each stays fixed.
+"""A catalogue of bad inputs and reliability problems: one case per row, so each stays fixed.
 
 Every case calls the API or ``colplugin.cli.main`` in-process and checks either a clear
 error (the message names the value and the fix) or the fixed behaviour. Cases are fast:

@@ -1,4 +1,4 @@
-"""Issue 25's catalogue of hostile Python API inputs: one row per case, each refused up front.
+"""A catalogue of hostile Python API inputs: one row per case, each refused up front.
 
 Projections and inputs (Dale's law: ``init`` is a magnitude), networks (bools, dtypes, seeds),
 ``simulate`` (durations, output spacing, stimulus, network, max_rate, y0), ``Solver``, and

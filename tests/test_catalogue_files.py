@@ -1,4 +1,4 @@
-"""Issue 25's catalogue of malformed files and bad training inputs: one case per row, so each stays fixed.
+"""A catalogue of malformed files and bad training inputs: one case per row, so each stays fixed.
 
 Every case calls the API or ``colplugin.cli.main`` in-process and checks a refusal whose
 message names the file or value and the fix (no raw traceback, no torch/pickle internals,

@@ -1,4 +1,4 @@
-"""Issue 25, hostile round 2: output paths, network specs and sizes refused up front, one case per row.
+"""Hostile inputs, round 2: output paths, network specs and sizes refused up front, one case per row.
 
 Every case checks a refusal that names the argument, file or value and the fix, and that
 nothing was written or replaced. No test writes to a device: special files are made in

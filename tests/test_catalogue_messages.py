@@ -1,4 +1,4 @@
-"""Issue 25's catalogue of unclear command-line messages: one case per row, so each stays fixed.
+"""A catalogue of unclear command-line messages: one case per row, so each stays fixed.
 
 Every case runs ``colplugin.cli.main`` in-process (or the API where the command line cannot
 reach the check yet) and checks a refusal with exit status 2 whose message names the

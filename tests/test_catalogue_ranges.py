@@ -1,4 +1,4 @@
-"""Issue 25's catalogue of physically implausible inputs: one case per row, each refused up front.
+"""A catalogue of physically implausible inputs: one case per row, each refused up front.
 
 Parameter values off by a unit prefix or absurd in magnitude (``colplugin.params.ranges``)
 and neuron scales below the floor of ``colplugin.spiking.network.MIN_POPULATION_NEURONS``.

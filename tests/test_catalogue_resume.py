@@ -1,4 +1,4 @@
-"""Issue 25 (reliability, round 2): resuming, data-parallel processes and files given as the wrong thing.
+"""Reliability: resuming, data-parallel processes and files given as the wrong thing.
 
 One case per row. Commands run in-process through ``colplugin.cli.main``, except those with
 ``--nproc 2``, which run the command line in a subprocess of their own session with a timeout

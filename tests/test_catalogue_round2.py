@@ -1,4 +1,4 @@
-"""Issue 25's catalogue of work refused before it starts: sizes, durations, rates and memory.
+"""A catalogue of work refused before it starts: sizes, durations, rates and memory.
 
 One case per row; each checks that the refusal comes before any work (no directory made,
 nothing allocated) and that the message names the value and the fix. The expected numbers

@@ -1,4 +1,4 @@
-"""Output directories: claimed by one command, replaced only on success, cleaned up on signals (issue 25)."""
+"""Output directories: claimed by one command, replaced only on success, cleaned up on signals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 25's command-line refusals: each bad value is refused before any work, with a message naming it."""
+"""Command-line refusals: each bad value is refused before any work, with a message naming it."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Training rules of issue 12: the learning curve from update 0, early stopping on the validation loss."""
+"""Training rules of the paper's code: the learning curve from update 0, early stopping on the validation loss."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""NWB beside NIX (issue 29, part 3): save_nwb / load_nwb round trips, fit from an NWB target, foreign files."""
+"""NWB beside NIX: save_nwb / load_nwb round trips, fit from an NWB target, foreign files."""
 
 from datetime import datetime, timezone
 

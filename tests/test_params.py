@@ -81,14 +81,14 @@ def test_pd14_is_the_one_copy(dl25, pd14):
     np.testing.assert_array_equal(dl25["connection_probability"], pd14["connection_probability"])
     np.testing.assert_array_equal(dl25["K_in"], pd14["K_in"])
     assert dl25.source("connection_probability") == pd14.source("connection_probability")
-    # PD14 Table 5: PSC 87.81 pA; dL25 rounds it to 0.0878 nA (DESIGN's dL25 checks use that)
+    # PD14 Table 5: PSC 87.81 pA; dL25 rounds it to 0.0878 nA (the value dL25's code uses)
     assert pd14["J_E"] == pytest.approx(0.08781, rel=1e-12)
     assert dl25["J_E"] == pytest.approx(0.0878, rel=1e-12)
     assert dl25["tau_m"] == pytest.approx(0.020) and pd14["tau_m"] == pytest.approx(0.010)
 
 
 def test_spiking_entries_in_internal_units(pd14):
-    # PD14 Table 5 / DESIGN section 6
+    # PD14 Table 5
     assert (pd14["E_L"], pd14["V_reset"], pd14["V_th"]) == (-65.0, -65.0, -50.0)
     assert pd14["t_ref"] == pytest.approx(0.002)
     assert pd14["delay_E"] == pytest.approx(1.5e-3) and pd14["delay_I"] == pytest.approx(0.75e-3)

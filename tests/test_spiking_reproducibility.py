@@ -1,4 +1,4 @@
-"""Same seed, same spikes: on Brian2 (runtime and cpp_standalone) and on NEST (issue 11, item 1)."""
+"""Same seed, same spikes: on Brian2 (runtime and cpp_standalone) and on NEST."""
 
 import numpy as np
 import pytest

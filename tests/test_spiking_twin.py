@@ -26,7 +26,7 @@ def test_inter_column_weight_becomes_k_synapses_of_j_by_hand(two_columns):
     i = [n for n, (s, t) in enumerate(zip(w["source"], w["target"])) if (s, t) == ("mt[0].L23E", "mt[1].L23I")][0]
     W = w["weight"][i]
     assert W > 0  # Dale: excitatory source
-    J_E = 0.0878  # nA, the dl25 preset (DESIGN section 1)
+    J_E = 0.0878  # nA, the dl25 preset (dL25, PD14's 87.81 pA rounded)
     n_target = round(17095 / 2 * scale)  # MT L2/3I, split between the 2 columns
     c = tw.connection("mt[0].L23E", "mt[1].L23I")
     assert c.n_synapses == round(W / J_E * k * n_target)  # K = |W| / J_E, times k
@@ -41,7 +41,7 @@ def test_twin_keeps_the_column(two_columns):
     stim = cp.Stimulus([0.0, 0.2], [[0.0, 0.0], [20.0, 5.0]])
     k = 0.5
     tw = spiking_twin(net, stim, trial=0, scale=0.1, k_scale=k, reference_rates=np.zeros(net.n_populations))
-    # intra-column: MT at N/2 gives K[L23E, L23E] = 3223.1 (DESIGN section 1 check)
+    # intra-column: MT at N/2 gives K[L23E, L23E] = 3223.1 (PD14 Table 5 probabilities and sizes, N/2 per column)
     n = round(60606 / 2 * 0.1)
     c = tw.connection("mt[0].L23E", "mt[0].L23E")
     assert c.n_synapses == pytest.approx(3223.1 * k * n, abs=0.05 * k * n + 0.5)

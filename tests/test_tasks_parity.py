@@ -1,4 +1,4 @@
-"""Parity (issue 26): architecture, pattern sets, read-out and loss by hand, and a CLI smoke run."""
+"""Parity (the authors' third network): architecture, pattern sets, read-out and loss by hand, and a CLI smoke run."""
 
 import json
 import math

@@ -96,7 +96,10 @@ def test_brian2_follows_the_transfer_exactly():
 
 
 def test_the_dmf_transfer_is_the_papers_f():
-    """f(b/a) = 1/d, f(0) = 0.1585 Hz, f(15 mV) = 28.35 Hz, f(20 mV) = 102.19 Hz (DESIGN section 1)."""
+    """f(b/a) = 1/d, f(0) = 0.1585 Hz, f(15 mV) = 28.35 Hz, f(20 mV) = 102.19 Hz.
+
+    Computed by hand from the DMF's f (dL25 Methods) with a = 48, b = 981, d = 8.9e-3 s.
+    """
     f = DMFTransfer(48.0, 981.0, 0.0089)
     x = torch.tensor([981.0 / 48.0, 0.0, 15.0, 20.0], dtype=torch.float64)
     r = f.rate(x, torch.zeros_like(x)).numpy()

@@ -1,4 +1,4 @@
-"""The PD14 microcircuit on Brian2 and on NEST: population rates, mean and sd over seeds (issue 13, item 2).
+"""The PD14 microcircuit on Brian2 and on NEST: population rates, mean and sd over seeds.
 
     python validation/backend_parity.py [--scale 0.1] [--k-scale 0.5] [--duration 2.5] [--transient 0.5]
                                         [--seeds 3] [--device cpp_standalone] [--threads 1] [--out DIR]

@@ -1,4 +1,4 @@
-"""Torch vs Brian2 on a random 100-column network (issue 4 target), euler and rk4 at dt = 0.1 ms.
+"""Torch vs Brian2 on a random 100-column network, euler and rk4 at dt = 0.1 ms.
 
     python validation/brian2_agreement.py [--columns 100] [--duration 0.5] [--out DIR]
 

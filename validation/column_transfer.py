@@ -69,7 +69,7 @@ def largest_drop(r: np.ndarray) -> tuple[float, float]:
     return float(max(d[i], 0.0)), levels[i + 1]
 
 
-# the LIF column's goal (issue 24): every population within 15 % or 1 Hz of the twin at every level up to 60 Hz
+# the LIF column's goal: every population within 15 % or 1 Hz of the twin at every level up to 60 Hz
 upto = np.array(levels) <= 60.0
 close = np.abs(dmf - mean) <= np.maximum(0.15 * mean, 1.0)
 within = bool(close[upto].all())

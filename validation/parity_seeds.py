@@ -1,4 +1,4 @@
-"""Parity over seeds (issue 26): both pattern sets, accuracy, margins, updates and wall time per seed.
+"""Parity over seeds: both pattern sets, accuracy, margins, updates and wall time per seed.
 
     python validation/parity_seeds.py --out /tmp/parity_seeds [--seeds 10] [--all-seeds 3]
 

@@ -1,4 +1,4 @@
-"""XOR over 10 seeds as the paper ran it, and the effect of single changes (issue 12, item 1).
+"""XOR over 10 seeds as the paper ran it, and the effect of single changes.
 
 Runs :func:`colplugin.experiments.reproduce` for the XOR task's defaults and for variants
 that change one thing (learning rate, the paper code's Hz read-out, the training aids that

@@ -55,8 +55,8 @@ class SpikingNetworkError(ValueError):
 #:
 #: Why 10. A population's rate is read as the mean over its neurons; with fewer than 10 it is
 #: one or a few neurons' spike trains: at 5 Hz over a 0.3 s read-out window a population of
-#: 8 neurons gives ~12 spikes (Poisson sd ~30 % of the rate), and the twin's task accuracy of
-#: issue 25 (0.5 from 24 neurons, scale 1e-9) and the calibration's offsets (+-15 mV, at
+#: 8 neurons gives ~12 spikes (Poisson sd ~30 % of the rate), and the twin's task accuracy
+#: measured at scale 1e-9 (0.5 from 24 neurons) and the calibration's offsets (+-15 mV, at
 #: the fit's bounds, from an 8-neuron column) were noise. Each target also draws its ``k K``
 #: recurrent synapses from that many sources only, so its inputs are strongly shared and no
 #: longer the independent inputs the rate model and PD14's scaling assume. 10 is a pragmatic
