@@ -22,7 +22,7 @@ from .plotting import save_figure
 from .solve.simulate import simulate
 from .spiking.network import SCALE
 from .stimulus import Stimulus
-from .tasks import get_task
+from .tasks import TASKS, get_task, task_class
 from .training.task import Task
 from .training.trainer import TrainResult, load_best_weights, load_checkpoint, train
 
@@ -243,7 +243,7 @@ def load_run(path: Path, command: str = "export") -> tuple[Any, Stimulus, float]
             return (net, *_read_stimulus(stim_path, net.n_inputs))
         name = ck["task"]["name"]
         try:
-            task = get_task(name)
+            task = task_class(name).from_config(ck["task"])  # the options the run was trained with
         except TypeError:  # a task built from data (e.g. a fit target) cannot be rebuilt from its name
             raise ValueError(f"{ckpt_path.parent} has no {STIMULUS_FILE} and task {name!r} needs its options to "
                              "say which trials to export; train the run again with this version") from None
@@ -284,18 +284,11 @@ def _reproduce_runs(path: Path) -> list[Path]:
 
 def _task_from_checkpoint(config: dict[str, Any]):
     """The registered task of a checkpoint's task config, built with the options it records; None if it cannot be."""
-    import inspect
-
-    from .tasks import TASKS
-
     cls = TASKS.get(config.get("name", ""))
     if cls is None:
         return None
     try:
-        accepted = inspect.signature(cls.__init__).parameters
-        kwargs = {k: v for k, v in config.items() if k in accepted and k not in ("self", "solver")
-                  and isinstance(v, (int, float, str, bool))}
-        return cls(**kwargs)
+        return cls.from_config(config)
     except (TypeError, ValueError):  # a task built from data (e.g. a fit target): no read-out
         return None
 

@@ -5,6 +5,7 @@ Defined and registered here only, it shows that a new task needs nothing but its
 """
 
 import json
+from typing import Annotated
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import colplugin as cp
 from colplugin.cli import main
 from colplugin.experiments import STIMULUS_FILE, load_run, main_run, reproduce, train_run
 from colplugin.training import Batch, Task, TrainSettings, get_task, register_task
+from colplugin.training.task import Option
 from conftest import one_column_input_net, sample_constant_target
 
 
@@ -27,7 +29,8 @@ class Tiny(Task):
     settings = TrainSettings(updates=2, lr=0.1, batch_size=2)
     reproduce_seeds = 2
 
-    def __init__(self, target_hz: float = 3.0):
+    # one declaration: the keyword, its default, its command-line flag, its config entry
+    def __init__(self, target_hz: Annotated[float, Option("--tiny-target", "tiny: target L2/3E rate, Hz")] = 3.0):
         self.target_hz = target_hz
 
     def build_network(self, params=None, seed=None):
@@ -71,13 +74,6 @@ class Tiny(Task):
         (out / "tiny_summary.json").write_text(json.dumps(losses))
         return {"losses": losses, "headline": f"tiny: final losses {losses}"}
 
-    @classmethod
-    def add_arguments(cls, group):
-        group.add_argument("--tiny-target", type=float, help="tiny: target L2/3E rate in Hz (default 3)")
-
-    @classmethod
-    def from_args(cls, args):
-        return cls() if args.tiny_target is None else cls(target_hz=args.tiny_target)
 
 
 def _rows(metrics):
@@ -154,6 +150,22 @@ def test_cli_train_export_and_run(tmp_path, capsys):
     assert main(["reproduce", "tiny", "--seeds", "1", "--updates", "1", "--out", str(tmp_path / "rep"),
                  "--no-progress"]) == 0
     assert "tiny: final losses" in capsys.readouterr().out
+
+
+def test_one_declaration_gives_the_option_everywhere(tmp_path, capsys):
+    from colplugin.cli import build_parser
+    from colplugin.experiments import load_twin_run
+
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert "tiny: target L2/3E rate, Hz (default 3.0)" in " ".join(sub["train"].format_help().split())
+    task = Tiny.from_args(build_parser().parse_args(["train", "tiny", "--tiny-target", "4.5"]))
+    assert task.target_hz == 4.5 and task.config()["target_hz"] == 4.5
+    assert Tiny.from_config(task.config()).target_hz == 4.5
+    run = tmp_path / "r"
+    assert main(["train", "tiny", "--tiny-target", "4.5", "--updates", "1", "--out", str(run), "--no-progress"]) == 0
+    assert load_twin_run(run)[3].target_hz == 4.5  # rebuilt from the checkpoint by the same rule
 
 
 def test_cli_refuses_another_tasks_option(tmp_path, capsys):

@@ -13,12 +13,11 @@ References
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from ..params.names import pop_index
 from ..solve.simulate import Solver, Trajectory, simulate
 from ..stimulus import MembraneNoise, Stimulus
 from ..training.settings import TrainSettings
-from ..training.task import Batch, Task, register_task
+from ..training.task import Batch, Option, Task, register_task
 
 __all__ = ["Decision", "WongWang", "wong_wang", "figure2", "decision_metrics", "decision_times",
            "decision_dynamics", "nrmse_floor_single_rest"]
@@ -210,7 +209,14 @@ class Decision(Task):
 
     def __init__(self, phase: float = 0.5, time_scale: float = 10.0, rate_scale: float = 20.0,
                  sigma: float = 0.0, solver: Solver | None = None, batch_size: int = 16,
-                 lateral_columns: str = "different", noise_mV: float = 0.0) -> None:
+                 lateral_columns: Annotated[str, Option(
+                     "--lateral-columns", "decision: which columns' L2/3I each L2/3E drives through learnable "
+                     "weights: 'different' (the paper's set) or 'all' (its own column's L2/3I too)",
+                     choices=LATERAL_COLUMNS)] = "different",
+                 noise_mV: Annotated[float, Option(
+                     "--noise-mv", "decision: train and evaluate the stochastic variant, with white noise of SIGMA "
+                     "mV (sd of a free membrane) on every membrane state (0: deterministic)",
+                     metavar="SIGMA")] = 0.0) -> None:
         if lateral_columns not in LATERAL_COLUMNS:
             raise ValueError(f"decision: lateral_columns must be one of {', '.join(LATERAL_COLUMNS)} "
                              f"(the paper's set is 'different'), got {lateral_columns!r}")
@@ -367,25 +373,6 @@ class Decision(Task):
                             f"{res.summary.get('early_stopping_update')}), final loss {res.summary['final_loss']:.4g}; "
                             f"held-out fit to Wong-Wang: {json.dumps(fit)}; Figure 2 in {Path(out) / 'figure2.png'}"}
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "phase": self.phase, "time_scale": self.time_scale,
-                "rate_scale": self.rate_scale, "sigma": self.sigma, "lateral_columns": self.lateral_columns,
-                "noise_mV": self.noise_mV}
-
-    # -- command line -----------------------------------------------------------------
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--lateral-columns", choices=LATERAL_COLUMNS,
-                           help="decision: which columns' L2/3I each L2/3E drives through learnable weights: "
-                                "'different' (the paper's set, default) or 'all' (its own column's L2/3I too)")
-        group.add_argument("--noise-mv", type=float, metavar="SIGMA",
-                           help="decision: train and evaluate the stochastic variant, with white noise of SIGMA mV "
-                                "(sd of a free membrane) on every membrane state (default 0: deterministic)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Decision":
-        given = {"lateral_columns": getattr(args, "lateral_columns", None), "noise_mV": getattr(args, "noise_mv", None)}
-        return cls(**{k: v for k, v in given.items() if v is not None})
 
 
 def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,

@@ -12,12 +12,11 @@ is read out from the output columns' L2/3E rates at the end of the stimulus.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from ..params.names import N_POP, pop_index
 from ..solve.simulate import Solver, Trajectory
 from ..stimulus import Stimulus
 from ..training.settings import LR_SCHEDULES, TrainSettings
-from ..training.task import Batch, Task, register_task
+from ..training.task import Batch, Option, Task, register_task
 
 __all__ = ["Digits", "load_split", "mlp_baseline"]
 
@@ -198,10 +197,24 @@ class Digits(Task):
     n_classes = 10
     n_pixels = 64
 
-    def __init__(self, columns: int = 100, *, duration: float = 0.1, rate: float = 20.0, logit_scale: float = 3.0,
+    def __init__(self, columns: Annotated[int, Option("--columns", "hidden columns of task digits",
+                                                      metavar="N")] = 100, *,
+                 duration: Annotated[float, Option("--trial-duration", "stimulus duration of task digits, s",
+                                                   metavar="S")] = 0.1,
+                 rate: float = 20.0, logit_scale: float = 3.0,
                  rate_floor: float = 0.01, input_gain: float = 1 / 16, feedforward_drive: float = 1000.0,
-                 split_seed: int = 0, eval_size: int = 100, batch_size: int = 64, epochs: float = 25,
-                 lr: float = 0.01, lr_schedule: str = "constant", solver: Solver | None = None,
+                 split_seed: int = 0,
+                 eval_size: Annotated[int, Option("--eval-size", "held-out images evaluated per update (0: all 360)",
+                                                  metavar="K")] = 100,
+                 batch_size: Annotated[int, Option("--batch-size", "images per update of task digits",
+                                                   metavar="B")] = 64,
+                 epochs: Annotated[float, Option("--epochs", "epochs of training images (--updates wins)",
+                                                 type=float)] = 25,
+                 lr: float = 0.01,
+                 lr_schedule: Annotated[str, Option(
+                     "--lr-schedule", "learning rate over the updates: 'constant' or 'cosine' (annealed to 0; use "
+                     "it for 1000 or more hidden columns)", choices=LR_SCHEDULES)] = "constant",
+                 solver: Solver | None = None,
                  device: str | torch.device | None = None) -> None:
         if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
             raise ValueError(f"Digits(columns={columns!r}) (--columns): the hidden area needs a whole number >= 1 of "
@@ -422,29 +435,3 @@ class Digits(Task):
         lines += [f"| {c} | " + " | ".join(map(str, row)) + " |" for c, row in enumerate(evaluation["confusion"])]
         return lines
 
-    # -- command line -----------------------------------------------------------------
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--columns", type=int, metavar="N", help="hidden columns of task digits (default 100)")
-        group.add_argument("--epochs", type=float, help="epochs of training images (default 25; --updates wins)")
-        group.add_argument("--batch-size", type=int, metavar="B", help="images per update (default 64)")
-        group.add_argument("--trial-duration", type=float, metavar="S",
-                           help="stimulus duration in s (default 0.1)")
-        group.add_argument("--eval-size", type=int, metavar="K",
-                           help="held-out images evaluated per update (default 100; 0: all 360)")
-        group.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                           help="learning rate over the updates: 'constant' (default) or 'cosine' (annealed to 0; "
-                                "use it for 1000 or more hidden columns)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Digits":
-        given = {"columns": getattr(args, "columns", None), "epochs": getattr(args, "epochs", None),
-                 "batch_size": getattr(args, "batch_size", None), "duration": getattr(args, "trial_duration", None),
-                 "eval_size": getattr(args, "eval_size", None), "lr_schedule": getattr(args, "lr_schedule", None)}
-        return cls(**{k: v for k, v in given.items() if v is not None})
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "columns": self.columns, "rate": self.rate, "logit_scale": self.logit_scale,
-                "rate_floor": self.rate_floor,
-                "input_gain": self.input_gain, "feedforward_drive": self.feedforward_drive,
-                "split_seed": self.split_seed, "eval_size": self.eval_size, "epochs": self.epochs}

@@ -20,12 +20,11 @@ Two pattern sets, as the code's ``make_ds``:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ from ..params.names import pop_index
 from ..solve.simulate import Solver, Trajectory
 from ..stimulus import Stimulus
 from ..training.settings import TrainSettings
-from ..training.task import Batch, Task, register_task
+from ..training.task import Batch, Option, Task, register_task
 
 __all__ = ["Parity", "FIXED_POSITION", "ALL_PATTERNS", "PATTERN_SETS", "parity_label", "margin", "AREAS"]
 
@@ -130,7 +129,16 @@ class Parity(Task):
     dt_out = 0.02
     reproduce_seeds = 10
 
-    def __init__(self, patterns: str = "fixed", rate: float = 15.0, jitter: float = 0.025, readout: str = "minmax",
+    def __init__(self,
+                 patterns: Annotated[str, Option(
+                     "--parity-set", "patterns of task parity: 'fixed' (0001, 0011, 0111, 1111) or 'all' (16)",
+                     choices=tuple(PATTERN_SETS))] = "fixed",
+                 rate: Annotated[float, Option("--parity-rate", "input rate of an active input of task parity, Hz",
+                                               metavar="HZ")] = 15.0,
+                 jitter: float = 0.025,
+                 readout: Annotated[str, Option(
+                     "--parity-readout", "read-out of task parity: 'minmax' (normalised over the batch) or 'hz' "
+                     "(the code's targets, 20 Hz even / 0 Hz odd)", choices=("minmax", "hz"))] = "minmax",
                  low: float = 0.0, high: float = 20.0, init_jitter: float = 3.0, lateral_init: float = 1.0,
                  solver: Solver | None = None, batch_size: int | None = None) -> None:
         if patterns not in PATTERN_SETS:
@@ -400,24 +408,5 @@ class Parity(Task):
                               f"{result['total_wall_seconds']:.1f} s in all")
         return result
 
-    # -- command line -----------------------------------------------------------------
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--parity-set", choices=tuple(PATTERN_SETS),
-                           help="patterns of task parity: 'fixed' (0001, 0011, 0111, 1111; default) or 'all' (16)")
-        group.add_argument("--parity-readout", choices=("minmax", "hz"),
-                           help="read-out of task parity: 'minmax' (normalised over the batch; default) or 'hz' "
-                                "(the code's targets, 20 Hz even / 0 Hz odd)")
-        group.add_argument("--parity-rate", type=float, metavar="HZ",
-                           help="input rate of an active input of task parity (default 15 Hz)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Parity":
-        given = {"patterns": getattr(args, "parity_set", None), "readout": getattr(args, "parity_readout", None),
-                 "rate": getattr(args, "parity_rate", None)}
-        return cls(**{k: v for k, v in given.items() if v is not None})
-
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "patterns": self.patterns, "rate": self.rate, "jitter": self.jitter,
-                "readout": self.readout, "low": self.low, "high": self.high, "init_jitter": self.init_jitter,
-                "lateral_init": self.lateral_init, "t_on": self.t_on}
+        return {**super().config(), "t_on": self.t_on}

@@ -299,8 +299,7 @@ class XOR(Task):
         return result
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "rate": self.rate, "jitter": self.jitter, "readout": self.readout,
-                "low": self.low, "high": self.high, "init_jitter": self.init_jitter, "t_on": self.t_on}
+        return {**super().config(), "t_on": self.t_on}
 
 
 def truth_table(network: ColumnNetwork, task: XOR | None = None) -> dict[str, Any]:

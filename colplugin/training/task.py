@@ -23,15 +23,25 @@ Write one module in ``colplugin/tasks/`` with a :class:`Task` subclass decorated
 
 Every module of ``colplugin.tasks`` is imported with the package, so the task is then
 known to :func:`get_task`, ``colplugin train mytask`` and ``colplugin run mytask``.
+
+Options are declared once, as keywords of the constructor: a keyword's name is its key in
+:meth:`Task.config` (saved with every checkpoint, from which :meth:`Task.from_config`
+rebuilds the task), its default is the default everywhere, and an :class:`Option` in its
+annotation gives it a command-line flag::
+
+        def __init__(self, rate: Annotated[float, Option("--my-rate", "input rate of task mytask, Hz")] = 20.0):
+            self.rate = rate
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Mapping
 
 import torch
 
@@ -46,7 +56,44 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 
-__all__ = ["Batch", "Task", "TrainResult", "TASKS", "register_task", "get_task", "task_class"]
+__all__ = ["Batch", "Option", "Task", "TrainResult", "TASKS", "register_task", "get_task", "task_class"]
+
+#: Plain values that a task's config records and :meth:`Task.from_config` passes back.
+_PLAIN = (int, float, str, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Option:
+    """The command-line form of one keyword of a task's constructor.
+
+    Put it in the keyword's annotation, ``Annotated[float, Option("--parity-rate", "...")]``:
+    the keyword's default becomes the option's default (shown in the help), its value is
+    passed to the constructor, and :meth:`Task.config` records it.
+
+    Parameters
+    ----------
+    flag : str
+        The command-line flag (``"--parity-rate"``); flags must differ between tasks.
+    help : str
+        What the option sets, with its unit.
+    metavar : str, optional
+        The value's name in the help.
+    choices : tuple, optional
+        The values allowed.
+    type : callable, optional
+        Converts the command line's text (default: the type of the keyword's default).
+    """
+
+    flag: str
+    help: str
+    metavar: str | None = None
+    choices: tuple | None = None
+    type: Callable[[str], Any] | None = None
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments (argparse's rule: ``--parity-rate`` -> ``parity_rate``)."""
+        return self.flag.lstrip("-").replace("-", "_")
 
 
 @dataclass
@@ -210,25 +257,70 @@ class Task(ABC):
         """Whether the task overrides :meth:`reproduce`."""
         return cls.reproduce is not Task.reproduce
 
-    # -- command line -----------------------------------------------------------------
+    # -- options: declared once, as constructor keywords -------------------------------
+    @classmethod
+    def keywords(cls) -> dict[str, inspect.Parameter]:
+        """The constructor's keywords (its options) by name."""
+        params = inspect.signature(cls.__init__).parameters
+        return {k: p for k, p in params.items()
+                if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+    @classmethod
+    def options(cls) -> list[tuple[str, Option, Any]]:
+        """The keywords with a command-line form: ``(keyword, Option, default)``."""
+        if cls.__init__ is object.__init__:
+            return []
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+        found = []
+        for name, param in cls.keywords().items():
+            hint = hints.get(name)
+            if typing.get_origin(hint) is Annotated:
+                found += [(name, meta, param.default) for meta in hint.__metadata__ if isinstance(meta, Option)]
+        return found
+
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """Add the task's own command-line options (every one with a help text) to ``group``.
+        """Add the task's command-line options (its :class:`Option` keywords) to ``group``.
 
         The ``colplugin`` command offers every task's options on ``train``, ``run`` and
         ``reproduce`` (in a group per task) and refuses one given for another task, so
-        option names must differ between tasks; leave their defaults at ``None``.
+        flags must differ between tasks.
         """
-        return None
+        for _, opt, default in cls.options():
+            kind = opt.type or (type(default) if isinstance(default, (int, float)) and not isinstance(default, bool)
+                                else None)
+            shown = f" (default {default})" if default is not inspect.Parameter.empty else ""
+            group.add_argument(opt.flag, dest=opt.dest, type=kind, choices=opt.choices, metavar=opt.metavar,
+                               help=opt.help + shown)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Task":
-        """Build the task from parsed command-line options (default: ``cls()``)."""
-        return cls()
+        """Build the task from parsed command-line options (the ones given; the rest keep their defaults)."""
+        given = {name: getattr(args, opt.dest, None) for name, opt, _ in cls.options()}
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Task":
+        """Rebuild the task of a checkpoint's config: every plain constructor keyword it records.
+
+        Raises
+        ------
+        TypeError
+            A task that cannot be built from plain options (e.g. a fit target, built from data).
+        ValueError
+            A recorded option the task refuses.
+        """
+        return cls(**{k: config[k] for k in cls.keywords() if k in config and isinstance(config[k], _PLAIN)})
 
     def config(self) -> dict[str, Any]:
-        """Plain-type settings saved with checkpoints and metrics."""
-        return {"name": self.name, "duration": self.duration, "dt_out": self.dt_out,
+        """Plain-type settings saved with checkpoints and metrics: every constructor keyword's value and more.
+
+        Keywords are recorded by name from the attribute of the same name (``solver`` and
+        ``device``, where to run, apart); a task adds what its constructor derives.
+        """
+        options = {k: getattr(self, k) for k in self.keywords()
+                   if k not in ("solver", "device") and isinstance(getattr(self, k, None), _PLAIN) and hasattr(self, k)}
+        return {**options, "name": self.name, "duration": self.duration, "dt_out": self.dt_out,
                 "batch_size": self.batch_size, "solver": self.solver.to_dict(),
                 "settings": self.settings.to_dict()}
 
