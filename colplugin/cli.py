@@ -129,7 +129,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import colplugin as cp
     from colplugin.plotting import plot_rates
 
-    params = cp.load_preset(args.preset) if args.params is None else cp.load_params(args.params)
+    from colplugin.params import DEFAULT_PRESET, resolve_params
+
+    params = resolve_params(args.preset if args.preset is not None else DEFAULT_PRESET)
     if args.area is not None and not args.area.strip():
         raise ValueError("--area is empty; give an area name (e.g. --area mt), or leave --area out for the "
                          f"parameters' default area ({params.default_area})")
@@ -558,14 +560,14 @@ def _bounded_int(most: int, why: str):
     return parse
 
 
-def _add_preset(p: argparse.ArgumentParser) -> None:
-    """``--preset``: the parameters of a trained network (train, reproduce, run)."""
+def _add_preset(p: argparse.ArgumentParser, default: str = "default: the task's, e.g. dl25") -> None:
+    """``--preset NAME|FILE.toml``: the parameters of the network a command builds (every such command)."""
     from colplugin.params import PRESETS
 
-    p.add_argument("--preset", default=None, metavar="NAME|FILE.toml",
+    p.add_argument("--preset", "--params", dest="preset", default=None, metavar="NAME|FILE.toml",
                    help=f"parameters of the network: a preset ({', '.join(PRESETS)}; *_lif: the LIF mean-field "
                         "column, Siegert transfer) or a parameter file such as the one `colplugin calibrate` writes "
-                        "(default: the task's, e.g. dl25)")
+                        f"({default}; --params is the same option)")
 
 
 def _check_preset(args: argparse.Namespace) -> None:
@@ -580,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``colplugin`` argument parser; the task choices come from the task registry."""
     from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE
     from colplugin.analysis.validation import VALIDATE_DURATION
+    from colplugin.params import DEFAULT_PRESET
     from colplugin.experiments import MAIN_RUN_TWIN
     from colplugin.spiking.network import K_SCALE, SCALE
     from colplugin.spiking.simulate import SPIKING_BACKENDS
@@ -592,9 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate a column (or an area of columns) with a step input")
-    p.add_argument("--preset", default="dl25", choices=["dl25", "pd14", "dl25_lif", "pd14_lif"],
-                   help="parameter preset (default dl25; *_lif: the LIF mean-field column)")
-    p.add_argument("--params", help="a parameter TOML file (overrides --preset)")
+    _add_preset(p, default=f"default {DEFAULT_PRESET}")
     p.add_argument("--area", help="area type (default: the preset's default area)")
     p.add_argument("--columns", type=int, default=1, help="number of columns in the area (default 1)")
     p.add_argument("--full", action="store_true", help="give every column the full area size")
@@ -661,7 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="fit the DMF's f (one offset per population) to its spiking twin; "
                                          "writes a preset")
-    p.add_argument("--preset", default="dl25", help="preset to calibrate (default dl25)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
+                   help=f"preset to calibrate (default {DEFAULT_PRESET}); the result is a file whose base is this "
+                        "preset, so it takes a shipped preset's name")
     p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="nest",
                    help="spiking simulator (default nest)")
     p.add_argument("--scale", type=float, default=SCALE,

@@ -265,6 +265,6 @@ def test_g_with_layer_ratio_warns_where_the_user_sets_it(tmp_path):
 
 def test_unknown_preset_and_area_advise_cli_and_python(dl25):
     msg = _message(ParameterError, lambda: cp.load_preset("dl26"))
-    assert "'dl26'" in msg and "--params FILE.toml" in msg and "load_params(path)" in msg
+    assert "'dl26'" in msg and "--preset FILE.toml" in msg and "load_params(path)" in msg
     msg = _message(ParameterError, lambda: cp.ColumnNetwork(dl25, {"a": ("v9", 1)}))
-    assert "'v9'" in msg and "[areas.NAME]" in msg and "--params" in msg and "overrides={'areas.NAME'" in msg
+    assert "'v9'" in msg and "[areas.NAME]" in msg and "--preset" in msg and "overrides={'areas.NAME'" in msg

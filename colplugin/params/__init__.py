@@ -69,7 +69,8 @@ import quantities as pq
 from .names import N_POP, POPULATIONS
 from .ranges import RANGES, check_range
 
-__all__ = ["Params", "ParameterError", "load_preset", "load_params", "resolve_params", "PRESETS", "SPECS",
+__all__ = ["Params", "ParameterError", "load_preset", "load_params", "resolve_params", "PRESETS", "DEFAULT_PRESET",
+           "SPECS",
            "SPIKING_KEYS", "RANGES"]
 
 #: Names of the shipped presets.
@@ -373,8 +374,8 @@ class Params(Mapping[str, Any]):
         except KeyError:
             raise ParameterError(
                 f"unknown area {area!r}; known areas: {', '.join(sorted(self.areas))}. Add it with an "
-                "[areas.NAME] table (value = [8 population sizes]) in a parameter file given as --params FILE.toml "
-                "(simulate) or --preset FILE.toml (train, run, reproduce) (Python: "
+                "[areas.NAME] table (value = [8 population sizes]) in a parameter file given as --preset FILE.toml "
+                "(Python: "
                 "load_params(path), or overrides={'areas.NAME': [8 sizes]})"
             ) from None
 
@@ -561,7 +562,7 @@ def _merge(base: Mapping[str, Any], raw: dict[str, Any], what: str) -> dict[str,
 def _raw_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name not in PRESETS:
         raise ParameterError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}, or load your own "
-                             "file with --params FILE.toml (simulate) or --preset FILE.toml (train, run, reproduce) "
+                             "file with --preset FILE.toml "
                              "(Python: load_params(path))")
     if name in _seen:
         raise ParameterError(f"preset {name!r} is its own base ({' -> '.join(_seen + (name,))})")
@@ -575,7 +576,11 @@ def _raw_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     return raw
 
 
-def load_preset(name: str = "dl25", overrides: Mapping[str, Any] | None = None) -> Params:
+#: The preset of a network built without one (the paper's column).
+DEFAULT_PRESET = "dl25"
+
+
+def load_preset(name: str = DEFAULT_PRESET, overrides: Mapping[str, Any] | None = None) -> Params:
     """Load a shipped preset, optionally with overrides.
 
     Parameters

@@ -210,7 +210,7 @@ def _stuck(solver: Solver, params_name: str, stimulus: Stimulus) -> SimulationEr
         f"the adaptive solver {solver.method} got stuck (underflow in dt): the dynamics diverged or became too "
         f"stiff. The largest input rate is {peak:g} Hz and the parameters are {params_name!r}: an extreme "
         "input or parameter (a time constant of microseconds, a huge gain) does this. From the command line, "
-        "lower --input or check the --params file; in Python, Solver('rk4', step=1e-4) shows where it "
+        "lower --input or check the --preset file; in Python, Solver('rk4', step=1e-4) shows where it "
         "diverges, or loosen rtol/atol, or lower the inter-column weights")
 
 
