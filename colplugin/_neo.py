@@ -370,14 +370,12 @@ def _nwb_name(text: str) -> str:
     return str(text).replace("/", "_") or "_"
 
 
-def write_nwb(block: "neo.Block", path: str | Path) -> None:
-    """Write ``block`` to a new NWB file at ``path`` (colplugin's layout; see :func:`colplugin.save_nwb`)."""
-    from datetime import datetime, timezone
-    from uuid import uuid4
+#: One row of the NWB structure table: (kind, segment, index, NWB name, JSON metadata).
+_Row = tuple[str, int, int, str, str]
 
-    import pynwb
-    from hdmf.common import DynamicTable, VectorData
 
+def _refuse_unwritable(block: "neo.Block") -> None:
+    """Raise NotImplementedError naming the objects of ``block`` that :func:`write_nwb` does not write."""
     unsupported = []
     for s, seg in enumerate(block.segments):
         for kind, label in (("events", "Event(s)"), ("imagesequences", "ImageSequence(s)")):
@@ -389,30 +387,42 @@ def write_nwb(block: "neo.Block", path: str | Path) -> None:
         raise NotImplementedError(f"save_nwb writes AnalogSignals, IrregularlySampledSignals, SpikeTrains and Epochs; "
                                   f"the Block has {', '.join(unsupported)} (save it with colplugin.save_nix)")
 
+
+def _new_nwb_file(block: "neo.Block") -> Any:
+    """An empty ``pynwb.NWBFile`` for ``block``: its description, a fresh identifier and its recording
+    time as the session start (now if it has none; UTC if it has no time zone)."""
+    from datetime import datetime, timezone
+    from uuid import uuid4
+
+    import pynwb
+
     start = block.rec_datetime if isinstance(block.rec_datetime, datetime) else datetime.now(timezone.utc)
     if start.tzinfo is None:
         start = start.replace(tzinfo=timezone.utc)
-    nwb = pynwb.NWBFile(session_description=block.description or block.name or "colplugin Neo Block",
-                        identifier=str(uuid4()), session_start_time=start,
-                        source_script=f"colplugin {__version__} (colplugin.save_nwb)", source_script_file_name="")
-    block_name = block.name or "block"
-    rows: list[tuple[str, int, int, str, str]] = []  # (kind, segment, index, nwb name, metadata JSON)
-    rows.append(("block", -1, 0, "", _dumps({
-        "format": NWB_FORMAT, "format_version": NWB_FORMAT_VERSION, "colplugin_version": __version__,
-        **_common(block), "index": block.index, "rec_datetime": block.rec_datetime,
-        "file_datetime": block.file_datetime}, "the Block's")))
+    return pynwb.NWBFile(session_description=block.description or block.name or "colplugin Neo Block",
+                         identifier=str(uuid4()), session_start_time=start,
+                         source_script=f"colplugin {__version__} (colplugin.save_nwb)", source_script_file_name="")
 
-    trains = [(s, k, st) for s, seg in enumerate(block.segments) for k, st in enumerate(seg.spiketrains)]
+
+def _add_nwb_columns(nwb: Any, block: "neo.Block") -> list[str]:
+    """Add the units-table and epochs-table columns ``block`` needs; return the annotation columns of the units.
+
+    The units and epochs tables get Neo's NWBIO columns (``_name``, ``segment``, ``block``);
+    the units table also one column per scalar annotation that every spike train has, of
+    one kind (str or number), for pynwb users.
+    """
+    trains = [st for seg in block.segments for st in seg.spiketrains]
+    keys: list[str] = []
     if trains:
         # Neo's NWBIO columns, then one column per scalar annotation every train has (for pynwb users)
         for name, desc in (("_name", "the name attribute of the SpikeTrain"),
                            ("segment", "the name of the Neo Segment to which the SpikeTrain belongs"),
                            ("block", "the name of the Neo Block to which the SpikeTrain belongs")):
             nwb.add_unit_column(name, desc)
-        keys = [k for k in trains[0][2].annotations if k not in _UNIT_RESERVED
+        keys = [k for k in trains[0].annotations if k not in _UNIT_RESERVED
                 and all(isinstance(st.annotations.get(k), (str, int, float, np.integer, np.floating))
-                        and not isinstance(st.annotations.get(k), (bool, np.bool_)) for _, _, st in trains)
-                and len({isinstance(st.annotations[k], str) for _, _, st in trains}) == 1]
+                        and not isinstance(st.annotations.get(k), (bool, np.bool_)) for st in trains)
+                and len({isinstance(st.annotations[k], str) for st in trains}) == 1]
         for k in keys:
             nwb.add_unit_column(k, f"the SpikeTrain annotation {k!r}")
     if any(seg.epochs for seg in block.segments):
@@ -420,70 +430,101 @@ def write_nwb(block: "neo.Block", path: str | Path) -> None:
                            ("segment", "the name of the Neo Segment to which the Epoch belongs"),
                            ("block", "the name of the Neo Block to which the Epoch belongs")):
             nwb.add_epoch_column(name, desc)
+    return keys
 
-    n_units = n_epochs = 0
-    for s, seg in enumerate(block.segments):
-        where = f"segment {s} ({seg.name!r})"
-        rows.append(("segment", s, s, "", _dumps({**_common(seg), "index": seg.index,
-                                                  "rec_datetime": seg.rec_datetime}, where)))
-        hierarchy = json.dumps({"block": block_name, "segment": seg.name or f"segment {s}"})
-        signals = [("analogsignal", k, sig) for k, sig in enumerate(seg.analogsignals)]
-        signals += [("irregularlysampledsignal", k, sig) for k, sig in enumerate(seg.irregularlysampledsignals)]
-        for kind, k, sig in signals:
-            if getattr(sig, "proxy_for", None) is not None:
-                sig = sig.load()
-            name = _nwb_name(f"{seg.name or 'segment'} {sig.name or kind} {s}.{k}"
-                             + ("" if kind == "analogsignal" else " irregular"))
-            meta = {**_common(sig), "array_annotations": _array_annotations(sig), "units": sig.units,
-                    "t_start": sig.t_start, "shape": list(sig.shape)}
-            data = np.asarray(sig.magnitude)
-            unit = sig.units.dimensionality.string
-            if kind == "analogsignal":
-                meta["sampling_rate"] = sig.sampling_rate
-                ts = pynwb.TimeSeries(name=name, data=data, unit=unit, comments=hierarchy,
-                                      starting_time=float(sig.t_start.rescale("s")),
-                                      rate=float(sig.sampling_rate.rescale("Hz")),
-                                      description=sig.description or f"Neo AnalogSignal {sig.name!r}")
-            else:
-                ts = pynwb.TimeSeries(name=name, data=data, unit=unit, comments=hierarchy,
-                                      timestamps=sig.times.rescale("s").magnitude,
-                                      description=sig.description or f"Neo IrregularlySampledSignal {sig.name!r}")
-                meta["times_units"] = sig.times.units
-            group = sig.annotations.get("nwb_group", "stimulus" if sig.name == "input" else "acquisition")
-            (nwb.add_stimulus if group == "stimulus" else nwb.add_acquisition)(ts)
-            meta["nwb_group"] = "stimulus" if group == "stimulus" else "acquisition"
-            rows.append((kind, s, k, name, _dumps(meta, f"{where} {kind} {k} ({sig.name!r})")))
-        for k, st in enumerate(seg.spiketrains):
-            if getattr(st, "proxy_for", None) is not None:
-                st = st.load()
-            if st.waveforms is not None and np.size(st.waveforms):
-                raise NotImplementedError(f"save_nwb: {where} spike train {k} ({st.name!r}) has waveforms, which it "
-                                          "does not write; save the Block with colplugin.save_nix")
-            extra = {c: (st.annotations[c].item() if isinstance(st.annotations[c], np.generic) else
-                         st.annotations[c]) for c in keys}
-            nwb.add_unit(spike_times=np.asarray(st.rescale("s").magnitude, dtype=float),
-                         obs_intervals=[[float(st.t_start.rescale("s")), float(st.t_stop.rescale("s"))]],
-                         _name=str(st.name or f"spiketrain {k}"), segment=seg.name or f"segment {s}",
-                         block=block_name, **extra)
-            meta = {**_common(st), "array_annotations": _array_annotations(st), "units": st.units,
-                    "t_start": st.t_start, "t_stop": st.t_stop,
-                    "sampling_rate": st.sampling_rate, "left_sweep": st.left_sweep}
-            rows.append(("spiketrain", s, k, str(n_units), _dumps(meta, f"{where} spike train {k} ({st.name!r})")))
-            n_units += 1
-        for k, ep in enumerate(seg.epochs):
-            if getattr(ep, "proxy_for", None) is not None:
-                ep = ep.load()
-            starts = ep.times.rescale("s").magnitude
-            stops = starts + ep.durations.rescale("s").magnitude
-            first = n_epochs
-            for a, b, label in zip(starts, stops, ep.labels):
-                # _name unique per segment: Neo's NWBIO groups epochs by it across segments
-                nwb.add_epoch(float(a), float(b), [str(label)], [], _name=f"{ep.name or 'epoch'} ({s}.{k})",
-                              segment=seg.name or f"segment {s}", block=block_name)
-                n_epochs += 1
-            meta = {**_common(ep), "array_annotations": _array_annotations(ep), "times": ep.times,
-                    "durations": ep.durations, "labels": np.asarray(ep.labels), "rows": [first, n_epochs]}
-            rows.append(("epoch", s, k, "", _dumps(meta, f"{where} epoch {k} ({ep.name!r})")))
+
+def _add_nwb_signals(nwb: Any, seg: "neo.Segment", s: int, block_name: str, rows: list[_Row]) -> None:
+    """Add segment ``s``'s analog and irregularly sampled signals as TimeSeries (stimulus or acquisition)
+    and their rows to ``rows``. Sampling in Hz, times in s; data keep their units."""
+    import pynwb
+
+    where = f"segment {s} ({seg.name!r})"
+    hierarchy = json.dumps({"block": block_name, "segment": seg.name or f"segment {s}"})
+    signals = [("analogsignal", k, sig) for k, sig in enumerate(seg.analogsignals)]
+    signals += [("irregularlysampledsignal", k, sig) for k, sig in enumerate(seg.irregularlysampledsignals)]
+    for kind, k, sig in signals:
+        if getattr(sig, "proxy_for", None) is not None:
+            sig = sig.load()
+        name = _nwb_name(f"{seg.name or 'segment'} {sig.name or kind} {s}.{k}"
+                         + ("" if kind == "analogsignal" else " irregular"))
+        meta = {**_common(sig), "array_annotations": _array_annotations(sig), "units": sig.units,
+                "t_start": sig.t_start, "shape": list(sig.shape)}
+        data = np.asarray(sig.magnitude)
+        unit = sig.units.dimensionality.string
+        if kind == "analogsignal":
+            meta["sampling_rate"] = sig.sampling_rate
+            ts = pynwb.TimeSeries(name=name, data=data, unit=unit, comments=hierarchy,
+                                  starting_time=float(sig.t_start.rescale("s")),
+                                  rate=float(sig.sampling_rate.rescale("Hz")),
+                                  description=sig.description or f"Neo AnalogSignal {sig.name!r}")
+        else:
+            ts = pynwb.TimeSeries(name=name, data=data, unit=unit, comments=hierarchy,
+                                  timestamps=sig.times.rescale("s").magnitude,
+                                  description=sig.description or f"Neo IrregularlySampledSignal {sig.name!r}")
+            meta["times_units"] = sig.times.units
+        group = sig.annotations.get("nwb_group", "stimulus" if sig.name == "input" else "acquisition")
+        (nwb.add_stimulus if group == "stimulus" else nwb.add_acquisition)(ts)
+        meta["nwb_group"] = "stimulus" if group == "stimulus" else "acquisition"
+        rows.append((kind, s, k, name, _dumps(meta, f"{where} {kind} {k} ({sig.name!r})")))
+
+
+def _add_nwb_units(nwb: Any, seg: "neo.Segment", s: int, block_name: str, keys: Sequence[str], n_units: int,
+                   rows: list[_Row]) -> int:
+    """Add segment ``s``'s spike trains as rows of the units table (spike times in s) and their rows to
+    ``rows``, the first at units-table row ``n_units``; return the number of units rows after them.
+
+    Raises
+    ------
+    NotImplementedError
+        For a spike train with waveforms.
+    """
+    where = f"segment {s} ({seg.name!r})"
+    for k, st in enumerate(seg.spiketrains):
+        if getattr(st, "proxy_for", None) is not None:
+            st = st.load()
+        if st.waveforms is not None and np.size(st.waveforms):
+            raise NotImplementedError(f"save_nwb: {where} spike train {k} ({st.name!r}) has waveforms, which it "
+                                      "does not write; save the Block with colplugin.save_nix")
+        extra = {c: (st.annotations[c].item() if isinstance(st.annotations[c], np.generic) else
+                     st.annotations[c]) for c in keys}
+        nwb.add_unit(spike_times=np.asarray(st.rescale("s").magnitude, dtype=float),
+                     obs_intervals=[[float(st.t_start.rescale("s")), float(st.t_stop.rescale("s"))]],
+                     _name=str(st.name or f"spiketrain {k}"), segment=seg.name or f"segment {s}",
+                     block=block_name, **extra)
+        meta = {**_common(st), "array_annotations": _array_annotations(st), "units": st.units,
+                "t_start": st.t_start, "t_stop": st.t_stop,
+                "sampling_rate": st.sampling_rate, "left_sweep": st.left_sweep}
+        rows.append(("spiketrain", s, k, str(n_units), _dumps(meta, f"{where} spike train {k} ({st.name!r})")))
+        n_units += 1
+    return n_units
+
+
+def _add_nwb_epochs(nwb: Any, seg: "neo.Segment", s: int, block_name: str, n_epochs: int,
+                    rows: list[_Row]) -> int:
+    """Add segment ``s``'s epochs as rows of the epochs table (times in s) and their rows to ``rows``, the
+    first at epochs-table row ``n_epochs``; return the number of epochs rows after them."""
+    where = f"segment {s} ({seg.name!r})"
+    for k, ep in enumerate(seg.epochs):
+        if getattr(ep, "proxy_for", None) is not None:
+            ep = ep.load()
+        starts = ep.times.rescale("s").magnitude
+        stops = starts + ep.durations.rescale("s").magnitude
+        first = n_epochs
+        for a, b, label in zip(starts, stops, ep.labels):
+            # _name unique per segment: Neo's NWBIO groups epochs by it across segments
+            nwb.add_epoch(float(a), float(b), [str(label)], [], _name=f"{ep.name or 'epoch'} ({s}.{k})",
+                          segment=seg.name or f"segment {s}", block=block_name)
+            n_epochs += 1
+        meta = {**_common(ep), "array_annotations": _array_annotations(ep), "times": ep.times,
+                "durations": ep.durations, "labels": np.asarray(ep.labels), "rows": [first, n_epochs]}
+        rows.append(("epoch", s, k, "", _dumps(meta, f"{where} epoch {k} ({ep.name!r})")))
+    return n_epochs
+
+
+def _add_nwb_structure(nwb: Any, rows: Sequence[_Row]) -> None:
+    """Add the ``neo`` processing module: the structure table of ``rows`` and, per analog signal with
+    one-dimensional array annotations of plain types, a table of its channel annotations."""
+    from hdmf.common import DynamicTable, VectorData
 
     cols = list(zip(*rows))
     table = DynamicTable(name=NWB_TABLE, description=f"{NWB_FORMAT} {NWB_FORMAT_VERSION}: every Neo object of the "
@@ -508,6 +549,31 @@ def write_nwb(block: "neo.Block", path: str | Path) -> None:
             module.add(DynamicTable(name=f"{name} channels", description=f"channel annotations of TimeSeries {name!r}",
                                     columns=[VectorData(name=a, description=f"array annotation {a!r}",
                                                         data=v.tolist()) for a, v in ann.items()]))
+
+
+def write_nwb(block: "neo.Block", path: str | Path) -> None:
+    """Write ``block`` to a new NWB file at ``path`` (colplugin's layout; see :func:`colplugin.save_nwb`)."""
+    import pynwb
+
+    _refuse_unwritable(block)
+    nwb = _new_nwb_file(block)
+    block_name = block.name or "block"
+    rows: list[_Row] = []  # (kind, segment, index, nwb name, metadata JSON)
+    rows.append(("block", -1, 0, "", _dumps({
+        "format": NWB_FORMAT, "format_version": NWB_FORMAT_VERSION, "colplugin_version": __version__,
+        **_common(block), "index": block.index, "rec_datetime": block.rec_datetime,
+        "file_datetime": block.file_datetime}, "the Block's")))
+    keys = _add_nwb_columns(nwb, block)
+
+    n_units = n_epochs = 0
+    for s, seg in enumerate(block.segments):
+        rows.append(("segment", s, s, "", _dumps({**_common(seg), "index": seg.index,
+                                                  "rec_datetime": seg.rec_datetime}, f"segment {s} ({seg.name!r})")))
+        _add_nwb_signals(nwb, seg, s, block_name, rows)
+        n_units = _add_nwb_units(nwb, seg, s, block_name, keys, n_units, rows)
+        n_epochs = _add_nwb_epochs(nwb, seg, s, block_name, n_epochs, rows)
+
+    _add_nwb_structure(nwb, rows)
     with warnings.catch_warnings():  # save_nwb writes a temporary file first, then renames it to FILE.nwb
         warnings.filterwarnings("ignore", message=".*does not end in '.nwb'", category=UserWarning)
         with pynwb.NWBHDF5IO(str(path), mode="w") as io:
@@ -553,9 +619,14 @@ def load_nwb(path: str | Path) -> "neo.Block":
         io.close()
 
 
-def _block_from_nwb(path: Path, nwb: Any, table: Any) -> "neo.Block":
-    import neo
+def _read_structure(path: Path, table: Any) -> tuple[list[str], list[int], list[int], list[str], list[dict]]:
+    """The columns of colplugin's structure table (kind, segment, index, NWB name, decoded metadata).
 
+    Raises
+    ------
+    NeoError
+        If the table is not colplugin's (no block row of its format) or of a later layout version.
+    """
     kinds = [str(x) for x in table["kind"][:]]
     segs = [int(x) for x in table["segment"][:]]
     idxs = [int(x) for x in table["index"][:]]
@@ -568,23 +639,67 @@ def _block_from_nwb(path: Path, nwb: Any, table: Any) -> "neo.Block":
         raise NeoError(f"{path} was written by colplugin {metas[0].get('colplugin_version')} in layout version "
                        f"{metas[0]['format_version']}; this colplugin ({__version__}) reads up to version "
                        f"{NWB_FORMAT_VERSION}: update colplugin")
+    return kinds, segs, idxs, names, metas
 
-    def common(obj, meta):
-        obj.name, obj.description, obj.file_origin = meta["name"], meta["description"], meta["file_origin"]
-        obj.annotations.clear()
-        obj.annotations.update(meta["annotations"])
-        return obj
 
+def _restore_common(obj: Any, meta: dict[str, Any]) -> Any:
+    """Set what every Neo object carries besides its data (:func:`_common`) on ``obj`` from ``meta``; return it."""
+    obj.name, obj.description, obj.file_origin = meta["name"], meta["description"], meta["file_origin"]
+    obj.annotations.clear()
+    obj.annotations.update(meta["annotations"])
+    return obj
+
+
+def _neo_data_object(nwb: Any, kind: str, name: str, meta: dict[str, Any], seg: Any, where: str) -> tuple[Any, list]:
+    """The Neo data object of one structure-table row (its data from the NWB object ``name``) and the list
+    of ``seg`` it belongs in.
+
+    Raises
+    ------
+    NeoError
+        If its TimeSeries, units-table row or epochs-table rows are missing, or ``kind`` is unknown.
+    """
+    import neo
+
+    if kind in ("analogsignal", "irregularlysampledsignal"):
+        group = nwb.stimulus if meta.get("nwb_group") == "stimulus" else nwb.acquisition
+        if name not in group:
+            raise NeoError(f"{where}: the TimeSeries {name!r} is missing; the file is damaged")
+        ts = group[name]
+        data = np.asarray(ts.data[:]).reshape(meta["shape"])
+        if kind == "analogsignal":
+            return (neo.AnalogSignal(data, units=meta["units"], t_start=meta["t_start"],
+                                     sampling_rate=meta["sampling_rate"]), seg.analogsignals)
+        times = (np.asarray(ts.timestamps[:], dtype=float) * pq.s).rescale(meta["times_units"])
+        return neo.IrregularlySampledSignal(times, data, units=meta["units"]), seg.irregularlysampledsignals
+    if kind == "spiketrain":
+        units = nwb.units
+        if units is None or int(name) >= len(units):
+            raise NeoError(f"{where}: row {name} of the units table is missing; the file is damaged")
+        times = np.asarray(units.get_unit_spike_times(int(name)), dtype=float) * pq.s
+        return (neo.SpikeTrain(times.rescale(meta["units"]), t_start=meta["t_start"], t_stop=meta["t_stop"],
+                               sampling_rate=meta["sampling_rate"], left_sweep=meta["left_sweep"]), seg.spiketrains)
+    if kind == "epoch":
+        a, b = meta["rows"]
+        epochs = nwb.epochs
+        if epochs is None or b > len(epochs):
+            raise NeoError(f"{where}: rows {a}..{b} of the epochs table are missing; the file is damaged")
+        return neo.Epoch(times=meta["times"], durations=meta["durations"], labels=meta["labels"]), seg.epochs
+    raise NeoError(f"{where}: unknown kind {kind!r} in {NWB_MODULE}/{NWB_TABLE}; update colplugin")
+
+
+def _block_from_nwb(path: Path, nwb: Any, table: Any) -> "neo.Block":
+    import neo
+
+    kinds, segs, idxs, names, metas = _read_structure(path, table)
     m = metas[0]
-    block = common(neo.Block(), m)
+    block = _restore_common(neo.Block(), m)
     block.index, block.rec_datetime, block.file_datetime = m["index"], m["rec_datetime"], m["file_datetime"]
     segments: dict[int, Any] = {}
-    units = nwb.units
-    epochs = nwb.epochs
     for kind, s, k, name, meta in zip(kinds[1:], segs[1:], idxs[1:], names[1:], metas[1:]):
         where = f"{path}: {kind} {k} of segment {s}"
         if kind == "segment":
-            seg = common(neo.Segment(), meta)
+            seg = _restore_common(neo.Segment(), meta)
             seg.index, seg.rec_datetime = meta["index"], meta["rec_datetime"]
             segments[s] = seg
             block.segments.append(seg)
@@ -592,36 +707,8 @@ def _block_from_nwb(path: Path, nwb: Any, table: Any) -> "neo.Block":
         seg = segments.get(s)
         if seg is None:
             raise NeoError(f"{where}: no segment {s} precedes it in {NWB_MODULE}/{NWB_TABLE}; the file is damaged")
-        if kind in ("analogsignal", "irregularlysampledsignal"):
-            group = nwb.stimulus if meta.get("nwb_group") == "stimulus" else nwb.acquisition
-            if name not in group:
-                raise NeoError(f"{where}: the TimeSeries {name!r} is missing; the file is damaged")
-            ts = group[name]
-            data = np.asarray(ts.data[:]).reshape(meta["shape"])
-            if kind == "analogsignal":
-                sig = neo.AnalogSignal(data, units=meta["units"], t_start=meta["t_start"],
-                                       sampling_rate=meta["sampling_rate"])
-                out = seg.analogsignals
-            else:
-                times = (np.asarray(ts.timestamps[:], dtype=float) * pq.s).rescale(meta["times_units"])
-                sig = neo.IrregularlySampledSignal(times, data, units=meta["units"])
-                out = seg.irregularlysampledsignals
-        elif kind == "spiketrain":
-            if units is None or int(name) >= len(units):
-                raise NeoError(f"{where}: row {name} of the units table is missing; the file is damaged")
-            times = np.asarray(units.get_unit_spike_times(int(name)), dtype=float) * pq.s
-            sig = neo.SpikeTrain(times.rescale(meta["units"]), t_start=meta["t_start"], t_stop=meta["t_stop"],
-                                 sampling_rate=meta["sampling_rate"], left_sweep=meta["left_sweep"])
-            out = seg.spiketrains
-        elif kind == "epoch":
-            a, b = meta["rows"]
-            if epochs is None or b > len(epochs):
-                raise NeoError(f"{where}: rows {a}..{b} of the epochs table are missing; the file is damaged")
-            sig = neo.Epoch(times=meta["times"], durations=meta["durations"], labels=meta["labels"])
-            out = seg.epochs
-        else:
-            raise NeoError(f"{where}: unknown kind {kind!r} in {NWB_MODULE}/{NWB_TABLE}; update colplugin")
-        common(sig, meta)
+        sig, out = _neo_data_object(nwb, kind, name, meta, seg, where)
+        _restore_common(sig, meta)
         if meta.get("array_annotations"):
             sig.array_annotate(**meta["array_annotations"])
         if len(out) != k:

@@ -431,6 +431,63 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _check_network_args(params: Any, dtype: Any, seed: Any, areas: Any) -> None:
+    """Refuse :class:`ColumnNetwork` arguments of the wrong kind (TypeError or ValueError naming the fix).
+
+    Parameters
+    ----------
+    params : Params
+    dtype : torch.dtype
+        torch.float32 or torch.float64.
+    seed : int or None
+        A whole number in [0, 2**63).
+    areas : mapping
+        At least one area.
+    """
+    if not isinstance(params, Params):
+        raise TypeError(f"params must be a colplugin Params (load_preset(...)), got {type(params).__name__}")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype={dtype!r}: a ColumnNetwork computes in torch.float32 or torch.float64 (default) "
+                        "only (half precision and integers cannot hold the solver's arithmetic); pass "
+                        "dtype=torch.float64 or dtype=torch.float32")
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_))
+                             or not 0 <= int(seed) < 2 ** 63):
+        raise ValueError(f"seed={seed!r} ({type(seed).__name__}): the seed must be a whole number in "
+                         "[0, 2**63), e.g. seed=0, or None (a fresh draw each time)")
+    if not isinstance(areas, Mapping) or not areas:
+        raise ValueError("a ColumnNetwork needs at least one area, given as a mapping {name: (kind, n_columns)}, "
+                         f"e.g. areas={{'mt': ('mt', 1)}}; got {areas!r}")
+
+
+def _checked_area(name: Any, a: Any, params: Params) -> Area:
+    """The :class:`Area` of one ``areas`` entry (an Area, a dict or a (kind, n_columns[, split]) tuple).
+
+    Raises
+    ------
+    ValueError
+        For another form, a number of columns that is not a positive integer, a ``split``
+        that is not a bool, or an area kind ``params`` does not know.
+    """
+    if isinstance(a, Area):
+        area = a
+    elif isinstance(a, Mapping):
+        area = area_from_dict(name, a)
+    elif isinstance(a, (tuple, list)) and len(a) in (2, 3):
+        area = Area(*a)
+    else:
+        raise ValueError(f"area {name!r}: give Area(kind, n_columns) or (kind, n_columns), got {a!r}")
+    if (isinstance(area.n_columns, (bool, np.bool_)) or not isinstance(area.n_columns, (int, np.integer))
+            or area.n_columns < 1):
+        raise ValueError(f"area {name!r}: n_columns must be a positive integer (a number of columns), got "
+                         f"{area.n_columns!r} ({type(area.n_columns).__name__}); e.g. {name!r}: "
+                         f"({area.kind!r}, 1)")
+    if not isinstance(area.split, (bool, np.bool_)):
+        raise ValueError(f"area {name!r}: split must be True (neurons split among the columns) or False, "
+                         f"got {area.split!r}")
+    params.area_sizes(area.kind)  # raises a clear error for unknown area types
+    return area
+
+
 class ColumnNetwork(nn.Module):
     """A network of laminar cortical columns with learnable inter-column projections.
 
@@ -460,40 +517,11 @@ class ColumnNetwork(nn.Module):
                  projections: Sequence[Any] = (), *, dtype: torch.dtype = torch.float64,
                  device: torch.device | str | None = None, seed: int | None = None) -> None:
         super().__init__()
-        if not isinstance(params, Params):
-            raise TypeError(f"params must be a colplugin Params (load_preset(...)), got {type(params).__name__}")
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype={dtype!r}: a ColumnNetwork computes in torch.float32 or torch.float64 (default) "
-                            "only (half precision and integers cannot hold the solver's arithmetic); pass "
-                            "dtype=torch.float64 or dtype=torch.float32")
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_))
-                                 or not 0 <= int(seed) < 2 ** 63):
-            raise ValueError(f"seed={seed!r} ({type(seed).__name__}): the seed must be a whole number in "
-                             "[0, 2**63), e.g. seed=0, or None (a fresh draw each time)")
-        if not isinstance(areas, Mapping) or not areas:
-            raise ValueError("a ColumnNetwork needs at least one area, given as a mapping {name: (kind, n_columns)}, "
-                             f"e.g. areas={{'mt': ('mt', 1)}}; got {areas!r}")
+        _check_network_args(params, dtype, seed, areas)
         self.params = params
         self.areas: dict[str, Area] = {}
         for name, a in areas.items():
-            if isinstance(a, Area):
-                area = a
-            elif isinstance(a, Mapping):
-                area = area_from_dict(name, a)
-            elif isinstance(a, (tuple, list)) and len(a) in (2, 3):
-                area = Area(*a)
-            else:
-                raise ValueError(f"area {name!r}: give Area(kind, n_columns) or (kind, n_columns), got {a!r}")
-            if (isinstance(area.n_columns, (bool, np.bool_)) or not isinstance(area.n_columns, (int, np.integer))
-                    or area.n_columns < 1):
-                raise ValueError(f"area {name!r}: n_columns must be a positive integer (a number of columns), got "
-                                 f"{area.n_columns!r} ({type(area.n_columns).__name__}); e.g. {name!r}: "
-                                 f"({area.kind!r}, 1)")
-            if not isinstance(area.split, (bool, np.bool_)):
-                raise ValueError(f"area {name!r}: split must be True (neurons split among the columns) or False, "
-                                 f"got {area.split!r}")
-            params.area_sizes(area.kind)  # raises a clear error for unknown area types
-            self.areas[str(name)] = area
+            self.areas[str(name)] = _checked_area(name, a, params)
         self._offsets: dict[str, int] = {}
         n = 0
         for name, area in self.areas.items():
@@ -502,6 +530,21 @@ class ColumnNetwork(nn.Module):
         self.n_columns = n
         self.n_populations = n * N_POP
         self.projections = _flatten(projections)
+        self._check_projections()
+        self._check_column_sizes()
+        check_memory(self.memory_estimate(),
+                     f"a network of {self.n_columns} columns and "
+                     f"{sum(not isinstance(p, Input) for p in self.projections)} projection(s)",
+                     "use fewer columns, projections between fewer column pairs ('same' or a pair list), "
+                     "or a machine with more memory")
+        self.seed = int(seed) if seed is not None else None  # a numpy integer too (spec() writes it as JSON)
+        gen = torch.Generator().manual_seed(self.seed) if seed is not None else None
+        self._build(gen, dtype)
+        if device is not None:
+            self.to(device)
+
+    def _check_projections(self) -> None:
+        """Refuse repeated projection names and projections between areas the network lacks."""
         labels = [p.label for p in self.projections]
         dup = {lab for lab in labels if labels.count(lab) > 1}
         if dup:
@@ -511,17 +554,6 @@ class ColumnNetwork(nn.Module):
                 if a not in self.areas:
                     raise ValueError(f"projection {p.label!r} refers to unknown area {a!r}; "
                                      f"areas of this network: {', '.join(self.areas)}")
-        self._check_column_sizes()
-        check_memory(self.memory_estimate(),
-                     f"a network of {self.n_columns} columns and "
-                     f"{sum(not isinstance(p, Input) for p in self.projections)} projection(s)",
-                     "use fewer columns, projections between fewer column pairs ('same' or a pair list), "
-                     "or a machine with more memory")
-        self.seed = seed
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._build(gen, dtype)
-        if device is not None:
-            self.to(device)
 
     def _check_column_sizes(self) -> None:
         """Refuse an area split into columns with less than one neuron in a population.

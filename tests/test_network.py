@@ -112,3 +112,13 @@ def test_column_indices_are_never_counted_from_the_end(dl25):
             net.index("mt", column, "L23E")
     with pytest.raises(TypeError, match="integer"):
         net.index("mt", 0.5, "L23E")
+
+
+def test_a_numpy_integer_seed_builds_the_same_network():
+    import colplugin as cp
+
+    build = lambda seed: cp.ColumnNetwork(cp.load_preset("dl25"), {"a": ("mt", 2)},  # noqa: E731
+                                          [cp.Input("a", learnable=True), cp.Lateral("a", learnable=True)], seed=seed)
+    a, b = build(np.int64(3)), build(3)
+    assert a.seed == 3 and type(a.seed) is int
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -395,6 +395,108 @@ def _scheme_arrays(method: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch
             torch.tensor(err, dtype=dtype))
 
 
+def _kernel_model(ffi, ops: Any, method: str, y0: torch.Tensor, drive: torch.Tensor, coupling: torch.Tensor,
+                  row_ptr: np.ndarray | None, col: np.ndarray | None) -> tuple[Any, tuple]:
+    """The kernel's model struct (``fk_model``) of a solve: sizes, scheme, field constants and array pointers.
+
+    Parameters
+    ----------
+    ops : FusedOperators or SparseFusedOperators
+    method : str
+        The Runge-Kutta scheme.
+    y0 : torch.Tensor, shape (B, 2P)
+        Initial state (mV); sets the trials and the precision.
+    drive : torch.Tensor, shape (B or 1, K, 2P)
+        The field's constant drive per stimulus segment, mV/s.
+    coupling : torch.Tensor
+        Dense coupling (P, 2P), or the sparse coupling's values (nnz) with ``row_ptr`` and
+        ``col`` (:func:`sparse_coupling`; None for a dense field).
+
+    Returns
+    -------
+    md : cdata
+        The struct.
+    keep : tuple
+        ``md`` and every array it points into (scheme arrays, contiguous coupling, its
+        transpose, c, drive, row_ptr, col, saturation), to be kept alive as long as ``md`` is used.
+    """
+    real, sfx = _TYPES[y0.dtype]
+    tab = TABLEAUS[method]
+    dt = y0.dtype
+    A, bw, ew = _scheme_arrays(method, dt)
+    sparse = row_ptr is not None
+    Wg_c = coupling.detach().contiguous()
+    WgT = Wg_c if sparse else Wg_c.T.contiguous()
+    c = ops.c.detach().contiguous()
+    drive_c = drive.detach().contiguous()
+    md = ffi.new(f"fk_model{sfx} *")
+    md.B, md.P, md.Bd, md.K = y0.shape[0], ops.P, drive_c.shape[0], drive_c.shape[1]
+    md.s, md.s_sol, md.adaptive, md.order = tab.stages, tab.solution_stages, int(tab.b_err is not None), tab.order
+    md.A, md.bw, md.ew = _ptr(ffi, A, real), _ptr(ffi, bw, real), _ptr(ffi, ew, real)
+    md.m, md.db = float(-ops.d * ops.a), float(ops.db)
+    md.Wg, md.WgT, md.c, md.drive = (_ptr(ffi, Wg_c, real), _ptr(ffi, WgT, real), _ptr(ffi, c, real),
+                                     _ptr(ffi, drive_c, real))
+    md.a, md.b, md.d = float(ops.a), float(ops.b), float(ops.d)
+    md.sparse = int(sparse)
+    md.threads = torch.get_num_threads()
+    if sparse:
+        md.row_ptr, md.col, md.val = _ptr(ffi, row_ptr, "int"), _ptr(ffi, col, "int"), _ptr(ffi, Wg_c, real)
+    sat = None if getattr(ops, "sat", None) is None else ops.sat.detach().to(dt).contiguous()
+    md.sat = _ptr(ffi, sat, real)
+    return md, (md, A, bw, ew, Wg_c, WgT, c, drive_c, row_ptr, col, sat)
+
+
+def _first_rows(out_idx: Sequence[int], n_stops: int) -> tuple[np.ndarray, dict[int, int]]:
+    """The kernel's output row of every stop (the first of ``out_idx`` that names it; -1: none) and
+    ``{stop: that row}``."""
+    out_of_stop = np.full(n_stops, -1, dtype=np.intc)
+    first_at: dict[int, int] = {}
+    for j, n in enumerate(out_idx):
+        if n not in first_at:
+            first_at[n] = j
+            out_of_stop[n] = j
+    return out_of_stop, first_at
+
+
+def _raise_failure(status: int, t_fail: float, box: list) -> None:
+    """Raise what stopped a compiled solve of ``status`` (nonzero; failed at t_fail, s).
+
+    The exception a watch callback raised (kept in ``box[2]``) comes first; then a step-size
+    underflow (2), running out of memory (3) or any other stop.
+    """
+    exc, box[2] = box[2], None  # no reference cycle through the traceback
+    if exc is not None:
+        raise exc
+    if status == 2:
+        raise StepSizeUnderflow(f"step size underflow at t = {t_fail:.6g} s")
+    if status == 3:
+        raise MemoryError("the compiled fused solve ran out of memory recording its steps; pass "
+                          "Solver(checkpoint_every=M) or a shorter simulation")
+    raise RuntimeError(f"the compiled fused solve stopped: {_STATUS.get(status, status)}")
+
+
+def _fill_other_rows(out: torch.Tensor, out_idx: Sequence[int], first_at: dict[int, int],
+                     y0: torch.Tensor) -> None:
+    """Fill the output rows the kernel does not write: those at stop 0 (``y0``, mV) and repeats of a stop."""
+    for j, n in enumerate(out_idx):
+        if n == 0:
+            out[j] = y0
+        elif j != first_at[n]:
+            out[j] = out[first_at[n]]
+
+
+def _injection_rows(out_idx: Sequence[int], landed: np.ndarray, n_steps: int,
+                    long_t: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The output rows by the number of accepted steps before their stop (``landed``), as CSR over
+    j = 0..n_steps: (pointers (n_steps + 2), row indices) for the backward pass."""
+    counts = np.zeros(n_steps + 2, dtype=long_t)
+    idx = []
+    for j, n in sorted(enumerate(out_idx), key=lambda jn: int(landed[jn[1]])):
+        counts[int(landed[n]) + 1] += 1
+        idx.append(j)
+    return np.cumsum(counts).astype(long_t), np.asarray(idx if idx else [0], dtype=long_t)
+
+
 class _CompiledSolve(torch.autograd.Function):
     """The compiled kernel's forward solve; backward = its discrete adjoint (see fused.py)."""
 
@@ -404,42 +506,16 @@ class _CompiledSolve(torch.autograd.Function):
         ffi, lib = mod.ffi, mod.lib
         real, sfx = _TYPES[y0.dtype]
         tab = TABLEAUS[method]
-        s = tab.stages
-        dt = y0.dtype
         B, P = y0.shape[0], ops.P
-        A, bw, ew = _scheme_arrays(method, dt)
-        sparse = row_ptr is not None
-        Wg_c = coupling.detach().contiguous()
-        WgT = Wg_c if sparse else Wg_c.T.contiguous()
-        c = ops.c.detach().contiguous()
-        drive_c = drive.detach().contiguous()
+        md, keep_alive = _kernel_model(ffi, ops, method, y0, drive, coupling, row_ptr, col)
         y0_c = y0.detach().contiguous()
-        md = ffi.new(f"fk_model{sfx} *")
-        md.B, md.P, md.Bd, md.K = B, P, drive_c.shape[0], drive_c.shape[1]
-        md.s, md.s_sol, md.adaptive, md.order = s, tab.solution_stages, int(tab.b_err is not None), tab.order
-        md.A, md.bw, md.ew = _ptr(ffi, A, real), _ptr(ffi, bw, real), _ptr(ffi, ew, real)
-        md.m, md.db = float(-ops.d * ops.a), float(ops.db)
-        md.Wg, md.WgT, md.c, md.drive = (_ptr(ffi, Wg_c, real), _ptr(ffi, WgT, real), _ptr(ffi, c, real),
-                                         _ptr(ffi, drive_c, real))
-        md.a, md.b, md.d = float(ops.a), float(ops.b), float(ops.d)
-        md.sparse = int(sparse)
-        md.threads = torch.get_num_threads()
-        if sparse:
-            md.row_ptr, md.col, md.val = _ptr(ffi, row_ptr, "int"), _ptr(ffi, col, "int"), _ptr(ffi, Wg_c, real)
-        sat = None if getattr(ops, "sat", None) is None else ops.sat.detach().to(dt).contiguous()
-        md.sat = _ptr(ffi, sat, real)
 
         n_stops = len(stops)
         long_t = np.dtype(f"i{ffi.sizeof('long')}")
         stops_a = np.ascontiguousarray(stops, dtype=np.float64)
         seg_a = np.ascontiguousarray(seg, dtype=np.intc)
-        out_of_stop = np.full(n_stops, -1, dtype=np.intc)
-        first_at: dict[int, int] = {}
-        for j, n in enumerate(out_idx):
-            if n not in first_at:
-                first_at[n] = j
-                out_of_stop[n] = j
-        out = torch.empty((len(out_idx), B, 2 * P), dtype=dt)
+        out_of_stop, first_at = _first_rows(out_idx, n_stops)
+        out = torch.empty((len(out_idx), B, 2 * P), dtype=y0.dtype)
         landed = np.zeros(n_stops, dtype=long_t)
         keep = any(ctx.needs_input_grad)
         every = opts.get("checkpoint_every")
@@ -453,7 +529,7 @@ class _CompiledSolve(torch.autograd.Function):
         if sv == ffi.NULL:
             raise MemoryError("the compiled fused solve could not allocate its workspace")
         sv = ffi.gc(sv, getattr(lib, f"fk_free{sfx}"))
-        opts["nfe"] = int(sv.attempts) * (s - 1 if tab.fsal else s)
+        opts["nfe"] = int(sv.attempts) * (tab.stages - 1 if tab.fsal else tab.stages)
         status, t_fail = sv.status, sv.t_fail
         if status != 0 or not keep:
             ffi.release(sv)  # nothing to keep: free the records now
@@ -461,40 +537,21 @@ class _CompiledSolve(torch.autograd.Function):
         if escaped is not None:  # e.g. KeyboardInterrupt or SIGTERM raised as the callback was entered
             raise escaped
         if status != 0:
-            exc, box[2] = box[2], None  # no reference cycle through the traceback
-            if exc is not None:
-                raise exc
-            if status == 2:
-                raise StepSizeUnderflow(f"step size underflow at t = {t_fail:.6g} s")
-            if status == 3:
-                raise MemoryError("the compiled fused solve ran out of memory recording its steps; pass "
-                                  "Solver(checkpoint_every=M) or a shorter simulation")
-            raise RuntimeError(f"the compiled fused solve stopped: {_STATUS.get(status, status)}")
-        for j, n in enumerate(out_idx):
-            if n == 0:
-                out[j] = y0_c
-            elif j != first_at[n]:
-                out[j] = out[first_at[n]]
+            _raise_failure(status, t_fail, box)
+        _fill_other_rows(out, out_idx, first_at, y0_c)
         if not keep:
             opts["checkpoint_used"] = None
             return out
         opts["checkpoint_used"] = 0 if sv.stages_kept else int(sv.M)
-        n_steps = int(sv.n_steps)
         # output rows landed after j accepted steps, CSR over j = 0..n_steps
-        counts = np.zeros(n_steps + 2, dtype=long_t)
-        idx = []
-        for j, n in sorted(enumerate(out_idx), key=lambda jn: int(landed[jn[1]])):
-            counts[int(landed[n]) + 1] += 1
-            idx.append(j)
-        ctx.inj_ptr = np.cumsum(counts).astype(long_t)
-        ctx.inj_idx = np.asarray(idx if idx else [0], dtype=long_t)
-        ctx.keep = (md, A, bw, ew, Wg_c, WgT, c, drive_c, row_ptr, col, sat)
+        ctx.inj_ptr, ctx.inj_idx = _injection_rows(out_idx, landed, int(sv.n_steps), long_t)
+        ctx.keep = keep_alive
         # the C records live as long as this saved tensor: autograd frees it after the backward
         # pass (unless the graph is retained), as it frees the eager loop's saved stages
         ctx.save_for_backward(torch.frombuffer(ffi.buffer(sv, 1), dtype=torch.uint8))
         ctx.sv_addr = int(ffi.cast("uintptr_t", sv))
         ctx.ffi, ctx.lib, ctx.real, ctx.sfx = ffi, lib, real, sfx
-        ctx.drive_shape, ctx.B, ctx.P, ctx.coupling_shape = tuple(drive_c.shape), B, P, tuple(Wg_c.shape)
+        ctx.drive_shape, ctx.B, ctx.P, ctx.coupling_shape = tuple(drive.shape), B, P, tuple(coupling.shape)
         return out
 
     @staticmethod

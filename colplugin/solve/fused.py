@@ -121,6 +121,54 @@ class _Scheme:
         """The FSAL stage at the new state (into ``K[s-1]``): the next step's first stage."""
         return self.stage(self.s - 1, y_new, h, dr, Y=y_new)
 
+    def adapt(self, y: torch.Tensor, y_new: torch.Tensor, h: float, dr: torch.Tensor, h_next: float, last: bool,
+              rtol: float, atol: float) -> tuple[tuple[torch.Tensor, torch.Tensor], bool, float]:
+        """Evaluate the FSAL stage at ``y_new`` and judge the adaptive step of h (s) from y to y_new (mV).
+
+        The step-size rule is torchdiffeq's (RMS error norm, safety factor, growth and shrink
+        limits) with a stiffness cap. The FSAL stage is evaluated here, not through
+        :meth:`fsal`, so that a step costs no more Python calls than the error estimate needs.
+
+        Parameters
+        ----------
+        h_next : float
+            The step (s) the controller proposed for this step; a step shortened to land on a
+            stop (``last``) keeps it unless the error asks for a smaller one.
+        rtol, atol : float
+            Relative and absolute tolerances (atol in mV).
+
+        Returns
+        -------
+        fsal : tuple of torch.Tensor
+            w and g of the FSAL stage (into ``K[s-1]``): the next step's first stage.
+        accepted : bool
+            Whether the error is within the tolerances (False for a NaN error).
+        h_next : float
+            The next step to try, s: shrunk after a rejection, else the accepted step's
+            proposal, at most :data:`_STIFF_LIMIT` / rho.
+        """
+        s, order, Kv = self.s, self.tab.order, self.Kv
+        nxt = self.stage(s - 1, y_new, h, dr, Y=y_new)  # the FSAL stage at the new solution
+        err = torch.mm(self.e_row, self.K).view(self.B, 2 * self.P).mul_(h)
+        tol = torch.maximum(y.abs(), y_new.abs()).mul_(rtol).add_(atol)
+        # stiffness: the last two stages share c = 1, so |k_s - k_s-1| / |Y_s - Y_s-1|
+        # estimates the spectral radius rho of the Jacobian (Hairer & Wanner, DOPRI5);
+        # per trial, and the stiffest trial counts
+        num = torch.linalg.vector_norm((Kv[s - 1] - Kv[s - 2]), dim=1)
+        den = torch.linalg.vector_norm(y_new - self.Ys, dim=1)
+        rho = (num / den).nan_to_num_(nan=0.0, posinf=0.0).max()
+        ratio = float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(self.N)  # RMS norm
+        rho = float(rho)
+        if not ratio <= 1.0:  # rejected (or NaN): shrink
+            fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / order)) if math.isfinite(ratio) else _DFACTOR
+            return nxt, False, h * fac
+        fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / order))) if ratio > 0 else _IFACTOR
+        if not last or fac < 1.0:  # a step shortened to land on a stop keeps the proposal
+            h_next = h * fac
+        if rho > 0:  # stay inside the stability region: h rho < 0.9 * 3.3
+            h_next = min(h_next, _STIFF_LIMIT / rho)
+        return nxt, True, h_next
+
     def replay(self, y: torch.Tensor, drive: torch.Tensor, steps: Sequence[tuple[float, int]],
                fresh: Sequence[bool], a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """w and g, each (b - a, solution stages, B, P), of accepted steps a..b-1 from the state y
@@ -157,6 +205,96 @@ class _Scheme:
         return W, G
 
 
+def _storage_plan(every: int | None, step_bytes: int) -> tuple[bool, bool, int]:
+    """What the forward keeps for the backward pass, from ``opts["checkpoint_every"]``.
+
+    Parameters
+    ----------
+    every : int or None
+        None (automatic), 0 (every stage) or the checkpoint spacing M (accepted steps).
+    step_bytes : int
+        Bytes of one accepted step's stored stages (w and g), B.
+
+    Returns
+    -------
+    auto : bool
+        Whether the spacing is automatic (grows with the solve).
+    keep_all : bool
+        Whether every stage is kept (to begin with, when automatic).
+    M : int
+        Checkpoint spacing, accepted steps (automatic: at least the steps whose stages fit
+        :data:`KEEP_ALL_BYTES`; 0 with ``every=0``: no checkpoints).
+    """
+    if every is None:  # every stage while small; checkpoints (M at least what fits the budget) beyond
+        return True, True, max(1, KEEP_ALL_BYTES // step_bytes)
+    return False, every == 0, every
+
+
+def _output_rows(out_idx: Sequence[int], y0: torch.Tensor) -> tuple[torch.Tensor, dict[int, list[int]]]:
+    """The output tensor, (len(out_idx), B, 2P) with the rows at stop 0 set to ``y0`` (mV), and the
+    output rows of every stop index (``{stop: [row, ...]}``)."""
+    out_at: dict[int, list[int]] = {}
+    for j, n in enumerate(out_idx):
+        out_at.setdefault(n, []).append(j)
+    out = torch.empty((len(out_idx),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
+    for j in out_at.get(0, ()):
+        out[j] = y0
+    return out, out_at
+
+
+def _add_checkpoint(cks: list[torch.Tensor], y: torch.Tensor, M: int, thin: bool, s_sol: int) -> int:
+    """Append the state ``y`` (mV) before accepted step ``len(cks) * M`` to the checkpoints ``cks``.
+
+    With ``thin`` (automatic spacing), every second checkpoint is dropped and M doubled once
+    the checkpoints outweigh a chunk's ``s_sol`` stages. Returns the spacing M (accepted steps).
+    """
+    cks.append(y)
+    if thin and len(cks) > 2 * s_sol * M:  # checkpoints outweigh a chunk: halve them
+        del cks[1::2]
+        M *= 2
+    return M
+
+
+def _check_shrunk_step(h: float, t: float, t_end: float) -> None:
+    """Refuse a step h (s), shrunk after a rejection at t (s), that is negligible next to the stop t_end (s).
+
+    Raises
+    ------
+    StepSizeUnderflow
+        If h < 1e-12 max(|t_end|, 1 s).
+    """
+    if h < 1e-12 * max(abs(t_end), 1.0):
+        raise StepSizeUnderflow(f"step size underflow at t = {t:.6g} s")
+
+
+def _save_tape(ctx, drive: torch.Tensor, wg: list[tuple[torch.Tensor, torch.Tensor]], cks: list[torch.Tensor],
+               keep_all: bool, shape: tuple[int, int, int, int], y0: torch.Tensor) -> None:
+    """Save the drive and either every stage's w and g (``keep_all``) or the checkpoints for the backward pass.
+
+    ``shape`` is (accepted steps, solution stages, B, P) of the stacked w and g (mV and Hz);
+    ``wg`` is emptied once stacked.
+    """
+    if not keep_all:
+        ctx.save_for_backward(drive, *cks)
+        return
+    if shape[0]:
+        Wst = torch.stack([w for w, _ in wg]).reshape(shape)
+        Gst = torch.stack([g for _, g in wg]).reshape(shape)
+    else:
+        Wst = torch.empty(shape, dtype=y0.dtype, device=y0.device)
+        Gst = torch.empty(shape, dtype=y0.dtype, device=y0.device)
+    wg.clear()
+    ctx.save_for_backward(drive, Wst, Gst)
+
+
+def _rows_by_steps(out_at: dict[int, list[int]], landed: dict[int, int]) -> dict[int, list[int]]:
+    """The output rows of ``out_at`` (by stop index) by the number of accepted steps before their stop."""
+    rows: dict[int, list[int]] = {}
+    for m, js in out_at.items():
+        rows.setdefault(landed.get(m, 0), []).extend(js)
+    return rows
+
+
 class _FusedSolve(torch.autograd.Function):
     """States at the output stops; backward = discrete adjoint over the accepted steps.
 
@@ -172,35 +310,20 @@ class _FusedSolve(torch.autograd.Function):
     def forward(ctx, y0, drive, ops: FusedOperators, stops, seg, out_idx, method, watch, opts, *params):
         tab = TABLEAUS[method]
         s, s_sol = tab.stages, tab.solution_stages
-        P = ops.P
-        dt, dev = y0.dtype, y0.device
-        B, N = y0.shape[0], y0.numel()
-        sch = _Scheme(tab, ops, B, dt, dev)
-        K, Kv, stage = sch.K, sch.Kv, sch.stage
-        e_row = sch.e_row
+        sch = _Scheme(tab, ops, y0.shape[0], y0.dtype, y0.device)
+        K, stage = sch.K, sch.stage
         keep = any(ctx.needs_input_grad)
-        adaptive = e_row is not None
+        adaptive = sch.e_row is not None
         rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
 
-        every = opts.get("checkpoint_every")
-        step_bytes = s_sol * N * y0.element_size()  # w and g of one accepted step's stages
-        auto = every is None
-        if auto:  # every stage while small; checkpoints (M at least what fits the budget) beyond
-            keep_all, M = True, max(1, KEEP_ALL_BYTES // step_bytes)
-        else:
-            keep_all, M = every == 0, every
-        ws: list[torch.Tensor] = []  # accepted steps' stage w and g (for the backward pass)
-        gv: list[torch.Tensor] = []
+        step_bytes = s_sol * y0.numel() * y0.element_size()  # w and g of one accepted step's stages
+        auto, keep_all, M = _storage_plan(opts.get("checkpoint_every"), step_bytes)
+        wg: list[tuple[torch.Tensor, torch.Tensor]] = []  # accepted steps' stage (w, g) (for the backward pass)
         cks: list[torch.Tensor] = []  # the state before accepted step c * M, c = 0, 1, ...
         steps: list[tuple[float, int]] = []  # (h, segment) of every accepted step
         fresh: list[bool] = []  # whether its first stage was evaluated afresh (not an FSAL stage)
         landed: dict[int, int] = {}  # stop index -> number of accepted steps before it
-        out_at: dict[int, list[int]] = {}
-        for j, n in enumerate(out_idx):
-            out_at.setdefault(n, []).append(j)
-        out = torch.empty((len(out_idx),) + tuple(y0.shape), dtype=dt, device=dev)
-        for j in out_at.get(0, ()):
-            out[j] = y0
+        out, out_at = _output_rows(out_idx, y0)
 
         y = y0
         first: tuple[torch.Tensor, torch.Tensor] | None = None  # stage 1 (w, g) of the next step
@@ -214,10 +337,7 @@ class _FusedSolve(torch.autograd.Function):
                 first = None  # the drive changed: stage 1 must be re-evaluated
             while t < t_end:
                 if keep and M and len(steps) == len(cks) * M:
-                    cks.append(y)
-                    if auto and len(cks) > 2 * s_sol * M:  # checkpoints outweigh a chunk: halve them
-                        del cks[1::2]
-                        M *= 2
+                    M = _add_checkpoint(cks, y, M, auto, s_sol)
                 rem = t_end - t
                 last = not adaptive or h_next >= rem * (1 - 1e-9)
                 h = rem if last else h_next
@@ -232,40 +352,19 @@ class _FusedSolve(torch.autograd.Function):
                     stage_wg.append(stage(i, y, h, dr))
                 y_new = sch.solution(y, h)
                 if adaptive:
-                    nxt = sch.fsal(y_new, h, dr)  # FSAL stage at the new solution
-                    err = torch.mm(e_row, K).view(B, 2 * P).mul_(h)
-                    tol = torch.maximum(y.abs(), y_new.abs()).mul_(rtol).add_(atol)
-                    # stiffness: the last two stages share c = 1, so |k_s - k_s-1| / |Y_s - Y_s-1|
-                    # estimates the spectral radius rho of the Jacobian (Hairer & Wanner, DOPRI5);
-                    # per trial, and the stiffest trial counts
-                    num = torch.linalg.vector_norm((Kv[s - 1] - Kv[s - 2]), dim=1)
-                    den = torch.linalg.vector_norm(y_new - sch.Ys, dim=1)
-                    rho = (num / den).nan_to_num_(nan=0.0, posinf=0.0).max()
-                    ratio = float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(N)  # RMS norm
-                    rho = float(rho)
-                    if not ratio <= 1.0:  # rejected (or NaN): shrink and retry
-                        fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / tab.order)) if math.isfinite(ratio) else _DFACTOR
-                        h_next = h * fac
-                        if h_next < 1e-12 * max(abs(t_end), 1.0):
-                            raise StepSizeUnderflow(f"step size underflow at t = {t:.6g} s")
+                    nxt, accepted, h_next = sch.adapt(y, y_new, h, dr, h_next, last, rtol, atol)
+                    if not accepted:  # rejected (or NaN): retry with the shrunk step
+                        _check_shrunk_step(h_next, t, t_end)
                         continue
-                    fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / tab.order))) if ratio > 0 else _IFACTOR
-                    if not last or fac < 1.0:  # a step shortened to land on a stop keeps the proposal
-                        h_next = h * fac
-                    if rho > 0:  # stay inside the stability region: h rho < 0.9 * 3.3
-                        h_next = min(h_next, _STIFF_LIMIT / rho)
                     K[0].copy_(K[s - 1])
                 if keep:
                     if keep_all:
-                        for wi, gi in stage_wg:
-                            ws.append(wi)
-                            gv.append(gi)
+                        wg.extend(stage_wg)
                     steps.append((h, k))
                     fresh.append(first_fresh)
                     if keep_all and auto and len(steps) * step_bytes > KEEP_ALL_BYTES:
                         keep_all = False  # too large to keep: from here on the checkpoints serve
-                        ws.clear()
-                        gv.clear()
+                        wg.clear()
                 y = y_new
                 first = nxt if adaptive else None
                 first_fresh = False
@@ -275,20 +374,10 @@ class _FusedSolve(torch.autograd.Function):
                 out[j] = y
         ctx.every = 0 if keep_all else M
         if keep:
-            if keep_all:
-                n = len(steps)
-                shape = (n, s_sol, B, P)
-                Wst = torch.stack(ws).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
-                Gst = torch.stack(gv).reshape(shape) if n else torch.empty(shape, dtype=dt, device=dev)
-                del ws, gv
-                ctx.save_for_backward(drive, Wst, Gst)
-            else:
-                ctx.save_for_backward(drive, *cks)
+            _save_tape(ctx, drive, wg, cks, keep_all, (len(steps), s_sol, y0.shape[0], ops.P), y0)
         ctx.ops, ctx.steps, ctx.fresh, ctx.method = ops, steps, fresh, method
         # output rows by the number of accepted steps before them (several stops may share one)
-        ctx.out_at = {}
-        for m, js in out_at.items():
-            ctx.out_at.setdefault(landed.get(m, 0), []).extend(js)
+        ctx.out_at = _rows_by_steps(out_at, landed)
         ctx.out_at0 = ctx.out_at.pop(0, [])
         ctx.n_segments = drive.shape[1]
         opts["nfe"] = n_attempts * (s - 1 if tab.fsal else s)

@@ -209,64 +209,13 @@ class FitTarget(Task):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "FitTarget":
         """The target of ``--target`` for the network of ``--network`` (or the target's own spec)."""
-        from .._neo import NeoError, load_nix
+        from .._neo import NeoError
 
-        for flag, value in (("--target", args.target), ("--populations", args.populations),
-                            ("--network", args.network)):
-            if value is not None and not str(value).replace(",", " ").strip():
-                raise ValueError(f"{flag} is empty ({value!r}); give a value or leave {flag} out"
-                                 + (" to fit every channel of the target that the network has; e.g. "
-                                    "--populations mt[0].L23E,mt[1].L23E" if flag == "--populations" else
-                                    " to use the network spec stored in the target" if flag == "--network" else
-                                    " (fit needs it: the NIX or NWB file of the target rates, e.g. --target "
-                                    "rates.nix)"))
+        _check_flags(args)
         if not args.target:
             raise ValueError("colplugin train fit needs --target FILE.nix or FILE.nwb (rates or spike trains as Neo)")
-        if Path(args.target).is_dir():
-            raise ValueError(f"--target {args.target} is a directory, not a NIX or NWB file; pass the file of the "
-                             f"target rates in it, e.g. --target {Path(args.target) / 'rates.nix'} (Python: "
-                             "colplugin.save_nix(colplugin.to_neo(...), path) writes one)")
-        if Path(args.target).suffix.lower() == ".nwb":  # NWB beside NIX (colplugin.save_nwb writes it)
-            from .._neo import load_nwb
-
-            try:
-                block = load_nwb(args.target)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"--target {args.target}: no such file; pass an NWB file of the target "
-                                        "rates (colplugin.save_nwb(colplugin.to_neo(...), path))") from None
-            except NeoError as exc:
-                raise NeoError(f"--target: {exc}") from None
-        else:
-            try:
-                block = load_nix(args.target)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"--target {args.target}: no such file; pass a NIX file of the target rates "
-                                        "(colplugin.save_nix(colplugin.to_neo(...), path))") from None
-        if args.network:
-            path = Path(args.network)
-            if path.is_dir():
-                raise ValueError(f"--network {path} is a directory, not a network spec file; pass its network.json "
-                                 f"(e.g. --network {path / 'network.json'})")
-            if not path.is_file():
-                raise FileNotFoundError(f"--network {path}: no such file; pass a network spec: "
-                                        f"{SPEC_FILE}")
-            where = f"--network {path}"
-            try:
-                spec = json.loads(path.read_text())
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{where} is not valid JSON ({exc}); pass {SPEC_FILE}") from None
-        elif "network_spec" in block.annotations:
-            where = f"the 'network_spec' annotation of {args.target}"
-            try:
-                spec = json.loads(block.annotations["network_spec"])
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"{where} is not valid JSON ({exc}); pass --network SPEC.json, {SPEC_FILE}, "
-                                 "or write the target again with colplugin (Python: colplugin.to_neo)") from None
-        else:
-            raise ValueError(f"{args.target} carries no network spec; pass --network SPEC.json, {SPEC_FILE}")
-        if not isinstance(spec, dict):
-            raise ValueError(f"{where} holds a JSON {type(spec).__name__}, not a network spec (a JSON object); "
-                             f"pass --network SPEC.json, {SPEC_FILE}")
+        block = _read_target(args.target)
+        spec, where = _target_spec(args.network, args.target, block)
         network = _network_from_spec(spec, where)
         if not network.learnable_parameters():
             raise ValueError(f"the target's network ({where}) has no learnable projection, so there is nothing "
@@ -286,6 +235,94 @@ class FitTarget(Task):
 #: What a network spec file is, for messages: the command line's way first.
 SPEC_FILE = ("a network.json written by colplugin (a run directory's network.json; "
              "Python: ColumnNetwork.spec() written with json.dump)")
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuse an empty ``--target``, ``--populations`` or ``--network`` (a ValueError naming the flag and the fix)."""
+    for flag, value in (("--target", args.target), ("--populations", args.populations),
+                        ("--network", args.network)):
+        if value is not None and not str(value).replace(",", " ").strip():
+            raise ValueError(f"{flag} is empty ({value!r}); give a value or leave {flag} out"
+                             + (" to fit every channel of the target that the network has; e.g. "
+                                "--populations mt[0].L23E,mt[1].L23E" if flag == "--populations" else
+                                " to use the network spec stored in the target" if flag == "--network" else
+                                " (fit needs it: the NIX or NWB file of the target rates, e.g. --target "
+                                "rates.nix)"))
+
+
+def _read_target(target: str) -> Any:
+    """The Neo Block of ``--target``: an NWB file (``.nwb``) or a NIX file (anything else).
+
+    Raises
+    ------
+    ValueError
+        If ``target`` is a directory.
+    FileNotFoundError
+        If it does not exist.
+    NeoError
+        If an NWB file cannot be read (the message starts with ``--target``).
+    """
+    from .._neo import NeoError, load_nix
+
+    if Path(target).is_dir():
+        raise ValueError(f"--target {target} is a directory, not a NIX or NWB file; pass the file of the "
+                         f"target rates in it, e.g. --target {Path(target) / 'rates.nix'} (Python: "
+                         "colplugin.save_nix(colplugin.to_neo(...), path) writes one)")
+    if Path(target).suffix.lower() == ".nwb":  # NWB beside NIX (colplugin.save_nwb writes it)
+        from .._neo import load_nwb
+
+        try:
+            return load_nwb(target)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--target {target}: no such file; pass an NWB file of the target "
+                                    "rates (colplugin.save_nwb(colplugin.to_neo(...), path))") from None
+        except NeoError as exc:
+            raise NeoError(f"--target: {exc}") from None
+    try:
+        return load_nix(target)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--target {target}: no such file; pass a NIX file of the target rates "
+                                "(colplugin.save_nix(colplugin.to_neo(...), path))") from None
+
+
+def _target_spec(network: str | None, target: str, block: Any) -> tuple[dict[str, Any], str]:
+    """The network spec of ``--network`` (a JSON file) or else the target Block's ``network_spec``
+    annotation, and where it came from (for messages).
+
+    Raises
+    ------
+    ValueError
+        If ``--network`` is a directory, either source is not valid JSON or not a JSON object,
+        or there is neither.
+    FileNotFoundError
+        If the ``--network`` file does not exist.
+    """
+    if network:
+        path = Path(network)
+        if path.is_dir():
+            raise ValueError(f"--network {path} is a directory, not a network spec file; pass its network.json "
+                             f"(e.g. --network {path / 'network.json'})")
+        if not path.is_file():
+            raise FileNotFoundError(f"--network {path}: no such file; pass a network spec: "
+                                    f"{SPEC_FILE}")
+        where = f"--network {path}"
+        try:
+            spec = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where} is not valid JSON ({exc}); pass {SPEC_FILE}") from None
+    elif "network_spec" in block.annotations:
+        where = f"the 'network_spec' annotation of {target}"
+        try:
+            spec = json.loads(block.annotations["network_spec"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where} is not valid JSON ({exc}); pass --network SPEC.json, {SPEC_FILE}, "
+                             "or write the target again with colplugin (Python: colplugin.to_neo)") from None
+    else:
+        raise ValueError(f"{target} carries no network spec; pass --network SPEC.json, {SPEC_FILE}")
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} holds a JSON {type(spec).__name__}, not a network spec (a JSON object); "
+                         f"pass --network SPEC.json, {SPEC_FILE}")
+    return spec, where
 
 
 def _network_from_spec(spec: Mapping[str, Any], where: str) -> ColumnNetwork:
