@@ -95,6 +95,16 @@ def saturate(r: torch.Tensor, inv_r_max: torch.Tensor | None) -> torch.Tensor:
     return r if inv_r_max is None else r / (1.0 + r * inv_r_max)
 
 
+def state_rates(transfer: Any, y: torch.Tensor, n_variables: int, inv_r_max: torch.Tensor | None) -> torch.Tensor:
+    """Instantaneous rates (..., P), Hz, of a state ``y`` (..., n_variables P): the one rate function.
+
+    The state's variables ``(V, A)`` or ``(V, A, S)`` (..., P) each go through the transfer's
+    rate, saturated where ``inv_r_max`` (:func:`inverse_r_max`) says so.
+    """
+    P = y.shape[-1] // n_variables
+    return saturate(transfer.rate(*(y[..., k * P:(k + 1) * P] for k in range(n_variables))), inv_r_max)
+
+
 def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor | None = None) -> torch.Tensor:
     """Low-pass filtered rate r~ (``tau_s dr~/dt = -r~ + r``) at the sample times ``t``.
 
@@ -556,7 +566,7 @@ class Field:
 
     def rates(self, y: torch.Tensor) -> torch.Tensor:
         """Instantaneous rates (..., P) in Hz of a state ``y`` (..., 2P or 3P): the transfer of V, A (and S)."""
-        return saturate(self.transfer.rate(*self.split(y)), self.inv_r_max)
+        return state_rates(self.transfer, y, len(self.variables), self.inv_r_max)
 
     def initial_variance(self) -> torch.Tensor:
         """S (P,), mV^2, at rest: the fixed point of dS/dt with every rate and input 0 (background alone)."""

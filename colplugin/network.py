@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from ._io import check_memory
 from .column import background_weights, column_sizes, input_weights, intra_column_weights, synaptic_strengths
-from .field import DENSE_MAX_POPULATIONS, Field, InputVariance, inverse_r_max, saturate
+from .field import DENSE_MAX_POPULATIONS, Field, InputVariance, inverse_r_max, state_rates
 from .transfers import Transfer, transfer_for
 from .params import ParameterError, Params
 from .params.names import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
@@ -794,10 +794,7 @@ class ColumnNetwork(nn.Module):
     def rates(self, y: torch.Tensor) -> torch.Tensor:
         """Instantaneous rates in Hz of a state ``y = [V, A]`` or ``[V, A, S]``: the transfer of the
         network's parameters (:mod:`colplugin.transfers`), saturated where ``r_max`` is set."""
-        P = self.n_populations
-        parts = [y[..., k * P:(k + 1) * P] for k in range(self.n_state // P)]
-        r = self.transfer.rate(*parts)
-        return saturate(r, inverse_r_max(self.r_max.to(r)))
+        return state_rates(self.transfer, y, self.n_state // self.n_populations, inverse_r_max(self.r_max.to(y)))
 
     #: ``(scale, k_scale)`` of a downscaled spiking twin whose multapse variance the input variance
     #: includes (:meth:`input_variance`); None (default): the full-scale mean field, no multapses.
