@@ -16,6 +16,10 @@ transfer, the LIF column; ``rate_model`` names it, and the keys keep the name ``
   (Elephant's ``mean_firing_rate`` over all neurons of the population, mean over trials)
   in the read-out window, and the relative difference ``(spiking - DMF) / max(DMF,
   0.1 Hz)``; per condition and averaged over conditions.
+- ``build_seconds``, ``simulate_seconds``: wall time of building the spiking networks in the
+  simulator and of simulating them, summed over all runs (:class:`~colplugin.spiking.SpikingResult`
+  says what each backend counts where), and ``simulate_seconds_per_model_second``, the
+  simulation's wall time per second of simulated time; ``wall_seconds`` is the whole command's.
 
 Written into the output directory: ``twin.json``, ``report.md``, ``spikes.nix`` (Neo: one
 Segment per condition and kept trial, SpikeTrains annotated with area, column, population,
@@ -39,6 +43,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..spiking.network import K_SCALE, SCALE
+from ..spiking.result import timing_md, timing_summary
 from ..spiking.simulate import spiking_backend
 from ..spiking.twin import twin_full_sizes
 from ..stimulus import Stimulus
@@ -232,7 +237,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     binned = []
     first_results = []
     block = None
-    run_walls = []
+    run_walls, run_builds, run_simulates = [], [], []
     directory = spiking_backend(backend).project_directory(device)
     n_neurons = n_synapses = 0
     try:
@@ -250,6 +255,8 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
                 res = simulate_spiking(net_b, duration, backend=backend, device=device, seed=seed + j,
                                        threads=threads, dt=dt, directory=directory)
                 run_walls.append(res.wall_seconds.get("total", float("nan")))
+                run_builds.append(res.build_seconds)
+                run_simulates.append(res.simulate_seconds)
                 spk[b, j] = _population_rates(res, w0, w1)
                 bins_b.append(_binned_rates(res, duration))
                 if j == 0:
@@ -319,8 +326,9 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
         "accuracy": accuracy, "dmf_accuracy": dmf_accuracy, "rate_floor_hz": RATE_FLOOR_HZ,
         "rate_model": network.transfer.label,
         "per_population": per_population, "n_neurons": int(n_neurons), "n_synapses": int(n_synapses),
-        "spiking_wall_seconds": run_walls, "wall_seconds": wall, "source": source, "files": files,
-        "colplugin_version": __version__}
+        "spiking_wall_seconds": run_walls, "wall_seconds": wall,
+        **timing_summary(run_builds, run_simulates, len(run_walls) * float(duration)),
+        "source": source, "files": files, "colplugin_version": __version__}
     result["table_md"] = _table_md(result)
     atomic_write_text(out / "twin.json", json.dumps({k: v for k, v in result.items() if k != "table_md"}, indent=2))
     atomic_write_text(out / "report.md", "\n".join(["# Spiking twin", ""] + twin_report_section(result)) + "\n")
@@ -392,7 +400,8 @@ def twin_report_section(result: dict[str, Any], prefix: str = "") -> list[str]:
                   f"![overlay {b}]({prefix}overlay_condition{b}.png)", "",
                   f"![raster {b}]({prefix}raster_condition{b}.png)", ""]
     walls = result["spiking_wall_seconds"]
+    timing = timing_md(result, spiking_backend(result["backend"]).timing_counts)
     lines += [f"Wall time {result['wall_seconds']:.1f} s ({len(walls)} spiking runs, "
-              f"{np.mean(walls):.1f} s each on average). Spikes: `{prefix}spikes.nix` (Neo, one Segment per "
-              "condition and trial)."]
+              f"{np.mean(walls):.1f} s each on average).{' ' + timing if timing else ''} Spikes: "
+              f"`{prefix}spikes.nix` (Neo, one Segment per condition and trial)."]
     return lines

@@ -13,12 +13,26 @@ import numpy as np
 from .._io import atomic_write_text
 from ..params.names import POPULATIONS
 from ..spiking.network import K_SCALE, SCALE
+from ..spiking.result import timing_md, timing_summary
 from ..spiking.simulate import spiking_backend
 
 #: Simulated time (s) of the microcircuit validation: 0.5 s transient + 2 s of statistics.
 VALIDATE_DURATION = 2.5
 
 __all__ = ["validate_microcircuit", "validate_stimulus", "run_seeds"]
+
+
+def _run_timing(results: list, duration: float) -> dict[str, Any]:
+    """``build_seconds``, ``simulate_seconds`` (s, summed over the runs) and ``simulate_seconds_per_model_second``.
+
+    Parameters
+    ----------
+    results : list of SpikingResult
+    duration : float
+        Simulated time of each run, s.
+    """
+    return timing_summary([r.build_seconds for r in results], [r.simulate_seconds for r in results],
+                          len(results) * float(duration))
 
 
 def _check_seeds(seed: int, seeds: int) -> None:
@@ -127,7 +141,9 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
         spiking_rates_per_seed, dmf_rate, published_rate, spiking_cv, ...), ``table_md``,
         the checks ``within20``, ``within30``, ``ordering`` (or, for ``pd14_lif``,
         ``lif_mean_within10`` and ``lif_each_within25``), ``lif_mean_deviation``,
-        ``lif_max_deviation``, ``seeds``, ``wall_seconds``,
+        ``lif_max_deviation``, ``seeds``, ``wall_seconds`` (the whole validation), ``build_seconds``
+        and ``simulate_seconds`` (the spiking runs' wall time of building the network in the simulator
+        and of simulating it, summed over seeds, s), ``simulate_seconds_per_model_second``,
         ``peak_mb``, ``settings``, ``transfer`` (per population: LIF (Siegert) rate and the DMF's
         f at the input of the seed-mean spiking rates, :func:`colplugin.analysis.transfer.lif_vs_dmf`),
         ``fixed_points`` (the DMF's and the LIF mean field's fixed points against the seed-mean
@@ -213,6 +229,8 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
              out / ("dmf.nix" if preset == "pd14" else "lif_column.nix"), neo_format)
     save_figure(plot_validation(results[0], per_seed[0], rows, transient), out / "rates.png")
     wall = time.perf_counter() - t0
+    timing = _run_timing(results, duration)
+    timing_line = timing_md(timing, spiking_backend(backend).timing_counts)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     within20 = all(abs(r["spiking_vs_published"]) <= 0.2 for r in rows)
     within30 = all(abs(r["dmf_vs_spiking"]) <= 0.3 for r in rows)
@@ -279,11 +297,13 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
           + ", ".join(f"{r['population']} {r['spiking_cv']:.2f}" for r in rows) + "\n"
           f"- wall time {wall:.1f} s (spiking build+run per seed: "
           + ", ".join(f"{r.wall_seconds['total']:.1f}" for r in results) + " s), "
-          f"peak memory {peak_mb:.0f} MB; colplugin {__version__}\n\n![rates](rates.png)\n")
+          f"peak memory {peak_mb:.0f} MB; colplugin {__version__}\n"
+          + (f"- {timing_line}\n" if timing_line else "")
+          + "\n![rates](rates.png)\n")
     atomic_write_text(out / "report.md", md)
     return {"rows": rows, "table_md": table, "within20": within20, **checks, "preset": preset,
             "lif_mean_deviation": lif_mean, "lif_max_deviation": lif_max, "seeds": seed_list, "wall_seconds": wall,
-            "peak_mb": peak_mb, "settings": s, "transfer": transfer,
+            **timing, "peak_mb": peak_mb, "settings": s, "transfer": transfer,
             "fixed_points": fixed}
 
 
@@ -296,8 +316,12 @@ def validate_stimulus(out: str | Path, scale: float = SCALE, rate: float = 8.0, 
     circuit gets the preset's thalamic population (``thalamic_size`` Poisson sources at
     ``rate`` from ``t_on``, ``K_in`` synapses per L4E and L4I neuron). Reported: per
     population the rate change in both models (spiking: mean over ``seeds`` seeds), whether
-    its direction agrees, and the rank correlation of the changes.
+    its direction agrees, and the rank correlation of the changes; ``wall_seconds`` (the whole
+    run), ``build_seconds`` and ``simulate_seconds`` (the spiking runs' build and simulation wall
+    time, summed over seeds, s) and ``simulate_seconds_per_model_second``. Writes ``stimulus.json``
+    (the returned dict) and ``report.md``.
     """
+    t0 = time.perf_counter()
     from scipy.stats import spearmanr
 
     from ..spiking import pd14_microcircuit
@@ -326,13 +350,17 @@ def validate_stimulus(out: str | Path, scale: float = SCALE, rate: float = 8.0, 
     rows = [{"population": pop, "spiking_change_hz": float(d_spk[p]), "dmf_change_hz": float(d_dmf[p]),
              "same_direction": bool(agree[p])} for p, pop in enumerate(POPULATIONS)]
     result = {"input_rate_hz": rate, "rows": rows, "directions_agree": int(agree.sum()), "spearman_rho": rho,
-              "seeds": [r.settings["seed"] for r in results], "settings": results[0].settings}
+              "seeds": [r.settings["seed"] for r in results], "settings": results[0].settings,
+              "wall_seconds": time.perf_counter() - t0, **_run_timing(results, duration)}
     atomic_write_text(out / "stimulus.json", json.dumps(result, indent=2, default=str))
     table = "\n".join(f"| {r['population']} | {r['spiking_change_hz']:+.3f} | {r['dmf_change_hz']:+.3f} | "
                       f"{r['same_direction']} |" for r in rows)
+    timing_line = timing_md(result, spiking_backend(backend).timing_counts)
     md = ("# Step input to L4: DMF vs spiking\n\n"
           "| population | spiking change (Hz) | DMF change (Hz) | same direction |\n|---|---|---|---|\n" + table
           + f"\n\nDirections agree in {int(agree.sum())}/8 populations; Spearman rank correlation of the changes "
-            f"{rho:.2f} ({backend}, {len(results)} seed(s)).\n")
+            f"{rho:.2f} ({backend}, {len(results)} seed(s)).\n\n"
+          + " ".join(x for x in (f"Wall time {result['wall_seconds']:.1f} s.", timing_line) if x)
+          + "\n")
     atomic_write_text(out / "report.md", md)
     return result

@@ -62,135 +62,261 @@ def _weights_delays(rng: np.random.Generator, c, n: int, dt_ms: float) -> tuple[
     return w, np.round(d / dt_ms) * dt_ms
 
 
-def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_standalone", seed: int = 0,
-               threads: int = 1, dt: float = 1e-4, directory: str | None = None) -> SpikingResult:
-    """Build ``net`` in Brian2 and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`)."""
-    quiet_brian2_parsing()
-    import brian2 as b2
+def _network_layout(net: SpikingNetwork) -> tuple[np.ndarray, dict[str, int], int]:
+    """Where each population lies in the one ``NeuronGroup``.
 
-    t0 = time.perf_counter()
-    dt_ms = dt * 1e3
+    Returns
+    -------
+    sizes : numpy.ndarray
+        Neurons per population, in the description's order.
+    offsets : dict
+        Index of each population's first neuron.
+    n_total : int
+        Neurons in all.
+    """
     pops = net.populations
     sizes = np.array([p.size for p in pops])
     offsets = dict(zip([p.name for p in pops], np.concatenate([[0], np.cumsum(sizes)[:-1]])))
-    n_total = int(sizes.sum())
-    rng = np.random.default_rng(seed)
-    cleanup = device == "cpp_standalone" and directory is None
+    return sizes, offsets, int(sizes.sum())
+
+
+def _select_device(b2, device: str, directory: str | None, threads: int) -> str | None:
+    """Set Brian2's preferences and device; returns the cpp_standalone project directory (``None`` for runtime).
+
+    Parameters
+    ----------
+    b2 : module
+        ``brian2``.
+    device : {"cpp_standalone", "runtime"}
+    directory : str, optional
+        The project directory (default: a new temporary one).
+    threads : int
+        OpenMP threads of the standalone project (1: none).
+    """
     b2.prefs.codegen.target = "cython"
     b2.prefs.core.stop_on_keyboard_interrupt = False  # Ctrl+C interrupts; never a silently shortened run
     if device == "cpp_standalone":
         directory = directory or tempfile.mkdtemp(prefix="colplugin_spiking_")
         b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
         b2.prefs.devices.cpp_standalone.openmp_threads = threads if threads > 1 else 0
-    b2.seed(seed)  # after set_device: seeds the standalone project's generator too
-    try:
-        b2.defaultclock.dt = dt * b2.second
-        models: list[LIFModel] = [p.model for p in pops]
-        adapting = any(m.adapting for m in models)
-        per_neuron, namespace = [], {}
-        for name in _PARAMS:
-            values = {getattr(m, name) for m in models}
-            unit = getattr(b2, _UNITS[name])
-            if len(values) == 1:
-                namespace[name] = values.pop() * unit
-            else:
-                per_neuron.append(name)
-        eqs = ("dv/dt = (E_L - v) / tau_m + (I + I_dc) / C_m : volt (unless refractory)\n"
-               "dI/dt = -I / tau_syn : amp\nI_dc : amp (constant)\n")
-        eqs += "".join(f"{name} : {_DIMS[_UNITS[name]]} (constant)\n" for name in per_neuron)
-        plan = _poisson_plan(net, offsets, n_total, duration, dt)
-        if plan is not None:
-            namespace["poisson_rates"] = b2.TimedArray(plan[0] * b2.Hz, dt=plan[1] * b2.second)
-            eqs += "".join(f"w_poisson_{m} : amp (constant)\nrow_poisson_{m} : integer (constant)\n"
-                           for m in range(plan[2].shape[0]))
-        threshold, reset = "v > V_th", "v = V_reset"
-        if adapting:
-            eqs += "dtheta/dt = -theta / tau_th : volt\nq_th : volt (constant)\ntau_th : second (constant)\n"
-            threshold, reset = "v > V_th + theta", "v = V_reset; theta += q_th"
-        G = b2.NeuronGroup(n_total, b2.Equations(eqs), threshold=threshold, reset=reset,
-                           refractory="t_ref" if "t_ref" in per_neuron else namespace["t_ref"],
-                           method="exact", namespace=namespace, name="neurons")
-        for name in per_neuron:
-            setattr(G, name, np.repeat([getattr(m, name) for m in models], sizes) * getattr(b2, _UNITS[name]))
-        G.I_dc = np.repeat([p.I_dc for p in pops], sizes) * b2.pA
-        G.v = np.concatenate([rng.normal(p.V0_mean, p.V0_sd, p.size) if p.V0_sd > 0 else np.full(p.size, p.V0_mean)
-                              for p in pops]) * b2.mV
-        if adapting:
-            G.q_th = np.repeat([m.threshold_jump for m in models], sizes) * b2.mV
-            G.tau_th = np.repeat([m.tau_threshold if m.adapting else 1.0 for m in models], sizes) * b2.ms
-            G.theta = np.repeat([p.theta0 for p in pops], sizes) * b2.mV
-        objs = [G]
-        # sources: Poisson populations, rates sampled on the time grid
-        source_groups, n_steps = {}, int(round(duration / dt))
-        for k, s in enumerate(net.sources):
-            grid = np.zeros(n_steps + 1)
-            for a, b, r in s.rate.segments(duration * 1e3):
-                grid[int(round(a / dt_ms)):int(round(b / dt_ms))] = r
-            grid[-1] = grid[-2]
-            ta = b2.TimedArray(grid * b2.Hz, dt=dt * b2.second, name=f"rate_{k}")
-            pg = b2.PoissonGroup(s.size, rates=f"rate_{k}(t)", namespace={f"rate_{k}": ta}, name=f"source_{k}")
-            source_groups[s.name] = pg
-            objs.append(pg)
-        # connections: recurrent ones in one Synapses object, each source in one more
-        by_pre: dict[str, list] = {}
-        for c in net.connections:
-            if c.n_synapses:
-                by_pre.setdefault("neurons" if c.source in offsets else c.source, []).append(c)
-        for k, (pre, conns) in enumerate(by_pre.items()):
-            src, tgt, w, d = [], [], [], []
-            for c in conns:
-                n = c.n_synapses
-                n_src = net.size_of(c.source)
-                src.append(rng.integers(0, n_src, n, dtype=np.int64) + (offsets[c.source] if pre == "neurons" else 0))
-                tgt.append(rng.integers(0, net.size_of(c.target), n, dtype=np.int64) + offsets[c.target])
-                ww, dd = _weights_delays(rng, c, n, dt_ms)
-                w.append(ww)
-                d.append(dd)
-            S = b2.Synapses(G if pre == "neurons" else source_groups[pre], G, "w : amp", on_pre="I_post += w",
-                            name=f"synapses_{k}")
-            S.connect(i=np.concatenate(src).astype(np.int32), j=np.concatenate(tgt).astype(np.int32))
-            S.w = np.concatenate(w) * b2.pA
-            S.delay = np.concatenate(d) * b2.ms
-            objs.append(S)
-        # independent Poisson input of every population in one operation (one code object, however many)
-        if plan is not None:
-            slots = range(plan[2].shape[0])
-            for m in slots:
-                setattr(G, f"w_poisson_{m}", plan[3][m] * b2.pA)
-                setattr(G, f"row_poisson_{m}", plan[2][m])
-            terms = [f"w_poisson_{m} * poisson(poisson_rates(t, row_poisson_{m}) * dt)" for m in slots]
-            objs.append(G.run_regularly("I += " + " + ".join(terms), when="synapses", name="poisson_input"))
-        M = b2.SpikeMonitor(G, name="spikes")
-        objs.append(M)
-        network = b2.Network(*objs)
-        t_build = time.perf_counter() - t0
-        # no implicit capture of this frame's locals; progress on stderr once a run takes more than 5 s
-        network.run(duration * b2.second, namespace={}, report=progress_report(duration, device),
-                    report_period=5 * b2.second)
-        if device == "cpp_standalone":
-            b2.device.build(directory=directory, run=True, compile=True)
-        t_run = time.perf_counter() - t0 - t_build
-        i_all = np.asarray(M.i[:])
-        t_all = np.asarray(M.t[:] / b2.second)
-    finally:
-        if device == "cpp_standalone":
-            b2.device.reinit()
-            b2.device.activate()
-            b2.set_device("runtime")
-            if cleanup:  # a temporary project of a large circuit holds GBs of connectivity
-                shutil.rmtree(directory, ignore_errors=True)
+    return directory
+
+
+def _restore_device(b2, device: str, directory: str | None, cleanup: bool) -> None:
+    """Back to Brian2's runtime device after a cpp_standalone run; remove a temporary project (``cleanup``)."""
+    if device == "cpp_standalone":
+        b2.device.reinit()
+        b2.device.activate()
+        b2.set_device("runtime")
+        if cleanup:  # a temporary project of a large circuit holds GBs of connectivity
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _neuron_equations(b2, models: list[LIFModel], plan) -> tuple[str, list[str], dict, str, str]:
+    """The neurons' equations, threshold and reset.
+
+    Parameters shared by every model are namespace constants (with units), the others
+    per-neuron constants; ``plan`` (:func:`_poisson_plan`) adds the Poisson input's slots,
+    adaptation the threshold ``theta``.
+
+    Returns
+    -------
+    tuple
+        ``(equations, per-neuron parameter names, namespace, threshold, reset)``.
+    """
+    per_neuron, namespace = [], {}
+    for name in _PARAMS:
+        values = {getattr(m, name) for m in models}
+        unit = getattr(b2, _UNITS[name])
+        if len(values) == 1:
+            namespace[name] = values.pop() * unit
+        else:
+            per_neuron.append(name)
+    eqs = ("dv/dt = (E_L - v) / tau_m + (I + I_dc) / C_m : volt (unless refractory)\n"
+           "dI/dt = -I / tau_syn : amp\nI_dc : amp (constant)\n")
+    eqs += "".join(f"{name} : {_DIMS[_UNITS[name]]} (constant)\n" for name in per_neuron)
+    if plan is not None:
+        namespace["poisson_rates"] = b2.TimedArray(plan[0] * b2.Hz, dt=plan[1] * b2.second)
+        eqs += "".join(f"w_poisson_{m} : amp (constant)\nrow_poisson_{m} : integer (constant)\n"
+                       for m in range(plan[2].shape[0]))
+    threshold, reset = "v > V_th", "v = V_reset"
+    if any(m.adapting for m in models):
+        eqs += "dtheta/dt = -theta / tau_th : volt\nq_th : volt (constant)\ntau_th : second (constant)\n"
+        threshold, reset = "v > V_th + theta", "v = V_reset; theta += q_th"
+    return eqs, per_neuron, namespace, threshold, reset
+
+
+def _neuron_group(b2, net: SpikingNetwork, sizes: np.ndarray, n_total: int, rng: np.random.Generator, plan):
+    """All neurons as one ``NeuronGroup`` named ``"neurons"``, parameters and initial state set.
+
+    The initial potentials (mV) are drawn from ``rng``, population by population.
+    """
+    pops = net.populations
+    models: list[LIFModel] = [p.model for p in pops]
+    eqs, per_neuron, namespace, threshold, reset = _neuron_equations(b2, models, plan)
+    G = b2.NeuronGroup(n_total, b2.Equations(eqs), threshold=threshold, reset=reset,
+                       refractory="t_ref" if "t_ref" in per_neuron else namespace["t_ref"],
+                       method="exact", namespace=namespace, name="neurons")
+    for name in per_neuron:
+        setattr(G, name, np.repeat([getattr(m, name) for m in models], sizes) * getattr(b2, _UNITS[name]))
+    G.I_dc = np.repeat([p.I_dc for p in pops], sizes) * b2.pA
+    G.v = np.concatenate([rng.normal(p.V0_mean, p.V0_sd, p.size) if p.V0_sd > 0 else np.full(p.size, p.V0_mean)
+                          for p in pops]) * b2.mV
+    if any(m.adapting for m in models):
+        G.q_th = np.repeat([m.threshold_jump for m in models], sizes) * b2.mV
+        G.tau_th = np.repeat([m.tau_threshold if m.adapting else 1.0 for m in models], sizes) * b2.ms
+        G.theta = np.repeat([p.theta0 for p in pops], sizes) * b2.mV
+    return G
+
+
+def _source_groups(b2, net: SpikingNetwork, duration: float, dt: float) -> dict:
+    """One ``PoissonGroup`` per Poisson source population, its rate (Hz) sampled on the time grid (step ``dt`` s)."""
+    dt_ms = dt * 1e3
+    source_groups, n_steps = {}, int(round(duration / dt))
+    for k, s in enumerate(net.sources):
+        grid = np.zeros(n_steps + 1)
+        for a, b, r in s.rate.segments(duration * 1e3):
+            grid[int(round(a / dt_ms)):int(round(b / dt_ms))] = r
+        grid[-1] = grid[-2]
+        ta = b2.TimedArray(grid * b2.Hz, dt=dt * b2.second, name=f"rate_{k}")
+        source_groups[s.name] = b2.PoissonGroup(s.size, rates=f"rate_{k}(t)", namespace={f"rate_{k}": ta},
+                                                name=f"source_{k}")
+    return source_groups
+
+
+def _synapses(b2, net: SpikingNetwork, G, source_groups: dict, offsets: dict, rng: np.random.Generator,
+              dt: float) -> list:
+    """The connections: recurrent ones in one ``Synapses`` object, each source population's in one more.
+
+    Pairs, weights (pA) and delays (ms, on the ``dt`` s grid) are drawn from ``rng``, connection by connection.
+    """
+    dt_ms = dt * 1e3
+    by_pre: dict[str, list] = {}
+    for c in net.connections:
+        if c.n_synapses:
+            by_pre.setdefault("neurons" if c.source in offsets else c.source, []).append(c)
+    objs = []
+    for k, (pre, conns) in enumerate(by_pre.items()):
+        src, tgt, w, d = [], [], [], []
+        for c in conns:
+            n = c.n_synapses
+            n_src = net.size_of(c.source)
+            src.append(rng.integers(0, n_src, n, dtype=np.int64) + (offsets[c.source] if pre == "neurons" else 0))
+            tgt.append(rng.integers(0, net.size_of(c.target), n, dtype=np.int64) + offsets[c.target])
+            ww, dd = _weights_delays(rng, c, n, dt_ms)
+            w.append(ww)
+            d.append(dd)
+        S = b2.Synapses(G if pre == "neurons" else source_groups[pre], G, "w : amp", on_pre="I_post += w",
+                        name=f"synapses_{k}")
+        S.connect(i=np.concatenate(src).astype(np.int32), j=np.concatenate(tgt).astype(np.int32))
+        S.w = np.concatenate(w) * b2.pA
+        S.delay = np.concatenate(d) * b2.ms
+        objs.append(S)
+    return objs
+
+
+def _poisson_input(b2, G, plan):
+    """The independent Poisson input of every population as one ``run_regularly`` operation (one code object).
+
+    ``plan`` is :func:`_poisson_plan`'s (not ``None``); sets the slots' weights (pA) and rate rows on ``G``.
+    """
+    slots = range(plan[2].shape[0])
+    for m in slots:
+        setattr(G, f"w_poisson_{m}", plan[3][m] * b2.pA)
+        setattr(G, f"row_poisson_{m}", plan[2][m])
+    terms = [f"w_poisson_{m} * poisson(poisson_rates(t, row_poisson_{m}) * dt)" for m in slots]
+    return G.run_regularly("I += " + " + ".join(terms), when="synapses", name="poisson_input")
+
+
+def _build_network(b2, net: SpikingNetwork, duration: float, dt: float, rng: np.random.Generator):
+    """``net`` as a Brian2 ``Network`` of neurons, sources, synapses, Poisson input and a spike monitor.
+
+    Parameters
+    ----------
+    b2 : module
+        ``brian2``, its device already selected.
+    net : SpikingNetwork
+    duration : float
+        Run length, s (the rate grids of the inputs).
+    dt : float
+        Time step, s.
+    rng : numpy.random.Generator
+        Initial potentials, then connectivity, weights and delays, in this order.
+
+    Returns
+    -------
+    tuple
+        ``(network, spike monitor)``.
+    """
+    sizes, offsets, n_total = _network_layout(net)
+    plan = _poisson_plan(net, offsets, n_total, duration, dt)
+    G = _neuron_group(b2, net, sizes, n_total, rng, plan)
+    source_groups = _source_groups(b2, net, duration, dt)
+    objs = [G, *source_groups.values(), *_synapses(b2, net, G, source_groups, offsets, rng, dt)]
+    if plan is not None:
+        objs.append(_poisson_input(b2, G, plan))
+    M = b2.SpikeMonitor(G, name="spikes")
+    objs.append(M)
+    return b2.Network(*objs), M
+
+
+def _simulate(b2, network, duration: float, device: str, directory: str | None) -> None:
+    """Run ``network`` for ``duration`` s: code generation and the run (cpp_standalone: compile and run the project)."""
+    # no implicit capture of this frame's locals; progress on stderr once a run takes more than 5 s
+    network.run(duration * b2.second, namespace={}, report=progress_report(duration, device),
+                report_period=5 * b2.second)
+    if device == "cpp_standalone":
+        b2.device.build(directory=directory, run=True, compile=True)
+
+
+def _split_spikes(net: SpikingNetwork, i_all: np.ndarray, t_all: np.ndarray) -> dict:
+    """``spikes[population] = (neuron index within it, time s)`` of every recorded population."""
+    _, offsets, _ = _network_layout(net)
     spikes = {}
-    for p in pops:
+    for p in net.populations:
         if p.name in net.record:
             sel = (i_all >= offsets[p.name]) & (i_all < offsets[p.name] + p.size)
             spikes[p.name] = (i_all[sel] - offsets[p.name], t_all[sel])
+    return spikes
+
+
+def run_brian2(net: SpikingNetwork, duration: float, *, device: str = "cpp_standalone", seed: int = 0,
+               threads: int = 1, dt: float = 1e-4, directory: str | None = None) -> SpikingResult:
+    """Build ``net`` in Brian2 and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`).
+
+    The result's ``build_seconds`` is the wall time of choosing the device and constructing the
+    Brian2 objects in Python (neurons, sources, synapses, monitor); ``simulate_seconds`` that of
+    ``Network.run`` (code generation included) and, on cpp_standalone, of compiling and running the
+    project (``device.build``), which Brian2 does not separate.
+    """
+    quiet_brian2_parsing()
+    import brian2 as b2
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    cleanup = device == "cpp_standalone" and directory is None
+    directory = _select_device(b2, device, directory, threads)
+    b2.seed(seed)  # after set_device: seeds the standalone project's generator too
+    try:
+        b2.defaultclock.dt = dt * b2.second
+        network, M = _build_network(b2, net, duration, dt, rng)
+        t1 = time.perf_counter()
+        _simulate(b2, network, duration, device, directory)
+        t2 = time.perf_counter()
+        i_all = np.asarray(M.i[:])
+        t_all = np.asarray(M.t[:] / b2.second)
+    finally:
+        _restore_device(b2, device, directory, cleanup)
+    pops = net.populations
     settings = {"name": net.name, **dict(net.metadata), "backend": "brian2", "device": device, "seed": seed,
                 "threads": threads, "dt_s": dt, "duration_s": duration, "n_neurons": net.n_neurons,
                 "n_synapses": net.n_synapses, "brian2_version": b2.__version__}
+    spikes = _split_spikes(net, i_all, t_all)
+    t_build, t_run = t1 - t0, t2 - t1
     return SpikingResult(spikes, {p.name: p.size for p in pops if p.name in net.record}, duration, settings,
                          {p.name: dict(p.annotations) for p in pops if p.name in net.record},
-                         {"build": t_build, "run": t_run, "total": time.perf_counter() - t0})
-
+                         {"build": t_build, "run": t_run, "total": time.perf_counter() - t0},
+                         build_seconds=t_build, simulate_seconds=t_run)
 
 
 def _poisson_plan(net: SpikingNetwork, offsets: dict, n_total: int, duration: float, dt: float):

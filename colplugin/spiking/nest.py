@@ -112,21 +112,25 @@ def nest_threads(net: SpikingNetwork, threads: int) -> int:
     return threads
 
 
-def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: int = 1,
-             dt: float = 1e-4, device: str | None = None, directory: str | None = None) -> SpikingResult:
-    """Build ``net`` in NEST and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`).
-
-    NEST has no devices and builds no project: ``device`` and ``directory`` are accepted (the
-    backends' common signature) and ignored.
-    """
-    nest = _import_nest()
-    threads = nest_threads(net, threads)
-    t0 = time.perf_counter()
-    dt_ms, T = dt * 1e3, duration * 1e3
+def _reset_kernel(nest, seed: int, threads: int, dt_ms: float) -> None:
+    """A fresh NEST kernel: resolution ``dt_ms`` (ms), ``rng_seed = seed + 1``, ``threads`` threads, quiet."""
     nest.ResetKernel()
     nest.verbosity = nest.VerbosityLevel.ERROR
     nest.SetKernelStatus({"resolution": dt_ms, "rng_seed": int(seed) + 1, "local_num_threads": int(threads),
                           "print_time": False})
+
+
+def _create_populations(nest, net: SpikingNetwork) -> tuple[dict, list]:
+    """One NEST node collection per population (``iaf_psc_exp``, or ``gif_psc_exp`` where it adapts).
+
+    Returns
+    -------
+    nodes : dict
+        Node collection per population name.
+    theta0 : list
+        ``(nodes, V_th mV, theta0 mV, tau_threshold ms)`` of each adapting population with an
+        initial threshold offset, which the run decays by hand.
+    """
     nodes, theta0 = {}, []
     for p in net.populations:
         m = p.model
@@ -142,6 +146,15 @@ def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: in
         else:
             nodes[p.name] = nest.Create("iaf_psc_exp", p.size, params={**common, "tau_m": m.tau_m, "V_th": m.V_th})
         nodes[p.name].V_m = (nest.random.normal(mean=p.V0_mean, std=p.V0_sd) if p.V0_sd > 0 else p.V0_mean)
+    return nodes, theta0
+
+
+def _connect(nest, net: SpikingNetwork, nodes: dict, dt_ms: float, T: float) -> None:
+    """Source populations (parrots driven by generators), connections and independent Poisson input.
+
+    Adds the source populations' parrots to ``nodes``; ``dt_ms`` is the time step and ``T``
+    the run length, ms.
+    """
     for s in net.sources:
         parrots = nest.Create("parrot_neuron", s.size)
         for g in _generators(nest, s.rate, 1.0, T):
@@ -156,44 +169,94 @@ def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: in
         if inp.n_sources > 0:
             for g in _generators(nest, inp.rate, inp.n_sources, T):
                 nest.Connect(g, nodes[inp.target], "all_to_all", {"weight": float(inp.weight), "delay": dt_ms})
+
+
+def _spike_recorders(nest, net: SpikingNetwork, nodes: dict) -> dict:
+    """One ``spike_recorder`` per recorded population, by name."""
     recorders = {}
     for name in net.record:
         recorders[name] = nest.Create("spike_recorder")
         nest.Connect(nodes[name], recorders[name])
-    t_build = time.perf_counter() - t0
-    if theta0:
-        chunk = THETA0_CHUNK_MS
-        n_chunks = int(np.ceil(T / chunk - 1e-9))
-        with nest.RunManager():
-            for k in range(n_chunks):
-                nest.Run(min(chunk, T - k * chunk))
-                t_now = min((k + 1) * chunk, T)
-                for group, v_th, th0, tau in theta0:
-                    group.V_T_star = v_th + th0 * np.exp(-t_now / tau)
-    else:  # in chunks, with progress on stderr once a run takes more than 5 s of wall time
-        n_chunks = max(1, min(20, int(np.ceil(T / 50.0))))
-        steps = int(round(T / dt_ms))
-        edges = [round(steps * k / n_chunks) * dt_ms for k in range(n_chunks + 1)]  # on the time grid
-        t_sim = time.perf_counter()
-        with nest.RunManager():
-            for k in range(n_chunks):
-                nest.Run(edges[k + 1] - edges[k])
-                elapsed = time.perf_counter() - t_sim
-                if elapsed > 5.0:
-                    print(f"NEST: {(k + 1) / n_chunks:.0%} of {T / 1000:g} s simulated in {elapsed:.0f} s",
-                          file=sys.stderr, flush=True)
-    t_run = time.perf_counter() - t0 - t_build
+    return recorders
+
+
+def _run_decaying_theta0(nest, theta0: list, T: float) -> None:
+    """Run for ``T`` ms in chunks of :data:`THETA0_CHUNK_MS`, decaying each initial threshold offset after each."""
+    chunk = THETA0_CHUNK_MS
+    n_chunks = int(np.ceil(T / chunk - 1e-9))
+    with nest.RunManager():
+        for k in range(n_chunks):
+            nest.Run(min(chunk, T - k * chunk))
+            t_now = min((k + 1) * chunk, T)
+            for group, v_th, th0, tau in theta0:
+                group.V_T_star = v_th + th0 * np.exp(-t_now / tau)
+
+
+def _run_in_chunks(nest, T: float, dt_ms: float) -> None:
+    """Run for ``T`` ms in at most 20 chunks on the time grid (step ``dt_ms`` ms).
+
+    Progress goes to stderr once the run has taken more than 5 s of wall time.
+    """
+    n_chunks = max(1, min(20, int(np.ceil(T / 50.0))))
+    steps = int(round(T / dt_ms))
+    edges = [round(steps * k / n_chunks) * dt_ms for k in range(n_chunks + 1)]  # on the time grid
+    t_sim = time.perf_counter()
+    with nest.RunManager():
+        for k in range(n_chunks):
+            nest.Run(edges[k + 1] - edges[k])
+            elapsed = time.perf_counter() - t_sim
+            if elapsed > 5.0:
+                print(f"NEST: {(k + 1) / n_chunks:.0%} of {T / 1000:g} s simulated in {elapsed:.0f} s",
+                      file=sys.stderr, flush=True)
+
+
+def _recorded_spikes(recorders: dict, nodes: dict, dt_ms: float) -> tuple[dict, dict]:
+    """Spikes (neuron index within the population, time s) and sizes of every recorded population.
+
+    NEST stamps the end of the step (``dt_ms`` ms) in which V crossed threshold; the times
+    are the start of that step, as Brian2's.
+    """
     spikes, sizes = {}, {}
     for name, rec in recorders.items():
         ev = rec.get("events")
         first = nodes[name][0].global_id
-        # NEST stamps the end of the step in which V crossed threshold; report its start, as Brian2 does
         spikes[name] = (np.asarray(ev["senders"], dtype=np.int64) - first,
                         (np.asarray(ev["times"], float) - dt_ms) * 1e-3)
         sizes[name] = len(nodes[name])
+    return spikes, sizes
+
+
+def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: int = 1,
+             dt: float = 1e-4, device: str | None = None, directory: str | None = None) -> SpikingResult:
+    """Build ``net`` in NEST and run it for ``duration`` s (use :func:`~colplugin.spiking.simulate_spiking`).
+
+    NEST has no devices and builds no project: ``device`` and ``directory`` are accepted (the
+    backends' common signature) and ignored.
+
+    The result's ``build_seconds`` is the wall time of resetting the kernel, creating the nodes and
+    connecting them (``Create``, ``Connect``); ``simulate_seconds`` that of the run (``Run`` in a
+    ``RunManager``, which includes NEST's preparation of the connection tables before the first step).
+    """
+    nest = _import_nest()
+    threads = nest_threads(net, threads)
+    t0 = time.perf_counter()
+    dt_ms, T = dt * 1e3, duration * 1e3
+    _reset_kernel(nest, seed, threads, dt_ms)
+    nodes, theta0 = _create_populations(nest, net)
+    _connect(nest, net, nodes, dt_ms, T)
+    recorders = _spike_recorders(nest, net, nodes)
+    t1 = time.perf_counter()
+    if theta0:
+        _run_decaying_theta0(nest, theta0, T)
+    else:  # in chunks, with progress on stderr once a run takes more than 5 s of wall time
+        _run_in_chunks(nest, T, dt_ms)
+    t2 = time.perf_counter()
+    spikes, sizes = _recorded_spikes(recorders, nodes, dt_ms)
     settings = {"name": net.name, **dict(net.metadata), "backend": "nest", "device": "nest", "seed": seed,
                 "threads": threads, "dt_s": dt, "duration_s": duration, "n_neurons": net.n_neurons,
                 "n_synapses": net.n_synapses, "nest_version": nest.__version__}
     ann = {p.name: dict(p.annotations) for p in net.populations if p.name in recorders}
+    t_build, t_run = t1 - t0, t2 - t1
     return SpikingResult(spikes, sizes, duration, settings, ann,
-                         {"build": t_build, "run": t_run, "total": time.perf_counter() - t0})
+                         {"build": t_build, "run": t_run, "total": time.perf_counter() - t0},
+                         build_seconds=t_build, simulate_seconds=t_run)

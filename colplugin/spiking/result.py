@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["SpikingResult"]
+__all__ = ["SpikingResult", "timing_summary", "timing_md"]
 
 
 @dataclass
@@ -28,7 +28,14 @@ class SpikingResult:
     annotations : dict
         Per population: area, column, population, layer, cell_type (copied to Neo).
     wall_seconds : dict
-        ``build``, ``run`` (compile and run for cpp_standalone) and ``total``.
+        ``build``, ``run`` (compile and run for cpp_standalone) and ``total``, s.
+    build_seconds : float or None
+        Wall time of building the network in the simulator (neurons, connections, devices), s;
+        ``None``: not measured. Default: ``wall_seconds["build"]`` where given.
+    simulate_seconds : float or None
+        Wall time of simulating it, s (Brian2: code generation, and for cpp_standalone the
+        project's compilation, included); ``None``: not measured. Default: ``wall_seconds["run"]``
+        where given.
     """
 
     spikes: dict[str, tuple[np.ndarray, np.ndarray]]
@@ -37,6 +44,14 @@ class SpikingResult:
     settings: dict[str, Any]
     annotations: dict[str, dict[str, Any]] = field(default_factory=dict)
     wall_seconds: dict[str, float] = field(default_factory=dict)
+    build_seconds: float | None = None
+    simulate_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.build_seconds is None and "build" in self.wall_seconds:
+            self.build_seconds = float(self.wall_seconds["build"])
+        if self.simulate_seconds is None and "run" in self.wall_seconds:
+            self.simulate_seconds = float(self.wall_seconds["run"])
 
     @property
     def populations(self) -> list[str]:
@@ -108,3 +123,51 @@ class SpikingResult:
                                                       neuron=i, **ann))
         block.segments.append(seg)
         return block
+
+
+
+def timing_summary(build: Sequence[float | None], simulate: Sequence[float | None],
+                   model_seconds: float) -> dict[str, float | None]:
+    """Build and simulation wall time of several spiking runs, summed.
+
+    Parameters
+    ----------
+    build, simulate : sequence of float or None
+        ``build_seconds`` and ``simulate_seconds`` of each run (:class:`SpikingResult`), s.
+    model_seconds : float
+        Simulated time of all runs together, s.
+
+    Returns
+    -------
+    dict
+        ``build_seconds`` and ``simulate_seconds`` (s, summed over the runs) and
+        ``simulate_seconds_per_model_second`` (simulation wall time per second of simulated
+        time); ``None`` where a run did not measure it.
+    """
+    b = None if any(x is None for x in build) else float(sum(build))
+    s = None if any(x is None for x in simulate) else float(sum(simulate))
+    per = s / model_seconds if s is not None and model_seconds > 0 else None
+    return {"build_seconds": b, "simulate_seconds": s, "simulate_seconds_per_model_second": per}
+
+
+def timing_md(timing: dict[str, Any], counts: tuple[str, str] = ("", "")) -> str:
+    """The build and simulation time of spiking runs as a sentence (``""`` where not measured).
+
+    Parameters
+    ----------
+    timing : dict
+        With ``build_seconds``, ``simulate_seconds`` (s, summed over the runs) and
+        ``simulate_seconds_per_model_second`` (:func:`timing_summary`);
+        missing or ``None``: not measured.
+    counts : (str, str)
+        What the build and the simulation time count (the backend's
+        :attr:`~colplugin.spiking.SpikingBackend.timing_counts`); empty: not said.
+    """
+    build, sim = timing.get("build_seconds"), timing.get("simulate_seconds")
+    if build is None or sim is None:
+        return ""
+    what_build, what_sim = counts
+    per = timing.get("simulate_seconds_per_model_second")
+    return (f"Spiking runs in all: build {build:.2f} s" + (f" ({what_build})" if what_build else "")
+            + f", simulation {sim:.2f} s" + (f" ({what_sim})" if what_sim else "")
+            + (f"; {per:.3g} s of simulation per simulated second" if per is not None else "") + ".")

@@ -51,6 +51,8 @@ class SpikingBackend:
         made by :meth:`project_directory`).
     title : str
         The simulator's own spelling, for messages (default: ``name``).
+    timing_counts : (str, str)
+        What the result's ``build_seconds`` and ``simulate_seconds`` count, for reports.
     """
 
     name: str
@@ -60,6 +62,7 @@ class SpikingBackend:
     devices: tuple[str, ...] = ()
     project_devices: tuple[str, ...] = ()
     title: str = ""
+    timing_counts: tuple[str, str] = ("", "")
 
     def available(self) -> bool:
         """Whether the simulator can be imported."""
@@ -115,9 +118,14 @@ def spiking_backend(name: str) -> SpikingBackend:
 
 register_backend(SpikingBackend("brian2", "brian2", "pip install brian2 (a dependency of colplugin)",
                                 "colplugin.spiking.brian2:run_brian2", devices=BRIAN2_DEVICES,
-                                project_devices=("cpp_standalone",), title="Brian2"))
+                                project_devices=("cpp_standalone",), title="Brian2",
+                                timing_counts=("constructing the Brian2 objects in Python",
+                                               "the run with its code generation; on cpp_standalone also compiling "
+                                               "and running the project")))
 register_backend(SpikingBackend("nest", "nest", "pip install 'colplugin[nest]' (or pip install nest-simulator)",
-                                "colplugin.spiking.nest:run_nest", title="the NEST simulator"))
+                                "colplugin.spiking.nest:run_nest", title="the NEST simulator",
+                                timing_counts=("creating and connecting the NEST nodes",
+                                               "the run, with NEST's preparation of its connection tables")))
 
 #: Names of the built-in spiking simulators (:data:`SPIKING_BACKENDS` holds every registered one).
 BACKENDS: tuple[str, ...] = tuple(SPIKING_BACKENDS)

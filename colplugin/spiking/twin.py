@@ -94,6 +94,172 @@ def twin_full_sizes(network) -> dict[str, float]:
     return out
 
 
+def _refuse_saturation(network: ColumnNetwork) -> None:
+    """Refuse a network with a finite ``r_max``: LIF neurons have no counterpart for saturated rates."""
+    r_max = np.asarray(network.params["r_max"], dtype=float)
+    if np.isfinite(r_max).any():
+        pops = [POPULATIONS[i] for i in np.nonzero(np.isfinite(r_max))[0]]
+        raise ValueError(f"this network saturates the rates of {', '.join(pops)} (r_max = "
+                         f"{', '.join(f'{x:g} Hz' for x in r_max[np.isfinite(r_max)])}), which LIF neurons have no "
+                         "counterpart for: the spiking twin would not be this network's twin. Twin a network "
+                         "trained without r_max (its parameters with r_max = inf)")
+
+
+def _reference_rates(network: ColumnNetwork, stim: Stimulus, k: float, duration: float,
+                     reference_rates: Sequence[float] | None) -> np.ndarray:
+    """The rates (Hz, one per population) of the DC compensation.
+
+    ``reference_rates`` checked, or the DMF's mean rates of the trial over ``duration`` s
+    (zeros when ``k = 1``: nothing to compensate).
+    """
+    P = network.n_populations
+    if reference_rates is None:
+        if not (np.isfinite(duration) and duration > 0):
+            raise ValueError(f"duration must be a positive time in s, got {duration!r}")
+        return twin_rates(network, stim, 0, duration) if k < 1 else np.zeros(P)
+    nu = np.asarray(reference_rates, dtype=float)
+    if nu.shape != (P,) or not np.all(np.isfinite(nu)) or np.any(nu < 0):
+        raise ValueError(f"reference_rates must be {P} finite rates >= 0 Hz (one per population), "
+                         f"got shape {nu.shape}")
+    return nu
+
+
+def _initial_adaptation(P: int, initial_A: Sequence[float] | None) -> np.ndarray:
+    """The initial threshold offsets (mV, one per population of ``P``), checked; default zeros."""
+    A0 = np.zeros(P) if initial_A is None else np.asarray(initial_A, dtype=float)
+    if A0.shape != (P,) or not np.all(np.isfinite(A0)) or np.any(A0 < 0):
+        raise ValueError(f"initial_A must be {P} finite values >= 0 mV, got shape {A0.shape}")
+    return A0
+
+
+def _microcircuits(network: ColumnNetwork, scale: float, k: float, nu: np.ndarray, delays: dict,
+                   sizes: np.ndarray, dc: np.ndarray) -> list[Connection]:
+    """The intra-column connections of every column; fills ``sizes`` and adds to ``dc`` (pA).
+
+    Parameters
+    ----------
+    network : ColumnNetwork
+    scale, k : float
+        Neuron and in-degree scaling.
+    nu : numpy.ndarray
+        Reference rates of the DC compensation, Hz.
+    delays : dict
+        Mean delay (ms) by presynaptic cell type ``"E"``, ``"I"``.
+    sizes, dc : numpy.ndarray
+        Neurons and DC current (pA) per population, written in place.
+    """
+    p = network.params
+    names = network.channel_names
+    tau_s = p["tau_s"]
+    P_conn = connection_probability(p)
+    conns: list[Connection] = []
+    for area_name, area in network.areas.items():
+        N_full = np.asarray(column_sizes(p, area.kind, area.n_columns, area.split), dtype=float)
+        N = np.maximum(1, np.round(N_full * scale)).astype(int)
+        K_full = np.asarray(in_degrees(P_conn, N_full))
+        J_full = 1e3 * np.asarray(synaptic_strengths(p, N_full))
+        for c in range(area.n_columns):
+            o = network.index(area_name, c, 0)
+            sizes[o:o + N_POP] = N
+            dc[o:o + N_POP] += tau_s * (1 - np.sqrt(k)) * (K_full * J_full * nu[None, o:o + N_POP]).sum(1)
+            for i in range(N_POP):
+                for j in range(N_POP):
+                    n = int(round(K_full[i, j] * k * N[i]))
+                    if n:
+                        conns.append(Connection(names[o + j], names[o + i], n, J_full[i, j] / np.sqrt(k),
+                                                p["J_rel_sd"], delays[CELL_TYPES[j]], p["delay_rel_sd"]))
+    return conns
+
+
+def _inter_column(network: ColumnNetwork, k: float, nu: np.ndarray, delays: dict, sizes: np.ndarray,
+                  dc: np.ndarray) -> list[Connection]:
+    """The learned inter-column projections as ``K = |W| / J_E`` synapses of amplitude ``sign J_E`` (pA).
+
+    Adds their DC compensation (pA) to ``dc``; ``nu`` (Hz), ``delays`` (ms) and ``sizes`` as
+    :func:`_microcircuits`'. Refuses a weight that breaks Dale's law.
+    """
+    p = network.params
+    names = network.channel_names
+    J_E, tau_s = 1e3 * p["J_E"], p["tau_s"]
+    with torch.no_grad():
+        W_rec = network._weights("rec").cpu().numpy()
+    src = network.rec_src.cpu().numpy()
+    tgt = network.rec_tgt.cpu().numpy()
+    K_inter: dict[tuple[int, int], float] = {}
+    for s, t, w in zip(src, tgt, W_rec):
+        if w * SIGNS[s % N_POP] < 0:
+            raise ValueError(f"inter-column weight {names[s]} -> {names[t]} = {w} nA/Hz breaks Dale's law")
+        K_inter[(s, t)] = K_inter.get((s, t), 0.0) + abs(w) / p["J_E"]
+    conns: list[Connection] = []
+    for (s, t), K in K_inter.items():
+        sign = SIGNS[s % N_POP]
+        dc[t] += tau_s * (1 - np.sqrt(k)) * K * sign * J_E * nu[s]
+        n = int(round(K * k * sizes[t]))
+        if n:
+            conns.append(Connection(names[s], names[t], n, sign * J_E / np.sqrt(k), p["J_rel_sd"],
+                                    delays[CELL_TYPES[s % N_POP]], p["delay_rel_sd"]))
+    return conns
+
+
+def _stimulus_inputs(network: ColumnNetwork, stim: Stimulus) -> list[PoissonInput]:
+    """Each input channel as ``K_in = W_in / J_E`` Poisson sources per target neuron at the channel's rate (Hz).
+
+    Refuses a negative input weight.
+    """
+    p = network.params
+    names = network.channel_names
+    J_E = 1e3 * p["J_E"]  # pA
+    with torch.no_grad():
+        W_in = network._weights("inp").cpu().numpy()
+    times_ms = tuple(1e3 * stim.times.cpu().numpy())
+    u = stim.rates[0].cpu().numpy()  # (segments, channels)
+    K_in: dict[tuple[int, int], float] = {}
+    for ch, t, w in zip(network.inp_src.cpu().numpy(), network.inp_tgt.cpu().numpy(), W_in):
+        if w < 0:
+            raise ValueError(f"input weight input[{ch}] -> {names[t]} = {w} nA/Hz is negative; inputs excite")
+        K_in[(int(ch), int(t))] = K_in.get((int(ch), int(t)), 0.0) + w / p["J_E"]
+    return [PoissonInput(names[t], K, RateProfile(times_ms, tuple(u[:, ch])), J_E, name=f"input[{ch}]")
+            for (ch, t), K in K_in.items() if K > 0]
+
+
+def _background(network: ColumnNetwork, background: str, dc: np.ndarray) -> list[PoissonInput]:
+    """``K_bg`` Poisson sources at ``nu_bg`` per neuron, or (``"dc"``) their mean added to ``dc`` (pA)."""
+    p = network.params
+    names = network.channel_names
+    J_E = 1e3 * p["J_E"]  # pA
+    K_bg = np.tile(np.asarray(p["K_bg"], dtype=float), network.n_columns)
+    if background == "dc":
+        dc += p["tau_s"] * K_bg * J_E * p["nu_bg"]
+        return []
+    return [PoissonInput(names[i], float(K_bg[i]), RateProfile.constant(p["nu_bg"]), J_E,
+                         name=f"background {names[i]}") for i in range(network.n_populations) if K_bg[i] > 0]
+
+
+def _twin_populations(network: ColumnNetwork, sizes: np.ndarray, dc: np.ndarray, A0: np.ndarray) -> list[Population]:
+    """The LIF populations: sizes, DC current (pA), initial threshold offsets ``A0`` (mV), annotations.
+
+    A population with adaptation ``kappa > 0`` gets a threshold jump ``kappa / tau_a`` (mV)
+    decaying with ``tau_a``.
+    """
+    p = network.params
+    names = network.channel_names
+    channels = network.channels
+    kappa = np.asarray(p["kappa"], dtype=float)
+    pops = []
+    for i in range(network.n_populations):
+        q = i % N_POP
+        adapt = kappa[q] > 0
+        model = lif_model(p, threshold_jump=kappa[q] / p["tau_a"] if adapt else 0.0,
+                          tau_threshold=p["tau_a"] if adapt else 0.0)
+        ch = channels[i]
+        pops.append(Population(names[i], int(sizes[i]), model, I_dc=float(dc[i]), V0_mean=p["V0_mean"],
+                               V0_sd=p["V0_sd"], theta0=float(A0[i]) if adapt else 0.0,
+                               annotations={"area": ch["area"], "kind": ch["kind"], "column": ch["column"],
+                                            "population": POPULATIONS[q], "layer": LAYERS[q],
+                                            "cell_type": CELL_TYPES[q]}))
+    return pops
+
+
 def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, trial: int = 0,
                  scale: float = SCALE, k_scale: float | None = K_SCALE, duration: float = 1.0,
                  reference_rates: Sequence[float] | None = None, initial_A: Sequence[float] | None = None,
@@ -133,108 +299,24 @@ def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, tr
     if not isinstance(network, ColumnNetwork):
         raise TypeError(f"network must be a ColumnNetwork, got {type(network).__name__}")
     k = check_scaling(scale, k_scale, twin_full_sizes(network), what="this network's spiking twin")
-    r_max = np.asarray(network.params["r_max"], dtype=float)
-    if np.isfinite(r_max).any():
-        pops = [POPULATIONS[i] for i in np.nonzero(np.isfinite(r_max))[0]]
-        raise ValueError(f"this network saturates the rates of {', '.join(pops)} (r_max = "
-                         f"{', '.join(f'{x:g} Hz' for x in r_max[np.isfinite(r_max)])}), which LIF neurons have no "
-                         "counterpart for: the spiking twin would not be this network's twin. Twin a network "
-                         "trained without r_max (its parameters with r_max = inf)")
+    _refuse_saturation(network)
     stim = _trial_stimulus(network, stimulus, trial)
     p = network.params
     background = p["background"] if background is None else background
     if background not in ("poisson", "dc"):
         raise ValueError(f"background must be 'poisson' or 'dc', got {background!r}")
     P = network.n_populations
-    if reference_rates is None:
-        if not (np.isfinite(duration) and duration > 0):
-            raise ValueError(f"duration must be a positive time in s, got {duration!r}")
-        nu = twin_rates(network, stim, 0, duration) if k < 1 else np.zeros(P)
-    else:
-        nu = np.asarray(reference_rates, dtype=float)
-        if nu.shape != (P,) or not np.all(np.isfinite(nu)) or np.any(nu < 0):
-            raise ValueError(f"reference_rates must be {P} finite rates >= 0 Hz (one per population), "
-                             f"got shape {nu.shape}")
-    A0 = np.zeros(P) if initial_A is None else np.asarray(initial_A, dtype=float)
-    if A0.shape != (P,) or not np.all(np.isfinite(A0)) or np.any(A0 < 0):
-        raise ValueError(f"initial_A must be {P} finite values >= 0 mV, got shape {A0.shape}")
+    nu = _reference_rates(network, stim, k, duration, reference_rates)
+    A0 = _initial_adaptation(P, initial_A)
 
-    J_E = 1e3 * p["J_E"]  # pA
-    tau_s = p["tau_s"]
-    kappa = np.asarray(p["kappa"], dtype=float)
     delays = {"E": 1e3 * p["delay_E"], "I": 1e3 * p["delay_I"]}
-    names = network.channel_names
-    channels = network.channels
     sizes = np.zeros(P, dtype=int)
     dc = np.zeros(P)  # pA
-    conns: list[Connection] = []
-    P_conn = connection_probability(p)
-    # intra-column microcircuits
-    for area_name, area in network.areas.items():
-        N_full = np.asarray(column_sizes(p, area.kind, area.n_columns, area.split), dtype=float)
-        N = np.maximum(1, np.round(N_full * scale)).astype(int)
-        K_full = np.asarray(in_degrees(P_conn, N_full))
-        J_full = 1e3 * np.asarray(synaptic_strengths(p, N_full))
-        for c in range(area.n_columns):
-            o = network.index(area_name, c, 0)
-            sizes[o:o + N_POP] = N
-            dc[o:o + N_POP] += tau_s * (1 - np.sqrt(k)) * (K_full * J_full * nu[None, o:o + N_POP]).sum(1)
-            for i in range(N_POP):
-                for j in range(N_POP):
-                    n = int(round(K_full[i, j] * k * N[i]))
-                    if n:
-                        conns.append(Connection(names[o + j], names[o + i], n, J_full[i, j] / np.sqrt(k),
-                                                p["J_rel_sd"], delays[CELL_TYPES[j]], p["delay_rel_sd"]))
-    # inter-column projections: K = |W| / J_E synapses of amplitude sign J_E
-    with torch.no_grad():
-        W_rec = network._weights("rec").cpu().numpy()
-        W_in = network._weights("inp").cpu().numpy()
-    src = network.rec_src.cpu().numpy()
-    tgt = network.rec_tgt.cpu().numpy()
-    K_inter: dict[tuple[int, int], float] = {}
-    for s, t, w in zip(src, tgt, W_rec):
-        if w * SIGNS[s % N_POP] < 0:
-            raise ValueError(f"inter-column weight {names[s]} -> {names[t]} = {w} nA/Hz breaks Dale's law")
-        K_inter[(s, t)] = K_inter.get((s, t), 0.0) + abs(w) / p["J_E"]
-    for (s, t), K in K_inter.items():
-        sign = SIGNS[s % N_POP]
-        dc[t] += tau_s * (1 - np.sqrt(k)) * K * sign * J_E * nu[s]
-        n = int(round(K * k * sizes[t]))
-        if n:
-            conns.append(Connection(names[s], names[t], n, sign * J_E / np.sqrt(k), p["J_rel_sd"],
-                                    delays[CELL_TYPES[s % N_POP]], p["delay_rel_sd"]))
-    # inputs: K_in = W_in / J_E Poisson sources per neuron at the channel's rate
-    times_ms = tuple(1e3 * stim.times.cpu().numpy())
-    u = stim.rates[0].cpu().numpy()  # (segments, channels)
-    inputs: list[PoissonInput] = []
-    K_in: dict[tuple[int, int], float] = {}
-    for ch, t, w in zip(network.inp_src.cpu().numpy(), network.inp_tgt.cpu().numpy(), W_in):
-        if w < 0:
-            raise ValueError(f"input weight input[{ch}] -> {names[t]} = {w} nA/Hz is negative; inputs excite")
-        K_in[(int(ch), int(t))] = K_in.get((int(ch), int(t)), 0.0) + w / p["J_E"]
-    for (ch, t), K in K_in.items():
-        if K > 0:
-            inputs.append(PoissonInput(names[t], K, RateProfile(times_ms, tuple(u[:, ch])), J_E, name=f"input[{ch}]"))
-    # background
-    K_bg = np.tile(np.asarray(p["K_bg"], dtype=float), network.n_columns)
-    if background == "dc":
-        dc += tau_s * K_bg * J_E * p["nu_bg"]
-    else:
-        inputs += [PoissonInput(names[i], float(K_bg[i]), RateProfile.constant(p["nu_bg"]), J_E,
-                                name=f"background {names[i]}") for i in range(P) if K_bg[i] > 0]
-    # populations
-    pops = []
-    for i in range(P):
-        q = i % N_POP
-        adapt = kappa[q] > 0
-        model = lif_model(p, threshold_jump=kappa[q] / p["tau_a"] if adapt else 0.0,
-                          tau_threshold=p["tau_a"] if adapt else 0.0)
-        ch = channels[i]
-        pops.append(Population(names[i], int(sizes[i]), model, I_dc=float(dc[i]), V0_mean=p["V0_mean"],
-                               V0_sd=p["V0_sd"], theta0=float(A0[i]) if adapt else 0.0,
-                               annotations={"area": ch["area"], "kind": ch["kind"], "column": ch["column"],
-                                            "population": POPULATIONS[q], "layer": LAYERS[q],
-                                            "cell_type": CELL_TYPES[q]}))
+    conns = _microcircuits(network, scale, k, nu, delays, sizes, dc)
+    conns += _inter_column(network, k, nu, delays, sizes, dc)
+    inputs = _stimulus_inputs(network, stim)
+    inputs += _background(network, background, dc)
+    pops = _twin_populations(network, sizes, dc, A0)
     meta: dict[str, Any] = {"model": "spiking_twin", "preset": p.name, "scale": float(scale), "k_scale": k,
                             "trial": int(trial), "background": background, "reference_rates": nu.tolist(),
                             "n_columns": network.n_columns, "n_inputs": network.n_inputs}
