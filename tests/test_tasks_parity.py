@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import colplugin as cp
 from colplugin.params.names import POPULATIONS, SIGNS
 from colplugin.tasks import get_task
 from colplugin.tasks.parity import ALL_PATTERNS, FIXED_POSITION, Parity, margin, parity_label
@@ -140,9 +141,7 @@ def test_readout_loss_and_accuracy_by_hand():
 
 def test_options_and_refusals():
     assert isinstance(get_task("parity"), Parity)
-    s = Parity().settings
-    assert (s.updates, s.lr, s.gradient.name, s.clip_grad, s.rollback, s.stop_at_accuracy, s.evaluate_initial,
-            s.batch_size) == (150, 0.1, "direct", 1.0, 1.5, 1.0, True, 4)
+    assert Parity().batch_size == 4  # one trial per pattern of the fixed set
     assert Parity(patterns="all").batch_size == 16
     cfg = Parity(patterns="all", readout="hz").config()
     assert (cfg["name"], cfg["patterns"], cfg["readout"], cfg["rate"], cfg["high"]) == ("parity", "all", "hz", 15.0,
@@ -151,6 +150,13 @@ def test_options_and_refusals():
                {"high": -1.0}, {"lateral_init": 0.0}):
         with pytest.raises(ValueError, match="Parity"):
             Parity(**kw)
+
+
+def test_the_default_settings_learn_the_fixed_set():
+    """Seed 0 stalled at 53 % with the rollback guard (every step refused as the loss rose); it learns without it."""
+    task = Parity()
+    result = cp.train(task.build_network(seed=0), task, seed=0, progress=False)
+    assert result.summary["final_accuracy"] == 1.0 and result.summary["updates"] <= 40
 
 
 def test_cli_train_one_update_writes_files_that_load_back(tmp_path, capsys):

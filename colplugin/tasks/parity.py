@@ -161,7 +161,7 @@ class Parity(Task):
         self.init_jitter, self.lateral_init = float(init_jitter), float(lateral_init)
         self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto")
         n = len(PATTERN_SETS[patterns])
-        self.settings = TrainSettings(updates=150, lr=0.1, gradient="direct", clip_grad=1.0, rollback=1.5,
+        self.settings = TrainSettings(updates=150, lr=0.1, gradient="direct", clip_grad=1.0, rollback=None,
                                       stop_at_accuracy=1.0, evaluate_initial=True,
                                       batch_size=n if batch_size is None else batch_size)
         self.t_on = 0.5
