@@ -161,7 +161,11 @@ class Parity(Task):
         self.init_jitter, self.lateral_init = float(init_jitter), float(lateral_init)
         self.solver = solver or Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto")
         n = len(PATTERN_SETS[patterns])
-        self.settings = TrainSettings(updates=150, lr=0.1, gradient="direct", clip_grad=1.0, rollback=None,
+        # the rollback guard (refuse a step whose batch loss exceeds 1.5 x the lowest) keeps the 16-pattern set from
+        # running away (measured: without it a seed diverged at update 130) but stalls the fixed set, whose loss often
+        # rises before it falls (with it 4 of 8 seeds learned it, without it 10 of 10)
+        self.settings = TrainSettings(updates=150, lr=0.1, gradient="direct", clip_grad=1.0,
+                                      rollback=None if patterns == "fixed" else 1.5,
                                       stop_at_accuracy=1.0, evaluate_initial=True,
                                       batch_size=n if batch_size is None else batch_size)
         self.t_on = 0.5
