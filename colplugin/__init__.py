@@ -6,6 +6,13 @@ The data flow, and the import order of the subpackages (nothing imports a later 
            -> _neo (Neo build/read) -> solve
            -> plotting -> training -> tasks -> export (Brian2 rate model, Neo files)
            -> spiking -> analysis -> experiments -> cli
+
+Each module imports the colplugin modules it uses at its top (tests/test_layout.py checks both
+rules): the CLI imports them inside its commands, for the start-up time of ``colplugin``, and
+any other import inside a function says on its line why it must stay there.
+Third-party packages that load slowly (Brian2, NEST, matplotlib, Neo, Elephant, pynwb,
+scikit-learn, scipy.stats) are imported inside the functions that use them, so that
+``import colplugin`` loads none of them.
 """
 
 from __future__ import annotations

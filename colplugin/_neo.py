@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import warnings
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
+from uuid import uuid4
 
 import numpy as np
 import quantities as pq
+import torch
 
 from ._version import __version__
+from .stimulus import Stimulus
 
 if TYPE_CHECKING:  # annotations only; neo is imported where it is used
     import neo
@@ -48,7 +52,6 @@ def rate_block(network: Any, t: np.ndarray, rates: np.ndarray, *, source: str, s
         Input rates: stored as an ``"input"`` AnalogSignal (Hz) and ``"stimulus"`` Epochs.
     """
     import neo
-    import torch
 
     if len(t) < 2:
         raise ValueError("need at least two samples to define a sampling rate")
@@ -235,8 +238,6 @@ def stimulus_from_neo(block: "neo.Block"):
     change points (each trial's rates repeated where it does not change). Returns ``None``
     if the Block holds no input signal.
     """
-    from .stimulus import Stimulus
-
     per_trial = []
     with_input = [any(s.name == "input" for s in seg.analogsignals) for seg in block.segments]
     if not any(with_input):
@@ -290,8 +291,6 @@ _UNIT_RESERVED = frozenset({"spike_times", "obs_intervals", "electrodes", "elect
 
 def _encode(value: Any, where: str) -> Any:
     """A Neo annotation value as tagged JSON that :func:`_decode` turns back into an equal value."""
-    from datetime import date, datetime
-
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, pq.Quantity):
@@ -320,8 +319,6 @@ def _encode(value: Any, where: str) -> Any:
 
 
 def _decode(value: Any) -> Any:
-    from datetime import date, datetime
-
     if isinstance(value, list):
         return [_decode(x) for x in value]
     if not isinstance(value, dict):
@@ -391,9 +388,6 @@ def _refuse_unwritable(block: "neo.Block") -> None:
 def _new_nwb_file(block: "neo.Block") -> Any:
     """An empty ``pynwb.NWBFile`` for ``block``: its description, a fresh identifier and its recording
     time as the session start (now if it has none; UTC if it has no time zone)."""
-    from datetime import datetime, timezone
-    from uuid import uuid4
-
     import pynwb
 
     start = block.rec_datetime if isinstance(block.rec_datetime, datetime) else datetime.now(timezone.utc)

@@ -16,15 +16,20 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_text
-from .params import resolve_params
-from .analysis.validation import VALIDATE_DURATION
-from .plotting import save_figure
-from .solve.simulate import simulate
-from .spiking.network import SCALE
+from .analysis.twin import check_twin, twin_report_section, twin_run
+from .analysis.validation import VALIDATE_DURATION, validate_microcircuit
+from .export import export_brian2_script, to_brian2
+from .export.neo import check_neo_format, save_neo, to_neo
+from .network import ColumnNetwork
+from .params import Params, resolve_params
+from .params.names import POPULATIONS
+from .plotting import plot_overlay, plot_training, save_figure
+from .solve.simulate import Solver, simulate
+from .spiking.network import SCALE, check_scaling
 from .stimulus import Stimulus
 from .tasks import TASKS, get_task, task_class
 from .training.task import Task
-from .training.trainer import TrainResult, load_best_weights, load_checkpoint, train
+from .training.trainer import TrainResult, check_resume, load_best_weights, load_checkpoint, train
 
 __all__ = ["train_run", "reproduce", "export_run", "main_run", "agreement", "load_run", "load_twin_run",
            "STIMULUS_FILE"]
@@ -70,19 +75,13 @@ def train_run(task: Task | str, seed: int, out: Path, *, updates: int | None = N
     TrainResult
         With ``evaluation`` (the task's numbers) and ``files`` (the figures written).
     """
-    from .plotting import plot_training
-
     task = _task(task)
     out = Path(out)
     if resume:  # a run of another task is refused before any of its files is touched
-        from .training.trainer import check_resume
-
         check_resume(out, task)
     net = task.build_network(resolve_params(preset) if preset else None, seed=seed)
     stored = out / "params.json"
     if resume and stored.is_file():
-        from .params import Params
-
         before = Params.from_dict(_read_json(stored, "the run's parameters"))
         if not before.same_values(net.params):
             raise ValueError(f"cannot resume {out}: it was trained with parameters {before.name!r} "
@@ -219,8 +218,6 @@ def load_run(path: Path, command: str = "export") -> tuple[Any, Stimulus, float]
         If a file is not what it should be (a directory, not JSON, not a network spec,
         non-finite weights), naming the file and the fix.
     """
-    from .network import ColumnNetwork
-
     path = Path(path)
     doing = {"twin": "run as a spiking twin"}.get(command, command)
     if not path.exists():
@@ -338,12 +335,6 @@ def export_run(net, stim: Stimulus, duration: float, out: Path, *, device: str =
     (``brian2.nix``, one Segment per trial), the torch rates (``torch.nix``),
     ``agreement.json`` and an overlay figure per trial.
     """
-
-    from .export import export_brian2_script, to_brian2
-    from .export.neo import check_neo_format, save_neo, to_neo
-    from .plotting import plot_overlay
-    from .solve.simulate import Solver
-
     check_neo_format(neo_format)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -460,8 +451,6 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     neo_format : {"nix", "nwb", "both"}
         File format(s) of every Neo result (``--format``).
     """
-    from .export.neo import check_neo_format
-
     check_neo_format(neo_format)  # before any work
     t0 = time.perf_counter()
     if resume and (Path(out) / "report.md").exists():  # before any option is checked: nothing of it would run
@@ -469,14 +458,9 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
                          "--out (or --overwrite)")
     task = _task(task)
     if validate_scale:  # refused before training, not after it
-        from .params.names import POPULATIONS
-        from .spiking.network import check_scaling
-
         check_scaling(validate_scale, 0.5, dict(zip(POPULATIONS, resolve_params("pd14").area_sizes("pd14"))),
                       what="the PD14 microcircuit of the validation (--validate-scale)")
     if twin_scale:
-        from .analysis.twin import check_twin
-
         check_twin(backend=twin_backend, device="runtime", scale=twin_scale, k_scale=twin_k_scale,
                    trials=twin_trials, seed=seed)
     phases = ["training", "export to Brian2"] + ["spiking validation"] * bool(validate_scale) + \
@@ -506,8 +490,6 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
                        device="cpp_standalone", neo_format=neo_format)
     validation = None
     if validate_scale:
-        from .analysis.validation import validate_microcircuit
-
         heading("spiking validation", f"PD14 microcircuit at scale {validate_scale}, {validate_duration:g} s")
         validation = validate_microcircuit(out / "validation", scale=validate_scale, duration=validate_duration,
                                            progress=progress, nix_neurons=MAIN_RUN_NIX_NEURONS,
@@ -515,8 +497,6 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
                                            preset="pd14_lif" if net.transfer.name == "siegert" else "pd14")
     twin = None
     if twin_scale:
-        from .analysis.twin import twin_run
-
         heading("spiking twin", f"scale {twin_scale}, {twin_backend}, {twin_trials} trial(s) per condition")
         twin = twin_run(out / "twin", net, task.evaluation_stimulus(), task.duration, task, backend=twin_backend,
                         device="runtime", scale=twin_scale, k_scale=twin_k_scale, trials=twin_trials, seed=seed,
@@ -550,8 +530,6 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         lines += ["## How close is the column to the spiking circuit?", "",
                   validation["table_md"], "", "![rates](validation/rates.png)", ""]
     if twin is not None:
-        from .analysis.twin import twin_report_section
-
         lines += ["## Does it still work in spiking neurons?", ""] + twin_report_section(twin, prefix="twin/") + [""]
     lines += [f"Total wall time {wall:.1f} s. Files: `train/` (checkpoint, metrics.json, figures), "
               "`brian2/` (standalone script, NIX files, agreement.json)"

@@ -19,6 +19,7 @@ live in :mod:`colplugin.field`: :meth:`ColumnNetwork.field` hands the network's 
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -45,8 +46,6 @@ MIN_NEURONS_PER_COLUMN = 1.0
 def _unknown_keys(where: str, given: Iterable[Any], allowed: Sequence[str], required: Sequence[str] = (),
                   aliases: Mapping[str, str] | None = None) -> None:
     """Refuse unknown (or missing) keys of a spec mapping, with a did-you-mean; ``where`` names the mapping."""
-    import difflib
-
     given = list(given)
     for key in given:
         if key in allowed:

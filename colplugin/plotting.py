@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
+
+from ._io import atomic_path
+from .params.names import POPULATIONS as POPS
+
+if TYPE_CHECKING:  # annotations only; matplotlib is imported when a figure is drawn
+    from matplotlib.figure import Figure
 
 
-__all__ = ["save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay"]
+__all__ = ["new_figure", "save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay"]
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A new :class:`~matplotlib.figure.Figure` (no pyplot state); matplotlib is imported by the first one."""
+    from matplotlib.figure import Figure  # lazy: start-up time
+
+    return Figure(**kwargs)
 
 
 def save_figure(fig: Figure, path: Any, dpi: int = 110) -> Any:
     """Write a figure atomically (the format follows the file suffix) and return the path."""
-    from pathlib import Path
-
-    from ._io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix[1:])
@@ -29,7 +38,7 @@ def plot_rates(traj: Any, trial: int = 0, title: str | None = None, max_legend: 
     With more than ``max_legend`` columns the per-column legend collapses into one line
     that says how many columns are drawn (colours then repeat).
     """
-    fig = Figure(figsize=(10, 6), constrained_layout=True)
+    fig = new_figure(figsize=(10, 6), constrained_layout=True)
     axes = fig.subplots(2, 2, sharex=True).ravel()
     t = traj.t.detach().cpu().numpy()
     r = traj.rate[:, trial].detach().cpu().numpy()
@@ -58,7 +67,7 @@ def plot_rates(traj: Any, trial: int = 0, title: str | None = None, max_legend: 
 def plot_training(metrics_by_seed: dict[Any, list[dict]], key: str = "test_accuracy",
                   title: str = "Test accuracy per update") -> Figure:
     """One line per initialisation (dL25 Figure 1B style)."""
-    fig = Figure(figsize=(6, 4), constrained_layout=True)
+    fig = new_figure(figsize=(6, 4), constrained_layout=True)
     ax = fig.subplots()
     for seed, rows in metrics_by_seed.items():
         xs = [0] + [r["update"] for r in rows]
@@ -78,7 +87,7 @@ def plot_weights(network: Any, title: str = "Learned inter-column weights") -> F
     Arrow width grows with |w| (nA; a legend gives the scale); as in dL25 Figure 1A, blue
     arrows target E populations, red ones I.
     """
-    fig = Figure(figsize=(7, 5), constrained_layout=True)
+    fig = new_figure(figsize=(7, 5), constrained_layout=True)
     ax = fig.subplots()
     cols = sorted({c["area"] + f"[{c['column']}]" for c in network.channels},
                   key=lambda s: (list(network.areas).index(s.split("[")[0]), s))
@@ -116,7 +125,7 @@ def plot_weights(network: Any, title: str = "Learned inter-column weights") -> F
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.5, max(levels.values()) + 0.5)
     ax.axis("off")
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # lazy: start-up time
 
     scale = [Line2D([], [], color="tab:blue", lw=0.5 + 4 * f, label=f"{f * wmax:.3g} nA") for f in (1.0, 0.5, 0.1)]
     scale += [Line2D([], [], color="tab:blue", lw=2, label="onto E"), Line2D([], [], color="tab:red", lw=2,
@@ -137,9 +146,9 @@ def plot_decision(t: np.ndarray, rates: np.ndarray, evidence: Sequence[float], w
     evidence : n_levels values of c (Hz)
     winner : (n_levels,) index of the winning column
     """
-    import matplotlib as mpl
+    import matplotlib as mpl  # lazy: start-up time
 
-    fig = Figure(figsize=(11, 7), constrained_layout=True)
+    fig = new_figure(figsize=(11, 7), constrained_layout=True)
     axes = fig.subplots(2, 2, sharex=True).ravel()
     cmap = mpl.colormaps["viridis"]
     for li, (ax, layer) in enumerate(zip(axes, ("L2/3E", "L4E", "L5E", "L6E"))):
@@ -177,8 +186,6 @@ def plot_overlay(traj: Any, run: Any, trial: int = 0, max_columns: int = 12) -> 
     every panel, so it fits however many columns there are. Networks with more than
     ``max_columns`` columns show the first ``max_columns``.
     """
-    from .params.names import POPULATIONS as POPS
-
     net = traj.network
     t = traj.t.detach().cpu().numpy()
     r = traj.rate[:, trial].detach().cpu().numpy()
@@ -187,7 +194,7 @@ def plot_overlay(traj: Any, run: Any, trial: int = 0, max_columns: int = 12) -> 
     cols = [(c["area"], c["column"]) for c in net.channels[::len(POPS)]][:max_columns]
     ncol = min(3, len(cols))
     nrow = -(-len(cols) // ncol)
-    fig = Figure(figsize=(4.2 * ncol, 2.9 * nrow + 0.6), constrained_layout=True)
+    fig = new_figure(figsize=(4.2 * ncol, 2.9 * nrow + 0.6), constrained_layout=True)
     axes = fig.subplots(nrow, ncol, sharex=True, squeeze=False).ravel()
     for ax, (area, col) in zip(axes, cols):
         for p, pop in enumerate(POPS):

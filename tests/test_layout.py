@@ -1,8 +1,11 @@
-"""The package layout: data flows one way (no module imports a later one), tasks are named only by tasks."""
+"""The package layout: data flows one way (no module imports a later one), modules import each other at
+module level (only the CLI imports inside functions), tasks are named only by tasks."""
 
 import ast
+import io
 import pathlib
 import re
+import tokenize
 
 import colplugin
 
@@ -65,3 +68,78 @@ def test_equation_strings_are_not_edited_outside_the_field():
             continue
         text = path.read_text()
         assert not re.search(r"EQUATIONS\w*\.replace\(|eqs\w*\.replace\(", text), f"{path} edits an equation string"
+
+
+#: Modules that may import colplugin's own modules inside functions without saying why: the CLI, whose
+#: start-up time (``colplugin --help``) needs each command to import its modules when it runs.
+LAZY_ALLOWED = {"cli.py"}
+
+
+def _comments(source: str) -> dict[int, str]:
+    """Line number -> the text of the comment on that line."""
+    out = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            out[tok.start[0]] = tok.string.lstrip("#").strip()
+    return out
+
+
+def _unexplained_lazy_imports(source: str, name: str = "<source>") -> list[str]:
+    """Imports of colplugin modules inside function bodies without a comment that says why.
+
+    The comment is on the import's own line(s) or on the line just above it, and says
+    something (``# noqa`` alone does not count).
+    """
+    comments = _comments(source)
+    lines = source.splitlines()
+    bad = []
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.ImportFrom):
+                ours = node.level > 0 or (node.module or "").split(".")[0] == "colplugin"
+            elif isinstance(node, ast.Import):
+                ours = any(a.name.split(".")[0] == "colplugin" for a in node.names)
+            else:
+                continue
+            if not ours:
+                continue
+            above = node.lineno - 1
+            own = [comments.get(k, "") for k in range(node.lineno, (node.end_lineno or node.lineno) + 1)]
+            if above in comments and lines[above - 1].lstrip().startswith("#"):
+                own.append(comments[above])
+            if not any(len(re.sub(r"noqa(:\s*[\w, ]+)?", "", c).strip()) >= 10 for c in own):
+                bad.append(f"{name}:{node.lineno} ({fn.name}): {ast.unparse(node)}")
+    return bad
+
+
+def test_colplugin_imports_sit_at_module_level():
+    """An import of a colplugin module inside a function (outside the CLI) must say why on its line or the one above:
+    an import cycle, or a name looked up when called; every other one belongs at the top of its module."""
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.relative_to(ROOT).as_posix() in LAZY_ALLOWED:
+            continue
+        bad += _unexplained_lazy_imports(path.read_text(), str(path.relative_to(ROOT.parent)))
+    assert not bad, ("imports of colplugin modules inside functions; move them to the top of the module, or say "
+                     "on the line why one must stay:\n" + "\n".join(bad))
+
+
+def test_the_lazy_import_check_can_fail():
+    source = """
+from . import fine_at_top
+
+
+def f():
+    from .network import ColumnNetwork
+    from colplugin.params import load_preset  # noqa
+    import colplugin.solve
+    import json
+    # an import cycle: colplugin.spiking imports this module
+    from ..spiking import simulate_spiking
+    from .stimulus import Stimulus  # looked up per call: tests replace it
+    return ColumnNetwork, load_preset, colplugin, json, simulate_spiking, Stimulus
+"""
+    bad = _unexplained_lazy_imports(source)
+    assert [b.split(" ", 1)[0] for b in bad] == ["<source>:6", "<source>:7", "<source>:8"], bad

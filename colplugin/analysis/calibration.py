@@ -19,14 +19,20 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy.optimize import least_squares
 
 from .._io import atomic_write_text
+from ..export.neo import check_neo_format, save_neo
 from ..network import ColumnNetwork, Input
 from ..params import Params, load_preset
 from ..params.names import POPULATIONS
+from ..plotting import save_figure
 from ..solve.simulate import SimulationError, Solver, simulate
+from ..spiking import simulate_spiking, spiking_twin
 from ..spiking.network import SCALE
 from ..stimulus import Stimulus
+from .spiking import neuron_rates
+from .twin import check_twin_scale
 
 __all__ = ["FIT_LEVELS", "HELD_OUT_LEVELS", "STAIRCASE_K_SCALE", "RUNAWAY_RESIDUAL", "calibration_network",
            "dmf_step_rates", "block_rates", "spiking_step_rates", "staircase_axes", "column_words",
@@ -107,8 +113,6 @@ def block_rates(block, windows: Sequence[tuple[float, float]]) -> np.ndarray:
     (:func:`colplugin.analysis.spiking.neuron_rates`), averaged over the neurons of each
     population (silent neurons count as 0 Hz).
     """
-    from .spiking import neuron_rates
-
     trains = block.segments[0].spiketrains
     out = np.zeros((len(windows), len(POPULATIONS)))
     for p, pop in enumerate(POPULATIONS):
@@ -145,11 +149,6 @@ def spiking_step_rates(params: Params, levels: Sequence[float], *, scale: float 
         A ``scale`` below the twin's floor (:func:`colplugin.analysis.twin.check_twin_scale`:
         fewer than ``MIN_POPULATION_NEURONS`` neurons in a population), before any work.
     """
-    from ..export.neo import check_neo_format, save_neo
-    from ..spiking import simulate_spiking, spiking_twin
-
-    from .twin import check_twin_scale
-
     net = calibration_network(params, columns)
     check_twin_scale(net, scale, k_scale)  # the floor of MIN_POPULATION_NEURONS, before any work
     check_neo_format(neo_format)
@@ -188,8 +187,6 @@ def fit_calibration(params: Params, levels: Sequence[float], target: np.ndarray,
     (np.ndarray, dict)
         ``[V_offset (8), input_gain (8)]`` and the fit's costs and evaluations.
     """
-    from scipy.optimize import least_squares
-
     target = np.asarray(target, dtype=float)
     n = len(POPULATIONS)
 
@@ -263,8 +260,6 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_
         A LIF preset, a bad column count, or (without ``spiking_from``) a ``scale`` below the
         twin's floor (:func:`colplugin.analysis.twin.check_twin_scale`), before ``out`` is created.
     """
-    from ..plotting import save_figure
-
     out = Path(out)
     params = load_preset(preset)
     if params["transfer"] != "dmf":
@@ -273,8 +268,6 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_
                          "(compare it with validation/column_transfer.py --preset instead)")
     net = calibration_network(params, columns)  # a bad column count fails before any work
     if spiking_from is None:  # so does a scale below the twin's floor (MIN_POPULATION_NEURONS per population)
-        from .twin import check_twin_scale
-
         check_twin_scale(net, scale, k_scale)
     levels = [*fit_levels, *held_out]
     if spiking_from is not None:  # check the saved rates before any work
@@ -324,7 +317,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_
 
 def staircase_axes(title: str):
     """A figure of eight panels, one per population (rate in Hz against input in Hz), titled."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: start-up time
 
     fig, axes = plt.subplots(2, 4, figsize=(13, 6), sharex=True, layout="constrained")
     for p, ax in enumerate(axes.ravel()):

@@ -6,13 +6,15 @@ Every function returns a :class:`matplotlib.figure.Figure` (never shows it);
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..params.names import POPULATIONS
-from ..plotting import save_figure
+from ..plotting import new_figure, save_figure
+
+if TYPE_CHECKING:  # annotations only; matplotlib is imported when a figure is drawn
+    from matplotlib.figure import Figure
 
 __all__ = ["save_figure", "plot_raster", "plot_validation", "plot_backend_rates", "plot_twin_rasters",
            "plot_twin_overlay", "plot_twin_rates"]
@@ -51,7 +53,7 @@ def plot_validation(result: Any, stats: dict, rows: list[dict], transient: float
     transient : float
         Start of the raster window, s.
     """
-    fig = Figure(figsize=(12, 8), constrained_layout=True)
+    fig = new_figure(figsize=(12, 8), constrained_layout=True)
     (ax_r, ax_b), (ax_c, ax_d) = fig.subplots(2, 2)
     plot_raster(ax_r, result, transient, min(transient + 0.2, result.duration), populations=POPULATIONS)
     ax_r.set_title("raster (100 neurons per population)")
@@ -104,7 +106,7 @@ def plot_backend_rates(rates: dict[str, np.ndarray], published: Sequence[float] 
     published : sequence of 8 floats, optional
         Reference rates drawn as black ticks, Hz.
     """
-    fig = Figure(figsize=(9, 4), constrained_layout=True)
+    fig = new_figure(figsize=(9, 4), constrained_layout=True)
     ax = fig.subplots()
     x = np.arange(len(POPULATIONS))
     width = 0.8 / max(1, len(rates))
@@ -144,7 +146,7 @@ def plot_twin_rasters(result: Any, t_from: float, t_to: float, n_show: int = 50,
     title : str
     """
     groups = _column_groups(result.populations)
-    fig = Figure(figsize=(4.2 * len(groups), 4.5), constrained_layout=True)
+    fig = new_figure(figsize=(4.2 * len(groups), 4.5), constrained_layout=True)
     axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=False))
     names = result.populations
     for ax, (col, idx) in zip(axes, groups.items()):
@@ -179,7 +181,7 @@ def plot_twin_overlay(t_dmf: np.ndarray, dmf: np.ndarray, t_spk: np.ndarray, spk
     title : str
     """
     groups = _column_groups(names)
-    fig = Figure(figsize=(4.2 * len(groups), 4.0), constrained_layout=True)
+    fig = new_figure(figsize=(4.2 * len(groups), 4.0), constrained_layout=True)
     axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=True))
     for ax, (col, idx) in zip(axes, groups.items()):
         for k, i in enumerate(idx):
@@ -211,7 +213,7 @@ def plot_twin_rates(dmf: np.ndarray, spk: np.ndarray, spk_sd: np.ndarray, names:
     title : str
     """
     groups = _column_groups(names)
-    fig = Figure(figsize=(3.8 * len(groups), 3.8), constrained_layout=True)
+    fig = new_figure(figsize=(3.8 * len(groups), 3.8), constrained_layout=True)
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     dmf, spk, spk_sd = (np.atleast_2d(np.asarray(a, float)) for a in (dmf, spk, spk_sd))
     hi = max(1.0, float(np.nanmax([dmf.max(), spk.max()]))) * 1.5

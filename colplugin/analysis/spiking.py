@@ -16,8 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import quantities as pq
+import torch
 
+from ..network import ColumnNetwork, Input
+from ..params import load_preset
 from ..params.names import POPULATIONS
+from ..solve.fixed_points import resting_state
 
 __all__ = ["neuron_rates", "population_statistics", "dmf_rates", "compare_rate_to_spiking", "comparison_table_md"]
 
@@ -44,7 +48,7 @@ def neuron_rates(trains: Sequence, t_start: float, t_stop: float) -> np.ndarray:
     A neuron without spikes in the window fires at 0 Hz. The spike times enter Elephant as
     arrays in s (the same numbers as the SpikeTrains, without Neo's per-train slicing).
     """
-    from elephant.statistics import mean_firing_rate
+    from elephant.statistics import mean_firing_rate  # lazy: start-up time (Elephant loads in seconds)
 
     cut = _window(_seconds(trains), t_start, t_stop)
     return np.array([float(mean_firing_rate(t, t_start, t_stop)) if len(t) else 0.0 for t in cut])
@@ -59,7 +63,7 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
     (mean pairwise spike-count correlation of up to ``n_corr`` active neurons, bins of
     ``corr_bin`` s), ``rate_sd`` (sd over neurons) and ``n_neurons``.
     """
-    import neo
+    import neo  # lazy: start-up time (Neo and Elephant load in seconds)
     from elephant.conversion import BinnedSpikeTrain
     from elephant.spike_train_correlation import correlation_coefficient
     from elephant.statistics import cv, isi, mean_firing_rate
@@ -98,12 +102,6 @@ def population_statistics(block, t_start: float = 0.5, t_stop: float | None = No
 
 def dmf_rates(preset: str = "pd14", input_rate: float = 0.0) -> np.ndarray:
     """Fixed-point rates (Hz) of one DMF column (preset's default area) under a constant L4 input."""
-    import torch
-
-    from ..network import ColumnNetwork, Input
-    from ..solve.fixed_points import resting_state
-    from ..params import load_preset
-
     params = load_preset(preset)
     area = params.default_area
     net = ColumnNetwork(params, {area: (area, 1)}, [Input(area)])
@@ -127,8 +125,6 @@ def compare_rate_to_spiking(spiking: dict[str, dict[str, Any]], dmf: Sequence[fl
     published : sequence of 8 floats, optional
         Reference rates, Hz (default: the ``pd14`` preset's ``published_rates``).
     """
-    from ..params import load_preset
-
     published = load_preset("pd14")["published_rates"] if published is None else np.asarray(published, float)
     rows = []
     for p, pop in enumerate(POPULATIONS):

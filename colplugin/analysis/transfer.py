@@ -55,8 +55,17 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
+from scipy.integrate import quad
+from scipy.optimize import root
+from scipy.special import erfcx
 
+from ..column import background_weights, connection_probability, in_degrees, synaptic_strengths
+from ..field import transfer_numpy
+from ..network import ColumnNetwork
+from ..params import ParameterError, load_preset
 from ..params.names import POPULATIONS
+from ..solve.fixed_points import resting_state
 
 __all__ = ["input_statistics", "siegert_rate", "lif_vs_dmf", "transfer_table_md", "FB_SHIFT", "population_rates",
            "mean_field_fixed_point", "siegert_fixed_point", "dmf_fixed_point", "transfer_swaps",
@@ -69,8 +78,6 @@ _TINY_RATE = 1e-300
 
 
 def _params(params=None):
-    from ..params import ParameterError, load_preset
-
     p = load_preset("pd14") if params is None else params
     if np.isfinite(np.asarray(p["r_max"], dtype=float)).any():
         raise ParameterError("this parameter set saturates some rates (finite r_max), which the LIF mean field has "
@@ -105,8 +112,6 @@ def input_statistics(rates_hz, params=None, *, background: str = "poisson", k_sc
         synapses); ``s_white_mV`` (8,) Brunel's white-noise amplitude (sqrt(2) times the
         ``tau_s -> 0`` limit of ``sigma_mV``; the sigma of Siegert's formula), all mV.
     """
-    from ..column import background_weights, in_degrees, connection_probability, synaptic_strengths
-
     p = _params(params)
     if background not in ("poisson", "dc"):
         raise ValueError(f"background must be 'poisson' or 'dc', got {background!r}")
@@ -160,9 +165,6 @@ def siegert_rate(mu, sigma, *, theta: float = 15.0, V_r: float = 0.0, tau_m: flo
     float
         Rate, Hz. The integrand ``exp(u^2) (1 + erf(u))`` is ``erfcx(-u)`` (no overflow for u < 0).
     """
-    from scipy.integrate import quad
-    from scipy.special import erfcx
-
     mu, sigma = float(mu), float(sigma)
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0 mV, got {sigma}")
@@ -202,8 +204,6 @@ def lif_vs_dmf(rates_hz, params=None, *, background: str = "poisson", k_scale: f
         ``lif_rate_white_hz`` (without it), ``dmf_f_hz`` (f(mu)), ``f_vs_lif``
         (``dmf_f_hz / lif_rate_hz - 1``) and ``theta_mV`` (threshold relative to rest).
     """
-    from ..field import transfer_numpy
-
     p = _params(params)
     st = input_statistics(rates_hz, p, background=background, k_scale=k_scale, dc_rates_hz=dc_rates_hz)
     theta, V_r = p["V_th"] - p["E_L"], p["V_reset"] - p["E_L"]
@@ -277,8 +277,6 @@ def population_rates(rates_hz, params=None, *, lif=True, background: str = "pois
     numpy.ndarray, shape (8,)
         Rates, Hz.
     """
-    from ..field import transfer_numpy
-
     p = _params(params)
     w = _lif_weights(lif)
     st = input_statistics(rates_hz, p, background=background, k_scale=k_scale, dc_rates_hz=dc_rates_hz)
@@ -349,8 +347,6 @@ def mean_field_fixed_point(params=None, *, lif=True, background: str = "poisson"
     ValueError
         For bad arguments, or a preset with adaptation.
     """
-    from scipy.optimize import root
-
     p = _params(params)
     if np.any(np.asarray(p["kappa"], dtype=float) != 0):
         raise ValueError("mean_field_fixed_point: the preset has adaptation (kappa != 0); these fixed points "
@@ -418,11 +414,6 @@ def dmf_fixed_point(params=None, *, tol: float = 1e-10) -> dict[str, Any]:
         As :func:`mean_field_fixed_point` (``lif`` all 0; ``residual_hz`` =
         ``max |f(mu(r)) - r|``, Hz; ``evaluations`` None).
     """
-    import torch
-
-    from ..network import ColumnNetwork
-    from ..solve.fixed_points import resting_state
-
     p = _params(params)
     if np.any(np.asarray(p["kappa"], dtype=float) != 0):
         raise ValueError("dmf_fixed_point: the preset has adaptation (kappa != 0); use the pd14 preset")

@@ -40,13 +40,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import quantities as pq
+import torch
 
 from .._io import atomic_write_text
-from ..spiking.network import K_SCALE, SCALE
+from .._version import __version__
+from ..export.neo import check_neo_format, save_neo
+from ..network import ColumnNetwork
+from ..solve.simulate import simulate
+from ..spiking import simulate_spiking, spiking_twin
+from ..spiking.network import K_SCALE, SCALE, check_scaling
 from ..spiking.result import timing_md, timing_summary
-from ..spiking.simulate import spiking_backend
+from ..spiking.simulate import check_run, spiking_backend
 from ..spiking.twin import twin_full_sizes
 from ..stimulus import Stimulus
+from .figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates, save_figure
 
 __all__ = ["twin_run", "check_twin", "check_twin_scale", "twin_full_sizes", "twin_report_section", "RATE_FLOOR_HZ"]
 
@@ -67,15 +75,12 @@ def check_twin_scale(network, scale: float, k_scale: float | None = K_SCALE) -> 
     :data:`colplugin.spiking.network.MIN_POPULATION_NEURONS`) with the twin's full-size
     populations; returns ``k_scale`` (``None``: ``scale``).
     """
-    from ..network import ColumnNetwork
-    from ..spiking.network import check_scaling
-
     if not isinstance(network, ColumnNetwork):
         raise TypeError(f"network must be a ColumnNetwork, got {type(network).__name__}")
     return check_scaling(scale, k_scale, twin_full_sizes(network), what="this network's spiking twin")
 
 
-def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale: float = SCALE,
+def check_twin(*, backend: str = "brian2", device: str | None = None, scale: float = SCALE,
                k_scale: float | None = K_SCALE, trials: int = 5, seed: int = 0, threads: int = 1,
                nix_neurons: int = 10, nix_trials: int = 1, network=None) -> None:
     """Refuse bad twin settings (before any work) with a message that names the value and the fix.
@@ -92,9 +97,6 @@ def check_twin(*, backend: str = "brian2", device: str = "cpp_standalone", scale
     RuntimeError
         ``backend="nest"`` without the NEST simulator installed.
     """
-    from ..spiking.network import check_scaling
-    from ..spiking.simulate import check_run
-
     check_run(1.0, backend=backend, device=device, seed=seed, threads=threads)
     check_scaling(scale, k_scale)
     if network is not None:
@@ -121,9 +123,7 @@ def _annotate_as_target(block, network, conditions: Stimulus, duration: float) -
     :func:`colplugin.to_neo` writes it) and the inputs of every trial (an ``"input"``
     AnalogSignal, Hz, on a 1 ms clock).
     """
-    import neo
-    import quantities as pq
-    import torch
+    import neo  # lazy: start-up time
 
     block.annotate(network_spec=json.dumps(network.spec()))
     t = torch.arange(int(round(duration / 1e-3)) + 1, dtype=conditions.times.dtype) * 1e-3
@@ -139,8 +139,7 @@ def _annotate_as_target(block, network, conditions: Stimulus, duration: float) -
 
 def _population_rates(result, t0: float, t1: float) -> np.ndarray:
     """Mean rate (Hz) of every population of a SpikingResult over [t0, t1): Elephant's mean_firing_rate / N."""
-    import quantities as pq
-    from elephant.statistics import mean_firing_rate
+    from elephant.statistics import mean_firing_rate  # lazy: start-up time
 
     out = []
     for name in result.populations:
@@ -159,7 +158,7 @@ def _binned_rates(result, duration: float, bin_s: float = BIN_S) -> np.ndarray:
 
 
 def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, task=None, *,
-             backend: str = "brian2", device: str = "cpp_standalone", scale: float = SCALE,
+             backend: str = "brian2", device: str | None = None, scale: float = SCALE,
              k_scale: float | None = K_SCALE, trials: int = 5, seed: int = 0, threads: int = 1, dt: float = 1e-4,
              nix_neurons: int = 10, nix_trials: int = 1, progress: bool = True,
              source: str = "", neo_format: str = "nix") -> dict[str, Any]:
@@ -180,8 +179,9 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
         without one, rates are read over the last tenth of the trial and no accuracy is
         given.
     backend : {"brian2", "nest"}
-    device : {"cpp_standalone", "runtime"}
-        Brian2 device (one project directory for all runs).
+    device : str, optional
+        The backend's device (Brian2: ``"cpp_standalone"`` or ``"runtime"``, one project
+        directory for all runs); None: the backend's default.
     scale, k_scale : float
         Neuron and in-degree scaling of the twin (:func:`~colplugin.spiking.spiking_twin`).
     trials : int
@@ -203,17 +203,10 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     dict
         The content of ``twin.json`` (module docstring) plus ``table_md``.
     """
-    import torch
-
-    from .._version import __version__
-    from ..export.neo import check_neo_format, save_neo
-    from ..solve.simulate import simulate
-    from ..spiking import simulate_spiking, spiking_twin
-    from .figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates, save_figure
-
     check_twin(backend=backend, device=device, scale=scale, k_scale=k_scale, trials=trials, seed=seed,
                threads=threads, nix_neurons=nix_neurons, nix_trials=nix_trials, network=network)
     check_neo_format(neo_format)
+    device = spiking_backend(backend).resolve_device(device)
     if not isinstance(conditions, Stimulus) or conditions.n_inputs != network.n_inputs:
         raise ValueError(f"conditions must be a Stimulus with the network's {network.n_inputs} input channels")
     t0_wall = time.perf_counter()

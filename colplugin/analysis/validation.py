@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, check_memory
+from .._version import __version__
+from ..export.neo import check_neo_format, save_neo, to_neo
+from ..network import ColumnNetwork
+from ..params import load_preset
 from ..params.names import POPULATIONS
+from ..solve.fixed_points import resting_state
+from ..solve.simulate import simulate
+from ..spiking import pd14_microcircuit, simulate_spiking
 from ..spiking.network import K_SCALE, SCALE
 from ..spiking.result import timing_md, timing_summary
-from ..spiking.simulate import spiking_backend
+from ..spiking.simulate import check_run, spiking_backend
+from ..stimulus import MAX_INPUT_RATE
+from .figures import plot_validation, save_figure
+from .spiking import compare_rate_to_spiking, comparison_table_md, dmf_rates, population_statistics
+from .transfer import fixed_point_comparison, fixed_point_table_md, lif_vs_dmf, transfer_table_md
 
 #: Simulated time (s) of the microcircuit validation: 0.5 s transient + 2 s of statistics.
 VALIDATE_DURATION = 2.5
@@ -42,17 +55,14 @@ def _check_seeds(seed: int, seeds: int) -> None:
         raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
 
 
-def run_seeds(net, duration: float, seeds: list[int], *, backend: str = "brian2", device: str = "cpp_standalone",
+def run_seeds(net, duration: float, seeds: list[int], *, backend: str = "brian2", device: str | None = None,
               threads: int = 1, progress: bool = False, label: str = "") -> list:
     """Run one spiking network with several seeds; one SpikingResult per seed.
 
     Brian2's cpp_standalone project is built in one directory for all seeds, so that only
     what changes is recompiled.
     """
-    import shutil
-
-    from ..spiking import simulate_spiking
-
+    device = spiking_backend(backend).resolve_device(device)
     directory = spiking_backend(backend).project_directory(device)
     results = []
     try:
@@ -84,9 +94,6 @@ def _check_spiking_workload(net, duration: float, seeds: int, progress: bool) ->
     The spikes expected are the published PD14 rates (Potjans & Diesmann 2014, Fig. 6)
     times the population sizes and the duration.
     """
-    from .._io import check_memory
-    from ..params import load_preset
-
     rates = np.asarray(load_preset("pd14")["published_rates"], dtype=float)
     spikes = float(np.dot([net.sizes[name] for name in POPULATIONS], rates)) * duration
     check_memory(BYTES_PER_SPIKE * spikes,
@@ -99,7 +106,7 @@ def _check_spiking_workload(net, duration: float, seeds: int, progress: bool) ->
 
 def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float = VALIDATE_DURATION, *,
                           transient: float = 0.5, k_scale: float | None = K_SCALE, seed: int = 0, seeds: int = 3,
-                          backend: str = "brian2", device: str = "cpp_standalone", threads: int = 1,
+                          backend: str = "brian2", device: str | None = None, threads: int = 1,
                           progress: bool = True, nix_neurons: int = 100, preset: str = "pd14",
                           neo_format: str = "nix") -> dict[str, Any]:
     """Run the spiking microcircuit with several seeds and the rate columns; compare; write a report.
@@ -122,8 +129,9 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
         The runs use seeds ``seed, seed + 1, ..., seed + seeds - 1``; every decision uses the
         mean rate over seeds, and the report gives its sd.
     backend : {"brian2", "nest"}
-    device : {"cpp_standalone", "runtime"}
-        Brian2 device.
+    device : str, optional
+        The backend's device (Brian2: ``"cpp_standalone"`` or ``"runtime"``); None: the
+        backend's default.
     threads : int
     nix_neurons : int
         Neurons per population kept in ``spiking.nix`` (statistics use all neurons).
@@ -153,25 +161,13 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
     Writes ``report.md``, ``comparison.json``, ``fixed_points.json``, ``rates.png`` and NIX files
     of the first seed's spiking run and of the DMF column.
     """
-    import torch
-
-    from .._version import __version__
-    from ..export.neo import check_neo_format, save_neo, to_neo
-    from ..network import ColumnNetwork
-    from ..params import load_preset
-    from ..solve.simulate import simulate
-    from ..spiking import pd14_microcircuit
-    from ..spiking.simulate import check_run
-    from . import compare_rate_to_spiking, comparison_table_md, dmf_rates, population_statistics
-    from .figures import plot_validation, save_figure
-    from ..solve.fixed_points import resting_state
-
     check_neo_format(neo_format)
     _check_seeds(seed, seeds)
     if preset not in COLUMN_PRESETS:
         raise ValueError(f"preset must be one of {', '.join(COLUMN_PRESETS)} (the column the checks judge), "
                          f"got {preset!r}")
     check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
+    device = spiking_backend(backend).resolve_device(device)
     if not 0 <= transient < duration - 0.1:
         raise ValueError(f"duration {duration:g} s (--duration) leaves less than 0.1 s after the transient of "
                          f"{transient:g} s that the statistics discard; give a longer duration, above "
@@ -244,7 +240,6 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
     spread = max(r["spiking_rate_seed_sd"] / r["spiking_rate"] for r in rows if r["spiking_rate"] > 0) \
         if seeds > 1 else float("nan")
     # the transfer function alone: LIF (Siegert) and the DMF's f at each population's input for the spiking rates
-    from .transfer import fixed_point_comparison, fixed_point_table_md, lif_vs_dmf, transfer_table_md
     transfer = lif_vs_dmf(rates.mean(0), params, background=s.get("background", "poisson"),
                           k_scale=s.get("k_scale", 1.0))
     # the recurrent fixed point: DMF (f) against the LIF mean field (Siegert), and whose transfer error moves whom
@@ -309,7 +304,7 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
 
 def validate_stimulus(out: str | Path, scale: float = SCALE, rate: float = 8.0, *, duration: float = 1.5,
                       t_on: float = 0.75, k_scale: float | None = K_SCALE, seed: int = 0, seeds: int = 1,
-                      backend: str = "brian2", device: str = "cpp_standalone", threads: int = 1) -> dict[str, Any]:
+                      backend: str = "brian2", device: str | None = None, threads: int = 1) -> dict[str, Any]:
     """Drive L4 of both models with a step of thalamic input and compare each population's response.
 
     The DMF column gets ``rate`` Hz on its input channel (weights K_in J_E); the spiking
@@ -322,18 +317,13 @@ def validate_stimulus(out: str | Path, scale: float = SCALE, rate: float = 8.0, 
     (the returned dict) and ``report.md``.
     """
     t0 = time.perf_counter()
-    from scipy.stats import spearmanr
-
-    from ..spiking import pd14_microcircuit
-    from ..spiking.simulate import check_run
-    from . import dmf_rates
+    from scipy.stats import spearmanr  # lazy: start-up time (scipy.stats is not loaded otherwise)
 
     _check_seeds(seed, seeds)
     check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
+    device = spiking_backend(backend).resolve_device(device)
     if not 0.25 < t_on < duration - 0.25:
         raise ValueError(f"t_on must lie in (0.25, duration - 0.25) s = (0.25, {duration - 0.25:g}) s, got {t_on}")
-    from ..stimulus import MAX_INPUT_RATE
-
     if not (np.isfinite(rate) and 0 <= rate <= MAX_INPUT_RATE):
         raise ValueError(f"rate = {rate!r} Hz (--rate): the thalamic rate must lie in [0, {MAX_INPUT_RATE:g}] Hz "
                          "(a firing rate; PD14's step is 8-15 Hz)")

@@ -25,6 +25,9 @@ relative).
 
 from __future__ import annotations
 
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,8 +103,6 @@ class Brian2Run:
         report_period : float
             Seconds of wall time between reports.
         """
-        import time
-
         quiet_brian2_parsing()
 
         import brian2 as b2
@@ -141,8 +142,6 @@ class _Progress:
         self.after, self.duration, self.shown = after, duration, False
 
     def __call__(self, elapsed: Any, completed: float, start: Any, duration: Any) -> None:
-        import sys
-
         seconds = float(elapsed)
         if seconds < self.after and not self.shown:
             return
@@ -321,8 +320,6 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     model = brian2_model(network, stimulus, duration, trials, dt, y0)
     code = check_target(model.functions, device, target)
     if device == "cpp_standalone":
-        import tempfile
-
         b2.set_device("cpp_standalone", directory=directory or tempfile.mkdtemp(prefix="colplugin_b2_"),
                       build_on_run=True)  # a temporary project (kept: it can be re-run with new weights)
     else:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # for annotations only; neo is imported where it is used
     import neo
 
-from .._neo import NeoError, from_neo, load_nix, load_nwb, stimulus_from_neo
+from .._io import atomic_path, writable_target
+from .._neo import NeoError, from_neo, load_nix, load_nwb, stimulus_from_neo, write_nwb
 
 __all__ = ["to_neo", "from_neo", "stimulus_from_neo", "save_nix", "load_nix", "save_nwb", "load_nwb", "save_neo",
            "check_neo_format", "NEO_FORMATS", "NeoError"]
@@ -49,8 +50,6 @@ def save_nix(block: "neo.Block", path: str | Path) -> Path:
     """
     import neo
     from neo.io import NixIO
-
-    from .._io import atomic_path, writable_target
 
     if not isinstance(block, neo.Block):
         what = type(block).__name__
@@ -119,9 +118,6 @@ def save_nwb(block: "neo.Block", path: str | Path) -> Path:
         The Block holds Events, ImageSequences, Groups or spike waveforms (use :func:`save_nix`).
     """
     import neo
-
-    from .._io import atomic_path, writable_target
-    from .._neo import write_nwb
 
     if not isinstance(block, neo.Block):
         what = type(block).__name__

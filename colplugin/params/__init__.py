@@ -56,8 +56,10 @@ Examples
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import tomllib
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -66,8 +68,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import quantities as pq
 
+from .._io import atomic_write_text
 from .names import N_POP, POPULATIONS
-from .ranges import RANGES, check_range
+from .ranges import RANGES, ParameterError, check_range
 
 __all__ = ["Params", "ParameterError", "load_preset", "load_params", "resolve_params", "PRESETS", "DEFAULT_PRESET",
            "SPECS",
@@ -75,10 +78,6 @@ __all__ = ["Params", "ParameterError", "load_preset", "load_params", "resolve_pa
 
 #: Names of the shipped presets.
 PRESETS: tuple[str, ...] = ("dl25", "pd14", "pd14_adapting", "dl25_calibrated", "pd14_lif", "dl25_lif")
-
-
-class ParameterError(ValueError):
-    """A parameter set is invalid; the message names the key, the value and the fix."""
 
 
 @dataclass(frozen=True)
@@ -156,8 +155,6 @@ _TOP_KEYS = ("base", "preset", "areas")
 
 
 def _did_you_mean(key: str, known: Any) -> str:
-    import difflib
-
     close = difflib.get_close_matches(str(key), list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -219,8 +216,6 @@ def _check_overrides(overrides: Any) -> None:
 def _warn_unused_g(what: str, fix: str) -> None:
     """Warn that ``g`` is set where ``inhibition = "layer_ratio"`` ignores it (refusing would break files
     that set both, which the shipped tests read)."""
-    import warnings
-
     warnings.warn(f"{what}, but this parameter set uses inhibition = \"layer_ratio\" (J_I = -(N_E / N_I of the "
                   f"source layer) * J_E), so g has no effect: g is used only with inhibition = \"g\" "
                   f"(J_I = g * J_E, PD14). Remove g, or {fix}", UserWarning, stacklevel=3)
@@ -503,7 +498,6 @@ class Params(Mapping[str, Any]):
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved set as JSON (atomically) and return the path."""
-        from .._io import atomic_write_text
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
     def same_values(self, other: "Params") -> bool:

@@ -21,8 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import quantities as pq
 
-__all__ = ["Range", "RANGES", "AREA_RANGE_KEY", "check_range"]
+__all__ = ["Range", "RANGES", "AREA_RANGE_KEY", "check_range", "ParameterError"]
+
+
+class ParameterError(ValueError):
+    """A parameter set is invalid; the message names the key, the value and the fix.
+
+    Defined here, beside the range check that raises it, so that :mod:`colplugin.params`
+    (which re-exports it) and this module import in one direction only.
+    """
+
+    __module__ = "colplugin.params"  # its public home (reprs, pickles, docs)
 
 
 @dataclass(frozen=True)
@@ -112,8 +123,6 @@ RANGES: dict[str, Range] = {
 RANGES["J_rel_sd"] = RANGES["delay_rel_sd"] = RANGES.pop("relative_sd")
 
 def _factor(unit: str, show: str) -> float:
-    import quantities as pq
-
     return float(pq.Quantity(1.0, unit).rescale(show).magnitude)
 
 
@@ -157,8 +166,6 @@ def check_range(key: str, values: Any, given: str | None = None,
     ParameterError
         Naming the key (and element), the value with its unit, the range and its reason, and the fix.
     """
-    from . import ParameterError
-
     name = key.split(".")[-1]
     area = key.startswith("areas.")
     rng = RANGES.get(AREA_RANGE_KEY if area else name)

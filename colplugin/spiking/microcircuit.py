@@ -25,6 +25,7 @@ from ..params import Params, load_preset
 from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS, pop_index
 from .network import (K_SCALE, SCALE, Connection, LIFModel, PoissonInput, PoissonSource, Population, RateProfile,
                       SpikingNetwork, check_scaling)
+from .simulate import check_run, simulate_spiking
 
 __all__ = ["pd14_microcircuit", "microcircuit_connectivity", "lif_model", "check_scale", "simulate_microcircuit"]
 
@@ -167,7 +168,7 @@ def pd14_microcircuit(params: Params | None = None, scale: float = SCALE, k_scal
 
 def simulate_microcircuit(scale: float = SCALE, duration: float = 2.5, *, k_scale: float | None = K_SCALE,
                           seed: int = 0, background: str | None = None, backend: str = "brian2",
-                          device: str = "cpp_standalone", directory: str | None = None, dt: float = 1e-4,
+                          device: str | None = None, directory: str | None = None, dt: float = 1e-4,
                           threads: int = 1, thalamic: tuple[float, float] | None = None,
                           params: Params | None = None):
     """Build the PD14 microcircuit and run it (:func:`pd14_microcircuit` + :func:`simulate_spiking`).
@@ -181,8 +182,9 @@ def simulate_microcircuit(scale: float = SCALE, duration: float = 2.5, *, k_scal
     seed : int
         Seed of every random draw (connectivity, weights, delays, initial V, Poisson input).
     backend : {"brian2", "nest"}
-    device : {"cpp_standalone", "runtime"}
-        Brian2 device (ignored by NEST).
+    device : str, optional
+        The backend's device (Brian2: ``"cpp_standalone"`` or ``"runtime"``; NEST has none);
+        None: the backend's default.
     directory : str, optional
         Brian2 cpp_standalone project directory (default: a temporary one, removed).
     dt : float
@@ -194,8 +196,6 @@ def simulate_microcircuit(scale: float = SCALE, duration: float = 2.5, *, k_scal
     -------
     SpikingResult
     """
-    from .simulate import check_run, simulate_spiking
-
     check_run(duration, backend=backend, device=device, seed=seed, threads=threads, dt=dt)
     net = pd14_microcircuit(params, scale, k_scale, background=background, thalamic=thalamic)
     return simulate_spiking(net, duration, backend=backend, device=device, seed=seed, threads=threads, dt=dt,

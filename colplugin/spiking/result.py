@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import quantities as pq
+
+from .._version import __version__
 
 __all__ = ["SpikingResult", "timing_summary", "timing_md"]
 
@@ -91,9 +94,6 @@ class SpikingResult:
         backend, the settings (JSON) and the seed.
         """
         import neo
-        import quantities as pq
-
-        from .._version import __version__
 
         if max_per_population is not None and max_per_population < 1:
             raise ValueError(f"max_per_population must be >= 1, got {max_per_population}")

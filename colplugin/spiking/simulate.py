@@ -75,6 +75,12 @@ class SpikingBackend:
                                f"{self.install} "
                                f"(or use another --backend: {', '.join(SPIKING_BACKENDS)})")
 
+    def resolve_device(self, device: str | None) -> str | None:
+        """``device``, or the backend's default device (its first) where it is None; None for a backend without."""
+        if device is None:
+            return self.devices[0] if self.devices else None
+        return device
+
     def check_device(self, device: str | None) -> None:
         """Refuse a device the backend does not offer (a backend without devices ignores it)."""
         if self.devices and device not in self.devices:
@@ -131,10 +137,11 @@ register_backend(SpikingBackend("nest", "nest", "pip install 'colplugin[nest]' (
 BACKENDS: tuple[str, ...] = tuple(SPIKING_BACKENDS)
 
 
-def check_run(duration: float, *, backend: str = "brian2", device: str = "cpp_standalone", seed: int = 0,
+def check_run(duration: float, *, backend: str = "brian2", device: str | None = None, seed: int = 0,
               threads: int = 1, dt: float = 1e-4) -> None:
     """Refuse bad run settings with a message that names the value and the fix (before any work)."""
-    spiking_backend(backend).check_device(device)
+    chosen = spiking_backend(backend)
+    chosen.check_device(chosen.resolve_device(device))
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not (np.isfinite(dt) and 0 < dt <= 1e-3):
         raise ValueError(f"dt must be a time step in (0, 1 ms] given in s (e.g. 1e-4), got {dt!r}")
     if isinstance(duration, bool) or not isinstance(duration, numbers.Real) or not np.isfinite(duration) \
@@ -147,7 +154,7 @@ def check_run(duration: float, *, backend: str = "brian2", device: str = "cpp_st
 
 
 def simulate_spiking(net: SpikingNetwork, duration: float, *, backend: str = "brian2",
-                     device: str = "cpp_standalone", seed: int = 0, threads: int = 1, dt: float = 1e-4,
+                     device: str | None = None, seed: int = 0, threads: int = 1, dt: float = 1e-4,
                      directory: str | None = None) -> SpikingResult:
     """Simulate a spiking network on a backend.
 
@@ -158,9 +165,9 @@ def simulate_spiking(net: SpikingNetwork, duration: float, *, backend: str = "br
         Simulated time, s.
     backend : str
         A registered backend (:data:`SPIKING_BACKENDS`: ``"brian2"``, ``"nest"``).
-    device : str
+    device : str, optional
         The backend's device (Brian2: ``"cpp_standalone"`` or ``"runtime"``; NEST has none
-        and ignores it).
+        and ignores it); None: the backend's default (its first device).
     seed : int
         Seeds every random draw of the run (connectivity, weights, delays, initial
         potentials, Poisson input): the same seed on the same backend and thread count
@@ -180,9 +187,16 @@ def simulate_spiking(net: SpikingNetwork, duration: float, *, backend: str = "br
     if not isinstance(net, SpikingNetwork):
         raise TypeError(f"simulate_spiking takes a SpikingNetwork, got {type(net).__name__}")
     chosen = spiking_backend(backend)
+    device = chosen.resolve_device(device)
     chosen.check_installed()
     check_memory(BYTES_PER_SYNAPSE * net.n_synapses,
                  f"a spiking run of {net.n_neurons:,} neurons and {net.n_synapses:,} synapses",
                  "lower the scale (--scale) or the in-degree scale (--k-scale), or twin fewer columns")
-    return chosen.run(net, duration, device=device, seed=int(seed), threads=int(threads), dt=float(dt),
-                      directory=directory)
+    result = chosen.run(net, duration, device=device, seed=int(seed), threads=int(threads), dt=float(dt),
+                        directory=directory)
+    # what every backend's result records of its network, whatever the backend put in itself
+    common = {"name": net.name, **dict(net.metadata), "backend": chosen.name, "device": device, "seed": int(seed),
+              "threads": int(threads), "dt_s": float(dt), "duration_s": float(duration), "n_neurons": net.n_neurons,
+              "n_synapses": net.n_synapses}
+    result.settings = {**common, **dict(result.settings)}
+    return result

@@ -42,6 +42,7 @@ import torch
 from ..column import column_sizes, connection_probability, in_degrees, synaptic_strengths
 from ..network import ColumnNetwork
 from ..params.names import CELL_TYPES, LAYERS, N_POP, POPULATIONS, SIGNS
+from ..solve.simulate import simulate
 from ..stimulus import Stimulus
 from .microcircuit import lif_model
 from .network import (K_SCALE, SCALE, Connection, PoissonInput, Population, RateProfile, SpikingNetwork,
@@ -56,8 +57,6 @@ def twin_rates(network: ColumnNetwork, stimulus: Stimulus | None = None, trial: 
 
     The network starts from its ``initial_state`` (as the tasks' trials do).
     """
-    from ..solve import simulate
-
     stim = _trial_stimulus(network, stimulus, trial)
     with torch.no_grad():
         traj = simulate(network, stim, duration=duration)

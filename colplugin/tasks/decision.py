@@ -13,6 +13,7 @@ References
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ from ..field import transfer_numpy, transfer_value
 from ..network import ColumnNetwork, Input, Lateral
 from ..params import Params, load_preset
 from ..params.names import pop_index
+from ..plotting import plot_decision, save_figure
+from ..solve.fixed_points import jacobian, resting_state
 from ..solve.simulate import Solver, Trajectory, simulate
+from ..solve.strategies import SimulationError
 from ..stimulus import MembraneNoise, Stimulus
 from ..training.settings import TrainSettings
 from ..training.task import Batch, Option, Task, register_task
@@ -394,8 +398,6 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
         ``final_L23E_separation_hz``, ``separation_onset_s`` (after stimulus onset, first
         time the L2/3E separation exceeds ``separation_threshold_hz``), final rates per layer.
     """
-    from ..plotting import plot_decision, save_figure
-
     c = np.arange(0, 21, 2.0) if evidence is None else np.asarray(evidence, dtype=float)
     mu = torch.tensor(np.stack([np.full_like(c, 20.0), 20.0 - c], 1))
     z = torch.zeros_like(mu)
@@ -460,7 +462,7 @@ def decision_metrics(net: ColumnNetwork, task: Decision, out: Path | None = None
 
     Writes ``decision_metrics.json`` into ``out``.
     """
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: start-up time (scipy.stats is not loaded otherwise)
 
     batch = task.held_out(n)
     with torch.no_grad():
@@ -567,11 +569,6 @@ def decision_dynamics(net: ColumnNetwork, task: Decision, out: Path | None = Non
 
     Writes ``decision_dynamics.json`` into ``out``.
     """
-    import copy
-
-    from ..solve.fixed_points import jacobian, resting_state
-    from ..solve.strategies import SimulationError
-
     f = net.field()
     tau_a, tau_m = float(f.tau_a), float(f.tau_m)
     modes = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Mapping
 
@@ -27,7 +28,7 @@ from ..column import input_weights
 from ..network import Area, ColumnNetwork, Feedforward, Input
 from ..params import Params, load_preset
 from ..params.names import N_POP, pop_index
-from ..solve.simulate import Solver, Trajectory
+from ..solve.simulate import SimulationError, Solver, Trajectory
 from ..stimulus import Stimulus
 from ..training.settings import LR_SCHEDULES, TrainSettings
 from ..training.task import Batch, Option, Task, register_task
@@ -54,7 +55,7 @@ def load_split(seed: int = 0, test_size: float = 0.2) -> tuple[np.ndarray, np.nd
     tuple of numpy.ndarray
         Pixels (values 0-16, shape (n, 64)) and labels (0-9) of both parts (read-only).
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: start-up time (scikit-learn loads in seconds)
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
@@ -84,9 +85,8 @@ def mlp_baseline(seed: int = 0, test_size: float = 0.2, hidden: int = 100) -> di
     dict
         ``accuracy`` on the held-out images and the MLP's settings.
     """
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning  # lazy: start-up time
     from sklearn.neural_network import MLPClassifier
-    import warnings
 
     X_train, X_test, y_train, y_test = load_split(seed, test_size)
     mlp = MLPClassifier(hidden_layer_sizes=(hidden,), random_state=seed)  # scikit-learn's defaults otherwise
@@ -303,7 +303,7 @@ class Digits(Task):
         n_test = len(self.y_test)
         if self.eval_size == 0 or self.eval_size >= n_test:
             return self.held_out()
-        from sklearn.model_selection import train_test_split
+        from sklearn.model_selection import train_test_split  # lazy: start-up time
 
         index, _ = train_test_split(np.arange(n_test), train_size=self.eval_size, random_state=self.split_seed,
                                     stratify=self.y_test)
@@ -347,7 +347,7 @@ class Digits(Task):
         An image whose simulation runs away (:class:`~colplugin.solve.simulate.SimulationError`)
         has no prediction: ``-1`` (a chunk that fails is simulated again image by image).
         """
-        from ..solve.simulate import SimulationError, simulate
+        from ..solve.simulate import simulate  # looked up per call: tests replace colplugin.solve.simulate.simulate
 
         dev, dtype = network.W_intra.device, network.W_intra.dtype
 
@@ -405,7 +405,7 @@ class Digits(Task):
 
     def figures(self, network: ColumnNetwork, result: Any) -> dict[str, Any]:
         """``receptive_fields.png``: net input weight (onto L4E minus onto L4I, nA) of 16 hidden columns."""
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: start-up time
 
         pw = network.projection_weights("input:hidden")
         # edge order of Input(to="all"): target population (L4E, L4I), channel, column

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from .._neo import NeoError, from_neo, load_nix, load_nwb, rate_signal, stimulus_from_neo
 from ..network import ColumnNetwork
 from ..params import Params
 from ..solve.simulate import Solver, Trajectory
@@ -95,8 +96,6 @@ class FitTarget(Task):
         stimulus : Stimulus, optional
             The trials' inputs; default the ``"input"`` signal that :func:`to_neo` stores.
         """
-        from .._neo import NeoError, from_neo, stimulus_from_neo
-
         if isinstance(network, ColumnNetwork):
             spec = network.spec()
         else:
@@ -209,8 +208,6 @@ class FitTarget(Task):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "FitTarget":
         """The target of ``--target`` for the network of ``--network`` (or the target's own spec)."""
-        from .._neo import NeoError
-
         _check_flags(args)
         if not args.target:
             raise ValueError("colplugin train fit needs --target FILE.nix or FILE.nwb (rates or spike trains as Neo)")
@@ -262,15 +259,11 @@ def _read_target(target: str) -> Any:
     NeoError
         If an NWB file cannot be read (the message starts with ``--target``).
     """
-    from .._neo import NeoError, load_nix
-
     if Path(target).is_dir():
         raise ValueError(f"--target {target} is a directory, not a NIX or NWB file; pass the file of the "
                          f"target rates in it, e.g. --target {Path(target) / 'rates.nix'} (Python: "
                          "colplugin.save_nix(colplugin.to_neo(...), path) writes one)")
     if Path(target).suffix.lower() == ".nwb":  # NWB beside NIX (colplugin.save_nwb writes it)
-        from .._neo import load_nwb
-
         try:
             return load_nwb(target)
         except FileNotFoundError:
@@ -336,8 +329,6 @@ def _network_from_spec(spec: Mapping[str, Any], where: str) -> ColumnNetwork:
 
 def _target_channels(seg) -> list[str] | None:
     """``"area[c].POP"`` names of a target segment's channels (rate signal or spike trains); None if unannotated."""
-    from .._neo import rate_signal
-
     sig = rate_signal(seg)
     keys = ("area", "column", "population")
     if sig is not None:

@@ -34,7 +34,8 @@ from ..column import input_weights
 from ..network import ColumnNetwork, Feedforward, Input, Projection
 from ..params import Params, load_preset
 from ..params.names import pop_index
-from ..solve.simulate import Solver, Trajectory
+from ..plotting import plot_training, plot_weights, save_figure
+from ..solve.simulate import Solver, Trajectory, simulate
 from ..stimulus import Stimulus
 from ..training.settings import TrainSettings
 from ..training.task import Batch, Option, Task, register_task
@@ -283,8 +284,6 @@ class Parity(Task):
 
     # -- evaluation, figures, report -------------------------------------------------
     def _simulate(self, network: ColumnNetwork, stimulus: Stimulus) -> Trajectory:
-        from ..solve.simulate import simulate
-
         with torch.no_grad():
             return simulate(network, stimulus, duration=self.duration, dt_out=self.dt_out, solver=self.solver)
 
@@ -319,8 +318,6 @@ class Parity(Task):
 
     def figures(self, network: ColumnNetwork, result: Any) -> dict[str, Any]:
         """``weights.png`` (the learned weights) and ``responses.png`` (a3's L2/3E per pattern over time)."""
-        from ..plotting import plot_weights
-
         return {"weights.png": plot_weights(network, title="Parity: learned weights"),
                 "responses.png": self.plot_responses(network)}
 
@@ -377,8 +374,6 @@ class Parity(Task):
         the test accuracy first reached 100 %, the final accuracy, margin and wall time,
         and over the seeds the solved count, updates to solve and margins.
         """
-        from ..plotting import plot_training, save_figure
-
         save_figure(plot_training({seed: r.metrics for seed, r in runs.items()},
                                   title=f"Parity ({self.patterns}): test accuracy per update"),
                     Path(out) / "accuracy.png")

@@ -44,6 +44,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import ProcessException
 
 from ..network import ColumnNetwork
 from ..params import resolve_params
@@ -51,6 +53,7 @@ from ..solve.simulate import Trajectory
 from ..stimulus import Stimulus
 from .settings import check_device
 from .task import Batch, Task
+from .trainer import CheckpointError, check_resume, train
 
 __all__ = ["ShardedTask", "shard_batch", "train_distributed", "all_reduce_gradients", "launched_by_torchrun",
            "compare_states", "check_resume_processes"]
@@ -233,8 +236,6 @@ def _rank_device(device: str | torch.device | None, rank: int) -> torch.device:
 
 def _run(rank: int, world: int, task: Task, seed: int, out: Path | None, device: Any, kwargs: dict,
          result_file: str | None, pipeline: Callable[..., Any] | None, threads: int | None) -> Any:
-    from .trainer import train
-
     if threads is not None:
         torch.set_num_threads(threads)
     dev = _rank_device(device, rank)
@@ -362,8 +363,6 @@ def check_resume_processes(task: Task, out: str | Path, world: int) -> None:
     run of ``task``, unfinished, trained with ``world`` processes) and that every other
     rank's checkpoint (``out/ranks/<rank>/checkpoint.pt``) is there.
     """
-    from .trainer import CheckpointError, check_resume
-
     out = Path(out)
     check_resume(out, ShardedTask(task, 0, world))
     missing = [out / "ranks" / str(r) / "checkpoint.pt" for r in range(1, world)
@@ -440,9 +439,6 @@ def train_distributed(task: Task, nproc: int = 1, *, seed: int = 0, out: str | P
         res = _run(0, 1, task, seed, out, device, train_kwargs, None, pipeline, threads)
         return {"metrics": res.metrics, "summary": res.summary, "evaluation": res.evaluation,
                 "state_dict": {k: v.cpu() for k, v in res.network.state_dict().items()}}
-    import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
-
     if train_kwargs.get("resume") and out is not None:  # refused here, before any process starts
         check_resume_processes(task, out, nproc)
     with tempfile.TemporaryDirectory() as tmp:

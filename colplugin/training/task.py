@@ -47,6 +47,7 @@ import torch
 
 from ..network import ColumnNetwork
 from ..params import Params
+from ..plotting import plot_weights
 from ..solve.simulate import Trajectory
 from ..solve.strategies import Solver
 from ..stimulus import MembraneNoise, Stimulus
@@ -234,8 +235,6 @@ class Task(ABC):
 
     def figures(self, network: ColumnNetwork, result: "TrainResult") -> dict[str, "Figure"]:
         """Figures of a trained run by file name (default: the learned weights)."""
-        from ..plotting import plot_weights
-
         return {"weights.png": plot_weights(network)}
 
     def report_section(self, network: ColumnNetwork, result: "TrainResult", evaluation: Mapping[str, Any],

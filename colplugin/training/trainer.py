@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import operator
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -160,10 +161,8 @@ def load_checkpoint(path: str | Path, network: ColumnNetwork | None = None, *,
         raise _bad_checkpoint(path, "metrics", "entry is not a list of per-update rows (each with its 'update')")
     _check_entries(path, ckpt)
     if network is None:
-        from ..network import ColumnNetwork as _CN
-
         try:
-            network = _CN.from_spec(spec)
+            network = ColumnNetwork.from_spec(spec)
         except Exception as exc:  # a spec edited by hand: any error of the builder is the spec's fault
             raise _bad_checkpoint(path, "spec", f"does not build a network ({exc.__class__.__name__}: "
                                                 f"{str(exc)[:160]})") from None
@@ -416,8 +415,6 @@ def _out_of_memory(k: int, network: ColumnNetwork, batch_size: int, task: Task, 
 
 def _check_seed(seed: Any) -> int:
     """``seed`` as an int that torch's generators take, or a ValueError that names it."""
-    import operator
-
     try:
         value = operator.index(seed) if not isinstance(seed, bool) else None
     except TypeError:
