@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # annotations only; matplotlib is imported when a figure is d
     from matplotlib.figure import Figure
 
 
-__all__ = ["new_figure", "save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_overlay"]
+__all__ = ["new_figure", "save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_figure2",
+           "plot_overlay"]
 
 
 def new_figure(**kwargs: Any) -> Figure:
@@ -159,6 +160,44 @@ def plot_decision(t: np.ndarray, rates: np.ndarray, evidence: Sequence[float], w
             ax.plot(t, rates[:, k, 1 - w, li], "--", color=color, lw=1.0)
         ax.set_title(layer)
         ax.set_ylabel("rate (Hz)")
+    for ax in axes[2:]:
+        ax.set_xlabel("time (s)")
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_figure2(t: np.ndarray, layer_rates: np.ndarray, evidence: Sequence[float], winner: np.ndarray,
+                 stimulus: tuple[float, float] | None = None,
+                 title: str = "Normalised layer rates (winner solid, loser dashed)") -> Figure:
+    """dL25 Figure 2 as the paper draws it: one panel per layer, rates normalised, evidence in colour.
+
+    Parameters
+    ----------
+    t : (T,) s
+    layer_rates : (T, n_levels, 2 columns, 4 layers)
+        Each layer's rate (mean of its E and I populations), normalised to [0, 1] per layer.
+    evidence : n_levels values of c (Hz), coloured from high (red) to low (purple)
+    winner : (n_levels,) index of the winning column (solid; the loser dashed)
+    stimulus : (on, off) s, optional
+        Shaded.
+    """
+    import matplotlib as mpl  # lazy: start-up time
+
+    fig = new_figure(figsize=(11, 7), constrained_layout=True)
+    axes = fig.subplots(2, 2, sharex=True, sharey=True).ravel()
+    cmap = mpl.colormaps["rainbow"]  # purple (low) ... red (high)
+    top = max(float(np.max(evidence)), 1e-12)
+    for li, (ax, layer) in enumerate(zip(axes, ("L2/3", "L4", "L5", "L6"))):
+        if stimulus is not None:
+            ax.axvspan(stimulus[0], stimulus[1], color="0.92", zorder=0)
+        for k, c in enumerate(evidence):
+            color = cmap(float(c) / top)
+            w = int(winner[k])
+            ax.plot(t, layer_rates[:, k, w, li], "-", color=color, lw=1.2, label=f"c = {c:g} Hz" if li == 0 else None)
+            ax.plot(t, layer_rates[:, k, 1 - w, li], "--", color=color, lw=1.0)
+        ax.set_title(layer)
+        ax.set_ylabel("normalised rate")
     for ax in axes[2:]:
         ax.set_xlabel("time (s)")
     axes[0].legend(fontsize=6, ncol=2)

@@ -147,3 +147,33 @@ def test_resume_refuses_other_task_options(tmp_path):
     with pytest.raises(CheckpointError, match="noise_mV"):
         cp.train(noisy.build_network(seed=0), noisy, updates=2, out=tmp_path, progress=False, resume=True,
                  evaluate=False)
+
+
+def test_figure2_starts_at_rest_and_normalises_each_layer(tmp_path):
+    import numpy as np
+
+    from colplugin.params.names import POPULATIONS
+    from colplugin.solve.fixed_points import resting_state
+    from colplugin.tasks.decision import Decision, figure2
+
+    task = Decision()
+    net = task.build_network(seed=0)
+    n = figure2(net, task, out=tmp_path, evidence=np.array([0.0, 10.0, 20.0]))
+    rates = np.asarray(n["rates_hz"])  # (T, levels, 2 columns, 4 E populations)
+    t = np.asarray(n["t_s"])
+    pre = t < task.phase
+    # from the rest state: no transient before the stimulus (a zero state gives Hz-sized jumps at t = 0)
+    assert np.max(np.abs(rates[pre] - rates[0])) < 1e-6
+    layers = np.asarray(n["layer_rates_normalised"])
+    assert layers.shape == (len(t), 3, 2, 4)
+    np.testing.assert_allclose(layers.min(axis=(0, 1, 2)), 0.0, atol=1e-12)
+    np.testing.assert_allclose(layers.max(axis=(0, 1, 2)), 1.0, atol=1e-12)
+    # a layer's rate is the mean of its E and I population, recomputed here from a simulation of the same trials
+    lo, hi = np.asarray(n["layer_rate_range_hz"]).T
+    with torch.no_grad():
+        rest = resting_state(net)
+    i23e, i23i = (net.index("mt", 0, POPULATIONS.index(p)) for p in ("L23E", "L23I"))
+    r_rest = net.rates(rest)[0]
+    expected = 0.5 * (float(r_rest[i23e]) + float(r_rest[i23i]))
+    assert layers[0, 0, 0, 0] == pytest.approx((expected - lo[0]) / (hi[0] - lo[0]), abs=1e-6)
+    assert (tmp_path / "figure2.png").is_file() and (tmp_path / "figure2_raw.png").is_file()

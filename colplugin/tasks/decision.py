@@ -29,8 +29,8 @@ from .._io import atomic_write_text
 from ..field import transfer_numpy, transfer_value
 from ..network import ColumnNetwork, Input, Lateral
 from ..params import Params, load_preset
-from ..params.names import pop_index
-from ..plotting import plot_decision, save_figure
+from ..params.names import POPULATIONS, pop_index
+from ..plotting import plot_decision, plot_figure2, save_figure
 from ..solve.fixed_points import jacobian, resting_state
 from ..solve.simulate import Solver, Trajectory, simulate
 from ..solve.strategies import SimulationError
@@ -385,11 +385,16 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
 
     No input for one phase, the stimulus for one phase, no input for one phase (the
     task's pre / stimulus / post phases), so that the figure shows the decision and what
-    remains of it after the stimulus.
+    remains of it after the stimulus. Every trial starts from the network's rest state
+    (its fixed point without input), so that the figure opens at rest, not with the
+    transient from a zero state.
 
     Simulated at 1 ms output resolution (so that the onset of the separation is
-    resolved). Writes ``figure2.json`` (the numbers below and every E rate) and
-    ``figure2.png`` (E rates of every layer, winner solid, loser dashed) into ``out``.
+    resolved). Writes into ``out``: ``figure2.json`` (the numbers below, every E rate and
+    the normalised layer rates), ``figure2.png`` (as the paper draws it: per layer the mean
+    of its E and I rates, normalised to [0, 1] by the layer's smallest and largest value
+    over time, levels and both columns, ``layer_rate_range_hz``; evidence from high, red,
+    to low, purple; winner solid, loser dashed) and ``figure2_raw.png`` (the E rates of every layer in Hz).
 
     Returns
     -------
@@ -402,9 +407,13 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
     mu = torch.tensor(np.stack([np.full_like(c, 20.0), 20.0 - c], 1))
     z = torch.zeros_like(mu)
     stim = Stimulus([0.0, task.phase, 2 * task.phase], torch.stack([z, mu, z], 1))
+    rest = resting_state(net).reshape(1, -1).expand(len(c), -1).clone()
     with torch.no_grad():
-        traj = simulate(net, stim, task.duration, dt_out=1e-3, solver=task.solver, noise=task.noise,
+        traj = simulate(net, stim, task.duration, dt_out=1e-3, solver=task.solver, noise=task.noise, y0=rest,
                         generator=torch.Generator().manual_seed(EVALUATION_NOISE_SEED))
+    layers = _layer_rates(net, traj)  # (T, levels, 2 columns, 4 layers), Hz
+    low, peak = layers.min(axis=(0, 1, 2), keepdims=True), layers.max(axis=(0, 1, 2), keepdims=True)
+    normalised = (layers - low) / np.where(peak > low, peak - low, 1.0)
     E = [pop_index(p) for p in ("L23E", "L4E", "L5E", "L6E")]
     idx = [[net.index("mt", col, p) for p in E] for col in (0, 1)]
     rates = traj.rate[..., idx].numpy()  # (T, levels, 2 columns, 4 layers)
@@ -427,15 +436,26 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
                                              - rates[-1, np.arange(len(c)), 1 - winner, 3]).tolist(),
                "final_rates_hz": {lay: rates[-1, :, :, i].tolist()
                                   for i, lay in enumerate(("L23E", "L4E", "L5E", "L6E"))},
-               "rates_hz": rates.tolist()}
+               "rates_hz": rates.tolist(), "initial_state": "rest",
+               "layer_rates_normalised": normalised.tolist(),
+               "layer_rate_range_hz": np.concatenate([low, peak]).reshape(2, -1).T.tolist()}
     if out is not None:
         atomic_write_text(Path(out) / "figure2.json", json.dumps(numbers))
+        save_figure(plot_figure2(t, normalised, c, winner, stimulus=(task.phase, 2 * task.phase),
+                                 title="Layer rates, normalised per layer (winner solid, loser dashed); "
+                                       "pre / stimulus (grey) / post"), Path(out) / "figure2.png")
         fig = plot_decision(t, rates, c, winner, title="E rates per layer (winner solid, loser dashed); "
                                                        "pre / stimulus (grey) / post")
         for ax in fig.axes:
             ax.axvspan(task.phase, 2 * task.phase, color="0.92", zorder=0)
-        save_figure(fig, Path(out) / "figure2.png")
+        save_figure(fig, Path(out) / "figure2_raw.png")
     return numbers
+
+
+def _layer_rates(net: ColumnNetwork, traj: Trajectory) -> np.ndarray:
+    """Each layer's rate, the mean of its E and I populations: (T, trials, 2 columns, 4 layers), Hz."""
+    idx = [[[net.index("mt", col, p) for p in POPULATIONS[2 * k:2 * k + 2]] for k in range(4)] for col in (0, 1)]
+    return traj.rate[..., idx].mean(-1).cpu().numpy()
 
 
 def decision_times(rates: np.ndarray, t: np.ndarray, t_on: float, t_off: float, threshold: float) -> np.ndarray:
