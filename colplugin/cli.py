@@ -357,23 +357,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_twin(args: argparse.Namespace) -> int:
     import torch
 
-    from colplugin.analysis.twin import check_twin, twin_run
+    from colplugin.analysis.twin import TwinSettings, twin_run
     from colplugin.experiments import load_twin_run
 
     _check_device(args)
-    device = args.device if args.device is not None else _api_defaults(twin_run)["device"]
-    settings = dict(backend=args.backend, device=device, scale=args.scale, k_scale=args.k_scale,
-                    trials=args.trials, seed=args.seed, threads=args.threads, nix_neurons=args.nix_neurons)
-    check_twin(**settings)  # refuse bad settings and a missing run before any work
+    settings = TwinSettings(backend=args.backend, device=args.device, scale=args.scale, k_scale=args.k_scale,
+                            trials=args.trials, seed=args.seed, threads=args.threads,
+                            nix_neurons=args.nix_neurons)  # checked once, before any work
     net, stim, duration, task = load_twin_run(Path(args.run_dir))
-    check_twin(**settings, network=net)  # the scale floor of this network's smallest population
+    settings.check_network(net)  # the scale floor of this network's smallest population
     out = _new_run_dir(args.out, "twin", args.overwrite, reads=_reads(args))
     torch.set_num_threads(1)
     print(f"spiking twin of {args.run_dir} ({task.name if task else 'no task'}): {stim.batch_size} conditions x "
           f"{args.trials} trials on {args.backend} ...", flush=True)
     r = twin_run(out, net, stim, duration, task, source=str(args.run_dir), progress=not args.no_progress,
-                 neo_format=args.format,
-                 **settings)
+                 neo_format=args.format, settings=settings)
     print(r["table_md"])
     acc = r["accuracy"]
     print(f"\ntask accuracy of the spiking twin: {'none (the task has no read-out from rates)' if acc is None else acc}"
@@ -581,6 +579,7 @@ def _check_preset(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``colplugin`` argument parser; the task choices come from the task registry."""
     from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE
+    from colplugin.analysis.twin import TwinSettings
     from colplugin.analysis.validation import VALIDATE_DURATION
     from colplugin.params import DEFAULT_PRESET
     from colplugin.experiments import MAIN_RUN_TWIN
@@ -641,20 +640,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("twin", help="run a trained network's test conditions as a spiking twin (Brian2 or NEST)")
     p.add_argument("run_dir", help="run directory with checkpoint.pt (or train/checkpoint.pt), or a network.json spec")
-    p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="brian2",
-                   help="spiking simulator (default brian2)")
+    tw = TwinSettings  # the defaults of a twin, in one place
+    p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default=tw.backend,
+                   help=f"spiking simulator (default {tw.backend})")
     p.add_argument("--device", default=None,
-                   help="Brian2 device: cpp_standalone or runtime (default cpp_standalone; NEST has none)")
-    p.add_argument("--scale", type=float, default=SCALE,
-                   help=f"neuron scale in (0, 1] of every column (default {SCALE})")
-    p.add_argument("--k-scale", type=float, default=K_SCALE,
-                   help=f"in-degree scale in (0, 1] of the recurrent connections, PD14's method (default {K_SCALE})")
-    p.add_argument("--trials", type=int, default=5, help="spiking trials per condition (seeds SEED + j; default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first trial (default 0)")
-    p.add_argument("--threads", type=_threads, default=1,
-                   help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
-    p.add_argument("--nix-neurons", type=int, default=10,
-                   help="neurons per population kept in spikes.nix (default 10; rates use all)")
+                   help="the backend's device, e.g. Brian2's cpp_standalone or runtime (default: the backend's first, "
+                        "cpp_standalone; NEST has none)")
+    p.add_argument("--scale", type=float, default=tw.scale,
+                   help=f"neuron scale in (0, 1] of every column (default {tw.scale})")
+    p.add_argument("--k-scale", type=float, default=tw.k_scale,
+                   help=f"in-degree scale in (0, 1] of the recurrent connections, PD14's method (default {tw.k_scale})")
+    p.add_argument("--trials", type=int, default=tw.trials,
+                   help=f"spiking trials per condition (seeds SEED + j; default {tw.trials})")
+    p.add_argument("--seed", type=int, default=tw.seed, help=f"seed of the first trial (default {tw.seed})")
+    p.add_argument("--threads", type=_threads, default=tw.threads,
+                   help=f"OpenMP threads (NEST, Brian2 cpp_standalone; default {tw.threads})")
+    p.add_argument("--nix-neurons", type=int, default=tw.nix_neurons,
+                   help=f"neurons per population kept in spikes.nix (default {tw.nix_neurons}; rates use all)")
     p.add_argument("--no-progress", action="store_true", help="no line per spiking run")
     _add_format(p)
     _add_common(p, "twin")

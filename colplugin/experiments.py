@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_text
-from .analysis.twin import check_twin, twin_report_section, twin_run
+from .analysis.twin import TwinSettings, twin_report_section, twin_run
 from .analysis.validation import VALIDATE_DURATION, validate_microcircuit
 from .export import export_brian2_script, to_brian2
 from .export.neo import check_neo_format, save_neo, to_neo
@@ -460,9 +460,8 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     if validate_scale:  # refused before training, not after it
         check_scaling(validate_scale, 0.5, dict(zip(POPULATIONS, resolve_params("pd14").area_sizes("pd14"))),
                       what="the PD14 microcircuit of the validation (--validate-scale)")
-    if twin_scale:
-        check_twin(backend=twin_backend, device="runtime", scale=twin_scale, k_scale=twin_k_scale,
-                   trials=twin_trials, seed=seed)
+    twin_settings = TwinSettings(backend=twin_backend, device="runtime", scale=twin_scale, k_scale=twin_k_scale,
+                                 trials=twin_trials, seed=seed, nix_neurons=5) if twin_scale else None
     phases = ["training", "export to Brian2"] + ["spiking validation"] * bool(validate_scale) + \
         ["spiking twin"] * bool(twin_scale)
 
@@ -498,9 +497,8 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     twin = None
     if twin_scale:
         heading("spiking twin", f"scale {twin_scale}, {twin_backend}, {twin_trials} trial(s) per condition")
-        twin = twin_run(out / "twin", net, task.evaluation_stimulus(), task.duration, task, backend=twin_backend,
-                        device="runtime", scale=twin_scale, k_scale=twin_k_scale, trials=twin_trials, seed=seed,
-                        nix_neurons=5, progress=progress, source=str(out / "train"), neo_format=neo_format)
+        twin = twin_run(out / "twin", net, task.evaluation_stimulus(), task.duration, task, settings=twin_settings,
+                        progress=progress, source=str(out / "train"), neo_format=neo_format)
     wall = time.perf_counter() - t0
     s = res.summary
     lines = [f"# colplugin run: {task.name}", "",

@@ -53,7 +53,7 @@ def test_the_command_line_and_the_api_share_every_spiking_default():
     import inspect
 
     from colplugin.analysis.calibration import calibrate
-    from colplugin.analysis.twin import twin_run
+    from colplugin.analysis.twin import TwinSettings
     from colplugin.analysis.validation import validate_microcircuit
     from colplugin.cli import build_parser
     from colplugin.experiments import main_run
@@ -73,8 +73,9 @@ def test_the_command_line_and_the_api_share_every_spiking_default():
     assert (val["scale"], val["k_scale"]) == (v["scale"], v["k_scale"])
     # duration, seeds, device and preset differ between microcircuit and stimulus: None, read from the API
     assert all(val[k] is None for k in ("duration", "seeds", "device", "preset"))
-    tw, t = cli("twin"), api(twin_run)
-    assert (tw["scale"], tw["k_scale"], tw["trials"]) == (t["scale"], t["k_scale"], t["trials"])
+    tw, t = cli("twin"), api(TwinSettings)  # twin_run takes a TwinSettings (or its fields as keywords)
+    for opt in ("backend", "scale", "k_scale", "trials", "seed", "threads", "nix_neurons"):
+        assert tw[opt] == t[opt], opt
     assert cli("calibrate")["scale"] == api(calibrate)["scale"]
 
 

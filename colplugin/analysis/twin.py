@@ -36,6 +36,7 @@ import json
 import numbers
 import shutil
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ from ..spiking.twin import twin_full_sizes
 from ..stimulus import Stimulus
 from .figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates, save_figure
 
-__all__ = ["twin_run", "check_twin", "check_twin_scale", "twin_full_sizes", "twin_report_section", "RATE_FLOOR_HZ"]
+__all__ = ["TwinSettings", "twin_run", "check_twin", "check_twin_scale", "twin_full_sizes", "twin_report_section",
+           "RATE_FLOOR_HZ"]
 
 #: DMF rates below this (Hz) count as this in the relative difference (silent populations).
 RATE_FLOOR_HZ = 0.1
@@ -116,6 +118,54 @@ def check_twin(*, backend: str = "brian2", device: str | None = None, scale: flo
     spiking_backend(backend).check_installed()
 
 
+@dataclass(frozen=True)
+class TwinSettings:
+    """The settings of a spiking twin run: every default in one place, checked once when made.
+
+    Frozen: what was checked cannot change afterwards. The command line, the main run and
+    :func:`twin_run` build one and pass it on; the floor of a particular network's smallest
+    population is checked with :meth:`check_network`.
+
+    Parameters
+    ----------
+    backend : str
+        A registered spiking backend (``"brian2"``, ``"nest"``).
+    device : str, optional
+        The backend's device; None: its default (stored resolved).
+    scale, k_scale : float
+        Neuron and in-degree scaling of the twin (:func:`~colplugin.spiking.spiking_twin`).
+    trials : int
+        Spiking trials per condition; trial ``j`` uses seed ``seed + j``.
+    seed, threads : int
+        As :func:`~colplugin.spiking.simulate_spiking`.
+    nix_neurons, nix_trials : int
+        Neurons per population and trials per condition kept in the spike file.
+
+    Raises
+    ------
+    ValueError, RuntimeError
+        As :func:`check_twin`.
+    """
+
+    backend: str = "brian2"
+    device: str | None = None
+    scale: float = SCALE
+    k_scale: float | None = K_SCALE
+    trials: int = 5
+    seed: int = 0
+    threads: int = 1
+    nix_neurons: int = 10
+    nix_trials: int = 1
+
+    def __post_init__(self) -> None:
+        check_twin(**asdict(self))
+        object.__setattr__(self, "device", spiking_backend(self.backend).resolve_device(self.device))
+
+    def check_network(self, network: ColumnNetwork) -> None:
+        """Refuse a scale whose twin of ``network`` keeps too few neurons in a population (:func:`check_twin_scale`)."""
+        check_twin_scale(network, self.scale, self.k_scale)
+
+
 def _annotate_as_target(block, network, conditions: Stimulus, duration: float) -> None:
     """Make the twin's Block a fit target the package reads back: the network spec and each trial's input.
 
@@ -158,10 +208,8 @@ def _binned_rates(result, duration: float, bin_s: float = BIN_S) -> np.ndarray:
 
 
 def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, task=None, *,
-             backend: str = "brian2", device: str | None = None, scale: float = SCALE,
-             k_scale: float | None = K_SCALE, trials: int = 5, seed: int = 0, threads: int = 1, dt: float = 1e-4,
-             nix_neurons: int = 10, nix_trials: int = 1, progress: bool = True,
-             source: str = "", neo_format: str = "nix") -> dict[str, Any]:
+             settings: TwinSettings | None = None, dt: float = 1e-4, progress: bool = True,
+             source: str = "", neo_format: str = "nix", **options: Any) -> dict[str, Any]:
     """Run a trained network's conditions as spiking twins, compare with the DMF, write the results.
 
     Parameters
@@ -178,19 +226,12 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
         For the read-out window and :meth:`~colplugin.training.Task.accuracy_from_rates`;
         without one, rates are read over the last tenth of the trial and no accuracy is
         given.
-    backend : {"brian2", "nest"}
-    device : str, optional
-        The backend's device (Brian2: ``"cpp_standalone"`` or ``"runtime"``, one project
-        directory for all runs); None: the backend's default.
-    scale, k_scale : float
-        Neuron and in-degree scaling of the twin (:func:`~colplugin.spiking.spiking_twin`).
-    trials : int
-        Spiking trials per condition; trial ``j`` uses seed ``seed + j``.
-    seed, threads, dt
-        As :func:`~colplugin.spiking.simulate_spiking`.
-    nix_neurons, nix_trials : int
-        Neurons per population and trials per condition kept in ``spikes.nix`` (rates use
-        all neurons and trials).
+    settings : TwinSettings, optional
+        Backend, device, scale, k_scale, trials, seed, threads, nix_neurons and nix_trials
+        (:class:`TwinSettings`; rates use all neurons and trials). Without it, ``options``
+        (the same names as keywords) make one.
+    dt : float
+        Time step, s (:func:`~colplugin.spiking.simulate_spiking`).
     progress : bool
         Print a line per spiking run.
     neo_format : {"nix", "nwb", "both"}
@@ -203,10 +244,15 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     dict
         The content of ``twin.json`` (module docstring) plus ``table_md``.
     """
-    check_twin(backend=backend, device=device, scale=scale, k_scale=k_scale, trials=trials, seed=seed,
-               threads=threads, nix_neurons=nix_neurons, nix_trials=nix_trials, network=network)
+    if settings is not None and options:
+        raise TypeError(f"twin_run takes its settings either as settings=TwinSettings(...) or as keywords, not both "
+                        f"(got settings and {', '.join(sorted(options))})")
+    settings = settings if settings is not None else TwinSettings(**options)
+    settings.check_network(network)
     check_neo_format(neo_format)
-    device = spiking_backend(backend).resolve_device(device)
+    backend, device, scale, k_scale = settings.backend, settings.device, settings.scale, settings.k_scale
+    trials, seed, threads = settings.trials, settings.seed, settings.threads
+    nix_neurons, nix_trials = settings.nix_neurons, settings.nix_trials
     if not isinstance(conditions, Stimulus) or conditions.n_inputs != network.n_inputs:
         raise ValueError(f"conditions must be a Stimulus with the network's {network.n_inputs} input channels")
     t0_wall = time.perf_counter()
