@@ -318,7 +318,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     _check_device(args)
     if args.what == "stimulus" and args.format != "nix":
         raise ValueError(f"--format {args.format}: the stimulus validation writes no Neo file (report.md and "
-                         "comparison.json); leave --format out")
+                         "stimulus.json); leave --format out")
     if args.what == "stimulus" and args.preset is not None:
         raise ValueError(f"--preset {args.preset} applies to `validate microcircuit` only; the stimulus validation "
                          "compares the DMF column's response with the spiking circuit's: leave it out")
@@ -385,11 +385,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     from colplugin.analysis.calibration import (FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE, calibrate,
                                                 calibration_network, read_saved_calibration)
-    from colplugin.analysis.twin import check_twin, check_twin_scale
+    from colplugin.analysis.twin import TwinSettings, check_twin_scale
     from colplugin.params import load_preset
 
     k_scale = STAIRCASE_K_SCALE if args.k_scale is None else args.k_scale
-    check_twin(backend=args.backend, scale=args.scale, k_scale=k_scale, seed=args.seed, threads=args.threads)
+    TwinSettings(backend=args.backend, scale=args.scale, k_scale=k_scale, seed=args.seed, threads=args.threads)
     check_twin_scale(calibration_network(load_preset(args.preset), max(args.columns, 1)), args.scale, k_scale)
     if args.spiking is not None and not Path(args.spiking).is_file():
         raise ValueError(f"--spiking {args.spiking}: no such file; pass the calibration.json of an earlier run")

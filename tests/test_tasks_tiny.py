@@ -192,3 +192,30 @@ def test_main_run_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(ValueError, match="not a run"):
         main_run(tmp_path, Tiny(), progress=False, validate_scale=None, twin_scale=None, resume=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing started inside it
+
+
+def test_options_survive_annotations_for_type_checkers_only_and_refuse_unconvertible_ones():
+    import argparse
+    from typing import TYPE_CHECKING
+
+    if TYPE_CHECKING:  # pragma: no cover
+        from numpy.typing import ArrayLike  # noqa: F401
+
+    class Typed(Tiny):  # not registered: a bad option must not reach the command line of other tests
+        name = "typed"
+
+        def __init__(self, data: "ArrayLike | None" = None,
+                     rate: Annotated[float, Option("--typed-rate", "typed: rate, Hz")] = 2.0):
+            super().__init__()
+            self.rate = rate
+
+    assert [(k, o.flag, d) for k, o, d in Typed.options()] == [("rate", "--typed-rate", 2.0)]
+
+    class Flagged(Tiny):
+        name = "flagged"
+
+        def __init__(self, on: Annotated[bool, Option("--flagged-on", "flagged: on or off")] = False):
+            super().__init__()
+
+    with pytest.raises(TypeError, match="--flagged-on.*needs Option"):
+        Flagged.add_arguments(argparse.ArgumentParser().add_argument_group("x"))

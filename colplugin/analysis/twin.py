@@ -82,14 +82,12 @@ def check_twin_scale(network, scale: float, k_scale: float | None = K_SCALE) -> 
     return check_scaling(scale, k_scale, twin_full_sizes(network), what="this network's spiking twin")
 
 
-def check_twin(*, backend: str = "brian2", device: str | None = None, scale: float = SCALE,
-               k_scale: float | None = K_SCALE, trials: int = 5, seed: int = 0, threads: int = 1,
-               nix_neurons: int = 10, nix_trials: int = 1, network=None) -> None:
+def check_twin(*, backend: str, device: str | None, scale: float, k_scale: float | None, trials: int, seed: int,
+               threads: int, nix_neurons: int, nix_trials: int) -> None:
     """Refuse bad twin settings (before any work) with a message that names the value and the fix.
 
-    With ``network`` (the ColumnNetwork to twin) the scale must also keep the floor of
-    :data:`colplugin.spiking.network.MIN_POPULATION_NEURONS` neurons in its smallest
-    population (:func:`check_twin_scale`).
+    :class:`TwinSettings` calls it when made (its defaults are the twin's); the floor of a
+    particular network is :func:`check_twin_scale` (:meth:`TwinSettings.check_network`).
 
     Raises
     ------
@@ -101,8 +99,6 @@ def check_twin(*, backend: str = "brian2", device: str | None = None, scale: flo
     """
     check_run(1.0, backend=backend, device=device, seed=seed, threads=threads)
     check_scaling(scale, k_scale)
-    if network is not None:
-        check_twin_scale(network, scale, k_scale)
     if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials < 1:
         raise ValueError(f"trials must be a whole number >= 1 (spiking trials per condition), got {trials!r}")
     if trials > MAX_TRIALS:

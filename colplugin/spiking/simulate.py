@@ -77,9 +77,9 @@ class SpikingBackend:
 
     def resolve_device(self, device: str | None) -> str | None:
         """``device``, or the backend's default device (its first) where it is None; None for a backend without."""
-        if device is None:
-            return self.devices[0] if self.devices else None
-        return device
+        if not self.devices:
+            return None
+        return self.devices[0] if device is None else device
 
     def check_device(self, device: str | None) -> None:
         """Refuse a device the backend does not offer (a backend without devices ignores it)."""

@@ -258,6 +258,7 @@ class Digits(Task):
                              f"images; give at most {len(self.y_test)} (or 0: all)")
         batch_size = int(batch_size)
         updates = max(1, math.ceil(self.epochs * len(self.y_train) / batch_size))
+        self.lr, self.lr_schedule = lr, lr_schedule  # recorded in config() and rebuilt by from_config
         self.settings = TrainSettings(updates=updates, lr=lr, optimizer="adam", gradient="direct",
                                       batch_size=batch_size, evaluate_initial=True, lr_schedule=lr_schedule)
 

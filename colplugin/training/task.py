@@ -269,7 +269,13 @@ class Task(ABC):
         """The keywords with a command-line form: ``(keyword, Option, default)``."""
         if cls.__init__ is object.__init__:
             return []
-        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+        try:
+            hints = typing.get_type_hints(cls.__init__, include_extras=True)
+        except NameError:  # an annotation names something imported for type checkers only: read the options alone
+            scope = vars(inspect.getmodule(cls.__init__))
+            hints = {name: eval(text, scope) if isinstance(text, str) else text  # noqa: S307
+                     for name, text in cls.__init__.__annotations__.items()
+                     if not isinstance(text, str) or "Option(" in text}
         found = []
         for name, param in cls.keywords().items():
             hint = hints.get(name)
@@ -285,9 +291,13 @@ class Task(ABC):
         ``reproduce`` (in a group per task) and refuses one given for another task, so
         flags must differ between tasks.
         """
-        for _, opt, default in cls.options():
-            kind = opt.type or (type(default) if isinstance(default, (int, float)) and not isinstance(default, bool)
-                                else None)
+        for name, opt, default in cls.options():
+            if opt.type is None and not isinstance(default, str) and \
+                    (isinstance(default, bool) or not isinstance(default, (int, float))):
+                raise TypeError(f"task {cls.name!r}: the option {opt.flag} of keyword {name!r} (default {default!r}) "
+                                "needs Option(..., type=...): its command-line text cannot be converted from the "
+                                "default's type")
+            kind = opt.type or (type(default) if not isinstance(default, str) else None)
             shown = f" (default {default})" if default is not inspect.Parameter.empty else ""
             group.add_argument(opt.flag, dest=opt.dest, type=kind, choices=opt.choices, metavar=opt.metavar,
                                help=opt.help + shown)
