@@ -34,7 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import colplugin as cp
 from colplugin.experiments import train_run
-from colplugin.plotting import plot_decision, plot_training
+from colplugin.plotting import plot_decision, plot_figure2, plot_training
 
 parser = argparse.ArgumentParser(description="dL25 Figure 2: winner-take-all decisions of two columns")
 parser.add_argument("--quick", action="store_true", help="2 updates (the documentation's run)")
@@ -74,17 +74,28 @@ print(f"{s['updates']} update{'s' * (s['updates'] != 1)}, final loss {s['final_l
 show(plot_training({0: res.metrics}, key="test_loss", title="decision: validation loss per update"))
 
 # %%
-# Figure 2: excitatory rates per layer
-# ------------------------------------
-# ``mu_A = 20`` Hz and ``mu_B = 20 - c`` for ``c = 0, 2, ..., 20`` Hz (colour), the
-# stimulus on between 0.5 and 1 s (grey); the winner's rates are solid, the loser's dashed.
+# Figure 2 as the paper draws it
+# ------------------------------
+# ``mu_A = 20`` Hz and ``mu_B = 20 - c`` for ``c = 0, 2, ..., 20`` Hz, from high evidence
+# (red) to low (purple); every trial starts from the network's rest state, the stimulus is
+# on between 0.5 and 1 s (grey); each layer's rate (the mean of its E and I populations) is
+# normalised to [0, 1]; the winner's rates are solid, the loser's dashed.
 
 fig2 = res.evaluation  # the numbers of colplugin.tasks.decision.figure2
+phases = fig2["phases_s"]
+show(plot_figure2(np.asarray(fig2["t_s"]), np.asarray(fig2["layer_rates_normalised"]), fig2["evidence_hz"],
+                  np.asarray(fig2["winner_column"]), stimulus=(phases[1], phases[2])))
+
+# %%
+# The excitatory rates in Hz
+# --------------------------
+# The same trials, every layer's E population in Hz (``figure2_raw.png``).
+
 fig = plot_decision(np.asarray(fig2["t_s"]), np.asarray(fig2["rates_hz"]), fig2["evidence_hz"],
                     np.asarray(fig2["winner_column"]),
                     title="E rates per layer (winner solid, loser dashed); pre / stimulus (grey) / post")
 for ax in fig.axes:
-    ax.axvspan(fig2["phases_s"][1], fig2["phases_s"][2], color="0.92", zorder=0)
+    ax.axvspan(phases[1], phases[2], color="0.92", zorder=0)
 show(fig)
 # sphinx_gallery_thumbnail_number = 2
 wins = fig2["stronger_input_wins"]

@@ -69,7 +69,8 @@ def _decision(out, stdout):
     assert f"the stronger input wins at {wins} of 10 evidence levels" in stdout
     nrmse = json.loads((out / "decision_metrics.json").read_text())["nrmse"]
     assert 0 < nrmse < 1 and f"normalised RMS error {nrmse:.3g}" in stdout
-    return 3
+    assert (out / "figure2_raw.png").is_file()
+    return 4  # training curve, Figure 2 as the paper draws it, the rates in Hz, the fit to Wong-Wang
 
 
 def _neo_signal(path, name="rate"):
