@@ -96,7 +96,7 @@ def test_a_test_only_backend_goes_through_twin_and_validate(poisson, tmp_path, c
 
     run = tmp_path / "xor"
     assert main(["train", "xor", "--updates", "1", "--out", str(run), "--no-progress"]) == 0
-    assert main(["twin", str(run), "--backend", "poisson", "--scale", "0.02", "--trials", "1",
+    assert main(["twin", str(run), "--backend", "poisson", "--scale", "0.02", "--trials", "1", "--nix-neurons", "1",
                  "--out", str(tmp_path / "twin")]) == 0
     twin = json.loads((tmp_path / "twin" / "twin.json").read_text())
     assert twin["backend"] == "poisson" and twin["device"] == "cpu"  # the backend's default device
@@ -105,7 +105,7 @@ def test_a_test_only_backend_goes_through_twin_and_validate(poisson, tmp_path, c
     assert abs(rates.mean() - 4.0) < 0.5 and np.all(np.abs(rates - 4.0) < 2.0)  # Poisson estimates of 4 Hz
     assert "drawing spikes" in (tmp_path / "twin" / "report.md").read_text()
     code = main(["validate", "microcircuit", "--backend", "poisson", "--scale", "0.02", "--duration", "0.7",
-                 "--seeds", "1", "--out", str(tmp_path / "val")])
+                 "--seeds", "1", "--format", "nwb", "--out", str(tmp_path / "val")])
     assert code in (0, 1)  # 1: a judged check failed (4 Hz everywhere is not PD14), every result written
     rows = json.loads((tmp_path / "val" / "comparison.json").read_text())
     assert len(rows) == 8 and all(abs(r["spiking_rate"] - 4.0) < 1.5 for r in rows)  # the fake's 4 Hz
