@@ -386,11 +386,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from colplugin.analysis.calibration import (FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE, calibrate,
                                                 calibration_network, read_saved_calibration)
     from colplugin.analysis.twin import TwinSettings, check_twin_scale
-    from colplugin.params import load_preset
+    from colplugin.params import DEFAULT_PRESET, resolve_params
 
+    preset = args.preset if args.preset is not None else DEFAULT_PRESET
     k_scale = STAIRCASE_K_SCALE if args.k_scale is None else args.k_scale
     TwinSettings(backend=args.backend, scale=args.scale, k_scale=k_scale, seed=args.seed, threads=args.threads)
-    check_twin_scale(calibration_network(load_preset(args.preset), max(args.columns, 1)), args.scale, k_scale)
+    check_twin_scale(calibration_network(resolve_params(preset), max(args.columns, 1)), args.scale, k_scale)
     if args.spiking is not None and not Path(args.spiking).is_file():
         raise ValueError(f"--spiking {args.spiking}: no such file; pass the calibration.json of an earlier run")
     if args.spiking is not None:
@@ -414,8 +415,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                          "held-out level must not be fitted; give levels that differ")
     out = _new_run_dir(args.out, "calibrate", args.overwrite, reads=_reads(args))
     torch.set_num_threads(1)
-    print(f"calibrating {args.preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
-    r = calibrate(out, args.preset, scale=args.scale, k_scale=k_scale, backend=args.backend, seed=args.seed,
+    print(f"calibrating {preset} against its spiking twin ({args.backend}, scale {args.scale}) ...", flush=True)
+    r = calibrate(out, preset, scale=args.scale, k_scale=k_scale, backend=args.backend, seed=args.seed,
                   neo_format=args.format,
                   threads=args.threads, gains=args.gains, spiking_from=args.spiking, columns=args.columns,
                   fit_levels=fit_levels, held_out=held_out)
@@ -424,7 +425,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"largest relative difference from the spiking rates: before {r['max_rel_before']:.3g}, calibrated "
           f"{r['max_rel_fit']:.3g} (fit levels), {r['max_rel_held_out']:.3g} (held-out levels; goal 0.1)")
     nix = "" if args.spiking else ", spikes.nix"
-    print(f"wrote {_shown(out)} ({args.preset}_calibrated.toml, calibration.json, report.md, calibration.png{nix})")
+    print(f"wrote {_shown(out)} ({r['calibrated_preset']}.toml, calibration.json, report.md, calibration.png{nix})")
     return 0
 
 
@@ -664,9 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="fit the DMF's f (one offset per population) to its spiking twin; "
                                          "writes a preset")
-    p.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
-                   help=f"preset to calibrate (default {DEFAULT_PRESET}); the result is a file whose base is this "
-                        "preset, so it takes a shipped preset's name")
+    _add_preset(p, default=f"default {DEFAULT_PRESET}; the result is a file whose base is this preset")
     p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="nest",
                    help="spiking simulator (default nest)")
     p.add_argument("--scale", type=float, default=SCALE,

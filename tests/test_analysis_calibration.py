@@ -218,3 +218,26 @@ def test_a_trial_point_that_runs_away_does_not_stop_the_fit(monkeypatch):
     assert calls["raised"] == 1 and calls["n"] > 12  # it ran into the runaway and went on
     np.testing.assert_allclose(x[:8][active], truth[active], atol=0.05)
     assert calibration.RUNAWAY_RESIDUAL == 10.0
+
+
+def test_calibrating_a_parameter_file_writes_a_file_based_on_it(tmp_path):
+    """--preset FILE as on every other command: the calibrated file starts from the user's file."""
+    import json
+
+    from colplugin.analysis.calibration import calibrate
+
+    mine = tmp_path / "params" / "mine.toml"
+    mine.parent.mkdir()
+    mine.write_text('base = "dl25"\ntau_m = "25 ms"\n')
+    saved = tmp_path / "calibration.json"  # spiking rates to refit (no spiking run): 2 Hz everywhere, 3 levels
+    saved.write_text(json.dumps({"preset": str(mine.resolve()), "fit_levels_hz": [0.0, 10.0],
+                                 "held_out_levels_hz": [5.0], "spiking_hz": [[2.0] * 8] * 3,
+                                 "run": {"columns": 1, "scale": 0.1, "k_scale": 1.0, "backend": "nest", "seed": 0,
+                                         "neurons": 7717, "wall_seconds": 1.0, "segment_s": 0.5, "window_s": 0.3}}))
+    r = calibrate(tmp_path / "out", mine, spiking_from=saved, fit_levels=[0.0, 10.0], held_out=[5.0])
+    out = tmp_path / "out" / "mine_calibrated.toml"
+    assert r["calibrated_preset"] == "mine_calibrated" and out.is_file()
+    cal = cp.load_params(out)
+    assert cal["tau_m"] == pytest.approx(0.025)  # from mine.toml, through the file's base
+    np.testing.assert_allclose(cal["V_offset"], r["V_offset_mV"], rtol=1e-5)
+    assert cal.name == "mine_calibrated"

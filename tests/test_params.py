@@ -176,3 +176,21 @@ def test_pd14_adaptation_is_a_named_option():
     assert list(adapting["kappa"]) == [1.5, 0, 0, 0, 0, 0, 0, 0]  # dL25: L2/3E only (mV s)
     assert adapting["tau_m"] == plain["tau_m"] and adapting["J_E"] == plain["J_E"]  # everything else is pd14's
     assert "pd14_adapting" in plain.to_dict()["kappa"]["source"]
+
+
+def test_a_parameter_file_may_start_from_another_file(tmp_path):
+    (tmp_path / "a.toml").write_text('base = "dl25"\ntau_m = "25 ms"\n[preset]\nname = "mine"\n')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.toml").write_text('base = "../a.toml"\n[kappa]\nvalue = [1, 1, 1, 1, 1, 1, 1, 1]\n'
+                                             'unit = "mV*s"\n')
+    b = cp.load_params(tmp_path / "sub" / "b.toml")  # relative to the file that names it
+    assert b["tau_m"] == pytest.approx(0.025) and b["kappa"][0] == pytest.approx(1.0)  # mV*s, as written
+    assert b.name == "mine+b"
+    dl25 = cp.load_preset("dl25")
+    np.testing.assert_array_equal(b["connection_probability"], dl25["connection_probability"])
+    (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(cp.ParameterError, match="its own base"):
+        cp.load_params(tmp_path / "loop.toml")
+    (tmp_path / "lost.toml").write_text('base = "nowhere.toml"\n')
+    with pytest.raises(cp.ParameterError, match="neither a preset .* nor a parameter file"):
+        cp.load_params(tmp_path / "lost.toml")

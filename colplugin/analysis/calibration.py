@@ -24,7 +24,7 @@ from scipy.optimize import least_squares
 from .._io import atomic_write_text
 from ..export.neo import check_neo_format, save_neo
 from ..network import ColumnNetwork, Input
-from ..params import Params, load_preset
+from ..params import DEFAULT_PRESET, PRESETS, Params, resolve_params
 from ..params.names import POPULATIONS
 from ..plotting import save_figure
 from ..solve.simulate import SimulationError, Solver, simulate
@@ -213,13 +213,19 @@ def fit_calibration(params: Params, levels: Sequence[float], target: np.ndarray,
                                             "cost_after": float(sol.cost), "evaluations": int(sol.nfev)}
 
 
-def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str, gains: np.ndarray | None = None) -> str:
-    """A preset file (``base = preset``) that sets ``V_offset`` (mV) and ``input_gain``."""
+def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str, gains: np.ndarray | None = None,
+                           name: str | None = None) -> str:
+    """A preset file (``base = preset``, a preset's name or a file's path) setting ``V_offset`` and ``input_gain``.
+
+    ``name``: the calibrated preset is called ``<name>_calibrated`` (default: ``preset``).
+    """
+    name = preset if name is None else name
+    base = json.dumps(str(preset))  # a TOML basic string (JSON's escapes are TOML's)
     values = ", ".join(f"{x:.6g}" for x in offsets)
-    text = (f'# Preset "{preset}_calibrated": "{preset}" with each population\'s input currents scaled and f\'s\n'
+    text = (f'# Preset "{name}_calibrated": {preset} with each population\'s input currents scaled and f\'s\n'
             f"# argument shifted so that the DMF's rates match its spiking twin (written by `colplugin calibrate`).\n\n"
-            f'base = "{preset}"\n\n[preset]\nname = "{preset}_calibrated"\n'
-            f'description = "{preset} calibrated against its spiking twin"\n\n'
+            f'base = {base}\n\n[preset]\nname = "{name}_calibrated"\n'
+            f'description = "{name} calibrated against its spiking twin"\n\n'
             f'[V_offset]\nvalue = [{values}]\nunit = "mV"\nsource = "{source}"\n')
     if gains is not None:
         text += (f'\n[input_gain]\nvalue = [{", ".join(f"{x:.6g}" for x in gains)}]\nunit = "dimensionless"\n'
@@ -227,15 +233,17 @@ def calibrated_preset_toml(preset: str, offsets: np.ndarray, source: str, gains:
     return text
 
 
-def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_scale: float = STAIRCASE_K_SCALE,
+def calibrate(out: str | Path, preset: str | Path = DEFAULT_PRESET, *, scale: float = SCALE,
+              k_scale: float = STAIRCASE_K_SCALE,
               backend: str = "nest", seed: int = 0, threads: int = 1, fit_levels: Sequence[float] = FIT_LEVELS,
               held_out: Sequence[float] = HELD_OUT_LEVELS, gains: bool = False,
               spiking_from: str | Path | None = None, columns: int = 1,
               neo_format: str = "nix") -> dict[str, Any]:
     """Calibrate a preset's DMF against its spiking twin and write the calibrated preset.
 
-    Writes into ``out``: ``<preset>_calibrated.toml`` (load it with
-    :func:`colplugin.params.load_params`), ``calibration.json`` (spiking, DMF and calibrated
+    ``preset`` is a shipped preset's name or a parameter file. Writes into ``out``:
+    ``<preset>_calibrated.toml`` (``base =`` the preset, or the file by its absolute path; load
+    it with :func:`colplugin.params.load_params` or ``--preset``), ``calibration.json`` (spiking, DMF and calibrated
     rates per level and population, relative differences, the offsets), ``calibration.png``
     and ``report.md``, and ``spikes.nix``.
 
@@ -261,7 +269,9 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_
         twin's floor (:func:`colplugin.analysis.twin.check_twin_scale`), before ``out`` is created.
     """
     out = Path(out)
-    params = load_preset(preset)
+    params = resolve_params(preset)
+    preset = str(preset) if str(preset) in PRESETS else str(Path(preset).resolve())  # as the result's base names it
+    label = preset if preset in PRESETS else Path(preset).stem  # the name of the calibrated preset
     if params["transfer"] != "dmf":
         raise ValueError(f"calibrate fits the DMF's f to its spiking twin; preset {preset!r} has the "
                          f"{params['transfer']!r} transfer, the LIF neuron's own rate, which has nothing to fit "
@@ -298,7 +308,7 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_
     active = spk >= FLOOR_HZ
     source = (f"fit to the {backend} spiking twin of {column_words(columns)} ({params.default_area}, scale {scale}, "
               f"k {k_scale}, seed {seed}) at {', '.join(f'{u:g}' for u in fit_levels)} Hz input; colplugin calibrate")
-    numbers = {"preset": preset, "calibrated_preset": f"{preset}_calibrated", "V_offset_mV": offsets.tolist(),
+    numbers = {"preset": preset, "calibrated_preset": f"{label}_calibrated", "V_offset_mV": offsets.tolist(),
                "input_gain": gain.tolist(),
                "fit_levels_hz": list(fit_levels), "held_out_levels_hz": list(held_out), "populations": POPULATIONS,
                "spiking_hz": spk.tolist(), "dmf_hz": before.tolist(), "calibrated_hz": after.tolist(),
@@ -307,8 +317,8 @@ def calibrate(out: str | Path, preset: str = "dl25", *, scale: float = SCALE, k_
                "max_rel_held_out": float(np.abs(rel(after)[n_fit:][active[n_fit:]]).max()),
                "max_rel_before": float(np.abs(rel(before)[active]).max()),
                "columns": int(columns), "fit": fit, "run": run, "source": source}
-    atomic_write_text(out / f"{preset}_calibrated.toml",
-                      calibrated_preset_toml(preset, offsets, source, gain if gains else None))
+    atomic_write_text(out / f"{label}_calibrated.toml",
+                      calibrated_preset_toml(preset, offsets, source, gain if gains else None, name=label))
     atomic_write_text(out / "calibration.json", json.dumps(numbers, indent=2))
     save_figure(_figure(levels, n_fit, spk, before, after), out / "calibration.png")
     atomic_write_text(out / "report.md", _report(numbers))

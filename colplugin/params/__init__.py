@@ -43,7 +43,9 @@ live in the ``pd14`` preset; a parameter set without them (for example a network
 saved before they existed) takes them from ``pd14``, with that source recorded.
 
 A preset file may start from another one with a top-level ``base = "pd14"`` and set only
-what changes (``dl25`` does), so that every PD14 number is written once.
+what changes (``dl25`` does), so that every PD14 number is written once. A user's file may
+also start from another parameter file (``base = "mine.toml"``, relative to the file that
+names it), e.g. the one ``colplugin calibrate --preset mine.toml`` writes.
 
 Examples
 --------
@@ -553,6 +555,50 @@ def _merge(base: Mapping[str, Any], raw: dict[str, Any], what: str) -> dict[str,
     return merged
 
 
+def _read_parameter_file(path: Path) -> dict[str, Any]:
+    """The raw table of a parameter file: TOML, or JSON written by :meth:`Params.save`."""
+    if path.is_file():
+        refusal = _not_params(path, None)
+        if refusal is not None:
+            raise refusal
+    if path.suffix != ".json":
+        return _read_toml(path, f"parameter file {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"cannot read parameter file {path}: {exc}; give a params.json written by "
+                             "colplugin, or a TOML file") from None
+    if not isinstance(raw, dict):
+        raise ParameterError(f"parameter file {path} holds a JSON {type(raw).__name__}, not a table of "
+                             "parameters; give a params.json written by colplugin, or a TOML file")
+    return raw
+
+
+def _raw_base(base: str, including: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw table that a file's ``base`` names: a shipped preset, or another parameter file.
+
+    A file is found relative to the directory of the file that names it (``including``);
+    it may itself start from a base.
+    """
+    if base in PRESETS:
+        return _raw_preset(base)
+    target = Path(base) if Path(base).is_absolute() else including.parent / base
+    if not target.is_file():
+        raise ParameterError(f"base = {base!r} is neither a preset ({', '.join(PRESETS)}) nor a parameter file "
+                             f"(looked for {target}); name a preset, or a file relative to {including.parent}")
+    seen = _seen + (including.resolve(),)
+    if target.resolve() in seen:
+        raise ParameterError(f"parameter file {target} is its own base "
+                             f"({' -> '.join(str(p) for p in seen + (target.resolve(),))})")
+    raw = _read_parameter_file(target)
+    inner = raw.pop("base", None)
+    if inner is None:
+        raw.setdefault("preset", {})
+        raw.setdefault("areas", {})
+        return raw
+    return _merge(_raw_base(str(inner), target, seen), raw, str(target))
+
+
 def _raw_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name not in PRESETS:
         raise ParameterError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}, or load your own "
@@ -606,21 +652,7 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     """
     _check_overrides(overrides)
     path = Path(path)
-    if path.is_file():
-        refusal = _not_params(path, None)
-        if refusal is not None:
-            raise refusal
-    if path.suffix == ".json":
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ParameterError(f"cannot read parameter file {path}: {exc}; give a params.json written by "
-                                 "colplugin, or a TOML file") from None
-        if not isinstance(raw, dict):
-            raise ParameterError(f"parameter file {path} holds a JSON {type(raw).__name__}, not a table of "
-                                 "parameters; give a params.json written by colplugin, or a TOML file")
-    else:
-        raw = _read_toml(path, f"parameter file {path}")
+    raw = _read_parameter_file(path)
     base = raw.pop("base", None)
     try:
         if base is None:
@@ -628,9 +660,11 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         else:
             meta = raw.get("preset", {})
             sets_g = "g" in raw
-            merged = _merge(_raw_preset(str(base)), raw, str(path))
+            base_raw = _raw_base(str(base), path)
+            base_name = str(base) if str(base) in PRESETS else base_raw["preset"].get("name", Path(str(base)).stem)
+            merged = _merge(base_raw, raw, str(path))
             if isinstance(meta, Mapping):
-                merged["preset"]["name"] = meta.get("name", f"{base}+{path.stem}")
+                merged["preset"]["name"] = meta.get("name", f"{base_name}+{path.stem}")
             params = Params.from_dict(merged)
             if sets_g and params["inhibition"] != "g":
                 _warn_unused_g(f"{path} sets g = {params['g']:g}", "set inhibition = \"g\" in the file too")
