@@ -14,8 +14,8 @@ if TYPE_CHECKING:  # annotations only; matplotlib is imported when a figure is d
     from matplotlib.figure import Figure
 
 
-__all__ = ["new_figure", "save_figure", "plot_rates", "plot_training", "plot_weights", "plot_decision", "plot_figure2",
-           "plot_overlay"]
+__all__ = ["new_figure", "save_figure", "show", "plot_rates", "plot_training", "plot_weights", "plot_decision",
+           "plot_figure2", "plot_overlay"]
 
 
 def new_figure(**kwargs: Any) -> Figure:
@@ -31,6 +31,27 @@ def save_figure(fig: Figure, path: Any, dpi: int = 110) -> Any:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix[1:])
     return path
+
+
+def show(fig: Figure) -> Any:
+    """Hand a Figure of these functions to pyplot, which displays it (and sphinx-gallery, which draws it).
+
+    The plotting functions return Figures that pyplot does not manage (they work without a
+    display); in an interactive session or a gallery example, ``show(plot_rates(traj))``
+    displays one. Returns the pyplot figure.
+    """
+    import matplotlib.pyplot as plt  # lazy: start-up time
+
+    try:
+        return plt.figure(fig)  # matplotlib >= 3.11 adopts a Figure made without pyplot
+    except (ValueError, TypeError):  # older matplotlib: display a rendering of it
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: start-up time
+
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        shown = plt.figure(figsize=fig.get_size_inches(), dpi=fig.dpi)
+        shown.figimage(np.asarray(canvas.buffer_rgba()))
+        return shown
 
 
 def plot_rates(traj: Any, trial: int = 0, title: str | None = None, max_legend: int = 8) -> Figure:
@@ -85,7 +106,7 @@ def plot_training(metrics_by_seed: dict[Any, list[dict]], key: str = "test_accur
 def plot_weights(network: Any, title: str = "Learned inter-column weights") -> Figure:
     """A Figure 1A-like diagram: inputs and columns as nodes, learned weights as arrows.
 
-    Arrow width grows with |w| (nA; a legend gives the scale); as in dL25 Figure 1A, blue
+    Arrow width grows with ``|w|`` (nA; a legend gives the scale); as in dL25 Figure 1A, blue
     arrows target E populations, red ones I.
     """
     fig = new_figure(figsize=(7, 5), constrained_layout=True)

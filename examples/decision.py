@@ -30,11 +30,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import colplugin as cp
 from colplugin.experiments import train_run
-from colplugin.plotting import plot_decision, plot_figure2, plot_training
+from colplugin.plotting import plot_decision, plot_figure2, plot_training, show
 
 parser = argparse.ArgumentParser(description="dL25 Figure 2: winner-take-all decisions of two columns")
 parser.add_argument("--quick", action="store_true", help="2 updates (the documentation's run)")
@@ -46,17 +45,6 @@ out = args.out or (Path(tempfile.mkdtemp(prefix="colplugin-decision-")) if args.
 print(f"output directory: {out}")
 torch.set_num_threads(1)  # small solves: one thread is fastest
 
-
-def show(fig):
-    """Hand a Figure of colplugin's plotting functions to pyplot (which displays it)."""
-    try:
-        return plt.figure(fig)  # matplotlib >= 3.11 adopts a Figure made without pyplot
-    except ValueError:  # older matplotlib: display a rendering of it
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        shown = plt.figure(figsize=fig.get_size_inches(), dpi=fig.dpi)
-        shown.figimage(np.asarray(canvas.buffer_rgba()))
-        return shown
 
 
 # %%

@@ -36,11 +36,10 @@ import neo
 import numpy as np
 import quantities as pq
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import colplugin as cp
 from colplugin.export.neo import stimulus_from_neo
-from colplugin.plotting import plot_training
+from colplugin.plotting import plot_training, show
 from colplugin.tasks.fit import fit
 
 parser = argparse.ArgumentParser(description="fit a network of columns to a Neo recording, run the fit in Brian2")
@@ -53,17 +52,6 @@ out.mkdir(parents=True, exist_ok=True)
 print(f"output directory: {out}")
 torch.set_num_threads(1)  # small solves: one thread is fastest
 
-
-def show(fig):
-    """Hand a Figure of colplugin's plotting functions to pyplot (which displays it)."""
-    try:
-        return plt.figure(fig)  # matplotlib >= 3.11 adopts a Figure made without pyplot
-    except ValueError:  # older matplotlib: display a rendering of it
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        shown = plt.figure(figsize=fig.get_size_inches(), dpi=fig.dpi)
-        shown.figimage(np.asarray(canvas.buffer_rgba()))
-        return shown
 
 
 # %%

@@ -29,12 +29,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import colplugin as cp
+from colplugin.plotting import show
 from colplugin.analysis.figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates
 from colplugin.analysis.twin import twin_run
 from colplugin.spiking import simulate_spiking, spiking_twin
@@ -53,17 +52,6 @@ if args.quick:
 else:  # the defaults of `colplugin twin`
     twin = {"scale": 0.1, "k_scale": 0.5, "trials": 5, "device": "cpp_standalone", "nix_neurons": 10}
 
-
-def show(fig):
-    """Hand a Figure of colplugin's plotting functions to pyplot (which displays it)."""
-    try:
-        return plt.figure(fig)  # matplotlib >= 3.11 adopts a Figure made without pyplot
-    except ValueError:  # older matplotlib: display a rendering of it
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        shown = plt.figure(figsize=fig.get_size_inches(), dpi=fig.dpi)
-        shown.figimage(np.asarray(canvas.buffer_rgba()))
-        return shown
 
 
 # %%

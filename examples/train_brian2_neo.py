@@ -25,10 +25,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import colplugin as cp
-from colplugin.plotting import plot_overlay
+from colplugin.plotting import plot_overlay, show
 
 parser = argparse.ArgumentParser(description="train in PyTorch, run in Brian2, write and read Neo (NIX) files")
 parser.add_argument("--quick", action="store_true", help="3 training updates (the documentation's run)")
@@ -41,17 +40,6 @@ out.mkdir(parents=True, exist_ok=True)
 print(f"output directory: {out}")
 torch.set_num_threads(1)  # small solves: one thread is fastest
 
-
-def show(fig):
-    """Hand a Figure of colplugin's plotting functions to pyplot (which displays it)."""
-    try:
-        return plt.figure(fig)  # matplotlib >= 3.11 adopts a Figure made without pyplot
-    except ValueError:  # older matplotlib: display a rendering of it
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        shown = plt.figure(figsize=fig.get_size_inches(), dpi=fig.dpi)
-        shown.figimage(np.asarray(canvas.buffer_rgba()))
-        return shown
 
 
 # %%

@@ -29,13 +29,11 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import colplugin as cp
 from colplugin.experiments import reproduce
-from colplugin.plotting import plot_training, plot_weights
+from colplugin.plotting import plot_training, plot_weights, show
 from colplugin.tasks.xor import truth_table
 
 parser = argparse.ArgumentParser(description="dL25 Figure 1B: XOR learned by three columns")
@@ -47,17 +45,6 @@ out = args.out or (Path(tempfile.mkdtemp(prefix="colplugin-xor-")) if args.quick
 print(f"output directory: {out}")
 torch.set_num_threads(1)  # small solves: one thread is fastest
 
-
-def show(fig):
-    """Hand a Figure of colplugin's plotting functions to pyplot (which displays it)."""
-    try:
-        return plt.figure(fig)  # matplotlib >= 3.11 adopts a Figure made without pyplot
-    except ValueError:  # older matplotlib: display a rendering of it
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        shown = plt.figure(figsize=fig.get_size_inches(), dpi=fig.dpi)
-        shown.figimage(np.asarray(canvas.buffer_rgba()))
-        return shown
 
 
 # %%

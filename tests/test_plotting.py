@@ -28,3 +28,17 @@ def test_rate_legends_collapse_for_many_columns():
     fig = plot_rates(traj)
     assert all(ax.get_legend() is None for ax in fig.axes)
     assert any("12 columns" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_show_hands_a_package_figure_to_pyplot():
+    import matplotlib.pyplot as plt
+
+    from colplugin.plotting import new_figure, show
+
+    fig = new_figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [0, 1])
+    before = set(plt.get_fignums())
+    shown = show(fig)  # pyplot now manages it: an interactive session and sphinx-gallery display it
+    assert set(plt.get_fignums()) - before
+    assert (shown is fig and shown.axes[0].has_data()) or shown.images  # adopted, or a rendering (matplotlib < 3.11)
+    plt.close(shown)
