@@ -170,17 +170,27 @@ def plot_decision(t: np.ndarray, rates: np.ndarray, evidence: Sequence[float], w
     """
     import matplotlib as mpl  # lazy: start-up time
 
-    fig = new_figure(figsize=(11, 7), constrained_layout=True)
-    axes = fig.subplots(2, 2, sharex=True).ravel()
     cmap = mpl.colormaps["viridis"]
-    for li, (ax, layer) in enumerate(zip(axes, ("L2/3E", "L4E", "L5E", "L6E"))):
+    colors = [cmap(k / max(1, len(evidence) - 1)) for k in range(len(evidence))]
+    return _winner_loser_panels(t, rates, evidence, winner, colors, ("L2/3E", "L4E", "L5E", "L6E"), "rate (Hz)",
+                                title)
+
+
+def _winner_loser_panels(t: np.ndarray, rates: np.ndarray, evidence: Sequence[float], winner: np.ndarray,
+                         colors: Sequence[Any], layers: Sequence[str], ylabel: str, title: str,
+                         stimulus: tuple[float, float] | None = None, sharey: bool = False) -> Figure:
+    """Four panels (one per layer) of both columns' rates per evidence level: winner solid, loser dashed."""
+    fig = new_figure(figsize=(11, 7), constrained_layout=True)
+    axes = fig.subplots(2, 2, sharex=True, sharey=sharey).ravel()
+    for li, (ax, layer) in enumerate(zip(axes, layers)):
+        if stimulus is not None:
+            ax.axvspan(stimulus[0], stimulus[1], color="0.92", zorder=0)
         for k, c in enumerate(evidence):
-            color = cmap(k / max(1, len(evidence) - 1))
             w = int(winner[k])
-            ax.plot(t, rates[:, k, w, li], "-", color=color, lw=1.2, label=f"c = {c:g} Hz" if li == 0 else None)
-            ax.plot(t, rates[:, k, 1 - w, li], "--", color=color, lw=1.0)
+            ax.plot(t, rates[:, k, w, li], "-", color=colors[k], lw=1.2, label=f"c = {c:g} Hz" if li == 0 else None)
+            ax.plot(t, rates[:, k, 1 - w, li], "--", color=colors[k], lw=1.0)
         ax.set_title(layer)
-        ax.set_ylabel("rate (Hz)")
+        ax.set_ylabel(ylabel)
     for ax in axes[2:]:
         ax.set_xlabel("time (s)")
     axes[0].legend(fontsize=6, ncol=2)
@@ -205,25 +215,10 @@ def plot_figure2(t: np.ndarray, layer_rates: np.ndarray, evidence: Sequence[floa
     """
     import matplotlib as mpl  # lazy: start-up time
 
-    fig = new_figure(figsize=(11, 7), constrained_layout=True)
-    axes = fig.subplots(2, 2, sharex=True, sharey=True).ravel()
     cmap = mpl.colormaps["rainbow"]  # purple (low) ... red (high)
     top = max(float(np.max(evidence)), 1e-12)
-    for li, (ax, layer) in enumerate(zip(axes, ("L2/3", "L4", "L5", "L6"))):
-        if stimulus is not None:
-            ax.axvspan(stimulus[0], stimulus[1], color="0.92", zorder=0)
-        for k, c in enumerate(evidence):
-            color = cmap(float(c) / top)
-            w = int(winner[k])
-            ax.plot(t, layer_rates[:, k, w, li], "-", color=color, lw=1.2, label=f"c = {c:g} Hz" if li == 0 else None)
-            ax.plot(t, layer_rates[:, k, 1 - w, li], "--", color=color, lw=1.0)
-        ax.set_title(layer)
-        ax.set_ylabel("normalised rate")
-    for ax in axes[2:]:
-        ax.set_xlabel("time (s)")
-    axes[0].legend(fontsize=6, ncol=2)
-    fig.suptitle(title)
-    return fig
+    return _winner_loser_panels(t, layer_rates, evidence, winner, [cmap(float(c) / top) for c in evidence],
+                                ("L2/3", "L4", "L5", "L6"), "normalised rate", title, stimulus, sharey=True)
 
 
 def _input_pattern(stimulus: Any, trial: int) -> str:

@@ -91,11 +91,7 @@ class KeepBest:
 
     def finish(self, network: torch.nn.Module, out: Path | None) -> None:
         """Load the kept parameters into ``network`` (and write ``out/best_weights.pt``)."""
-        network.load_state_dict(self.state["state_dict"])
-        if out is not None:
-            with atomic_path(out / "best_weights.pt") as tmp:
-                torch.save({"state_dict": network.state_dict(), "update": self.state["update"],
-                            "accuracy": self.state["accuracy"]}, tmp)
+        _restore_best(network, self.state, out, "accuracy", "accuracy")
 
 
 class EarlyStopping:
@@ -125,11 +121,15 @@ class EarlyStopping:
 
     def finish(self, network: torch.nn.Module, out: Path | None) -> None:
         """Load the parameters of the lowest test loss into ``network`` (and write ``out/best_weights.pt``)."""
-        network.load_state_dict(self.state["state_dict"])
-        if out is not None:
-            with atomic_path(out / "best_weights.pt") as tmp:
-                torch.save({"state_dict": network.state_dict(), "update": self.state["update"],
-                            "test_loss": self.state["loss"]}, tmp)
+        _restore_best(network, self.state, out, "test_loss", "loss")
+
+
+def _restore_best(network: torch.nn.Module, state: dict[str, Any], out: Path | None, key: str, value: str) -> None:
+    """Load a policy's kept parameters into ``network``; write ``out/best_weights.pt`` with ``{key: state[value]}``."""
+    network.load_state_dict(state["state_dict"])
+    if out is not None:
+        with atomic_path(out / "best_weights.pt") as tmp:
+            torch.save({"state_dict": network.state_dict(), "update": state["update"], key: state[value]}, tmp)
 
 
 class GradientClip:
