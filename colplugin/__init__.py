@@ -23,7 +23,7 @@ from .column import POPULATIONS
 from .transfers import DMFTransfer, SiegertTransfer, Transfer
 from .network import Area, ColumnNetwork, Feedback, Feedforward, Input, Lateral, Projection
 from .stimulus import MembraneNoise, Stimulus
-from .solve import Adjoint, Direct, SimulationError, Solver, Trajectory, simulate
+from .solve import Adjoint, Direct, Engine, ErrorControl, FixedStep, SimulationError, Solver, Trajectory, simulate
 from .training import load_checkpoint, train
 from . import tasks
 from .export import from_neo, load_nix, load_nwb, save_nix, save_nwb, to_brian2, to_neo
@@ -33,7 +33,8 @@ __all__ = [
     "Params", "ParameterError", "load_params", "load_preset", "PRESETS", "POPULATIONS",
     "Transfer", "DMFTransfer", "SiegertTransfer",
     "Area", "ColumnNetwork", "Feedback", "Feedforward", "Input", "Lateral", "Projection",
-    "Stimulus", "MembraneNoise", "Solver", "Direct", "Adjoint", "SimulationError", "Trajectory", "simulate",
+    "Stimulus", "MembraneNoise", "Solver", "FixedStep", "ErrorControl", "Engine", "Direct", "Adjoint",
+    "SimulationError", "Trajectory", "simulate",
     "train", "load_checkpoint", "tasks", "to_brian2", "to_neo", "from_neo", "save_nix", "load_nix",
     "save_nwb", "load_nwb",
 ]

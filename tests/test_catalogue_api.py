@@ -177,10 +177,15 @@ def test_simulate_recording_clock_rule(dl25):
     (dict(max_steps=2.5), ["max_steps=2.5", "whole number"]),
     (dict(max_steps=True), ["max_steps=True", "bool"]),
     (dict(step=True), ["step=True", "bool"]),
-    (dict(rtol=NAN), ["rtol=nan", "positive and finite"]),
+    (dict(method="dopri5", rtol=NAN), ["rtol=nan", "positive and finite"]),
+    (dict(rtol=1e-6), ["rtol and atol", "adaptive", "fixed step"]),
+    (dict(control=cp.ErrorControl()), ["rk4", "FixedStep(step)"]),
+    (dict(method="dopri5", control=cp.FixedStep()), ["dopri5", "ErrorControl(rtol, atol)"]),
+    (dict(engine="fused"), ["Engine(backend"]),
 ])
 def test_solver_refused_at_construction(kwargs, fragments):
-    msg = _message((ValueError, TypeError), lambda: cp.Solver("rk4", **kwargs))
+    kwargs = {"method": "rk4", **kwargs}
+    msg = _message((ValueError, TypeError), lambda: cp.Solver(**kwargs))
     for f in fragments:
         assert f in msg, (f, msg)
 

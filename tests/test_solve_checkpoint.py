@@ -132,7 +132,7 @@ def test_checkpoint_every_must_be_a_non_negative_int(dl25):
     with pytest.raises(ValueError, match="checkpoint_every must be None"):
         fused_solve(net.field(dense=False), net.initial_state(1), [0.0, 0.01], [0], [1], "rk4",
                     lambda t, x, n: None, checkpoint_every=-3)
-    assert type(cp.Solver("rk4", checkpoint_every=np.int64(5)).to_dict()["checkpoint_every"]) is int
+    assert type(cp.Solver("rk4", checkpoint_every=np.int64(5)).to_dict()["engine"]["checkpoint_every"]) is int
 
 
 @pytest.mark.skipif(not compiled.kernel_available()[0],

@@ -60,8 +60,8 @@ def test_training_lowers_the_loss(tmp_path):
                                                          "atol": None}
     # the adjoint integrates on torchdiffeq (TrainSettings.solver_for); test solves on the fused loop, which
     # the task's backend="auto" picks for the DMF (the records hold the concrete backends)
-    assert data["solver"] == {**task.solver.to_dict(), "backend": "torchdiffeq"}
-    assert data["test_solver"] == {**task.solver.to_dict(), "backend": "fused"}
+    assert cp.Solver.from_dict(data["solver"]) == task.solver.on("torchdiffeq")
+    assert cp.Solver.from_dict(data["test_solver"]) == task.solver.on("fused")
     assert data["settings"]["lr"] == 0.05 and data["settings"]["clip_grad"] is None
 
 
@@ -96,7 +96,7 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert ckpt["update"] == 3
-    assert ckpt["gradient"] == {"name": "direct"} and ckpt["solver"]["backend"] == "fused"
+    assert ckpt["gradient"] == {"name": "direct"} and ckpt["solver"]["engine"]["backend"] == "fused"
     assert ckpt["settings"]["batch_size"] == 4 and ckpt["task"]["settings"]["gradient"] == {"name": "adjoint",
                                                                                           "checkpoint": 1e-3,
                                                                                           "rtol": None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -246,12 +246,17 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
         seg = torch.zeros_like(seg)
     try:
         state, func.nfe = fused_solve(func.field, y0, stops.tolist(), seg.tolist(), out_idx.tolist(),
-                                      solver.method, func._watch, step=solver.step, rtol=solver.rtol,
-                                      atol=solver.atol, watch_every=func.check_every,
+                                      solver.method, func._watch, step=solver.step, **_tolerances(solver),
+                                      watch_every=func.check_every,
                                       checkpoint_every=solver.checkpoint_every, kernel=solver.kernel)
     except StepSizeUnderflow:
         raise _stuck(solver, func.params_name, stimulus) from None
     return state
+
+
+def _tolerances(solver: Solver, prefix: str = "") -> dict[str, float]:
+    """``rtol`` and ``atol`` of an adaptive solver (fixed-step methods have none)."""
+    return {f"{prefix}rtol": solver.rtol, f"{prefix}atol": solver.atol} if solver.adaptive else {}
 
 
 _ANNOUNCED: set[str] = set()
@@ -275,7 +280,7 @@ def solver_for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
         warnings.warn(f"the fused solver implements the DMF transfer only: this network's {tr.name!r} transfer "
                       f"integrates with torchdiffeq's {solver.method} (same method and tolerances)",
                       UserWarning, stacklevel=3)
-    return replace(solver, backend="torchdiffeq")
+    return solver.on("torchdiffeq")
 
 
 #: Output spacing (s) of :func:`simulate` when no ``dt_out`` is given: a 1 ms recording clock.
@@ -492,7 +497,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         func = _ODEFunc(network, stimulus, per_step=not solver.adaptive, max_rate=max_rate,
                         max_steps=solver.max_steps, dense=None, noise=noise_drive)
     opts = solver.options(jumps, t)
-    kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method, options=opts)
+    kwargs = dict(method=solver.method, options=opts, **_tolerances(solver))
     try:
         if isinstance(gradient, Adjoint):
             params = func.field.tensors
@@ -505,9 +510,11 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
             pick = torch.searchsorted(t_fine, t)
             opts = solver.options(jumps, t_fine)
             kwargs["options"] = opts
+            back = _tolerances(solver, "adjoint_")
+            back.update({f"adjoint_{k}": v for k, v in (("rtol", gradient.rtol), ("atol", gradient.atol))
+                         if v is not None and solver.adaptive})
             state = odeint_adjoint(func, y0, t_fine, adjoint_params=params, adjoint_options=dict(opts),
-                                   adjoint_rtol=gradient.rtol or solver.rtol,
-                                   adjoint_atol=gradient.atol or solver.atol, **kwargs)[pick]
+                                   **back, **kwargs)[pick]
         elif solver.fused:
             state = _solve_fused(func, y0, t, jumps, stimulus, solver)
         else:

@@ -1,9 +1,12 @@
 """How to integrate and how to differentiate: small strategy objects passed to ``simulate``.
 
-* :class:`Solver` says how the ODE is integrated: the ``backend`` (torchdiffeq, colplugin's
-  fused Runge-Kutta loop, or ``"auto"``: the fused loop wherever it applies), the ``method``
-  and its step or tolerances. :meth:`Solver.default` is what ``simulate`` uses when given
-  no solver (fused dopri5; torchdiffeq's for :class:`Adjoint` gradients).
+* :class:`Solver` says how the ODE is integrated, in three independent parts: the ``method``
+  (how to step), its step control (:class:`FixedStep` or :class:`ErrorControl`: how the
+  step is chosen) and the :class:`Engine` (where the arithmetic runs: torchdiffeq,
+  colplugin's fused Runge-Kutta loop, or ``"auto"``: the fused loop wherever it applies;
+  compiled or eager; dense or sparse coupling; memory of the backward pass).
+  :meth:`Solver.default` is what ``simulate`` uses when given no solver (fused dopri5;
+  torchdiffeq's for :class:`Adjoint` gradients).
 * :class:`Direct` and :class:`Adjoint` say how gradients are obtained when the output of
   a solve is differentiated: backpropagation through the solve, or the adjoint method
   (Chen et al. 2018).
@@ -29,8 +32,8 @@ import torch
 from .compiled import KERNELS
 from .fused import TABLEAUS, check_checkpoint_every
 
-__all__ = ["Solver", "Direct", "Adjoint", "Gradient", "SimulationError", "as_gradient", "check_combination",
-           "BACKENDS"]
+__all__ = ["Solver", "FixedStep", "ErrorControl", "Engine", "StepControl", "Direct", "Adjoint", "Gradient",
+           "SimulationError", "as_gradient", "check_combination", "BACKENDS"]
 
 _FIXED = {"euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams"}
 _ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
@@ -49,34 +52,82 @@ class SimulationError(RuntimeError):
     """The ODE solve diverged, produced NaN, or got stuck; the message says what to change."""
 
 
-@dataclass(frozen=True)
-class Solver:
-    """How to integrate: backend, method, step and tolerances.
+def _check_time(name: str, v: Any, what: str) -> None:
+    if not _is_number(v):
+        raise TypeError(f"{what} {name}={v!r} ({type(v).__name__}) is not a number; e.g. "
+                        f"Solver('rk4', step=5e-4) or Solver('dopri5', rtol=1e-6, atol=1e-6)")
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{what} {name} must be a positive time in s, got {v}")
 
-    ``Solver()`` is torchdiffeq's rk4 at 0.5 ms, the reference; ``simulate`` without a
-    solver uses :meth:`Solver.default` instead (fused dopri5, ``backend="auto"``).
+
+@dataclass(frozen=True)
+class FixedStep:
+    """Step-size control of fixed-step methods: one step ``step`` (s).
+
+    The grid is the multiples of ``step`` plus every stimulus change point and output time
+    (:meth:`Solver.grid`).
+    """
+
+    step: float = 5e-4
+
+    def __post_init__(self) -> None:
+        _check_time("step", self.step, "FixedStep")
+
+
+@dataclass(frozen=True)
+class ErrorControl:
+    """Step-size control of adaptive methods: local error within ``atol + rtol |y|``.
 
     Parameters
     ----------
-    method : str
-        ``"rk4"`` (fixed step, default), ``"euler"``, ``"midpoint"``, or an adaptive
-        method (``"dopri5"``, ``"bosh3"``, ...).
-    step : float
-        Step (s) of fixed-step methods; the grid also contains every stimulus change
-        point and output time. Initial step of adaptive methods in the fused backend.
     rtol, atol : float
-        Tolerances of adaptive methods (atol in mV).
-    max_steps : int
-        Steps after which a solve counts as stuck (adaptive methods shrinking their step).
+        Relative and absolute tolerance of the local error (atol in mV).
+    first_step : float
+        Initial step (s) of the fused backend's adaptive solve (torchdiffeq picks its own).
+    """
+
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    first_step: float = 5e-4
+
+    def __post_init__(self) -> None:
+        for name in ("rtol", "atol"):
+            v = getattr(self, name)
+            if not _is_number(v):
+                raise TypeError(f"Solver {name}={v!r} ({type(v).__name__}) is not a number; e.g. "
+                                f"Solver('dopri5', rtol=1e-6, atol=1e-6)")
+        if not (self.rtol > 0 and self.atol > 0 and math.isfinite(self.rtol) and math.isfinite(self.atol)):
+            raise ValueError(f"Solver tolerances rtol and atol must be positive and finite, got rtol={self.rtol!r}, "
+                             f"atol={self.atol!r}; e.g. rtol=1e-6, atol=1e-6")
+        _check_time("step", self.first_step, "Solver")
+
+
+StepControl = Union[FixedStep, ErrorControl]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where and how the arithmetic of a solve runs: backend, kernel, coupling layout, memory.
+
+    Parameters
+    ----------
     backend : {"torchdiffeq", "fused", "auto"}
         ``"torchdiffeq"`` (default): torchdiffeq's ``odeint``. ``"auto"``: ``"fused"`` for
         the methods it integrates with :class:`Direct` gradients, ``"torchdiffeq"``
-        otherwise (other methods, :class:`Adjoint`); see :meth:`resolve`. ``"fused"``: colplugin's
-        fused explicit Runge-Kutta loop (:mod:`colplugin.solve.fused`), for dense and sparse
-        couplings and the methods ``euler``, ``midpoint``, ``rk4`` (same scheme and grid
-        as torchdiffeq) and ``dopri5`` (torchdiffeq's error norm and step-size rule, plus a
-        stiffness cap); it builds no autograd graph and its backward pass is the exact
-        gradient of the discrete solve.
+        otherwise (other methods, :class:`Adjoint`); see :meth:`Solver.resolve`. ``"fused"``:
+        colplugin's fused explicit Runge-Kutta loop (:mod:`colplugin.solve.fused`), for dense
+        and sparse couplings and the methods ``euler``, ``midpoint``, ``rk4`` (same scheme
+        and grid as torchdiffeq) and ``dopri5`` (torchdiffeq's error norm and step-size
+        rule, plus a stiffness cap); it builds no autograd graph and its backward pass is
+        the exact gradient of the discrete solve.
+    kernel : {"auto", "compiled", "eager"}
+        How the fused backend runs its loop (other backends ignore it). ``"auto"``
+        (default): as compiled code (:mod:`colplugin.solve.compiled`, a C kernel built once
+        with cffi) on the CPU where per-operation overhead would otherwise dominate
+        (:func:`colplugin.solve.compiled.choose`); as eager tensor operations otherwise.
+        ``"compiled"``: always compiled (an error where it cannot run: GPUs, no C compiler).
+        ``"eager"``: never. Both compute the same arithmetic; results agree up to the order
+        of summation.
     dense : bool, optional
         How the field couples populations: one dense P x P matrix (``True``) or per-area
         8 x 8 blocks plus an edge list (``False``; cost and memory grow with the
@@ -84,8 +135,8 @@ class Solver:
         :data:`~colplugin.field.DENSE_MAX_POPULATIONS` populations, where one matrix
         product beats the sparse form's several small operations; sparse above. Where the
         fused backend runs in the compiled kernel, dense up to
-        :data:`colplugin.solve.compiled.KERNEL_DENSE_MAX_POPULATIONS` (its loops touch only the
-        connections, so the sparse form wins from a few columns on).
+        :data:`colplugin.solve.compiled.KERNEL_DENSE_MAX_POPULATIONS` (its loops touch only
+        the connections, so the sparse form wins from a few columns on).
     checkpoint_every : int, optional
         Memory of the fused backend's backward pass (other backends ignore it). ``None``
         (default, automatic): the forward keeps w and g of every stage of every accepted
@@ -99,61 +150,159 @@ class Solver:
         positive int M: checkpoints every M accepted steps (M at or past the number of
         steps: one chunk, recomputed once). The recomputed stages are the forward's
         arithmetic, so the gradients agree with ``0``'s up to the order of summation.
-    kernel : {"auto", "compiled", "eager"}
-        How the fused backend runs its loop (other backends ignore it). ``"auto"``
-        (default): as compiled code (:mod:`colplugin.solve.compiled`, a C kernel built once
-        with cffi) for dense fields on the CPU whose per-stage products are small
-        (:func:`colplugin.solve.compiled.choose`), where per-operation overhead would
-        otherwise dominate; as eager tensor operations otherwise. ``"compiled"``: always
-        compiled (an error where it cannot run: sparse fields, GPUs, no C compiler).
-        ``"eager"``: never. Both compute the same arithmetic; results agree up to the order
-        of summation.
     """
 
-    method: str = "rk4"
-    step: float = 5e-4
-    rtol: float = 1e-6
-    atol: float = 1e-6
-    max_steps: int = 1_000_000
     backend: str = "torchdiffeq"
+    kernel: str = "auto"
     dense: bool | None = None
     checkpoint_every: int | None = None
-    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint_every", check_checkpoint_every(self.checkpoint_every))
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown solver kernel {self.kernel!r}; use one of {', '.join(KERNELS)}")
-        if self.method not in _FIXED | _ADAPTIVE:
-            raise ValueError(f"unknown solver method {self.method!r}; use one of "
-                             f"{', '.join(sorted(_FIXED | _ADAPTIVE))}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown solver backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
-        if self.backend == "fused" and self.method not in TABLEAUS:
+        if self.dense is not None and not isinstance(self.dense, (bool, np.bool_)):
+            raise TypeError(f"Solver dense={self.dense!r} must be True, False or None (automatic)")
+
+
+#: The shorthand keywords of :class:`Solver` and the part each one sets.
+_SHORTHANDS = {"step": "control", "rtol": "control", "atol": "control",
+               "backend": "engine", "kernel": "engine", "dense": "engine", "checkpoint_every": "engine"}
+
+
+@dataclass(frozen=True, init=False)
+class Solver:
+    """How to integrate: the method (how to step), its step control, and the engine (where to run).
+
+    Three independent choices, as diffrax separates solver, step-size controller and adjoint:
+    ``method`` is the Runge-Kutta scheme; ``control`` a :class:`FixedStep` or an
+    :class:`ErrorControl`; ``engine`` an :class:`Engine` (backend, kernel, coupling layout,
+    memory of the backward pass). How gradients are obtained is the fourth choice, passed to
+    ``simulate`` beside the solver (:class:`Direct`, :class:`Adjoint`).
+
+    The keywords ``step``, ``rtol``, ``atol``, ``backend``, ``kernel``, ``dense`` and
+    ``checkpoint_every`` are shorthands that set the field of the same name in ``control``
+    or ``engine`` (and are read back as attributes): ``Solver("dopri5", rtol=1e-8,
+    backend="auto")`` is ``Solver("dopri5", ErrorControl(rtol=1e-8), Engine(backend="auto"))``.
+
+    ``Solver()`` is torchdiffeq's rk4 at 0.5 ms, the reference; ``simulate`` without a
+    solver uses :meth:`Solver.default` instead (fused dopri5, ``backend="auto"``).
+
+    Parameters
+    ----------
+    method : str
+        ``"rk4"`` (fixed step, default), ``"euler"``, ``"midpoint"``, or an adaptive
+        method (``"dopri5"``, ``"bosh3"``, ...).
+    control : FixedStep or ErrorControl, optional
+        Default: ``FixedStep()`` (0.5 ms) for fixed-step methods, ``ErrorControl()``
+        (rtol = atol = 1e-6) for adaptive ones. A fixed-step method with an
+        :class:`ErrorControl` (or the reverse) is refused.
+    engine : Engine, optional
+        Default: ``Engine()`` (torchdiffeq).
+    max_steps : int
+        Steps after which a solve counts as stuck (adaptive methods shrinking their step).
+    step : float, optional
+        Shorthand: the step of a :class:`FixedStep`, the ``first_step`` of an
+        :class:`ErrorControl` (s).
+    rtol, atol : float, optional
+        Shorthand: the tolerances of an :class:`ErrorControl` (adaptive methods only).
+    backend, kernel, dense, checkpoint_every : optional
+        Shorthand: the fields of :class:`Engine`.
+    """
+
+    method: str
+    control: StepControl
+    engine: Engine
+    max_steps: int
+
+    def __init__(self, method: str = "rk4", control: StepControl | None = None, engine: Engine | None = None,
+                 *, max_steps: int = 1_000_000, step: float | None = None, rtol: float | None = None,
+                 atol: float | None = None, backend: str | None = None, kernel: str | None = None,
+                 dense: bool | None = None, checkpoint_every: int | None = None) -> None:
+        if method not in _FIXED | _ADAPTIVE:
+            raise ValueError(f"unknown solver method {method!r}; use one of {', '.join(sorted(_FIXED | _ADAPTIVE))}")
+        adaptive = method in _ADAPTIVE
+        if control is None:
+            control = ErrorControl() if adaptive else FixedStep()
+        if not isinstance(control, (FixedStep, ErrorControl)):
+            raise TypeError(f"Solver control must be FixedStep(step) or ErrorControl(rtol, atol), got {control!r}")
+        if isinstance(control, ErrorControl) != adaptive:
+            raise ValueError(f"{method} is {'an adaptive' if adaptive else 'a fixed-step'} method; give it "
+                             f"{'ErrorControl(rtol, atol)' if adaptive else 'FixedStep(step)'}, not {control!r}")
+        if not adaptive and (rtol is not None or atol is not None):
+            raise ValueError(f"rtol and atol are tolerances of adaptive methods; {method} steps at a fixed step "
+                             f"(Solver({method!r}, step=...)), or use an adaptive method such as 'dopri5'")
+        if step is not None:
+            control = replace(control, **({"first_step": step} if adaptive else {"step": step}))
+        tols = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
+        if tols:
+            control = replace(control, **tols)
+        engine = Engine() if engine is None else engine
+        if not isinstance(engine, Engine):
+            raise TypeError(f"Solver engine must be an Engine(backend, kernel, dense, checkpoint_every), "
+                            f"got {engine!r}")
+        given = {k: v for k, v in (("backend", backend), ("kernel", kernel), ("checkpoint_every", checkpoint_every))
+                 if v is not None}
+        if dense is not None:
+            given["dense"] = dense
+        if given:
+            engine = replace(engine, **given)
+        if engine.backend == "fused" and method not in TABLEAUS:
             raise ValueError(f"Solver(backend='fused') integrates {', '.join(sorted(TABLEAUS))} only, not "
-                             f"{self.method!r}; use backend='torchdiffeq' for torchdiffeq's {self.method}")
-        for name in ("step", "rtol", "atol"):
-            v = getattr(self, name)
-            if not _is_number(v):
-                raise TypeError(f"Solver {name}={v!r} ({type(v).__name__}) is not a number; e.g. "
-                                f"Solver('rk4', step=5e-4) or Solver('dopri5', rtol=1e-6, atol=1e-6)")
-        if not (self.step > 0 and math.isfinite(self.step)):
-            raise ValueError(f"Solver step must be a positive time in s, got {self.step}")
-        if not (self.rtol > 0 and self.atol > 0 and math.isfinite(self.rtol) and math.isfinite(self.atol)):
-            raise ValueError(f"Solver tolerances rtol and atol must be positive and finite, got rtol={self.rtol!r}, "
-                             f"atol={self.atol!r}; e.g. rtol=1e-6, atol=1e-6")
-        ms = self.max_steps
-        if not _is_number(ms):
-            raise TypeError(f"Solver max_steps={ms!r} ({type(ms).__name__}) must be a whole number of steps >= 1, "
-                            "e.g. max_steps=1_000_000 (the default)")
-        if not (math.isfinite(ms) and float(ms).is_integer() and ms >= 1):
-            raise ValueError(f"Solver max_steps={ms!r}: a solve needs at least one step, so max_steps must be a "
-                             "whole number >= 1 (the default is 1_000_000; it only stops a stuck solve)")
+                             f"{method!r}; use backend='torchdiffeq' for torchdiffeq's {method}")
+        if not _is_number(max_steps):
+            raise TypeError(f"Solver max_steps={max_steps!r} ({type(max_steps).__name__}) must be a whole number "
+                            "of steps >= 1, e.g. max_steps=1_000_000 (the default)")
+        if not (math.isfinite(max_steps) and float(max_steps).is_integer() and max_steps >= 1):
+            raise ValueError(f"Solver max_steps={max_steps!r}: a solve needs at least one step, so max_steps must be "
+                             "a whole number >= 1 (the default is 1_000_000; it only stops a stuck solve)")
+        for name, value in (("method", method), ("control", control), ("engine", engine),
+                            ("max_steps", int(max_steps))):
+            object.__setattr__(self, name, value)
+
+    # the shorthands, read back
+    @property
+    def step(self) -> float:
+        """The fixed step, or the first step of an adaptive method (s)."""
+        c = self.control
+        return c.step if isinstance(c, FixedStep) else c.first_step
+
+    @property
+    def rtol(self) -> float | None:
+        """Relative tolerance (None for fixed-step methods)."""
+        return getattr(self.control, "rtol", None)
+
+    @property
+    def atol(self) -> float | None:
+        """Absolute tolerance in mV (None for fixed-step methods)."""
+        return getattr(self.control, "atol", None)
+
+    @property
+    def backend(self) -> str:
+        """The engine's backend."""
+        return self.engine.backend
+
+    @property
+    def kernel(self) -> str:
+        """The engine's kernel."""
+        return self.engine.kernel
+
+    @property
+    def dense(self) -> bool | None:
+        """The engine's coupling layout."""
+        return self.engine.dense
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        """The engine's checkpoint spacing of the fused backward pass."""
+        return self.engine.checkpoint_every
 
     @property
     def fused(self) -> bool:
         """Whether the fused backend integrates."""
-        return self.backend == "fused"
+        return self.engine.backend == "fused"
 
     @property
     def adaptive(self) -> bool:
@@ -176,7 +325,7 @@ class Solver:
         (``tests/test_solve_default.py``); for publication-grade numbers pass
         ``Solver("dopri5", rtol=1e-8, atol=1e-8)``.
         """
-        return cls("dopri5", rtol=1e-6, atol=1e-6, backend="auto")
+        return cls("dopri5", ErrorControl(rtol=1e-6, atol=1e-6), Engine(backend="auto"))
 
     def resolve(self, gradient: "Gradient | None" = None) -> "Solver":
         """This solver with a concrete backend for a gradient strategy (``"auto"`` decided).
@@ -188,7 +337,11 @@ class Solver:
         if self.backend != "auto":
             return self
         fused = self.method in TABLEAUS and not isinstance(gradient, Adjoint)
-        return replace(self, backend="fused" if fused else "torchdiffeq")
+        return self.on("fused" if fused else "torchdiffeq")
+
+    def on(self, backend: str) -> "Solver":
+        """This solver with another engine backend (method, control and the rest unchanged)."""
+        return replace(self, engine=replace(self.engine, backend=backend))
 
     def options(self, jump_times: torch.Tensor, t_out: torch.Tensor) -> dict[str, Any]:
         """torchdiffeq ``options`` for this solver and these change points."""
@@ -219,8 +372,29 @@ class Solver:
         return g[keep]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-type form, saved with metrics and checkpoints."""
-        return asdict(self)
+        """Plain-type form, saved with metrics and checkpoints; :meth:`from_dict` reads it back."""
+        control = {"type": type(self.control).__name__, **asdict(self.control)}
+        return {"method": self.method, "control": control, "engine": asdict(self.engine),
+                "max_steps": self.max_steps}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Solver":
+        """A solver from :meth:`to_dict`'s form (or the flat form of earlier versions)."""
+        if not isinstance(data, dict) or "method" not in data:
+            raise ValueError(f"a solver record must be a dict with a 'method', got {data!r}")
+        if "control" not in data:  # flat form: method, step, rtol, atol, max_steps and the engine's fields
+            flat = dict(data)
+            method = flat.pop("method")
+            if method not in _ADAPTIVE:
+                flat.pop("rtol", None), flat.pop("atol", None)
+            return cls(method, **flat)
+        control = dict(data["control"])
+        kinds = {"FixedStep": FixedStep, "ErrorControl": ErrorControl}
+        kind = control.pop("type", None)
+        if kind not in kinds:
+            raise ValueError(f"unknown step control {kind!r} in a solver record; known: {', '.join(kinds)}")
+        return cls(data["method"], kinds[kind](**control), Engine(**data.get("engine", {})),
+                   max_steps=data.get("max_steps", 1_000_000))
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ class TrainSettings:
         which :class:`~colplugin.solve.Direct` uses). Every other pair is returned as given.
         """
         if isinstance(self.gradient, Adjoint) and solver.fused:
-            return dataclasses.replace(solver, backend="torchdiffeq")
+            return solver.on("torchdiffeq")
         return solver
 
     def to_dict(self) -> dict[str, Any]:
