@@ -295,13 +295,6 @@ def _validation_status(r: dict | None) -> int:
     return 0
 
 
-def _api_defaults(fn) -> dict:
-    """The keyword defaults of an API function (one place for each default: the CLI reads them)."""
-    import inspect
-
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
-
-
 def _check_device(args: argparse.Namespace) -> None:
     """Refuse --device for a backend without devices (NEST) instead of ignoring it."""
     from colplugin.spiking.simulate import spiking_backend
@@ -312,9 +305,8 @@ def _check_device(args: argparse.Namespace) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from colplugin.analysis.validation import validate_microcircuit, validate_stimulus
+    from colplugin.analysis import validation
 
-    fn = validate_microcircuit if args.what == "microcircuit" else validate_stimulus
     _check_device(args)
     if args.what == "stimulus" and args.format != "nix":
         raise ValueError(f"--format {args.format}: the stimulus validation writes no Neo file (report.md and "
@@ -322,24 +314,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.what == "stimulus" and args.preset is not None:
         raise ValueError(f"--preset {args.preset} applies to `validate microcircuit` only; the stimulus validation "
                          "compares the DMF column's response with the spiking circuit's: leave it out")
+    # duration, seeds, device and preset default differently for the two validations: None here, the
+    # settings class fills them
     chosen = {k: getattr(args, k) for k in ("duration", "seeds", "device", "preset") if getattr(args, k) is not None}
-    settings = {**{k: v for k, v in _api_defaults(fn).items() if k in ("duration", "seeds", "device", "preset")},
-                **chosen}
-    if args.what == "microcircuit":
-        from colplugin.params import load_preset
-        from colplugin.params.names import POPULATIONS
-        from colplugin.spiking.network import check_scaling
-
-        check_scaling(args.scale, args.k_scale, dict(zip(POPULATIONS, load_preset("pd14").area_sizes("pd14"))),
-                      what="the PD14 microcircuit")
+    common = dict(scale=args.scale, seed=args.seed, k_scale=args.k_scale, backend=args.backend, threads=args.threads)
+    if args.what == "microcircuit":  # checked once, before any work
+        settings = validation.ValidationSettings(**common, neo_format=args.format, **chosen)
+    else:
+        settings = validation.StimulusValidationSettings(**common, rate=args.rate, **chosen)
     out = _new_run_dir(args.out, f"validate-{args.what}", args.overwrite)
     if args.what == "microcircuit":
-        r = validate_microcircuit(out, scale=args.scale, seed=args.seed, k_scale=args.k_scale, backend=args.backend,
-                                  neo_format=args.format,
-                                  threads=args.threads, **settings)
+        r = validation.validate_microcircuit(out, settings)
         print(r["table_md"])
         judged = (f"DMF within 30 % of spiking: {r['within30']}; I above E in every layer (DMF): {r['ordering']}"
-                  if settings["preset"] == "pd14" else
+                  if settings.preset == "pd14" else
                   f"LIF column within 10 % on average: {r['lif_mean_within10']} "
                   f"({100 * r['lif_mean_deviation']:.1f} %), each within 25 %: {r['lif_each_within25']} "
                   f"(largest {100 * r['lif_max_deviation']:.1f} %)")
@@ -347,8 +335,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
               f"peak {r['peak_mb']:.0f} MB")
         print(f"wrote {_shown(out)}/report.md")
         return _validation_status(r)
-    r = validate_stimulus(out, scale=args.scale, rate=args.rate, seed=args.seed, k_scale=args.k_scale,
-                          backend=args.backend, threads=args.threads, **settings)
+    r = validation.validate_stimulus(out, settings)
     print(f"directions agree in {r['directions_agree']}/8 populations, Spearman rho {r['spearman_rho']:.2f}")
     print(f"wrote {_shown(out)}/report.md")
     return 0
@@ -581,10 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``colplugin`` argument parser; the task choices come from the task registry."""
     from colplugin.analysis.calibration import FIT_LEVELS, HELD_OUT_LEVELS, STAIRCASE_K_SCALE
     from colplugin.analysis.twin import TwinSettings
-    from colplugin.analysis.validation import VALIDATE_DURATION
+    from colplugin.analysis.validation import VALIDATE_DURATION, StimulusValidationSettings, ValidationSettings
     from colplugin.params import DEFAULT_PRESET
     from colplugin.experiments import MAIN_RUN_TWIN
-    from colplugin.spiking.network import K_SCALE, SCALE
+    from colplugin.spiking.network import SCALE
     from colplugin.spiking.simulate import SPIKING_BACKENDS
 
     from colplugin import __version__
@@ -612,29 +599,30 @@ def build_parser() -> argparse.ArgumentParser:
                               "line and exits 0.")
     p.add_argument("what", choices=["microcircuit", "stimulus"],
                    help="resting rates (microcircuit) or the response to a thalamic step (stimulus)")
-    p.add_argument("--scale", type=float, default=SCALE,
-                   help=f"neuron scaling of the spiking circuit (default {SCALE})")
-    p.add_argument("--k-scale", type=float, default=K_SCALE, help=f"in-degree scaling (default {K_SCALE})")
+    vm, vst = ValidationSettings, StimulusValidationSettings  # the defaults of a validation, in one place
+    p.add_argument("--scale", type=float, default=vm.scale,
+                   help=f"neuron scaling of the spiking circuit (default {vm.scale})")
+    p.add_argument("--k-scale", type=float, default=vm.k_scale, help=f"in-degree scaling (default {vm.k_scale})")
     p.add_argument("--duration", type=_positive_float, default=None,
-                   help=f"simulated time in s (default {VALIDATE_DURATION} for the microcircuit, the first 0.5 s "
-                        "discarded; 1.5 for the stimulus)")
-    p.add_argument("--rate", type=_nonnegative_float, default=8.0,
-                   help="thalamic step rate in Hz (stimulus validation)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the spiking network (default 0)")
+                   help=f"simulated time in s (default {vm.duration} for the microcircuit, the first {vm.transient} s "
+                        f"discarded; {vst.duration} for the stimulus)")
+    p.add_argument("--rate", type=_nonnegative_float, default=vst.rate,
+                   help=f"thalamic step rate in Hz (stimulus validation; default {vst.rate})")
+    p.add_argument("--seed", type=int, default=vm.seed, help=f"seed of the spiking network (default {vm.seed})")
     p.add_argument("--device", choices=["cpp_standalone", "runtime"], default=None,
                    help="Brian2 device (default cpp_standalone; NEST has none)")
     p.add_argument("--seeds", type=_bounded_int(MAX_SPIKING_SEEDS, "each seed is a full spiking run; the seed-mean's "
                                                 "spread at 100 seeds is a tenth of one run's"), default=None,
-                   help="runs with seeds SEED, SEED+1, ... (default 3 for the microcircuit, 1 for the stimulus; "
-                        "rates are their mean)")
-    p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default="brian2",
-                   help="spiking simulator of the microcircuit (default brian2)")
-    p.add_argument("--threads", type=_threads, default=1,
-                   help="OpenMP threads (NEST, Brian2 cpp_standalone; default 1)")
+                   help=f"runs with seeds SEED, SEED+1, ... (default {vm.seeds} for the microcircuit, {vst.seeds} for "
+                        "the stimulus; rates are their mean)")
+    p.add_argument("--backend", choices=list(SPIKING_BACKENDS), default=vm.backend,
+                   help=f"spiking simulator of the microcircuit (default {vm.backend})")
+    p.add_argument("--threads", type=_threads, default=vm.threads,
+                   help=f"OpenMP threads (NEST, Brian2 cpp_standalone; default {vm.threads})")
     p.add_argument("--preset", choices=["pd14", "pd14_lif"], default=None,
                    help="microcircuit: the rate column the checks judge: pd14 (the DMF's f; within30, ordering) or "
                         "pd14_lif (the LIF mean field, Siegert transfer; lif_mean_within10, lif_each_within25). "
-                        "The report shows both beside the spiking circuit (default pd14)")
+                        f"The report shows both beside the spiking circuit (default {vm.preset})")
     _add_format(p)
     _add_common(p, "validate-WHAT")
     p.set_defaults(func=_cmd_validate)

@@ -17,15 +17,14 @@ import torch
 
 from ._io import atomic_write_text
 from .analysis.twin import TwinSettings, twin_report_section, twin_run
-from .analysis.validation import VALIDATE_DURATION, validate_microcircuit
+from .analysis.validation import VALIDATE_DURATION, ValidationSettings, validate_microcircuit
 from .export import export_brian2_script, to_brian2
 from .export.neo import check_neo_format, save_neo, to_neo
 from .network import ColumnNetwork
 from .params import Params, resolve_params
-from .params.names import POPULATIONS
 from .plotting import plot_overlay, plot_training, save_figure
 from .solve.simulate import Solver, simulate
-from .spiking.network import SCALE, check_scaling
+from .spiking.network import SCALE
 from .stimulus import Stimulus
 from .tasks import TASKS, get_task, task_class
 from .training.task import Task
@@ -457,9 +456,14 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
         raise ValueError(f"{out} is a finished run (report.md); nothing to resume; start a new run with another "
                          "--out (or --overwrite)")
     task = _task(task)
+    validation_settings = None
     if validate_scale:  # refused before training, not after it
-        check_scaling(validate_scale, 0.5, dict(zip(POPULATIONS, resolve_params("pd14").area_sizes("pd14"))),
-                      what="the PD14 microcircuit of the validation (--validate-scale)")
+        try:
+            validation_settings = ValidationSettings(scale=validate_scale, duration=validate_duration,
+                                                     nix_neurons=MAIN_RUN_NIX_NEURONS, neo_format=neo_format)
+        except ValueError as exc:
+            raise ValueError(f"the validation of the main run (--validate-scale {validate_scale:g}, "
+                             f"--validate-duration {validate_duration:g}): {exc}") from None
     twin_settings = TwinSettings(backend=twin_backend, device="runtime", scale=twin_scale, k_scale=twin_k_scale,
                                  trials=twin_trials, seed=seed, nix_neurons=5) if twin_scale else None
     phases = ["training", "export to Brian2"] + ["spiking validation"] * bool(validate_scale) + \
@@ -490,9 +494,7 @@ def main_run(out: Path, task: Task | str, progress: bool = True, updates: int | 
     validation = None
     if validate_scale:
         heading("spiking validation", f"PD14 microcircuit at scale {validate_scale}, {validate_duration:g} s")
-        validation = validate_microcircuit(out / "validation", scale=validate_scale, duration=validate_duration,
-                                           progress=progress, nix_neurons=MAIN_RUN_NIX_NEURONS,
-                                           neo_format=neo_format,
+        validation = validate_microcircuit(out / "validation", validation_settings, progress=progress,
                                            preset="pd14_lif" if net.transfer.name == "siegert" else "pd14")
     twin = None
     if twin_scale:

@@ -279,8 +279,8 @@ def validation_failure_exit_status(tmp_path, capsys, monkeypatch):
 
     import colplugin.analysis.validation as validation
 
-    @functools.wraps(validation.validate_microcircuit)  # the CLI reads its defaults from the signature
-    def failing(out, **kw):
+    @functools.wraps(validation.validate_microcircuit)
+    def failing(out, settings=None, **kw):
         return {"table_md": "| table |", "within20": True, "within30": False, "ordering": True,
                 "wall_seconds": 0.0, "peak_mb": 0.0}
 

@@ -54,7 +54,7 @@ def test_the_command_line_and_the_api_share_every_spiking_default():
 
     from colplugin.analysis.calibration import calibrate
     from colplugin.analysis.twin import TwinSettings
-    from colplugin.analysis.validation import validate_microcircuit
+    from colplugin.analysis.validation import StimulusValidationSettings, ValidationSettings
     from colplugin.cli import build_parser
     from colplugin.experiments import main_run
 
@@ -69,9 +69,11 @@ def test_the_command_line_and_the_api_share_every_spiking_default():
     run, m = cli("run"), api(main_run)
     for opt in ("validate_scale", "validate_duration", "twin_scale", "twin_k_scale", "twin_trials"):
         assert run[opt] == m[opt], opt
-    val, v = cli("validate"), api(validate_microcircuit)
-    assert (val["scale"], val["k_scale"]) == (v["scale"], v["k_scale"])
-    # duration, seeds, device and preset differ between microcircuit and stimulus: None, read from the API
+    val, v, vs = cli("validate"), api(ValidationSettings), api(StimulusValidationSettings)
+    for opt in ("scale", "k_scale", "seed", "backend", "threads"):
+        assert val[opt] == v[opt] == vs[opt], opt
+    assert val["rate"] == vs["rate"]
+    # duration, seeds, device and preset differ between microcircuit and stimulus: None, read from the settings
     assert all(val[k] is None for k in ("duration", "seeds", "device", "preset"))
     tw, t = cli("twin"), api(TwinSettings)  # twin_run takes a TwinSettings (or its fields as keywords)
     for opt in ("backend", "scale", "k_scale", "trials", "seed", "threads", "nix_neurons"):

@@ -66,3 +66,26 @@ def test_validate_microcircuit_refuses_an_unknown_column(tmp_path):
     with pytest.raises(ValueError, match="preset"):
         validate_microcircuit(tmp_path / "v", progress=False, preset="dl25")
     assert not (tmp_path / "v").exists()
+
+
+def test_validation_settings_are_checked_once_and_frozen(tmp_path):
+    """A ValidationSettings is checked when made (before any work), cannot change, and keywords replace its fields."""
+    import dataclasses
+
+    from colplugin.analysis.validation import StimulusValidationSettings, ValidationSettings
+
+    s = ValidationSettings(seeds=2)
+    assert s.device == "cpp_standalone"  # the backend's default device, stored resolved
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seeds = 0
+    with pytest.raises(ValueError, match="transient"):
+        dataclasses.replace(s, duration=0.55)  # a new object is checked again
+    with pytest.raises(ValueError, match="t_on"):
+        StimulusValidationSettings(duration=0.8, t_on=0.7)
+    with pytest.raises(ValueError, match="rate"):
+        StimulusValidationSettings(rate=-1.0)
+    with pytest.raises(TypeError, match="ValidationSettings"):
+        validate_microcircuit(tmp_path / "v", StimulusValidationSettings())
+    with pytest.raises(ValueError, match="seeds"):  # a field keyword replaces the given settings' field, checked
+        validate_microcircuit(tmp_path / "v", s, progress=False, seeds=0)
+    assert not (tmp_path / "v").exists()

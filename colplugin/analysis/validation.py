@@ -6,6 +6,7 @@ import json
 import resource
 import shutil
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..params.names import POPULATIONS
 from ..solve.fixed_points import resting_state
 from ..solve.simulate import simulate
 from ..spiking import pd14_microcircuit, simulate_spiking
-from ..spiking.network import K_SCALE, SCALE
+from ..spiking.network import K_SCALE, SCALE, check_scaling
 from ..spiking.result import timing_md, timing_summary
 from ..spiking.simulate import check_run, spiking_backend
 from ..stimulus import MAX_INPUT_RATE
@@ -32,7 +33,8 @@ from .transfer import fixed_point_comparison, fixed_point_table_md, lif_vs_dmf, 
 #: Simulated time (s) of the microcircuit validation: 0.5 s transient + 2 s of statistics.
 VALIDATE_DURATION = 2.5
 
-__all__ = ["validate_microcircuit", "validate_stimulus", "run_seeds"]
+__all__ = ["validate_microcircuit", "validate_stimulus", "run_seeds", "ValidationSettings",
+           "StimulusValidationSettings"]
 
 
 def _run_timing(results: list, duration: float) -> dict[str, Any]:
@@ -104,43 +106,155 @@ def _check_spiking_workload(net, duration: float, seeds: int, progress: bool) ->
               f"synapses, about {spikes * seeds:.3g} spikes", flush=True)
 
 
-def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float = VALIDATE_DURATION, *,
-                          transient: float = 0.5, k_scale: float | None = K_SCALE, seed: int = 0, seeds: int = 3,
-                          backend: str = "brian2", device: str | None = None, threads: int = 1,
-                          progress: bool = True, nix_neurons: int = 100, preset: str = "pd14",
-                          neo_format: str = "nix") -> dict[str, Any]:
+def _pd14_sizes() -> dict[str, int]:
+    return dict(zip(POPULATIONS, load_preset("pd14").area_sizes("pd14")))
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def _settings(cls, settings, fields: dict[str, Any]):
+    """``settings`` (an instance of ``cls``, default ``cls()``) with ``fields`` replaced; checked once."""
+    if settings is None:
+        return cls(**fields)
+    if not isinstance(settings, cls):
+        raise TypeError(f"settings must be a {cls.__name__} (or None, with its fields as keywords), "
+                        f"got {settings!r}")
+    return replace(settings, **fields) if fields else settings
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """The settings of a microcircuit validation: every default in one place, checked once when made.
+
+    Frozen: what was checked cannot change afterwards; :func:`dataclasses.replace` makes a
+    new one (and checks it again). ``colplugin validate microcircuit`` and the main run build
+    one before any work.
+
+    Parameters
+    ----------
+    scale, k_scale : float
+        Neuron and in-degree scaling of the spiking circuit.
+    duration : float
+        Simulated time per seed, s; statistics after ``transient`` s.
+    transient : float
+        Time discarded at the start of every run, s; at least 0.1 s must remain.
+    seed, seeds : int
+        The runs use seeds ``seed, seed + 1, ..., seed + seeds - 1``; every decision uses the
+        mean rate over seeds, and the report gives its sd.
+    backend : str
+        A registered spiking backend (``"brian2"``, ``"nest"``).
+    device : str, optional
+        The backend's device (Brian2: ``"cpp_standalone"`` or ``"runtime"``); None: the
+        backend's default (stored resolved).
+    threads : int
+    nix_neurons : int
+        Neurons per population kept in ``spiking.nix`` (statistics use all neurons).
+    preset : {"pd14", "pd14_lif"}
+        The column judged: the DMF's (checks ``within30``, ``ordering``) or the LIF mean
+        field's (checks ``lif_mean_within10``: its mean absolute deviation from the spiking
+        rates at most 10 %, and ``lif_each_within25``: every population within 25 %).
+    neo_format : {"nix", "nwb", "both"}
+        File format(s) of the Neo results (``--format``): ``.nix`` and/or ``.nwb``.
+    """
+
+    scale: float = SCALE
+    duration: float = VALIDATE_DURATION
+    transient: float = 0.5
+    k_scale: float | None = K_SCALE
+    seed: int = 0
+    seeds: int = 3
+    backend: str = "brian2"
+    device: str | None = None
+    threads: int = 1
+    nix_neurons: int = 100
+    preset: str = "pd14"
+    neo_format: str = "nix"
+
+    def __post_init__(self) -> None:
+        check_neo_format(self.neo_format)
+        _check_seeds(self.seed, self.seeds)
+        _check_count("nix_neurons", self.nix_neurons)
+        if self.preset not in COLUMN_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(COLUMN_PRESETS)} (the column the checks judge), "
+                             f"got {self.preset!r}")
+        check_run(self.duration, backend=self.backend, device=self.device, seed=self.seed + self.seeds - 1,
+                  threads=self.threads)
+        object.__setattr__(self, "device", spiking_backend(self.backend).resolve_device(self.device))
+        if not 0 <= self.transient < self.duration - 0.1:
+            raise ValueError(f"duration {self.duration:g} s (--duration) leaves less than 0.1 s after the transient "
+                             f"of {self.transient:g} s that the statistics discard; give a longer duration, above "
+                             f"{self.transient + 0.1:g} s (2.5 s gives the published statistics) or, in Python, a "
+                             "shorter transient")
+        check_scaling(self.scale, self.k_scale, _pd14_sizes(), what="the PD14 microcircuit")
+
+
+@dataclass(frozen=True)
+class StimulusValidationSettings:
+    """The settings of a stimulus validation (a thalamic step into L4), checked once when made.
+
+    Parameters
+    ----------
+    scale, k_scale : float
+        Neuron and in-degree scaling of the spiking circuit.
+    rate : float
+        Thalamic step rate, Hz, in [0, :data:`~colplugin.stimulus.MAX_INPUT_RATE`].
+    duration : float
+        Simulated time per seed, s.
+    t_on : float
+        Onset of the step, s, in (0.25, duration - 0.25): both windows get at least 0.25 s.
+    seed, seeds, backend, device, threads
+        As :class:`ValidationSettings`.
+    """
+
+    scale: float = SCALE
+    rate: float = 8.0
+    duration: float = 1.5
+    t_on: float = 0.75
+    k_scale: float | None = K_SCALE
+    seed: int = 0
+    seeds: int = 1
+    backend: str = "brian2"
+    device: str | None = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _check_seeds(self.seed, self.seeds)
+        check_run(self.duration, backend=self.backend, device=self.device, seed=self.seed + self.seeds - 1,
+                  threads=self.threads)
+        object.__setattr__(self, "device", spiking_backend(self.backend).resolve_device(self.device))
+        if not 0.25 < self.t_on < self.duration - 0.25:
+            raise ValueError(f"t_on must lie in (0.25, duration - 0.25) s = (0.25, {self.duration - 0.25:g}) s, "
+                             f"got {self.t_on}")
+        if not (np.isfinite(self.rate) and 0 <= self.rate <= MAX_INPUT_RATE):
+            raise ValueError(f"rate = {self.rate!r} Hz (--rate): the thalamic rate must lie in "
+                             f"[0, {MAX_INPUT_RATE:g}] Hz (a firing rate; PD14's step is 8-15 Hz)")
+        check_scaling(self.scale, self.k_scale, _pd14_sizes(), what="the PD14 microcircuit")
+
+
+def validate_microcircuit(out: str | Path, settings: ValidationSettings | None = None, *, progress: bool = True,
+                          **fields: Any) -> dict[str, Any]:
     """Run the spiking microcircuit with several seeds and the rate columns; compare; write a report.
 
     Two rate columns stand beside the spiking circuit: the DMF column (``pd14``: the paper's f
     of the input mean) and the LIF mean-field column (``pd14_lif``: the Siegert rate of the
     input mean and variance, :class:`colplugin.transfers.SiegertTransfer`), each at its fixed
-    point. ``preset`` says which column the checks judge and the NIX file holds (``dmf.nix`` or
-    ``lif_column.nix``).
+    point. ``settings.preset`` says which column the checks judge and the NIX file holds
+    (``dmf.nix`` or ``lif_column.nix``).
 
     Parameters
     ----------
     out : path
         Output directory.
-    scale, k_scale : float
-        Neuron and in-degree scaling of the spiking circuit.
-    duration : float
-        Simulated time per seed, s; statistics after ``transient`` s.
-    seed, seeds : int
-        The runs use seeds ``seed, seed + 1, ..., seed + seeds - 1``; every decision uses the
-        mean rate over seeds, and the report gives its sd.
-    backend : {"brian2", "nest"}
-    device : str, optional
-        The backend's device (Brian2: ``"cpp_standalone"`` or ``"runtime"``); None: the
-        backend's default.
-    threads : int
-    nix_neurons : int
-        Neurons per population kept in ``spiking.nix`` (statistics use all neurons).
-    neo_format : {"nix", "nwb", "both"}
-        File format(s) of the Neo results (``--format``): ``.nix`` and/or ``.nwb``.
-    preset : {"pd14", "pd14_lif"}
-        The column judged: the DMF's (checks ``within30``, ``ordering``) or the LIF mean
-        field's (checks ``lif_mean_within10``: its mean absolute deviation from the spiking
-        rates at most 10 %, and ``lif_each_within25``: every population within 25 %).
+    settings : ValidationSettings, optional
+        What to run (scale, duration, seeds, backend, ...); default ``ValidationSettings()``.
+    progress : bool
+        Print the workload and a progress line per seed.
+    **fields
+        Fields of :class:`ValidationSettings` that replace those of ``settings``
+        (``validate_microcircuit(out, scale=0.05, seeds=5)``).
 
     Returns
     -------
@@ -152,27 +266,20 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
         ``lif_max_deviation``, ``seeds``, ``wall_seconds`` (the whole validation), ``build_seconds``
         and ``simulate_seconds`` (the spiking runs' wall time of building the network in the simulator
         and of simulating it, summed over seeds, s), ``simulate_seconds_per_model_second``,
-        ``peak_mb``, ``settings``, ``transfer`` (per population: LIF (Siegert) rate and the DMF's
-        f at the input of the seed-mean spiking rates, :func:`colplugin.analysis.transfer.lif_vs_dmf`),
-        ``fixed_points`` (the DMF's and the LIF mean field's fixed points against the seed-mean
-        spiking rates, and which population's transfer error moves each rate,
-        :func:`colplugin.analysis.transfer.fixed_point_comparison`).
+        ``peak_mb``, ``settings`` (the spiking run's), ``validation_settings`` (the
+        :class:`ValidationSettings`, plain types), ``transfer`` (per population: LIF (Siegert) rate
+        and the DMF's f at the input of the seed-mean spiking rates,
+        :func:`colplugin.analysis.transfer.lif_vs_dmf`), ``fixed_points`` (the DMF's and the LIF mean
+        field's fixed points against the seed-mean spiking rates, and which population's transfer
+        error moves each rate, :func:`colplugin.analysis.transfer.fixed_point_comparison`).
 
     Writes ``report.md``, ``comparison.json``, ``fixed_points.json``, ``rates.png`` and NIX files
     of the first seed's spiking run and of the DMF column.
     """
-    check_neo_format(neo_format)
-    _check_seeds(seed, seeds)
-    if preset not in COLUMN_PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(COLUMN_PRESETS)} (the column the checks judge), "
-                         f"got {preset!r}")
-    check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
-    device = spiking_backend(backend).resolve_device(device)
-    if not 0 <= transient < duration - 0.1:
-        raise ValueError(f"duration {duration:g} s (--duration) leaves less than 0.1 s after the transient of "
-                         f"{transient:g} s that the statistics discard; give a longer duration, above "
-                         f"{transient + 0.1:g} s (2.5 s gives the published statistics) or, in Python, a shorter "
-                         "transient")
+    vs = _settings(ValidationSettings, settings, fields)
+    scale, duration, transient, k_scale = vs.scale, vs.duration, vs.transient, vs.k_scale
+    seed, seeds, backend, device, threads = vs.seed, vs.seeds, vs.backend, vs.device, vs.threads
+    nix_neurons, preset, neo_format = vs.nix_neurons, vs.preset, vs.neo_format
     net_spk = pd14_microcircuit(None, scale, k_scale)
     _check_spiking_workload(net_spk, duration, seeds, progress)
     out = Path(out)
@@ -298,13 +405,12 @@ def validate_microcircuit(out: str | Path, scale: float = SCALE, duration: float
     atomic_write_text(out / "report.md", md)
     return {"rows": rows, "table_md": table, "within20": within20, **checks, "preset": preset,
             "lif_mean_deviation": lif_mean, "lif_max_deviation": lif_max, "seeds": seed_list, "wall_seconds": wall,
-            **timing, "peak_mb": peak_mb, "settings": s, "transfer": transfer,
+            **timing, "peak_mb": peak_mb, "settings": s, "validation_settings": asdict(vs), "transfer": transfer,
             "fixed_points": fixed}
 
 
-def validate_stimulus(out: str | Path, scale: float = SCALE, rate: float = 8.0, *, duration: float = 1.5,
-                      t_on: float = 0.75, k_scale: float | None = K_SCALE, seed: int = 0, seeds: int = 1,
-                      backend: str = "brian2", device: str | None = None, threads: int = 1) -> dict[str, Any]:
+def validate_stimulus(out: str | Path, settings: StimulusValidationSettings | None = None,
+                      **fields: Any) -> dict[str, Any]:
     """Drive L4 of both models with a step of thalamic input and compare each population's response.
 
     The DMF column gets ``rate`` Hz on its input channel (weights K_in J_E); the spiking
@@ -313,20 +419,24 @@ def validate_stimulus(out: str | Path, scale: float = SCALE, rate: float = 8.0, 
     population the rate change in both models (spiking: mean over ``seeds`` seeds), whether
     its direction agrees, and the rank correlation of the changes; ``wall_seconds`` (the whole
     run), ``build_seconds`` and ``simulate_seconds`` (the spiking runs' build and simulation wall
-    time, summed over seeds, s) and ``simulate_seconds_per_model_second``. Writes ``stimulus.json``
-    (the returned dict) and ``report.md``.
+    time, summed over seeds, s), ``simulate_seconds_per_model_second`` and
+    ``validation_settings``. Writes ``stimulus.json`` (the returned dict) and ``report.md``.
+
+    Parameters
+    ----------
+    out : path
+        Output directory.
+    settings : StimulusValidationSettings, optional
+        What to run; default ``StimulusValidationSettings()``.
+    **fields
+        Fields of :class:`StimulusValidationSettings` that replace those of ``settings``.
     """
     t0 = time.perf_counter()
     from scipy.stats import spearmanr  # lazy: start-up time (scipy.stats is not loaded otherwise)
 
-    _check_seeds(seed, seeds)
-    check_run(duration, backend=backend, device=device, seed=seed + seeds - 1, threads=threads)
-    device = spiking_backend(backend).resolve_device(device)
-    if not 0.25 < t_on < duration - 0.25:
-        raise ValueError(f"t_on must lie in (0.25, duration - 0.25) s = (0.25, {duration - 0.25:g}) s, got {t_on}")
-    if not (np.isfinite(rate) and 0 <= rate <= MAX_INPUT_RATE):
-        raise ValueError(f"rate = {rate!r} Hz (--rate): the thalamic rate must lie in [0, {MAX_INPUT_RATE:g}] Hz "
-                         "(a firing rate; PD14's step is 8-15 Hz)")
+    vs = _settings(StimulusValidationSettings, settings, fields)
+    scale, rate, duration, t_on, k_scale = vs.scale, vs.rate, vs.duration, vs.t_on, vs.k_scale
+    seed, seeds, backend, device, threads = vs.seed, vs.seeds, vs.backend, vs.device, vs.threads
     net = pd14_microcircuit(None, scale, k_scale, thalamic=(rate, t_on))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -341,6 +451,7 @@ def validate_stimulus(out: str | Path, scale: float = SCALE, rate: float = 8.0, 
              "same_direction": bool(agree[p])} for p, pop in enumerate(POPULATIONS)]
     result = {"input_rate_hz": rate, "rows": rows, "directions_agree": int(agree.sum()), "spearman_rho": rho,
               "seeds": [r.settings["seed"] for r in results], "settings": results[0].settings,
+              "validation_settings": asdict(vs),
               "wall_seconds": time.perf_counter() - t0, **_run_timing(results, duration)}
     atomic_write_text(out / "stimulus.json", json.dumps(result, indent=2, default=str))
     table = "\n".join(f"| {r['population']} | {r['spiking_change_hz']:+.3f} | {r['dmf_change_hz']:+.3f} | "
