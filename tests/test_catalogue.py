@@ -293,10 +293,29 @@ def validation_failure_exit_status(tmp_path, capsys, monkeypatch):
     assert "1 when a check" in sub["validate"].format_help().replace("\n", " ")
 
 
-def thread_default_is_one(tmp_path, capsys):
-    # measured here: one XOR training update with 1 thread is several times faster than with 2
-    args = build_parser().parse_args(["train", "xor"])
-    assert args.threads == 1
+def training_runs_on_one_thread_unless_told(tmp_path, capsys, monkeypatch):
+    # behaviour, not the argparse default: `colplugin train` without --threads trains with one torch thread
+    # (measured here: one XOR training update with 1 thread is several times faster than with 2), also when the
+    # process started with more; --threads 2 gives two
+    import torch
+
+    import colplugin.experiments as experiments
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise KeyboardInterrupt  # stop before any training work
+
+    monkeypatch.setattr(experiments, "train_run", recording)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for extra in ([], ["--threads", "2"]):
+            main(["train", "xor", "--out", str(tmp_path / f"t{len(extra)}"), "--no-progress", *extra])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
 
 
 def brian2_progress_only_when_long(tmp_path, capsys):
@@ -316,7 +335,7 @@ CASES = [
     ragged_stimulus, change_point_after_duration, negative_or_missing_column, version_option, help_on_every_option,
     torch_nix_inputs_changing_at_different_times, brian2_nix_has_input_and_epochs, spike_trains_per_population,
     nan_and_negative_targets, annotations_are_json_and_seed_an_int, same_sample_count_in_every_file,
-    model_py_states_requirements_and_trials, validation_failure_exit_status, thread_default_is_one,
+    model_py_states_requirements_and_trials, validation_failure_exit_status, training_runs_on_one_thread_unless_told,
     brian2_progress_only_when_long,
 ]
 

@@ -9,6 +9,7 @@ than one update; the XOR run the cases start from is trained once per module.
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -98,9 +99,10 @@ def test_implausible_learning_rate_refused_up_front(tmp_path, capsys):
     assert "1e+30" in err and "at most 10" in err and "--lr 0.1" in err and "Python: lr=" in err, err
     assert "diverged" not in err and "removed" not in err  # refused before the directory was made
     assert not (tmp_path / "t").exists()
-    assert MAX_LR == 10 and TrainSettings(lr=MAX_LR).lr == MAX_LR
-    with pytest.raises(ValueError, match="at most 10"):
-        TrainSettings(lr=10.5)
+    # the bound is the one the message names, and it is inclusive
+    assert TrainSettings(lr=MAX_LR).lr == MAX_LR and f"at most {MAX_LR:g}" in err
+    with pytest.raises(ValueError, match=f"at most {MAX_LR:g}"):
+        TrainSettings(lr=math.nextafter(MAX_LR, math.inf))
 
 
 def test_divergence_names_lr_then_python_clip_grad(tmp_path, capsys):
