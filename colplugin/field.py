@@ -73,7 +73,8 @@ from ._warnings import quiet_brian2_parsing
 from .transfers import DMF_BRIAN2_RATE, DMFTransfer, Transfer, g_slope, slope, transfer, transfer_numpy, transfer_value
 
 __all__ = ["transfer", "transfer_value", "transfer_numpy", "slope", "g_slope", "filter_rate", "saturate",
-           "Term", "DMF_TERMS", "VARIANCE_TERMS", "VARIABLES", "Field", "InputVariance", "FusedOperators",
+           "Term", "DMF_TERMS", "VARIANCE_TERMS", "GATING_TERMS", "VARIABLES", "Field", "InputVariance",
+           "SynapticGating", "FusedOperators",
            "SparseFusedOperators", "Brian2Model", "DENSE_MAX_POPULATIONS", "EDGE_PRODUCT", "EDGE_PRODUCTS",
            "BRIAN2_METHODS"]
 
@@ -98,11 +99,13 @@ def saturate(r: torch.Tensor, inv_r_max: torch.Tensor | None) -> torch.Tensor:
 def state_rates(transfer: Any, y: torch.Tensor, n_variables: int, inv_r_max: torch.Tensor | None) -> torch.Tensor:
     """Instantaneous rates (..., P), Hz, of a state ``y`` (..., n_variables P): the one rate function.
 
-    The state's variables ``(V, A)`` or ``(V, A, S)`` (..., P) each go through the transfer's
-    rate, saturated where ``inv_r_max`` (:func:`inverse_r_max`) says so.
+    The transfer's variables, ``(V, A)`` or ``(V, A, S)`` (..., P) each (the first of the state;
+    a gating state G after them does not enter the rate), go through the transfer's rate,
+    saturated where ``inv_r_max`` (:func:`inverse_r_max`) says so.
     """
     P = y.shape[-1] // n_variables
-    return saturate(transfer.rate(*(y[..., k * P:(k + 1) * P] for k in range(n_variables))), inv_r_max)
+    n_rate = 3 if transfer.needs_variance else 2
+    return saturate(transfer.rate(*(y[..., k * P:(k + 1) * P] for k in range(n_rate))), inv_r_max)
 
 
 def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,10 +138,12 @@ def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor
 
 # -- the terms of the model ---------------------------------------------------------------
 
-_FACTORS = ("state", "rate", "one", "coupling", "input", "variance_coupling", "variance_input")
+_FACTORS = ("state", "rate", "one", "coupling", "input", "variance_coupling", "variance_input", "state_rate",
+            "gated_coupling")
 #: The state variables a term may drive, with their Brian2 units: V and A (mV) always, the
-#: input variance S (mV^2) where the transfer needs it (:attr:`colplugin.transfers.Transfer.needs_variance`).
-VARIABLES: dict[str, str] = {"V": "volt", "A": "volt", "S": "volt**2"}
+#: input variance S (mV^2) where the transfer needs it (:attr:`colplugin.transfers.Transfer.needs_variance`),
+#: the synaptic gating G (dimensionless, in [0, 1]) where the field has :class:`SynapticGating`.
+VARIABLES: dict[str, str] = {"V": "volt", "A": "volt", "S": "volt**2", "G": "1"}
 
 
 @dataclass(frozen=True)
@@ -149,25 +154,32 @@ class Term:
     ----------
     name : str
         Identifier; in Brian2 the subexpression (volt/second, volt**2/second for S) that holds the term.
-    variable : {"V", "A", "S"}
+    variable : {"V", "A", "S", "G"}
         The state variable whose derivative the term adds to (S: the input variance, only
-        in fields whose transfer needs it).
-    factor : {"state", "rate", "one", "coupling", "input", "variance_coupling", "variance_input"}
+        in fields whose transfer needs it; G: the synaptic gating, only in fields with
+        :class:`SynapticGating`).
+    factor : {"state", "rate", "one", "coupling", "input", "variance_coupling", "variance_input", \
+"state_rate", "gated_coupling"}
         What the coefficient multiplies: the variable itself (``coef * V``), the
         population's own rate (``coef * r``), nothing (a constant ``coef``), the recurrent
-        input ``sum_j W_ij r_j`` (nA Hz; intra- and inter-column weights), the stimulus
-        drive ``sum_k W_in,ik u_k(t)`` (nA Hz), or the same two sums with the variance
-        weights of :class:`InputVariance` (``sum_j K_ij <J_ij^2> r_j``, nA^2 Hz).
+        input ``sum_j W_ij r_j`` (nA Hz; intra-column weights, and inter-column ones unless
+        the field has gating), the stimulus drive ``sum_k W_in,ik u_k(t)`` (nA Hz), the
+        same two sums with the variance weights of :class:`InputVariance`
+        (``sum_j K_ij <J_ij^2> r_j``, nA^2 Hz), the product of the variable and the rate
+        (``coef * X r``, a nonlinear term), or the gated inter-column input
+        ``sum_j W_ij G_j`` (nA; fields with gating).
     coefficient : callable
         ``coefficient(field)``: float or tensor (P,) in 1/s (``state``), mV/(s Hz)
-        (``rate``), mV/s (``one``), mV/(s nA Hz) (``coupling``, ``input``) or
-        mV^2/(s nA^2 Hz) (``variance_coupling``, ``variance_input``).
+        (``rate``), mV/s (``one``), mV/(s nA Hz) (``coupling``, ``input``),
+        mV^2/(s nA^2 Hz) (``variance_coupling``, ``variance_input``), 1/(s Hz)
+        (``state_rate``) or mV/(s nA) (``gated_coupling``); the units of G's terms with mV
+        replaced by 1.
     brian2 : str
         The same term as a Brian2 expression (volt/second) in the names of the neuron
-        group: ``V``, ``A``, ``S``, ``r``, the namespace (:data:`BRIAN2_CONSTANTS`), ``I_rec``
-        (the summed recurrent input, amp*Hz), ``I_in`` (the stimulus drive, amp*Hz),
-        ``I2_rec`` and ``I2_in`` (their variance counterparts, amp**2*Hz) and the
-        term's own ``parameters``.
+        group: ``V``, ``A``, ``S``, ``G``, ``r``, the namespace (:data:`BRIAN2_CONSTANTS`),
+        ``I_rec`` (the summed recurrent input, amp*Hz), ``I_in`` (the stimulus drive,
+        amp*Hz), ``I2_rec`` and ``I2_in`` (their variance counterparts, amp**2*Hz),
+        ``I_gat`` (the summed gated input, amp) and the term's own ``parameters``.
     parameters : tuple of str
         Brian2 declarations of the per-neuron parameters the expression uses, e.g.
         ``("kappa : volt * second (constant)",)``.
@@ -240,6 +252,64 @@ VARIANCE_TERMS: tuple[Term, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class SynapticGating:
+    """Saturating synaptic gating of the inter-column projections (Wong & Wang 2006's NMDA gating).
+
+    Every population gets a gating state ``G`` in [0, 1]; the inter-column (learned)
+    projections act through it instead of through the presynaptic rate::
+
+        dG_j/dt = -G_j / tau + gamma (1 - G_j) r_j
+        I_i     = tau_s (sum_intra W_ij r_j + sum_inter W_ij G_j / (gamma tau) + ...)
+
+    ``G / (gamma tau)`` (Hz) equals the rate ``r`` for slow, weak activity (``gamma tau r << 1``)
+    and saturates at ``1 / (gamma tau)`` (about 16 Hz at Wong & Wang's values), with the slow
+    time constant ``tau``: a projection's drive follows its source with a delay of ``tau`` and
+    stops growing, so a pool can hold its own activity through a strong projection loop.
+
+    Parameters
+    ----------
+    tau : float or torch.Tensor
+        Decay time constant, s (Wong & Wang 2006: 0.1 s). A 0-d tensor may require grad.
+    gamma : float or torch.Tensor
+        Rise gain, dimensionless (0.641). A 0-d tensor may require grad.
+    """
+
+    tau: float | torch.Tensor = 0.1
+    gamma: float | torch.Tensor = 0.641
+
+    def __post_init__(self) -> None:
+        for name in ("tau", "gamma"):
+            v = getattr(self, name)
+            if isinstance(v, torch.Tensor) and v.numel() != 1:
+                raise ValueError(f"SynapticGating {name} must be one number (a 0-d tensor), got shape "
+                                 f"{tuple(v.shape)}")
+            value = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"SynapticGating {name} must be positive and finite, got {value!r}")
+
+    def equilibrium(self, r: torch.Tensor) -> torch.Tensor:
+        """G at which dG/dt = 0 for the rate ``r`` (Hz): ``gamma tau r / (1 + gamma tau r)``."""
+        x = r * (self.gamma * self.tau)
+        return x / (1.0 + x)
+
+
+#: The synaptic gating G (fields with :class:`SynapticGating`): its own dynamics, and the
+#: inter-column input through it::
+#:
+#:     dG/dt = -G / tau_G + gamma_G (1 - G) r
+#:     dV/dt += g_in R tau_s / tau_m * sum_inter W_ij G_j / (gamma_G tau_G)
+GATING_TERMS: tuple[Term, ...] = (
+    Term("leak_G", "G", "state", lambda f: -1.0 / f.gating.tau, "-G / tau_G", ("tau_G : second (constant)",),
+         lambda f: {"tau_G": (f.gating.tau, "second")}),
+    Term("rise_G", "G", "rate", lambda f: f.gating.gamma, "gamma_G * r", ("gamma_G : 1 (constant)",),
+         lambda f: {"gamma_G": (f.gating.gamma, "1")}),
+    Term("saturation_G", "G", "state_rate", lambda f: -f.gating.gamma, "-gamma_G * G * r"),
+    Term("gated", "V", "gated_coupling", lambda f: _current_gain(f) / (f.gating.gamma * f.gating.tau),
+         "g_in * R * tau_s * I_gat / (gamma_G * tau_G * tau_m)"),
+)
+
+
 @dataclass
 class InputVariance:
     """How the presynaptic rates make each population's input variance (fields with ``S``).
@@ -289,6 +359,10 @@ BRIAN2_VARIANCE_COUPLING = ("I2_rec : amp**2 * Hz",)
 BRIAN2_VARIANCE_INPUT = (f"I2_in = {BRIAN2_DRIVE2}(t, i) : amp**2 * Hz",)
 BRIAN2_VARIANCE_SYNAPSE = ("w2 : amp**2", "I2_rec_post = w2 * r_pre : amp**2 * Hz (summed)")
 
+#: The gated counterparts (fields with gating): a summed gated input and its weights (inter-column only).
+BRIAN2_GATED_COUPLING = ("I_gat : amp",)
+BRIAN2_GATED_SYNAPSE = ("wg : amp", "I_gat_post = wg * G_pre : amp (summed)")
+
 #: Integration methods of Brian2 that handle these equations. Only ``euler`` reproduces the
 #: torch solve exactly: Brian2 updates a summed variable (``I_rec``) once per step, so a
 #: multi-stage method holds the coupling fixed within a step.
@@ -310,8 +384,8 @@ EDGE_PRODUCT = "index_add"
 
 
 def _brian2_unit(expr: str):
-    """A Brian2 unit from ``"mV*second"``, ``"Hz/mV"`` or ``"nA**2"`` (names of ``brian2`` joined by
-    * and /, each with an optional integer power ``**k``)."""
+    """A Brian2 unit from ``"mV*second"``, ``"Hz/mV"``, ``"nA**2"`` or ``"1"`` (names of ``brian2``, or 1,
+    joined by * and /, each with an optional integer power ``**k``)."""
     quiet_brian2_parsing()
     import brian2 as b2
 
@@ -320,7 +394,7 @@ def _brian2_unit(expr: str):
         prod = 1.0
         for factor in part.replace("**", "^").split("*"):
             name, _, power = factor.partition("^")
-            prod = prod * getattr(b2, name) ** int(power or 1)
+            prod = prod * (1.0 if name == "1" else getattr(b2, name)) ** int(power or 1)
         unit = prod if k == 0 else unit / prod
     return unit
 
@@ -364,6 +438,8 @@ class _Plan:
     drive: torch.Tensor | None = None
     rate: Any = None
     state: Any = None
+    state_rate: Any = None
+    gated_w: torch.Tensor | None = None
 
 
 class Field:
@@ -417,11 +493,15 @@ class Field:
     variance : InputVariance, optional
         How the rates make the input variance; required where the transfer needs it (then
         the field has the state ``[V, A, S]`` and the terms :data:`VARIANCE_TERMS`).
+    gating : SynapticGating, optional
+        Saturating synaptic gating of the inter-column connections (then the field has the
+        state ``[V, A, G]`` and the terms :data:`GATING_TERMS`); default none. DMF transfer only.
 
     Notes
     -----
-    The state is ``y = [V, A]``, shape (B, 2P), mV, or ``y = [V, A, S]`` (B, 3P; S in mV^2)
-    for a transfer that needs the input variance. Subclass and extend :attr:`terms` to
+    The state is ``y = [V, A]``, shape (B, 2P), mV, ``y = [V, A, S]`` (B, 3P; S in mV^2)
+    for a transfer that needs the input variance, or ``y = [V, A, G]`` (B, 3P; G
+    dimensionless) for a field with gating. Subclass and extend :attr:`terms` to
     add a term to the model (``terms = Field.terms + (Term(...),)``).
     """
 
@@ -435,7 +515,8 @@ class Field:
                  input_rates: torch.Tensor | None = None, *, dense: bool | None = None,
                  noise: torch.Tensor | None = None, V_offset: torch.Tensor | None = None,
                  input_gain: torch.Tensor | None = None, r_max: torch.Tensor | None = None,
-                 transfer: Transfer | None = None, variance: InputVariance | None = None) -> None:
+                 transfer: Transfer | None = None, variance: InputVariance | None = None,
+                 gating: SynapticGating | None = None) -> None:
         missing = [k for k in BRIAN2_CONSTANTS if k not in constants]
         if missing:
             raise ValueError(f"Field constants lack {missing}")
@@ -448,13 +529,22 @@ class Field:
                 and bool(torch.isfinite(torch.as_tensor(r_max)).any())):
             raise ValueError(f"r_max saturates the DMF's f; the {self.transfer.name!r} transfer has no saturation "
                              "(the LIF neuron's own rate is at most 1 / t_ref): set r_max = inf")
+        terms, variables = type(self).terms, ("V", "A")
         if self.transfer.needs_variance:
             if variance is None:
                 raise ValueError(f"the {self.transfer.name} transfer needs the input variance: pass "
                                  "variance=InputVariance(...) (ColumnNetwork.field builds it from the parameters)")
-            self.terms = type(self).terms + VARIANCE_TERMS
+            terms, variables = terms + VARIANCE_TERMS, variables + ("S",)
+        if gating is not None:
+            if not isinstance(gating, SynapticGating):
+                raise TypeError(f"gating must be a SynapticGating(tau, gamma), got {gating!r}")
+            if self.transfer.needs_variance:
+                raise ValueError(f"synaptic gating is implemented with the DMF transfer; the {self.transfer.name!r} "
+                                 "transfer's input variance would need the gated projections' spike statistics: "
+                                 "use transfer = \"dmf\" with gating, or gating = \"none\"")
+            terms, variables = terms + GATING_TERMS, variables + ("G",)
+        self.terms, self.variables, self.gating = terms, variables, gating
         self.variance = variance if self.transfer.needs_variance else None
-        self.variables = tuple(VARIABLES) if self.transfer.needs_variance else ("V", "A")
         self.blocks = blocks
         self.layout = tuple((int(a), int(n)) for a, n in layout)
         self.n = int(blocks.shape[-1])
@@ -480,7 +570,8 @@ class Field:
         self.dtype, self.device = blocks.dtype, blocks.device
         self.plans = {v: self._plan(v) for v in self.variables}
         self.tensors = tuple(t for p in self.plans.values()
-                             for t in (p.Wt, p.blocks_t, p.w_edges, p.drive, p.rate, p.state)
+                             for t in (p.Wt, p.blocks_t, p.w_edges, p.drive, p.rate, p.state, p.state_rate,
+                                       p.gated_w)
                              if isinstance(t, torch.Tensor) and t.requires_grad)
 
     # -- assembling the terms ------------------------------------------------------------
@@ -488,7 +579,14 @@ class Field:
         return [t.coefficient(self) for t in self.terms if t.variable == variable and t.factor == factor]
 
     def _plan(self, v: str) -> _Plan:
-        plan = _Plan(rate=_total(self._terms(v, "rate")), state=_total(self._terms(v, "state")))
+        plan = _Plan(rate=_total(self._terms(v, "rate")), state=_total(self._terms(v, "state")),
+                     state_rate=_total(self._terms(v, "state_rate")))
+        gated = _total(self._terms(v, "gated_coupling"))
+        if gated is not None and self.gating is None:
+            raise ValueError(f"the terms of d{v}/dt use the gated coupling, which this field lacks (no gating)")
+        if gated is not None and self.edges is not None:  # (P,) per target or a number, times each edge's weight
+            per_target = isinstance(gated, torch.Tensor) and gated.ndim == 1
+            plan.gated_w = (gated[self.edges[1]] if per_target else gated) * self.edges[2]
         variance = self._terms(v, "variance_coupling") or self._terms(v, "variance_input")
         if variance and (self._terms(v, "coupling") or self._terms(v, "input")):
             raise ValueError(f"the terms of d{v}/dt mix mean and variance couplings; a variable takes one kind")
@@ -500,9 +598,9 @@ class Field:
             blocks = self.variance.blocks
             edge_w = None if self.edges is None else self.edges[2].abs() * self.variance.edge_amplitude
             in_w = None if self.inputs is None else self.inputs[2] * self.variance.input_amplitude
-        else:
+        else:  # with gating, the inter-column connections act through G (gated_coupling), not here
             blocks = self.blocks
-            edge_w = None if self.edges is None else self.edges[2]
+            edge_w = None if self.edges is None or self.gating is not None else self.edges[2]
             in_w = None if self.inputs is None else self.inputs[2]
         scale = _total(self._terms(v, kind + "coupling"))
         if scale is not None:
@@ -510,7 +608,7 @@ class Field:
             per_target = isinstance(scale, torch.Tensor) and scale.ndim == 1  # (P,): one factor per target
             if self.dense:
                 rows, cols, vals = self.intra_index(blocks)
-                if self.edges is not None:
+                if edge_w is not None:
                     rows, cols = torch.cat([rows, self.edges[1]]), torch.cat([cols, self.edges[0]])
                     vals = torch.cat([vals, edge_w])
                 W = torch.zeros(self.P, self.P, dtype=self.dtype, device=self.device)
@@ -521,7 +619,7 @@ class Field:
                     plan.blocks_t = (local.unsqueeze(-1) * blocks).transpose(1, 2)
                 else:
                     plan.blocks_t = (scale * blocks).transpose(1, 2)
-                plan.w_edges = None if self.edges is None else (
+                plan.w_edges = None if edge_w is None else (
                     (scale[self.edges[1]] if per_target else scale) * edge_w)
         drive = None
         gain = _total(self._terms(v, kind + "input"))
@@ -556,11 +654,11 @@ class Field:
     # -- the torch view ------------------------------------------------------------------
     @property
     def n_state(self) -> int:
-        """Width of the state: 2P (``[V, A]``) or 3P (``[V, A, S]``)."""
+        """Width of the state: 2P (``[V, A]``) or 3P (``[V, A, S]``, ``[V, A, G]``)."""
         return len(self.variables) * self.P
 
     def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The state's variables (..., P) each: ``(V, A)`` or ``(V, A, S)``."""
+        """The state's variables (..., P) each: ``(V, A)``, ``(V, A, S)`` or ``(V, A, G)``."""
         P = self.P
         return tuple(y[..., k * P:(k + 1) * P] for k in range(len(self.variables)))
 
@@ -585,7 +683,8 @@ class Field:
     def __call__(self, y: torch.Tensor, k: int = 0) -> torch.Tensor:
         """dy/dt (B, 2P or 3P), mV/s (mV^2/s for S), for the state ``y`` in stimulus segment ``k``."""
         X = self.split(y)
-        r = saturate(self.transfer.rate(*X), self.inv_r_max)
+        r = saturate(self.transfer.rate(*X[:2 + (self.variance is not None)]), self.inv_r_max)
+        G = X[-1] if self.gating is not None else None
         out = []
         for x, plan in zip(X, self.plans.values()):
             drive = None if plan.drive is None else plan.drive.select(1, k)
@@ -601,6 +700,11 @@ class Field:
                 d = r * plan.rate if d is None else d + r * plan.rate
             if plan.state is not None:
                 d = x * plan.state if d is None else d + x * plan.state
+            if plan.state_rate is not None:
+                d = x * r * plan.state_rate if d is None else d + x * r * plan.state_rate
+            if plan.gated_w is not None:
+                src, tgt, _ = self.edges
+                d = (torch.zeros_like(x) if d is None else d).index_add(1, tgt, G[:, src] * plan.gated_w)
             out.append(torch.zeros_like(x) if d is None else d)
         return torch.cat(out, 1)
 
@@ -633,6 +737,9 @@ class Field:
         if not self.transfer.fused:
             raise ValueError(f"the fused solver implements the DMF transfer only, not {self.transfer.name!r}; "
                              "integrate with Solver(backend='torchdiffeq') (backend='auto' does so by itself)")
+        if self.gating is not None:
+            raise ValueError("the fused solver implements the DMF without synaptic gating; integrate a gated "
+                             "field with Solver(backend='torchdiffeq') (backend='auto' does so by itself)")
         P, dt, dev = self.P, self.dtype, self.device
         a, b, d = self.transfer.a, self.transfer.b, self.transfer.d  # the DMF's f: its constants pack the kernel
         cs, drives = [], []
@@ -672,26 +779,33 @@ class Field:
 
     # -- the Brian2 view -----------------------------------------------------------------
     def connections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(source, target, weight in nA) of every nonzero connection, intra- and inter-column."""
-        return self._connections()[:3]
+        """(source, target, weight in nA) of every nonzero connection, intra- and inter-column
+        (gated or not)."""
+        src, tgt, w, _, wg = self._connections()
+        return src, tgt, w + wg
 
     def _connections(self) -> tuple[np.ndarray, ...]:
-        """:meth:`connections` plus each one's variance weight (nA^2; NaN without a variance)."""
+        """(source, target, w, w2, wg): every nonzero connection with its rate weight ``w`` (nA; 0 for a
+        gated one), its variance weight ``w2`` (nA^2; NaN without a variance) and its gated weight ``wg``
+        (nA; 0 for an ungated one). With gating the inter-column connections are gated."""
         with torch.no_grad():
             rows, cols, vals = self.intra_index()
             src, tgt, w = [_numpy(cols)], [_numpy(rows)], [_numpy(vals)]
             w2 = [np.full(len(w[0]), np.nan) if self.variance is None else _numpy(self.intra_index(
                 self.variance.blocks)[2])]
+            wg = [np.zeros(len(w[0]))]
             if self.edges is not None:
                 src.append(_numpy(self.edges[0]))
                 tgt.append(_numpy(self.edges[1]))
-                w.append(_numpy(self.edges[2]))
-                w2.append(np.full(len(w[-1]), np.nan) if self.variance is None else
-                          np.abs(w[-1]) * _numpy(self.variance.edge_amplitude))
-        src, tgt, w, w2 = (np.concatenate(x) for x in (src, tgt, w, w2))
-        keep = w != 0
+                edge = _numpy(self.edges[2]).astype(float)
+                w.append(edge if self.gating is None else np.zeros(len(edge)))
+                wg.append(np.zeros(len(edge)) if self.gating is None else edge)
+                w2.append(np.full(len(edge), np.nan) if self.variance is None else
+                          np.abs(edge) * _numpy(self.variance.edge_amplitude))
+        src, tgt, w, w2, wg = (np.concatenate(x) for x in (src, tgt, w, w2, wg))
+        keep = (w != 0) | (wg != 0)
         return (src[keep].astype(np.int64), tgt[keep].astype(np.int64), w[keep].astype(float),
-                w2[keep].astype(float))
+                w2[keep].astype(float), wg[keep].astype(float))
 
     def input_drive(self, u: np.ndarray | torch.Tensor, variance: bool = False) -> np.ndarray:
         """Stimulus drive ``sum_k W_in,ik u_k`` (..., P), nA Hz, of input rates ``u`` (..., n_inputs), Hz.
@@ -708,12 +822,16 @@ class Field:
         return drive.numpy()
 
     def initial(self, batch_size: int = 1, V: float = 0.0, A: float = 0.0) -> torch.Tensor:
-        """A uniform initial state (B, 2P or 3P): V and A in mV; S (if any) at rest (:meth:`initial_variance`)."""
+        """A uniform initial state (B, 2P or 3P): V and A in mV; S (if any) at rest (:meth:`initial_variance`);
+        G (if any) in equilibrium with the rates of that V and A (:meth:`SynapticGating.equilibrium`)."""
         y = torch.empty(batch_size, self.n_state, dtype=self.dtype, device=self.device)
         y[:, :self.P] = V
         y[:, self.P:2 * self.P] = A
         if self.variance is not None:
-            y[:, 2 * self.P:] = self.initial_variance()
+            y[:, 2 * self.P:3 * self.P] = self.initial_variance()
+        if self.gating is not None:
+            with torch.no_grad():
+                y[:, -self.P:] = self.gating.equilibrium(self.rates(y))
         return y
 
     def _brian2_lines(self) -> tuple[list[str], dict[str, Any]]:
@@ -727,7 +845,7 @@ class Field:
         factors = {t.factor for t in self.terms}
         for factor, extra in (("coupling", BRIAN2_COUPLING), ("input", BRIAN2_INPUT),
                               ("variance_coupling", BRIAN2_VARIANCE_COUPLING),
-                              ("variance_input", BRIAN2_VARIANCE_INPUT)):
+                              ("variance_input", BRIAN2_VARIANCE_INPUT), ("gated_coupling", BRIAN2_GATED_COUPLING)):
             if factor in factors:
                 lines += extra
         for var in self.variables:
@@ -752,7 +870,8 @@ class Field:
             Stimulus rates (Hz) of B trials on the Brian2 time grid (sample ``n`` holds
             for ``[n dt, (n + 1) dt)``). Default: no input, one trial.
         y0 : array, shape (nP,) or (B, nP), optional
-            Initial ``[V, A]`` (mV) or ``[V, A, S]`` (mV, mV^2); default :meth:`initial`.
+            Initial ``[V, A]`` (mV), ``[V, A, S]`` (mV, mV^2) or ``[V, A, G]`` (mV, 1); default
+            :meth:`initial`.
 
         Returns
         -------
@@ -770,7 +889,8 @@ class Field:
         equations = b2.Equations("")
         for line in lines:
             equations = equations + b2.Equations(line)
-        synapse_lines = BRIAN2_SYNAPSE + (BRIAN2_VARIANCE_SYNAPSE if "variance_coupling" in factors else ())
+        synapse_lines = (BRIAN2_SYNAPSE + (BRIAN2_VARIANCE_SYNAPSE if "variance_coupling" in factors else ())
+                         + (BRIAN2_GATED_SYNAPSE if "gated_coupling" in factors else ()))
         synapse = b2.Equations("")
         for line in synapse_lines:
             synapse = synapse + b2.Equations(line)
@@ -792,12 +912,15 @@ class Field:
             raise ValueError(f"y0 has {y.shape[0]} trials, the input {B}")
         y = np.array(np.broadcast_to(y, (B, n)))
         rf = _numpy(self.rates(torch.as_tensor(y, dtype=torch.float64)))
-        src, tgt, w, w2 = self._connections()
+        src, tgt, w, w2, wg = self._connections()
         initial = {"V": y[:, :P] * b2.mV, "A": y[:, P:2 * P] * b2.mV, "rf": rf * b2.Hz}
         extra: dict[str, Any] = {}
         if self.variance is not None:
-            initial["S"] = y[:, 2 * P:] * b2.mV ** 2
+            initial["S"] = y[:, 2 * P:3 * P] * b2.mV ** 2
             extra = {"weight2": w2 * b2.nA ** 2, "drive2": self.input_drive(u, variance=True) * b2.nA ** 2 * b2.Hz}
+        if self.gating is not None:
+            initial["G"] = y[:, -P:]
+            extra["weight_gated"] = wg * b2.nA
         return Brian2Model(lines=tuple(lines), equations=equations, synapse_lines=synapse_lines,
                            synapse_model=synapse, namespace=namespace, values=values, initial=initial,
                            source=src, target=tgt, weight=w * b2.nA,
@@ -1124,6 +1247,9 @@ class Brian2Model:
     weight2, drive2 : Quantity or None
         Fields with the input variance ``S``: the variance weights ``w2`` (amp**2) of the
         connections and the variance drive (T, B, P; amp**2*Hz, the ``drive2_ta`` TimedArray).
+    weight_gated : Quantity or None
+        Fields with gating ``G``: the gated weights ``wg`` (amp) of the connections (the
+        inter-column ones; their ``w`` is 0).
     transfer : Transfer or None
         The field's transfer (its constants rebuild ``functions`` outside colplugin).
     """
@@ -1147,6 +1273,7 @@ class Brian2Model:
     drive2: Any = None
     drive2_name: str = BRIAN2_DRIVE2
     transfer: Any = None
+    weight_gated: Any = None
 
     def for_trials(self) -> dict[str, Any]:
         """Values for one group of ``n_trials`` copies: neuron i of copy k is ``k * P + i``.
@@ -1165,6 +1292,8 @@ class Brian2Model:
         if self.weight2 is not None:
             out["weight2"] = np.tile(np.asarray(self.weight2), B) * _unit_of(self.weight2)
             out["drive2"] = np.asarray(self.drive2).reshape(T, B * P) * _unit_of(self.drive2)
+        if self.weight_gated is not None:
+            out["weight_gated"] = np.tile(np.asarray(self.weight_gated), B) * _unit_of(self.weight_gated)
         return out
 
 

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ._io import check_memory
 from .column import background_weights, column_sizes, input_weights, intra_column_weights, synaptic_strengths
-from .field import DENSE_MAX_POPULATIONS, Field, InputVariance, inverse_r_max, state_rates
+from .field import DENSE_MAX_POPULATIONS, Field, InputVariance, SynapticGating, inverse_r_max, state_rates
 from .transfers import Transfer, transfer_for
 from .params import ParameterError, Params
 from .params.names import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
@@ -786,12 +786,32 @@ class ColumnNetwork(nn.Module):
         return DENSE_MAX_POPULATIONS
 
     @property
+    def gating(self) -> SynapticGating | None:
+        """The synaptic gating of the inter-column projections (parameters ``gating``, ``tau_G``,
+        ``gamma_G``), or None where the parameters have none (every shipped preset)."""
+        p = self.params
+        if p["gating"] == "none":
+            return None
+        return SynapticGating(float(p["tau_G"]), float(p["gamma_G"]))
+
+    @property
+    def state_variables(self) -> tuple[str, ...]:
+        """The state's variables in order: ``("V", "A")``, plus ``"S"`` where the transfer needs the
+        input variance, plus ``"G"`` where the network has synaptic gating."""
+        return ("V", "A") + ("S",) * self.transfer.needs_variance + ("G",) * (self.params["gating"] != "none")
+
+    @property
     def n_state(self) -> int:
-        """Width of the state: 2P (``[V, A]``) or 3P (``[V, A, S]`` where the transfer needs the input variance)."""
-        return (3 if self.transfer.needs_variance else 2) * self.n_populations
+        """Width of the state: P per state variable (:attr:`state_variables`): 2P or 3P."""
+        return len(self.state_variables) * self.n_populations
+
+    @property
+    def fusable(self) -> bool:
+        """Whether the fused solver integrates this network: the DMF transfer without synaptic gating."""
+        return self.transfer.fused and self.params["gating"] == "none"
 
     def rates(self, y: torch.Tensor) -> torch.Tensor:
-        """Instantaneous rates in Hz of a state ``y = [V, A]`` or ``[V, A, S]``: the transfer of the
+        """Instantaneous rates in Hz of a state ``y`` (:attr:`state_variables`): the transfer of the
         network's parameters (:mod:`colplugin.transfers`), saturated where ``r_max`` is set."""
         return state_rates(self.transfer, y, self.n_state // self.n_populations, inverse_r_max(self.r_max.to(y)))
 
@@ -866,7 +886,7 @@ class ColumnNetwork(nn.Module):
         return self.field_class(constants, self.kappa, self.W_bg, self.W_intra, layout, edges, inputs,
                                 input_rates, dense=dense, noise=noise, V_offset=self.V_offset,
                                 input_gain=self.input_gain, r_max=self.r_max, transfer=self.transfer,
-                                variance=self.input_variance())
+                                variance=self.input_variance(), gating=self.gating)
 
     def vector_field(self, y: torch.Tensor, u: torch.Tensor | None = None, *,
                      dense: bool | None = None) -> torch.Tensor:
@@ -877,14 +897,15 @@ class ColumnNetwork(nn.Module):
     # -- states ---------------------------------------------------------------------
     def initial_state(self, batch_size: int = 1, V: float = 0.0, A: float = 0.0) -> torch.Tensor:
         """A uniform initial state (B, n_state): V and A in mV (default 0 mV); where the transfer needs the
-        input variance, S (mV^2) at rest (background alone, :meth:`colplugin.field.Field.initial_variance`)."""
+        input variance, S (mV^2) at rest (background alone, :meth:`colplugin.field.Field.initial_variance`);
+        where the network has gating, G in equilibrium with the rates of V and A."""
+        if len(self.state_variables) > 2:  # S at rest, G in equilibrium with the rates: the field's rule
+            with torch.no_grad():
+                return self.field().initial(batch_size, V, A)
         P = self.n_populations
         y = torch.empty(batch_size, self.n_state, dtype=self.W_intra.dtype, device=self.W_intra.device)
         y[:, :P] = V
         y[:, P:2 * P] = A
-        if self.transfer.needs_variance:
-            with torch.no_grad():
-                y[:, 2 * P:] = self.field().initial_variance()
         return y
 
     # -- (de)serialisation ---------------------------------------------------------------

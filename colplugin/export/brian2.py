@@ -7,7 +7,9 @@ and trial) runs its ``Equations``; one ``Synapses`` object carries every connect
 ``I_rec_post = w * r_pre``; the stimulus enters as a ``TimedArray`` of the input drive.
 A field whose transfer needs the input variance (the LIF networks' Siegert transfer) adds
 the state ``S``, a second summed variable ``I2_rec_post = w2 * r_pre``, a second
-``TimedArray`` of the variance drive and the transfer's Brian2 ``Function`` objects.
+``TimedArray`` of the variance drive and the transfer's Brian2 ``Function`` objects. A field
+with synaptic gating adds the state ``G`` and a third summed variable ``I_gat_post = wg * G_pre``
+that carries the inter-column connections (their ``w`` is 0).
 
 Code targets are never swapped silently: the runtime device runs ``numpy`` or ``cython``
 as asked, and a transfer function without its own implementation for the requested target
@@ -50,7 +52,8 @@ class Brian2Run:
 
     After :meth:`run`, ``t`` (s), ``rate`` (T, P, Hz), ``V`` and ``A`` (mV) hold the
     recorded values as numpy arrays (also for ``cpp_standalone``, whose device is reset
-    to the runtime device after the run), and ``S`` (mV^2) for a field with the input variance.
+    to the runtime device after the run), ``S`` (mV^2) for a field with the input variance, and
+    ``G`` (dimensionless) for a field with synaptic gating.
     """
 
     network: Any
@@ -66,6 +69,7 @@ class Brian2Run:
     V: np.ndarray | None = None
     A: np.ndarray | None = None
     S: np.ndarray | None = None
+    G: np.ndarray | None = None
     target: str = "numpy"
     wall_seconds: float = 0.0
     run_seconds: float = float("nan")
@@ -124,6 +128,8 @@ class Brian2Run:
             self.A = np.asarray(m.A / b2.mV).T[keep]
             if "S" in m.record_variables:
                 self.S = np.asarray(m.S / b2.mV ** 2).T[keep]
+            if "G" in m.record_variables:
+                self.G = np.asarray(m.G).T[keep]
             if self.device == "cpp_standalone":  # time of the compiled simulation loop alone
                 self.run_seconds = float(getattr(b2.device, "_last_run_time", float("nan")))
         finally:
@@ -341,6 +347,9 @@ def to_brian2(network: ColumnNetwork, stimulus: Stimulus | None = None, duration
     if "weight2" in arrays:
         S.w2 = arrays["weight2"]
         recorded.append("S")
+    if "weight_gated" in arrays:
+        S.wg = arrays["weight_gated"]
+        recorded.append("G")
     M = b2.StateMonitor(G, recorded, record=True, dt=(record_dt or dt) * b2.second, name="rates")
     net = b2.Network(G, S, M)
     return Brian2Run(net, G, S, M, duration, network, device=device, method=method, target=code,

@@ -11,7 +11,8 @@ outside colplugin: the script carries the C source of :mod:`colplugin.siegert`
 (``_siegert.cpp``, for ``cpp_standalone`` and the ``cython`` target) and a line-by-line
 numpy port of :func:`colplugin.siegert.siegert_value` (:data:`SIEGERT_NUMPY`, the ``numpy``
 target; needs scipy for ``erfcx``), with the transfer's constants in the ``.npz``; its
-variance drive and weights (``drive2_ta``, ``w2``) are stored like the mean ones.
+variance drive and weights (``drive2_ta``, ``w2``) are stored like the mean ones. A network
+with synaptic gating stores its gated weights (``wg``) the same way.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ recorded = ["r", "V", "A"]
 if "val:weight2" in data.files:  # the input variance's weights
     S.w2 = np.tile(data["val:weight2"], n) * unit(data, "weight2")
     recorded.append("S")
+if "val:weight_gated" in data.files:  # the gated (inter-column) weights
+    S.wg = np.tile(data["val:weight_gated"], n) * unit(data, "weight_gated")
+    recorded.append("G")
 M = b2.StateMonitor(G, recorded, record=True, dt=dt)
 net = b2.Network(G, S, M)
 # the monitor records at the start of a step: one more step records the state at the end
@@ -125,6 +129,8 @@ net.run(duration * b2.second + dt, report="text")
 keep = np.asarray(M.t / b2.second) <= duration * (1 + 1e-9) + 1e-12
 T = int(keep.sum())
 extra = {{"S_mV2": np.asarray(M.S / b2.mV ** 2).T[keep].reshape(T, n, P)}} if "S" in recorded else {{}}
+if "G" in recorded:
+    extra["G"] = np.asarray(M.G).T[keep].reshape(T, n, P)
 np.savez(args.out, t_s=np.asarray(M.t / b2.second)[keep], trials=np.array(labels),
          rate_Hz=np.asarray(M.r / b2.Hz).T[keep].reshape(T, n, P),
          V_mV=np.asarray(M.V / b2.mV).T[keep].reshape(T, n, P),
@@ -338,6 +344,8 @@ def export_brian2_script(network: ColumnNetwork, path: str | Path, stimulus: Sti
         _pack(arrays, "weight2", model.weight2)
         _pack(arrays, "drive2", model.drive2)
         arrays["drive2_name"] = model.drive2_name
+    if model.weight_gated is not None:
+        _pack(arrays, "weight_gated", model.weight_gated)
     transfer, requirements = _transfer_block(model, arrays)
     arrays.update(source=model.source, target=model.target, n_populations=model.n_populations,
                   n_trials=model.n_trials, trials=np.array(trials), drive_name=model.drive_name,
@@ -371,7 +379,9 @@ def export_brian2_script(network: ColumnNetwork, path: str | Path, stimulus: Sti
            f"({network.rec_src.numel()} inter-column), {network.n_inputs} input channels, "
            f"{model.n_trials} trial(s).\n\n"
            "## Equations (Brian2, one rate unit per population)\n\n```\n" + equations +
-           "\n```\n\nSynapses (intra- and inter-column weights `w`):\n\n```\n" + synapse + "\n```\n\n"
+           "\n```\n\nSynapses (intra- and inter-column weights `w`"
+           + ("; with gating the inter-column ones act through the gating G of their source, weights `wg`"
+              if model.weight_gated is not None else "") + "):\n\n```\n" + synapse + "\n```\n\n"
            "`I_in` is the stimulus drive `sum_k W_in,ik u_k(t)` from a TimedArray; " + rate_note + "\n\n"
            f"Integration: `{method}`, dt = {dt * 1e3:g} ms, duration {duration:g} s. {note}\n\n"
            "## Parameters\n\n| name | value | unit | source |\n|---|---|---|---|\n" + rows + "\n\n"

@@ -227,7 +227,7 @@ def rate_factors(network: ColumnNetwork, f: Field | None = None) -> RateFactors:
         g = _np(f.input_gain)
         k = g * (f.R * f.tau_s)  # mV per (nA Hz): g R tau_s, per target
         k2 = k ** 2 / f.tau_m
-        src, tgt, w, w2 = f._connections()
+        src, tgt, w, w2, _ = f._connections()
         if np.any(np.isnan(w2)) or np.any(w2 < 0):
             raise ValueError("the field's variance weights are missing or negative; the NEST export needs "
                              "ColumnNetwork.input_variance()")

@@ -116,6 +116,9 @@ SPECS: dict[str, _Spec] = {
     "r_max": _Spec("Hz", (N_POP,), _POSITIVE, "8 positive saturation rates (inf: none)"),
     "transfer": _Spec(None, None, lambda v: True, "one of the choices", ("dmf", "siegert")),
     "sigma_floor": _Spec("mV", None, _POSITIVE, "a positive potential"),
+    "gating": _Spec(None, None, lambda v: True, "one of the choices", ("none", "inter_column")),
+    "tau_G": _Spec("s", None, _POSITIVE, "a positive time constant"),
+    "gamma_G": _Spec("dimensionless", None, _POSITIVE, "a positive gain"),
     "inhibition": _Spec(None, None, lambda v: True, "one of the choices", ("layer_ratio", "g")),
     "g": _Spec("dimensionless", None, _all(lambda v: v < 0), "a negative number (PD14: -4)"),
     "connection_probability": _Spec(
@@ -394,6 +397,10 @@ class Params(Mapping[str, Any]):
             raise ParameterError(f"parameter set {self.name!r}: r_max (a saturation of the DMF's f) is set, but the "
                                  f"transfer is {self._values['transfer']!r}, the LIF neuron's own rate (at most "
                                  "1 / t_ref); set r_max = inf or transfer = \"dmf\"")
+        if self._values.get("gating", "none") != "none" and self._values["transfer"] != "dmf":
+            raise ParameterError(f"parameter set {self.name!r}: gating = {self._values['gating']!r} is implemented "
+                                 f"with the DMF transfer, not {self._values['transfer']!r}; set gating = \"none\" or "
+                                 "transfer = \"dmf\"")
         if not self._values["V_th"] > self._values["V_reset"]:
             raise ParameterError(f"V_th = {self._values['V_th']} mV must lie above V_reset = "
                                  f"{self._values['V_reset']} mV; raise V_th or lower V_reset")
@@ -481,7 +488,8 @@ class Params(Mapping[str, Any]):
                                      f"{k} = {example}")
         if not isinstance(areas_raw, Mapping):
             raise ParameterError(f"'areas' must be tables [areas.NAME] with value = [8 sizes], got {areas_raw!r}")
-        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset", "input_gain", "r_max", "transfer", "sigma_floor")
+        missing_spiking = [k for k in SPIKING_KEYS + ("V_offset", "input_gain", "r_max", "transfer", "sigma_floor",
+                                                         "gating", "tau_G", "gamma_G")
                            if k not in data]  # older sets
         if missing_spiking:
             pd14 = _raw_preset("pd14")

@@ -38,7 +38,7 @@ def resting_state(network: ColumnNetwork, u: Sequence[float] | torch.Tensor | No
     uu = _inputs(network, u)
     with torch.no_grad():
         solver = Solver.default()  # torchdiffeq's for a transfer the fused loop lacks, without the user notice
-        solver = solver if network.transfer.fused else solver.on("torchdiffeq")
+        solver = solver if network.fusable else solver.on("torchdiffeq")
         traj = simulate(network, Stimulus.constant(uu, dtype=uu.dtype, device=uu.device), duration=2.0,
                         dt_out=0.1, solver=solver)
         y = traj.state[-1].clone()

@@ -119,8 +119,9 @@ class Trajectory:
     ----------
     t : torch.Tensor, shape (T,)
         Output times in s.
-    state : torch.Tensor, shape (T, B, 2P)
-        ``[V, A]`` in mV.
+    state : torch.Tensor, shape (T, B, n_state)
+        ``[V, A]`` in mV, followed by ``S`` (mV^2) and/or ``G`` where the network has them
+        (:attr:`~colplugin.network.ColumnNetwork.state_variables`).
     network : ColumnNetwork
     stimulus : Stimulus
     solver : Solver
@@ -151,9 +152,16 @@ class Trajectory:
     def S(self) -> torch.Tensor:
         """Input variance (T, B, P), mV^2: Brunel's white-noise amplitude squared (transfers that need it)."""
         P = self.network.n_populations
-        if self.state.shape[-1] < 3 * P:
+        if "S" not in self.network.state_variables:
             raise AttributeError(f"this network's transfer ({self.network.transfer.name}) has no input variance S")
         return self.state[..., 2 * P:3 * P]
+
+    @property
+    def G(self) -> torch.Tensor:
+        """Synaptic gating (T, B, P), dimensionless in [0, 1] (networks with gating)."""
+        if "G" not in self.network.state_variables:
+            raise AttributeError("this network has no synaptic gating G (its parameters' gating is 'none')")
+        return self.state[..., -self.network.n_populations:]
 
     @property
     def rate(self) -> torch.Tensor:
@@ -174,8 +182,9 @@ class Trajectory:
 
     def get(self, variable: str, area: str, column: int, population: str) -> torch.Tensor:
         """One population's trace (T, B): ``traj.get("rate", "upper", 0, "L23E")``."""
-        if variable not in ("V", "A", "S", "rate", "rate_filtered"):
-            raise KeyError(f"unknown variable {variable!r}; use V, A, S (input variance), rate or rate_filtered")
+        if variable not in ("V", "A", "S", "G", "rate", "rate_filtered"):
+            raise KeyError(f"unknown variable {variable!r}; use V, A, S (input variance), G (synaptic gating), rate "
+                           "or rate_filtered")
         return getattr(self, variable)[..., self.network.index(area, column, population)]
 
     @property
@@ -263,22 +272,23 @@ _ANNOUNCED: set[str] = set()
 
 
 def solver_for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
-    """The solver for the network's transfer: the fused loop integrates the DMF's f only.
+    """The solver for the network's model: the fused loop integrates the DMF's f without gating only.
 
     A fused solver chosen by ``backend="auto"`` becomes torchdiffeq's (the same method and
-    tolerances), announced once per transfer and process; an explicit ``backend="fused"`` is
-    refused with the fix.
+    tolerances), announced once per kind of model and process; an explicit ``backend="fused"``
+    is refused with the fix.
     """
     tr = network.transfer
-    if tr.fused or solver.backend == "torchdiffeq":
+    if network.fusable or solver.backend == "torchdiffeq":
         return solver
+    what = (f"the {tr.name!r} transfer" if not tr.fused else "synaptic gating")
     if solver.backend == "fused":
-        raise ValueError(f"Solver(backend='fused') integrates the DMF transfer only; this network's transfer is "
-                         f"{tr.name!r}. Use Solver(backend='torchdiffeq') (or backend='auto', which does so)")
-    if tr.name not in _ANNOUNCED:
-        _ANNOUNCED.add(tr.name)
-        warnings.warn(f"the fused solver implements the DMF transfer only: this network's {tr.name!r} transfer "
-                      f"integrates with torchdiffeq's {solver.method} (same method and tolerances)",
+        raise ValueError(f"Solver(backend='fused') integrates the DMF transfer without synaptic gating only; this "
+                         f"network has {what}. Use Solver(backend='torchdiffeq') (or backend='auto', which does so)")
+    if what not in _ANNOUNCED:
+        _ANNOUNCED.add(what)
+        warnings.warn(f"the fused solver implements the DMF transfer without synaptic gating: this network's "
+                      f"{what} integrates with torchdiffeq's {solver.method} (same method and tolerances)",
                       UserWarning, stacklevel=3)
     return solver.on("torchdiffeq")
 
@@ -464,7 +474,7 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
     if y0.ndim == 1:
         y0 = y0.unsqueeze(0)
     if y0.shape[-1] != network.n_state:
-        names = "[V, A, S]" if network.transfer.needs_variance else "[V, A]"
+        names = "[" + ", ".join(network.state_variables) + "]"
         raise ValueError(f"y0 must have {network.n_state // network.n_populations} * {network.n_populations} = "
                          f"{network.n_state} entries ({names} per population), got {y0.shape[-1]}")
     B = max(y0.shape[0], stimulus.batch_size)
