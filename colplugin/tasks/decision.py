@@ -48,6 +48,9 @@ LATERAL_COLUMNS = ("different", "all")
 NOISE_STEP = 1e-3
 #: Seed of the noise realisations of the evaluation (Figure 2, held-out metrics).
 EVALUATION_NOISE_SEED = 2024
+#: Decay (s) of the synaptic gating of the decision network with ``gating=True``: Wong & Wang's NMDA
+#: tau_S = 100 ms on their time axis, which the task compresses by ``time_scale`` = 10.
+GATING_TAU_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,11 @@ class Decision(Task):
                  noise_mV: Annotated[float, Option(
                      "--noise-mv", "decision: train and evaluate the stochastic variant, with white noise of SIGMA "
                      "mV (sd of a free membrane) on every membrane state (0: deterministic)",
-                     metavar="SIGMA")] = 0.0) -> None:
+                     metavar="SIGMA")] = 0.0,
+                 gating: Annotated[bool, Option(
+                     "--gating", "decision: the learned projections act through a saturating synaptic gating "
+                     "state (Wong & Wang's NMDA gating, parameters gating, tau_G, gamma_G), so that the winner can "
+                     "hold its choice after the stimulus")] = False) -> None:
         if lateral_columns not in LATERAL_COLUMNS:
             raise ValueError(f"decision: lateral_columns must be one of {', '.join(LATERAL_COLUMNS)} "
                              f"(the paper's set is 'different'), got {lateral_columns!r}")
@@ -239,6 +246,9 @@ class Decision(Task):
                              "noise as a finite sigma >= 0 mV, e.g. --noise-mv 1 (0, the default: deterministic)")
         self.noise_mV = float(noise_mV)
         self.noise = MembraneNoise(self.noise_mV, NOISE_STEP) if self.noise_mV != 0 else None
+        if not isinstance(gating, (bool, np.bool_)):
+            raise ValueError(f"Decision(gating={gating!r}): give True or False (--gating switches it on)")
+        self.gating = bool(gating)
         if solver is None:  # the stochastic variant: fixed steps that hold each noise increment
             solver = (Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto") if self.noise is None
                       else Solver("rk4", step=NOISE_STEP, backend="auto"))
@@ -248,6 +258,8 @@ class Decision(Task):
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         params = params or load_preset("dl25")
+        if self.gating and params["gating"] == "none":
+            params = params.with_overrides({"gating": "inter_column", "tau_G": GATING_TAU_S})
         return ColumnNetwork(params, {"mt": ("mt", 2)},
                              [Input("mt"), Lateral("mt", columns=self.lateral_columns, init=50.0, jitter=0.5)],
                              seed=seed)

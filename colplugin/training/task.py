@@ -82,7 +82,8 @@ class Option:
     choices : tuple, optional
         The values allowed.
     type : callable, optional
-        Converts the command line's text (default: the type of the keyword's default).
+        Converts the command line's text (default: the type of the keyword's default). A
+        keyword whose default is ``False`` becomes a switch (``--flag`` sets it ``True``).
     """
 
     flag: str
@@ -292,6 +293,12 @@ class Task(ABC):
         flags must differ between tasks.
         """
         for name, opt, default in cls.options():
+            if isinstance(default, bool) and opt.type is None:  # a switch: off by default, the flag turns it on
+                if default:
+                    raise TypeError(f"task {cls.name!r}: the switch {opt.flag} of keyword {name!r} must default to "
+                                    "False (the flag turns it on)")
+                group.add_argument(opt.flag, dest=opt.dest, action="store_true", default=None, help=opt.help)
+                continue
             if opt.type is None and not isinstance(default, str) and \
                     (isinstance(default, bool) or not isinstance(default, (int, float))):
                 raise TypeError(f"task {cls.name!r}: the option {opt.flag} of keyword {name!r} (default {default!r}) "
