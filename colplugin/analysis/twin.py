@@ -53,7 +53,7 @@ from ..spiking import simulate_spiking, spiking_twin
 from ..spiking.network import K_SCALE, SCALE, check_scaling
 from ..spiking.result import timing_md, timing_summary
 from ..spiking.simulate import check_run, spiking_backend
-from ..spiking.twin import twin_full_sizes
+from ..spiking.twin import twin_full_sizes, twin_gating
 from ..stimulus import Stimulus
 from .figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates, save_figure
 
@@ -278,7 +278,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     try:
         for b in range(C):
             net_b = spiking_twin(network, conditions, trial=b, scale=scale, k_scale=k_scale, duration=duration,
-                                 reference_rates=reference[b])
+                                 reference_rates=reference[b], backend_gating=spiking_backend(backend).gating)
             n_neurons, n_synapses = net_b.n_neurons, net_b.n_synapses
             bins_b = []
             for j in range(trials):
@@ -360,6 +360,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
                         "input_rates_hz": conditions.rates[b].tolist()} for b in range(C)],
         "accuracy": accuracy, "dmf_accuracy": dmf_accuracy, "rate_floor_hz": RATE_FLOOR_HZ,
         "rate_model": network.transfer.label,
+        "gating": twin_gating(network, spiking_backend(backend).gating)[1],
         "per_population": per_population, "n_neurons": int(n_neurons), "n_synapses": int(n_synapses),
         "spiking_wall_seconds": run_walls, "wall_seconds": wall,
         **timing_summary(run_builds, run_simulates, len(run_walls) * float(duration)),
@@ -416,6 +417,8 @@ def twin_report_section(result: dict[str, Any], prefix: str = "") -> list[str]:
              f"{result['k_scale']}; {result['n_neurons']} neurons, {result['n_synapses']} synapses per condition): "
              f"{C} conditions x {result['trials']} trials (trial j: seed {result['seed']} + j). Rates are read "
              f"over [{w0:g}, {w1:g}) s (the task's read-out window).", ""]
+    if result.get("gating", "no synaptic gating") != "no synaptic gating":
+        lines += [f"Synaptic gating: {result['gating']}.", ""]
     if acc is None:
         lines += ["The task defines no read-out from rates: no accuracy.", ""]
     else:

@@ -108,8 +108,9 @@ RANGES: dict[str, Range] = {
                       "range; colplugin calibrate fits within +-15 mV"),
     "tau_G": Range(1e-3, 10.0, "s", "decay of a synaptic gating variable: AMPA ~2 ms, NMDA 50-150 ms (Wong & "
                    "Wang 2006 use 100 ms), GABA_B ~0.2 s", "ms"),
-    "gamma_G": Range(1e-3, 100.0, "dimensionless", "rise gain of synaptic gating per unit rate and time: Wong "
-                     "& Wang 2006 use 0.641 (G saturates above about 1 / (gamma_G tau_G) = 16 Hz)"),
+    "gamma_G": Range(1e-3, 1e4, "dimensionless", "rise gain of synaptic gating per unit rate and time: Wong "
+                     "& Wang 2006 use 0.641 (G saturates above about 1 / (gamma_G tau_G) = 16 Hz); a model whose "
+                     "rates and times are Wong & Wang's scaled down scales it up by both factors"),
     "sigma_floor": Range(1e-3, 10.0, "mV", "smallest input sd of the Siegert transfer: the pd14_lif preset "
                          "uses 0.1 mV; free membrane noise is a few mV"),
     # -- counts --

@@ -12,6 +12,11 @@ per-neuron constants. Integration is exact (``method="exact"``).
 Adaptation: populations with ``threshold_jump > 0`` get a threshold variable ``theta``
 (``v > V_th + theta``) that jumps at each spike and decays with ``tau_threshold``.
 
+Synaptic gating (a network with a :class:`~colplugin.spiking.network.SynapticGatingModel`): every
+neuron gets a gating variable ``s_G`` (``ds_G/dt = -s_G / tau_G``, ``s_G += gamma_G (1 - s_G)`` at
+its spikes) and the gated connections one more ``Synapses`` object whose summed variable
+``I_gat_post = w * s_G_pre`` adds to the membrane current.
+
 Reproducibility: connectivity, weights, delays and initial potentials come from
 ``numpy.random.default_rng(seed)``; the Poisson input uses Brian2's generator, seeded with
 ``brian2.seed(seed)`` after the device is chosen (in cpp_standalone the seed must be set on
@@ -112,7 +117,7 @@ def _restore_device(b2, device: str, directory: str | None, cleanup: bool) -> No
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _neuron_equations(b2, models: list[LIFModel], plan) -> tuple[str, list[str], dict, str, str]:
+def _neuron_equations(b2, models: list[LIFModel], plan, gating=None) -> tuple[str, list[str], dict, str, str]:
     """The neurons' equations, threshold and reset.
 
     Parameters shared by every model are namespace constants (with units), the others
@@ -132,7 +137,8 @@ def _neuron_equations(b2, models: list[LIFModel], plan) -> tuple[str, list[str],
             namespace[name] = values.pop() * unit
         else:
             per_neuron.append(name)
-    eqs = ("dv/dt = (E_L - v) / tau_m + (I + I_dc) / C_m : volt (unless refractory)\n"
+    gated = " + I_gat" if gating is not None else ""
+    eqs = (f"dv/dt = (E_L - v) / tau_m + (I + I_dc{gated}) / C_m : volt (unless refractory)\n"
            "dI/dt = -I / tau_syn : amp\nI_dc : amp (constant)\n")
     eqs += "".join(f"{name} : {_DIMS[_UNITS[name]]} (constant)\n" for name in per_neuron)
     if plan is not None:
@@ -143,6 +149,10 @@ def _neuron_equations(b2, models: list[LIFModel], plan) -> tuple[str, list[str],
     if any(m.adapting for m in models):
         eqs += "dtheta/dt = -theta / tau_th : volt\nq_th : volt (constant)\ntau_th : second (constant)\n"
         threshold, reset = "v > V_th + theta", "v = V_reset; theta += q_th"
+    if gating is not None:  # every neuron's gating variable, and the summed current of the gated synapses
+        eqs += "ds_G/dt = -s_G / tau_G : 1\nI_gat : amp\n"
+        namespace.update(tau_G=gating.tau * b2.ms, gamma_G=gating.gamma)
+        reset += "; s_G += gamma_G * (1 - s_G)"
     return eqs, per_neuron, namespace, threshold, reset
 
 
@@ -153,7 +163,7 @@ def _neuron_group(b2, net: SpikingNetwork, sizes: np.ndarray, n_total: int, rng:
     """
     pops = net.populations
     models: list[LIFModel] = [p.model for p in pops]
-    eqs, per_neuron, namespace, threshold, reset = _neuron_equations(b2, models, plan)
+    eqs, per_neuron, namespace, threshold, reset = _neuron_equations(b2, models, plan, net.gating)
     G = b2.NeuronGroup(n_total, b2.Equations(eqs), threshold=threshold, reset=reset,
                        refractory="t_ref" if "t_ref" in per_neuron else namespace["t_ref"],
                        method="exact", namespace=namespace, name="neurons")
@@ -193,9 +203,9 @@ def _synapses(b2, net: SpikingNetwork, G, source_groups: dict, offsets: dict, rn
     dt_ms = dt * 1e3
     by_pre: dict[str, list] = {}
     for c in net.connections:
-        if c.n_synapses:
+        if c.n_synapses and not c.gated:
             by_pre.setdefault("neurons" if c.source in offsets else c.source, []).append(c)
-    objs = []
+    objs = _gated_synapses(b2, net, G, offsets, rng)
     for k, (pre, conns) in enumerate(by_pre.items()):
         src, tgt, w, d = [], [], [], []
         for c in conns:
@@ -213,6 +223,30 @@ def _synapses(b2, net: SpikingNetwork, G, source_groups: dict, offsets: dict, rn
         S.delay = np.concatenate(d) * b2.ms
         objs.append(S)
     return objs
+
+
+def _gated_synapses(b2, net: SpikingNetwork, G, offsets: dict, rng: np.random.Generator) -> list:
+    """The gated connections as one ``Synapses`` object: ``I_gat_post = w * s_G_pre`` (summed, no delay).
+
+    A synapse of weight ``J`` (pA) carries ``J tau_syn s / (gamma tau)``: its mean over a source
+    population firing at ``r`` is ``J tau_syn G / (gamma tau)``, the rate model's gated input.
+    """
+    gated = [c for c in net.connections if c.gated and c.n_synapses]
+    if not gated:
+        return []
+    g = net.gating
+    src, tgt, w = [], [], []
+    for c in gated:
+        n = c.n_synapses
+        src.append(rng.integers(0, net.size_of(c.source), n, dtype=np.int64) + offsets[c.source])
+        tgt.append(rng.integers(0, net.size_of(c.target), n, dtype=np.int64) + offsets[c.target])
+        sd = abs(c.weight) * c.weight_rel_sd
+        ww = draw_normal(rng, c.weight, sd, n, low=0.0 if c.weight > 0 else None, high=0.0 if c.weight < 0 else None)
+        w.append(ww * net.population(c.target).model.tau_syn / (g.gamma * g.tau))
+    S = b2.Synapses(G, G, "w : amp\nI_gat_post = w * s_G_pre : amp (summed)", name="gated_synapses")
+    S.connect(i=np.concatenate(src).astype(np.int32), j=np.concatenate(tgt).astype(np.int32))
+    S.w = np.concatenate(w) * b2.pA
+    return [S]
 
 
 def _poisson_input(b2, G, plan):

@@ -237,6 +237,10 @@ def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: in
     connecting them (``Create``, ``Connect``); ``simulate_seconds`` that of the run (``Run`` in a
     ``RunManager``, which includes NEST's preparation of the connection tables before the first step).
     """
+    if net.gating is not None or any(c.gated for c in net.connections):
+        raise ValueError(f"network {net.name!r} has gated connections (a saturating gating variable in every "
+                         "neuron), which NEST's built-in models do not have (it would need a NESTML neuron); run it "
+                         "on backend 'brian2'")
     nest = _import_nest()
     threads = nest_threads(net, threads)
     t0 = time.perf_counter()

@@ -42,7 +42,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 __all__ = ["LIFModel", "Population", "Connection", "RateProfile", "PoissonInput", "PoissonSource",
-           "SpikingNetwork", "SpikingNetworkError", "MIN_POPULATION_NEURONS", "check_scaling", "scale_floor"]
+           "SynapticGatingModel", "SpikingNetwork", "SpikingNetworkError", "MIN_POPULATION_NEURONS", "check_scaling",
+           "scale_floor"]
 
 
 class SpikingNetworkError(ValueError):
@@ -270,6 +271,12 @@ class Connection:
         Mean delay, ms.
     delay_rel_sd : float
         Relative sd of the delays.
+    gated : bool
+        The synapses act through their source neuron's gating variable ``s`` instead of
+        its spikes (:class:`SynapticGatingModel`; a network with gated connections needs
+        one): each adds the current ``weight * tau_syn * s / (gamma tau)`` to its target,
+        whose mean over a population firing at ``r`` is that of ``r`` ungated where
+        ``gamma tau r << 1``, saturating above. The delay does not apply.
     """
 
     source: str
@@ -279,6 +286,7 @@ class Connection:
     weight_rel_sd: float = 0.0
     delay: float = 1.5
     delay_rel_sd: float = 0.0
+    gated: bool = False
 
     def __post_init__(self) -> None:
         what = f"connection {self.source} -> {self.target}"
@@ -289,6 +297,34 @@ class Connection:
         _finite(f"{what} weight_rel_sd", self.weight_rel_sd, nonneg=True)
         _finite(f"{what} delay", self.delay, positive=True)
         _finite(f"{what} delay_rel_sd", self.delay_rel_sd, nonneg=True)
+
+
+@dataclass(frozen=True)
+class SynapticGatingModel:
+    """A saturating gating variable ``s`` in every neuron (Wong & Wang 2006's NMDA gating, spike by spike).
+
+    ``ds/dt = -s / tau`` between spikes, and ``s += gamma (1 - s)`` at each of the neuron's own spikes:
+    for a Poisson train at rate ``r`` the mean of ``s`` obeys ``d<s>/dt = -<s> / tau + gamma (1 - <s>) r``
+    (exactly: the jump is linear in ``s`` and independent of the spike), the rate model's gating G.
+
+    Parameters
+    ----------
+    tau : float
+        Decay time constant, ms.
+    gamma : float
+        Jump per spike towards 1 (dimensionless, in (0, 1]).
+    """
+
+    tau: float
+    gamma: float
+
+    def __post_init__(self) -> None:
+        _finite("gating tau", self.tau, positive=True)
+        _finite("gating gamma", self.gamma, positive=True)
+        if self.gamma > 1:
+            raise SpikingNetworkError(f"gating gamma = {self.gamma} is a jump of s towards 1 per spike and must lie "
+                                      "in (0, 1]; a rate model whose gamma exceeds 1 has no spike-by-spike "
+                                      "counterpart of this form")
 
 
 @dataclass(frozen=True)
@@ -381,6 +417,9 @@ class SpikingNetwork:
         Populations whose spikes are recorded (default: all).
     metadata : mapping
         Provenance (preset, scale, ...), copied into the run's settings.
+    gating : SynapticGatingModel, optional
+        The gating variable of every neuron, through which the ``gated`` connections act;
+        required where a connection is gated.
     """
 
     name: str
@@ -390,6 +429,7 @@ class SpikingNetwork:
     sources: tuple[PoissonSource, ...] = ()
     record: tuple[str, ...] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    gating: SynapticGatingModel | None = None
 
     def __post_init__(self) -> None:
         for attr in ("populations", "connections", "poisson_inputs", "sources"):
@@ -415,6 +455,14 @@ class SpikingNetwork:
                                           f"of {self.name!r}")
             if c.target not in neurons:
                 raise SpikingNetworkError(f"connection target {c.target!r} is not a population of {self.name!r}")
+        gated = [c for c in self.connections if c.gated]
+        if gated and self.gating is None:
+            raise SpikingNetworkError(f"network {self.name!r}: connection {gated[0].source} -> {gated[0].target} is "
+                                      "gated but the network has no gating model (gating=SynapticGatingModel(...))")
+        for c in gated:
+            if c.source not in neurons:
+                raise SpikingNetworkError(f"gated connection {c.source} -> {c.target}: the source must be a "
+                                          "population of neurons (a Poisson source has no gating variable)")
         for i in self.poisson_inputs:
             if i.target not in neurons:
                 raise SpikingNetworkError(f"Poisson input target {i.target!r} is not a population of {self.name!r}")

@@ -53,6 +53,10 @@ class SpikingBackend:
         The simulator's own spelling, for messages (default: ``name``).
     timing_counts : (str, str)
         What the result's ``build_seconds`` and ``simulate_seconds`` count, for reports.
+    gating : bool
+        Whether the backend runs gated connections (a network's
+        :class:`~colplugin.spiking.network.SynapticGatingModel`); the twin of a gated network on
+        a backend without them keeps its projections ungated and says so.
     """
 
     name: str
@@ -63,6 +67,7 @@ class SpikingBackend:
     project_devices: tuple[str, ...] = ()
     title: str = ""
     timing_counts: tuple[str, str] = ("", "")
+    gating: bool = False
 
     def available(self) -> bool:
         """Whether the simulator can be imported."""
@@ -127,7 +132,7 @@ register_backend(SpikingBackend("brian2", "brian2", "pip install brian2 (a depen
                                 project_devices=("cpp_standalone",), title="Brian2",
                                 timing_counts=("constructing the Brian2 objects in Python",
                                                "the run with its code generation; on cpp_standalone also compiling "
-                                               "and running the project")))
+                                               "and running the project"), gating=True))
 register_backend(SpikingBackend("nest", "nest", "pip install 'colplugin[nest]' (or pip install nest-simulator)",
                                 "colplugin.spiking.nest:run_nest", title="the NEST simulator",
                                 timing_counts=("creating and connecting the NEST nodes",

@@ -29,6 +29,11 @@ of amplitude ``J_ij`` (exponential currents with time constant ``tau_s``) from p
   point, not the gain: with ``k < 1`` a change of the recurrent rates acts through
   ``sqrt(k)`` of the recurrent input only.
 
+A network with synaptic gating keeps it where the backend can (:func:`twin_gating`): each
+neuron's gating variable jumps by ``gamma_G (1 - s)`` at its spikes and decays with ``tau_G``,
+so its mean obeys the rate model's dG/dt, and an inter-column synapse of amplitude ``J``
+carries ``J tau_s s / (gamma_G tau_G)``.
+
 The twin describes one trial of the stimulus; build one twin per trial.
 """
 
@@ -46,9 +51,9 @@ from ..solve.simulate import simulate
 from ..stimulus import Stimulus
 from .microcircuit import lif_model
 from .network import (K_SCALE, SCALE, Connection, PoissonInput, Population, RateProfile, SpikingNetwork,
-                      check_scaling)
+                      SynapticGatingModel, check_scaling)
 
-__all__ = ["spiking_twin", "twin_rates"]
+__all__ = ["spiking_twin", "twin_rates", "twin_gating"]
 
 
 def twin_rates(network: ColumnNetwork, stimulus: Stimulus | None = None, trial: int = 0,
@@ -171,11 +176,13 @@ def _microcircuits(network: ColumnNetwork, scale: float, k: float, nu: np.ndarra
 
 
 def _inter_column(network: ColumnNetwork, k: float, nu: np.ndarray, delays: dict, sizes: np.ndarray,
-                  dc: np.ndarray) -> list[Connection]:
+                  dc: np.ndarray, gated: bool = False) -> list[Connection]:
     """The learned inter-column projections as ``K = |W| / J_E`` synapses of amplitude ``sign J_E`` (pA).
 
     Adds their DC compensation (pA) to ``dc``; ``nu`` (Hz), ``delays`` (ms) and ``sizes`` as
-    :func:`_microcircuits`'. Refuses a weight that breaks Dale's law.
+    :func:`_microcircuits`'. Refuses a weight that breaks Dale's law. ``gated``: the synapses act
+    through their sources' gating variables, and the compensation uses the gated drive at ``nu``
+    (``G / (gamma tau) = nu / (1 + gamma tau nu)``, the equilibrium of G at the mean rate).
     """
     p = network.params
     names = network.channel_names
@@ -189,15 +196,48 @@ def _inter_column(network: ColumnNetwork, k: float, nu: np.ndarray, delays: dict
         if w * SIGNS[s % N_POP] < 0:
             raise ValueError(f"inter-column weight {names[s]} -> {names[t]} = {w} nA/Hz breaks Dale's law")
         K_inter[(s, t)] = K_inter.get((s, t), 0.0) + abs(w) / p["J_E"]
+    drive = nu
+    if gated:
+        gt = float(p["gamma_G"]) * float(p["tau_G"])
+        drive = nu / (1.0 + gt * nu)
     conns: list[Connection] = []
     for (s, t), K in K_inter.items():
         sign = SIGNS[s % N_POP]
-        dc[t] += tau_s * (1 - np.sqrt(k)) * K * sign * J_E * nu[s]
+        dc[t] += tau_s * (1 - np.sqrt(k)) * K * sign * J_E * drive[s]
         n = int(round(K * k * sizes[t]))
         if n:
             conns.append(Connection(names[s], names[t], n, sign * J_E / np.sqrt(k), p["J_rel_sd"],
-                                    delays[CELL_TYPES[s % N_POP]], p["delay_rel_sd"]))
+                                    delays[CELL_TYPES[s % N_POP]], p["delay_rel_sd"], gated=gated))
     return conns
+
+
+def twin_gating(network: ColumnNetwork, backend_gating: bool = True) -> tuple[SynapticGatingModel | None, str]:
+    """How the twin carries the network's synaptic gating: the model (or None) and a sentence for reports.
+
+    A gated network's inter-column synapses act through every source neuron's gating variable
+    (``s += gamma (1 - s)`` at each spike, decay ``tau``), whose mean is the rate model's G, where
+    the backend has gated connections (``backend_gating``) and ``gamma <= 1`` (a jump towards 1 per
+    spike). Otherwise the projections stay ungated spiking synapses and the twin measures the network
+    with its learned weights acting through the presynaptic spikes: the gated drive where
+    ``gamma tau r << 1``, without its saturation and its slow decay.
+    """
+    g = network.gating
+    if g is None:
+        return None, "no synaptic gating"
+    tau, gamma = float(g.tau), float(g.gamma)
+    if not backend_gating:
+        why = "this spiking backend has no gated connections (NEST would need a NESTML neuron; use brian2)"
+    elif gamma > 1:
+        why = (f"gamma_G = {gamma:g} exceeds 1, and a spike moves a neuron's gating variable towards 1 by at most "
+               "all the way: the spike-by-spike form cannot reach a rate model whose gating rises by more than "
+               "its distance to 1 per spike")
+    else:
+        return (SynapticGatingModel(1e3 * tau, gamma),
+                f"gating mapped: each neuron's gating variable (tau {1e3 * tau:g} ms, gamma {gamma:g} per spike) "
+                "carries the inter-column synapses")
+    return None, (f"gating not mapped: {why}. The twin's inter-column synapses are ungated (the gated drive where "
+                  f"gamma tau r << 1, i.e. below about {1 / (gamma * tau):.3g} Hz, without its saturation and "
+                  "its slow decay)")
 
 
 def _stimulus_inputs(network: ColumnNetwork, stim: Stimulus) -> list[PoissonInput]:
@@ -262,7 +302,7 @@ def _twin_populations(network: ColumnNetwork, sizes: np.ndarray, dc: np.ndarray,
 def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, trial: int = 0,
                  scale: float = SCALE, k_scale: float | None = K_SCALE, duration: float = 1.0,
                  reference_rates: Sequence[float] | None = None, initial_A: Sequence[float] | None = None,
-                 background: str | None = None) -> SpikingNetwork:
+                 background: str | None = None, backend_gating: bool = True) -> SpikingNetwork:
     """The spiking twin of a ColumnNetwork for one trial of a stimulus (module docstring).
 
     Parameters
@@ -288,6 +328,10 @@ def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, tr
         (default 0, as ``network.initial_state()``).
     background : {"poisson", "dc"}, optional
         Default: the preset's.
+    backend_gating : bool
+        Whether the backend that will run the twin has gated connections
+        (:attr:`~colplugin.spiking.SpikingBackend.gating`); see :func:`twin_gating` for how a
+        gated network is carried (``metadata["gating"]`` says which way).
 
     Returns
     -------
@@ -312,11 +356,12 @@ def spiking_twin(network: ColumnNetwork, stimulus: Stimulus | None = None, *, tr
     sizes = np.zeros(P, dtype=int)
     dc = np.zeros(P)  # pA
     conns = _microcircuits(network, scale, k, nu, delays, sizes, dc)
-    conns += _inter_column(network, k, nu, delays, sizes, dc)
+    gating, gating_note = twin_gating(network, backend_gating)
+    conns += _inter_column(network, k, nu, delays, sizes, dc, gated=gating is not None)
     inputs = _stimulus_inputs(network, stim)
     inputs += _background(network, background, dc)
     pops = _twin_populations(network, sizes, dc, A0)
     meta: dict[str, Any] = {"model": "spiking_twin", "preset": p.name, "scale": float(scale), "k_scale": k,
                             "trial": int(trial), "background": background, "reference_rates": nu.tolist(),
-                            "n_columns": network.n_columns, "n_inputs": network.n_inputs}
-    return SpikingNetwork("spiking twin", tuple(pops), tuple(conns), tuple(inputs), metadata=meta)
+                            "n_columns": network.n_columns, "n_inputs": network.n_inputs, "gating": gating_note}
+    return SpikingNetwork("spiking twin", tuple(pops), tuple(conns), tuple(inputs), metadata=meta, gating=gating)

@@ -38,7 +38,7 @@ from ..stimulus import MembraneNoise, Stimulus
 from ..training.settings import TrainSettings
 from ..training.task import Batch, Option, Task, register_task
 
-__all__ = ["Decision", "WongWang", "wong_wang", "figure2", "decision_metrics", "decision_times",
+__all__ = ["Decision", "WongWang", "wong_wang", "gating_parameters", "figure2", "decision_metrics", "decision_times",
            "decision_dynamics", "nrmse_floor_single_rest"]
 
 #: Learnable lateral sets of the decision network: L2/3E -> L2/3I of the other column (the paper's), or of
@@ -48,9 +48,13 @@ LATERAL_COLUMNS = ("different", "all")
 NOISE_STEP = 1e-3
 #: Seed of the noise realisations of the evaluation (Figure 2, held-out metrics).
 EVALUATION_NOISE_SEED = 2024
-#: Decay (s) of the synaptic gating of the decision network with ``gating=True``: Wong & Wang's NMDA
-#: tau_S = 100 ms on their time axis, which the task compresses by ``time_scale`` = 10.
-GATING_TAU_S = 0.01
+def gating_parameters(task: "Decision", ww: "WongWang | None" = None) -> dict[str, float]:
+    """``tau_G`` (s) and ``gamma_G`` of the decision network with ``gating=True``: Wong & Wang's NMDA gating
+    on the task's axes. Times are Wong-Wang's divided by ``time_scale`` and rates by ``rate_scale``, so
+    ``tau_G = tau_S / time_scale`` and, for the same saturation ``gamma tau r`` at the scaled rates,
+    ``gamma_G = gamma time_scale rate_scale`` (0.01 s and 128.2 at the defaults)."""
+    ww = ww or WongWang()
+    return {"tau_G": ww.tau_S_s / task.time_scale, "gamma_G": ww.gamma * task.time_scale * task.rate_scale}
 
 
 @dataclass(frozen=True)
@@ -259,7 +263,7 @@ class Decision(Task):
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         params = params or load_preset("dl25")
         if self.gating and params["gating"] == "none":
-            params = params.with_overrides({"gating": "inter_column", "tau_G": GATING_TAU_S})
+            params = params.with_overrides({"gating": "inter_column", **gating_parameters(self)})
         return ColumnNetwork(params, {"mt": ("mt", 2)},
                              [Input("mt"), Lateral("mt", columns=self.lateral_columns, init=50.0, jitter=0.5)],
                              seed=seed)
