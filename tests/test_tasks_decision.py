@@ -177,3 +177,21 @@ def test_figure2_starts_at_rest_and_normalises_each_layer(tmp_path):
     expected = 0.5 * (float(r_rest[i23e]) + float(r_rest[i23i]))
     assert layers[0, 0, 0, 0] == pytest.approx((expected - lo[0]) / (hi[0] - lo[0]), abs=1e-6)
     assert (tmp_path / "figure2.png").is_file() and (tmp_path / "figure2_raw.png").is_file()
+
+
+def test_gating_option_maps_wong_wang_onto_the_task_axes():
+    """--gating: tau_G = tau_S / time_scale, gamma_G = gamma * time_scale * rate_scale (0.1 s / 10 and
+    0.641 * 10 * 20, by hand), so gamma tau r at the scaled rates is Wong & Wang's at theirs."""
+    from colplugin.cli import build_parser
+    from colplugin.tasks.decision import Decision
+
+    assert Decision().build_network(seed=0).gating is None  # the paper's network is ungated
+    net = Decision(gating=True).build_network(seed=0)
+    assert net.gating.tau == pytest.approx(0.01) and net.gating.gamma == pytest.approx(128.2)
+    assert net.gating.gamma * net.gating.tau * (40.0 / 20) == pytest.approx(0.641 * 0.1 * 40.0)
+    args = build_parser().parse_args(["train", "decision", "--gating"])
+    assert Decision.from_args(args).gating is True
+    assert Decision.from_args(build_parser().parse_args(["train", "decision"])).gating is False
+    assert Decision.from_config(Decision(gating=True).config()).gating is True  # a checkpoint rebuilds it
+    with pytest.raises(ValueError, match="gating"):
+        Decision(gating="yes")

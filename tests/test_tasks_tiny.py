@@ -211,11 +211,32 @@ def test_options_survive_annotations_for_type_checkers_only_and_refuse_unconvert
 
     assert [(k, o.flag, d) for k, o, d in Typed.options()] == [("rate", "--typed-rate", 2.0)]
 
-    class Flagged(Tiny):
+    class Flagged(Tiny):  # a keyword defaulting to False is a switch
         name = "flagged"
 
         def __init__(self, on: Annotated[bool, Option("--flagged-on", "flagged: on or off")] = False):
             super().__init__()
+            self.on = on
 
-    with pytest.raises(TypeError, match="--flagged-on.*needs Option"):
-        Flagged.add_arguments(argparse.ArgumentParser().add_argument_group("x"))
+    parser = argparse.ArgumentParser()
+    Flagged.add_arguments(parser.add_argument_group("x"))
+    assert Flagged.from_args(parser.parse_args([])).on is False
+    assert Flagged.from_args(parser.parse_args(["--flagged-on"])).on is True
+
+    class OnByDefault(Tiny):  # a switch that is on by default could never be turned off
+        name = "on_by_default"
+
+        def __init__(self, on: Annotated[bool, Option("--default-on", "on by default")] = True):
+            super().__init__()
+
+    with pytest.raises(TypeError, match="--default-on.*must default to False"):
+        OnByDefault.add_arguments(argparse.ArgumentParser().add_argument_group("x"))
+
+    class Listed(Tiny):
+        name = "listed"
+
+        def __init__(self, sizes: Annotated[list, Option("--listed-sizes", "listed: sizes")] = None):
+            super().__init__()
+
+    with pytest.raises(TypeError, match="--listed-sizes.*needs Option"):
+        Listed.add_arguments(argparse.ArgumentParser().add_argument_group("x"))
