@@ -81,9 +81,11 @@ def test_metrics_of_a_perfect_fit(monkeypatch):
         t = torch.arange(batch.target.shape[0], dtype=torch.float64) * task.dt_out
 
     monkeypatch.setattr(module, "simulate", lambda *a, **k: Fake())
+    monkeypatch.setattr(module, "_asymmetric", lambda net, factor: net)  # the fake's output has no weights
     monkeypatch.setattr(Decision, "output", lambda self, traj: batch.target)
     m = decision_metrics(None, task, n=12)
     assert m["nrmse"] == 0.0 and m["winner_correct"] == 1.0 and m["persistence"] == 1.0
+    assert m["persistence_asymmetric"] == 1.0
     assert m["decided_pairs"] >= 3 and m["decision_time_rank_correlation"] == pytest.approx(1.0)
 
 
@@ -195,3 +197,17 @@ def test_gating_option_maps_wong_wang_onto_the_task_axes():
     assert Decision.from_config(Decision(gating=True).config()).gating is True  # a checkpoint rebuilds it
     with pytest.raises(ValueError, match="gating"):
         Decision(gating="yes")
+
+
+def test_a_2_percent_asymmetry_scales_column_0s_self_excitation_only():
+    import importlib
+
+    from colplugin.tasks import Decision
+
+    net = Decision().build_network(seed=0)
+    probe = importlib.import_module("colplugin.tasks.decision")._asymmetric(net, 1.02)
+    a, b = net.projection_weights("lateral:mt:self"), probe.projection_weights("lateral:mt:self")
+    for src, wa, wb in zip(a["source"], a["weight"], b["weight"]):
+        assert wb == pytest.approx(wa * (1.02 if src.startswith("mt[0].") else 1.0), rel=1e-12)
+    cross_a, cross_b = (x.projection_weights("lateral:mt:cross")["weight"] for x in (net, probe))
+    assert list(cross_a) == list(cross_b)
