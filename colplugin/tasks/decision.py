@@ -14,6 +14,7 @@ References
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ LATERAL_COLUMNS = ("different", "all")
 NOISE_STEP = 1e-3
 #: Seed of the noise realisations of the evaluation (Figure 2, held-out metrics).
 EVALUATION_NOISE_SEED = 2024
+#: Initial lateral weights (nA) of the decision network with ``gating=True``: inside the regime in which the
+#: gated network holds a winner after the stimulus (``decision_dynamics``' persistence scan).
+GATING_INIT_NA = {"cross": 1500.0, "self": 400.0}
+
+
 def gating_parameters(task: "Decision", ww: "WongWang | None" = None) -> dict[str, float]:
     """``tau_G`` (s) and ``gamma_G`` of the decision network with ``gating=True``: Wong & Wang's NMDA gating
     on the task's axes. Times are Wong-Wang's divided by ``time_scale`` and rates by ``rate_scale``, so
@@ -262,11 +268,15 @@ class Decision(Task):
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         params = params or load_preset("dl25")
-        if self.gating and params["gating"] == "none":
-            params = params.with_overrides({"gating": "inter_column", **gating_parameters(self)})
-        return ColumnNetwork(params, {"mt": ("mt", 2)},
-                             [Input("mt"), Lateral("mt", columns=self.lateral_columns, init=50.0, jitter=0.5)],
-                             seed=seed)
+        lateral = Lateral("mt", columns=self.lateral_columns, init=50.0, jitter=0.5)
+        if self.gating:
+            if params["gating"] == "none":
+                params = params.with_overrides({"gating": "inter_column", **gating_parameters(self)})
+            # start where a winner can outlast the stimulus (decision_dynamics' persistence scan of the gated
+            # network: cross 1000-2500 nA, self 400-700 nA persist), nearly symmetric
+            lateral = [dataclasses.replace(p, init=GATING_INIT_NA[p.name.rsplit(":", 1)[1]], jitter=0.05)
+                       for p in lateral]
+        return ColumnNetwork(params, {"mt": ("mt", 2)}, [Input("mt"), *lateral], seed=seed)
 
     def inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n, 2) input rates (Hz): mu_A ~ U(15, 40), mu_B = mu_A (1 +/- U(1/15, 1/7.5)), shuffled."""
