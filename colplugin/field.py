@@ -140,6 +140,8 @@ def filter_rate(t: torch.Tensor, r: torch.Tensor, tau_s: float, r0: torch.Tensor
 
 _FACTORS = ("state", "rate", "one", "coupling", "input", "variance_coupling", "variance_input", "state_rate",
             "gated_coupling")
+#: Term factors the fused solver does not implement (a field with one integrates with torchdiffeq).
+FUSED_UNSUPPORTED_FACTORS = ("state_rate", "gated_coupling")
 #: The state variables a term may drive, with their Brian2 units: V and A (mV) always, the
 #: input variance S (mV^2) where the transfer needs it (:attr:`colplugin.transfers.Transfer.needs_variance`),
 #: the synaptic gating G (dimensionless, in [0, 1]) where the field has :class:`SynapticGating`.
@@ -740,6 +742,11 @@ class Field:
         if self.gating is not None:
             raise ValueError("the fused solver implements the DMF without synaptic gating; integrate a gated "
                              "field with Solver(backend='torchdiffeq') (backend='auto' does so by itself)")
+        nonlinear = [t.name for t in self.terms if t.factor in FUSED_UNSUPPORTED_FACTORS]
+        if nonlinear:
+            raise ValueError(f"the fused solver has no terms of the factors {', '.join(FUSED_UNSUPPORTED_FACTORS)}; "
+                             f"this field has {', '.join(nonlinear)}: integrate it with "
+                             "Solver(backend='torchdiffeq') (backend='auto' does so by itself)")
         P, dt, dev = self.P, self.dtype, self.device
         a, b, d = self.transfer.a, self.transfer.b, self.transfer.d  # the DMF's f: its constants pack the kernel
         cs, drives = [], []

@@ -31,7 +31,8 @@ from torch.nn import functional as F
 
 from ._io import check_memory
 from .column import background_weights, column_sizes, input_weights, intra_column_weights, synaptic_strengths
-from .field import DENSE_MAX_POPULATIONS, Field, InputVariance, SynapticGating, inverse_r_max, state_rates
+from .field import (DENSE_MAX_POPULATIONS, FUSED_UNSUPPORTED_FACTORS, Field, InputVariance, SynapticGating,
+                    inverse_r_max, state_rates)
 from .transfers import Transfer, transfer_for
 from .params import ParameterError, Params
 from .params.names import LAYERS, CELL_TYPES, N_POP, POPULATIONS, SIGNS, pop_indices
@@ -807,8 +808,10 @@ class ColumnNetwork(nn.Module):
 
     @property
     def fusable(self) -> bool:
-        """Whether the fused solver integrates this network: the DMF transfer without synaptic gating."""
-        return self.transfer.fused and self.params["gating"] == "none"
+        """Whether the fused solver integrates this network: the DMF transfer without synaptic gating, and
+        no term of its field class of a factor the fused solver lacks (``FUSED_UNSUPPORTED_FACTORS``)."""
+        return (self.transfer.fused and self.params["gating"] == "none"
+                and not any(t.factor in FUSED_UNSUPPORTED_FACTORS for t in self.field_class.terms))
 
     def rates(self, y: torch.Tensor) -> torch.Tensor:
         """Instantaneous rates in Hz of a state ``y`` (:attr:`state_variables`): the transfer of the

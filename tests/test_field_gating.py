@@ -200,3 +200,43 @@ def test_synaptic_gating_refuses_bad_constants():
         SynapticGating(tau=-1.0)
     with pytest.raises(ValueError, match="one number"):
         SynapticGating(gamma=torch.ones(3))
+
+
+def test_a_fixed_step_past_the_gatings_stability_limit_is_an_error():
+    """The decision network's gating (gamma_G 128.2, tau_G 10 ms) relaxes at ~5000/s at 40 Hz: rk4 at 1 ms
+    (h lambda ~ 5 > 2.8) leaves [0, 1] and is refused; the adaptive default keeps G in [0, 1]."""
+    from colplugin.tasks.decision import Decision
+
+    task = Decision(gating=True)
+    net = task.build_network(seed=0)
+    stim = task.stimulus(torch.tensor([[40.0, 0.0]], dtype=torch.float64))
+    with torch.no_grad(), pytest.raises(cp.SimulationError, match="gating G left"):
+        cp.simulate(net, stim, task.duration, solver=cp.Solver("rk4", step=1e-3, backend="torchdiffeq"))
+    with torch.no_grad():
+        traj = cp.simulate(net, stim, task.duration, solver=task.solver)
+    assert 0 <= float(traj.G.min()) and float(traj.G.max()) <= 1
+    with pytest.raises(ValueError, match="noise"):
+        Decision(gating=True, noise_mV=1.0)
+    with pytest.raises(ValueError, match="--gating"):
+        task.build_network(load_preset("dl25_lif"))
+
+
+def test_a_field_term_the_fused_solver_lacks_goes_to_torchdiffeq():
+    from colplugin.field import Field, Term
+
+    class Extra(Field):
+        terms = Field.terms + (Term("extra_A", "A", "state_rate", lambda f: 0.5, "0.5 * A * r / second"),)
+
+    class ExtraNet(cp.ColumnNetwork):
+        field_class = Extra
+
+    net = ExtraNet(load_preset("dl25"), {"mt": ("mt", 1)}, dtype=torch.float64)
+    assert not net.fusable
+    with pytest.raises(ValueError, match="extra_A"):
+        net.field().fused()
+    stim = cp.Stimulus([0.0], [[0.0]] * 1) if net.n_inputs else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = cp.simulate(net, stim, 0.05, solver=cp.Solver("dopri5", rtol=1e-8, atol=1e-8, backend="auto"))
+    b = cp.simulate(net, stim, 0.05, solver=cp.Solver("dopri5", rtol=1e-8, atol=1e-8, backend="torchdiffeq"))
+    torch.testing.assert_close(a.state, b.state, rtol=0, atol=0)

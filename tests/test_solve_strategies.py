@@ -66,3 +66,12 @@ def test_split_solver_integrates_like_the_shorthand(dl25):
     torch.testing.assert_close(a.rate, b.rate, rtol=0, atol=0)
     c = cp.simulate(net, stim, 0.02, solver=cp.Solver("rk4", step=5e-4, backend="fused"))
     assert not torch.equal(a.rate, c.rate)
+
+
+def test_the_earliest_flat_records_and_bad_records():
+    flat = {"method": "dopri5", "step": 5e-4, "rtol": 1e-6, "atol": 1e-6, "adjoint_rtol": None, "adjoint_atol": None}
+    assert cp.Solver.from_dict(flat) == cp.Solver("dopri5", rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="dicts"):
+        cp.Solver.from_dict({"method": "rk4", "control": {"type": "FixedStep", "step": 1e-3}, "engine": None})
+    with pytest.raises(ValueError, match="method"):
+        cp.Solver.from_dict({"step": 1e-3})

@@ -89,3 +89,10 @@ def test_validation_settings_are_checked_once_and_frozen(tmp_path):
     with pytest.raises(ValueError, match="seeds"):  # a field keyword replaces the given settings' field, checked
         validate_microcircuit(tmp_path / "v", s, progress=False, seeds=0)
     assert not (tmp_path / "v").exists()
+
+
+def test_a_negative_transient_is_named():
+    from colplugin.analysis.validation import ValidationSettings
+
+    with pytest.raises(ValueError, match="transient must be a time >= 0"):
+        ValidationSettings(transient=-1.0)

@@ -183,6 +183,10 @@ class ValidationSettings:
         check_run(self.duration, backend=self.backend, device=self.device, seed=self.seed + self.seeds - 1,
                   threads=self.threads)
         object.__setattr__(self, "device", spiking_backend(self.backend).resolve_device(self.device))
+        if not (isinstance(self.transient, (int, float, np.integer, np.floating)) and not isinstance(
+                self.transient, bool) and 0 <= self.transient < np.inf):
+            raise ValueError(f"transient must be a time >= 0 s (discarded at the start of every run), got "
+                             f"{self.transient!r}")
         if not 0 <= self.transient < self.duration - 0.1:
             raise ValueError(f"duration {self.duration:g} s (--duration) leaves less than 0.1 s after the transient "
                              f"of {self.transient:g} s that the statistics discard; give a longer duration, above "

@@ -204,6 +204,16 @@ def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float, so
         raise SimulationError(
             "the simulation produced NaN/inf: the network diverged. Lower the learnable weights "
             f"or the input rates, or use a smaller step (now {solver.method}, step {solver.step} s)")
+    if "G" in network.state_variables:  # a fixed step past the gating's stability limit leaves [0, 1] first
+        G = traj_state.detach()[..., -network.n_populations:]
+        lo, hi = float(G.min()), float(G.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            gt = network.gating
+            raise SimulationError(
+                f"the synaptic gating G left [0, 1] (from {lo:.3g} to {hi:.3g}): the step is past its stability limit. "
+                f"G relaxes at 1/tau_G + gamma_G r = {1 / float(gt.tau):g}/s + {float(gt.gamma):g} r, so at high "
+                f"rates an explicit step must stay below about 2.8 / that (now {solver.method}, step {solver.step} s);"
+                " use the adaptive default solver (dopri5) or a smaller step")
     with torch.no_grad():
         rmax = float(network.rates(traj_state.detach()).max())
     if rmax > max_rate:
@@ -281,14 +291,15 @@ def solver_for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
     tr = network.transfer
     if network.fusable or solver.backend == "torchdiffeq":
         return solver
-    what = (f"the {tr.name!r} transfer" if not tr.fused else "synaptic gating")
+    what = (f"the {tr.name!r} transfer" if not tr.fused else
+            "synaptic gating" if "G" in network.state_variables else "a term the fused solver lacks")
     if solver.backend == "fused":
         raise ValueError(f"Solver(backend='fused') integrates the DMF transfer without synaptic gating only; this "
                          f"network has {what}. Use Solver(backend='torchdiffeq') (or backend='auto', which does so)")
     if what not in _ANNOUNCED:
         _ANNOUNCED.add(what)
-        warnings.warn(f"the fused solver implements the DMF transfer without synaptic gating: this network's "
-                      f"{what} integrates with torchdiffeq's {solver.method} (same method and tolerances)",
+        warnings.warn(f"the fused solver implements the DMF transfer without synaptic gating; this network has "
+                      f"{what}, so it integrates with torchdiffeq's {solver.method} (same method and tolerances)",
                       UserWarning, stacklevel=3)
     return solver.on("torchdiffeq")
 

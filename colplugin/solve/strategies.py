@@ -383,11 +383,13 @@ class Solver:
         if not isinstance(data, dict) or "method" not in data:
             raise ValueError(f"a solver record must be a dict with a 'method', got {data!r}")
         if "control" not in data:  # flat form: method, step, rtol, atol, max_steps and the engine's fields
-            flat = dict(data)
+            flat = {k: v for k, v in data.items() if k not in ("adjoint_rtol", "adjoint_atol")}  # the earliest form
             method = flat.pop("method")
             if method not in _ADAPTIVE:
                 flat.pop("rtol", None), flat.pop("atol", None)
             return cls(method, **flat)
+        if not isinstance(data["control"], dict) or not isinstance(data.get("engine", {}), dict):
+            raise ValueError(f"a solver record's control and engine must be dicts, got {data!r}")
         control = dict(data["control"])
         kinds = {"FixedStep": FixedStep, "ErrorControl": ErrorControl}
         kind = control.pop("type", None)

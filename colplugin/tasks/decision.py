@@ -258,6 +258,10 @@ class Decision(Task):
         self.noise = MembraneNoise(self.noise_mV, NOISE_STEP) if self.noise_mV != 0 else None
         if not isinstance(gating, (bool, np.bool_)):
             raise ValueError(f"Decision(gating={gating!r}): give True or False (--gating switches it on)")
+        if gating and self.noise is not None:
+            raise ValueError(f"decision --gating with --noise-mv {self.noise_mV:g}: the noisy variant steps at a fixed "
+                             f"{1e3 * NOISE_STEP:g} ms, past the stability limit of the gated network's G at its "
+                             "rates (1/tau_G + gamma_G r reaches thousands per second); train --gating without noise")
         self.gating = bool(gating)
         if solver is None:  # the stochastic variant: fixed steps that hold each noise increment
             solver = (Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto") if self.noise is None
@@ -270,6 +274,10 @@ class Decision(Task):
         params = params or load_preset("dl25")
         lateral = Lateral("mt", columns=self.lateral_columns, init=50.0, jitter=0.5)
         if self.gating:
+            if params["transfer"] != "dmf":
+                raise ValueError(f"decision --gating (Python: Decision(gating=True)) needs the DMF transfer; the "
+                                 f"parameters {params.name!r} use {params['transfer']!r}: leave out --gating or use "
+                                 "a DMF preset (dl25)")
             if params["gating"] == "none":
                 params = params.with_overrides({"gating": "inter_column", **gating_parameters(self)})
             # start where a winner can outlast the stimulus (decision_dynamics' persistence scan of the gated
