@@ -23,7 +23,7 @@ def _nest():
 @pytest.fixture(autouse=True)
 def _quiet():
     with warnings.catch_warnings():  # the torch solve says it integrates the Siegert field with torchdiffeq
-        warnings.filterwarnings("ignore", message="the fused solver implements the DMF transfer only")
+        warnings.filterwarnings("ignore", message="the fused solver implements the DMF transfer")
         yield
 
 
