@@ -73,6 +73,18 @@ def test_gated_connections_need_a_gating_model_and_brian2():
 
 
 @pytest.mark.brian2
+def test_a_gated_twin_runs_on_brian2():
+    net = _net()
+    stim = cp.Stimulus([0.0], [[30.0, 0.0]])
+    tw = spiking_twin(net, stim, scale=0.02, k_scale=0.1, duration=0.2)
+    res = simulate_spiking(tw, 0.15, backend="brian2", device="runtime", seed=1)
+    rates = res.rates(0.05, 0.15)
+    assert rates["mt[0].L4E"] > rates["mt[1].L4E"]  # the input reaches column 0
+    assert "gating mapped" in res.settings["gating"]
+
+
+@pytest.mark.slow
+@pytest.mark.brian2
 def test_slow_weak_gating_carries_the_ungated_mean_drive():
     """gamma tau r << 1: each gated synapse carries J tau_s s / (gamma tau) with <s> = gamma tau r, the ungated
     mean current (but smoothed over tau instead of 0.5 ms PSCs, so with less variance: a LIF neuron near
