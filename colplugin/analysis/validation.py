@@ -125,6 +125,16 @@ def _settings(cls, settings, fields: dict[str, Any]):
     return replace(settings, **fields) if fields else settings
 
 
+def _check_spiking_run(settings) -> None:
+    """What both validations' settings share: seeds, the run (backend, device, threads, duration), the
+    PD14 circuit's scaling; stores the backend's resolved device."""
+    _check_seeds(settings.seed, settings.seeds)
+    check_run(settings.duration, backend=settings.backend, device=settings.device,
+              seed=settings.seed + settings.seeds - 1, threads=settings.threads)
+    object.__setattr__(settings, "device", spiking_backend(settings.backend).resolve_device(settings.device))
+    check_scaling(settings.scale, settings.k_scale, _pd14_sizes(), what="the PD14 microcircuit")
+
+
 @dataclass(frozen=True)
 class ValidationSettings:
     """The settings of a microcircuit validation: every default in one place, checked once when made.
@@ -175,14 +185,11 @@ class ValidationSettings:
 
     def __post_init__(self) -> None:
         check_neo_format(self.neo_format)
-        _check_seeds(self.seed, self.seeds)
         _check_count("nix_neurons", self.nix_neurons)
         if self.preset not in COLUMN_PRESETS:
             raise ValueError(f"preset must be one of {', '.join(COLUMN_PRESETS)} (the column the checks judge), "
                              f"got {self.preset!r}")
-        check_run(self.duration, backend=self.backend, device=self.device, seed=self.seed + self.seeds - 1,
-                  threads=self.threads)
-        object.__setattr__(self, "device", spiking_backend(self.backend).resolve_device(self.device))
+        _check_spiking_run(self)
         if not (isinstance(self.transient, (int, float, np.integer, np.floating)) and not isinstance(
                 self.transient, bool) and 0 <= self.transient < np.inf):
             raise ValueError(f"transient must be a time >= 0 s (discarded at the start of every run), got "
@@ -192,7 +199,6 @@ class ValidationSettings:
                              f"of {self.transient:g} s that the statistics discard; give a longer duration, above "
                              f"{self.transient + 0.1:g} s (2.5 s gives the published statistics) or, in Python, a "
                              "shorter transient")
-        check_scaling(self.scale, self.k_scale, _pd14_sizes(), what="the PD14 microcircuit")
 
 
 @dataclass(frozen=True)
@@ -225,17 +231,13 @@ class StimulusValidationSettings:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        _check_seeds(self.seed, self.seeds)
-        check_run(self.duration, backend=self.backend, device=self.device, seed=self.seed + self.seeds - 1,
-                  threads=self.threads)
-        object.__setattr__(self, "device", spiking_backend(self.backend).resolve_device(self.device))
+        _check_spiking_run(self)
         if not 0.25 < self.t_on < self.duration - 0.25:
             raise ValueError(f"t_on must lie in (0.25, duration - 0.25) s = (0.25, {self.duration - 0.25:g}) s, "
                              f"got {self.t_on}")
         if not (np.isfinite(self.rate) and 0 <= self.rate <= MAX_INPUT_RATE):
             raise ValueError(f"rate = {self.rate!r} Hz (--rate): the thalamic rate must lie in "
                              f"[0, {MAX_INPUT_RATE:g}] Hz (a firing rate; PD14's step is 8-15 Hz)")
-        check_scaling(self.scale, self.k_scale, _pd14_sizes(), what="the PD14 microcircuit")
 
 
 def validate_microcircuit(out: str | Path, settings: ValidationSettings | None = None, *, progress: bool = True,
