@@ -311,6 +311,7 @@ typedef struct {
     int *trow_ptr, *tsrc;       /* set by the entry points for a sparse coupling: the same entries by */
     REAL *tval;                 /* target (2P + 1 row pointers, sources, values), in source order */
     const REAL *sat;            /* P saturations 1 / (d r_max), 0 where none: g / (1 + g sat); NULL: none */
+    const REAL *Q;              /* s x 4 dense output: b_i(theta) = sum_p Q[4 i + p] theta^(p+1); NULL: none */
 } MODEL;
 
 typedef struct {
@@ -323,8 +324,9 @@ typedef struct {
     long n_ck, cap_ck, M;       /* checkpoints: the state before accepted step j * M (M = 0: none) */
     REAL *cks;                  /* in lanes */
     int stages_kept;            /* whether st holds w and g of every stage of every accepted step */
+    int kept;                   /* stages per step the backward pass needs: s_sol, or s with dense output */
     long cap_st;
-    REAL *st;                   /* per accepted step: w (s_sol x B x P), then g (s_sol x B x P), in lanes */
+    REAL *st;                   /* per accepted step: w (kept x B x P), then g (kept x B x P), in lanes */
 } SOLVE;
 
 /* Lanes per chunk for B trials, and the chunk of trial b0: its lanes. */
@@ -614,9 +616,10 @@ FK_INLINE void FN(fk_solution)(const MODEL *md, const REAL *y, double h, const R
 }
 
 /* The solution stages of one step of a chunk from y (stage 0 evaluated afresh) and the new
- * state; K (s x 2P nl), w and g (s x P nl). */
+ * state; K (s x 2P nl), w and g (kept x P nl). With kept = s (dense output), also the FSAL
+ * stage at the new state (y_new then required). */
 FK_INLINE void FN(fk_step)(const MODEL *md, int b0, int nl, const REAL *y, double h, int seg, REAL *K, REAL *Y,
-                           REAL *w, REAL *g, REAL *y_new)
+                           REAL *w, REAL *g, REAL *y_new, int kept)
 {
     const size_t N = (size_t)nl * 2 * md->P, BP = (size_t)nl * md->P;
     for (int i = 0; i < md->s_sol; i++) {
@@ -629,6 +632,10 @@ FK_INLINE void FN(fk_step)(const MODEL *md, int b0, int nl, const REAL *y, doubl
     }
     if (y_new)
         FN(fk_solution)(md, y, h, K, N, y_new);
+    if (kept > md->s_sol) {
+        const int i = md->s - 1;
+        FN(fk_stage)(md, b0, nl, y_new, seg, K + (size_t)i * N, w + (size_t)i * BP, g + (size_t)i * BP);
+    }
 }
 
 static int FN(fk_push_ck)(SOLVE *sv, const REAL *y, size_t N)
@@ -780,6 +787,8 @@ typedef struct {
     int seg;
     size_t half;
     REAL *y, *yn, *K0, *K1, *w0, *g0, *w1, *g1, *rec;
+    REAL *D;                    /* 4 x N: the dense output's coefficients of theta^1..4 (this attempt) */
+    int interp, kept;           /* whether to form D; stages recorded per step */
     REAL *scr[FK_MAX_THREADS];  /* per thread: K (s x NL), Y, Ys (NL), w, g (s x BPL) */
     double *sq, *rho;           /* per chunk */
 } FN(fk_fctx);
@@ -820,6 +829,13 @@ FK_INLINE void FN(fk_step_chunk)(FN(fk_fctx) *cx, int tid, int b0)
     REAL *Kl = K + (size_t)(s - 1) * Nc, *Kp = K + (size_t)(s - 2) * Nc;
     FN(fk_stage)(md, b0, nl, ync, seg, Kl, cx->w1 + (size_t)b0 * P, cx->g1 + (size_t)b0 * P);
     memcpy(cx->K1 + (size_t)b0 * P2, Kl, Nc * sizeof(REAL));
+    if (rec && cx->kept == s) { /* dense output: the FSAL stage enters the backward pass */
+        memcpy(rec + (size_t)(s - 1) * BP + (size_t)b0 * P, cx->w1 + (size_t)b0 * P, BPc * sizeof(REAL));
+        memcpy(rec + half + (size_t)(s - 1) * BP + (size_t)b0 * P, cx->g1 + (size_t)b0 * P, BPc * sizeof(REAL));
+    }
+    if (cx->interp) /* D_p = h sum_i Q_ip K_i */
+        for (int p = 0; p < 4; p++)
+            FN(fk_combine)(md->Q + p, 4, 0, s, NULL, (REAL)h, K, Nc, cx->D + (size_t)p * B * P2 + (size_t)b0 * P2);
     if (s - 2 == 0)
         memcpy(Ys, yc, Nc * sizeof(REAL));
     /* error (torchdiffeq's RMS norm) and stiffness (Hairer & Wanner), per trial */
@@ -878,7 +894,10 @@ FK_CLONES static void FN(fk_forward_task)(void *ctx, int tid)
  * M-th accepted step; -1, automatic: every stage while they take at most budget bytes,
  * and checkpoints from the start, M at least the steps whose stages fit the budget,
  * halved in number and M doubled when they outweigh a chunk); watch: the handle passed
- * to fk_watch. Returns NULL only when out of
+ * to fk_watch. n_dense outputs at t_dense (increasing, inside (stops[0], stops[-1]]) come from
+ * the scheme's dense output (md->Q) into the rows row_dense of out; for each, the accepted
+ * step it lies in (step_dense: steps before it) and theta_dense (its place in the step, 0-1)
+ * are written for the backward pass. Returns NULL only when out of
  * memory at the start; otherwise the solve, with status FK_OK or the reason it stopped.
  *
  * Each attempted step runs chunk by chunk (chunks on md->threads threads): all stages of a
@@ -887,9 +906,11 @@ FK_CLONES static void FN(fk_forward_task)(void *ctx, int tid)
  */
 FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, const double *stops, const int *seg_of,
                       const int *out_of_stop, REAL *out, long *landed, double step, double rtol, double atol,
-                      int watch_every, void *watch, int keep, long every, double budget)
+                      int watch_every, void *watch, int keep, long every, double budget, int n_dense,
+                      const double *t_dense, const int *row_dense, long *step_dense, double *theta_dense)
 {
     const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
+    const int kept = n_dense > 0 && md->Q ? s : s_sol;
     if (B < 1) { /* no trials (the Python side refuses them): nothing to solve */
         SOLVE *sv = (SOLVE *)calloc(1, sizeof(SOLVE));
         if (sv)
@@ -899,7 +920,7 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
     const int L = FN(fk_lanes)(B), n_chunks = (B + L - 1) / L;
     const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)L * P2, BPL = (size_t)L * P;
     const int auto_ck = every < 0, may_keep_stages = keep && every <= 0;
-    const size_t half = (size_t)s_sol * BP;
+    const size_t half = (size_t)kept * BP;
     MODEL local;
     fk_pool pool;
     int drive_ok;
@@ -914,21 +935,27 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
     cx.rtol = rtol;
     cx.atol = atol;
     cx.half = half;
+    cx.kept = kept;
     SOLVE *sv = (SOLVE *)calloc(1, sizeof(SOLVE));
     /* the state, its successor, and stage 0 (first same as last: the next step's stage 0) */
     cx.y = FN(fk_scratch)(N); cx.yn = FN(fk_scratch)(N); cx.K0 = FN(fk_scratch)(N); cx.K1 = FN(fk_scratch)(N);
     cx.w0 = FN(fk_scratch)(BP); cx.g0 = FN(fk_scratch)(BP); cx.w1 = FN(fk_scratch)(BP); cx.g1 = FN(fk_scratch)(BP);
     /* the step's w and g of all trials where they are recorded */
     REAL *wst = may_keep_stages ? FN(fk_scratch)(2 * half) : NULL;
+    /* the dense output's coefficients, and one interpolated state (in lanes) */
+    cx.D = kept > s_sol ? FN(fk_scratch)(4 * N) : NULL;
+    REAL *yo = kept > s_sol ? FN(fk_scratch)(N) : NULL;
     cx.sq = (double *)calloc((size_t)n_chunks, sizeof(double));
     cx.rho = (double *)calloc((size_t)n_chunks, sizeof(double));
     int ok = sv && cx.y && cx.yn && cx.K0 && cx.K1 && cx.w0 && cx.g0 && cx.w1 && cx.g1 && (!may_keep_stages || wst)
-             && cx.sq && cx.rho && drive_ok;
+             && cx.sq && cx.rho && drive_ok && (kept == s_sol || (cx.D && yo));
     for (int t = 0; t < pool.T; t++) /* a chunk's stages, per thread */
         ok = ok && (cx.scr[t] = FN(fk_scratch)((size_t)s * NL + 2 * NL + 2 * (size_t)s * BPL)) != NULL;
     if (ok) {
         const double step_bytes = (double)(2 * half * sizeof(REAL));
         sv->stages_kept = may_keep_stages;
+        sv->kept = kept;
+        long di = 0; /* the next dense output */
         sv->M = every > 0 ? every : (every == 0 ? 0 : (long)fmax(1.0, floor(budget / step_bytes)));
         FN(fk_to_lanes)(y0, cx.y, B, P2);
         landed[0] = 0;
@@ -945,7 +972,7 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
                 if (keep && sv->M && sv->n_steps == sv->n_ck * sv->M) {
                     if ((sv->status = FN(fk_push_ck)(sv, cx.y, N)) != FK_OK)
                         break;
-                    if (auto_ck && sv->n_ck > 2 * s_sol * sv->M) { /* checkpoints outweigh a chunk: halve them */
+                    if (auto_ck && sv->n_ck > 2 * kept * sv->M) { /* checkpoints outweigh a chunk: halve them */
                         long j = 0;
                         for (long i = 0; i < sv->n_ck; i += 2, j++)
                             memmove(sv->cks + (size_t)j * N, sv->cks + (size_t)i * N, N * sizeof(REAL));
@@ -991,6 +1018,8 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
                 sv->attempts++;
                 cx.phase = 1;
                 cx.h = h;
+                const double t_new = last ? t_end : t + h;
+                cx.interp = kept > s_sol && di < n_dense && t_dense[di] <= t_new;
                 cx.rec = sv->stages_kept ? wst : NULL; /* w and g of this step's stages, all trials */
                 fk_pool_run(&pool, FN(fk_forward_task), &cx);
                 if (md->adaptive) {
@@ -1020,6 +1049,17 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
                         h_next = fmin(h_next, FK_STIFF_LIMIT / rho);
                 } else {
                     first_valid = 0;
+                }
+                for (; cx.interp && di < n_dense && t_dense[di] <= t_new; di++) { /* outputs inside the step */
+                    double th = (t_dense[di] - t) / h;
+                    th = th < 0 ? 0 : (th > 1 ? 1 : th);
+                    const REAL x = (REAL)th;
+                    const REAL *D0 = cx.D, *D1 = D0 + N, *D2 = D1 + N, *D3 = D2 + N;
+                    for (size_t n = 0; n < N; n++)
+                        yo[n] = cx.y[n] + x * (D0[n] + x * (D1[n] + x * (D2[n] + x * D3[n])));
+                    FN(fk_from_lanes)(yo, out + (size_t)row_dense[di] * N, B, P2);
+                    step_dense[di] = sv->n_steps;
+                    theta_dense[di] = th;
                 }
                 if (keep) {
                     if (sv->stages_kept) {
@@ -1058,7 +1098,7 @@ FK_CLONES SOLVE *FN(fk_forward)(const MODEL *md, const REAL *y0, int n_stops, co
     free(cx.y); free(cx.yn); free(cx.K0); free(cx.K1); free(cx.w0); free(cx.g0); free(cx.w1); free(cx.g1);
     for (int t = 0; t < FK_MAX_THREADS; t++)
         free(cx.scr[t]);
-    free(wst); free(cx.sq); free(cx.rho); FN(fk_end)(&local);
+    free(wst); free(cx.sq); free(cx.rho); free(cx.D); free(yo); FN(fk_end)(&local);
     return sv;
 }
 
@@ -1068,11 +1108,13 @@ typedef struct {
     const SOLVE *sv;
     const REAL *grad_out;
     const long *inj_ptr, *inj_idx;
+    const long *dptr, *didx;     /* dense outputs inside accepted step n: rows didx[dptr[n] .. dptr[n+1]) */
+    const double *dth;           /* and their thetas */
     REAL *lamL, *gWg, *gdrive;
     int L, n_chunks, T;
     long chunk, n_steps_chunks;  /* steps per chunk of steps (between checkpoints), their number */
     size_t n_gW, n_gd;           /* numbers in gWg, and in gdrive where trials share it (else 0) */
-    REAL *scr[FK_MAX_THREADS];   /* per thread: K, Y, y, y_new, U, gk, sz, buf, gW, gd */
+    REAL *scr[FK_MAX_THREADS];   /* per thread: K, Y, y, y_new, U, gk, sz, Gp (4 NL), gsum (NL), buf, gW, gd */
     fk_pool *pool;
 } FN(fk_bctx);
 
@@ -1085,12 +1127,14 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
     const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
     const int nl = FN(fk_nl)(B, b0);
     const size_t N = (size_t)B * P2, BP = (size_t)B * P, NL = (size_t)cx->L * P2, BPL = (size_t)cx->L * P;
-    const size_t half = (size_t)s_sol * BP, halfL = (size_t)s_sol * BPL;
-    const size_t Nc = (size_t)nl * P2, BPc = (size_t)nl * P, halfc = (size_t)s_sol * BPc;
+    const int kept = sv->kept;
+    const size_t half = (size_t)kept * BP, halfL = (size_t)kept * BPL;
+    const size_t Nc = (size_t)nl * P2, BPc = (size_t)nl * P, halfc = (size_t)kept * BPc;
     const long n_steps = sv->n_steps, chunk = cx->chunk;
     REAL *K = cx->scr[tid], *Y = K + (size_t)s * NL, *y = Y + NL, *y_new = y + NL;
     REAL *U = y_new + NL, *gk = U + (size_t)s * NL, *sz = gk + NL;
-    REAL *buf = sz + BPL;
+    REAL *Gp = sz + BPL, *gsum = Gp + 4 * NL;
+    REAL *buf = gsum + NL;
     REAL *gW = buf + (sv->stages_kept ? 0 : (size_t)(chunk < n_steps ? chunk : n_steps) * 2 * halfL);
     REAL *gd = gW + cx->n_gW;
     REAL *lc = cx->lamL + (size_t)b0 * P2;
@@ -1104,7 +1148,8 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
             memcpy(yc, sv->cks + (size_t)c * N + (size_t)b0 * P2, Nc * sizeof(REAL));
             for (long n = a; n < e; n++) { /* w and g straight into the chunk's record */
                 REAL *wn = buf + (size_t)(n - a) * 2 * halfc;
-                FN(fk_step)(md, b0, nl, yc, sv->h[n], sv->seg[n], K, Y, wn, wn + halfc, n + 1 < e ? yn : NULL);
+                FN(fk_step)(md, b0, nl, yc, sv->h[n], sv->seg[n], K, Y, wn, wn + halfc,
+                            n + 1 < e || kept > s_sol ? yn : NULL, kept);
                 REAL *tmp = yc;
                 yc = yn;
                 yn = tmp;
@@ -1119,12 +1164,33 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
             }
             const double h = sv->h[n];
             const int k = sv->seg[n];
-            for (int i = s_sol - 1; i >= 0; i--) {
-                /* gk_i = h b_i lam + h sum_{j>i} a_ji U_j */
+            const int inside = cx->dptr && cx->dptr[n] < cx->dptr[n + 1];
+            const int top = inside ? kept : s_sol; /* stages with a cotangent */
+            if (inside) { /* the outputs inside the step: Gp = sum_j theta_j^(p+1) g_j, gsum = sum_j g_j */
+                memset(Gp, 0, 4 * Nc * sizeof(REAL));
+                memset(gsum, 0, Nc * sizeof(REAL));
+                for (long j = cx->dptr[n]; j < cx->dptr[n + 1]; j++) {
+                    const REAL *go = grad_out + (size_t)cx->didx[j] * N + (size_t)b0 * P2;
+                    const REAL th = (REAL)cx->dth[j];
+                    const REAL pw[4] = {th, th * th, th * th * th, th * th * th * th};
+                    for (int l = 0; l < nl; l++)
+                        for (int q = 0; q < P2; q++) {
+                            const size_t nq = (size_t)q * nl + l;
+                            const REAL gv = go[(size_t)l * P2 + q];
+                            for (int p = 0; p < 4; p++)
+                                Gp[(size_t)p * Nc + nq] += pw[p] * gv;
+                            gsum[nq] += gv;
+                        }
+                }
+            }
+            for (int i = top - 1; i >= 0; i--) {
+                /* gk_i = h b_i lam + h sum_{j>i} a_ji U_j (+ h sum_p Q_ip Gp: the outputs inside) */
                 const REAL hb = (REAL)(h * (double)md->bw[i]);
-                FN(fk_combine)(md->A + i, s, i + 1, s_sol, NULL, (REAL)h, U, Nc, gk);
+                FN(fk_combine)(md->A + i, s, i + 1, top, NULL, (REAL)h, U, Nc, gk);
                 for (size_t q = 0; q < Nc; q++)
                     gk[q] = hb * lc[q] + gk[q];
+                if (inside)
+                    FN(fk_combine)(md->Q + 4 * i, 1, 0, 4, gk, (REAL)h, Gp, Nc, gk);
                 /* U_i = (dF/dy)(Y_i)^T gk_i */
                 const REAL *wi, *gi;
                 if (sv->stages_kept) {
@@ -1248,7 +1314,10 @@ FK_INLINE void FN(fk_backward_chunk)(FN(fk_bctx) *cx, int tid, int b0)
                     }
                 }
             }
-            FN(fk_combine)(NULL, 1, 0, s_sol, lc, (REAL)1, U, Nc, lc); /* lam += sum_i U_i */
+            FN(fk_combine)(NULL, 1, 0, top, lc, (REAL)1, U, Nc, lc); /* lam += sum_i U_i */
+            if (inside)
+                for (size_t q = 0; q < Nc; q++)
+                    lc[q] += gsum[q];
         }
     }
     for (long j = inj_ptr[0]; j < inj_ptr[1]; j++) {
@@ -1277,7 +1346,9 @@ FK_CLONES static void FN(fk_backward_task)(void *ctx, int tid)
 /* The discrete adjoint of a recorded forward solve.
  *
  * grad_out (n_out x B x 2P): cotangents of the outputs; inj_ptr (n_steps + 2), inj_idx:
- * the output rows landed after j accepted steps are inj_idx[inj_ptr[j] .. inj_ptr[j+1]).
+ * the output rows landed after j accepted steps are inj_idx[inj_ptr[j] .. inj_ptr[j+1]);
+ * dptr (n_steps + 1), didx, dth (NULL: none): the dense outputs inside accepted step n are
+ * rows didx[dptr[n] .. dptr[n+1]) at thetas dth[...].
  * lam (B x 2P, zero on entry) becomes the cotangent of y0; gWg (P x 2P, or nnz for a sparse
  * coupling) and gdrive (Bd x K x 2P) are accumulated into where not NULL. Returns FK_OK or FK_NOMEM.
  *
@@ -1287,9 +1358,10 @@ FK_CLONES static void FN(fk_backward_task)(void *ctx, int tid)
  * chunk order.
  */
 FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad_out, const long *inj_ptr,
-                    const long *inj_idx, REAL *lam, REAL *gWg, REAL *gdrive)
+                    const long *inj_idx, const long *dptr, const long *didx, const double *dth, REAL *lam,
+                    REAL *gWg, REAL *gdrive)
 {
-    const int s = md->s, s_sol = md->s_sol, P = md->P, P2 = 2 * md->P, B = md->B;
+    const int s = md->s, P = md->P, P2 = 2 * md->P, B = md->B;
     if (B < 1)
         return FK_NOMEM;
     const int L = FN(fk_lanes)(B), n_chunks = (B + L - 1) / L;
@@ -1307,6 +1379,9 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
     cx.grad_out = grad_out;
     cx.inj_ptr = inj_ptr;
     cx.inj_idx = inj_idx;
+    cx.dptr = dptr;
+    cx.didx = didx;
+    cx.dth = dth;
     cx.gWg = gWg;
     cx.gdrive = gdrive;
     cx.L = L;
@@ -1318,8 +1393,8 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
     cx.n_steps_chunks = n_steps ? (n_steps + cx.chunk - 1) / cx.chunk : 0;
     cx.n_gW = gWg ? (md->sparse ? (size_t)md->row_ptr[P] : (size_t)P * P2) : 0;
     cx.n_gd = gdrive && md->Bd == 1 ? (size_t)md->K * P2 : 0;
-    const size_t n_buf = sv->stages_kept ? 0 : (size_t)(cx.chunk < n_steps ? cx.chunk : n_steps) * 2 * s_sol * BPL;
-    const size_t n_scr = (size_t)s * NL + 3 * NL + (size_t)s * NL + NL + BPL + n_buf + cx.n_gW + cx.n_gd;
+    const size_t n_buf = sv->stages_kept ? 0 : (size_t)(cx.chunk < n_steps ? cx.chunk : n_steps) * 2 * sv->kept * BPL;
+    const size_t n_scr = (size_t)s * NL + 3 * NL + (size_t)s * NL + NL + BPL + 5 * NL + n_buf + cx.n_gW + cx.n_gd;
     cx.lamL = FN(fk_scratch)(N);
     int ok = cx.lamL && drive_ok;
     for (int t = 0; t < pool.T; t++)

@@ -119,6 +119,7 @@ typedef struct {{
     const {R} *val;
     int threads;
     const {R} *sat;
+    const {R} *Q;
     ...;
 }} fk_model{S};
 
@@ -136,9 +137,11 @@ typedef struct {{
 fk_solve{S} *fk_forward{S}(const fk_model{S} *md, const {R} *y0, int n_stops, const double *stops,
                           const int *seg_of, const int *out_of_stop, {R} *out, long *landed, double step,
                           double rtol, double atol, int watch_every, void *watch, int keep, long every,
-                          double budget);
+                          double budget, int n_dense, const double *t_dense, const int *row_dense,
+                          long *step_dense, double *theta_dense);
 int fk_backward{S}(const fk_model{S} *md, const fk_solve{S} *sv, const {R} *grad_out, const long *inj_ptr,
-                   const long *inj_idx, {R} *lam, {R} *gWg, {R} *gdrive);
+                   const long *inj_idx, const long *dptr, const long *didx, const double *dth, {R} *lam,
+                   {R} *gWg, {R} *gdrive);
 void fk_free{S}(fk_solve{S} *sv);
 """
 _CDEF = ('extern "Python" int fk_watch(void *, double, double);\n'
@@ -386,13 +389,15 @@ def _ptr(ffi, t: torch.Tensor | np.ndarray | None, ctype: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _scheme_arrays(method: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The scheme's stage matrix, solution weights and error weights (zeros for fixed-step
-    schemes), built once per method and dtype (read-only: the kernel only reads them)."""
+def _scheme_arrays(method: str, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """The scheme's stage matrix, solution weights, error weights (zeros for fixed-step
+    schemes) and dense output (s x 4, or None), built once per method and dtype (read-only:
+    the kernel only reads them)."""
     tab = TABLEAUS[method]
     err = tab.b_err if tab.b_err is not None else (0.0,) * tab.stages
+    Q = None if tab.interpolant is None else torch.tensor(tab.interpolant, dtype=dtype).contiguous()
     return (torch.tensor(tab.stage_matrix, dtype=dtype), torch.tensor(tab.b, dtype=dtype),
-            torch.tensor(err, dtype=dtype))
+            torch.tensor(err, dtype=dtype), Q)
 
 
 def _kernel_model(ffi, ops: Any, method: str, y0: torch.Tensor, drive: torch.Tensor, coupling: torch.Tensor,
@@ -423,7 +428,7 @@ def _kernel_model(ffi, ops: Any, method: str, y0: torch.Tensor, drive: torch.Ten
     real, sfx = _TYPES[y0.dtype]
     tab = TABLEAUS[method]
     dt = y0.dtype
-    A, bw, ew = _scheme_arrays(method, dt)
+    A, bw, ew, Q = _scheme_arrays(method, dt)
     sparse = row_ptr is not None
     Wg_c = coupling.detach().contiguous()
     WgT = Wg_c if sparse else Wg_c.T.contiguous()
@@ -432,7 +437,7 @@ def _kernel_model(ffi, ops: Any, method: str, y0: torch.Tensor, drive: torch.Ten
     md = ffi.new(f"fk_model{sfx} *")
     md.B, md.P, md.Bd, md.K = y0.shape[0], ops.P, drive_c.shape[0], drive_c.shape[1]
     md.s, md.s_sol, md.adaptive, md.order = tab.stages, tab.solution_stages, int(tab.b_err is not None), tab.order
-    md.A, md.bw, md.ew = _ptr(ffi, A, real), _ptr(ffi, bw, real), _ptr(ffi, ew, real)
+    md.A, md.bw, md.ew, md.Q = _ptr(ffi, A, real), _ptr(ffi, bw, real), _ptr(ffi, ew, real), _ptr(ffi, Q, real)
     md.m, md.db = float(-ops.d * ops.a), float(ops.db)
     md.Wg, md.WgT, md.c, md.drive = (_ptr(ffi, Wg_c, real), _ptr(ffi, WgT, real), _ptr(ffi, c, real),
                                      _ptr(ffi, drive_c, real))
@@ -443,7 +448,7 @@ def _kernel_model(ffi, ops: Any, method: str, y0: torch.Tensor, drive: torch.Ten
         md.row_ptr, md.col, md.val = _ptr(ffi, row_ptr, "int"), _ptr(ffi, col, "int"), _ptr(ffi, Wg_c, real)
     sat = None if getattr(ops, "sat", None) is None else ops.sat.detach().to(dt).contiguous()
     md.sat = _ptr(ffi, sat, real)
-    return md, (md, A, bw, ew, Wg_c, WgT, c, drive_c, row_ptr, col, sat)
+    return md, (md, A, bw, ew, Q, Wg_c, WgT, c, drive_c, row_ptr, col, sat)
 
 
 def _first_rows(out_idx: Sequence[int], n_stops: int) -> tuple[np.ndarray, dict[int, int]]:
@@ -452,7 +457,7 @@ def _first_rows(out_idx: Sequence[int], n_stops: int) -> tuple[np.ndarray, dict[
     out_of_stop = np.full(n_stops, -1, dtype=np.intc)
     first_at: dict[int, int] = {}
     for j, n in enumerate(out_idx):
-        if n not in first_at:
+        if n >= 0 and n not in first_at:
             first_at[n] = j
             out_of_stop[n] = j
     return out_of_stop, first_at
@@ -479,6 +484,8 @@ def _fill_other_rows(out: torch.Tensor, out_idx: Sequence[int], first_at: dict[i
                      y0: torch.Tensor) -> None:
     """Fill the output rows the kernel does not write: those at stop 0 (``y0``, mV) and repeats of a stop."""
     for j, n in enumerate(out_idx):
+        if n < 0:  # interpolated by the kernel
+            continue
         if n == 0:
             out[j] = y0
         elif j != first_at[n]:
@@ -491,10 +498,24 @@ def _injection_rows(out_idx: Sequence[int], landed: np.ndarray, n_steps: int,
     j = 0..n_steps: (pointers (n_steps + 2), row indices) for the backward pass."""
     counts = np.zeros(n_steps + 2, dtype=long_t)
     idx = []
-    for j, n in sorted(enumerate(out_idx), key=lambda jn: int(landed[jn[1]])):
+    landing = [(j, n) for j, n in enumerate(out_idx) if n >= 0]
+    for j, n in sorted(landing, key=lambda jn: int(landed[jn[1]])):
         counts[int(landed[n]) + 1] += 1
         idx.append(j)
     return np.cumsum(counts).astype(long_t), np.asarray(idx if idx else [0], dtype=long_t)
+
+
+def _dense_rows_by_step(n_dense: int, rows: np.ndarray, steps: np.ndarray, thetas: np.ndarray, n_steps: int,
+                        long_t: np.dtype) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The interpolated output rows by the accepted step they lie in, as CSR over steps: (pointers
+    (n_steps + 1), rows, thetas) for the backward pass; (None, None, None) without any."""
+    if not n_dense:
+        return None, None, None
+    order = np.argsort(steps[:n_dense], kind="stable")
+    counts = np.bincount(steps[:n_dense], minlength=n_steps)[:n_steps]
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(long_t)
+    return (ptr, np.ascontiguousarray(rows[:n_dense][order], dtype=long_t),
+            np.ascontiguousarray(thetas[:n_dense][order], dtype=np.float64))
 
 
 class _CompiledSolve(torch.autograd.Function):
@@ -517,6 +538,11 @@ class _CompiledSolve(torch.autograd.Function):
         out_of_stop, first_at = _first_rows(out_idx, n_stops)
         out = torch.empty((len(out_idx), B, 2 * P), dtype=y0.dtype)
         landed = np.zeros(n_stops, dtype=long_t)
+        dense = opts.get("dense_rows", ())  # (time, row) of the interpolated outputs, by time
+        t_dense = np.ascontiguousarray([t for t, _ in dense] or [0.0], dtype=np.float64)
+        row_dense = np.ascontiguousarray([j for _, j in dense] or [0], dtype=np.intc)
+        step_dense = np.zeros(len(t_dense), dtype=long_t)
+        theta_dense = np.zeros(len(t_dense), dtype=np.float64)
         keep = any(ctx.needs_input_grad)
         every = opts.get("checkpoint_every")
         box = [watch, opts["watch_every"], None]
@@ -525,7 +551,9 @@ class _CompiledSolve(torch.autograd.Function):
             md, _ptr(ffi, y0_c, real), n_stops, _ptr(ffi, stops_a, "double"), _ptr(ffi, seg_a, "int"),
             _ptr(ffi, out_of_stop, "int"), _ptr(ffi, out, real), _ptr(ffi, landed, "long"), float(opts["step"]),
             float(opts["rtol"]), float(opts["atol"]), int(opts["watch_every"]), handle, int(keep),
-            -1 if every is None else int(every), float(opts["keep_all_bytes"]))
+            -1 if every is None else int(every), float(opts["keep_all_bytes"]), len(dense),
+            _ptr(ffi, t_dense, "double"), _ptr(ffi, row_dense, "int"), _ptr(ffi, step_dense, "long"),
+            _ptr(ffi, theta_dense, "double"))
         if sv == ffi.NULL:
             raise MemoryError("the compiled fused solve could not allocate its workspace")
         sv = ffi.gc(sv, getattr(lib, f"fk_free{sfx}"))
@@ -545,6 +573,7 @@ class _CompiledSolve(torch.autograd.Function):
         opts["checkpoint_used"] = 0 if sv.stages_kept else int(sv.M)
         # output rows landed after j accepted steps, CSR over j = 0..n_steps
         ctx.inj_ptr, ctx.inj_idx = _injection_rows(out_idx, landed, int(sv.n_steps), long_t)
+        ctx.dense = _dense_rows_by_step(len(dense), row_dense, step_dense, theta_dense, int(sv.n_steps), long_t)
         ctx.keep = keep_alive
         # the C records live as long as this saved tensor: autograd frees it after the backward
         # pass (unless the graph is retained), as it frees the eager loop's saved stages
@@ -570,8 +599,10 @@ class _CompiledSolve(torch.autograd.Function):
         need_y0, need_drive, need_Wg = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[9]
         gWg = torch.zeros(ctx.coupling_shape, dtype=dt) if need_Wg else None
         gdrive = torch.zeros(ctx.drive_shape, dtype=dt) if need_drive else None
+        dptr, didx, dth = ctx.dense
         rc = getattr(lib, f"fk_backward{sfx}")(md, sv, _ptr(ffi, g, real), _ptr(ffi, ctx.inj_ptr, "long"),
-                                               _ptr(ffi, ctx.inj_idx, "long"), _ptr(ffi, lam, real),
+                                               _ptr(ffi, ctx.inj_idx, "long"), _ptr(ffi, dptr, "long"),
+                                               _ptr(ffi, didx, "long"), _ptr(ffi, dth, "double"), _ptr(ffi, lam, real),
                                                _ptr(ffi, gWg, real), _ptr(ffi, gdrive, real))
         if rc != 0:
             raise MemoryError("the compiled fused solve's backward pass could not allocate its workspace")

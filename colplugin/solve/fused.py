@@ -98,6 +98,7 @@ class _Scheme:
         self.a_rows = [A_full[i:i + 1, :i].contiguous() for i in range(s)]
         self.b_row = torch.tensor([tab.b[:self.s_sol]], dtype=dt, device=dev)
         self.e_row = None if tab.b_err is None else torch.tensor([tab.b_err], dtype=dt, device=dev)
+        self.Q = None if tab.interpolant is None else torch.tensor(tab.interpolant, dtype=dt, device=dev)
         self.K = torch.empty(s, self.N, dtype=dt, device=dev)  # stacked stage derivatives
         self.Kv = [self.K[i].view(B, 2 * P) for i in range(s)]
         self.Ys: torch.Tensor | None = None  # the second-to-last stage's input (stiffness estimate)
@@ -116,6 +117,14 @@ class _Scheme:
     def solution(self, y: torch.Tensor, h: float) -> torch.Tensor:
         """The new state y + h sum_i b_i k_i (mV) from the stages in ``K``."""
         return torch.addmm(y.view(1, self.N), self.b_row, self.K[:self.s_sol], alpha=h).view(self.B, 2 * self.P)
+
+    def interpolate(self, y: torch.Tensor, h: float, theta: Sequence[float]) -> torch.Tensor:
+        """The dense output y(t + theta h), (len(theta), B, 2P) mV, of the step of h (s) from y whose
+        stages (the FSAL stage included) are in ``K``: y + h sum_i b_i(theta) k_i."""
+        D = torch.mm(self.Q.T, self.K).mul_(h)  # coefficients of theta^1..theta^4
+        th = torch.tensor(theta, dtype=y.dtype, device=y.device).view(-1, 1)
+        powers = torch.cat([th, th ** 2, th ** 3, th ** 4], dim=1)
+        return torch.addmm(y.view(1, self.N), powers, D).view(len(theta), self.B, 2 * self.P)
 
     def fsal(self, y_new: torch.Tensor, h: float, dr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The FSAL stage at the new state (into ``K[s-1]``): the next step's first stage."""
@@ -170,16 +179,17 @@ class _Scheme:
         return nxt, True, h_next
 
     def replay(self, y: torch.Tensor, drive: torch.Tensor, steps: Sequence[tuple[float, int]],
-               fresh: Sequence[bool], a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """w and g, each (b - a, solution stages, B, P), of accepted steps a..b-1 from the state y
-        before step a, with the forward's operations in the forward's order.
+               fresh: Sequence[bool], a: int, b: int, kept: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """w and g, each (b - a, kept, B, P), of the first ``kept`` stages (the solution stages, or
+        all with the FSAL stage for dense output) of accepted steps a..b-1 from the state y before
+        step a, with the forward's operations in the forward's order.
 
         A step's first stage is evaluated afresh where the forward did (fixed-step methods,
         a new stimulus segment); otherwise it is the previous step's FSAL stage, evaluated
         (into ``K[s-1]``, then copied) at the step's initial state, as in the forward.
         """
         s, s_sol, B, P = self.s, self.s_sol, self.B, self.P
-        W = torch.empty((b - a, s_sol, B, P), dtype=y.dtype, device=y.device)
+        W = torch.empty((b - a, kept, B, P), dtype=y.dtype, device=y.device)
         G = torch.empty_like(W)
         adaptive = self.e_row is not None
         nxt = None
@@ -198,7 +208,12 @@ class _Scheme:
                 W[n - a, i], G[n - a, i] = self.stage(i, y, h, dr)
             y_new = self.solution(y, h)
             nxt = None
-            if adaptive and n + 1 < b and not fresh[n + 1]:
+            if kept > s_sol:  # the FSAL stage enters the dense output
+                W[n - a, s - 1], G[n - a, s - 1] = self.fsal(y_new, h, dr)
+                if n + 1 < b and not fresh[n + 1]:
+                    nxt = (W[n - a, s - 1], G[n - a, s - 1])
+                    self.K[0].copy_(self.K[s - 1])
+            elif adaptive and n + 1 < b and not fresh[n + 1]:
                 nxt = self.fsal(y_new, h, dr)
                 self.K[0].copy_(self.K[s - 1])
             y = y_new
@@ -232,10 +247,11 @@ def _storage_plan(every: int | None, step_bytes: int) -> tuple[bool, bool, int]:
 
 def _output_rows(out_idx: Sequence[int], y0: torch.Tensor) -> tuple[torch.Tensor, dict[int, list[int]]]:
     """The output tensor, (len(out_idx), B, 2P) with the rows at stop 0 set to ``y0`` (mV), and the
-    output rows of every stop index (``{stop: [row, ...]}``)."""
+    output rows of every stop index (``{stop: [row, ...]}``; rows of index -1 are interpolated)."""
     out_at: dict[int, list[int]] = {}
     for j, n in enumerate(out_idx):
-        out_at.setdefault(n, []).append(j)
+        if n >= 0:
+            out_at.setdefault(n, []).append(j)
     out = torch.empty((len(out_idx),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
     for j in out_at.get(0, ()):
         out[j] = y0
@@ -315,8 +331,12 @@ class _FusedSolve(torch.autograd.Function):
         keep = any(ctx.needs_input_grad)
         adaptive = sch.e_row is not None
         rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
+        pending = list(opts.get("dense_rows", ()))  # (time, row) of the interpolated outputs, by time
+        dense = bool(pending)
+        kept = s if dense else s_sol  # stages the backward pass needs (dense output: the FSAL stage too)
+        dense_at: dict[int, tuple[list[int], list[float]]] = {}  # accepted step -> its rows and thetas
 
-        step_bytes = s_sol * y0.numel() * y0.element_size()  # w and g of one accepted step's stages
+        step_bytes = kept * y0.numel() * y0.element_size()  # w and g of one accepted step's stages
         auto, keep_all, M = _storage_plan(opts.get("checkpoint_every"), step_bytes)
         wg: list[tuple[torch.Tensor, torch.Tensor]] = []  # accepted steps' stage (w, g) (for the backward pass)
         cks: list[torch.Tensor] = []  # the state before accepted step c * M, c = 0, 1, ...
@@ -337,7 +357,7 @@ class _FusedSolve(torch.autograd.Function):
                 first = None  # the drive changed: stage 1 must be re-evaluated
             while t < t_end:
                 if keep and M and len(steps) == len(cks) * M:
-                    M = _add_checkpoint(cks, y, M, auto, s_sol)
+                    M = _add_checkpoint(cks, y, M, auto, kept)
                 rem = t_end - t
                 last = not adaptive or h_next >= rem * (1 - 1e-9)
                 h = rem if last else h_next
@@ -356,6 +376,16 @@ class _FusedSolve(torch.autograd.Function):
                     if not accepted:  # rejected (or NaN): retry with the shrunk step
                         _check_shrunk_step(h_next, t, t_end)
                         continue
+                    t_new = t_end if last else t + h
+                    if pending and pending[0][0] <= t_new:  # outputs inside this step: the interpolant
+                        n_in = next((i for i, (tj, _) in enumerate(pending) if tj > t_new), len(pending))
+                        rows = [j for _, j in pending[:n_in]]
+                        theta = [min(max((tj - t) / h, 0.0), 1.0) for tj, _ in pending[:n_in]]
+                        del pending[:n_in]
+                        out[rows] = sch.interpolate(y, h, theta)
+                        dense_at[len(steps)] = (rows, theta)
+                    if dense:
+                        stage_wg.append(nxt)
                     K[0].copy_(K[s - 1])
                 if keep:
                     if keep_all:
@@ -374,8 +404,9 @@ class _FusedSolve(torch.autograd.Function):
                 out[j] = y
         ctx.every = 0 if keep_all else M
         if keep:
-            _save_tape(ctx, drive, wg, cks, keep_all, (len(steps), s_sol, y0.shape[0], ops.P), y0)
+            _save_tape(ctx, drive, wg, cks, keep_all, (len(steps), kept, y0.shape[0], ops.P), y0)
         ctx.ops, ctx.steps, ctx.fresh, ctx.method = ops, steps, fresh, method
+        ctx.kept, ctx.dense_at = kept, dense_at
         # output rows by the number of accepted steps before them (several stops may share one)
         ctx.out_at = _rows_by_steps(out_at, landed)
         ctx.out_at0 = ctx.out_at.pop(0, [])
@@ -390,14 +421,16 @@ class _FusedSolve(torch.autograd.Function):
         need_p = ctx.needs_input_grad[9:]
         need_drive = ctx.needs_input_grad[1]
         ops, steps, tab = ctx.ops, ctx.steps, TABLEAUS[ctx.method]
-        s = tab.solution_stages
+        s = ctx.kept  # the solution stages, and the FSAL stage where outputs were interpolated
+        s_sol = tab.solution_stages
         P = ops.P
         B = grad_out.shape[1]
         N = B * 2 * P
         dt, dev = grad_out.dtype, grad_out.device
         A_full = torch.tensor(tab.stage_matrix, dtype=dt, device=dev)[:s, :s]  # the solution stages
         a_cols = [A_full[i + 1:, i].reshape(1, -1).contiguous() for i in range(s)]  # a_ji, j > i
-        U = torch.empty(s, N, dtype=dt, device=dev)
+        Q = None if tab.interpolant is None else torch.tensor(tab.interpolant, dtype=dt, device=dev)
+        U = torch.zeros(s, N, dtype=dt, device=dev)
         Uv = [U[i].view(B, 2 * P) for i in range(s)]
         n_steps = len(steps)
         M = ctx.every or max(n_steps, 1)
@@ -415,7 +448,7 @@ class _FusedSolve(torch.autograd.Function):
             a, b = c * M, min((c + 1) * M, n_steps)
             if ctx.every:
                 with torch.no_grad():
-                    Wst, Gst = sch.replay(saved[c], drive, steps, ctx.fresh, a, b)
+                    Wst, Gst = sch.replay(saved[c], drive, steps, ctx.fresh, a, b, s)
             else:
                 Wst, Gst = saved
             # dL/dk of every stage of the chunk (forward order), or one step's worth
@@ -426,15 +459,30 @@ class _FusedSolve(torch.autograd.Function):
                 h = steps[n][0]
                 S = ops.slope(Wst[n - a], Gst[n - a])  # dg/dz of the step's stages (z = -w)
                 Gn = Gk[n - a if need_pd else 0]
-                for i in range(s - 1, -1, -1):
+                inside = ctx.dense_at.get(n)
+                if inside is not None:  # dL/dk_i of the interpolated outputs: h sum_j b_i(theta_j) g_j
+                    rows, theta = inside
+                    th = torch.tensor(theta, dtype=dt, device=dev).view(1, -1)
+                    g_in = grad_out[rows].reshape(len(rows), N)
+                    G_pow = torch.mm(torch.cat([th, th ** 2, th ** 3, th ** 4]), g_in)  # sum_j theta_j^p g_j
+                    extra = torch.mm(Q, G_pow).mul_(h)
+                elif s > s_sol:  # no output inside: the FSAL stage has no cotangent
+                    Gn[s - 1].zero_()
+                    U[s - 1].zero_()
+                top = s if inside is not None else s_sol
+                for i in range(top - 1, -1, -1):
                     bi = tab.b[i]
                     gk = Gn[i]
                     if i == s - 1:
                         torch.mul(lam, h * bi, out=gk)
                     else:
                         torch.addmm(lam.view(1, N), a_cols[i], U[i + 1:], beta=h * bi, alpha=h, out=gk.view(1, N))
+                    if inside is not None:
+                        gk.view(1, N).add_(extra[i])
                     ops.vjp(gk, S[i], Uv[i])
                 lam.add_(U.sum(0).view(B, 2 * P))
+                if inside is not None:
+                    lam.add_(g_in.sum(0).view(B, 2 * P))
             if any(need_p):  # sums over steps, stages and trials of g (source) times gk (target)
                 part = ops.grad_params(Gst, Gk, need_p)
                 g_params = [q if p is None else p.add_(q) for p, q in zip(g_params, part)]
@@ -471,17 +519,37 @@ def _check_inputs(ops, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[i
                          "they must agree (or the drive have one)")
     if len(seg) and not 0 <= min(seg) <= max(seg) < drive.shape[1]:
         raise ValueError(f"fused_solve: segment indices must lie in [0, {drive.shape[1]}) (the drive's segments)")
-    if len(out_idx) and not 0 <= min(out_idx) <= max(out_idx) < len(stops):
-        raise ValueError(f"fused_solve: output indices must lie in [0, {len(stops)}) (the stops)")
+    if len(out_idx) and not -1 <= min(out_idx) <= max(out_idx) < len(stops):
+        raise ValueError(f"fused_solve: output indices must lie in [0, {len(stops)}) (the stops), or be -1 "
+                         "(interpolated at out_times)")
     if isinstance(watch_every, bool) or not isinstance(watch_every, numbers.Integral) or watch_every < 1:
         raise ValueError(f"fused_solve: watch_every must be a positive int, got {watch_every!r}")
+
+
+def _dense_rows(method: str, stops: Sequence[float], out_idx: Sequence[int],
+                out_times: Sequence[float] | None) -> list[tuple[float, int]]:
+    """(time, row) of the interpolated output rows (``out_idx`` -1), by time; checked against the scheme and stops."""
+    rows = [j for j, n in enumerate(out_idx) if n == -1]
+    if not rows:
+        return []
+    tab = TABLEAUS[method]
+    if tab.interpolant is None or tab.b_err is None:
+        raise ValueError(f"fused_solve: {method} has no dense output; pass every output time as a stop")
+    if out_times is None or len(out_times) != len(out_idx):
+        raise ValueError("fused_solve: interpolated rows (out_idx -1) need out_times, one entry per output row")
+    dense = sorted((float(out_times[j]), j) for j in rows)
+    if not stops[0] < dense[0][0] or not dense[-1][0] <= stops[-1]:
+        raise ValueError(f"fused_solve: interpolated output times must lie in ({stops[0]}, {stops[-1]}] (the solve), "
+                         f"got {dense[0][0]} to {dense[-1][0]}")
+    return dense
 
 
 def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int],
                 out_idx: Sequence[int], method: str, watch: Callable[[float, torch.Tensor, int], None], *,
                 step: float = 5e-4, rtol: float = 1e-6, atol: float = 1e-6,
                 watch_every: int = 25, edge_product: str | None = None,
-                checkpoint_every: int | None = None, kernel: str = "auto") -> tuple[torch.Tensor, int]:
+                checkpoint_every: int | None = None, kernel: str = "auto",
+                out_times: Sequence[float] | None = None) -> tuple[torch.Tensor, int]:
     """Integrate ``field`` through ``stops`` with an explicit Runge-Kutta ``method``.
 
     Parameters
@@ -497,7 +565,10 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
     seg : sequence of int
         Stimulus segment between consecutive stops (``len(stops) - 1`` entries).
     out_idx : sequence of int
-        Indices into ``stops`` of the output times.
+        Per output row, the index into ``stops`` of its time, or -1: the row is the scheme's
+        dense output (its interpolant, :attr:`Tableau.interpolant`) at ``out_times[row]``,
+        inside the accepted step that covers that time (adaptive schemes with an
+        interpolant; the steps then need not land on the output times).
     method : {"euler", "midpoint", "rk4", "dopri5"}
     watch : callable
         ``watch(t, x, steps)`` every ``watch_every`` steps with ``x = V - A`` (mV) of a recent
@@ -527,6 +598,9 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
         dense fields on the CPU; the same arithmetic without per-operation overhead) or
         as the eager tensor operations of this module; ``"auto"`` decides by
         :func:`colplugin.solve.compiled.choose`.
+    out_times : sequence of float, optional
+        Times (s) of the rows whose ``out_idx`` is -1 (entries of other rows are ignored);
+        each strictly after ``stops[0]`` and at most ``stops[-1]``.
 
     Returns
     -------
@@ -550,7 +624,8 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
         raise ValueError("fused_solve: one stimulus segment per interval between stops is required")
     ops = field.fused(edge_product)
     _check_inputs(ops, y0, stops, seg, out_idx, watch_every)
-    opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every, "checkpoint_every": checkpoint_every}
+    opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every, "checkpoint_every": checkpoint_every,
+            "dense_rows": _dense_rows(method, stops, out_idx, out_times)}
     if compiled.choose(kernel, ops, y0):
         opts["keep_all_bytes"] = KEEP_ALL_BYTES
         out = compiled.compiled_solve(ops, y0, stops, seg, out_idx, method, watch, opts)

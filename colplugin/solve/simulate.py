@@ -25,7 +25,7 @@ from ..field import filter_rate
 from ..network import ColumnNetwork
 from ..stimulus import MembraneNoise, Stimulus
 from . import compiled
-from .fused import StepSizeUnderflow, fused_solve
+from .fused import TABLEAUS, StepSizeUnderflow, fused_solve
 from .strategies import Adjoint, Gradient, SimulationError, Solver, as_gradient, check_combination
 
 __all__ = ["Solver", "Trajectory", "SimulationError", "simulate", "solver_for_transfer"]
@@ -254,11 +254,17 @@ def _check_output_memory(network: ColumnNetwork, batch: int, duration: float, dt
 def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch.Tensor,
                  stimulus: Stimulus, solver: Solver) -> torch.Tensor:
     """States at ``t`` from :func:`colplugin.solve.fused.fused_solve` (fixed grid or adaptive steps)."""
-    extra = torch.cat([jumps.to(t), t])
+    interpolate = solver.adaptive and solver.engine.interpolate and TABLEAUS[solver.method].interpolant is not None
+    # dense output: the steps land on the stimulus change points and the ends only, and the
+    # outputs between them come from the scheme's interpolant; otherwise every output time is a stop
+    extra = torch.cat([jumps.to(t), t[:1], t[-1:]] if interpolate else [jumps.to(t), t])
     stops = extra.unique(sorted=True) if solver.adaptive else solver.grid(t, extra)
     out_idx = torch.searchsorted(stops, t).clamp_max(len(stops) - 1)
     below = (out_idx - 1).clamp_min(0)
     out_idx = torch.where((stops[out_idx] - t).abs() <= (stops[below] - t).abs(), out_idx, below)
+    if interpolate:  # times that are not stops (to rounding) are interpolated (-1)
+        off = (stops[out_idx] - t).abs() > 1e-12 * t.abs().clamp_min(1.0)
+        out_idx = torch.where(off, torch.full_like(out_idx, -1), out_idx)
     mid = 0.5 * (stops[1:] + stops[:-1])
     seg = (torch.searchsorted(stimulus.times.to(t), mid, right=True) - 1).clamp_min(0)
     if not func.piecewise:
@@ -267,7 +273,8 @@ def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch
         state, func.nfe = fused_solve(func.field, y0, stops.tolist(), seg.tolist(), out_idx.tolist(),
                                       solver.method, func._watch, step=solver.step, **_tolerances(solver),
                                       watch_every=func.check_every,
-                                      checkpoint_every=solver.checkpoint_every, kernel=solver.kernel)
+                                      checkpoint_every=solver.checkpoint_every, kernel=solver.kernel,
+                                      out_times=t.tolist() if interpolate else None)
     except StepSizeUnderflow:
         raise _stuck(solver, func.params_name, stimulus) from None
     return state

@@ -150,12 +150,21 @@ class Engine:
         positive int M: checkpoints every M accepted steps (M at or past the number of
         steps: one chunk, recomputed once). The recomputed stages are the forward's
         arithmetic, so the gradients agree with ``0``'s up to the order of summation.
+    interpolate : bool
+        How the fused backend records output times between the stimulus change points.
+        ``True`` (default): with an adaptive method that has dense output (``dopri5``), the
+        steps go where the error control puts them and the outputs come from the scheme's
+        own interpolant (torchdiffeq's quartic; the gradients are its exact adjoint), so
+        recording at a fine ``dt_out`` costs few extra steps. ``False``: every output time
+        is a stop the solve steps onto (more steps; the outputs are step ends). Fixed-step
+        methods and torchdiffeq's backend (which interpolates on its own) ignore it.
     """
 
     backend: str = "torchdiffeq"
     kernel: str = "auto"
     dense: bool | None = None
     checkpoint_every: int | None = None
+    interpolate: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint_every", check_checkpoint_every(self.checkpoint_every))
@@ -165,6 +174,8 @@ class Engine:
             raise ValueError(f"unknown solver backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
         if self.dense is not None and not isinstance(self.dense, (bool, np.bool_)):
             raise TypeError(f"Solver dense={self.dense!r} must be True, False or None (automatic)")
+        if not isinstance(self.interpolate, (bool, np.bool_)):
+            raise TypeError(f"Engine interpolate={self.interpolate!r} must be True or False")
 
 
 #: The shorthand keywords of :class:`Solver` and the part each one sets.

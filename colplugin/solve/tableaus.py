@@ -14,7 +14,10 @@ class Tableau:
     ``a``: rows 2..s of the lower-triangular stage matrix; ``b``: weights of the solution;
     ``b_err``: weights of the embedded error estimate (adaptive schemes; ``b - b_low``);
     ``fsal``: the last stage is evaluated at the new solution and reused as the next step's
-    first stage (its weight in ``b`` is 0); ``order``: order of the solution.
+    first stage (its weight in ``b`` is 0); ``order``: order of the solution;
+    ``interpolant``: the scheme's dense output (continuous extension), one row per stage of
+    its coefficients of theta, theta^2, ... in y(t + theta h) = y + h sum_i b_i(theta) k_i,
+    0 <= theta <= 1 (None: the scheme has none; outputs must then be steps' ends).
     """
 
     a: tuple[tuple[float, ...], ...]
@@ -22,6 +25,7 @@ class Tableau:
     b_err: tuple[float, ...] | None = None
     fsal: bool = False
     order: int = 1
+    interpolant: tuple[tuple[float, ...], ...] | None = None
 
     @property
     def stages(self) -> int:
@@ -49,13 +53,37 @@ _DP_A = ((1 / 5,),
 _DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _DP_B_LOW = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
 
+_DP_C_MID = (6025192743 / 30085553152 / 2, 0.0, 51252292925 / 65400821598 / 2, -2691868925 / 45128329728 / 2,
+             187940372067 / 1594534317056 / 2, -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2)
+
+
+def _quartic_interpolant(b: tuple[float, ...], mid: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
+    """The dense output of a 7-stage FSAL pair as torchdiffeq builds it (``_interp_fit``).
+
+    The quartic through y0 and y1 with slopes k_1 and k_7 at the ends and the value
+    y0 + h sum_i mid_i k_i at theta = 1/2 (Shampine 1986), written as weights of the stages:
+    b_i(theta) = sum_p Q_ip theta^p, p = 1..4. At theta = 1 the weights are b.
+    """
+    s = len(b)
+    e1 = [1.0] + [0.0] * (s - 1)
+    e7 = [0.0] * (s - 1) + [1.0]
+    rows = []
+    for i in range(s):
+        rows.append((e1[i],
+                     e7[i] - 4 * e1[i] - 5 * b[i] + 16 * mid[i],
+                     5 * e1[i] - 3 * e7[i] + 14 * b[i] - 32 * mid[i],
+                     2 * (e7[i] - e1[i]) - 8 * b[i] + 16 * mid[i]))
+    return tuple(rows)
+
+
 #: The schemes, identical to torchdiffeq's of the same name (its ``rk4`` is the 3/8 rule,
 #: ``rk4_alt_step_func``; ``dopri5`` is the Dormand-Prince 5(4) pair).
 TABLEAUS: dict[str, Tableau] = {
     "euler": Tableau((), (1.0,), order=1),
     "midpoint": Tableau(((0.5,),), (0.0, 1.0), order=2),
     "rk4": Tableau(((1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)), (0.125, 0.375, 0.375, 0.125), order=4),
-    "dopri5": Tableau(_DP_A, _DP_B, tuple(x - y for x, y in zip(_DP_B, _DP_B_LOW)), fsal=True, order=5),
+    "dopri5": Tableau(_DP_A, _DP_B, tuple(x - y for x, y in zip(_DP_B, _DP_B_LOW)), fsal=True, order=5,
+                      interpolant=_quartic_interpolant(_DP_B, _DP_C_MID)),
 }
 
 
