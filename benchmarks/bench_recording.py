@@ -13,9 +13,12 @@ below 1000 columns, one run above):
 
 forward only (``torch.no_grad``) and forward + backward (a loss on the last rates, gradients of
 the learnable weights). ``overhead`` is ``time / bare - 1``: the part of a call spent because it
-records (the goal of issue-tracker performance work: at most 0.3 at every size). The fused
-solver steps onto every output time, so fine output steps cap the step size; the ``nfe`` column
-shows it.
+records (the goal: at most 0.3 at every size).
+
+Each recorded row is measured twice, before and after dense output: ``steps`` with
+``Engine(interpolate=False)`` (the solve steps onto every output time, so fine output steps
+cap the step size; the ``nfe`` column shows it) and ``dense`` with the default (the steps go
+where the error control puts them; the outputs come from dopri5's interpolant).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,13 +40,13 @@ DT_OUTS = {"bare": None, "1 ms": 1e-3, "0.1 ms": 1e-4}
 
 
 def timed(net: cp.ColumnNetwork, stim: cp.Stimulus, duration: float, dt_out: float | None, backward: bool,
-          repeat: int) -> tuple[float, int]:
+          repeat: int, solver: cp.Solver | None = None) -> tuple[float, int]:
     best, nfe = float("inf"), 0
     for _ in range(repeat):
         net.zero_grad()
         t0 = time.perf_counter()
         with torch.set_grad_enabled(backward):
-            tr = cp.simulate(net, stim, duration, dt_out=dt_out or duration)
+            tr = cp.simulate(net, stim, duration, dt_out=dt_out or duration, solver=solver)
             if backward:
                 tr.rate[-1].sum().backward()
         best = min(best, time.perf_counter() - t0)
@@ -61,7 +65,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}; {args.threads} thread(s); {args.duration} s; default solver; float64")
-    print(f"{'columns':>7} {'batch':>5} {'pass':>9} {'output':>7} {'time s':>9} {'nfe':>6} {'overhead':>9}")
+    print(f"{'columns':>7} {'batch':>5} {'pass':>9} {'output':>7} {'record':>6} {'time s':>9} {'nfe':>6} "
+          f"{'overhead':>9}")
+    default = cp.Solver.default()
+    solvers = {"steps": cp.Solver(default.method, default.control, replace(default.engine, interpolate=False)),
+               "dense": default}
     for n in args.sizes:
         net = build(n)
         repeat = 3 if n < 1000 else 1
@@ -73,10 +81,13 @@ def main() -> None:
             for backward in (False, True):
                 bare = None
                 for label, dt_out in DT_OUTS.items():
-                    t, nfe = timed(net, stim, args.duration, dt_out, backward, repeat)
-                    bare = t if bare is None else bare
-                    print(f"{n:>7} {batch:>5} {'fwd+bwd' if backward else 'forward':>9} {label:>7} {t:>9.3f} "
-                          f"{nfe:>6} {t / bare - 1:>9.2f}", flush=True)
+                    for how, solver in solvers.items():
+                        if dt_out is None and how == "steps":
+                            continue  # the same solve
+                        t, nfe = timed(net, stim, args.duration, dt_out, backward, repeat, solver)
+                        bare = t if bare is None else bare
+                        print(f"{n:>7} {batch:>5} {'fwd+bwd' if backward else 'forward':>9} {label:>7} {how:>6} "
+                              f"{t:>9.3f} {nfe:>6} {t / bare - 1:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -36,9 +36,37 @@ _SERIES_Z = 1e-2  # |z| below which the derivative uses its Taylor series
 _TINY = {dt: torch.finfo(dt).tiny for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 
 
+#: Elements per piece in which the CPU evaluates f and f' of a large tensor (:func:`_in_pieces`).
+_PIECE = 1 << 14
+
+
+def _in_pieces(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
+    """``fn(*xs)`` of same-shaped tensors, elementwise, in pieces of :data:`_PIECE` elements on the CPU.
+
+    An elementwise formula of a dozen steps makes as many temporaries of the input's size; for a
+    recorded trajectory (millions of numbers) each is fresh memory, and the steps run at memory
+    speed. In pieces the temporaries stay in cache and the numbers are the same. Small tensors,
+    other devices and tensors recorded by autograd go in one piece.
+    """
+    x0 = xs[0]
+    if x0.device.type != "cpu" or x0.numel() <= 4 * _PIECE or (torch.is_grad_enabled() and any(x.requires_grad for x in xs)) \
+            or any(x.shape != x0.shape for x in xs):
+        return fn(*xs)
+    out = torch.empty(x0.shape, dtype=x0.dtype)
+    flat = [x.reshape(-1) for x in xs]
+    of = out.view(-1)
+    for i in range(0, of.numel(), _PIECE):
+        of[i:i + _PIECE] = fn(*(x[i:i + _PIECE] for x in flat))
+    return out
+
+
 # -- the DMF's f ----------------------------------------------------------------------------
 def transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     """f(x) without autograd support (see :func:`transfer`): the forward formula alone."""
+    return _in_pieces(lambda xi: _transfer_value(xi, a, b, d), x)
+
+
+def _transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     z = d * (a * x - b)
     az = z.abs().clamp_min(_TINY[z.dtype])
     # z > 0: z / (1 - e^-z);  z < 0: |z| e^z / (1 - e^z);  z = 0: the limit 1 (az / -expm1(-az))
@@ -71,7 +99,7 @@ def g_slope(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     """f'(x) (Hz/mV) from x and f(x) = transfer(x), without autograd support: f' = a g'(z),
     z = d (a x - b), g = d f (see :func:`g_slope`)."""
-    return a * g_slope(d * (a * x - b), d * f)
+    return _in_pieces(lambda xi, fi: a * g_slope(d * (a * xi - b), d * fi), x, f)
 
 
 class _Transfer(torch.autograd.Function):

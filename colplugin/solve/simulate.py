@@ -136,6 +136,7 @@ class Trajectory:
     solver: Solver
     nfe: int = 0
     _filtered: torch.Tensor | None = field(default=None, repr=False)
+    _rate: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def V(self) -> torch.Tensor:
@@ -165,8 +166,10 @@ class Trajectory:
 
     @property
     def rate(self) -> torch.Tensor:
-        """Instantaneous rate f(V - A) (T, B, P), Hz."""
-        return self.network.rates(self.state)
+        """Instantaneous rate f(V - A) (T, B, P), Hz (computed once, with the state's graph)."""
+        if self._rate is None:
+            self._rate = self.network.rates(self.state)
+        return self._rate
 
     @property
     def rate_filtered(self) -> torch.Tensor:
@@ -199,8 +202,15 @@ class Trajectory:
                           description=description)
 
 
-def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float, solver: Solver) -> None:
-    if not bool(torch.isfinite(traj_state).all()):
+def _check(traj_state: torch.Tensor, rate: torch.Tensor, network: ColumnNetwork, max_rate: float,
+           solver: Solver) -> None:
+    """Refuse a trajectory that diverged: a non-finite state, G outside [0, 1], a rate above ``max_rate``.
+
+    ``rate`` (Hz) is the trajectory's own (detached). A sum is finite exactly when every term
+    is (NaN and inf propagate; finite states of mV do not overflow it), and one pass over
+    the states costs a fraction of an elementwise test's.
+    """
+    if not math.isfinite(float(traj_state.detach().sum())):
         raise SimulationError(
             "the simulation produced NaN/inf: the network diverged. Lower the learnable weights "
             f"or the input rates, or use a smaller step (now {solver.method}, step {solver.step} s)")
@@ -214,8 +224,7 @@ def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float, so
                 f"G relaxes at 1/tau_G + gamma_G r = {1 / float(gt.tau):g}/s + {float(gt.gamma):g} r, so at high "
                 f"rates an explicit step must stay below about 2.8 / that (now {solver.method}, step {solver.step} s);"
                 " use the adaptive default solver (dopri5) or a smaller step")
-    with torch.no_grad():
-        rmax = float(network.rates(traj_state.detach()).max())
+    rmax = float(rate.max())
     if rmax > max_rate:
         raise SimulationError(
             f"runaway rates: a population reached {rmax:.4g} Hz (> max_rate = {max_rate:g} Hz). "
@@ -554,5 +563,6 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         if "underflow in dt" in str(exc):
             raise _stuck(solver, network.params.name, stimulus) from None
         raise
-    _check(state, network, max_rate, solver)
-    return Trajectory(t, state, network, given, solver, func.nfe)
+    rate = network.rates(state)  # once: the check's and the trajectory's
+    _check(state, rate.detach(), network, max_rate, solver)
+    return Trajectory(t, state, network, given, solver, func.nfe, _rate=rate)
