@@ -25,7 +25,12 @@ small tensor operations, so per-operation overhead, not arithmetic, sets the cos
 
   which is the exact gradient of the discrete solve (for fixed grids, the number direct
   backpropagation through torchdiffeq's ``odeint`` gives; for dopri5, the gradient with the
-  accepted step sizes held fixed).
+  accepted step sizes held fixed);
+* outputs between stops (``out_idx`` -1) are dopri5's dense output inside the accepted step
+  that covers them, ``o = y + h sum_i b_i(theta) k_i`` over all seven stages (the FSAL stage
+  included), so the steps do not depend on the output times; in the backward pass an output's
+  cotangent g adds ``h b_i(theta) g`` to gk_i and g to the step's lam, and the FSAL stage,
+  ``Y_7 = y + h sum_j b_j k_j``, joins the adjoint recursion of the steps that have such outputs.
 
 Everything model-specific (the stage evaluation, its Jacobian products and the parameter
 cotangents) comes from :meth:`colplugin.field.Field.fused`; this module holds the schemes.
@@ -560,7 +565,7 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
         Initial state, mV.
     stops : sequence of float
         Increasing times in s that every solve lands on: the start, the stimulus change
-        points, the output times and the end. Fixed-step methods take exactly one step
+        points, the output times that are not interpolated (``out_idx``) and the end. Fixed-step methods take exactly one step
         between consecutive stops (pass the whole grid); adaptive ones as many as needed.
     seg : sequence of int
         Stimulus segment between consecutive stops (``len(stops) - 1`` entries).
