@@ -12,7 +12,7 @@ below 1000 columns, one run above):
 * ``0.1 ms``: ``dt_out = 1e-4`` (1501 points, Brian2's dt);
 
 forward only (``torch.no_grad``) and forward + backward (a loss on the last rates, gradients of
-the learnable weights). ``overhead`` is ``time / bare - 1``: the part of a call spent because it
+the learnable weights); both read the trajectory's states and rates. ``overhead`` is ``time / bare - 1``: the part of a call spent because it
 records (the goal: at most 0.3 at every size).
 
 Each recorded row is measured twice, before and after dense output: ``steps`` with
@@ -47,6 +47,7 @@ def timed(net: cp.ColumnNetwork, stim: cp.Stimulus, duration: float, dt_out: flo
         t0 = time.perf_counter()
         with torch.set_grad_enabled(backward):
             tr = cp.simulate(net, stim, duration, dt_out=dt_out or duration, solver=solver)
+            tr.rate  # noqa: B018 - the outputs a user reads: states and rates
             if backward:
                 tr.rate[-1].sum().backward()
         best = min(best, time.perf_counter() - t0)

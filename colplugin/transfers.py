@@ -41,22 +41,23 @@ _PIECE = 1 << 14
 
 
 def _in_pieces(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
-    """``fn(*xs)`` of same-shaped tensors, elementwise, in pieces of :data:`_PIECE` elements on the CPU.
+    """``fn(*xs)`` of same-shaped tensors, elementwise, in pieces of about :data:`_PIECE` elements on the CPU.
 
     An elementwise formula of a dozen steps makes as many temporaries of the input's size; for a
     recorded trajectory (millions of numbers) each is fresh memory, and the steps run at memory
-    speed. In pieces the temporaries stay in cache and the numbers are the same. Small tensors,
-    other devices and tensors recorded by autograd go in one piece.
+    speed. In pieces along the first dimension (views, whatever the strides) the temporaries
+    stay in cache and the numbers are the same. Small tensors, other devices and tensors
+    recorded by autograd go in one piece.
     """
     x0 = xs[0]
-    if x0.device.type != "cpu" or x0.numel() <= 4 * _PIECE or (torch.is_grad_enabled() and any(x.requires_grad for x in xs)) \
-            or any(x.shape != x0.shape for x in xs):
+    if (x0.device.type != "cpu" or x0.dim() == 0 or x0.numel() <= 4 * _PIECE
+            or (torch.is_grad_enabled() and any(x.requires_grad for x in xs))
+            or any(x.shape != x0.shape for x in xs)):
         return fn(*xs)
     out = torch.empty(x0.shape, dtype=x0.dtype)
-    flat = [x.reshape(-1) for x in xs]
-    of = out.view(-1)
-    for i in range(0, of.numel(), _PIECE):
-        of[i:i + _PIECE] = fn(*(x[i:i + _PIECE] for x in flat))
+    rows = max(1, _PIECE * x0.shape[0] // x0.numel())
+    for i in range(0, x0.shape[0], rows):
+        out[i:i + rows] = fn(*(x[i:i + rows] for x in xs))
     return out
 
 
@@ -168,6 +169,10 @@ class Transfer(ABC):
     fused : bool
         Whether the fused Runge-Kutta loop and its compiled kernel implement this transfer;
         where they do not, ``simulate`` integrates with torchdiffeq and says so.
+    monotone : bool
+        Whether the rate depends on the state through x = V - A alone and increases with it, so
+        that a trajectory's largest rate is the rate of its largest x (``simulate`` checks for
+        runaway rates without evaluating every recorded one).
     """
 
     name: str = ""
@@ -176,6 +181,7 @@ class Transfer(ABC):
     description: str = ""
     needs_variance: bool = False
     fused: bool = False
+    monotone: bool = False
 
     @abstractmethod
     def rate(self, V: torch.Tensor, A: torch.Tensor, S: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,8 +242,14 @@ class DMFTransfer(Transfer):
     def __init__(self, a: float, b: float, d: float) -> None:
         self.a, self.b, self.d = float(a), float(b), float(d)
 
+    @property
+    def monotone(self) -> bool:  # f(x) = y / (1 - e^(-d y)), y = a x - b, increases with x for a, d > 0
+        return self.a > 0 and self.d > 0
+
     def rate(self, V, A, S=None):
-        return transfer(V - A, self.a, self.b, self.d)
+        if torch.is_grad_enabled() and (V.requires_grad or A.requires_grad):
+            return transfer(V - A, self.a, self.b, self.d)
+        return _in_pieces(lambda v, a: _transfer_value(v - a, self.a, self.b, self.d), V, A)
 
     def numpy(self, V, A, S=None):
         return np.asarray(transfer_numpy(np.asarray(V, dtype=float) - np.asarray(A, dtype=float),

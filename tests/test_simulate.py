@@ -124,3 +124,28 @@ def test_a_change_point_at_or_after_the_end_is_refused(dl25):
         with pytest.raises(ValueError, match=rf"t = 0.02 s.*duration = {duration:g} s"):
             cp.simulate(net, stim, duration=duration)
     assert cp.simulate(net, stim, duration=0.03).t[-1] == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("r_max", [None, 5.0])
+def test_peak_rate_is_the_largest_recorded_rate(dl25, r_max):
+    """The runaway check's peak (the rate of each population's largest V - A) equals the maximum over
+    every recorded rate, with and without a saturation r_max on L2/3E; a LIF column's transfer
+    depends on S too and keeps every rate instead."""
+    from colplugin.solve.simulate import _peak_rate
+
+    params = dl25
+    if r_max is not None:
+        r = np.full(8, np.inf)
+        r[0] = r_max
+        params = dl25.with_overrides({"r_max": r})
+    net = cp.ColumnNetwork(params, {"a": ("mt", 2)}, [cp.Lateral("a", init=20.0)], seed=0)
+    gen = torch.Generator().manual_seed(1)
+    state = torch.randn(7, 3, net.n_state, dtype=torch.float64, generator=gen) * 6.0
+    peak, rates = _peak_rate(state, net)
+    assert rates is None
+    assert peak == pytest.approx(float(net.rates(state).max()), rel=1e-14)
+    lif = cp.ColumnNetwork(cp.load_preset("dl25_lif"), {"a": ("mt", 1)}, [], seed=0)
+    assert not lif.transfer.monotone
+    s = torch.rand(4, 1, lif.n_state, dtype=torch.float64, generator=gen) * 10.0
+    peak, rates = _peak_rate(s, lif)
+    assert torch.equal(rates, lif.rates(s)) and peak == float(rates.max())

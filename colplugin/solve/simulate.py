@@ -166,7 +166,7 @@ class Trajectory:
 
     @property
     def rate(self) -> torch.Tensor:
-        """Instantaneous rate f(V - A) (T, B, P), Hz (computed once, with the state's graph)."""
+        """Instantaneous rate f(V - A) (T, B, P), Hz (computed on first use, with the state's graph)."""
         if self._rate is None:
             self._rate = self.network.rates(self.state)
         return self._rate
@@ -202,13 +202,32 @@ class Trajectory:
                           description=description)
 
 
-def _check(traj_state: torch.Tensor, rate: torch.Tensor, network: ColumnNetwork, max_rate: float,
-           solver: Solver) -> None:
+def _peak_rate(state: torch.Tensor, network: ColumnNetwork) -> tuple[float, torch.Tensor | None]:
+    """The largest rate (Hz) of a trajectory's states, and its rates where they had to be computed for it.
+
+    With a transfer that increases with x = V - A alone (:attr:`Transfer.monotone
+    <colplugin.transfers.Transfer.monotone>`), the rate of each population's largest x (the
+    saturation, too, increases with the rate): one pass over the states instead of the
+    transfer of every recorded one. Otherwise every rate, returned for the trajectory to keep.
+    """
+    P = network.n_populations
+    if network.transfer.monotone:
+        with torch.no_grad():
+            x = (state[..., :P] - state[..., P:2 * P]).reshape(-1, P).amax(0)
+            peak = torch.zeros(network.n_state, dtype=state.dtype, device=state.device)
+            peak[:P] = x
+            return float(network.rates(peak).max()), None
+    rate = network.rates(state)
+    return float(rate.detach().max()), rate
+
+
+def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float,
+           solver: Solver) -> torch.Tensor | None:
     """Refuse a trajectory that diverged: a non-finite state, G outside [0, 1], a rate above ``max_rate``.
 
-    ``rate`` (Hz) is the trajectory's own (detached). A sum is finite exactly when every term
-    is (NaN and inf propagate; finite states of mV do not overflow it), and one pass over
-    the states costs a fraction of an elementwise test's.
+    A sum is finite exactly when every term is (NaN and inf propagate; finite states of mV do
+    not overflow it), and one pass over the states costs a fraction of an elementwise test's.
+    Returns the rates where the peak rate needed them all (:func:`_peak_rate`), else None.
     """
     if not math.isfinite(float(traj_state.detach().sum())):
         raise SimulationError(
@@ -224,12 +243,13 @@ def _check(traj_state: torch.Tensor, rate: torch.Tensor, network: ColumnNetwork,
                 f"G relaxes at 1/tau_G + gamma_G r = {1 / float(gt.tau):g}/s + {float(gt.gamma):g} r, so at high "
                 f"rates an explicit step must stay below about 2.8 / that (now {solver.method}, step {solver.step} s);"
                 " use the adaptive default solver (dopri5) or a smaller step")
-    rmax = float(rate.max())
+    rmax, rate = _peak_rate(traj_state, network)
     if rmax > max_rate:
         raise SimulationError(
             f"runaway rates: a population reached {rmax:.4g} Hz (> max_rate = {max_rate:g} Hz). "
             "The network is unstable with these weights/inputs: lower the excitatory inter-column "
             "weights or the input, or raise max_rate if such rates are intended")
+    return rate
 
 
 def _stuck(solver: Solver, params_name: str, stimulus: Stimulus) -> SimulationError:
@@ -563,6 +583,5 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
         if "underflow in dt" in str(exc):
             raise _stuck(solver, network.params.name, stimulus) from None
         raise
-    rate = network.rates(state)  # once: the check's and the trajectory's
-    _check(state, rate.detach(), network, max_rate, solver)
+    rate = _check(state, network, max_rate, solver)
     return Trajectory(t, state, network, given, solver, func.nfe, _rate=rate)
