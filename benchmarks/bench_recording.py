@@ -12,8 +12,9 @@ below 1000 columns, one run above):
 * ``0.1 ms``: ``dt_out = 1e-4`` (1501 points, Brian2's dt);
 
 forward only (``torch.no_grad``) and forward + backward (a loss on the last rates, gradients of
-the learnable weights); both read the trajectory's states and rates. ``overhead`` is ``time / bare - 1``: the part of a call spent because it
-records (the goal: at most 0.3 at every size).
+the learnable weights); both read the trajectory's states and rates. ``overhead`` is
+``time / bare - 1``: the part of a call spent because it records (the goal: at most 0.3 at
+every size).
 
 Each recorded row is measured twice, before and after dense output: ``steps`` with
 ``Engine(interpolate=False)`` (the solve steps onto every output time, so fine output steps

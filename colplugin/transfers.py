@@ -119,7 +119,8 @@ class _Transfer(torch.autograd.Function):
         a, b, d = ctx.abd
         if grad_out.shape != x.shape:
             return grad_out * slope(x, f, a, b, d), None, None, None
-        return _in_pieces(lambda gi, xi, fi: gi * (a * g_slope(d * (a * xi - b), d * fi)), grad_out, x, f), None, None, None
+        grad_x = _in_pieces(lambda gi, xi, fi: gi * (a * g_slope(d * (a * xi - b), d * fi)), grad_out, x, f)
+        return grad_x, None, None, None
 
 
 def transfer(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:

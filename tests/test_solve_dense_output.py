@@ -140,7 +140,8 @@ def test_compiled_dense_output_equals_the_eager_loops(dl25, dense, batch, checkp
     lanes (11 trials), kept stages and checkpoints."""
     net = two_area_net(dl25)
     rates = _stim().rates.numpy()[:1]  # (1, K, inputs): trial 0, scaled per trial
-    stim = cp.Stimulus([0.0, 0.0203, 0.05], np.repeat(rates, batch, axis=0) * np.linspace(0.8, 1.2, batch)[:, None, None])
+    scaled = np.repeat(rates, batch, axis=0) * np.linspace(0.8, 1.2, batch)[:, None, None]
+    stim = cp.Stimulus([0.0, 0.0203, 0.05], scaled)
     runs = [solve_with_gradients(net, _solver(True, 1e-6, kernel=k, dense=dense, checkpoint_every=checkpoint_every),
                                  stim, 0.08, 3.3e-4) for k in ("eager", "compiled")]
     (ref_s, ref_g, ref_nfe), (s, g, nfe) = runs

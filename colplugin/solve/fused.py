@@ -308,6 +308,47 @@ def _save_tape(ctx, drive: torch.Tensor, wg: list[tuple[torch.Tensor, torch.Tens
     ctx.save_for_backward(drive, Wst, Gst)
 
 
+def _emit_inside(sch: _Scheme, pending: list[tuple[float, int]], out: torch.Tensor,
+                 dense_at: dict[int, tuple[list[int], list[float]]], n: int, y: torch.Tensor, t: float, h: float,
+                 t_new: float) -> None:
+    """Interpolate the outputs of ``pending`` ((time, row), by time) inside accepted step n, from t to
+    t_new = t + h (s), into their rows of ``out``; remove them from ``pending`` and record their
+    rows and thetas (places in the step, 0-1) as ``dense_at[n]`` for the backward pass."""
+    n_in = 0
+    while n_in < len(pending) and pending[n_in][0] <= t_new:
+        n_in += 1
+    if not n_in:
+        return
+    rows = [j for _, j in pending[:n_in]]
+    theta = [min(max((tj - t) / h, 0.0), 1.0) for tj, _ in pending[:n_in]]
+    del pending[:n_in]
+    out[rows] = sch.interpolate(y, h, theta)
+    dense_at[n] = (rows, theta)
+
+
+def _dense_cotangents(inside: tuple[list[int], list[float]] | None, grad_out: torch.Tensor, Q: torch.Tensor | None,
+                      h: float, Gn: torch.Tensor, U: torch.Tensor,
+                      s_sol: int) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """What the outputs interpolated inside one accepted step of h (s) add to its backward pass.
+
+    Returns dL/dk_i from them, ``h sum_j b_i(theta_j) g_j`` (stages, N), the sum of their
+    cotangents g_j (N), and the number of stages with a cotangent. Without such outputs:
+    None, None and the solution stages (a kept FSAL stage's slots in ``Gn``, the step's
+    dL/dk, and ``U`` are zeroed).
+    """
+    if inside is None:
+        if Gn.shape[0] > s_sol:
+            Gn[s_sol:].zero_()
+            U[s_sol:].zero_()
+        return None, None, s_sol
+    rows, theta = inside
+    N = grad_out[0].numel()
+    th = torch.tensor(theta, dtype=grad_out.dtype, device=grad_out.device).view(1, -1)
+    g_in = grad_out[rows].reshape(len(rows), N)
+    G_pow = torch.mm(torch.cat([th, th ** 2, th ** 3, th ** 4]), g_in)  # sum_j theta_j^p g_j
+    return torch.mm(Q, G_pow).mul_(h), g_in.sum(0), Gn.shape[0]
+
+
 def _rows_by_steps(out_at: dict[int, list[int]], landed: dict[int, int]) -> dict[int, list[int]]:
     """The output rows of ``out_at`` (by stop index) by the number of accepted steps before their stop."""
     rows: dict[int, list[int]] = {}
@@ -365,7 +406,7 @@ class _FusedSolve(torch.autograd.Function):
                     M = _add_checkpoint(cks, y, M, auto, kept)
                 rem = t_end - t
                 last = not adaptive or h_next >= rem * (1 - 1e-9)
-                h = rem if last else h_next
+                h, t_new = (rem, t_end) if last else (h_next, t + h_next)
                 if first is None:
                     first = stage(0, y, h, dr)
                     first_fresh = True
@@ -381,16 +422,8 @@ class _FusedSolve(torch.autograd.Function):
                     if not accepted:  # rejected (or NaN): retry with the shrunk step
                         _check_shrunk_step(h_next, t, t_end)
                         continue
-                    t_new = t_end if last else t + h
-                    if pending and pending[0][0] <= t_new:  # outputs inside this step: the interpolant
-                        n_in = next((i for i, (tj, _) in enumerate(pending) if tj > t_new), len(pending))
-                        rows = [j for _, j in pending[:n_in]]
-                        theta = [min(max((tj - t) / h, 0.0), 1.0) for tj, _ in pending[:n_in]]
-                        del pending[:n_in]
-                        out[rows] = sch.interpolate(y, h, theta)
-                        dense_at[len(steps)] = (rows, theta)
-                    if dense:
-                        stage_wg.append(nxt)
+                    _emit_inside(sch, pending, out, dense_at, len(steps), y, t, h, t_new)
+                    stage_wg.extend([nxt] * (kept - s_sol))  # dense output: the FSAL stage too
                     K[0].copy_(K[s - 1])
                 if keep:
                     if keep_all:
@@ -403,7 +436,7 @@ class _FusedSolve(torch.autograd.Function):
                 y = y_new
                 first = nxt if adaptive else None
                 first_fresh = False
-                t = t_end if last else t + h
+                t = t_new
             landed[m + 1] = len(steps)
             for j in out_at.get(m + 1, ()):
                 out[j] = y
@@ -464,30 +497,18 @@ class _FusedSolve(torch.autograd.Function):
                 h = steps[n][0]
                 S = ops.slope(Wst[n - a], Gst[n - a])  # dg/dz of the step's stages (z = -w)
                 Gn = Gk[n - a if need_pd else 0]
-                inside = ctx.dense_at.get(n)
-                if inside is not None:  # dL/dk_i of the interpolated outputs: h sum_j b_i(theta_j) g_j
-                    rows, theta = inside
-                    th = torch.tensor(theta, dtype=dt, device=dev).view(1, -1)
-                    g_in = grad_out[rows].reshape(len(rows), N)
-                    G_pow = torch.mm(torch.cat([th, th ** 2, th ** 3, th ** 4]), g_in)  # sum_j theta_j^p g_j
-                    extra = torch.mm(Q, G_pow).mul_(h)
-                elif s > s_sol:  # no output inside: the FSAL stage has no cotangent
-                    Gn[s - 1].zero_()
-                    U[s - 1].zero_()
-                top = s if inside is not None else s_sol
+                # the outputs interpolated inside the step (with them, the FSAL stage has a cotangent)
+                extra, g_sum, top = _dense_cotangents(ctx.dense_at.get(n), grad_out, Q, h, Gn, U, s_sol)
                 for i in range(top - 1, -1, -1):
-                    bi = tab.b[i]
-                    gk = Gn[i]
-                    if i == s - 1:
-                        torch.mul(lam, h * bi, out=gk)
-                    else:
-                        torch.addmm(lam.view(1, N), a_cols[i], U[i + 1:], beta=h * bi, alpha=h, out=gk.view(1, N))
-                    if inside is not None:
+                    gk = Gn[i]  # h b_i lam + h sum_{i<j<top} a_ji U_j (the last stage: h b_i lam)
+                    torch.addmm(lam.view(1, N), a_cols[i][:, :top - i - 1], U[i + 1:top], beta=h * tab.b[i], alpha=h,
+                                out=gk.view(1, N))
+                    if extra is not None:
                         gk.view(1, N).add_(extra[i])
                     ops.vjp(gk, S[i], Uv[i])
                 lam.add_(U.sum(0).view(B, 2 * P))
-                if inside is not None:
-                    lam.add_(g_in.sum(0).view(B, 2 * P))
+                if g_sum is not None:
+                    lam.add_(g_sum.view(B, 2 * P))
             if any(need_p):  # sums over steps, stages and trials of g (source) times gk (target)
                 part = ops.grad_params(Gst, Gk, need_p)
                 g_params = [q if p is None else p.add_(q) for p, q in zip(g_params, part)]
@@ -565,8 +586,9 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
         Initial state, mV.
     stops : sequence of float
         Increasing times in s that every solve lands on: the start, the stimulus change
-        points, the output times that are not interpolated (``out_idx``) and the end. Fixed-step methods take exactly one step
-        between consecutive stops (pass the whole grid); adaptive ones as many as needed.
+        points, the output times that are not interpolated (``out_idx``) and the end.
+        Fixed-step methods take exactly one step between consecutive stops (pass the whole
+        grid); adaptive ones as many as needed.
     seg : sequence of int
         Stimulus segment between consecutive stops (``len(stops) - 1`` entries).
     out_idx : sequence of int
