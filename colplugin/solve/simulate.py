@@ -212,8 +212,9 @@ def _peak_rate(state: torch.Tensor, network: ColumnNetwork) -> tuple[float, torc
     """
     P = network.n_populations
     if network.transfer.monotone:
-        with torch.no_grad():
-            x = (state[..., :P] - state[..., P:2 * P]).reshape(-1, P).amax(0)
+        with torch.no_grad():  # in pieces of about 2^15 numbers along time: no trajectory-sized temporary
+            rows = max(1, (1 << 15) * state.shape[0] // max(state.numel(), 1))
+            x = torch.stack([(s[..., :P] - s[..., P:2 * P]).reshape(-1, P).amax(0) for s in state.split(rows)]).amax(0)
             peak = torch.zeros(network.n_state, dtype=state.dtype, device=state.device)
             peak[:P] = x
             return float(network.rates(peak).max()), None
