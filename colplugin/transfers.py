@@ -54,9 +54,11 @@ def _in_pieces(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tens
             or (torch.is_grad_enabled() and any(x.requires_grad for x in xs))
             or any(x.shape != x0.shape for x in xs)):
         return fn(*xs)
-    out = torch.empty(x0.shape, dtype=x0.dtype)
     rows = max(1, _PIECE * x0.shape[0] // x0.numel())
-    for i in range(0, x0.shape[0], rows):
+    first = fn(*(x[:rows] for x in xs))
+    out = torch.empty(x0.shape, dtype=first.dtype)  # the dtype fn gives (type promotion), whatever the size
+    out[:rows] = first
+    for i in range(rows, x0.shape[0], rows):
         out[i:i + rows] = fn(*(x[i:i + rows] for x in xs))
     return out
 

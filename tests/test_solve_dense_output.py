@@ -163,7 +163,29 @@ def test_bad_dense_requests_are_refused(dl25):
         fused_solve(field, y0, [0.0, 0.01], [0], [0, -1], "dopri5", watch)
     with pytest.raises(ValueError, match="must lie in"):
         fused_solve(field, y0, [0.0, 0.01], [0], [0, -1], "dopri5", watch, out_times=[0.0, 0.02])
+    with pytest.raises(ValueError, match="got nan"):  # not only the first and last are checked
+        fused_solve(field, y0, [0.0, 0.01], [0], [0, -1, -1, -1, 1], "dopri5", watch,
+                    out_times=[0.0, 0.002, float("nan"), 0.007, 0.01])
     with pytest.raises(TypeError, match="interpolate"):
         Engine(interpolate="yes")
     solver = _solver(False, 1e-6)
     assert cp.Solver.from_dict(solver.to_dict()) == solver
+    assert cp.Solver("dopri5", interpolate=False).engine == Engine(interpolate=False)
+    assert not cp.Solver("dopri5", interpolate=False).interpolate
+
+
+def test_trajectory_rates_keep_their_graph(dl25):
+    """A rate read under no_grad first (a log line) does not take the graph from a later read, and the
+    rates follow a replaced state: gradients as from rates computed afresh from the state."""
+    net = two_column_net(dl25)
+    stim = cp.Stimulus.constant([[20.0, 5.0]])
+    traj = cp.simulate(net, stim, 0.02, dt_out=1e-3)
+    with torch.no_grad():
+        peak = float(traj.rate.max())
+    loss = traj.rate.sum()
+    (grad,) = torch.autograd.grad(loss, net.rec_theta)
+    fresh = cp.simulate(net, stim, 0.02, dt_out=1e-3)
+    (ref,) = torch.autograd.grad(net.rates(fresh.state).sum(), net.rec_theta)
+    assert peak > 0 and torch.allclose(grad, ref, rtol=1e-12, atol=0)
+    traj.state = traj.state.detach() + 1.0
+    torch.testing.assert_close(traj.rate, net.rates(traj.state))

@@ -116,3 +116,17 @@ def test_transfer_for_reads_the_parameters():
         cp.load_preset("dl25", overrides={"transfer": "lif"})
     with pytest.raises(ValueError, match="threshold"):
         SiegertTransfer(theta=0.0, V_r=0.0, tau_m=0.01, t_ref=0.002, tau_s=0.0005)
+
+
+def test_transfer_in_pieces_keeps_type_promotion():
+    """f of a trajectory-sized tensor (evaluated in pieces) has the dtype and numbers of a small one's."""
+    from colplugin.transfers import DMFTransfer, transfer_value
+
+    for n in (1000, 100_000):
+        assert transfer_value(torch.arange(n), 0.3, 0.5, 0.1).dtype == torch.get_default_dtype()
+        V = torch.linspace(-5, 5, n, dtype=torch.float32)
+        A = torch.zeros(n, dtype=torch.float64)
+        assert DMFTransfer(0.3, 0.5, 0.1).rate(V, A).dtype == torch.float64
+    x = torch.linspace(-20, 20, 300_100, dtype=torch.float64).reshape(3001, 100)
+    small = torch.cat([transfer_value(row, 0.3, 0.5, 0.1) for row in x.unbind(0)]).view_as(x)
+    assert torch.equal(transfer_value(x, 0.3, 0.5, 0.1), small)

@@ -564,9 +564,10 @@ def _dense_rows(method: str, stops: Sequence[float], out_idx: Sequence[int],
     if out_times is None or len(out_times) != len(out_idx):
         raise ValueError("fused_solve: interpolated rows (out_idx -1) need out_times, one entry per output row")
     dense = sorted((float(out_times[j]), j) for j in rows)
-    if not stops[0] < dense[0][0] or not dense[-1][0] <= stops[-1]:
+    outside = [t for t, _ in dense if not stops[0] < t <= stops[-1]]  # NaN included
+    if outside:
         raise ValueError(f"fused_solve: interpolated output times must lie in ({stops[0]}, {stops[-1]}] (the solve), "
-                         f"got {dense[0][0]} to {dense[-1][0]}")
+                         f"got {outside[0]}")
     return dense
 
 

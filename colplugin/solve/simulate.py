@@ -136,7 +136,7 @@ class Trajectory:
     solver: Solver
     nfe: int = 0
     _filtered: torch.Tensor | None = field(default=None, repr=False)
-    _rate: torch.Tensor | None = field(default=None, repr=False)
+    _rate: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)  # (state, its rates)
 
     @property
     def V(self) -> torch.Tensor:
@@ -166,10 +166,19 @@ class Trajectory:
 
     @property
     def rate(self) -> torch.Tensor:
-        """Instantaneous rate f(V - A) (T, B, P), Hz (computed on first use, with the state's graph)."""
-        if self._rate is None:
-            self._rate = self.network.rates(self.state)
-        return self._rate
+        """Instantaneous rate f(V - A) (T, B, P), Hz.
+
+        Computed on first use and kept while :attr:`state` is the same tensor, unless the state
+        carries a graph that this read does not record (under ``torch.no_grad``): such a read
+        computes the rates afresh and keeps nothing, so that a later read records the graph.
+        """
+        cached = self._rate
+        if cached is not None and cached[0] is self.state and (cached[1].requires_grad or not self.state.requires_grad):
+            return cached[1]
+        rate = self.network.rates(self.state)
+        if rate.requires_grad or not self.state.requires_grad:
+            self._rate = (self.state, rate)
+        return rate
 
     @property
     def rate_filtered(self) -> torch.Tensor:
@@ -218,8 +227,9 @@ def _peak_rate(state: torch.Tensor, network: ColumnNetwork) -> tuple[float, torc
             peak = torch.zeros(network.n_state, dtype=state.dtype, device=state.device)
             peak[:P] = x
             return float(network.rates(peak).max()), None
-    rate = network.rates(state)
-    return float(rate.detach().max()), rate
+    with torch.no_grad():  # the trajectory keeps them where no graph is lost (Trajectory.rate records it)
+        rate = network.rates(state)
+    return float(rate.max()), None if state.requires_grad else rate
 
 
 def _check(traj_state: torch.Tensor, network: ColumnNetwork, max_rate: float,
@@ -585,4 +595,4 @@ def simulate(network: ColumnNetwork, stimulus: Stimulus | None = None, duration:
             raise _stuck(solver, network.params.name, stimulus) from None
         raise
     rate = _check(state, network, max_rate, solver)
-    return Trajectory(t, state, network, given, solver, func.nfe, _rate=rate)
+    return Trajectory(t, state, network, given, solver, func.nfe, _rate=None if rate is None else (state, rate))

@@ -180,7 +180,8 @@ class Engine:
 
 #: The shorthand keywords of :class:`Solver` and the part each one sets.
 _SHORTHANDS = {"step": "control", "rtol": "control", "atol": "control",
-               "backend": "engine", "kernel": "engine", "dense": "engine", "checkpoint_every": "engine"}
+               "backend": "engine", "kernel": "engine", "dense": "engine", "checkpoint_every": "engine",
+               "interpolate": "engine"}
 
 
 @dataclass(frozen=True, init=False)
@@ -193,8 +194,8 @@ class Solver:
     memory of the backward pass). How gradients are obtained is the fourth choice, passed to
     ``simulate`` beside the solver (:class:`Direct`, :class:`Adjoint`).
 
-    The keywords ``step``, ``rtol``, ``atol``, ``backend``, ``kernel``, ``dense`` and
-    ``checkpoint_every`` are shorthands that set the field of the same name in ``control``
+    The keywords ``step``, ``rtol``, ``atol``, ``backend``, ``kernel``, ``dense``,
+    ``checkpoint_every`` and ``interpolate`` are shorthands that set the field of the same name in ``control``
     or ``engine`` (and are read back as attributes): ``Solver("dopri5", rtol=1e-8,
     backend="auto")`` is ``Solver("dopri5", ErrorControl(rtol=1e-8), Engine(backend="auto"))``.
 
@@ -219,7 +220,7 @@ class Solver:
         :class:`ErrorControl` (s).
     rtol, atol : float, optional
         Shorthand: the tolerances of an :class:`ErrorControl` (adaptive methods only).
-    backend, kernel, dense, checkpoint_every : optional
+    backend, kernel, dense, checkpoint_every, interpolate : optional
         Shorthand: the fields of :class:`Engine`.
     """
 
@@ -231,7 +232,8 @@ class Solver:
     def __init__(self, method: str = "rk4", control: StepControl | None = None, engine: Engine | None = None,
                  *, max_steps: int = 1_000_000, step: float | None = None, rtol: float | None = None,
                  atol: float | None = None, backend: str | None = None, kernel: str | None = None,
-                 dense: bool | None = None, checkpoint_every: int | None = None) -> None:
+                 dense: bool | None = None, checkpoint_every: int | None = None,
+                 interpolate: bool | None = None) -> None:
         if method not in _FIXED | _ADAPTIVE:
             raise ValueError(f"unknown solver method {method!r}; use one of {', '.join(sorted(_FIXED | _ADAPTIVE))}")
         adaptive = method in _ADAPTIVE
@@ -252,12 +254,10 @@ class Solver:
             control = replace(control, **tols)
         engine = Engine() if engine is None else engine
         if not isinstance(engine, Engine):
-            raise TypeError(f"Solver engine must be an Engine(backend, kernel, dense, checkpoint_every), "
+            raise TypeError(f"Solver engine must be an Engine(backend, kernel, dense, checkpoint_every, interpolate), "
                             f"got {engine!r}")
-        given = {k: v for k, v in (("backend", backend), ("kernel", kernel), ("checkpoint_every", checkpoint_every))
-                 if v is not None}
-        if dense is not None:
-            given["dense"] = dense
+        given = {k: v for k, v in (("backend", backend), ("kernel", kernel), ("checkpoint_every", checkpoint_every),
+                                   ("dense", dense), ("interpolate", interpolate)) if v is not None}
         if given:
             engine = replace(engine, **given)
         if engine.backend == "fused" and method not in TABLEAUS:
@@ -309,6 +309,11 @@ class Solver:
     def checkpoint_every(self) -> int | None:
         """The engine's checkpoint spacing of the fused backward pass."""
         return self.engine.checkpoint_every
+
+    @property
+    def interpolate(self) -> bool:
+        """Whether the fused backend takes outputs from the scheme's dense output."""
+        return self.engine.interpolate
 
     @property
     def fused(self) -> bool:
