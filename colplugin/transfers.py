@@ -65,8 +65,15 @@ def _in_pieces(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tens
 
 # -- the DMF's f ----------------------------------------------------------------------------
 def transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
-    """f(x) without autograd support (see :func:`transfer`): the forward formula alone."""
-    return _in_pieces(lambda xi: _transfer_value(xi, a, b, d), x)
+    """f(x) without autograd support (see :func:`transfer`): the forward formula alone.
+
+    Large CPU tensors go through the compiled kernel's loop where it is loaded
+    (:func:`colplugin.solve.compiled.dmf_rates`), otherwise through tensor operations in pieces.
+    """
+    from .solve.compiled import dmf_rates  # the solver package imports this module
+
+    r = dmf_rates(x, None, a, b, d)
+    return _in_pieces(lambda xi: _transfer_value(xi, a, b, d), x) if r is None else r
 
 
 def _transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
@@ -252,7 +259,10 @@ class DMFTransfer(Transfer):
     def rate(self, V, A, S=None):
         if torch.is_grad_enabled() and (V.requires_grad or A.requires_grad):
             return transfer(V - A, self.a, self.b, self.d)
-        return _in_pieces(lambda v, a: _transfer_value(v - a, self.a, self.b, self.d), V, A)
+        from .solve.compiled import dmf_rates  # the solver package imports this module
+
+        r = dmf_rates(V, A, self.a, self.b, self.d)
+        return _in_pieces(lambda v, a: _transfer_value(v - a, self.a, self.b, self.d), V, A) if r is None else r
 
     def numpy(self, V, A, S=None):
         return np.asarray(transfer_numpy(np.asarray(V, dtype=float) - np.asarray(A, dtype=float),

@@ -468,3 +468,28 @@ def test_vector_and_plain_builds_give_the_same_numbers(tmp_path):
         assert nfe == nfe2
         assert torch.equal(s, s2), key
         assert len(g) == len(g2) == 3 and all(torch.equal(a, b) for a, b in zip(g, g2)), key
+
+
+def test_dmf_rates_of_recorded_states_equal_the_tensor_formula():
+    """The kernel's f(V - A) of strided views of a state (every third number a variance or gating state),
+    float64 and float32, against the tensor formula; the limit 1/d at a x = b; NaN stays NaN; layouts
+    it cannot stride through, small tensors and tensors that need autograd are left to torch (None)."""
+    from colplugin.transfers import _transfer_value
+
+    a, b, d = 0.3, 0.5, 0.1
+    P = 80
+    gen = torch.Generator().manual_seed(0)
+    state = torch.randn(301, 11, 3 * P, dtype=torch.float64, generator=gen) * 30.0
+    V, A = state[..., :P], state[..., P:2 * P]
+    r = compiled.dmf_rates(V, A, a, b, d)
+    ref = _transfer_value(V - A, a, b, d)
+    torch.testing.assert_close(r, ref, rtol=4e-15, atol=0)
+    r32 = compiled.dmf_rates(V.float(), A.float(), a, b, d)
+    torch.testing.assert_close(r32, _transfer_value((V - A).float(), a, b, d), rtol=2e-6, atol=0)
+    x = torch.full((70_000,), b / a, dtype=torch.float64)
+    x[5] = float("nan")
+    fx = compiled.dmf_rates(x, None, a, b, d)
+    assert fx[0] == pytest.approx(1 / d, rel=1e-15) and torch.isnan(fx[5])
+    assert compiled.dmf_rates(V.transpose(0, 1), A.transpose(0, 1), a, b, d) is None
+    assert compiled.dmf_rates(V[:2], A[:2], a, b, d) is None
+    assert compiled.dmf_rates(V.clone().requires_grad_(), A, a, b, d) is None

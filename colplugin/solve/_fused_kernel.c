@@ -690,6 +690,32 @@ static int FN(fk_push_stages)(SOLVE *sv, const REAL *w, const REAL *g, size_t ha
     return FK_OK;
 }
 
+/* The DMF's rates r = f(x) = (w / expm1(w)) / d, w = -d (a x - b) (its limit 1 / d at w = 0),
+ * x = V - A (A NULL: x = V), of `rows` rows of P populations: row r of V (and A) starts r * stride
+ * numbers in; out is rows x P, contiguous. One straight-line expm1 per number, so the loop
+ * vectorises (the recorded rates of a trajectory, millions of numbers). */
+FK_CLONES void FN(fk_dmf_rates)(const REAL *V, const REAL *A, long rows, int P, long stride, double a, double b,
+                                double d, REAL *out)
+{
+    const double m = -d * a, db = d * b, inv_d = 1.0 / d;
+    for (long r = 0; r < rows; r++) {
+        const REAL *v = V + (size_t)r * stride;
+        const REAL *av = A ? A + (size_t)r * stride : NULL;
+        REAL *o = out + (size_t)r * P;
+        if (av) {
+            for (int p = 0; p < P; p++) {
+                const double w = db + m * ((double)v[p] - (double)av[p]);
+                o[p] = (REAL)((w == 0.0 ? 1.0 : w / fk_expm1(w)) * inv_d);
+            }
+        } else {
+            for (int p = 0; p < P; p++) {
+                const double w = db + m * (double)v[p];
+                o[p] = (REAL)((w == 0.0 ? 1.0 : w / fk_expm1(w)) * inv_d);
+            }
+        }
+    }
+}
+
 void FN(fk_free)(SOLVE *sv)
 {
     if (!sv)

@@ -143,6 +143,8 @@ int fk_backward{S}(const fk_model{S} *md, const fk_solve{S} *sv, const {R} *grad
                    const long *inj_idx, const long *dptr, const long *didx, const double *dth, {R} *lam,
                    {R} *gWg, {R} *gdrive);
 void fk_free{S}(fk_solve{S} *sv);
+void fk_dmf_rates{S}(const {R} *V, const {R} *A, long rows, int P, long stride, double a, double b, double d,
+                     {R} *out);
 """
 _CDEF = ('extern "Python" int fk_watch(void *, double, double);\n'
          'void fk_expm1_array(const double *x, double *out, long n);\n'
@@ -262,6 +264,50 @@ def _module() -> tuple[Any, str]:
         return 0
 
     return mod, ""
+
+
+def _row_stride(x: torch.Tensor) -> int | None:
+    """The stride between consecutive rows of x viewed as (rows, last dimension), or None where the rows
+    are not evenly spaced or the last dimension is not contiguous."""
+    if x.dim() == 0 or x.stride(-1) != 1:
+        return None
+    if x.dim() == 1:
+        return x.shape[0]
+    for i in range(x.dim() - 2):
+        if x.shape[i] > 1 and x.stride(i) != x.shape[i + 1] * x.stride(i + 1):
+            return None
+    return x.stride(-2)
+
+
+def dmf_rates(V: torch.Tensor, A: torch.Tensor | None, a: float, b: float, d: float) -> torch.Tensor | None:
+    """The DMF's f(V - A) (Hz) of a recorded trajectory in the compiled kernel, or None where it does not apply.
+
+    For large CPU tensors of float32 or float64 that do not need autograd (the kernel's loop
+    vectorises the exponential: several times faster than elementwise tensor operations),
+    wherever the kernel builds (so that the numbers do not depend on what ran before in the
+    process; they agree with the tensor formula to a few ulp). ``V`` and ``A`` (mV; None:
+    f(V)) must be views of the same layout, evenly spaced rows of a contiguous last dimension,
+    such as ``state[..., :P]`` and ``state[..., P:2 * P]``.
+    """
+    if (V.device.type != "cpu" or V.dtype not in _TYPES or V.numel() < 2 ** 16
+            or (torch.is_grad_enabled() and V.requires_grad)):
+        return None
+    if A is not None and (A.shape != V.shape or A.dtype != V.dtype or A.stride() != V.stride()
+                          or (torch.is_grad_enabled() and A.requires_grad)):
+        return None
+    stride = _row_stride(V)
+    mod, _ = _module()
+    if stride is None or mod is None:
+        return None
+    real, sfx = _TYPES[V.dtype]
+    P = V.shape[-1]
+    out = torch.empty(V.shape, dtype=V.dtype)
+    ffi = mod.ffi
+    v_ptr = ffi.cast(real + " *", V.data_ptr())
+    a_ptr = ffi.NULL if A is None else ffi.cast(real + " *", A.data_ptr())
+    getattr(mod.lib, f"fk_dmf_rates{sfx}")(v_ptr, a_ptr, V.numel() // max(P, 1), P, stride, float(a), float(b),
+                                            float(d), _ptr(ffi, out, real))
+    return out
 
 
 def kernel_available() -> tuple[bool, str]:
