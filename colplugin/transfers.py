@@ -39,6 +39,20 @@ _TINY = {dt: torch.finfo(dt).tiny for dt in (torch.float16, torch.bfloat16, torc
 #: Elements per piece in which the CPU evaluates f and f' of a large tensor (:func:`_in_pieces`).
 _PIECE = 1 << 14
 
+#: A faster evaluation of the DMF's f(V - A) for large tensors, ``fn(V, A or None, a, b, d)``
+#: returning the rates or None where it does not apply; the solver's compiled kernel installs
+#: its own (:func:`colplugin.solve.compiled.dmf_rates`) through :func:`use_fast_dmf`.
+_FAST_DMF: list[Callable[..., torch.Tensor | None]] = []
+
+
+def use_fast_dmf(fn: Callable[..., torch.Tensor | None]) -> None:
+    """Let ``fn(V, A, a, b, d)`` (A None: f(V)) evaluate the DMF's f of large tensors where it returns rates."""
+    _FAST_DMF[:] = [fn]
+
+
+def _fast_dmf(V: torch.Tensor, A: torch.Tensor | None, a: float, b: float, d: float) -> torch.Tensor | None:
+    return _FAST_DMF[0](V, A, a, b, d) if _FAST_DMF else None
+
 
 def _in_pieces(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
     """``fn(*xs)`` of same-shaped tensors, elementwise, in pieces of about :data:`_PIECE` elements on the CPU.
@@ -67,12 +81,10 @@ def _in_pieces(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tens
 def transfer_value(x: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     """f(x) without autograd support (see :func:`transfer`): the forward formula alone.
 
-    Large CPU tensors go through the compiled kernel's loop where it is loaded
+    Large CPU tensors go through the compiled kernel's loop where it builds
     (:func:`colplugin.solve.compiled.dmf_rates`), otherwise through tensor operations in pieces.
     """
-    from .solve.compiled import dmf_rates  # the solver package imports this module
-
-    r = dmf_rates(x, None, a, b, d)
+    r = _fast_dmf(x, None, a, b, d)
     return _in_pieces(lambda xi: _transfer_value(xi, a, b, d), x) if r is None else r
 
 
@@ -259,9 +271,7 @@ class DMFTransfer(Transfer):
     def rate(self, V, A, S=None):
         if torch.is_grad_enabled() and (V.requires_grad or A.requires_grad):
             return transfer(V - A, self.a, self.b, self.d)
-        from .solve.compiled import dmf_rates  # the solver package imports this module
-
-        r = dmf_rates(V, A, self.a, self.b, self.d)
+        r = _fast_dmf(V, A, self.a, self.b, self.d)
         return _in_pieces(lambda v, a: _transfer_value(v - a, self.a, self.b, self.d), V, A) if r is None else r
 
     def numpy(self, V, A, S=None):

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from ..field import FusedOperators, SparseFusedOperators
+from ..transfers import use_fast_dmf
 from .tableaus import TABLEAUS, StepSizeUnderflow
 
 __all__ = ["MAX_WORK", "MAX_WORK_GRAD", "SPARSE_LANES_MIN", "KERNEL_DENSE_MAX_POPULATIONS", "KERNELS",
@@ -308,6 +309,9 @@ def dmf_rates(V: torch.Tensor, A: torch.Tensor | None, a: float, b: float, d: fl
     getattr(mod.lib, f"fk_dmf_rates{sfx}")(v_ptr, a_ptr, V.numel() // max(P, 1), P, stride, float(a), float(b),
                                             float(d), _ptr(ffi, out, real))
     return out
+
+
+use_fast_dmf(dmf_rates)
 
 
 def kernel_available() -> tuple[bool, str]:
