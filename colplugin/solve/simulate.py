@@ -223,9 +223,10 @@ def _peak_rate(state: torch.Tensor, network: ColumnNetwork) -> tuple[float, torc
     if network.transfer.monotone:
         with torch.no_grad():  # in pieces of about 2^15 numbers along time: no trajectory-sized temporary
             rows = max(1, (1 << 15) * state.shape[0] // max(state.numel(), 1))
-            x = torch.stack([(s[..., :P] - s[..., P:2 * P]).reshape(-1, P).amax(0) for s in state.split(rows)]).amax(0)
             peak = torch.zeros(network.n_state, dtype=state.dtype, device=state.device)
-            peak[:P] = x
+            x = peak[:P].fill_(-math.inf)  # the running maximum of V - A per population
+            for s in state.split(rows):
+                torch.maximum(x, (s[..., :P] - s[..., P:2 * P]).reshape(-1, P).amax(0), out=x)
             return float(network.rates(peak).max()), None
     with torch.no_grad():  # the trajectory keeps them where no graph is lost (Trajectory.rate records it)
         rate = network.rates(state)
