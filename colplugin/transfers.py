@@ -121,7 +121,11 @@ def g_slope(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
     """f'(x) (Hz/mV) from x and f(x) = transfer(x), without autograd support: f' = a g'(z),
     z = d (a x - b), g = d f (see :func:`g_slope`)."""
-    return _in_pieces(lambda xi, fi: a * g_slope(d * (a * xi - b), d * fi), x, f)
+    return _in_pieces(lambda xi, fi: _slope(xi, fi, a, b, d), x, f)
+
+
+def _slope(x: torch.Tensor, f: torch.Tensor, a: float, b: float, d: float) -> torch.Tensor:
+    return a * g_slope(d * (a * x - b), d * f)
 
 
 class _Transfer(torch.autograd.Function):
@@ -140,7 +144,7 @@ class _Transfer(torch.autograd.Function):
         a, b, d = ctx.abd
         if grad_out.shape != x.shape:
             return grad_out * slope(x, f, a, b, d), None, None, None
-        grad_x = _in_pieces(lambda gi, xi, fi: gi * (a * g_slope(d * (a * xi - b), d * fi)), grad_out, x, f)
+        grad_x = _in_pieces(lambda gi, xi, fi: gi * _slope(xi, fi, a, b, d), grad_out, x, f)
         return grad_x, None, None, None
 
 
