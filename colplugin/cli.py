@@ -350,7 +350,7 @@ def _cmd_twin(args: argparse.Namespace) -> int:
     _check_device(args)
     settings = TwinSettings(backend=args.backend, device=args.device, scale=args.scale, k_scale=args.k_scale,
                             trials=args.trials, seed=args.seed, threads=args.threads,
-                            nix_neurons=args.nix_neurons)  # checked once, before any work
+                            nix_neurons=args.nix_neurons, reuse=not args.rebuild_per_trial)  # checked before any work
     net, stim, duration, task = load_twin_run(Path(args.run_dir))
     settings.check_network(net)  # the scale floor of this network's smallest population
     out = _new_run_dir(args.out, "twin", args.overwrite, reads=_reads(args))
@@ -640,8 +640,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-scale", type=float, default=tw.k_scale,
                    help=f"in-degree scale in (0, 1] of the recurrent connections, PD14's method (default {tw.k_scale})")
     p.add_argument("--trials", type=int, default=tw.trials,
-                   help=f"spiking trials per condition (seeds SEED + j; default {tw.trials})")
-    p.add_argument("--seed", type=int, default=tw.seed, help=f"seed of the first trial (default {tw.seed})")
+                   help=f"spiking trials per condition (default {tw.trials})")
+    p.add_argument("--rebuild-per-trial", action="store_true", default=not tw.reuse,
+                   help="build every trial's network anew with seed SEED + j (a new draw of connectivity per trial); "
+                        "default: where the backend can (NEST), build each condition's network once and run its "
+                        "trials in it from a fresh state")
+    p.add_argument("--seed", type=int, default=tw.seed, help=f"seed of the networks and trials (default {tw.seed})")
     p.add_argument("--threads", type=_threads, default=tw.threads,
                    help=f"OpenMP threads (NEST, Brian2 cpp_standalone; default {tw.threads})")
     p.add_argument("--nix-neurons", type=int, default=tw.nix_neurons,

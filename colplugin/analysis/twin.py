@@ -2,10 +2,13 @@
 
 :func:`twin_run` builds the spiking twin (:func:`colplugin.spiking.spiking_twin`) of a
 trained network for every condition (trial) of the task's evaluation stimulus, runs each
-``trials`` times on a spiking backend (trial ``j`` uses seed ``seed + j``: a new draw of
-connectivity, weights, delays, initial potentials and Poisson input), and compares with
+``trials`` times on a spiking backend, and compares with
 the DMF (here and below: the network's rate model, the DMF or, for a network of the Siegert
-transfer, the LIF column; ``rate_model`` names it, and the keys keep the name ``dmf_``):
+transfer, the LIF column; ``rate_model`` names it, and the keys keep the name ``dmf_``).
+Where the backend can (NEST) each condition's network is built once and its trials run in
+it from a fresh state (``network_reused``: one draw of connectivity, weights and delays with
+``seed``; new initial potentials and Poisson input per trial); otherwise (Brian2, or
+``reuse=False``) trial ``j`` is a new build with seed ``seed + j``, a new draw of everything.
 
 - ``accuracy``: the task's own metric (:meth:`Task.accuracy_from_rates`) of the spiking
   population rates over the task's read-out window (:meth:`Task.readout_window`), all
@@ -49,10 +52,10 @@ from .._version import __version__
 from ..export.neo import check_neo_format, save_neo
 from ..network import ColumnNetwork
 from ..solve.simulate import simulate
-from ..spiking import simulate_spiking, spiking_twin
+from ..spiking import spiking_twin
 from ..spiking.network import K_SCALE, SCALE, check_scaling
 from ..spiking.result import timing_md, timing_summary
-from ..spiking.simulate import check_run, spiking_backend
+from ..spiking.simulate import check_run, iter_spiking_trials, spiking_backend
 from ..spiking.twin import twin_full_sizes, twin_gating
 from ..stimulus import Stimulus
 from .figures import plot_twin_overlay, plot_twin_rasters, plot_twin_rates, save_figure
@@ -83,7 +86,7 @@ def check_twin_scale(network, scale: float, k_scale: float | None = K_SCALE) -> 
 
 
 def check_twin(*, backend: str, device: str | None, scale: float, k_scale: float | None, trials: int, seed: int,
-               threads: int, nix_neurons: int, nix_trials: int) -> None:
+               threads: int, nix_neurons: int, nix_trials: int, reuse: bool = True) -> None:
     """Refuse bad twin settings (before any work) with a message that names the value and the fix.
 
     :class:`TwinSettings` calls it when made (its defaults are the twin's); the floor of a
@@ -111,6 +114,8 @@ def check_twin(*, backend: str, device: str | None, scale: float, k_scale: float
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     if seed + trials - 1 >= 2 ** 31 - 1:
         raise ValueError(f"seed + trials - 1 must stay below 2**31 - 1, got seed {seed} and {trials} trials")
+    if not isinstance(reuse, bool):
+        raise ValueError(f"reuse must be True or False, got {reuse!r}")
     spiking_backend(backend).check_installed()
 
 
@@ -131,11 +136,16 @@ class TwinSettings:
     scale, k_scale : float
         Neuron and in-degree scaling of the twin (:func:`~colplugin.spiking.spiking_twin`).
     trials : int
-        Spiking trials per condition; trial ``j`` uses seed ``seed + j``.
+        Spiking trials per condition.
     seed, threads : int
         As :func:`~colplugin.spiking.simulate_spiking`.
     nix_neurons, nix_trials : int
         Neurons per population and trials per condition kept in the spike file.
+    reuse : bool
+        Build each condition's network once and run its trials in it, where the backend can
+        (NEST): the trials share one draw of connectivity (seed ``seed``) and differ in initial
+        potentials and Poisson input. Otherwise (``False``, or Brian2) trial ``j`` is a new build
+        with seed ``seed + j`` (:func:`~colplugin.spiking.simulate.iter_spiking_trials`).
 
     Raises
     ------
@@ -152,6 +162,7 @@ class TwinSettings:
     threads: int = 1
     nix_neurons: int = 10
     nix_trials: int = 1
+    reuse: bool = True
 
     def __post_init__(self) -> None:
         check_twin(**asdict(self))
@@ -275,20 +286,23 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     run_walls, run_builds, run_simulates = [], [], []
     directory = spiking_backend(backend).project_directory(device)
     n_neurons = n_synapses = 0
+    reused = False
     try:
         for b in range(C):
             net_b = spiking_twin(network, conditions, trial=b, scale=scale, k_scale=k_scale, duration=duration,
                                  reference_rates=reference[b], backend_gating=spiking_backend(backend).gating)
             n_neurons, n_synapses = net_b.n_neurons, net_b.n_synapses
             bins_b = []
+            runs = iter_spiking_trials(net_b, duration, trials, backend=backend, device=device, seed=seed,
+                                       threads=threads, dt=dt, directory=directory, reuse=settings.reuse)
             for j in range(trials):
                 if progress:
                     walls = [w for w in run_walls if np.isfinite(w)]
                     left = (f", about {np.mean(walls) * (C * trials - len(run_walls)):.0f} s left" if walls else "")
                     print(f"  twin ({backend}, scale {scale}): condition {b + 1}/{C}, trial {j + 1}/{trials} "
                           f"({n_neurons} neurons, {n_synapses} synapses{left}) ...", flush=True)
-                res = simulate_spiking(net_b, duration, backend=backend, device=device, seed=seed + j,
-                                       threads=threads, dt=dt, directory=directory)
+                res = next(runs)
+                reused = reused or bool(res.settings.get("network_reused"))
                 run_walls.append(res.wall_seconds.get("total", float("nan")))
                 run_builds.append(res.build_seconds)
                 run_simulates.append(res.simulate_seconds)
@@ -301,7 +315,8 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
                 part = res.to_neo(max_per_population=nix_neurons, description=f"condition {b}, trial {j}")
                 seg = part.segments[0]
                 seg.name = f"condition {b} trial {j}"
-                seg.annotate(condition=b, trial=j, seed=seed + j)
+                seg.annotate(condition=b, trial=j, seed=int(res.settings["seed"]),
+                             network_reused=bool(res.settings.get("network_reused")))
                 if block is None:
                     block = part
                     block.name = "spiking twin"
@@ -354,6 +369,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
         "task": task.name if task is not None else None, "backend": backend,
         "device": device if spiking_backend(backend).devices else None, "scale": float(scale),
         "k_scale": None if k_scale is None else float(k_scale), "trials": int(trials), "seed": int(seed),
+        "network_reused": reused,
         "threads": int(threads), "dt_s": float(dt), "duration_s": float(duration), "readout_window_s": [w0, w1],
         "conditions": [{"index": b, "label": _condition_label(conditions, b),
                         "segment_times_s": conditions.times.tolist(),
@@ -404,6 +420,14 @@ def _table_md(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _trials_md(result: dict[str, Any]) -> str:
+    """How the trials were drawn, in words."""
+    if result.get("network_reused"):
+        return (f"each condition's network built once with seed {result['seed']} and its trials run in it from a fresh "
+                "state: new initial potentials and Poisson input, the same connectivity")
+    return f"trial j: a new build with seed {result['seed']} + j"
+
+
 def twin_report_section(result: dict[str, Any], prefix: str = "") -> list[str]:
     """Markdown lines of a twin's results (``prefix``: path of its files relative to the report)."""
     acc, dacc = result["accuracy"], result["dmf_accuracy"]
@@ -415,7 +439,7 @@ def twin_report_section(result: dict[str, Any], prefix: str = "") -> list[str]:
     dev = result["backend"] + (f" {result['device']}" if result["device"] else "")
     lines = [f"The trained network in spiking LIF neurons ({dev}, neuron scale {result['scale']}, in-degree scale "
              f"{result['k_scale']}; {result['n_neurons']} neurons, {result['n_synapses']} synapses per condition): "
-             f"{C} conditions x {result['trials']} trials (trial j: seed {result['seed']} + j). Rates are read "
+             f"{C} conditions x {result['trials']} trials ({_trials_md(result)}). Rates are read "
              f"over [{w0:g}, {w1:g}) s (the task's read-out window).", ""]
     if result.get("gating", "no synaptic gating") != "no synaptic gating":
         lines += [f"Synaptic gating: {result['gating']}.", ""]

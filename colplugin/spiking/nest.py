@@ -37,13 +37,14 @@ import os
 import sys
 import time
 import warnings
+from typing import Iterator
 
 import numpy as np
 
 from .network import SpikingNetwork
 from .result import SpikingResult
 
-__all__ = ["run_nest", "GIF_DELTA_V", "GIF_LAMBDA_0", "THETA0_CHUNK_MS"]
+__all__ = ["run_nest", "iter_nest_trials", "trial_gap_ms", "GIF_DELTA_V", "GIF_LAMBDA_0", "THETA0_CHUNK_MS"]
 
 #: Escape-noise width of ``gif_psc_exp`` for adapting populations (mV): near-deterministic.
 GIF_DELTA_V = 1e-3
@@ -120,6 +121,11 @@ def _reset_kernel(nest, seed: int, threads: int, dt_ms: float) -> None:
                           "print_time": False})
 
 
+def _initial_potential(nest, p):
+    """A population's initial membrane potentials (mV): drawn from its normal distribution, or its mean."""
+    return nest.random.normal(mean=p.V0_mean, std=p.V0_sd) if p.V0_sd > 0 else p.V0_mean
+
+
 def _create_populations(nest, net: SpikingNetwork) -> tuple[dict, list]:
     """One NEST node collection per population (``iaf_psc_exp``, or ``gif_psc_exp`` where it adapts).
 
@@ -145,20 +151,23 @@ def _create_populations(nest, net: SpikingNetwork) -> tuple[dict, list]:
                 theta0.append((nodes[p.name], m.V_th, p.theta0, m.tau_threshold))
         else:
             nodes[p.name] = nest.Create("iaf_psc_exp", p.size, params={**common, "tau_m": m.tau_m, "V_th": m.V_th})
-        nodes[p.name].V_m = (nest.random.normal(mean=p.V0_mean, std=p.V0_sd) if p.V0_sd > 0 else p.V0_mean)
+        nodes[p.name].V_m = _initial_potential(nest, p)
     return nodes, theta0
 
 
-def _connect(nest, net: SpikingNetwork, nodes: dict, dt_ms: float, T: float) -> None:
+def _connect(nest, net: SpikingNetwork, nodes: dict, dt_ms: float, T: float) -> list:
     """Source populations (parrots driven by generators), connections and independent Poisson input.
 
     Adds the source populations' parrots to ``nodes``; ``dt_ms`` is the time step and ``T``
-    the run length, ms.
+    the run length, ms. Returns every ``poisson_generator`` made (their times are relative to
+    their ``origin``, which a reused network moves to each trial's start).
     """
+    generators = []
     for s in net.sources:
         parrots = nest.Create("parrot_neuron", s.size)
         for g in _generators(nest, s.rate, 1.0, T):
             nest.Connect(g, parrots, "all_to_all", {"delay": dt_ms})
+            generators.append(g)
         nodes[s.name] = parrots
     for c in net.connections:
         if c.n_synapses:
@@ -169,6 +178,8 @@ def _connect(nest, net: SpikingNetwork, nodes: dict, dt_ms: float, T: float) -> 
         if inp.n_sources > 0:
             for g in _generators(nest, inp.rate, inp.n_sources, T):
                 nest.Connect(g, nodes[inp.target], "all_to_all", {"weight": float(inp.weight), "delay": dt_ms})
+                generators.append(g)
+    return generators
 
 
 def _spike_recorders(nest, net: SpikingNetwork, nodes: dict) -> dict:
@@ -210,20 +221,131 @@ def _run_in_chunks(nest, T: float, dt_ms: float) -> None:
                       file=sys.stderr, flush=True)
 
 
-def _recorded_spikes(recorders: dict, nodes: dict, dt_ms: float) -> tuple[dict, dict]:
+def _recorded_spikes(recorders: dict, nodes: dict, dt_ms: float, origin_ms: float = 0.0,
+                     T: float = float("inf")) -> tuple[dict, dict]:
     """Spikes (neuron index within the population, time s) and sizes of every recorded population.
 
     NEST stamps the end of the step (``dt_ms`` ms) in which V crossed threshold; the times
-    are the start of that step, as Brian2's.
+    are the start of that step, as Brian2's, counted from the trial's start ``origin_ms`` (ms)
+    and kept in ``[0, T)`` ms.
     """
     spikes, sizes = {}, {}
     for name, rec in recorders.items():
         ev = rec.get("events")
         first = nodes[name][0].global_id
-        spikes[name] = (np.asarray(ev["senders"], dtype=np.int64) - first,
-                        (np.asarray(ev["times"], float) - dt_ms) * 1e-3)
+        t = np.asarray(ev["times"], float) - dt_ms - origin_ms
+        keep = (t >= -1e-9) & (t < T - 1e-9)
+        spikes[name] = (np.asarray(ev["senders"], dtype=np.int64)[keep] - first, np.maximum(t[keep], 0.0) * 1e-3)
         sizes[name] = len(nodes[name])
     return spikes, sizes
+
+
+#: Membrane potential (mV) that silences the neurons between two trials of a reused network: no input
+#: of a few ms brings a neuron from here to threshold.
+SILENT_V_MV = -1e4
+#: Time constant (ms) of the threshold adaptation between two trials: it vanishes within one step.
+CLEAR_TAU_MS = 1e-6
+#: Synaptic time constants the pause between two trials lets the synaptic currents decay (e^-20 of them remains).
+SETTLE_TAU_SYN = 20
+
+
+def trial_gap_ms(net: SpikingNetwork, max_delay_ms: float, dt_ms: float) -> float:
+    """The pause (ms, on the time grid) between two trials of a network built once (:func:`iter_nest_trials`).
+
+    Every spike in flight arrives within the longest delay ``max_delay_ms``, and then the
+    synaptic currents decay for :data:`SETTLE_TAU_SYN` synaptic time constants.
+    """
+    tau_syn = max((p.model.tau_syn for p in net.populations), default=0.0)
+    gap = max_delay_ms + SETTLE_TAU_SYN * tau_syn + dt_ms
+    return float(np.ceil(gap / dt_ms - 1e-9) * dt_ms)
+
+
+def _set_initial_state(nest, net: SpikingNetwork, nodes: dict) -> None:
+    """Each neuron's initial potential (new draws), and each adapting population's threshold as at its start."""
+    for p in net.populations:
+        nodes[p.name].V_m = _initial_potential(nest, p)
+        if p.model.adapting:
+            nodes[p.name].set(tau_sfa=[p.model.tau_threshold], V_T_star=p.model.V_th + p.theta0)
+
+
+def _restart(nest, net: SpikingNetwork, nodes: dict, generators: list, recorders: dict, origin_ms: float,
+             gap_ms: float) -> None:
+    """Bring a built network back to a fresh trial's state, which starts at ``origin_ms`` (ms).
+
+    For ``gap_ms`` the neurons are held far below threshold (no spikes) while every spike in
+    flight arrives and the synaptic currents decay (``iaf_psc_exp`` cannot set them), the
+    adaptation of ``gif_psc_exp`` (whose state cannot be set) decays within a step
+    (:data:`CLEAR_TAU_MS`), and the generators, whose times count from ``origin`` (the next
+    trial's start), are off. Then the potentials are drawn anew and the thresholds set as at
+    the start, and the recorders emptied.
+    """
+    for p in net.populations:
+        nodes[p.name].V_m = SILENT_V_MV
+        if p.model.adapting:
+            nodes[p.name].set(tau_sfa=[CLEAR_TAU_MS])
+    for g in generators:
+        g.origin = origin_ms
+    with nest.RunManager():  # its own Prepare: gif_psc_exp reads tau_sfa there
+        nest.Run(gap_ms)
+    _set_initial_state(nest, net, nodes)
+    for rec in recorders.values():
+        rec.n_events = 0
+
+
+def _check_gating(net: SpikingNetwork) -> None:
+    if net.gating is not None or any(c.gated for c in net.connections):
+        raise ValueError(f"network {net.name!r} has gated connections (a saturating gating variable in every "
+                         "neuron), which NEST's built-in models do not have (it would need a NESTML neuron); run it "
+                         "on backend 'brian2'")
+
+
+def iter_nest_trials(net: SpikingNetwork, duration: float, trials: int, *, seed: int = 0, threads: int = 1,
+                     dt: float = 1e-4, device: str | None = None,
+                     directory: str | None = None) -> Iterator[SpikingResult]:
+    """Build ``net`` in NEST once and run ``trials`` trials of ``duration`` s in it, one result per trial.
+
+    The trials share the network's connectivity, weights and delays (drawn with ``seed``);
+    each starts from a fresh state (:func:`_restart`: new initial potentials, no adaptation, no
+    synaptic current, nothing in flight) and gets its own Poisson input, the continuation of
+    the same random stream. Trial 0 is exactly :func:`run_nest` with ``seed``. Trial ``j``
+    runs from ``j (duration + gap)`` in NEST's time (:func:`trial_gap_ms`); its spike times
+    count from its own start.
+
+    The first result's ``build_seconds`` is the build's (kernel, nodes, connections), the
+    others' 0; ``simulate_seconds`` is each trial's run, its pause before it included.
+    ``device`` and ``directory`` are accepted (the backends' common signature) and ignored.
+    """
+    _check_gating(net)
+    nest = _import_nest()
+    threads = nest_threads(net, threads)
+    t0 = time.perf_counter()
+    dt_ms, T = dt * 1e3, duration * 1e3
+    _reset_kernel(nest, seed, threads, dt_ms)
+    nodes, theta0 = _create_populations(nest, net)
+    generators = _connect(nest, net, nodes, dt_ms, T)
+    recorders = _spike_recorders(nest, net, nodes)
+    t_build = time.perf_counter() - t0
+    gap = trial_gap_ms(net, float(nest.GetKernelStatus("max_delay")), dt_ms) if trials > 1 else 0.0
+    settings = {"name": net.name, **dict(net.metadata), "backend": "nest", "device": "nest", "seed": seed,
+                "threads": threads, "dt_s": dt, "duration_s": duration, "n_neurons": net.n_neurons,
+                "n_synapses": net.n_synapses, "nest_version": nest.__version__, "trials_in_network": int(trials),
+                "trial_gap_ms": gap}
+    ann = {p.name: dict(p.annotations) for p in net.populations if p.name in recorders}
+    for j in range(trials):
+        t1 = time.perf_counter()
+        origin = j * (T + gap)
+        if j:
+            _restart(nest, net, nodes, generators, recorders, origin, gap)
+        if theta0:
+            _run_decaying_theta0(nest, theta0, T)
+        else:  # in chunks, with progress on stderr once a run takes more than 5 s of wall time
+            _run_in_chunks(nest, T, dt_ms)
+        t_run = time.perf_counter() - t1
+        spikes, sizes = _recorded_spikes(recorders, nodes, dt_ms, origin, T)
+        build = t_build if j == 0 else 0.0
+        yield SpikingResult(spikes, sizes, duration, {**settings, "trial_in_network": j}, ann,
+                            {"build": build, "run": t_run, "total": build + time.perf_counter() - t1},
+                            build_seconds=build, simulate_seconds=t_run)
 
 
 def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: int = 1,
@@ -237,30 +359,4 @@ def run_nest(net: SpikingNetwork, duration: float, *, seed: int = 0, threads: in
     connecting them (``Create``, ``Connect``); ``simulate_seconds`` that of the run (``Run`` in a
     ``RunManager``, which includes NEST's preparation of the connection tables before the first step).
     """
-    if net.gating is not None or any(c.gated for c in net.connections):
-        raise ValueError(f"network {net.name!r} has gated connections (a saturating gating variable in every "
-                         "neuron), which NEST's built-in models do not have (it would need a NESTML neuron); run it "
-                         "on backend 'brian2'")
-    nest = _import_nest()
-    threads = nest_threads(net, threads)
-    t0 = time.perf_counter()
-    dt_ms, T = dt * 1e3, duration * 1e3
-    _reset_kernel(nest, seed, threads, dt_ms)
-    nodes, theta0 = _create_populations(nest, net)
-    _connect(nest, net, nodes, dt_ms, T)
-    recorders = _spike_recorders(nest, net, nodes)
-    t1 = time.perf_counter()
-    if theta0:
-        _run_decaying_theta0(nest, theta0, T)
-    else:  # in chunks, with progress on stderr once a run takes more than 5 s of wall time
-        _run_in_chunks(nest, T, dt_ms)
-    t2 = time.perf_counter()
-    spikes, sizes = _recorded_spikes(recorders, nodes, dt_ms)
-    settings = {"name": net.name, **dict(net.metadata), "backend": "nest", "device": "nest", "seed": seed,
-                "threads": threads, "dt_s": dt, "duration_s": duration, "n_neurons": net.n_neurons,
-                "n_synapses": net.n_synapses, "nest_version": nest.__version__}
-    ann = {p.name: dict(p.annotations) for p in net.populations if p.name in recorders}
-    t_build, t_run = t1 - t0, t2 - t1
-    return SpikingResult(spikes, sizes, duration, settings, ann,
-                         {"build": t_build, "run": t_run, "total": time.perf_counter() - t0},
-                         build_seconds=t_build, simulate_seconds=t_run)
+    return next(iter_nest_trials(net, duration, 1, seed=seed, threads=threads, dt=dt))

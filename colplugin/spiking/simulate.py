@@ -7,6 +7,7 @@ import importlib.util
 import numbers
 import tempfile
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from .._io import check_memory
 from .network import SpikingNetwork
 from .result import SpikingResult
 
-__all__ = ["simulate_spiking", "check_run", "SpikingBackend", "SPIKING_BACKENDS", "register_backend",
+__all__ = ["simulate_spiking", "iter_spiking_trials", "check_run", "SpikingBackend", "SPIKING_BACKENDS", "register_backend",
            "spiking_backend", "BACKENDS", "BRIAN2_DEVICES"]
 
 #: Memory per synapse of a spiking run, bytes (measured: 1.99 GB peak for the 14.9 M synapses of the
@@ -53,6 +54,11 @@ class SpikingBackend:
         The simulator's own spelling, for messages (default: ``name``).
     timing_counts : (str, str)
         What the result's ``build_seconds`` and ``simulate_seconds`` count, for reports.
+    trials_runner : str
+        ``"module:function"`` that builds a network once and runs several trials in it, or
+        ``""`` where the backend cannot reuse a built network (each trial is then built anew):
+        ``run_trials(net, duration, trials, *, device, seed, threads, dt, directory)``, an
+        iterator of one :class:`SpikingResult` per trial (:func:`iter_spiking_trials`).
     gating : bool
         Whether the backend runs gated connections (a network's
         :class:`~colplugin.spiking.network.SynapticGatingModel`); the twin of a gated network on
@@ -67,6 +73,7 @@ class SpikingBackend:
     project_devices: tuple[str, ...] = ()
     title: str = ""
     timing_counts: tuple[str, str] = ("", "")
+    trials_runner: str = ""
     gating: bool = False
 
     def available(self) -> bool:
@@ -102,8 +109,20 @@ class SpikingBackend:
 
     def run(self, net: SpikingNetwork, duration: float, **kwargs) -> SpikingResult:
         """Run ``net`` (see :func:`simulate_spiking`)."""
-        module, function = self.runner.split(":")
-        return getattr(importlib.import_module(module), function)(net, duration, **kwargs)
+        return _load(self.runner)(net, duration, **kwargs)
+
+    def run_trials(self, net: SpikingNetwork, duration: float, trials: int, **kwargs) -> Iterator[SpikingResult]:
+        """Run ``trials`` trials of ``net`` built once (needs :attr:`trials_runner`; see :func:`iter_spiking_trials`)."""
+        if not self.trials_runner:
+            raise ValueError(f"backend {self.name!r} cannot run several trials in one built network; build one per "
+                             "trial (iter_spiking_trials(..., reuse=False))")
+        return _load(self.trials_runner)(net, duration, trials, **kwargs)
+
+
+def _load(target: str):
+    """The function named by ``"module:function"``."""
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 #: The spiking simulators colplugin drives, by name (:func:`register_backend` adds one).
@@ -136,7 +155,8 @@ register_backend(SpikingBackend("brian2", "brian2", "pip install brian2 (a depen
 register_backend(SpikingBackend("nest", "nest", "pip install 'colplugin[nest]' (or pip install nest-simulator)",
                                 "colplugin.spiking.nest:run_nest", title="the NEST simulator",
                                 timing_counts=("creating and connecting the NEST nodes",
-                                               "the run, with NEST's preparation of its connection tables")))
+                                               "the run, with NEST's preparation of its connection tables"),
+                                trials_runner="colplugin.spiking.nest:iter_nest_trials"))
 
 #: Names of the built-in spiking simulators (:data:`SPIKING_BACKENDS` holds every registered one).
 BACKENDS: tuple[str, ...] = tuple(SPIKING_BACKENDS)
@@ -156,6 +176,74 @@ def check_run(duration: float, *, backend: str = "brian2", device: str | None = 
         raise ValueError(f"seed must be a whole number in [0, 2**31 - 1), got {seed!r}")
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+
+
+def _checked_backend(net: SpikingNetwork, duration: float, backend: str, device: str | None, seed: int,
+                     threads: int, dt: float) -> tuple[SpikingBackend, str | None]:
+    """The backend and its device for a run of ``net``, every setting and the memory checked."""
+    check_run(duration, backend=backend, device=device, seed=seed, threads=threads, dt=dt)
+    if not isinstance(net, SpikingNetwork):
+        raise TypeError(f"simulate_spiking takes a SpikingNetwork, got {type(net).__name__}")
+    chosen = spiking_backend(backend)
+    device = chosen.resolve_device(device)
+    chosen.check_installed()
+    check_memory(BYTES_PER_SYNAPSE * net.n_synapses,
+                 f"a spiking run of {net.n_neurons:,} neurons and {net.n_synapses:,} synapses",
+                 "lower the scale (--scale) or the in-degree scale (--k-scale), or twin fewer columns")
+    return chosen, device
+
+
+def _with_common_settings(result: SpikingResult, net: SpikingNetwork, chosen: SpikingBackend, device: str | None,
+                          seed: int, threads: int, dt: float, duration: float) -> SpikingResult:
+    """``result`` with what every backend's result records of its network, whatever the backend put in itself."""
+    common = {"name": net.name, **dict(net.metadata), "backend": chosen.name, "device": device, "seed": int(seed),
+              "threads": int(threads), "dt_s": float(dt), "duration_s": float(duration), "n_neurons": net.n_neurons,
+              "n_synapses": net.n_synapses}
+    result.settings = {**common, **dict(result.settings)}
+    return result
+
+
+def iter_spiking_trials(net: SpikingNetwork, duration: float, trials: int, *, backend: str = "brian2",
+                        device: str | None = None, seed: int = 0, threads: int = 1, dt: float = 1e-4,
+                        directory: str | None = None, reuse: bool = True) -> Iterator[SpikingResult]:
+    """Run ``trials`` trials of ``net`` on a backend, one :class:`SpikingResult` per trial as each ends.
+
+    With ``reuse`` and a backend that can (:attr:`SpikingBackend.trials_runner`: NEST), the
+    network is built once and every trial runs in it from a fresh state: the trials share one
+    draw of connectivity, weights and delays (``seed``) and differ in their initial potentials
+    and Poisson input. Otherwise (``reuse=False``, or Brian2) trial ``j`` is a new build with
+    seed ``seed + j``: a new draw of everything. Settings as :func:`simulate_spiking`; each
+    result's ``settings["network_reused"]`` says which way it ran.
+    """
+    if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials < 1:
+        raise ValueError(f"trials must be a whole number >= 1, got {trials!r}")
+    if not isinstance(reuse, bool):
+        raise TypeError(f"reuse must be True or False, got {reuse!r}")
+    chosen, device = _checked_backend(net, duration, backend, device, seed, threads, dt)
+    if seed + trials - 1 >= 2 ** 31 - 1:
+        raise ValueError(f"seed + trials - 1 must stay below 2**31 - 1 (trial j may use seed + j), got seed {seed} "
+                         f"and {trials} trials")
+    return _trial_results(net, duration, int(trials), chosen, device, int(seed), int(threads), float(dt),
+                          directory, reuse and bool(chosen.trials_runner))
+
+
+def _trial_results(net: SpikingNetwork, duration: float, trials: int, chosen: SpikingBackend, device: str | None,
+                   seed: int, threads: int, dt: float, directory: str | None,
+                   reuse: bool) -> Iterator[SpikingResult]:
+    """The trials of :func:`iter_spiking_trials`, its settings checked."""
+    if reuse:
+        runs = chosen.run_trials(net, duration, trials, device=device, seed=seed, threads=threads, dt=dt,
+                                 directory=directory)
+        for j, result in enumerate(runs):
+            result = _with_common_settings(result, net, chosen, device, seed, threads, dt, duration)
+            result.settings.update(network_reused=trials > 1, trial=j)
+            yield result
+        return
+    for j in range(trials):
+        result = chosen.run(net, duration, device=device, seed=seed + j, threads=threads, dt=dt, directory=directory)
+        result = _with_common_settings(result, net, chosen, device, seed + j, threads, dt, duration)
+        result.settings.update(network_reused=False, trial=j)
+        yield result
 
 
 def simulate_spiking(net: SpikingNetwork, duration: float, *, backend: str = "brian2",
@@ -188,20 +276,7 @@ def simulate_spiking(net: SpikingNetwork, duration: float, *, backend: str = "br
     -------
     SpikingResult
     """
-    check_run(duration, backend=backend, device=device, seed=seed, threads=threads, dt=dt)
-    if not isinstance(net, SpikingNetwork):
-        raise TypeError(f"simulate_spiking takes a SpikingNetwork, got {type(net).__name__}")
-    chosen = spiking_backend(backend)
-    device = chosen.resolve_device(device)
-    chosen.check_installed()
-    check_memory(BYTES_PER_SYNAPSE * net.n_synapses,
-                 f"a spiking run of {net.n_neurons:,} neurons and {net.n_synapses:,} synapses",
-                 "lower the scale (--scale) or the in-degree scale (--k-scale), or twin fewer columns")
+    chosen, device = _checked_backend(net, duration, backend, device, seed, threads, dt)
     result = chosen.run(net, duration, device=device, seed=int(seed), threads=int(threads), dt=float(dt),
                         directory=directory)
-    # what every backend's result records of its network, whatever the backend put in itself
-    common = {"name": net.name, **dict(net.metadata), "backend": chosen.name, "device": device, "seed": int(seed),
-              "threads": int(threads), "dt_s": float(dt), "duration_s": float(duration), "n_neurons": net.n_neurons,
-              "n_synapses": net.n_synapses}
-    result.settings = {**common, **dict(result.settings)}
-    return result
+    return _with_common_settings(result, net, chosen, device, seed, threads, dt, duration)
