@@ -15,8 +15,8 @@ from .._io import check_memory
 from .network import SpikingNetwork
 from .result import SpikingResult
 
-__all__ = ["simulate_spiking", "iter_spiking_trials", "check_run", "SpikingBackend", "SPIKING_BACKENDS", "register_backend",
-           "spiking_backend", "BACKENDS", "BRIAN2_DEVICES"]
+__all__ = ["simulate_spiking", "iter_spiking_trials", "check_run", "SpikingBackend", "SPIKING_BACKENDS",
+           "register_backend", "spiking_backend", "BACKENDS", "BRIAN2_DEVICES"]
 
 #: Memory per synapse of a spiking run, bytes (measured: 1.99 GB peak for the 14.9 M synapses of the
 #: PD14 microcircuit at scale 0.1 on Brian2 cpp_standalone, about 130 B each with everything else).
@@ -112,7 +112,7 @@ class SpikingBackend:
         return _load(self.runner)(net, duration, **kwargs)
 
     def run_trials(self, net: SpikingNetwork, duration: float, trials: int, **kwargs) -> Iterator[SpikingResult]:
-        """Run ``trials`` trials of ``net`` built once (needs :attr:`trials_runner`; see :func:`iter_spiking_trials`)."""
+        """Run ``trials`` trials of ``net`` built once (needs :attr:`trials_runner`; :func:`iter_spiking_trials`)."""
         if not self.trials_runner:
             raise ValueError(f"backend {self.name!r} cannot run several trials in one built network; build one per "
                              "trial (iter_spiking_trials(..., reuse=False))")
