@@ -21,5 +21,5 @@ from .twin import spiking_twin, twin_rates
 
 __all__ = ["SpikingNetwork", "SpikingNetworkError", "LIFModel", "Population", "Connection", "RateProfile",
            "PoissonInput", "PoissonSource", "SpikingResult", "simulate_spiking", "iter_spiking_trials", "BACKENDS",
-           "BRIAN2_DEVICES",            "SPIKING_BACKENDS", "SpikingBackend", "register_backend", "spiking_backend",
+           "BRIAN2_DEVICES", "SPIKING_BACKENDS", "SpikingBackend", "register_backend", "spiking_backend",
            "pd14_microcircuit", "microcircuit_connectivity", "simulate_microcircuit", "spiking_twin", "twin_rates"]
