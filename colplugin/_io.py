@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ._mpi import writes_files
+
 
 def _file_mode() -> int:
     umask = os.umask(0)
@@ -84,7 +86,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     (:func:`writable_target`): an existing target must be a regular file (never a directory,
     device, FIFO or socket: ``/dev/null`` stays a device), and a symbolic link to a regular
     file is followed (the file it points to is replaced; the link stays a link).
+
+    In an MPI launch only rank 0 writes (:func:`colplugin._mpi.writes_files`): on the other
+    ranks the body writes into a temporary directory that is then removed, and ``path`` is not
+    touched.
     """
+    if not writes_files():
+        with tempfile.TemporaryDirectory(prefix="colplugin_rank_") as scratch:
+            tmp_path = Path(scratch) / Path(path).name
+            tmp_path.touch()  # as on rank 0: an empty file the body may replace
+            yield tmp_path
+        return
     target = writable_target(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +247,14 @@ class OutputDirectory:
                 f"--out; if no colplugin command is running, remove {lock}")
 
     def claim(self) -> Path:
-        """Take the directory; return the path the command writes into."""
+        """Take the directory; return the path the command writes into.
+
+        In an MPI launch only rank 0 takes it (:func:`colplugin._mpi.writes_files`); the other
+        ranks write into a private temporary directory that ``commit`` and ``abort`` remove.
+        """
+        if not writes_files():
+            self.path = Path(tempfile.mkdtemp(prefix="colplugin_rank_"))
+            return self.path
         first_new = next((p for p in [*reversed(self.target.parents), self.target] if not p.exists()), None)
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
@@ -309,6 +328,9 @@ class OutputDirectory:
 
     def commit(self) -> None:
         """The command succeeded: swap a staged result in, release the lock."""
+        if not writes_files():
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
         try:
             if self.path != self.target:
                 old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
@@ -321,6 +343,9 @@ class OutputDirectory:
 
     def abort(self) -> str:
         """The command failed: remove what it made (not resumable progress); return what was done."""
+        if not writes_files():
+            shutil.rmtree(self.path, ignore_errors=True)
+            return ""
         try:
             if self.path != self.target:  # --overwrite: the earlier result was never touched
                 shutil.rmtree(self.path, ignore_errors=True)

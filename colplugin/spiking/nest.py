@@ -16,7 +16,13 @@
   end of the step in which the threshold was crossed; the result reports the start of
   that step (one ``dt`` earlier), as Brian2 does, so that both lie in ``[0, duration)``.
 - Seeds: ``rng_seed = seed + 1`` (NEST needs a seed >= 1) and ``local_num_threads``: the
-  same seed and thread count give the same spikes.
+  same seed and number of virtual processes give the same spikes.
+- MPI: NEST built with MPI runs one network in the processes of ``mpirun -n N`` (``threads``
+  per process; N x threads virtual processes). Each process records its own neurons, the
+  spikes of all are gathered into every process (mpi4py), and only rank 0 writes files
+  (:mod:`colplugin._mpi`). NEST's spikes depend on the number of virtual processes, not on
+  their split: 2 processes x 1 thread give the spikes of 1 process x 2 threads
+  (``validation/nest_mpi.py`` checks it).
 
 Adaptation (``threshold_jump > 0``) is an approximation: NEST has no ``iaf_psc_exp`` with
 a spike-triggered threshold, so adapting populations use ``gif_psc_exp`` with one
@@ -41,6 +47,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .._mpi import gather_spikes
 from .network import SpikingNetwork
 from .result import SpikingResult
 
@@ -95,15 +102,16 @@ def _generators(nest, profile, scale: float, duration_ms: float):
 NEST_MAX_CONNECTIONS_PER_THREAD = 2**27 - 2
 
 
-def nest_threads(net: SpikingNetwork, threads: int) -> int:
-    """The threads NEST needs for ``net``: ``threads``, or more where its synapses exceed NEST's limit.
+def nest_threads(net: SpikingNetwork, threads: int, processes: int = 1) -> int:
+    """The threads per process NEST needs for ``net``: ``threads``, or more where its synapses exceed NEST's limit.
 
     NEST refuses more than :data:`NEST_MAX_CONNECTIONS_PER_THREAD` connections of one synapse
-    model per thread ("Too many connections"), after minutes of building. A network that
-    needs more threads runs with as many (announced; the spike trains depend on the number
-    of threads, so the same command gives the same result).
+    model per virtual process (thread of a process) ("Too many connections"), after minutes of
+    building. A network that needs more threads runs with as many (announced; the spike trains
+    depend on the number of virtual processes, ``processes x threads``, so the same command
+    gives the same result).
     """
-    need = math.ceil(net.n_synapses / NEST_MAX_CONNECTIONS_PER_THREAD)
+    need = math.ceil(math.ceil(net.n_synapses / NEST_MAX_CONNECTIONS_PER_THREAD) / max(1, processes))
     if need > threads:
         warnings.warn(f"NEST stores at most {NEST_MAX_CONNECTIONS_PER_THREAD:,} connections per thread, and this "
                       f"network has {net.n_synapses:,}: running with {need} threads instead of {threads} (pass "
@@ -221,13 +229,14 @@ def _run_in_chunks(nest, T: float, dt_ms: float) -> None:
                       file=sys.stderr, flush=True)
 
 
-def _recorded_spikes(recorders: dict, nodes: dict, dt_ms: float, origin_ms: float = 0.0,
+def _recorded_spikes(nest, recorders: dict, nodes: dict, dt_ms: float, origin_ms: float = 0.0,
                      T: float = float("inf")) -> tuple[dict, dict]:
     """Spikes (neuron index within the population, time s) and sizes of every recorded population.
 
     NEST stamps the end of the step (``dt_ms`` ms) in which V crossed threshold; the times
     are the start of that step, as Brian2's, counted from the trial's start ``origin_ms`` (ms)
-    and kept in ``[0, T)`` ms.
+    and kept in ``[0, T)`` ms. Under MPI each process records its own neurons, and the spikes
+    of all are gathered (:func:`colplugin._mpi.gather_spikes`: sorted by time, then neuron).
     """
     spikes, sizes = {}, {}
     for name, rec in recorders.items():
@@ -237,7 +246,7 @@ def _recorded_spikes(recorders: dict, nodes: dict, dt_ms: float, origin_ms: floa
         keep = (t >= -1e-9) & (t < T - 1e-9)
         spikes[name] = (np.asarray(ev["senders"], dtype=np.int64)[keep] - first, np.maximum(t[keep], 0.0) * 1e-3)
         sizes[name] = len(nodes[name])
-    return spikes, sizes
+    return gather_spikes(spikes, nest.NumProcesses()), sizes
 
 
 #: Membrane potential (mV) that silences the neurons between two trials of a reused network: no input
@@ -317,7 +326,8 @@ def iter_nest_trials(net: SpikingNetwork, duration: float, trials: int, *, seed:
     """
     _check_gating(net)
     nest = _import_nest()
-    threads = nest_threads(net, threads)
+    processes = nest.NumProcesses()
+    threads = nest_threads(net, threads, processes)
     t0 = time.perf_counter()
     dt_ms, T = dt * 1e3, duration * 1e3
     _reset_kernel(nest, seed, threads, dt_ms)
@@ -328,7 +338,8 @@ def iter_nest_trials(net: SpikingNetwork, duration: float, trials: int, *, seed:
     gap = trial_gap_ms(net, float(nest.GetKernelStatus("max_delay")), dt_ms) if trials > 1 else 0.0
     settings = {"name": net.name, **dict(net.metadata), "backend": "nest", "device": "nest", "seed": seed,
                 "threads": threads, "dt_s": dt, "duration_s": duration, "n_neurons": net.n_neurons,
-                "n_synapses": net.n_synapses, "nest_version": nest.__version__, "trials_in_network": int(trials),
+                "n_synapses": net.n_synapses, "nest_version": nest.__version__, "mpi_processes": processes,
+                "virtual_processes": processes * threads, "trials_in_network": int(trials),
                 "trial_gap_ms": gap}
     ann = {p.name: dict(p.annotations) for p in net.populations if p.name in recorders}
     for j in range(trials):
@@ -341,7 +352,7 @@ def iter_nest_trials(net: SpikingNetwork, duration: float, trials: int, *, seed:
         else:  # in chunks, with progress on stderr once a run takes more than 5 s of wall time
             _run_in_chunks(nest, T, dt_ms)
         t_run = time.perf_counter() - t1
-        spikes, sizes = _recorded_spikes(recorders, nodes, dt_ms, origin, T)
+        spikes, sizes = _recorded_spikes(nest, recorders, nodes, dt_ms, origin, T)
         build = t_build if j == 0 else 0.0
         yield SpikingResult(spikes, sizes, duration, {**settings, "trial_in_network": j}, ann,
                             {"build": build, "run": t_run, "total": build + time.perf_counter() - t1},

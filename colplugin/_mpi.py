@@ -1,0 +1,79 @@
+"""Which process of an MPI launch this is, and the spikes of every process gathered.
+
+NEST built with MPI runs one network in several processes (``mpirun -n N``): each process
+simulates and records its own neurons. colplugin's NEST backend gathers every process's
+spikes (:func:`gather_spikes`), so that every process holds the whole result and computes the
+same numbers from it; only the first process (rank 0) writes files (:func:`writes_files`, read
+by every file the package writes), so nothing is written twice.
+
+The rank is read from the launcher's environment (MPICH/Hydra and Intel MPI ``PMI_RANK``,
+Open MPI ``OMPI_COMM_WORLD_RANK``, PMIx ``PMIX_RANK``, MVAPICH ``MV2_COMM_WORLD_RANK``), so it
+is known before anything is imported; outside a launch it is 0.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["launch_rank", "writes_files", "gather_spikes", "RANK_VARIABLES"]
+
+#: Environment variables in which MPI launchers give each process its rank.
+RANK_VARIABLES: tuple[str, ...] = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def launch_rank() -> int:
+    """This process's rank in an MPI launch (0 outside one)."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def writes_files() -> bool:
+    """Whether this process writes the package's files: rank 0 of an MPI launch, or a process outside one."""
+    return launch_rank() == 0
+
+
+def _comm(processes: int):
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise RuntimeError(f"NEST runs in {processes} MPI processes, and gathering their spikes needs mpi4py, which "
+                           "is not installed: pip install --no-binary mpi4py mpi4py (built against the MPI that NEST "
+                           "was built with)") from None
+    return MPI.COMM_WORLD
+
+
+def gather_spikes(spikes: dict[str, tuple[np.ndarray, np.ndarray]], processes: int,
+                  comm=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every process's spikes (neuron index, time) per population, in one order whatever the layout.
+
+    Parameters
+    ----------
+    spikes : dict
+        This process's spikes: ``spikes[population] = (neuron index, time s)``.
+    processes : int
+        Processes of the launch; with more than one, every process's spikes are gathered
+        (``allgather`` of mpi4py's ``COMM_WORLD``, or ``comm``), so every process returns the
+        whole result.
+    comm : optional
+        A communicator with ``allgather`` (default: mpi4py's ``COMM_WORLD``).
+
+    Returns
+    -------
+    dict
+        The spikes of every population sorted by time, then neuron: NEST's event order depends
+        on how the neurons are split among processes and threads, the spikes do not.
+    """
+    if processes > 1:
+        parts = (comm or _comm(processes)).allgather(spikes)
+        spikes = {name: (np.concatenate([p[name][0] for p in parts]), np.concatenate([p[name][1] for p in parts]))
+                  for name in spikes}
+    out = {}
+    for name, (i, t) in spikes.items():
+        order = np.lexsort((i, t))
+        out[name] = (i[order], t[order])
+    return out
