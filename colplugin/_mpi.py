@@ -17,19 +17,32 @@ import os
 
 import numpy as np
 
-__all__ = ["launch_rank", "writes_files", "gather_spikes", "RANK_VARIABLES"]
+__all__ = ["launch_rank", "launch_size", "writes_files", "gather_spikes", "RANK_VARIABLES", "SIZE_VARIABLES"]
 
 #: Environment variables in which MPI launchers give each process its rank.
 RANK_VARIABLES: tuple[str, ...] = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
+#: ... and the number of processes of the launch.
+SIZE_VARIABLES: tuple[str, ...] = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _first_whole_number(names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def launch_rank() -> int:
     """This process's rank in an MPI launch (0 outside one)."""
-    for name in RANK_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value.isdigit():
-            return int(value)
-    return 0
+    rank = _first_whole_number(RANK_VARIABLES)
+    return 0 if rank is None else rank
+
+
+def launch_size() -> int:
+    """The number of processes of this MPI launch (1 outside one)."""
+    size = _first_whole_number(SIZE_VARIABLES)
+    return 1 if size is None or size < 1 else size
 
 
 def writes_files() -> bool:

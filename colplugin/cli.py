@@ -746,6 +746,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _other_ranks_quiet():
+    """In an MPI launch only rank 0 prints to stdout (every rank computes the same results); errors reach stderr."""
+    from colplugin._mpi import launch_rank
+
+    if not launch_rank():
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``colplugin`` console script."""
     import matplotlib
@@ -760,7 +772,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if getattr(args, "overwrite", False) and getattr(args, "out", None):
                 _check_overwrite_reads(args.out, _reads(args))  # before the inputs are even read
-            status = int(args.func(args) or 0)
+            with _other_ranks_quiet():
+                status = int(args.func(args) or 0)
         except (ParameterError, SimulationError, ValueError, FileNotFoundError, RuntimeError, MemoryError,
                 OSError) as exc:
             _end_claims(ok=False)

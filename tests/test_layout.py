@@ -11,8 +11,9 @@ import colplugin
 
 ROOT = pathlib.Path(colplugin.__file__).parent
 #: The data flow, as documented in colplugin/__init__.py; each module may import only earlier ones.
-ORDER = ["_version", "_mpi", "_io", "_warnings", "params", "column", "siegert", "transfers", "field", "network", "stimulus",
-         "_neo", "solve", "plotting", "training", "tasks", "export", "spiking", "analysis", "experiments", "cli"]
+ORDER = ["_version", "_mpi", "_io", "_warnings", "params", "column", "siegert", "transfers", "field", "network",
+         "stimulus", "_neo", "solve", "plotting", "training", "tasks", "export", "spiking", "analysis", "experiments",
+         "cli"]
 
 
 def _rank(module: str) -> int | None:

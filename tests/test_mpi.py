@@ -119,3 +119,43 @@ def test_two_processes_give_the_spikes_of_two_threads(tmp_path):
     assert result["n_differing"] == 0 and result["spikes_compared"] > 1000 and result["same_rates"]
     assert result["files_found"] == result["files_expected"]
     assert result["mpi_settings"]["network_reused"] is True
+
+
+def test_the_launch_size_comes_from_the_launcher(rank, monkeypatch):
+    from colplugin._mpi import SIZE_VARIABLES, launch_size
+
+    for name in SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert launch_size() == 1
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert launch_size() == 4
+
+
+def test_a_backend_without_mpi_is_refused_in_a_launch_of_several_processes(rank, monkeypatch):
+    from colplugin.spiking import pd14_microcircuit, simulate_spiking
+
+    rank("PMI_RANK", "0")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    with pytest.raises(RuntimeError, match="one of 2 MPI processes, and backend 'brian2' runs one whole network"):
+        simulate_spiking(pd14_microcircuit(None, 0.01, 0.1), 0.01, backend="brian2", device="runtime")
+
+
+def test_nest_without_mpi_is_refused_in_a_launch_of_several_processes(rank, monkeypatch):
+    pytest.importorskip("nest")
+    from colplugin.spiking import pd14_microcircuit, simulate_spiking
+
+    rank("PMI_RANK", "0")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    with pytest.raises(RuntimeError, match="it was built without MPI .* -Dwith-mpi=ON"):
+        simulate_spiking(pd14_microcircuit(None, 0.01, 0.1), 0.01, backend="nest")
+
+
+def test_another_rank_runs_a_command_silently_and_writes_nothing(rank, tmp_path, capsys):
+    from colplugin.cli import main
+
+    rank("PMI_RANK", "1")
+    assert main(["simulate", "--columns", "1", "--duration", "0.05", "--out", str(tmp_path / "sim")]) == 0
+    assert capsys.readouterr().out == "" and list(tmp_path.iterdir()) == []
+    rank("PMI_RANK", "0")
+    assert main(["simulate", "--columns", "1", "--duration", "0.05", "--out", str(tmp_path / "sim")]) == 0
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "sim" / "rates.json").is_file()

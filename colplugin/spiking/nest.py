@@ -47,7 +47,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .._mpi import gather_spikes
+from .._mpi import gather_spikes, launch_size
 from .network import SpikingNetwork
 from .result import SpikingResult
 
@@ -327,6 +327,11 @@ def iter_nest_trials(net: SpikingNetwork, duration: float, trials: int, *, seed:
     _check_gating(net)
     nest = _import_nest()
     processes = nest.NumProcesses()
+    if launch_size() > processes:
+        raise RuntimeError(f"this process is one of {launch_size()} MPI processes, but NEST ({nest.__file__}) runs "
+                           f"in {processes}: it was built without MPI (the PyPI wheel has none), so every process "
+                           "would simulate the whole network. Build NEST with -Dwith-mpi=ON (docs: 'NEST with MPI') "
+                           "and put it first on PYTHONPATH, or run without mpirun")
     threads = nest_threads(net, threads, processes)
     t0 = time.perf_counter()
     dt_ms, T = dt * 1e3, duration * 1e3

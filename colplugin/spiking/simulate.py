@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from .._io import check_memory
+from .._mpi import launch_size
 from .network import SpikingNetwork
 from .result import SpikingResult
 
@@ -59,6 +60,10 @@ class SpikingBackend:
         ``""`` where the backend cannot reuse a built network (each trial is then built anew):
         ``run_trials(net, duration, trials, *, device, seed, threads, dt, directory)``, an
         iterator of one :class:`SpikingResult` per trial (:func:`iter_spiking_trials`).
+    mpi : bool
+        Whether the backend runs one network in the processes of an MPI launch (NEST built with
+        MPI); a backend without refuses to run in a launch of several processes, where every
+        process would simulate the whole network.
     gating : bool
         Whether the backend runs gated connections (a network's
         :class:`~colplugin.spiking.network.SynapticGatingModel`); the twin of a gated network on
@@ -74,6 +79,7 @@ class SpikingBackend:
     title: str = ""
     timing_counts: tuple[str, str] = ("", "")
     trials_runner: str = ""
+    mpi: bool = False
     gating: bool = False
 
     def available(self) -> bool:
@@ -156,7 +162,7 @@ register_backend(SpikingBackend("nest", "nest", "pip install 'colplugin[nest]' (
                                 "colplugin.spiking.nest:run_nest", title="the NEST simulator",
                                 timing_counts=("creating and connecting the NEST nodes",
                                                "the run, with NEST's preparation of its connection tables"),
-                                trials_runner="colplugin.spiking.nest:iter_nest_trials"))
+                                trials_runner="colplugin.spiking.nest:iter_nest_trials", mpi=True))
 
 #: Names of the built-in spiking simulators (:data:`SPIKING_BACKENDS` holds every registered one).
 BACKENDS: tuple[str, ...] = tuple(SPIKING_BACKENDS)
@@ -187,6 +193,11 @@ def _checked_backend(net: SpikingNetwork, duration: float, backend: str, device:
     chosen = spiking_backend(backend)
     device = chosen.resolve_device(device)
     chosen.check_installed()
+    if launch_size() > 1 and not chosen.mpi:
+        raise RuntimeError(f"this process is one of {launch_size()} MPI processes, and backend {chosen.name!r} runs "
+                           "one whole network per process: every process would simulate all of it. Run without "
+                           "mpirun, or use a backend that divides a network among MPI processes (--backend nest, "
+                           "built with MPI)")
     check_memory(BYTES_PER_SYNAPSE * net.n_synapses,
                  f"a spiking run of {net.n_neurons:,} neurons and {net.n_synapses:,} synapses",
                  "lower the scale (--scale) or the in-degree scale (--k-scale), or twin fewer columns")
