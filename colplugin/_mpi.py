@@ -3,8 +3,15 @@
 NEST built with MPI runs one network in several processes (``mpirun -n N``): each process
 simulates and records its own neurons. colplugin's NEST backend gathers every process's
 spikes (:func:`gather_spikes`), so that every process holds the whole result and computes the
-same numbers from it; only the first process (rank 0) writes files (:func:`writes_files`, read
-by every file the package writes), so nothing is written twice.
+same numbers from it. Such a run is *shared* (:func:`share_run`: the command line declares it
+for a NEST command launched in several processes, and the NEST backend when NEST runs in
+several): then only the first process (rank 0) writes files (:func:`writes_files`, read by
+every file the package writes), so nothing is written twice, and an error in any process
+ends the whole launch (:func:`abort_launch`) instead of leaving the others waiting for it.
+
+Outside a shared run every process writes, as a lone process does: a launcher that starts
+independent colplugin commands (``srun -n 4 colplugin train ... --out run_$SLURM_PROCID``)
+keeps every result.
 
 The rank is read from the launcher's environment (MPICH/Hydra and Intel MPI ``PMI_RANK``,
 Open MPI ``OMPI_COMM_WORLD_RANK``, PMIx ``PMIX_RANK``, MVAPICH ``MV2_COMM_WORLD_RANK``), so it
@@ -17,7 +24,8 @@ import os
 
 import numpy as np
 
-__all__ = ["launch_rank", "launch_size", "writes_files", "gather_spikes", "RANK_VARIABLES", "SIZE_VARIABLES"]
+__all__ = ["launch_rank", "launch_size", "share_run", "shared_run", "writes_files", "abort_launch", "gather_spikes",
+           "RANK_VARIABLES", "SIZE_VARIABLES"]
 
 #: Environment variables in which MPI launchers give each process its rank.
 RANK_VARIABLES: tuple[str, ...] = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
@@ -45,9 +53,38 @@ def launch_size() -> int:
     return 1 if size is None or size < 1 else size
 
 
+_SHARED = False
+
+
+def share_run(shared: bool = True) -> None:
+    """Declare (or, with False, end) a run whose processes simulate one network together: only rank 0 writes."""
+    global _SHARED
+    _SHARED = bool(shared)
+
+
+def shared_run() -> bool:
+    """Whether this process is one of several that run one network together (:func:`share_run`)."""
+    return _SHARED and launch_size() > 1
+
+
 def writes_files() -> bool:
-    """Whether this process writes the package's files: rank 0 of an MPI launch, or a process outside one."""
-    return launch_rank() == 0
+    """Whether this process writes the package's files: any process, except ranks > 0 of a shared run."""
+    return not shared_run() or launch_rank() == 0
+
+
+def abort_launch(status: int) -> None:
+    """End every process of a shared run with ``status`` (MPI ``Abort``); nothing outside one.
+
+    A process that stops alone would leave the others waiting for it in NEST's next
+    collective step (or in MPI's start-up) forever.
+    """
+    if not shared_run():
+        return
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return
+    MPI.COMM_WORLD.Abort(int(status))
 
 
 def _comm(processes: int):

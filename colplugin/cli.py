@@ -746,12 +746,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _share_an_mpi_run(args: argparse.Namespace) -> None:
+    """A NEST command launched in several MPI processes runs one network in all of them: only rank 0 writes.
+
+    Checked on every process alike, before any work (a refusal on one process only would leave
+    the others waiting for it): mpi4py must be importable, since the spikes are gathered with it.
+    """
+    from colplugin._mpi import launch_size, share_run
+
+    share_run(False)
+    if launch_size() > 1 and getattr(args, "backend", None) == "nest":
+        import importlib.util
+
+        if importlib.util.find_spec("mpi4py") is None:
+            raise RuntimeError(f"this command runs in {launch_size()} MPI processes, which gather their spikes with "
+                               "mpi4py, which is not installed: pip install --no-binary mpi4py mpi4py (built against "
+                               "the MPI that NEST was built with)")
+        share_run()
+
+
+def _abort_launch(status: int) -> None:
+    """End every process of a shared MPI run with ``status`` (see :func:`colplugin._mpi.abort_launch`)."""
+    from colplugin._mpi import abort_launch
+
+    abort_launch(status)
+
+
 @contextlib.contextmanager
 def _other_ranks_quiet():
-    """In an MPI launch only rank 0 prints to stdout (every rank computes the same results); errors reach stderr."""
-    from colplugin._mpi import launch_rank
+    """In a shared MPI run only rank 0 prints to stdout (every rank computes the same results); errors reach stderr."""
+    from colplugin._mpi import writes_files
 
-    if not launch_rank():
+    if writes_files():
         yield
         return
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
@@ -770,6 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _CLAIMED.clear()
     with _signals_as_exceptions():
         try:
+            _share_an_mpi_run(args)
             if getattr(args, "overwrite", False) and getattr(args, "out", None):
                 _check_overwrite_reads(args.out, _reads(args))  # before the inputs are even read
             with _other_ranks_quiet():
@@ -778,20 +805,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 OSError) as exc:
             _end_claims(ok=False)
             print(f"error: {exc}", file=sys.stderr)
+            _abort_launch(2)
             return 2
         except SystemExit as exc:
             _end_claims(ok=False)
             if isinstance(exc.code, str):  # a refusal with a message: exit status 2, as every error
                 print(exc.code, file=sys.stderr)
+                _abort_launch(2)
                 raise _Refused(exc.code) from None
             raise
         except KeyboardInterrupt as exc:
             _end_claims(ok=False)
             signum = getattr(exc, "signum", signal.SIGINT)
             print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+            _abort_launch(128 + int(signum))
             return 128 + int(signum)
         except BaseException:
             _end_claims(ok=False)
+            _abort_launch(1)
             raise
         _end_claims(ok=True)
         return status

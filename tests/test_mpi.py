@@ -18,25 +18,30 @@ import numpy as np
 import pytest
 
 from colplugin._io import OutputDirectory, atomic_write_text
-from colplugin._mpi import RANK_VARIABLES, gather_spikes, launch_rank, writes_files
+from colplugin._mpi import (RANK_VARIABLES, SIZE_VARIABLES, gather_spikes, launch_rank, share_run, shared_run,
+                            writes_files)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def rank(monkeypatch):
-    for name in RANK_VARIABLES:
+    """Set this process's rank in a launch of two (``shared``: one network in both, as NEST with MPI)."""
+    for name in RANK_VARIABLES + SIZE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
-    def set_rank(variable: str, value: str) -> None:
+    def set_rank(variable: str, value: str, shared: bool = True) -> None:
         monkeypatch.setenv(variable, value)
-    return set_rank
+        monkeypatch.setenv("PMI_SIZE", "2")
+        share_run(shared)
+    yield set_rank
+    share_run(False)
 
 
 def test_the_rank_comes_from_any_launcher(rank):
-    assert launch_rank() == 0 and writes_files()
+    assert launch_rank() == 0 and writes_files() and not shared_run()
     rank("OMPI_COMM_WORLD_RANK", "3")
-    assert launch_rank() == 3 and not writes_files()
+    assert launch_rank() == 3 and shared_run() and not writes_files()
 
 
 @pytest.mark.parametrize("variable", RANK_VARIABLES)
@@ -45,13 +50,21 @@ def test_rank_zero_of_every_launcher_writes(rank, variable):
     assert writes_files()
 
 
-def test_only_rank_zero_writes_a_file(rank, tmp_path):
+def test_only_rank_zero_of_a_shared_run_writes_a_file(rank, tmp_path):
     rank("PMI_RANK", "1")
     atomic_write_text(tmp_path / "report.md", "rank 1")
     assert list(tmp_path.iterdir()) == []
     rank("PMI_RANK", "0")
     atomic_write_text(tmp_path / "report.md", "rank 0")
     assert (tmp_path / "report.md").read_text() == "rank 0" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_independent_commands_of_one_launch_all_write(rank, tmp_path):
+    """``srun -n 4 colplugin train ... --out run_$SLURM_PROCID``: every process keeps its result."""
+    rank("PMI_RANK", "1", shared=False)
+    assert writes_files()
+    atomic_write_text(tmp_path / "report.md", "rank 1")
+    assert (tmp_path / "report.md").read_text() == "rank 1"
 
 
 def test_another_rank_writes_its_output_directory_into_scratch(rank, tmp_path):
@@ -150,12 +163,29 @@ def test_nest_without_mpi_is_refused_in_a_launch_of_several_processes(rank, monk
         simulate_spiking(pd14_microcircuit(None, 0.01, 0.1), 0.01, backend="nest")
 
 
-def test_another_rank_runs_a_command_silently_and_writes_nothing(rank, tmp_path, capsys):
-    from colplugin.cli import main
+def test_a_nest_command_in_several_processes_is_a_shared_run(rank, monkeypatch):
+    from colplugin.cli import _share_an_mpi_run, build_parser
+
+    rank("PMI_RANK", "1", shared=False)
+    parse = build_parser().parse_args
+    _share_an_mpi_run(parse(["validate", "microcircuit", "--backend", "nest"]))
+    assert shared_run() and not writes_files()
+    for argv in (["validate", "microcircuit", "--backend", "brian2"], ["simulate", "--columns", "1"]):
+        _share_an_mpi_run(parse(argv))  # nothing shared: every process is a command of its own
+        assert not shared_run() and writes_files()
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match="runs in 2 MPI processes, which gather their spikes with mpi4py"):
+        _share_an_mpi_run(parse(["validate", "microcircuit", "--backend", "nest"]))
+
+
+def test_another_rank_of_a_shared_run_prints_nothing(rank, capsys):
+    from colplugin.cli import _other_ranks_quiet
 
     rank("PMI_RANK", "1")
-    assert main(["simulate", "--columns", "1", "--duration", "0.05", "--out", str(tmp_path / "sim")]) == 0
-    assert capsys.readouterr().out == "" and list(tmp_path.iterdir()) == []
+    with _other_ranks_quiet():
+        print("rank 1")
     rank("PMI_RANK", "0")
-    assert main(["simulate", "--columns", "1", "--duration", "0.05", "--out", str(tmp_path / "sim")]) == 0
-    assert "wrote" in capsys.readouterr().out and (tmp_path / "sim" / "rates.json").is_file()
+    with _other_ranks_quiet():
+        print("rank 0")
+    assert capsys.readouterr().out == "rank 0\n"

@@ -21,9 +21,9 @@ from colplugin.spiking.simulate import iter_spiking_trials
 LIF = dict(C_m=250.0, tau_m=10.0, E_L=-65.0, V_reset=-65.0, V_th=-50.0, t_ref=2.0, tau_syn=0.5)
 
 
-def _deterministic(adapting: bool = False) -> SpikingNetwork:
+def _deterministic(adapting: bool = False, **model) -> SpikingNetwork:
     """DC-driven LIF populations with fixed weights and delays: nothing random after the connectivity."""
-    lif = LIFModel(**LIF)
+    lif = LIFModel(**{**LIF, **model})
     pops = [Population("E", 80, lif, I_dc=420.0, V0_mean=-60.0, V0_sd=0.0),
             Population("I", 20, lif, I_dc=400.0, V0_mean=-62.0, V0_sd=0.0)]
     conns = [Connection("E", "I", 400, 80.0, 0.0, 1.5, 0.0), Connection("I", "E", 600, -200.0, 0.0, 0.8, 0.0),
@@ -44,7 +44,7 @@ def test_every_trial_of_a_deterministic_network_repeats_the_first():
     pytest.importorskip("nest")
     net = _deterministic()
     results = list(iter_spiking_trials(net, 0.15, 3, backend="nest", seed=4))
-    assert [r.settings["trial"] for r in results] == [0, 1, 2]
+    assert [r.settings["trial_in_network"] for r in results] == [0, 1, 2]
     assert all(r.settings["network_reused"] and r.settings["seed"] == 4 for r in results)
     for name in ("E", "I"):
         i0, t0 = _sorted(results[0].spikes[name])
@@ -58,6 +58,43 @@ def test_every_trial_of_a_deterministic_network_repeats_the_first():
     t_first = LIF["tau_m"] * np.log((v_inf - (-60.0)) / (v_inf - LIF["V_th"])) * 1e-3  # 7.9 ms
     for r in results:
         assert abs(r.spikes["E"][1].min() - t_first) <= 1e-4 + 1e-12  # within the step that crossed
+
+
+@pytest.mark.parametrize("model, duration", [
+    (dict(tau_syn=5.0), 0.2),     # a pause of 102 ms: from any potential, neurons would reach threshold in it
+    (dict(t_ref=20.0), 0.17),     # a refractory period longer than 20 synaptic time constants
+    ({}, 0.10005),                # a trial that is not a whole number of steps
+])
+def test_trials_repeat_whatever_the_time_constants_and_the_length(model, duration):
+    pytest.importorskip("nest")
+    results = list(iter_spiking_trials(_deterministic(**model), duration, 3, backend="nest", seed=1))
+    assert results[1].settings["trial_gap_ms"] >= max(model.get("t_ref", 0.0), 20 * model.get("tau_syn", 0.5))
+    i0, t0 = _sorted(results[0].spikes["E"])
+    assert len(t0) > 50
+    for r in results[1:]:
+        i, t = _sorted(r.spikes["E"])
+        np.testing.assert_array_equal(i, i0)
+        np.testing.assert_allclose(t, t0, atol=1e-12)
+
+
+def test_refractory_adapting_neurons_stay_silent_in_the_pause():
+    """gif_psc_exp clamps a refractory neuron's potential: the pause must silence it by its threshold.
+
+    The adapting population fires in synchrony (DC, equal potentials); the trial ends 1.1 ms
+    after one of its volleys, inside the refractory period, and the volley's targets spike at a
+    delay of 9 ms, which a leak into the pause would move.
+    """
+    pytest.importorskip("nest")
+    adapting = LIFModel(**LIF, threshold_jump=1.0, tau_threshold=200.0)
+    net = SpikingNetwork("volleys", (Population("A", 40, adapting, I_dc=1000.0, V0_mean=-58.0, V0_sd=0.0, theta0=3.0),
+                                     Population("E", 40, LIFModel(**LIF), I_dc=370.0, V0_mean=-60.0, V0_sd=0.0)),
+                         (Connection("A", "E", 400, 60.0, 0.0, 9.0, 0.0),), ())
+    results = list(iter_spiking_trials(net, 0.0937, 2, backend="nest", seed=1))
+    for name in ("A", "E"):
+        (i0, t0), (i1, t1) = _sorted(results[0].spikes[name]), _sorted(results[1].spikes[name])
+        assert len(t0) > 50
+        np.testing.assert_array_equal(i1, i0)
+        np.testing.assert_allclose(t1, t0, atol=1e-9)
 
 
 def test_the_first_trial_is_the_single_run_with_the_same_seed():

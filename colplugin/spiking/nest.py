@@ -47,7 +47,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .._mpi import gather_spikes, launch_size
+from .._mpi import gather_spikes, launch_size, share_run, writes_files
 from .network import SpikingNetwork
 from .result import SpikingResult
 
@@ -199,14 +199,20 @@ def _spike_recorders(nest, net: SpikingNetwork, nodes: dict) -> dict:
     return recorders
 
 
-def _run_decaying_theta0(nest, theta0: list, T: float) -> None:
-    """Run for ``T`` ms in chunks of :data:`THETA0_CHUNK_MS`, decaying each initial threshold offset after each."""
-    chunk = THETA0_CHUNK_MS
-    n_chunks = int(np.ceil(T / chunk - 1e-9))
+def _run_decaying_theta0(nest, theta0: list, T: float, dt_ms: float) -> None:
+    """Run for ``T`` ms in chunks of :data:`THETA0_CHUNK_MS` (on the time grid of step ``dt_ms`` ms).
+
+    After each chunk, each initial threshold offset is decayed to its value at the chunk's end.
+    """
+    steps = int(round(T / dt_ms))
+    n_chunks = int(np.ceil(T / THETA0_CHUNK_MS - 1e-9))
+    edges = [min(steps, int(round(k * THETA0_CHUNK_MS / dt_ms))) for k in range(n_chunks + 1)]
+    edges[-1] = steps
     with nest.RunManager():
         for k in range(n_chunks):
-            nest.Run(min(chunk, T - k * chunk))
-            t_now = min((k + 1) * chunk, T)
+            if edges[k + 1] > edges[k]:
+                nest.Run((edges[k + 1] - edges[k]) * dt_ms)
+            t_now = edges[k + 1] * dt_ms
             for group, v_th, th0, tau in theta0:
                 group.V_T_star = v_th + th0 * np.exp(-t_now / tau)
 
@@ -224,7 +230,7 @@ def _run_in_chunks(nest, T: float, dt_ms: float) -> None:
         for k in range(n_chunks):
             nest.Run(edges[k + 1] - edges[k])
             elapsed = time.perf_counter() - t_sim
-            if elapsed > 5.0:
+            if elapsed > 5.0 and writes_files():
                 print(f"NEST: {(k + 1) / n_chunks:.0%} of {T / 1000:g} s simulated in {elapsed:.0f} s",
                       file=sys.stderr, flush=True)
 
@@ -249,9 +255,10 @@ def _recorded_spikes(nest, recorders: dict, nodes: dict, dt_ms: float, origin_ms
     return gather_spikes(spikes, nest.NumProcesses()), sizes
 
 
-#: Membrane potential (mV) that silences the neurons between two trials of a reused network: no input
-#: of a few ms brings a neuron from here to threshold.
-SILENT_V_MV = -1e4
+#: Threshold (mV) that silences the neurons between two trials of a reused network: no input reaches it
+#: (``V_th`` of ``iaf_psc_exp``, ``V_T_star`` of ``gif_psc_exp``; their potentials cannot silence them, since a
+#: refractory ``gif_psc_exp`` clamps its potential to ``V_reset``).
+SILENT_THRESHOLD_MV = 1e9
 #: Time constant (ms) of the threshold adaptation between two trials: it vanishes within one step.
 CLEAR_TAU_MS = 1e-6
 #: Synaptic time constants the pause between two trials lets the synaptic currents decay (e^-20 of them remains).
@@ -262,36 +269,42 @@ def trial_gap_ms(net: SpikingNetwork, max_delay_ms: float, dt_ms: float) -> floa
     """The pause (ms, on the time grid) between two trials of a network built once (:func:`iter_nest_trials`).
 
     Every spike in flight arrives within the longest delay ``max_delay_ms``, and then the
-    synaptic currents decay for :data:`SETTLE_TAU_SYN` synaptic time constants.
+    synaptic currents decay for :data:`SETTLE_TAU_SYN` synaptic time constants; and every
+    refractory period that was running ends.
     """
     tau_syn = max((p.model.tau_syn for p in net.populations), default=0.0)
-    gap = max_delay_ms + SETTLE_TAU_SYN * tau_syn + dt_ms
+    t_ref = max((p.model.t_ref for p in net.populations), default=0.0)
+    gap = max(max_delay_ms + SETTLE_TAU_SYN * tau_syn, t_ref) + dt_ms
     return float(np.ceil(gap / dt_ms - 1e-9) * dt_ms)
 
 
 def _set_initial_state(nest, net: SpikingNetwork, nodes: dict) -> None:
-    """Each neuron's initial potential (new draws), and each adapting population's threshold as at its start."""
+    """Each neuron's threshold as at its start and its initial potential (new draws)."""
     for p in net.populations:
-        nodes[p.name].V_m = _initial_potential(nest, p)
         if p.model.adapting:
             nodes[p.name].set(tau_sfa=[p.model.tau_threshold], V_T_star=p.model.V_th + p.theta0)
+        else:
+            nodes[p.name].V_th = p.model.V_th
+        nodes[p.name].V_m = _initial_potential(nest, p)
 
 
 def _restart(nest, net: SpikingNetwork, nodes: dict, generators: list, recorders: dict, origin_ms: float,
              gap_ms: float) -> None:
     """Bring a built network back to a fresh trial's state, which starts at ``origin_ms`` (ms).
 
-    For ``gap_ms`` the neurons are held far below threshold (no spikes) while every spike in
-    flight arrives and the synaptic currents decay (``iaf_psc_exp`` cannot set them), the
+    For ``gap_ms`` (:func:`trial_gap_ms`) every threshold is out of reach
+    (:data:`SILENT_THRESHOLD_MV`: no spikes) while every spike in flight arrives, the synaptic
+    currents decay (``iaf_psc_exp`` cannot set them) and the refractory periods end; the
     adaptation of ``gif_psc_exp`` (whose state cannot be set) decays within a step
     (:data:`CLEAR_TAU_MS`), and the generators, whose times count from ``origin`` (the next
-    trial's start), are off. Then the potentials are drawn anew and the thresholds set as at
-    the start, and the recorders emptied.
+    trial's start), are off. Then the thresholds are set as at the start, the potentials drawn
+    anew, and the recorders emptied.
     """
     for p in net.populations:
-        nodes[p.name].V_m = SILENT_V_MV
         if p.model.adapting:
-            nodes[p.name].set(tau_sfa=[CLEAR_TAU_MS])
+            nodes[p.name].set(tau_sfa=[CLEAR_TAU_MS], V_T_star=SILENT_THRESHOLD_MV)
+        else:
+            nodes[p.name].V_th = SILENT_THRESHOLD_MV
     for g in generators:
         g.origin = origin_ms
     with nest.RunManager():  # its own Prepare: gif_psc_exp reads tau_sfa there
@@ -332,9 +345,12 @@ def iter_nest_trials(net: SpikingNetwork, duration: float, trials: int, *, seed:
                            f"in {processes}: it was built without MPI (the PyPI wheel has none), so every process "
                            "would simulate the whole network. Build NEST with -Dwith-mpi=ON (docs: 'NEST with MPI') "
                            "and put it first on PYTHONPATH, or run without mpirun")
+    if processes > 1:
+        share_run()  # one network in several processes: only rank 0 writes, as the command line declares
     threads = nest_threads(net, threads, processes)
     t0 = time.perf_counter()
-    dt_ms, T = dt * 1e3, duration * 1e3
+    dt_ms = dt * 1e3
+    T = int(round(duration * 1e3 / dt_ms)) * dt_ms  # on the time grid, as NEST runs it
     _reset_kernel(nest, seed, threads, dt_ms)
     nodes, theta0 = _create_populations(nest, net)
     generators = _connect(nest, net, nodes, dt_ms, T)
@@ -353,7 +369,7 @@ def iter_nest_trials(net: SpikingNetwork, duration: float, trials: int, *, seed:
         if j:
             _restart(nest, net, nodes, generators, recorders, origin, gap)
         if theta0:
-            _run_decaying_theta0(nest, theta0, T)
+            _run_decaying_theta0(nest, theta0, T, dt_ms)
         else:  # in chunks, with progress on stderr once a run takes more than 5 s of wall time
             _run_in_chunks(nest, T, dt_ms)
         t_run = time.perf_counter() - t1

@@ -229,7 +229,7 @@ def iter_spiking_trials(net: SpikingNetwork, duration: float, trials: int, *, ba
     if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials < 1:
         raise ValueError(f"trials must be a whole number >= 1, got {trials!r}")
     if not isinstance(reuse, bool):
-        raise TypeError(f"reuse must be True or False, got {reuse!r}")
+        raise ValueError(f"reuse must be True or False, got {reuse!r}")
     chosen, device = _checked_backend(net, duration, backend, device, seed, threads, dt)
     if seed + trials - 1 >= 2 ** 31 - 1:
         raise ValueError(f"seed + trials - 1 must stay below 2**31 - 1 (trial j may use seed + j), got seed {seed} "
@@ -247,13 +247,13 @@ def _trial_results(net: SpikingNetwork, duration: float, trials: int, chosen: Sp
                                  directory=directory)
         for j, result in enumerate(runs):
             result = _with_common_settings(result, net, chosen, device, seed, threads, dt, duration)
-            result.settings.update(network_reused=trials > 1, trial=j)
+            result.settings.update(network_reused=trials > 1, trial_in_network=j)
             yield result
         return
     for j in range(trials):
         result = chosen.run(net, duration, device=device, seed=seed + j, threads=threads, dt=dt, directory=directory)
         result = _with_common_settings(result, net, chosen, device, seed + j, threads, dt, duration)
-        result.settings.update(network_reused=False, trial=j)
+        result.settings.update(network_reused=False, trial_in_network=j)
         yield result
 
 
