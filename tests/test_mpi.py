@@ -166,17 +166,25 @@ def test_nest_without_mpi_is_refused_in_a_launch_of_several_processes(rank, monk
 def test_a_nest_command_in_several_processes_is_a_shared_run(rank, monkeypatch):
     from colplugin.cli import _share_an_mpi_run, build_parser
 
+    import importlib.util
+
     rank("PMI_RANK", "1", shared=False)
     parse = build_parser().parse_args
-    _share_an_mpi_run(parse(["validate", "microcircuit", "--backend", "nest"]))
-    assert shared_run() and not writes_files()
-    for argv in (["validate", "microcircuit", "--backend", "brian2"], ["simulate", "--columns", "1"]):
-        _share_an_mpi_run(parse(argv))  # nothing shared: every process is a command of its own
-        assert not shared_run() and writes_files()
-    monkeypatch.setitem(sys.modules, "mpi4py", None)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(RuntimeError, match="runs in 2 MPI processes, which gather their spikes with mpi4py"):
-        _share_an_mpi_run(parse(["validate", "microcircuit", "--backend", "nest"]))
+    nest_args = parse(["validate", "microcircuit", "--backend", "nest"])
+    others = [parse(["validate", "microcircuit", "--backend", "brian2"]), parse(["simulate", "--columns", "1"])]
+    find_spec = importlib.util.find_spec
+    for mpi4py in (True, False):  # whether mpi4py is installed (CI has none)
+        monkeypatch.setattr("importlib.util.find_spec", lambda name, *args, present=mpi4py: (
+            (object() if present else None) if name == "mpi4py" else find_spec(name, *args)))
+        if mpi4py:
+            _share_an_mpi_run(nest_args)
+            assert shared_run() and not writes_files()
+        else:
+            with pytest.raises(RuntimeError, match="runs in 2 MPI processes, which gather their spikes with mpi4py"):
+                _share_an_mpi_run(nest_args)
+        for args in others:
+            _share_an_mpi_run(args)  # nothing shared: every process is a command of its own
+            assert not shared_run() and writes_files()
 
 
 def test_another_rank_of_a_shared_run_prints_nothing(rank, capsys):
