@@ -87,7 +87,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     device, FIFO or socket: ``/dev/null`` stays a device), and a symbolic link to a regular
     file is followed (the file it points to is replaced; the link stays a link).
 
-    In an MPI launch only rank 0 writes (:func:`colplugin._mpi.writes_files`): on the other
+    In a shared MPI run only rank 0 writes (:func:`colplugin._mpi.writes_files`): on the other
     ranks the body writes into a temporary directory that is then removed, and ``path`` is not
     touched.
     """
@@ -168,6 +168,7 @@ class OutputDirectory:
         self._lock: Path | None = None
         self._created: Path | None = None  # the first directory of the target's tree this command made
         self._was_empty = False
+        self._scratch: Path | None = None  # another rank's private directory in a shared MPI run
 
     @staticmethod
     def _checked(path: Path) -> Path:
@@ -249,11 +250,11 @@ class OutputDirectory:
     def claim(self) -> Path:
         """Take the directory; return the path the command writes into.
 
-        In an MPI launch only rank 0 takes it (:func:`colplugin._mpi.writes_files`); the other
+        In a shared MPI run only rank 0 takes it (:func:`colplugin._mpi.writes_files`); the other
         ranks write into a private temporary directory that ``commit`` and ``abort`` remove.
         """
         if not writes_files():
-            self.path = Path(tempfile.mkdtemp(prefix="colplugin_rank_"))
+            self.path = self._scratch = Path(tempfile.mkdtemp(prefix="colplugin_rank_"))
             return self.path
         first_new = next((p for p in [*reversed(self.target.parents), self.target] if not p.exists()), None)
         try:
@@ -328,8 +329,8 @@ class OutputDirectory:
 
     def commit(self) -> None:
         """The command succeeded: swap a staged result in, release the lock."""
-        if not writes_files():
-            shutil.rmtree(self.path, ignore_errors=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
             return
         try:
             if self.path != self.target:
@@ -343,8 +344,8 @@ class OutputDirectory:
 
     def abort(self) -> str:
         """The command failed: remove what it made (not resumable progress); return what was done."""
-        if not writes_files():
-            shutil.rmtree(self.path, ignore_errors=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
             return ""
         try:
             if self.path != self.target:  # --overwrite: the earlier result was never touched
