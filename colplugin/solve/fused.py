@@ -50,9 +50,10 @@ import torch
 
 from ..field import Field, FusedOperators
 from . import compiled
+from .rosenbrock import ROSENBROCK, rosenbrock_solve
 from .tableaus import TABLEAUS, StepSizeUnderflow, Tableau
 
-__all__ = ["Tableau", "TABLEAUS", "StepSizeUnderflow", "KEEP_ALL_BYTES", "fused_solve"]
+__all__ = ["Tableau", "TABLEAUS", "FUSED_METHODS", "StepSizeUnderflow", "KEEP_ALL_BYTES", "fused_solve"]
 
 
 # torchdiffeq's step-size controller constants (rk_common._optimal_step_size)
@@ -68,6 +69,10 @@ _STIFF_LIMIT = 0.9 * 3.3
 #: forward's share) up to which the automatic choice (``checkpoint_every=None``) keeps every
 #: stage for the backward pass; beyond, the forward keeps checkpointed states only.
 KEEP_ALL_BYTES = 64 * 2 ** 20
+
+#: Every method of the fused backend: the explicit Runge-Kutta schemes (:data:`TABLEAUS`) and
+#: the Rosenbrock-W schemes (:data:`colplugin.solve.rosenbrock.ROSENBROCK`, eager loop only).
+FUSED_METHODS = tuple(sorted(set(TABLEAUS) | set(ROSENBROCK)))
 
 
 def check_checkpoint_every(value) -> int | None:
@@ -558,8 +563,8 @@ def _dense_rows(method: str, stops: Sequence[float], out_idx: Sequence[int],
     rows = [j for j, n in enumerate(out_idx) if n == -1]
     if not rows:
         return []
-    tab = TABLEAUS[method]
-    if tab.interpolant is None or tab.b_err is None:
+    tab = TABLEAUS.get(method)
+    if tab is not None and (tab.interpolant is None or tab.b_err is None):
         raise ValueError(f"fused_solve: {method} has no dense output; pass every output time as a stop")
     if out_times is None or len(out_times) != len(out_idx):
         raise ValueError("fused_solve: interpolated rows (out_idx -1) need out_times, one entry per output row")
@@ -646,21 +651,28 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
         None or a non-negative int, or ``kernel="compiled"`` where the kernel cannot run.
     """
     checkpoint_every = check_checkpoint_every(checkpoint_every)
-    if method not in TABLEAUS:
-        raise ValueError(f"the fused solver supports {sorted(TABLEAUS)}, not {method!r}")
+    if method not in FUSED_METHODS:
+        raise ValueError(f"the fused solver supports {sorted(FUSED_METHODS)}, not {method!r}")
     if len(seg) != len(stops) - 1:
         raise ValueError("fused_solve: one stimulus segment per interval between stops is required")
     ops = field.fused(edge_product)
     _check_inputs(ops, y0, stops, seg, out_idx, watch_every)
     opts = {"rtol": rtol, "atol": atol, "step": step, "watch_every": watch_every, "checkpoint_every": checkpoint_every,
             "dense_rows": _dense_rows(method, stops, out_idx, out_times)}
+    def watch_x(t: float, w: torch.Tensor, steps: int) -> None:
+        watch(t, ops.potential(w), steps)
+
+    if method in ROSENBROCK:
+        if kernel == "compiled":
+            raise ValueError(f"{method} runs in the eager loop only (the compiled kernel integrates explicit "
+                             "Runge-Kutta schemes); use kernel='auto' or 'eager'")
+        out = rosenbrock_solve(ops, field.layout, field.n, y0, stops, seg, out_idx, method, watch_x, opts)
+        return out, opts["nfe"]
     if compiled.choose(kernel, ops, y0):
         opts["keep_all_bytes"] = KEEP_ALL_BYTES
         out = compiled.compiled_solve(ops, y0, stops, seg, out_idx, method, watch, opts)
         return out, opts["nfe"]
 
-    def watch_x(t: float, w: torch.Tensor, steps: int) -> None:
-        watch(t, ops.potential(w), steps)
 
     out = _FusedSolve.apply(y0, ops.drive, ops, list(stops), list(seg), list(out_idx),
                             method, watch_x, opts, *ops.params)

@@ -26,6 +26,7 @@ from ..network import ColumnNetwork
 from ..stimulus import MembraneNoise, Stimulus
 from . import compiled
 from .fused import TABLEAUS, StepSizeUnderflow, fused_solve
+from .rosenbrock import ROSENBROCK
 from .strategies import Adjoint, Gradient, SimulationError, Solver, as_gradient, check_combination
 
 __all__ = ["Solver", "Trajectory", "SimulationError", "simulate", "solver_for_transfer"]
@@ -295,7 +296,8 @@ def _check_output_memory(network: ColumnNetwork, batch: int, duration: float, dt
 def _solve_fused(func: _ODEFunc, y0: torch.Tensor, t: torch.Tensor, jumps: torch.Tensor,
                  stimulus: Stimulus, solver: Solver) -> torch.Tensor:
     """States at ``t`` from :func:`colplugin.solve.fused.fused_solve` (fixed grid or adaptive steps)."""
-    interpolate = solver.adaptive and solver.engine.interpolate and TABLEAUS[solver.method].interpolant is not None
+    interpolate = solver.adaptive and solver.engine.interpolate and (
+        solver.method in ROSENBROCK or TABLEAUS[solver.method].interpolant is not None)
     # dense output: the steps land on the stimulus change points and the ends only, and the
     # outputs between them come from the scheme's interpolant; otherwise every output time is a stop
     extra = torch.cat([jumps.to(t), t[:1], t[-1:]] if interpolate else [jumps.to(t), t])
@@ -341,9 +343,10 @@ def solver_for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
         return solver
     what = (f"the {tr.name!r} transfer" if not tr.fused else
             "synaptic gating" if "G" in network.state_variables else "a term the fused solver lacks")
-    if solver.backend == "fused":
-        raise ValueError(f"Solver(backend='fused') integrates the DMF transfer without synaptic gating only; this "
-                         f"network has {what}. Use Solver(backend='torchdiffeq') (or backend='auto', which does so)")
+    if solver.backend == "fused" or solver.method in ROSENBROCK:
+        raise ValueError(f"Solver(backend='fused') (and {solver.method}, which runs there only) integrates the DMF "
+                         f"transfer without synaptic gating only; this network has {what}. Use an explicit method "
+                         f"with Solver(backend='torchdiffeq') (or backend='auto', which does so)")
     if what not in _ANNOUNCED:
         _ANNOUNCED.add(what)
         warnings.warn(f"the fused solver implements the DMF transfer without synaptic gating; this network has "

@@ -30,13 +30,14 @@ import numpy as np
 import torch
 
 from .compiled import KERNELS
-from .fused import TABLEAUS, check_checkpoint_every
+from .fused import FUSED_METHODS, TABLEAUS, check_checkpoint_every
+from .rosenbrock import ROSENBROCK
 
 __all__ = ["Solver", "FixedStep", "ErrorControl", "Engine", "StepControl", "Direct", "Adjoint", "Gradient",
            "SimulationError", "as_gradient", "check_combination", "BACKENDS"]
 
 _FIXED = {"euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams"}
-_ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
+_ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"} | set(ROSENBROCK)
 #: Integration backends: torchdiffeq's ``odeint`` (the reference), the fused loop, or
 #: ``"auto"``: the fused loop wherever it applies (its methods, :class:`Direct` gradients),
 #: torchdiffeq otherwise.
@@ -252,7 +253,8 @@ class Solver:
         tols = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
         if tols:
             control = replace(control, **tols)
-        engine = Engine() if engine is None else engine
+        if engine is None:  # torchdiffeq's by default; a Rosenbrock-W method runs in the fused backend only
+            engine = Engine(backend="auto") if method in ROSENBROCK else Engine()
         if not isinstance(engine, Engine):
             raise TypeError(f"Solver engine must be an Engine(backend, kernel, dense, checkpoint_every, interpolate), "
                             f"got {engine!r}")
@@ -260,9 +262,15 @@ class Solver:
                                    ("dense", dense), ("interpolate", interpolate)) if v is not None}
         if given:
             engine = replace(engine, **given)
-        if engine.backend == "fused" and method not in TABLEAUS:
-            raise ValueError(f"Solver(backend='fused') integrates {', '.join(sorted(TABLEAUS))} only, not "
+        if engine.backend == "fused" and method not in FUSED_METHODS:
+            raise ValueError(f"Solver(backend='fused') integrates {', '.join(FUSED_METHODS)} only, not "
                              f"{method!r}; use backend='torchdiffeq' for torchdiffeq's {method}")
+        if engine.backend == "torchdiffeq" and method in ROSENBROCK:
+            raise ValueError(f"{method} is colplugin's Rosenbrock-W scheme, which torchdiffeq does not have; use "
+                             f"Solver({method!r}, backend='fused') (or backend='auto')")
+        if method in ROSENBROCK and engine.kernel == "compiled":
+            raise ValueError(f"{method} runs in the fused backend's eager loop only (the compiled kernel integrates "
+                             "explicit Runge-Kutta schemes); use kernel='auto' or kernel='eager'")
         if not _is_number(max_steps):
             raise TypeError(f"Solver max_steps={max_steps!r} ({type(max_steps).__name__}) must be a whole number "
                             "of steps >= 1, e.g. max_steps=1_000_000 (the default)")
@@ -346,13 +354,13 @@ class Solver:
     def resolve(self, gradient: "Gradient | None" = None) -> "Solver":
         """This solver with a concrete backend for a gradient strategy (``"auto"`` decided).
 
-        ``"auto"`` becomes ``"fused"`` for the fused solver's methods (:data:`TABLEAUS`)
+        ``"auto"`` becomes ``"fused"`` for the fused solver's methods (:data:`~colplugin.solve.fused.FUSED_METHODS`)
         with :class:`Direct` gradients, and ``"torchdiffeq"`` otherwise; other backends are
         returned unchanged.
         """
         if self.backend != "auto":
             return self
-        fused = self.method in TABLEAUS and not isinstance(gradient, Adjoint)
+        fused = self.method in FUSED_METHODS and not isinstance(gradient, Adjoint)
         return self.on("fused" if fused else "torchdiffeq")
 
     def on(self, backend: str) -> "Solver":
@@ -478,6 +486,10 @@ def as_gradient(gradient: Gradient | str | None) -> Gradient:
 
 def check_combination(solver: Solver, gradient: Gradient) -> None:
     """Refuse a solver/gradient pair that cannot work, with the fix in the message."""
+    if isinstance(gradient, Adjoint) and solver.method in ROSENBROCK:
+        raise ValueError(f"Adjoint() runs torchdiffeq's odeint_adjoint, which has no {solver.method}; the "
+                         f"Rosenbrock-W solve has its own exact discrete adjoint: use gradient=Direct() with "
+                         f"Solver({solver.method!r}), or Adjoint() with an explicit method such as 'dopri5'")
     if isinstance(gradient, Adjoint) and solver.fused:
         raise ValueError("Adjoint() is a continuous-time method run by torchdiffeq's odeint_adjoint; "
                          "Solver(backend='fused') has its own exact discrete adjoint. Use "

@@ -1,0 +1,516 @@
+"""A Rosenbrock-W solve of a network's field: large steps where the columns are stiff.
+
+The field's fastest modes belong to each column: the membrane leak and the recurrent
+coupling inside a column, whose Jacobian eigenvalues reach about -1300/s (the benchmark
+network of ``benchmarks/bench_stiffness.py``) while the rates change on tens of ms. An
+explicit scheme such as dopri5 is held to ``h rho < 3.3`` there, whatever the tolerance.
+A Rosenbrock-W method solves one linear system per stage with a matrix ``I - h gamma A``
+and is stable for any step when ``A`` carries the stiff part of the Jacobian; as a
+*W*-method it keeps its order for *any* ``A`` (Steihaug & Wolfbrandt 1979), so ``A`` may be
+the Jacobian's intra-column blocks alone, which the inter-column coupling (weak, learned)
+leaves out. Then the systems are one small system per column and trial.
+
+The scheme is ROS34PW2 (Rang & Angermann 2005): 4 stages, order 3, an embedded order-2
+solution for the error estimate, stiffly accurate, L-stable with the exact Jacobian. In the
+form of Hairer & Wanner (IV.7, eq. 7.25) with ``K_i = u_i / h``::
+
+    L K_i = gamma (F(Y_i) + sum_{j<i} c_ij K_j),   Y_i = y + h sum_{j<i} a_ij K_j,
+    L = I - h gamma A(y),   y' = y + h sum_i m_i K_i,   err = h sum_i e_i K_i,
+
+with ``A(y) = diag(c) + W_col^T diag(sigma) E^T`` the field's Jacobian restricted to the
+columns: ``c`` the state coefficients, ``W_col`` the intra-column coupling of g (source
+population to V and A targets), ``sigma = d a g'(z)`` and ``E^T y = V - A``. With
+``D = I - h gamma diag(c)`` and ``z = E^T x``, ``L x = r`` reduces to an 8 x 8 system per
+column and trial,
+
+    (I - h gamma U~ diag(sigma)) z = E^T D^-1 r,    U~ = E^T D^-1 W_col^T,
+    x = D^-1 (r + h gamma W_col^T (sigma z)),
+
+solved through its inverse (one batched LU per step). The step size follows torchdiffeq's
+rule (RMS error norm, safety 0.9, growth at most 10x, shrink at least 0.2x) with the
+exponent 1/3 of the order-2 estimate.
+
+Outputs between stops are the cubic Hermite interpolant of the step (y and F at both
+ends; F at the new state is the next step's first stage), third order like the scheme.
+
+The backward pass is the exact discrete adjoint of the accepted steps (step sizes held
+fixed, as the fused dopri5's): the forward keeps the state before every accepted step and
+the backward pass recomputes each step's stages from it, then runs, last stage first::
+
+    kappa_i = h m_i lam + sum_{j>i} (h a_ji phi_j + gamma c_ji rho_j)     (dL/dK_i)
+    rho_i   = L^-T kappa_i,   q_i = gamma rho_i,   phi_i = (dF/dy)(Y_i)^T q_i
+    sigma_bar += h gamma (W_col rho_i) * z_i,     W_col_bar += h gamma (sigma z_i) rho_i^T
+    lam <- lam + sum_i phi_i + (d sigma / dy)^T sigma_bar
+
+where the last term is the dependence of the matrix on the state (through g''), which a
+"frozen Jacobian" gradient would drop.
+
+References
+----------
+.. [RA05] Rang & Angermann (2005), New Rosenbrock W-methods of order 3 for partial
+   differential algebraic equations of index 1, BIT 45, 761-787.
+.. [HW96] Hairer & Wanner (1996), Solving Ordinary Differential Equations II, 2nd ed.,
+   Springer, section IV.7.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..field import FusedOperators, SparseFusedOperators
+from .tableaus import StepSizeUnderflow
+
+__all__ = ["RosenbrockTableau", "ROSENBROCK", "rosenbrock_solve", "slope_derivative"]
+
+_SAFETY, _IFACTOR, _DFACTOR = 0.9, 10.0, 0.2
+
+
+@dataclass(frozen=True)
+class RosenbrockTableau:
+    """A Rosenbrock(-W) scheme in Hairer & Wanner's form.
+
+    ``alpha`` and ``gammas``: the strictly lower rows 2..s of the stage matrices alpha_ij
+    and gamma_ij; ``gamma``: the diagonal; ``b`` and ``b_hat``: the weights of the solution
+    and of the embedded one; ``order``: of the embedded solution plus one (the error
+    estimate's exponent is ``1 / order_err``).
+    """
+
+    gamma: float
+    alpha: tuple[tuple[float, ...], ...]
+    gammas: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    b_hat: tuple[float, ...]
+    order: int
+    order_err: int
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+    def transformed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, c, m, e)`` of the form with K_i = u_i / h: a = alpha Gamma^-1, c = -(Gamma^-1)
+        off the diagonal, m = b Gamma^-1, e = (b - b_hat) Gamma^-1 (float64)."""
+        s = self.stages
+        al, ga = np.zeros((s, s)), np.eye(s) * self.gamma
+        for i in range(1, s):
+            al[i, :i] = self.alpha[i - 1]
+            ga[i, :i] = self.gammas[i - 1]
+        G = np.linalg.inv(ga)
+        c = -np.tril(G, -1)
+        return al @ G, c, np.asarray(self.b) @ G, (np.asarray(self.b) - np.asarray(self.b_hat)) @ G
+
+
+#: ROS34PW2 of [RA05], Table 4.
+ROS34PW2 = RosenbrockTableau(
+    gamma=0.435866521508459,
+    alpha=((0.87173304301691801,),
+           (0.84457060015369423, -0.11299064236484185),
+           (0.0, 0.0, 1.0)),
+    gammas=((-0.87173304301691801,),
+            (-0.90338057013044082, 0.054180672388095326),
+            (0.24212380706095346, -1.2232505839045147, 0.54526025533510214)),
+    b=(0.24212380706095346, -1.2232505839045147, 1.5452602553351020, 0.435866521508459),
+    b_hat=(0.37810903145819369, -0.096042292212423178, 0.5, 0.2179332607542295),
+    order=3, order_err=3)
+
+#: The Rosenbrock-W schemes of the fused backend.
+ROSENBROCK: dict[str, RosenbrockTableau] = {"ros34pw2": ROS34PW2}
+
+
+def slope_derivative(w: torch.Tensor, sat: torch.Tensor | None) -> torch.Tensor:
+    """d S / d w of the slope S = dg/dz (z = -w) of the (saturated) g, analytic.
+
+    With g(z) = z / (1 - e^-z): g' = g (1 + z - g) / z and
+    g'' = (g' (1 + z - g) + g (1 - g')) / z - g (1 + z - g) / z^2, by the series
+    1/6 - z^2/60 + z^4/1008 for |z| < 0.01 (where the quotients cancel). Saturated,
+    S = g' / (1 + g s)^2 and dS/dz = g'' / (1 + g s)^2 - 2 s g'^2 / (1 + g s)^3.
+    """
+    z = torch.neg(w)
+    g = torch.div(w, torch.expm1(w)).nan_to_num_(nan=1.0)
+    small = z.abs() < 1e-2
+    zs = torch.where(small, torch.ones_like(z), z)
+    g1 = torch.where(small, 0.5 + z / 6.0 - z ** 3 / 180.0, g * (1.0 + zs - g) / zs)
+    g2 = torch.where(small, 1.0 / 6.0 - z ** 2 / 60.0 + z ** 4 / 1008.0,
+                     (g1 * (1.0 + zs - g) + g * (1.0 - g1)) / zs - g * (1.0 + zs - g) / zs ** 2)
+    g2 = torch.where(torch.isfinite(g2), g2, torch.zeros_like(g2))  # z -> -inf: g, g', g'' -> 0
+    if sat is not None:
+        q = torch.mul(g, sat).add_(1.0)
+        g2 = g2 / q ** 2 - 2.0 * sat * g1 ** 2 / q ** 3
+    return -g2  # dS/dw = -dS/dz
+
+
+def _intra_column(ops: FusedOperators | SparseFusedOperators, layout: Sequence[tuple[int, int]],
+                  n: int) -> torch.Tensor:
+    """The intra-column coupling of g, ``W_col`` (C, n, 2n): per column, source population to the
+    V targets then the A targets of the same column (1/s, the field's units over d).
+
+    Differentiable in the operators' tensors (the dense Wg, or the sparse field's blocks, rate
+    terms and the edges that join two populations of one column), so that dense and sparse
+    fields step with the same matrix.
+    """
+    P = ops.P
+    C = P // n
+    if isinstance(ops, FusedOperators):
+        dev = ops.Wg.device
+        pidx = torch.arange(P, device=dev).view(C, n)
+        qidx = torch.cat([pidx, pidx + P], 1)
+        return ops.Wg[pidx[:, :, None], qidx[:, None, :]]
+    dt, dev = ops.c.dtype, ops.c.device
+    parts = []
+    for v in (0, 1):
+        blk, rate = ops.blocks[v], ops.rates[v]
+        cols = []
+        for ai, (first, m) in sorted(enumerate(layout), key=lambda x: x[1][0]):  # by first population
+            x = (torch.zeros(m, n, n, dtype=dt, device=dev) if blk is None
+                 else blk[ai].unsqueeze(0).expand(m, n, n))
+            if rate is not None:
+                x = x + torch.diag_embed(rate[first:first + m * n].reshape(m, n))
+            cols.append(x)
+        parts.append(torch.cat(cols, 0))
+    W = torch.cat(parts, 2)
+    if ops.src is not None:  # edges inside a column (e.g. lateral L2/3E self-excitation): as the dense Wg has them
+        same = torch.div(ops.src, n, rounding_mode="floor") == torch.div(ops.tgt, n, rounding_mode="floor")
+        if bool(same.any()):
+            src, tgt = ops.src[same], ops.tgt[same]
+            col = torch.div(src, n, rounding_mode="floor")
+            for v in (0, 1):
+                if ops.w_edges[v] is not None:
+                    W = W.index_put((col, src % n, tgt % n + v * n), ops.w_edges[v][same], accumulate=True)
+    return W
+
+
+class _Scheme:
+    """The stage loop of a Rosenbrock-W step on one batch of states (forward and recomputation)."""
+
+    def __init__(self, tab: RosenbrockTableau, ops, Wcol: torch.Tensor, n: int, B: int) -> None:
+        self.tab, self.ops, self.n, self.B = tab, ops, n, B
+        self.P = ops.P
+        self.C = ops.P // n
+        self.Wcol = Wcol  # (C, n, 2n), detached
+        self.WcolT = Wcol.transpose(1, 2).contiguous()  # (C, 2n, n)
+        self.da = ops.d * ops.a
+        self.a, self.cc, self.m, self.e = tab.transformed()
+        self.gamma = tab.gamma
+        self.eye = torch.eye(n, dtype=Wcol.dtype, device=Wcol.device)
+
+    # layout helpers: (B, 2P) <-> per column (B, C, n) of V and A
+    def _cols(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, P, C, n = x.shape[0], self.P, self.C, self.n
+        return x[:, :P].reshape(B, C, n), x[:, P:].reshape(B, C, n)
+
+    def _flat(self, xv: torch.Tensor, xa: torch.Tensor) -> torch.Tensor:
+        B = xv.shape[0]
+        return torch.cat([xv.reshape(B, self.P), xa.reshape(B, self.P)], 1)
+
+    def factor(self, h: float, sigma: torch.Tensor) -> bool:
+        """Prepare the step's linear systems for h (s) and sigma = d a g'(z) (B, P); False if singular."""
+        hg = h * self.gamma
+        D = 1.0 - hg * self.ops.c  # (2P,)
+        self.D, self.hg = D, hg
+        Dv, Da = self._cols(D.unsqueeze(0))
+        # U~[c, i, j] = W_col[c, j, i] / D_V[c, i] - W_col[c, j, n + i] / D_A[c, i]
+        n = self.n
+        self.Ut = self.WcolT[:, :n, :] / Dv[0].unsqueeze(-1) - self.WcolT[:, n:, :] / Da[0].unsqueeze(-1)
+        sg = sigma.reshape(self.B, self.C, n)
+        self.sigma = sg
+        M = self.eye - hg * self.Ut.unsqueeze(0) * sg.unsqueeze(2)  # (B, C, n, n): I - h gamma U~ diag(sigma)
+        LU, piv, info = torch.linalg.lu_factor_ex(M)
+        if bool((info != 0).any()):
+            return False
+        self.Minv = torch.linalg.lu_solve(LU, piv, self.eye.expand_as(M))
+        return bool(torch.isfinite(self.Minv).all())
+
+    def solve(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = L^-1 r and z = E^T x (per column, (B, C, n))."""
+        rD = r / self.D
+        rv, ra = self._cols(rD)
+        z = torch.einsum("bcij,bcj->bci", self.Minv, rv - ra)
+        corr = torch.einsum("bcp,cpq->bcq", self.sigma * z, self.Wcol).mul_(self.hg)
+        n = self.n
+        x = rD + self._flat(corr[..., :n], corr[..., n:]) / self.D
+        return x, z
+
+    def solve_T(self, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """rho = L^-T kappa and u = W_col rho (per column, (B, C, n))."""
+        kD = kappa / self.D
+        kv, ka = self._cols(kD)
+        s = torch.einsum("bcq,cpq->bcp", torch.cat([kv, ka], 2), self.Wcol)
+        v = torch.einsum("bcji,bcj->bci", self.Minv, self.sigma * s)
+        u = s + self.hg * torch.einsum("cip,bci->bcp", self.Ut, v)
+        hv = v * self.hg
+        rho = kD + self._flat(hv, -hv) / self.D
+        return rho, u
+
+    def step(self, y: torch.Tensor, h: float, dr: torch.Tensor, first, keep: bool = False):
+        """One step of h (s) from y (B, 2P, mV) with the drive dr.
+
+        ``first``: (F, w, g) of the first stage at y (None: evaluated here). Returns
+        (y_new, err, stages, first, nfe, ok); ``stages``: per stage (F, w, g, K, z) where
+        ``keep``, else K only.
+        """
+        ops, a, cc, m, e, gam = self.ops, self.a, self.cc, self.m, self.e, self.gamma
+        nfe = 0
+        if first is None:
+            F0 = torch.empty_like(y)
+            w0, g0 = ops.stage(y, dr, F0)
+            first, nfe = (F0, w0, g0), 1
+        F0, w0, g0 = first
+        sigma = ops.slope(w0, g0).mul_(self.da)
+        if not self.factor(h, sigma):
+            return None, None, None, first, nfe, False
+        Ks, stages = [], []
+        for i in range(self.tab.stages):
+            if i == 0:
+                F, w, g = F0, w0, g0
+            else:
+                Y = y.clone()
+                for j in range(i):
+                    if a[i, j] != 0.0:
+                        Y.add_(Ks[j], alpha=h * a[i, j])
+                F = torch.empty_like(y)
+                w, g = ops.stage(Y, dr, F)
+                nfe += 1
+            r = F.clone()
+            for j in range(i):
+                if cc[i, j] != 0.0:
+                    r.add_(Ks[j], alpha=cc[i, j])
+            K, z = self.solve(r.mul_(gam))
+            Ks.append(K)
+            stages.append((F, w, g, K, z))
+        y_new, err = y.clone(), torch.zeros_like(y)
+        for i, K in enumerate(Ks):
+            y_new.add_(K, alpha=h * m[i])
+            err.add_(K, alpha=h * e[i])
+        return y_new, err, (stages if keep else None), first, nfe, True
+
+
+def _hermite(theta: torch.Tensor) -> torch.Tensor:
+    """The cubic Hermite basis (4, T): weights of y0, h F0, y1, h F1 at theta (T,)."""
+    t2, t3 = theta ** 2, theta ** 3
+    return torch.stack([2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + theta, -2 * t3 + 3 * t2, t3 - t2])
+
+
+class _RosenbrockSolve(torch.autograd.Function):
+    """States at the output stops and interpolated times; backward = discrete adjoint (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, y0, drive, ops, layout, n, stops, seg, out_idx, method, watch, opts, *params):
+        tab = ROSENBROCK[method]
+        B = y0.shape[0]
+        Wcol = _intra_column(ops, layout, n).detach()
+        sch = _Scheme(tab, ops, Wcol, n, B)
+        keep = any(ctx.needs_input_grad)
+        rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
+        max_steps = opts.get("max_steps", 10 ** 9)
+        pending = list(opts.get("dense_rows", ()))
+        out = torch.empty((len(out_idx),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
+        out_at: dict[int, list[int]] = {}
+        for j, i in enumerate(out_idx):
+            if i >= 0:
+                out_at.setdefault(i, []).append(j)
+        for j in out_at.get(0, ()):
+            out[j] = y0
+        steps: list[tuple[torch.Tensor, float, int]] = []  # (state before, h, segment) of accepted steps
+        dense_at: dict[int, tuple[list[int], list[float]]] = {}
+        landed: dict[int, int] = {0: 0}
+        n_acc, nfe, attempts = 0, 0, 0
+        log: list[tuple[float, float, int]] = []  # (start, h, segment) of every accepted step
+        y = y0
+        first = None
+        order = tab.order_err
+        N = y0.numel()
+        for mi in range(len(stops) - 1):
+            t, t_end, k = stops[mi], stops[mi + 1], seg[mi]
+            dr = drive[:, k]
+            if mi > 0 and k != seg[mi - 1]:
+                first = None
+            while t < t_end:
+                rem = t_end - t
+                last = h_next >= rem * (1 - 1e-9)
+                h, t_new = (rem, t_end) if last else (h_next, t + h_next)
+                y_new, err, _, first, used, ok = sch.step(y, h, dr, first)
+                nfe += used
+                if attempts % watch_every == 0:
+                    watch(t, first[1], watch_every)
+                attempts += 1
+                if attempts > max_steps:
+                    raise StepSizeUnderflow(f"more than {max_steps} steps at t = {t:.6g} s")
+                ratio = float("nan")
+                if ok:
+                    tol = torch.maximum(y.abs(), y_new.abs()).mul_(rtol).add_(atol)
+                    ratio = float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(N)
+                if not ratio <= 1.0:  # rejected, NaN or a singular system: shrink and retry
+                    fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / order)) if math.isfinite(ratio) else _DFACTOR
+                    h_next = h * fac
+                    if h_next < 1e-12 * max(abs(t_end), 1.0):
+                        raise StepSizeUnderflow(f"step size underflow at t = {t:.6g} s")
+                    continue
+                fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / order))) if ratio > 0 else _IFACTOR
+                if not last or fac < 1.0:
+                    h_next = h * fac
+                log.append((t, h, k))
+                if keep:
+                    steps.append((y, h, k))
+                nxt = None
+                if pending and pending[0][0] <= t_new:
+                    F1 = torch.empty_like(y)
+                    w1, g1 = ops.stage(y_new, dr, F1)
+                    nfe += 1
+                    nxt = (F1, w1, g1)
+                    n_in = 0
+                    while n_in < len(pending) and pending[n_in][0] <= t_new:
+                        n_in += 1
+                    rows = [j for _, j in pending[:n_in]]
+                    theta = [min(max((tj - t) / h, 0.0), 1.0) for tj, _ in pending[:n_in]]
+                    del pending[:n_in]
+                    H = _hermite(torch.tensor(theta, dtype=y.dtype, device=y.device))
+                    out[rows] = (H[0].view(-1, 1, 1) * y + (h * H[1]).view(-1, 1, 1) * first[0]
+                                 + H[2].view(-1, 1, 1) * y_new + (h * H[3]).view(-1, 1, 1) * F1)
+                    dense_at[n_acc] = (rows, theta)
+                n_acc += 1
+                y, t, first = y_new, t_new, nxt
+            landed[mi + 1] = n_acc
+            for j in out_at.get(mi + 1, ()):
+                out[j] = y
+        ctx.ops, ctx.sch, ctx.steps, ctx.dense_at = ops, sch, steps, dense_at
+        ctx.layout, ctx.n = layout, n
+        rows_by: dict[int, list[int]] = {}
+        for stop, js in out_at.items():
+            rows_by.setdefault(landed[stop], []).extend(js)
+        ctx.rows_by = rows_by
+        ctx.drive_shape = tuple(drive.shape)
+        opts["nfe"], opts["steps"], opts["attempts"] = nfe, n_acc, attempts
+        opts["step_log"] = log
+        if keep:
+            ctx.save_for_backward(drive)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (drive,) = ctx.saved_tensors
+        ops, sch, steps = ctx.ops, ctx.sch, ctx.steps
+        need_p = ctx.needs_input_grad[11:]
+        need_drive = ctx.needs_input_grad[1]
+        a, cc, m, gam = sch.a, sch.cc, sch.m, sch.gamma
+        s = sch.tab.stages
+        P, n, C = sch.P, sch.n, sch.C
+        B = grad_out.shape[1]
+        dt, dev = grad_out.dtype, grad_out.device
+        da = sch.da
+        lam = torch.zeros_like(grad_out[0])
+        g_seg = torch.zeros((ctx.drive_shape[1], B, 2 * P), dtype=dt, device=dev) if need_drive else None
+        g_params: list = [None] * len(need_p)
+        Wbar = torch.zeros_like(sch.Wcol) if any(need_p) else None
+        for j in ctx.rows_by.get(len(steps), ()):
+            lam = lam + grad_out[j]
+        for idx in range(len(steps) - 1, -1, -1):
+            y, h, k = steps[idx]
+            dr = drive[:, k].detach()
+            with torch.no_grad():
+                y_new, _, stages, first, _, ok = sch.step(y, h, dr, None, keep=True)
+            lam = lam.clone()
+            Gs, Qs = [], []
+            extra0 = None
+            lam0_extra = None
+            inside = ctx.dense_at.get(idx)
+            if inside is not None:
+                rows, theta = inside
+                H = _hermite(torch.tensor(theta, dtype=dt, device=dev))  # (4, T)
+                g_in = grad_out[rows]  # (T, B, 2P)
+                lam0_extra = torch.einsum("t,tbq->bq", H[0], g_in)
+                extra0 = torch.einsum("t,tbq->bq", H[1], g_in).mul_(h)
+                lam.add_(torch.einsum("t,tbq->bq", H[2], g_in))
+                qe = torch.einsum("t,tbq->bq", H[3], g_in).mul_(h)
+                Fe = torch.empty_like(y)
+                we, ge = ops.stage(y_new, dr, Fe)
+                phi_e = torch.empty_like(y)
+                ops.vjp(qe, ops.slope(we, ge), phi_e)
+                lam.add_(phi_e)
+                Gs.append(ge)
+                Qs.append(qe)
+            phis: list = [None] * s
+            rhos: list = [None] * s
+            sigma_bar = torch.zeros((B, C, n), dtype=dt, device=dev)
+            lam_new = lam.clone()
+            for i in range(s - 1, -1, -1):
+                F, w, g, K, z = stages[i]
+                kappa = lam * (h * m[i])
+                for j in range(i + 1, s):
+                    if a[j, i] != 0.0:
+                        kappa.add_(phis[j], alpha=h * a[j, i])
+                    if cc[j, i] != 0.0:
+                        kappa.add_(rhos[j], alpha=gam * cc[j, i])
+                rho, u = sch.solve_T(kappa)
+                rhos[i] = rho
+                q = rho * gam
+                if i == 0 and extra0 is not None:
+                    q = q + extra0
+                phi = torch.empty_like(y)
+                ops.vjp(q, ops.slope(w, g), phi)
+                phis[i] = phi
+                lam_new.add_(phi)
+                sigma_bar.add_(u * z, alpha=sch.hg)
+                if Wbar is not None:
+                    Wbar.add_(torch.einsum("bcp,bcq->cpq", sch.sigma * z, torch.cat(sch._cols(rho), 2)),
+                              alpha=sch.hg)
+                Gs.append(g)
+                Qs.append(q)
+            # the matrix's dependence on the state: sigma = d a S(w), w = d a (A - V) + d b
+            F0, w0, g0 = first
+            wbar = (sigma_bar.reshape(B, P) * slope_derivative(w0, ops.sat)).mul_(da)
+            lam_new[:, :P].sub_(wbar, alpha=da)
+            lam_new[:, P:].add_(wbar, alpha=da)
+            if lam0_extra is not None:
+                lam_new.add_(lam0_extra)
+            lam = lam_new
+            if any(need_p):
+                part = ops.grad_params(torch.stack(Gs), torch.stack(Qs), need_p)
+                g_params = [q if p is None else (p if q is None else p.add_(q)) for p, q in zip(g_params, part)]
+            if need_drive:
+                g_seg[k].add_(torch.stack(Qs).sum(0))
+            for j in ctx.rows_by.get(idx, ()):
+                lam = lam + grad_out[j]
+        if Wbar is not None and any(need_p):
+            with torch.enable_grad():
+                params = [p for p, nd in zip(ops.params, need_p) if nd]
+                Wd = _intra_column(ops, ctx.layout, ctx.n)
+                if Wd.requires_grad:
+                    extra = torch.autograd.grad(Wd, params, Wbar, allow_unused=True)
+                    it = iter(extra)
+                    g_params = [(None if not nd else _add(gp, next(it))) for gp, nd in zip(g_params, need_p)]
+        g_drive = None
+        if need_drive:
+            g = g_seg.transpose(0, 1)
+            g_drive = g if ctx.drive_shape[0] > 1 else g.sum(0, keepdim=True)
+        if any(need_p):
+            g_params = [torch.zeros_like(p) if nd and gp is None else gp for gp, p, nd in zip(g_params, ops.params,
+                                                                                             need_p)]
+        return (lam, g_drive) + (None,) * 9 + tuple(g_params)
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def rosenbrock_solve(ops: FusedOperators | SparseFusedOperators, layout: Sequence[tuple[int, int]], n: int,
+                     y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int], out_idx: Sequence[int],
+                     method: str, watch: Callable[[float, torch.Tensor, int], None], opts: dict) -> torch.Tensor:
+    """Integrate the operators' field with the Rosenbrock-W ``method`` through ``stops``.
+
+    The arguments are :func:`colplugin.solve.fused.fused_solve`'s (``ops`` from
+    :meth:`Field.fused`, ``layout`` and ``n`` the field's column layout); ``opts`` holds
+    ``rtol``, ``atol``, ``step`` (first step, s), ``watch_every``, ``dense_rows`` ((time, row)
+    of interpolated outputs) and gets back ``nfe``, ``steps``, ``attempts`` and ``step_log``
+    ((start s, h s, segment) of every accepted step).
+    """
+    if method not in ROSENBROCK:
+        raise ValueError(f"unknown Rosenbrock method {method!r}; use one of {sorted(ROSENBROCK)}")
+    return _RosenbrockSolve.apply(y0, ops.drive, ops, tuple(layout), n, list(stops), list(seg), list(out_idx),
+                                  method, watch, opts, *ops.params)
