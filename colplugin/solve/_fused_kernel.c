@@ -1437,6 +1437,589 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
     return ok ? FK_OK : FK_NOMEM;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Rosenbrock-W steps (colplugin/solve/rosenbrock.py documents the scheme and the adjoint).
+ *
+ * One step of all trials per call, chunk by chunk of trials (in lanes, on md->threads
+ * threads); the step-size control, the stops and the outputs stay in Python. Per column c
+ * and trial, the W-matrix's system is the n x n one
+ *     (I - h gamma U~ diag(sigma)) z = E^T D^-1 r,  U~[i][j] = Wcol[c][j][i] / D_V - Wcol[c][j][n+i] / D_A,
+ * factorised by Gaussian elimination with partial pivoting (row swaps recorded in order). */
+
+#define ROS FK_CAT(fk_ros, FK_SFX)
+
+typedef struct {
+    int n, C, s;                /* populations per column, columns, stages */
+    const REAL *Wcol;           /* C x n x 2n: the intra-column coupling of g (source; V then A targets) */
+    const REAL *a, *cc;         /* s x s: stage inputs and stage couplings of the transformed scheme */
+    const REAL *m, *e;          /* s: solution and error weights */
+    double gamma;
+} ROS;
+
+/* S = dg/dz (z = -w) of the (saturated) g, and dS/dw, of one value of w; sp: the population's sat */
+FK_INLINE void FN(fk_ros_slope)(REAL wv, const REAL *sat, int p, REAL *S, REAL *dS)
+{
+    const double w = (double)wv, z = -w;
+    double g = w / fk_expm1(w);
+    if (g != g)
+        g = 1.0;
+    double g1, g2;
+    if (fabs(z) < 1e-2) {
+        g1 = 0.5 + z / 6.0 - z * z * z / 180.0;
+        g2 = 1.0 / 6.0 - z * z / 60.0 + z * z * z * z / 1008.0;
+    } else {
+        g1 = g * (1.0 + z - g) / z;
+        g2 = (g1 * (1.0 + z - g) + g * (1.0 - g1)) / z - g * (1.0 + z - g) / (z * z);
+        if (!isfinite(g2))
+            g2 = 0.0;
+    }
+    if (sat) {
+        const double sp = (double)sat[p], q = g * sp + 1.0;
+        g2 = g2 / (q * q) - 2.0 * sp * g1 * g1 / (q * q * q);
+        g1 = g1 / (q * q);
+    }
+    *S = (REAL)g1;
+    if (dS)
+        *dS = (REAL)(-g2);
+}
+
+/* What the threads of a Rosenbrock step (or its adjoint) share. */
+typedef struct {
+    const MODEL *md;
+    const ROS *rs;
+    int L, n_chunks, T, seg, fresh, want_end;
+    double h, rtol, atol;
+    const REAL *y, *extra0, *qe;
+    REAL *F0, *w0, *g0, *yn, *Fn, *wn, *gn, *lam;
+    REAL *gW, *gWcol, *gd;      /* adjoint: per-chunk accumulators (n_chunks x ...), or NULL */
+    size_t n_gW, n_gWcol, n_gd;
+    double *sq;                 /* per chunk: sum of squared scaled errors */
+    int *bad;                   /* per chunk: a singular system or a non-finite number */
+    REAL *scr[FK_MAX_THREADS];
+} FN(fk_rctx);
+
+/* Scratch per thread, in REALs: see fk_ros_chunk. */
+static size_t FN(fk_ros_scratch)(const MODEL *md, const ROS *rs, int L)
+{
+    const size_t NL = (size_t)L * 2 * md->P, BPL = (size_t)L * md->P, s = (size_t)rs->s, n = (size_t)rs->n;
+    return 7 * NL + 3 * s * NL + 3 * s * BPL + 5 * BPL + (size_t)rs->C * L * n * n + 3 * (size_t)rs->C * n * n
+           + (size_t)rs->C * L * n + 4 * n;
+}
+
+/* The step's per-column matrices (shared by the lanes): with iD = 1 / D (2P, D = 1 - hg c),
+ * Wv[c][j][i] = Wcol[c][j][i] iD_V,i, Wa[c][j][i] = Wcol[c][j][n+i] iD_A,i and
+ * Ut[c][i][j] = Wv[c][j][i] - Wa[c][j][i] (U~). */
+static void FN(fk_ros_prepare)(const ROS *rs, int P, const REAL *iD, REAL *Wv, REAL *Wa, REAL *Ut)
+{
+    const int n = rs->n;
+    for (int c = 0; c < rs->C; c++) {
+        const REAL *W = rs->Wcol + (size_t)c * n * 2 * n;
+        REAL *wv = Wv + (size_t)c * n * n, *wa = Wa + (size_t)c * n * n, *ut = Ut + (size_t)c * n * n;
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < n; i++) {
+                wv[j * n + i] = W[(size_t)j * 2 * n + i] * iD[c * n + i];
+                wa[j * n + i] = W[(size_t)j * 2 * n + n + i] * iD[P + c * n + i];
+            }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                ut[i * n + j] = wv[j * n + i] - wa[j * n + i];
+    }
+}
+
+/* Factorise, per column and lane, M = I - hg U~ diag(sigma) (LU with row swaps piv); 0 if singular. */
+static int FN(fk_ros_factor)(const ROS *rs, int nl, double hg, const REAL *Ut, const REAL *sigma, REAL *LU, int *piv)
+{
+    const int n = rs->n, C = rs->C;
+    for (int c = 0; c < C; c++) {
+        const REAL *ut = Ut + (size_t)c * n * n;
+        for (int l = 0; l < nl; l++) {
+            REAL *M = LU + ((size_t)c * nl + l) * n * n;
+            int *pv = piv + ((size_t)c * nl + l) * n;
+            REAL hs[64];
+            for (int j = 0; j < n; j++)
+                hs[j] = (REAL)hg * sigma[(size_t)(c * n + j) * nl + l];
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++)
+                    M[i * n + j] = (i == j ? (REAL)1 : (REAL)0) - ut[i * n + j] * hs[j];
+            for (int k = 0; k < n; k++) {
+                int pk = k;
+                REAL best = fabs(M[k * n + k]);
+                for (int i = k + 1; i < n; i++)
+                    if (fabs(M[i * n + k]) > best) {
+                        best = fabs(M[i * n + k]);
+                        pk = i;
+                    }
+                pv[k] = pk;
+                if (!(best > 0) || !isfinite(best))
+                    return 0;
+                if (pk != k)
+                    for (int j = 0; j < n; j++) {
+                        const REAL t = M[k * n + j];
+                        M[k * n + j] = M[pk * n + j];
+                        M[pk * n + j] = t;
+                    }
+                const REAL inv = (REAL)1 / M[k * n + k];
+                M[k * n + k] = inv; /* the pivot's inverse, for the solves */
+                for (int i = k + 1; i < n; i++) {
+                    const REAL f = M[i * n + k] * inv;
+                    M[i * n + k] = f;
+                    for (int j = k + 1; j < n; j++)
+                        M[i * n + j] -= f * M[k * n + j];
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+/* x = L^-1 r (chunk, lanes), z = E^T x per column (population-major lanes: (c n + i) nl + l); t: n scratch */
+static void FN(fk_ros_solve)(const ROS *rs, int nl, int P, const REAL *iD, double hg, const REAL *sigma,
+                             const REAL *Wv, const REAL *Wa, const REAL *LU, const int *piv, const REAL *r, REAL *x,
+                             REAL *z, REAL *t)
+{
+    const int n = rs->n, C = rs->C;
+    for (int q = 0; q < 2 * P; q++) {
+        const REAL d = iD[q];
+        for (int l = 0; l < nl; l++)
+            x[(size_t)q * nl + l] = r[(size_t)q * nl + l] * d;
+    }
+    for (int c = 0; c < C; c++) {
+        REAL *xv = x + (size_t)c * n * nl, *xa = x + (size_t)(P + c * n) * nl, *zc = z + (size_t)c * n * nl;
+        const REAL *sg = sigma + (size_t)c * n * nl;
+        for (int l = 0; l < nl; l++) {
+            const REAL *M = LU + ((size_t)c * nl + l) * n * n;
+            const int *pv = piv + ((size_t)c * nl + l) * n;
+            for (int i = 0; i < n; i++)
+                t[i] = xv[i * nl + l] - xa[i * nl + l];
+            for (int k = 0; k < n; k++)
+                if (pv[k] != k) {
+                    const REAL tmp = t[k];
+                    t[k] = t[pv[k]];
+                    t[pv[k]] = tmp;
+                }
+            for (int i = 1; i < n; i++) {
+                REAL acc = t[i];
+                for (int j = 0; j < i; j++)
+                    acc -= M[i * n + j] * t[j];
+                t[i] = acc;
+            }
+            for (int i = n - 1; i >= 0; i--) {
+                REAL acc = t[i];
+                for (int j = i + 1; j < n; j++)
+                    acc -= M[i * n + j] * t[j];
+                t[i] = acc * M[i * n + i];
+            }
+            for (int i = 0; i < n; i++)
+                zc[i * nl + l] = t[i];
+        }
+        /* x += hg W^T (sigma z) / D, lanes innermost */
+        const REAL *wv = Wv + (size_t)c * n * n, *wa = Wa + (size_t)c * n * n;
+        for (int j = 0; j < n; j++) {
+            REAL sz[FK_LANES];
+            for (int l = 0; l < nl; l++)
+                sz[l] = (REAL)hg * sg[j * nl + l] * zc[j * nl + l];
+            for (int i = 0; i < n; i++) {
+                FN(fk_axpy)(xv + i * nl, sz, wv[j * n + i], nl);
+                FN(fk_axpy)(xa + i * nl, sz, wa[j * n + i], nl);
+            }
+        }
+    }
+}
+
+/* rho = L^-T kappa (chunk, lanes) and u = Wcol rho per column (population-major like z); t: 2 n scratch */
+static void FN(fk_ros_solve_T)(const ROS *rs, int nl, int P, const REAL *iD, double hg, const REAL *sigma,
+                               const REAL *Ut, const REAL *LU, const int *piv, const REAL *kappa, REAL *rho, REAL *u,
+                               REAL *t)
+{
+    const int n = rs->n, C = rs->C;
+    REAL *s = t + n;
+    for (int q = 0; q < 2 * P; q++) {
+        const REAL d = iD[q];
+        for (int l = 0; l < nl; l++)
+            rho[(size_t)q * nl + l] = kappa[(size_t)q * nl + l] * d;
+    }
+    for (int c = 0; c < C; c++) {
+        const REAL *W = rs->Wcol + (size_t)c * n * 2 * n, *ut = Ut + (size_t)c * n * n;
+        REAL *rv = rho + (size_t)c * n * nl, *ra = rho + (size_t)(P + c * n) * nl, *uc = u + (size_t)c * n * nl;
+        const REAL *sg = sigma + (size_t)c * n * nl;
+        for (int j = 0; j < n; j++) { /* s = Wcol (kappa / D), lanes innermost */
+            const REAL *row = W + (size_t)j * 2 * n;
+            REAL acc[FK_LANES] = {0};
+            for (int i = 0; i < n; i++) {
+                FN(fk_axpy)(acc, rv + i * nl, row[i], nl);
+                FN(fk_axpy)(acc, ra + i * nl, row[n + i], nl);
+            }
+            for (int l = 0; l < nl; l++)
+                uc[j * nl + l] = acc[l];
+        }
+        for (int l = 0; l < nl; l++) {
+            const REAL *M = LU + ((size_t)c * nl + l) * n * n;
+            const int *pv = piv + ((size_t)c * nl + l) * n;
+            for (int j = 0; j < n; j++) {
+                s[j] = uc[j * nl + l];
+                t[j] = sg[j * nl + l] * s[j];
+            }
+            /* M^T v = t: U^T w = t, L^T x = w, v = the swaps undone in reverse */
+            for (int i = 0; i < n; i++) {
+                REAL acc = t[i];
+                for (int j = 0; j < i; j++)
+                    acc -= M[j * n + i] * t[j];
+                t[i] = acc * M[i * n + i];
+            }
+            for (int i = n - 2; i >= 0; i--) {
+                REAL acc = t[i];
+                for (int j = i + 1; j < n; j++)
+                    acc -= M[j * n + i] * t[j];
+                t[i] = acc;
+            }
+            for (int k = n - 1; k >= 0; k--)
+                if (pv[k] != k) {
+                    const REAL tmp = t[k];
+                    t[k] = t[pv[k]];
+                    t[pv[k]] = tmp;
+                }
+            /* u = s + hg U~^T v; rho += hg [v, -v] / D */
+            for (int p = 0; p < n; p++) {
+                REAL acc = s[p];
+                for (int i = 0; i < n; i++)
+                    acc += (REAL)hg * ut[i * n + p] * t[i];
+                uc[p * nl + l] = acc;
+            }
+            for (int i = 0; i < n; i++) {
+                rv[i * nl + l] += (REAL)hg * t[i] * iD[c * n + i];
+                ra[i * nl + l] -= (REAL)hg * t[i] * iD[P + c * n + i];
+            }
+        }
+    }
+}
+
+/* phi = (dF/dy)(Y)^T q of a stage (w, g) in lanes; sz scratch (P x nl). Adds g_source q_target
+ * to gW (dense P x 2P, or per entry) where gW is not NULL. */
+static void FN(fk_ros_vjp)(const MODEL *md, int nl, const REAL *q, const REAL *w, const REAL *g, REAL *phi, REAL *sz,
+                           REAL *gW)
+{
+    const int P = md->P, P2 = 2 * md->P;
+    const size_t BPc = (size_t)nl * P;
+    if (md->sparse) {
+        for (int p = 0; p < P; p++) {
+            REAL acc[FK_LANES] = {0};
+            const REAL *gp = g + (size_t)p * nl;
+            for (int j = md->row_ptr[p]; j < md->row_ptr[p + 1]; j++) {
+                const REAL *gq = q + (size_t)md->col[j] * nl;
+                FN(fk_axpy)(acc, gq, md->val[j], nl);
+                if (gW)
+                    gW[j] += FN(fk_dot)(gp, gq, nl);
+            }
+            for (int l = 0; l < nl; l++)
+                sz[(size_t)p * nl + l] = acc[l];
+        }
+    } else {
+        for (size_t n2 = 0; n2 < BPc; n2++)
+            sz[n2] = 0;
+        for (int qq = 0; qq < P2; qq++) {
+            const REAL *gq = q + (size_t)qq * nl;
+            const REAL *row = md->WgT + (size_t)qq * P;
+            for (int p = 0; p < P; p++)
+                FN(fk_axpy)(sz + (size_t)p * nl, gq, row[p], nl);
+        }
+        if (gW)
+            for (int p = 0; p < P; p++) {
+                const REAL *gp = g + (size_t)p * nl;
+                REAL *row = gW + (size_t)p * P2;
+                for (int qq = 0; qq < P2; qq++)
+                    row[qq] += FN(fk_dot)(gp, q + (size_t)qq * nl, nl);
+            }
+    }
+    for (size_t n2 = 0; n2 < BPc; n2++) {
+        REAL S;
+        FN(fk_ros_slope)(w[n2], md->sat, (int)(n2 / nl), &S, NULL);
+        sz[n2] *= S;
+    }
+    for (int p = 0; p < P; p++) {
+        const REAL cV = md->c[p], cA = md->c[P + p];
+        for (int l = 0; l < nl; l++) {
+            const size_t nv = (size_t)p * nl + l, na = (size_t)(P + p) * nl + l;
+            phi[nv] = q[nv] * cV - sz[nv] * md->m;
+            phi[na] = q[na] * cA + sz[nv] * md->m;
+        }
+    }
+}
+
+/* gd (K x 2P, shared by the trials) or the per-trial drive cotangent += q of segment k */
+static void FN(fk_ros_gdrive)(const MODEL *md, int b0, int nl, int k, const REAL *q, REAL *gd, REAL *gdrive_trials)
+{
+    const int P2 = 2 * md->P;
+    if (md->Bd == 1) {
+        REAL *gdk = gd + (size_t)k * P2;
+        for (int qq = 0; qq < P2; qq++)
+            for (int l = 0; l < nl; l++)
+                gdk[qq] += q[(size_t)qq * nl + l];
+    } else {
+        for (int l = 0; l < nl; l++) {
+            REAL *gdb = gdrive_trials + ((size_t)(b0 + l) * md->K + k) * P2;
+            for (int qq = 0; qq < P2; qq++)
+                gdb[qq] += q[(size_t)qq * nl + l];
+        }
+    }
+}
+
+/* One step of one chunk (forward, or recomputed and differentiated where cx->lam is set). */
+static void FN(fk_ros_chunk)(FN(fk_rctx) *cx, int tid, int b0)
+{
+    const MODEL *md = cx->md;
+    const ROS *rs = cx->rs;
+    const int s = rs->s, P = md->P, P2 = 2 * md->P, B = md->B, n = rs->n;
+    const int nl = FN(fk_nl)(B, b0), seg = cx->seg;
+    const size_t Nc = (size_t)nl * P2, BPc = (size_t)nl * P;
+    const size_t NL = (size_t)cx->L * P2, BPL = (size_t)cx->L * P;
+    const double h = cx->h, hg = h * rs->gamma;
+    const long ci = b0 / cx->L;
+    REAL *y = cx->scr[tid], *Y = y + NL, *yn = Y + NL, *r = yn + NL, *lam = r + NL, *kap = lam + NL;
+    REAL *K = kap + NL, *Fs = K + (size_t)s * NL, *Rho = Fs + (size_t)s * NL;
+    REAL *Ws = Rho + (size_t)s * NL, *Gs = Ws + (size_t)s * BPL, *Z = Gs + (size_t)s * BPL;
+    REAL *sigma = Z + (size_t)s * BPL, *iD = sigma + BPL, *u = iD + NL /* iD: 2P */, *sz = u + BPL;
+    REAL *sbar = sz + BPL, *we = sbar + BPL, *LU = we + BPL, *Wv = LU + (size_t)rs->C * cx->L * n * n;
+    REAL *Wa = Wv + (size_t)rs->C * n * n, *Ut = Wa + (size_t)rs->C * n * n, *t = Ut + (size_t)rs->C * n * n;
+    int *piv = (int *)(t + 4 * n); /* C x L x n ints fit in the C x L x n REALs reserved */
+    FN(fk_to_lanes)(cx->y + (size_t)b0 * P2, y, nl, P2);
+    for (int q = 0; q < P2; q++)
+        iD[q] = (REAL)1 / ((REAL)1 - (REAL)hg * md->c[q]);
+    FN(fk_ros_prepare)(rs, P, iD, Wv, Wa, Ut);
+    /* stage 0 */
+    if (cx->fresh || cx->lam) {
+        FN(fk_stage)(md, b0, nl, y, seg, Fs, Ws, Gs);
+        if (!cx->lam) {
+            FN(fk_from_lanes)(Fs, cx->F0 + (size_t)b0 * P2, nl, P2);
+            FN(fk_from_lanes)(Ws, cx->w0 + (size_t)b0 * P, nl, P);
+            FN(fk_from_lanes)(Gs, cx->g0 + (size_t)b0 * P, nl, P);
+        }
+    } else {
+        FN(fk_to_lanes)(cx->F0 + (size_t)b0 * P2, Fs, nl, P2);
+        FN(fk_to_lanes)(cx->w0 + (size_t)b0 * P, Ws, nl, P);
+        FN(fk_to_lanes)(cx->g0 + (size_t)b0 * P, Gs, nl, P);
+    }
+    for (size_t n2 = 0; n2 < BPc; n2++) {
+        REAL S;
+        FN(fk_ros_slope)(Ws[n2], md->sat, (int)(n2 / nl), &S, NULL);
+        sigma[n2] = -md->m * S; /* d a S */
+    }
+    if (!FN(fk_ros_factor)(rs, nl, hg, Ut, sigma, LU, piv)) {
+        cx->bad[ci] = 1;
+        return;
+    }
+    for (int i = 0; i < s; i++) {
+        REAL *Fi = Fs + (size_t)i * Nc, *Ki = K + (size_t)i * Nc;
+        if (i > 0) {
+            FN(fk_combine)(rs->a + (size_t)i * s, 1, 0, i, y, (REAL)h, K, (size_t)nl * P2, Y);
+            FN(fk_stage)(md, b0, nl, Y, seg, Fi, Ws + (size_t)i * BPc, Gs + (size_t)i * BPc);
+        }
+        /* r = gamma (F_i + sum_j c_ij K_j) */
+        FN(fk_combine)(rs->cc + (size_t)i * s, 1, 0, i, Fi, (REAL)1, K, (size_t)nl * P2, r);
+        for (size_t q = 0; q < (size_t)nl * P2; q++)
+            r[q] *= (REAL)rs->gamma;
+        FN(fk_ros_solve)(rs, nl, P, iD, hg, sigma, Wv, Wa, LU, piv, r, Ki, Z + (size_t)i * BPc, t);
+    }
+    FN(fk_combine)(rs->m, 1, 0, s, y, (REAL)h, K, (size_t)nl * P2, yn);
+    if (!cx->lam) {
+        /* error: h sum_i e_i K_i, scaled by atol + rtol max(|y|, |y_new|) */
+        FN(fk_combine)(rs->e, 1, 0, s, NULL, (REAL)h, K, (size_t)nl * P2, r);
+        double sq = 0;
+        int finite = 1;
+        for (size_t q = 0; q < (size_t)nl * P2; q++) {
+            const double ay = fabs((double)y[q]), an = fabs((double)yn[q]);
+            const double e = (double)r[q] / ((ay > an ? ay : an) * cx->rtol + cx->atol);
+            sq += e * e;
+            finite = finite && isfinite((double)yn[q]);
+        }
+        cx->sq[ci] = sq;
+        if (!finite || !isfinite(sq))
+            cx->bad[ci] = 1;
+        FN(fk_from_lanes)(yn, cx->yn + (size_t)b0 * P2, nl, P2);
+        if (cx->want_end) {
+            FN(fk_stage)(md, b0, nl, yn, seg, Y, we, sz);
+            FN(fk_from_lanes)(Y, cx->Fn + (size_t)b0 * P2, nl, P2);
+            FN(fk_from_lanes)(we, cx->wn + (size_t)b0 * P, nl, P);
+            FN(fk_from_lanes)(sz, cx->gn + (size_t)b0 * P, nl, P);
+        }
+        return;
+    }
+    /* the adjoint of the step: lam (cotangent of y_new) becomes the cotangent of y */
+    REAL *gW = cx->gW ? cx->gW + (size_t)ci * cx->n_gW : NULL;
+    REAL *gWc = cx->gWcol ? cx->gWcol + (size_t)ci * cx->n_gWcol : NULL;
+    REAL *gd = cx->gd ? (md->Bd == 1 ? cx->gd + (size_t)ci * cx->n_gd : cx->gd) : NULL;
+    FN(fk_to_lanes)(cx->lam + (size_t)b0 * P2, lam, nl, P2);
+    if (cx->qe) { /* outputs interpolated inside the step: F(y_new) has a cotangent */
+        REAL *ge = sbar; /* scratch until sbar is used */
+        FN(fk_stage)(md, b0, nl, yn, seg, Y, we, ge);
+        FN(fk_to_lanes)(cx->qe + (size_t)b0 * P2, r, nl, P2);
+        FN(fk_ros_vjp)(md, nl, r, we, ge, kap, sz, gW);
+        if (gd)
+            FN(fk_ros_gdrive)(md, b0, nl, seg, r, gd, cx->gd);
+        for (size_t q = 0; q < (size_t)nl * P2; q++)
+            lam[q] += kap[q];
+    }
+    for (size_t n2 = 0; n2 < BPc; n2++)
+        sbar[n2] = 0;
+    memcpy(yn, lam, (size_t)nl * P2 * sizeof(REAL)); /* yn: the new lam, lam + sum_i phi_i + ... */
+    REAL *Phi = Fs; /* the stage derivatives are no longer needed: phi_i in their place */
+    for (int i = s - 1; i >= 0; i--) {
+        const size_t NN = (size_t)nl * P2;
+        for (size_t q = 0; q < NN; q++)
+            kap[q] = (REAL)(h * (double)rs->m[i]) * lam[q];
+        for (int j = i + 1; j < s; j++) {
+            const REAL aj = (REAL)(h * (double)rs->a[(size_t)j * s + i]);
+            const REAL cj = (REAL)(rs->gamma * (double)rs->cc[(size_t)j * s + i]);
+            const REAL *pj = Phi + (size_t)j * Nc, *rj = Rho + (size_t)j * Nc;
+            for (size_t q = 0; q < NN; q++)
+                kap[q] += aj * pj[q] + cj * rj[q];
+        }
+        REAL *rho = Rho + (size_t)i * Nc;
+        FN(fk_ros_solve_T)(rs, nl, P, iD, hg, sigma, Ut, LU, piv, kap, rho, u, t);
+        for (size_t q = 0; q < NN; q++)
+            r[q] = (REAL)rs->gamma * rho[q];
+        if (i == 0 && cx->extra0) {
+            FN(fk_to_lanes)(cx->extra0 + (size_t)b0 * P2, kap, nl, P2);
+            for (size_t q = 0; q < NN; q++)
+                r[q] += kap[q];
+        }
+        REAL *phi = Phi + (size_t)i * Nc;
+        FN(fk_ros_vjp)(md, nl, r, Ws + (size_t)i * BPc, Gs + (size_t)i * BPc, phi, sz, gW);
+        if (gd)
+            FN(fk_ros_gdrive)(md, b0, nl, seg, r, gd, cx->gd);
+        for (size_t q = 0; q < NN; q++)
+            yn[q] += phi[q];
+        const REAL *zi = Z + (size_t)i * BPc;
+        for (size_t n2 = 0; n2 < BPc; n2++)
+            sbar[n2] += (REAL)hg * u[n2] * zi[n2];
+        if (gWc) /* Wcol[c][p][q] += hg sum_l (sigma z)[c n + p] rho[q of column c] */
+            for (int c = 0; c < rs->C; c++)
+                for (int p = 0; p < n; p++)
+                    for (int l = 0; l < nl; l++) {
+                        const size_t np = (size_t)(c * n + p) * nl + l;
+                        const REAL sz2 = (REAL)hg * sigma[np] * zi[np];
+                        REAL *row = gWc + ((size_t)c * n + p) * 2 * n;
+                        for (int q = 0; q < n; q++) {
+                            row[q] += sz2 * rho[(size_t)(c * n + q) * nl + l];
+                            row[n + q] += sz2 * rho[(size_t)(P + c * n + q) * nl + l];
+                        }
+                    }
+    }
+    /* the matrix's dependence on y: sigma = d a S(w0), w0 = db + m (V - A) */
+    for (int p = 0; p < P; p++)
+        for (int l = 0; l < nl; l++) {
+            const size_t np = (size_t)p * nl + l;
+            REAL S, dS;
+            FN(fk_ros_slope)(Ws[np], md->sat, p, &S, &dS);
+            const REAL wbar = sbar[np] * dS * (-md->m); /* dL/dw0 */
+            yn[np] += wbar * md->m;
+            yn[(size_t)(P + p) * nl + l] -= wbar * md->m;
+        }
+    FN(fk_from_lanes)(yn, cx->lam + (size_t)b0 * P2, nl, P2);
+}
+
+FK_CLONES static void FN(fk_ros_task)(void *ctx, int tid)
+{
+    FN(fk_rctx) *cx = (FN(fk_rctx) *)ctx;
+    for (int c = tid; c < cx->n_chunks; c += cx->T)
+        FN(fk_ros_chunk)(cx, tid, c * cx->L);
+}
+
+/* Shared start of the two entry points: the context, the model's local copy, the pool and the scratch. */
+static int FN(fk_ros_begin)(const MODEL *md, const ROS *rs, MODEL *local, fk_pool *pool, FN(fk_rctx) *cx)
+{
+    int drive_ok;
+    FN(fk_begin)(md, local, pool, &drive_ok);
+    memset(cx, 0, sizeof *cx);
+    cx->md = local;
+    cx->rs = rs;
+    cx->L = FN(fk_lanes)(md->B);
+    cx->n_chunks = (md->B + cx->L - 1) / cx->L;
+    cx->T = pool->T;
+    int ok = drive_ok;
+    const size_t n_scr = FN(fk_ros_scratch)(md, rs, cx->L);
+    for (int t = 0; t < pool->T; t++)
+        ok = ok && (cx->scr[t] = FN(fk_scratch)(n_scr)) != NULL;
+    return ok;
+}
+
+static void FN(fk_ros_end)(MODEL *local, fk_pool *pool, FN(fk_rctx) *cx)
+{
+    fk_pool_stop(pool);
+    for (int t = 0; t < FK_MAX_THREADS; t++)
+        free(cx->scr[t]);
+    FN(fk_end)(local);
+}
+
+/* One Rosenbrock-W step of h from y (B x 2P, plain layout) in segment seg: y_new into yn and
+ * the error norm's sum of squares into *sq. fresh: evaluate stage 0 into F0, w0, g0 (else
+ * they hold it); want_end: also F(y_new) into Fn, wn, gn. Returns 0 (ok), 1 (a singular
+ * system or a non-finite state: reject the step) or 3 (out of memory). */
+FK_CLONES int FN(fk_ros_step)(const MODEL *md, const ROS *rs, const REAL *y, double h, int seg, int fresh, REAL *F0,
+                              REAL *w0, REAL *g0, REAL *yn, int want_end, REAL *Fn, REAL *wn, REAL *gn, double rtol,
+                              double atol, double *sq)
+{
+    MODEL local;
+    fk_pool pool;
+    FN(fk_rctx) cx;
+    int ok = FN(fk_ros_begin)(md, rs, &local, &pool, &cx);
+    double *sqc = (double *)calloc((size_t)cx.n_chunks, sizeof(double));
+    int *bad = (int *)calloc((size_t)cx.n_chunks, sizeof(int));
+    int status = 3;
+    if (ok && sqc && bad) {
+        cx.y = y; cx.h = h; cx.seg = seg; cx.fresh = fresh; cx.F0 = F0; cx.w0 = w0; cx.g0 = g0; cx.yn = yn;
+        cx.want_end = want_end; cx.Fn = Fn; cx.wn = wn; cx.gn = gn; cx.rtol = rtol; cx.atol = atol;
+        cx.sq = sqc; cx.bad = bad;
+        fk_pool_run(&pool, FN(fk_ros_task), &cx);
+        status = 0;
+        double total = 0;
+        for (int c = 0; c < cx.n_chunks; c++) {
+            total += sqc[c];
+            if (bad[c])
+                status = 1;
+        }
+        *sq = total;
+    }
+    free(sqc);
+    free(bad);
+    FN(fk_ros_end)(&local, &pool, &cx);
+    return status;
+}
+
+/* The adjoint of one step (recomputed from y): lam (B x 2P) from the cotangent of y_new to
+ * that of y. extra0 (or NULL): an added cotangent of stage 0's F; qe (or NULL): the cotangent
+ * of F(y_new) (outputs interpolated inside the step). Accumulates per chunk of trials into
+ * gW (n_chunks x entries), gWcol (n_chunks x C x n x 2n) and gdrive (n_chunks x K x 2P where the
+ * trials share the drive, else B x K x 2P), where not NULL. Returns 0, 1 (singular) or 3. */
+FK_CLONES int FN(fk_ros_adjoint)(const MODEL *md, const ROS *rs, const REAL *y, double h, int seg, REAL *lam,
+                                 const REAL *extra0, const REAL *qe, REAL *gW, REAL *gWcol, REAL *gdrive)
+{
+    MODEL local;
+    fk_pool pool;
+    FN(fk_rctx) cx;
+    int ok = FN(fk_ros_begin)(md, rs, &local, &pool, &cx);
+    double *sqc = (double *)calloc((size_t)cx.n_chunks, sizeof(double));
+    int *bad = (int *)calloc((size_t)cx.n_chunks, sizeof(int));
+    int status = 3;
+    if (ok && sqc && bad) {
+        cx.y = y; cx.h = h; cx.seg = seg; cx.lam = lam; cx.extra0 = extra0; cx.qe = qe;
+        cx.gW = gW; cx.gWcol = gWcol; cx.gd = gdrive; cx.sq = sqc; cx.bad = bad;
+        cx.n_gW = md->sparse ? (size_t)md->row_ptr[md->P] : (size_t)md->P * 2 * md->P;
+        cx.n_gWcol = (size_t)rs->C * rs->n * 2 * rs->n;
+        cx.n_gd = (size_t)md->K * 2 * md->P;
+        fk_pool_run(&pool, FN(fk_ros_task), &cx);
+        status = 0;
+        for (int c = 0; c < cx.n_chunks; c++)
+            if (bad[c])
+                status = 1;
+    }
+    free(sqc);
+    free(bad);
+    FN(fk_ros_end)(&local, &pool, &cx);
+    return status;
+}
+
+#undef ROS
+
 #undef FN
 #undef MODEL
 #undef SOLVE

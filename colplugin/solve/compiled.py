@@ -146,6 +146,20 @@ int fk_backward{S}(const fk_model{S} *md, const fk_solve{S} *sv, const {R} *grad
 void fk_free{S}(fk_solve{S} *sv);
 void fk_dmf_rates{S}(const {R} *V, const {R} *A, long rows, int P, long stride, double a, double b, double d,
                      {R} *out);
+typedef struct {{
+    int n, C, s;
+    const {R} *Wcol;
+    const {R} *a;
+    const {R} *cc;
+    const {R} *m;
+    const {R} *e;
+    double gamma;
+}} fk_ros{S};
+int fk_ros_step{S}(const fk_model{S} *md, const fk_ros{S} *rs, const {R} *y, double h, int seg, int fresh, {R} *F0,
+                   {R} *w0, {R} *g0, {R} *yn, int want_end, {R} *Fn, {R} *wn, {R} *gn, double rtol, double atol,
+                   double *sq);
+int fk_ros_adjoint{S}(const fk_model{S} *md, const fk_ros{S} *rs, const {R} *y, double h, int seg, {R} *lam,
+                      const {R} *extra0, const {R} *qe, {R} *gW, {R} *gWcol, {R} *gdrive);
 """
 _CDEF = ('extern "Python" int fk_watch(void *, double, double);\n'
          'void fk_expm1_array(const double *x, double *out, long n);\n'

@@ -663,10 +663,8 @@ def fused_solve(field: Field, y0: torch.Tensor, stops: Sequence[float], seg: Seq
         watch(t, ops.potential(w), steps)
 
     if method in ROSENBROCK:
-        if kernel == "compiled":
-            raise ValueError(f"{method} runs in the eager loop only (the compiled kernel integrates explicit "
-                             "Runge-Kutta schemes); use kernel='auto' or 'eager'")
-        out = rosenbrock_solve(ops, field.layout, field.n, y0, stops, seg, out_idx, method, watch_x, opts)
+        out = rosenbrock_solve(ops, field.layout, field.n, y0, stops, seg, out_idx, method, watch_x, opts,
+                               kernel=kernel)
         return out, opts["nfe"]
     if compiled.choose(kernel, ops, y0):
         opts["keep_all_bytes"] = KEEP_ALL_BYTES

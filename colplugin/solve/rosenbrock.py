@@ -63,9 +63,10 @@ import numpy as np
 import torch
 
 from ..field import FusedOperators, SparseFusedOperators
+from . import compiled
 from .tableaus import StepSizeUnderflow
 
-__all__ = ["RosenbrockTableau", "ROSENBROCK", "rosenbrock_solve", "slope_derivative"]
+__all__ = ["RosenbrockTableau", "ROSENBROCK", "rosenbrock_solve", "slope_derivative", "uses_kernel"]
 
 _SAFETY, _IFACTOR, _DFACTOR = 0.9, 10.0, 0.2
 
@@ -295,202 +296,375 @@ def _hermite(theta: torch.Tensor) -> torch.Tensor:
     return torch.stack([2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + theta, -2 * t3 + 3 * t2, t3 - t2])
 
 
+class _EagerStepper:
+    """Steps and step adjoints with tensor operations (any device): :class:`_Scheme` plus the
+    accumulators of the parameter and drive cotangents."""
+
+    def __init__(self, tab: RosenbrockTableau, ops, layout, n: int, y0: torch.Tensor) -> None:
+        self.ops, self.layout, self.n = ops, layout, n
+        self.sch = _Scheme(tab, ops, _intra_column(ops, layout, n).detach(), n, y0.shape[0])
+        self.first = None  # (F, w, g) at the state of the next step
+        self.end = None  # (F, w, g) at the last accepted step's new state
+
+    @property
+    def F0(self) -> torch.Tensor:
+        return self.first[0]
+
+    @property
+    def w0(self) -> torch.Tensor:
+        return self.first[1]
+
+    @property
+    def Fn(self) -> torch.Tensor:
+        return self.end[0]
+
+    def step(self, y, h, dr_k, k, fresh, want_end, rtol, atol):
+        """(y_new, error ratio (NaN: reject), evaluations) of a step of h from y in segment k."""
+        if fresh:
+            self.first = None
+        y_new, err, _, self.first, nfe, ok = self.sch.step(y, h, dr_k, self.first)
+        if not ok:
+            return y_new, float("nan"), nfe
+        tol = torch.maximum(y.abs(), y_new.abs()).mul_(rtol).add_(atol)
+        ratio = float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(y.numel())
+        if want_end and ratio <= 1.0:
+            F1 = torch.empty_like(y)
+            w1, g1 = self.ops.stage(y_new, dr_k, F1)
+            self.end = (F1, w1, g1)
+            nfe += 1
+        return y_new, ratio, nfe
+
+    def advance(self, want_end: bool) -> None:
+        """After an accepted step: the end stage (if computed) is the next step's first."""
+        self.first = self.end if want_end else None
+        self.end = None
+
+    # backward
+    def start_backward(self, need_p, need_drive, drive_shape, B, dt, dev) -> None:
+        self.need_p, self.need_drive = need_p, need_drive
+        P = self.ops.P
+        self.g_seg = torch.zeros((drive_shape[1], B, 2 * P), dtype=dt, device=dev) if need_drive else None
+        self.g_params: list = [None] * len(need_p)
+        self.Wbar = torch.zeros_like(self.sch.Wcol) if any(need_p) else None
+        self.drive_shape = drive_shape
+
+    def adjoint(self, y, h, dr_k, k, lam, extra0, qe):
+        """The cotangent of y from that of the step's new state (``lam``), the step recomputed."""
+        ops, sch = self.ops, self.sch
+        a, cc, m, gam = sch.a, sch.cc, sch.m, sch.gamma
+        s, P, n, C = sch.tab.stages, sch.P, sch.n, sch.C
+        B = y.shape[0]
+        with torch.no_grad():
+            y_new, _, stages, first, _, ok = sch.step(y, h, dr_k, None, keep=True)
+        lam = lam.clone()
+        Gs, Qs = [], []
+        if qe is not None:
+            Fe = torch.empty_like(y)
+            we, ge = ops.stage(y_new, dr_k, Fe)
+            phi_e = torch.empty_like(y)
+            ops.vjp(qe, ops.slope(we, ge), phi_e)
+            lam.add_(phi_e)
+            Gs.append(ge)
+            Qs.append(qe)
+        phis: list = [None] * s
+        rhos: list = [None] * s
+        sigma_bar = torch.zeros((B, C, n), dtype=y.dtype, device=y.device)
+        lam_new = lam.clone()
+        for i in range(s - 1, -1, -1):
+            F, w, g, K, z = stages[i]
+            kappa = lam * (h * m[i])
+            for j in range(i + 1, s):
+                if a[j, i] != 0.0:
+                    kappa.add_(phis[j], alpha=h * a[j, i])
+                if cc[j, i] != 0.0:
+                    kappa.add_(rhos[j], alpha=gam * cc[j, i])
+            rho, u = sch.solve_T(kappa)
+            rhos[i] = rho
+            q = rho * gam
+            if i == 0 and extra0 is not None:
+                q = q + extra0
+            phi = torch.empty_like(y)
+            ops.vjp(q, ops.slope(w, g), phi)
+            phis[i] = phi
+            lam_new.add_(phi)
+            sigma_bar.add_(u * z, alpha=sch.hg)
+            if self.Wbar is not None:
+                self.Wbar.add_(torch.einsum("bcp,bcq->cpq", sch.sigma * z, torch.cat(sch._cols(rho), 2)),
+                               alpha=sch.hg)
+            Gs.append(g)
+            Qs.append(q)
+        # the matrix's dependence on the state: sigma = d a S(w), w = d a (A - V) + d b
+        da = sch.da
+        wbar = (sigma_bar.reshape(B, P) * slope_derivative(first[1], ops.sat)).mul_(da)
+        lam_new[:, :P].sub_(wbar, alpha=da)
+        lam_new[:, P:].add_(wbar, alpha=da)
+        if any(self.need_p):
+            part = ops.grad_params(torch.stack(Gs), torch.stack(Qs), self.need_p)
+            self.g_params = [_add(p, q) for p, q in zip(self.g_params, part)]
+        if self.need_drive:
+            self.g_seg[k].add_(torch.stack(Qs).sum(0))
+        return lam_new
+
+    def finish(self) -> tuple:
+        """(drive cotangent, parameter cotangents) of the whole solve."""
+        ops, need_p = self.ops, self.need_p
+        g_params = self.g_params
+        if self.Wbar is not None:
+            with torch.enable_grad():
+                params = [p for p, nd in zip(ops.params, need_p) if nd]
+                Wd = _intra_column(ops, self.layout, self.n)
+                if Wd.requires_grad:
+                    it = iter(torch.autograd.grad(Wd, params, self.Wbar, allow_unused=True))
+                    g_params = [_add(gp, next(it)) if nd else None for gp, nd in zip(g_params, need_p)]
+        g_params = [torch.zeros_like(p) if nd and gp is None else gp for gp, p, nd in zip(g_params, ops.params,
+                                                                                         need_p)]
+        g_drive = None
+        if self.need_drive:
+            g = self.g_seg.transpose(0, 1)
+            g_drive = g if self.drive_shape[0] > 1 else g.sum(0, keepdim=True)
+        return g_drive, g_params
+
+
+class _CompiledStepper:
+    """Steps and step adjoints in the compiled kernel (``fk_ros_step``, ``fk_ros_adjoint``: the
+    same arithmetic as :class:`_EagerStepper`, chunks of trials on several threads)."""
+
+    def __init__(self, tab: RosenbrockTableau, ops, layout, n: int, y0: torch.Tensor, drive: torch.Tensor,
+                 coupling: torch.Tensor, row_ptr, col, Wcol: torch.Tensor) -> None:
+        mod, _ = compiled._module()
+        self.ffi, self.lib = mod.ffi, mod.lib
+        self.real, self.sfx = compiled._TYPES[y0.dtype]
+        ffi, dt = self.ffi, y0.dtype
+        self.md, self.keep = compiled._kernel_model(ffi, ops, "euler", y0, drive, coupling, row_ptr, col)
+        a, cc, m, e = (torch.as_tensor(x, dtype=dt).contiguous() for x in tab.transformed())
+        self.Wcol = Wcol.detach().to(dt).contiguous()
+        rs = ffi.new(f"fk_ros{self.sfx} *")
+        rs.n, rs.C, rs.s = n, ops.P // n, tab.stages
+        rs.Wcol = compiled._ptr(ffi, self.Wcol, self.real)
+        rs.a, rs.cc = compiled._ptr(ffi, a, self.real), compiled._ptr(ffi, cc, self.real)
+        rs.m, rs.e = compiled._ptr(ffi, m, self.real), compiled._ptr(ffi, e, self.real)
+        rs.gamma = float(tab.gamma)
+        self.rs, self.arrays = rs, (a, cc, m, e)
+        B, P = y0.shape[0], ops.P
+        self.B, self.P, self.n, self.C = B, P, n, P // n
+        z = lambda *shape: torch.zeros(shape, dtype=dt)  # noqa: E731
+        self.first = (z(B, 2 * P), z(B, P), z(B, P))
+        self.end = (z(B, 2 * P), z(B, P), z(B, P))
+        self.sq = ffi.new("double *")
+        self.coupling_shape, self.sparse = tuple(coupling.shape), row_ptr is not None
+
+    def _p(self, t):
+        return compiled._ptr(self.ffi, t, self.real)
+
+    @property
+    def F0(self) -> torch.Tensor:
+        return self.first[0]
+
+    @property
+    def w0(self) -> torch.Tensor:
+        return self.first[1]
+
+    @property
+    def Fn(self) -> torch.Tensor:
+        return self.end[0]
+
+    def step(self, y, h, dr_k, k, fresh, want_end, rtol, atol):
+        y = y.contiguous()
+        y_new = torch.empty_like(y)
+        p = self._p
+        rc = getattr(self.lib, f"fk_ros_step{self.sfx}")(
+            self.md, self.rs, p(y), float(h), int(k), int(fresh), p(self.first[0]), p(self.first[1]),
+            p(self.first[2]), p(y_new), int(want_end), p(self.end[0]), p(self.end[1]), p(self.end[2]),
+            float(rtol), float(atol), self.sq)
+        if rc == 3:
+            raise MemoryError("the compiled Rosenbrock step could not allocate its workspace")
+        nfe = 3 + int(bool(fresh)) + int(bool(want_end))
+        ratio = float("nan") if rc else math.sqrt(self.sq[0] / y.numel())
+        return y_new, ratio, nfe
+
+    def advance(self, want_end: bool) -> None:
+        if want_end:
+            self.first, self.end = self.end, self.first
+
+    def start_backward(self, need_p, need_drive, drive_shape, B, dt, dev) -> None:
+        n_chunks = -(-B // 8)
+        self.need_coupling, self.need_Wcol = need_p
+        self.gW = (torch.zeros((n_chunks,) + self.coupling_shape, dtype=dt) if self.need_coupling else None)
+        self.gWcol = torch.zeros((n_chunks,) + tuple(self.Wcol.shape), dtype=dt) if self.need_Wcol else None
+        self.drive_shape = drive_shape
+        self.gdrive = None
+        if need_drive:
+            shared = drive_shape[0] == 1
+            self.gdrive = torch.zeros((n_chunks,) + drive_shape[1:] if shared else drive_shape, dtype=dt)
+
+    def adjoint(self, y, h, dr_k, k, lam, extra0, qe):
+        p = self._p
+        lam = lam.contiguous().clone()
+        extra0 = None if extra0 is None else extra0.contiguous()
+        qe = None if qe is None else qe.contiguous()
+        rc = getattr(self.lib, f"fk_ros_adjoint{self.sfx}")(
+            self.md, self.rs, p(y.contiguous()), float(h), int(k), p(lam), p(extra0), p(qe), p(self.gW),
+            p(self.gWcol), p(self.gdrive))
+        if rc == 3:
+            raise MemoryError("the compiled Rosenbrock adjoint could not allocate its workspace")
+        return lam
+
+    def finish(self) -> tuple:
+        g_drive = None
+        if self.gdrive is not None:
+            g_drive = self.gdrive.sum(0, keepdim=True) if self.drive_shape[0] == 1 else self.gdrive
+        gW = None if self.gW is None else self.gW.sum(0)
+        gWcol = None if self.gWcol is None else self.gWcol.sum(0)
+        return g_drive, [gW, gWcol]
+
+
+def _hermite(theta: torch.Tensor) -> torch.Tensor:
+    """The cubic Hermite basis (4, T): weights of y0, h F0, y1, h F1 at theta (T,)."""
+    t2, t3 = theta ** 2, theta ** 3
+    return torch.stack([2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + theta, -2 * t3 + 3 * t2, t3 - t2])
+
+
+def _forward(ctx, st, y0, drive, stops, seg, out_idx, watch, opts, order: int):
+    """The adaptive solve through ``stops`` with the stepper ``st``; records for the backward pass on ``ctx``."""
+    keep = any(ctx.needs_input_grad)
+    rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
+    pending = list(opts.get("dense_rows", ()))
+    out = torch.empty((len(out_idx),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
+    out_at: dict[int, list[int]] = {}
+    for j, i in enumerate(out_idx):
+        if i >= 0:
+            out_at.setdefault(i, []).append(j)
+    for j in out_at.get(0, ()):
+        out[j] = y0
+    steps: list[tuple[torch.Tensor, float, int]] = []  # (state before, h, segment) of accepted steps
+    dense_at: dict[int, tuple[list[int], list[float]]] = {}
+    landed: dict[int, int] = {0: 0}
+    log: list[tuple[float, float, int]] = []  # (start, h, segment) of every accepted step
+    n_acc, nfe, attempts = 0, 0, 0
+    y = y0.detach()
+    fresh = True
+    for mi in range(len(stops) - 1):
+        t, t_end, k = stops[mi], stops[mi + 1], seg[mi]
+        dr = drive[:, k].detach()
+        if mi > 0 and k != seg[mi - 1]:
+            fresh = True  # the drive changed: stage 0 must be re-evaluated
+        while t < t_end:
+            rem = t_end - t
+            last = h_next >= rem * (1 - 1e-9)
+            h, t_new = (rem, t_end) if last else (h_next, t + h_next)
+            want_end = bool(pending) and pending[0][0] <= t_new
+            y_new, ratio, used = st.step(y, h, dr, k, fresh, want_end, rtol, atol)
+            fresh = False
+            nfe += used
+            if attempts % watch_every == 0:
+                watch(t, st.w0, watch_every)
+            attempts += 1
+            if not ratio <= 1.0:  # rejected, NaN or a singular system: shrink and retry
+                fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / order)) if math.isfinite(ratio) else _DFACTOR
+                h_next = h * fac
+                if h_next < 1e-12 * max(abs(t_end), 1.0):
+                    raise StepSizeUnderflow(f"step size underflow at t = {t:.6g} s")
+                continue
+            fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / order))) if ratio > 0 else _IFACTOR
+            if not last or fac < 1.0:
+                h_next = h * fac
+            log.append((t, h, k))
+            if keep:
+                steps.append((y, h, k))
+            if want_end:
+                n_in = 0
+                while n_in < len(pending) and pending[n_in][0] <= t_new:
+                    n_in += 1
+                rows = [j for _, j in pending[:n_in]]
+                theta = [min(max((tj - t) / h, 0.0), 1.0) for tj, _ in pending[:n_in]]
+                del pending[:n_in]
+                H = _hermite(torch.tensor(theta, dtype=y.dtype, device=y.device))
+                out[rows] = (H[0].view(-1, 1, 1) * y + (h * H[1]).view(-1, 1, 1) * st.F0
+                             + H[2].view(-1, 1, 1) * y_new + (h * H[3]).view(-1, 1, 1) * st.Fn)
+                dense_at[n_acc] = (rows, theta)
+            st.advance(want_end)
+            fresh = not want_end
+            n_acc += 1
+            y, t = y_new, t_new
+        landed[mi + 1] = n_acc
+        for j in out_at.get(mi + 1, ()):
+            out[j] = y
+    ctx.st, ctx.steps, ctx.dense_at = st, steps, dense_at
+    rows_by: dict[int, list[int]] = {}
+    for stop, js in out_at.items():
+        rows_by.setdefault(landed[stop], []).extend(js)
+    ctx.rows_by = rows_by
+    ctx.drive_shape = tuple(drive.shape)
+    opts["nfe"], opts["steps"], opts["attempts"], opts["step_log"] = nfe, n_acc, attempts, log
+    if keep:
+        ctx.save_for_backward(drive)
+    return out
+
+
+def _backward(ctx, grad_out, need_p, need_drive) -> torch.Tensor:
+    """The cotangent of y0; the stepper keeps the drive's and the parameters'."""
+    (drive,) = ctx.saved_tensors
+    st, steps = ctx.st, ctx.steps
+    B = grad_out.shape[1]
+    dt, dev = grad_out.dtype, grad_out.device
+    st.start_backward(need_p, need_drive, ctx.drive_shape, B, dt, dev)
+    lam = torch.zeros_like(grad_out[0])
+    for j in ctx.rows_by.get(len(steps), ()):
+        lam = lam + grad_out[j]
+    for idx in range(len(steps) - 1, -1, -1):
+        y, h, k = steps[idx]
+        extra0 = qe = lam0_extra = None
+        inside = ctx.dense_at.get(idx)
+        if inside is not None:
+            rows, theta = inside
+            H = _hermite(torch.tensor(theta, dtype=dt, device=dev))  # (4, T)
+            g_in = grad_out[rows]  # (T, B, 2P)
+            lam0_extra = torch.einsum("t,tbq->bq", H[0], g_in)
+            extra0 = torch.einsum("t,tbq->bq", H[1], g_in).mul_(h)
+            lam = lam + torch.einsum("t,tbq->bq", H[2], g_in)
+            qe = torch.einsum("t,tbq->bq", H[3], g_in).mul_(h)
+        lam = st.adjoint(y, h, drive[:, k].detach(), k, lam, extra0, qe)
+        if lam0_extra is not None:
+            lam = lam + lam0_extra
+        for j in ctx.rows_by.get(idx, ()):
+            lam = lam + grad_out[j]
+    return lam
+
+
 class _RosenbrockSolve(torch.autograd.Function):
-    """States at the output stops and interpolated times; backward = discrete adjoint (module docstring)."""
+    """The eager loop's solve (any device); backward = discrete adjoint (module docstring)."""
 
     @staticmethod
     def forward(ctx, y0, drive, ops, layout, n, stops, seg, out_idx, method, watch, opts, *params):
         tab = ROSENBROCK[method]
-        B = y0.shape[0]
-        Wcol = _intra_column(ops, layout, n).detach()
-        sch = _Scheme(tab, ops, Wcol, n, B)
-        keep = any(ctx.needs_input_grad)
-        rtol, atol, h_next, watch_every = opts["rtol"], opts["atol"], opts["step"], opts["watch_every"]
-        max_steps = opts.get("max_steps", 10 ** 9)
-        pending = list(opts.get("dense_rows", ()))
-        out = torch.empty((len(out_idx),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
-        out_at: dict[int, list[int]] = {}
-        for j, i in enumerate(out_idx):
-            if i >= 0:
-                out_at.setdefault(i, []).append(j)
-        for j in out_at.get(0, ()):
-            out[j] = y0
-        steps: list[tuple[torch.Tensor, float, int]] = []  # (state before, h, segment) of accepted steps
-        dense_at: dict[int, tuple[list[int], list[float]]] = {}
-        landed: dict[int, int] = {0: 0}
-        n_acc, nfe, attempts = 0, 0, 0
-        log: list[tuple[float, float, int]] = []  # (start, h, segment) of every accepted step
-        y = y0
-        first = None
-        order = tab.order_err
-        N = y0.numel()
-        for mi in range(len(stops) - 1):
-            t, t_end, k = stops[mi], stops[mi + 1], seg[mi]
-            dr = drive[:, k]
-            if mi > 0 and k != seg[mi - 1]:
-                first = None
-            while t < t_end:
-                rem = t_end - t
-                last = h_next >= rem * (1 - 1e-9)
-                h, t_new = (rem, t_end) if last else (h_next, t + h_next)
-                y_new, err, _, first, used, ok = sch.step(y, h, dr, first)
-                nfe += used
-                if attempts % watch_every == 0:
-                    watch(t, first[1], watch_every)
-                attempts += 1
-                if attempts > max_steps:
-                    raise StepSizeUnderflow(f"more than {max_steps} steps at t = {t:.6g} s")
-                ratio = float("nan")
-                if ok:
-                    tol = torch.maximum(y.abs(), y_new.abs()).mul_(rtol).add_(atol)
-                    ratio = float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(N)
-                if not ratio <= 1.0:  # rejected, NaN or a singular system: shrink and retry
-                    fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / order)) if math.isfinite(ratio) else _DFACTOR
-                    h_next = h * fac
-                    if h_next < 1e-12 * max(abs(t_end), 1.0):
-                        raise StepSizeUnderflow(f"step size underflow at t = {t:.6g} s")
-                    continue
-                fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / order))) if ratio > 0 else _IFACTOR
-                if not last or fac < 1.0:
-                    h_next = h * fac
-                log.append((t, h, k))
-                if keep:
-                    steps.append((y, h, k))
-                nxt = None
-                if pending and pending[0][0] <= t_new:
-                    F1 = torch.empty_like(y)
-                    w1, g1 = ops.stage(y_new, dr, F1)
-                    nfe += 1
-                    nxt = (F1, w1, g1)
-                    n_in = 0
-                    while n_in < len(pending) and pending[n_in][0] <= t_new:
-                        n_in += 1
-                    rows = [j for _, j in pending[:n_in]]
-                    theta = [min(max((tj - t) / h, 0.0), 1.0) for tj, _ in pending[:n_in]]
-                    del pending[:n_in]
-                    H = _hermite(torch.tensor(theta, dtype=y.dtype, device=y.device))
-                    out[rows] = (H[0].view(-1, 1, 1) * y + (h * H[1]).view(-1, 1, 1) * first[0]
-                                 + H[2].view(-1, 1, 1) * y_new + (h * H[3]).view(-1, 1, 1) * F1)
-                    dense_at[n_acc] = (rows, theta)
-                n_acc += 1
-                y, t, first = y_new, t_new, nxt
-            landed[mi + 1] = n_acc
-            for j in out_at.get(mi + 1, ()):
-                out[j] = y
-        ctx.ops, ctx.sch, ctx.steps, ctx.dense_at = ops, sch, steps, dense_at
-        ctx.layout, ctx.n = layout, n
-        rows_by: dict[int, list[int]] = {}
-        for stop, js in out_at.items():
-            rows_by.setdefault(landed[stop], []).extend(js)
-        ctx.rows_by = rows_by
-        ctx.drive_shape = tuple(drive.shape)
-        opts["nfe"], opts["steps"], opts["attempts"] = nfe, n_acc, attempts
-        opts["step_log"] = log
-        if keep:
-            ctx.save_for_backward(drive)
-        return out
+        st = _EagerStepper(tab, ops, layout, n, y0)
+        return _forward(ctx, st, y0, drive, stops, seg, out_idx, watch, opts, tab.order_err)
 
     @staticmethod
     def backward(ctx, grad_out):
-        (drive,) = ctx.saved_tensors
-        ops, sch, steps = ctx.ops, ctx.sch, ctx.steps
         need_p = ctx.needs_input_grad[11:]
-        need_drive = ctx.needs_input_grad[1]
-        a, cc, m, gam = sch.a, sch.cc, sch.m, sch.gamma
-        s = sch.tab.stages
-        P, n, C = sch.P, sch.n, sch.C
-        B = grad_out.shape[1]
-        dt, dev = grad_out.dtype, grad_out.device
-        da = sch.da
-        lam = torch.zeros_like(grad_out[0])
-        g_seg = torch.zeros((ctx.drive_shape[1], B, 2 * P), dtype=dt, device=dev) if need_drive else None
-        g_params: list = [None] * len(need_p)
-        Wbar = torch.zeros_like(sch.Wcol) if any(need_p) else None
-        for j in ctx.rows_by.get(len(steps), ()):
-            lam = lam + grad_out[j]
-        for idx in range(len(steps) - 1, -1, -1):
-            y, h, k = steps[idx]
-            dr = drive[:, k].detach()
-            with torch.no_grad():
-                y_new, _, stages, first, _, ok = sch.step(y, h, dr, None, keep=True)
-            lam = lam.clone()
-            Gs, Qs = [], []
-            extra0 = None
-            lam0_extra = None
-            inside = ctx.dense_at.get(idx)
-            if inside is not None:
-                rows, theta = inside
-                H = _hermite(torch.tensor(theta, dtype=dt, device=dev))  # (4, T)
-                g_in = grad_out[rows]  # (T, B, 2P)
-                lam0_extra = torch.einsum("t,tbq->bq", H[0], g_in)
-                extra0 = torch.einsum("t,tbq->bq", H[1], g_in).mul_(h)
-                lam.add_(torch.einsum("t,tbq->bq", H[2], g_in))
-                qe = torch.einsum("t,tbq->bq", H[3], g_in).mul_(h)
-                Fe = torch.empty_like(y)
-                we, ge = ops.stage(y_new, dr, Fe)
-                phi_e = torch.empty_like(y)
-                ops.vjp(qe, ops.slope(we, ge), phi_e)
-                lam.add_(phi_e)
-                Gs.append(ge)
-                Qs.append(qe)
-            phis: list = [None] * s
-            rhos: list = [None] * s
-            sigma_bar = torch.zeros((B, C, n), dtype=dt, device=dev)
-            lam_new = lam.clone()
-            for i in range(s - 1, -1, -1):
-                F, w, g, K, z = stages[i]
-                kappa = lam * (h * m[i])
-                for j in range(i + 1, s):
-                    if a[j, i] != 0.0:
-                        kappa.add_(phis[j], alpha=h * a[j, i])
-                    if cc[j, i] != 0.0:
-                        kappa.add_(rhos[j], alpha=gam * cc[j, i])
-                rho, u = sch.solve_T(kappa)
-                rhos[i] = rho
-                q = rho * gam
-                if i == 0 and extra0 is not None:
-                    q = q + extra0
-                phi = torch.empty_like(y)
-                ops.vjp(q, ops.slope(w, g), phi)
-                phis[i] = phi
-                lam_new.add_(phi)
-                sigma_bar.add_(u * z, alpha=sch.hg)
-                if Wbar is not None:
-                    Wbar.add_(torch.einsum("bcp,bcq->cpq", sch.sigma * z, torch.cat(sch._cols(rho), 2)),
-                              alpha=sch.hg)
-                Gs.append(g)
-                Qs.append(q)
-            # the matrix's dependence on the state: sigma = d a S(w), w = d a (A - V) + d b
-            F0, w0, g0 = first
-            wbar = (sigma_bar.reshape(B, P) * slope_derivative(w0, ops.sat)).mul_(da)
-            lam_new[:, :P].sub_(wbar, alpha=da)
-            lam_new[:, P:].add_(wbar, alpha=da)
-            if lam0_extra is not None:
-                lam_new.add_(lam0_extra)
-            lam = lam_new
-            if any(need_p):
-                part = ops.grad_params(torch.stack(Gs), torch.stack(Qs), need_p)
-                g_params = [q if p is None else (p if q is None else p.add_(q)) for p, q in zip(g_params, part)]
-            if need_drive:
-                g_seg[k].add_(torch.stack(Qs).sum(0))
-            for j in ctx.rows_by.get(idx, ()):
-                lam = lam + grad_out[j]
-        if Wbar is not None and any(need_p):
-            with torch.enable_grad():
-                params = [p for p, nd in zip(ops.params, need_p) if nd]
-                Wd = _intra_column(ops, ctx.layout, ctx.n)
-                if Wd.requires_grad:
-                    extra = torch.autograd.grad(Wd, params, Wbar, allow_unused=True)
-                    it = iter(extra)
-                    g_params = [(None if not nd else _add(gp, next(it))) for gp, nd in zip(g_params, need_p)]
-        g_drive = None
-        if need_drive:
-            g = g_seg.transpose(0, 1)
-            g_drive = g if ctx.drive_shape[0] > 1 else g.sum(0, keepdim=True)
-        if any(need_p):
-            g_params = [torch.zeros_like(p) if nd and gp is None else gp for gp, p, nd in zip(g_params, ops.params,
-                                                                                             need_p)]
+        lam = _backward(ctx, grad_out, need_p, ctx.needs_input_grad[1])
+        g_drive, g_params = ctx.st.finish()
         return (lam, g_drive) + (None,) * 9 + tuple(g_params)
+
+
+class _CompiledRosenbrockSolve(torch.autograd.Function):
+    """The compiled kernel's solve: the coupling (dense Wg or the sparse entries) and the
+    intra-column blocks are inputs, whose cotangents autograd carries to the weights."""
+
+    @staticmethod
+    def forward(ctx, y0, drive, ops, layout, n, stops, seg, out_idx, method, watch, opts, coupling, Wcol, row_ptr,
+                col):
+        tab = ROSENBROCK[method]
+        st = _CompiledStepper(tab, ops, layout, n, y0, drive, coupling, row_ptr, col, Wcol)
+        return _forward(ctx, st, y0, drive, stops, seg, out_idx, watch, opts, tab.order_err)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        need_p = ctx.needs_input_grad[11:13]
+        lam = _backward(ctx, grad_out.contiguous(), need_p, ctx.needs_input_grad[1])
+        g_drive, (gW, gWcol) = ctx.st.finish()
+        return (lam, g_drive) + (None,) * 9 + (gW, gWcol, None, None)
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -499,18 +673,36 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     return a if b is None else a + b
 
 
+def uses_kernel(kernel: str, ops, y0: torch.Tensor) -> bool:
+    """Whether a Rosenbrock-W solve runs in the compiled kernel: ``"auto"`` wherever it can (CPU,
+    float32 or float64, a C compiler), ``"compiled"`` (an error where it cannot), ``"eager"`` never."""
+    if kernel == "auto":
+        try:
+            return compiled.choose("compiled", ops, y0)
+        except ValueError:
+            return False
+    return compiled.choose(kernel, ops, y0)
+
+
 def rosenbrock_solve(ops: FusedOperators | SparseFusedOperators, layout: Sequence[tuple[int, int]], n: int,
                      y0: torch.Tensor, stops: Sequence[float], seg: Sequence[int], out_idx: Sequence[int],
-                     method: str, watch: Callable[[float, torch.Tensor, int], None], opts: dict) -> torch.Tensor:
+                     method: str, watch: Callable[[float, torch.Tensor, int], None], opts: dict,
+                     kernel: str = "auto") -> torch.Tensor:
     """Integrate the operators' field with the Rosenbrock-W ``method`` through ``stops``.
 
     The arguments are :func:`colplugin.solve.fused.fused_solve`'s (``ops`` from
     :meth:`Field.fused`, ``layout`` and ``n`` the field's column layout); ``opts`` holds
     ``rtol``, ``atol``, ``step`` (first step, s), ``watch_every``, ``dense_rows`` ((time, row)
     of interpolated outputs) and gets back ``nfe``, ``steps``, ``attempts`` and ``step_log``
-    ((start s, h s, segment) of every accepted step).
+    ((start s, h s, segment) of every accepted step). ``kernel``: as :func:`uses_kernel`.
     """
     if method not in ROSENBROCK:
         raise ValueError(f"unknown Rosenbrock method {method!r}; use one of {sorted(ROSENBROCK)}")
-    return _RosenbrockSolve.apply(y0, ops.drive, ops, tuple(layout), n, list(stops), list(seg), list(out_idx),
-                                  method, watch, opts, *ops.params)
+    args = (y0, ops.drive, ops, tuple(layout), n, list(stops), list(seg), list(out_idx), method, watch, opts)
+    if uses_kernel(kernel, ops, y0):
+        Wcol = _intra_column(ops, layout, n)
+        if isinstance(ops, SparseFusedOperators):
+            row_ptr, col, values = compiled.sparse_coupling(ops)
+            return _CompiledRosenbrockSolve.apply(*args, values, Wcol, row_ptr, col)
+        return _CompiledRosenbrockSolve.apply(*args, ops.Wg, Wcol, None, None)
+    return _RosenbrockSolve.apply(*args, *ops.params)

@@ -268,9 +268,6 @@ class Solver:
         if engine.backend == "torchdiffeq" and method in ROSENBROCK:
             raise ValueError(f"{method} is colplugin's Rosenbrock-W scheme, which torchdiffeq does not have; use "
                              f"Solver({method!r}, backend='fused') (or backend='auto')")
-        if method in ROSENBROCK and engine.kernel == "compiled":
-            raise ValueError(f"{method} runs in the fused backend's eager loop only (the compiled kernel integrates "
-                             "explicit Runge-Kutta schemes); use kernel='auto' or kernel='eager'")
         if not _is_number(max_steps):
             raise TypeError(f"Solver max_steps={max_steps!r} ({type(max_steps).__name__}) must be a whole number "
                             "of steps >= 1, e.g. max_steps=1_000_000 (the default)")
