@@ -1444,7 +1444,7 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
  * threads); the step-size control, the stops and the outputs stay in Python. Per column c
  * and trial, the W-matrix's system is the n x n one
  *     (I - h gamma U~ diag(sigma)) z = E^T D^-1 r,  U~[i][j] = Wcol[c][j][i] / D_V - Wcol[c][j][n+i] / D_A,
- * factorised by Gaussian elimination with partial pivoting (row swaps recorded in order). */
+ * inverted by Gauss-Jordan elimination with partial pivoting (the lanes side by side). */
 
 #define ROS FK_CAT(fk_ros, FK_SFX)
 
@@ -1457,6 +1457,15 @@ typedef struct {
 } ROS;
 
 /* S = dg/dz (z = -w) of the (saturated) g, and dS/dw, of one value of w; sp: the population's sat */
+FK_INLINE REAL FN(fk_ros_slope_g)(REAL wv, REAL gv)
+{
+    /* S = g (1 + z - g) / z (z = -w, g = w / expm1(w) unsaturated), by the series near z = 0 */
+    const REAL z = -wv;
+    if (fabs(z) < (REAL)FK_SERIES_Z)
+        return (REAL)0.5 + z / (REAL)6.0 - z * z * z / (REAL)180.0;
+    return gv * ((REAL)1.0 + z - gv) / z;
+}
+
 FK_INLINE void FN(fk_ros_slope)(REAL wv, const REAL *sat, int p, REAL *S, REAL *dS)
 {
     const double w = (double)wv, z = -w;
@@ -1499,17 +1508,17 @@ typedef struct {
 } FN(fk_rctx);
 
 /* Scratch per thread, in REALs: see fk_ros_chunk. */
-static size_t FN(fk_ros_scratch)(const MODEL *md, const ROS *rs, int L)
+FK_INLINE size_t FN(fk_ros_scratch)(const MODEL *md, const ROS *rs, int L)
 {
     const size_t NL = (size_t)L * 2 * md->P, BPL = (size_t)L * md->P, s = (size_t)rs->s, n = (size_t)rs->n;
     return 7 * NL + 3 * s * NL + 3 * s * BPL + 5 * BPL + (size_t)rs->C * L * n * n + 3 * (size_t)rs->C * n * n
-           + (size_t)rs->C * L * n + 4 * n;
+           + (size_t)n * n * L + 2 * (size_t)n * L;
 }
 
 /* The step's per-column matrices (shared by the lanes): with iD = 1 / D (2P, D = 1 - hg c),
  * Wv[c][j][i] = Wcol[c][j][i] iD_V,i, Wa[c][j][i] = Wcol[c][j][n+i] iD_A,i and
  * Ut[c][i][j] = Wv[c][j][i] - Wa[c][j][i] (U~). */
-static void FN(fk_ros_prepare)(const ROS *rs, int P, const REAL *iD, REAL *Wv, REAL *Wa, REAL *Ut)
+FK_INLINE void FN(fk_ros_prepare)(const ROS *rs, int P, const REAL *iD, REAL *Wv, REAL *Wa, REAL *Ut)
 {
     const int n = rs->n;
     for (int c = 0; c < rs->C; c++) {
@@ -1526,56 +1535,97 @@ static void FN(fk_ros_prepare)(const ROS *rs, int P, const REAL *iD, REAL *Wv, R
     }
 }
 
-/* Factorise, per column and lane, M = I - hg U~ diag(sigma) (LU with row swaps piv); 0 if singular. */
-static int FN(fk_ros_factor)(const ROS *rs, int nl, double hg, const REAL *Ut, const REAL *sigma, REAL *LU, int *piv)
+/* x[l] -= f[l] a[l] over the lanes */
+FK_INLINE void FN(fk_vsub)(REAL *x, const REAL *f, const REAL *a, int nl)
+{
+#ifdef FK_VEC
+    if (nl == FK_LANES) {
+        for (int u = 0; u < FK_NV; u++)
+            FN(fk_st)(x + u * FK_VN, FN(fk_ld)(x + u * FK_VN) - FN(fk_ld)(f + u * FK_VN) * FN(fk_ld)(a + u * FK_VN));
+        return;
+    }
+#endif
+    for (int l = 0; l < nl; l++)
+        x[l] -= f[l] * a[l];
+}
+
+/* Invert, per column, M = I - hg U~ diag(sigma) of every lane: Gauss-Jordan elimination with
+ * partial pivoting (rows swapped lane by lane, the elimination across the lanes at once).
+ * Mi: C x n x n x nl (lanes innermost), A: n x n x nl scratch. Returns 0 if a matrix is singular. */
+FK_INLINE int FN(fk_ros_invert)(const ROS *rs, int nl, double hg, const REAL *Ut, const REAL *sigma, REAL *Mi, REAL *A)
 {
     const int n = rs->n, C = rs->C;
     for (int c = 0; c < C; c++) {
-        const REAL *ut = Ut + (size_t)c * n * n;
-        for (int l = 0; l < nl; l++) {
-            REAL *M = LU + ((size_t)c * nl + l) * n * n;
-            int *pv = piv + ((size_t)c * nl + l) * n;
-            REAL hs[64];
-            for (int j = 0; j < n; j++)
-                hs[j] = (REAL)hg * sigma[(size_t)(c * n + j) * nl + l];
-            for (int i = 0; i < n; i++)
-                for (int j = 0; j < n; j++)
-                    M[i * n + j] = (i == j ? (REAL)1 : (REAL)0) - ut[i * n + j] * hs[j];
-            for (int k = 0; k < n; k++) {
+        const REAL *ut = Ut + (size_t)c * n * n, *sg = sigma + (size_t)c * n * nl;
+        REAL *B = Mi + (size_t)c * n * n * nl;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                REAL *a = A + ((size_t)i * n + j) * nl, *b = B + ((size_t)i * n + j) * nl;
+                const REAL u = (REAL)hg * ut[i * n + j], d = i == j ? (REAL)1 : (REAL)0;
+                for (int l = 0; l < nl; l++) {
+                    a[l] = d - u * sg[(size_t)j * nl + l];
+                    b[l] = d;
+                }
+            }
+        for (int k = 0; k < n; k++) {
+            REAL inv[FK_LANES];
+            for (int l = 0; l < nl; l++) {
                 int pk = k;
-                REAL best = fabs(M[k * n + k]);
-                for (int i = k + 1; i < n; i++)
-                    if (fabs(M[i * n + k]) > best) {
-                        best = fabs(M[i * n + k]);
+                REAL best = fabs(A[((size_t)k * n + k) * nl + l]);
+                for (int i = k + 1; i < n; i++) {
+                    const REAL v = fabs(A[((size_t)i * n + k) * nl + l]);
+                    if (v > best) {
+                        best = v;
                         pk = i;
                     }
-                pv[k] = pk;
+                }
                 if (!(best > 0) || !isfinite(best))
                     return 0;
-                if (pk != k)
-                    for (int j = 0; j < n; j++) {
-                        const REAL t = M[k * n + j];
-                        M[k * n + j] = M[pk * n + j];
-                        M[pk * n + j] = t;
+                if (pk != k) {
+                    for (int j = k; j < n; j++) {
+                        REAL *x = A + ((size_t)k * n + j) * nl + l, *y = A + ((size_t)pk * n + j) * nl + l;
+                        const REAL t = *x;
+                        *x = *y;
+                        *y = t;
                     }
-                const REAL inv = (REAL)1 / M[k * n + k];
-                M[k * n + k] = inv; /* the pivot's inverse, for the solves */
-                for (int i = k + 1; i < n; i++) {
-                    const REAL f = M[i * n + k] * inv;
-                    M[i * n + k] = f;
-                    for (int j = k + 1; j < n; j++)
-                        M[i * n + j] -= f * M[k * n + j];
+                    for (int j = 0; j < n; j++) {
+                        REAL *x = B + ((size_t)k * n + j) * nl + l, *y = B + ((size_t)pk * n + j) * nl + l;
+                        const REAL t = *x;
+                        *x = *y;
+                        *y = t;
+                    }
                 }
+                inv[l] = (REAL)1 / A[((size_t)k * n + k) * nl + l];
+            }
+            for (int j = k + 1; j < n; j++) {
+                REAL *a = A + ((size_t)k * n + j) * nl;
+                for (int l = 0; l < nl; l++)
+                    a[l] *= inv[l];
+            }
+            for (int j = 0; j < n; j++) {
+                REAL *b = B + ((size_t)k * n + j) * nl;
+                for (int l = 0; l < nl; l++)
+                    b[l] *= inv[l];
+            }
+            for (int i = 0; i < n; i++) {
+                if (i == k)
+                    continue;
+                REAL f[FK_LANES];
+                for (int l = 0; l < nl; l++)
+                    f[l] = A[((size_t)i * n + k) * nl + l];
+                for (int j = k + 1; j < n; j++)
+                    FN(fk_vsub)(A + ((size_t)i * n + j) * nl, f, A + ((size_t)k * n + j) * nl, nl);
+                for (int j = 0; j < n; j++)
+                    FN(fk_vsub)(B + ((size_t)i * n + j) * nl, f, B + ((size_t)k * n + j) * nl, nl);
             }
         }
     }
     return 1;
 }
 
-/* x = L^-1 r (chunk, lanes), z = E^T x per column (population-major lanes: (c n + i) nl + l); t: n scratch */
-static void FN(fk_ros_solve)(const ROS *rs, int nl, int P, const REAL *iD, double hg, const REAL *sigma,
-                             const REAL *Wv, const REAL *Wa, const REAL *LU, const int *piv, const REAL *r, REAL *x,
-                             REAL *z, REAL *t)
+/* x = L^-1 r (chunk, lanes), z = E^T x per column (population-major lanes: (c n + i) nl + l); t: n nl scratch */
+FK_INLINE void FN(fk_ros_solve)(const ROS *rs, int nl, int P, const REAL *iD, double hg, const REAL *sigma,
+                             const REAL *Wv, const REAL *Wa, const REAL *Mi, const REAL *r, REAL *x, REAL *z, REAL *t)
 {
     const int n = rs->n, C = rs->C;
     for (int q = 0; q < 2 * P; q++) {
@@ -1585,34 +1635,20 @@ static void FN(fk_ros_solve)(const ROS *rs, int nl, int P, const REAL *iD, doubl
     }
     for (int c = 0; c < C; c++) {
         REAL *xv = x + (size_t)c * n * nl, *xa = x + (size_t)(P + c * n) * nl, *zc = z + (size_t)c * n * nl;
-        const REAL *sg = sigma + (size_t)c * n * nl;
-        for (int l = 0; l < nl; l++) {
-            const REAL *M = LU + ((size_t)c * nl + l) * n * n;
-            const int *pv = piv + ((size_t)c * nl + l) * n;
-            for (int i = 0; i < n; i++)
-                t[i] = xv[i * nl + l] - xa[i * nl + l];
-            for (int k = 0; k < n; k++)
-                if (pv[k] != k) {
-                    const REAL tmp = t[k];
-                    t[k] = t[pv[k]];
-                    t[pv[k]] = tmp;
-                }
-            for (int i = 1; i < n; i++) {
-                REAL acc = t[i];
-                for (int j = 0; j < i; j++)
-                    acc -= M[i * n + j] * t[j];
-                t[i] = acc;
+        const REAL *sg = sigma + (size_t)c * n * nl, *B = Mi + (size_t)c * n * n * nl;
+        for (int i = 0; i < n * nl; i++)
+            t[i] = xv[i] - xa[i];
+        for (int i = 0; i < n; i++) { /* z = M^-1 t */
+            REAL acc[FK_LANES] = {0};
+            for (int j = 0; j < n; j++) {
+                const REAL *b = B + ((size_t)i * n + j) * nl, *tj = t + (size_t)j * nl;
+                for (int l = 0; l < nl; l++)
+                    acc[l] += b[l] * tj[l];
             }
-            for (int i = n - 1; i >= 0; i--) {
-                REAL acc = t[i];
-                for (int j = i + 1; j < n; j++)
-                    acc -= M[i * n + j] * t[j];
-                t[i] = acc * M[i * n + i];
-            }
-            for (int i = 0; i < n; i++)
-                zc[i * nl + l] = t[i];
+            for (int l = 0; l < nl; l++)
+                zc[i * nl + l] = acc[l];
         }
-        /* x += hg W^T (sigma z) / D, lanes innermost */
+        /* x += hg W^T (sigma z) / D */
         const REAL *wv = Wv + (size_t)c * n * n, *wa = Wa + (size_t)c * n * n;
         for (int j = 0; j < n; j++) {
             REAL sz[FK_LANES];
@@ -1626,13 +1662,12 @@ static void FN(fk_ros_solve)(const ROS *rs, int nl, int P, const REAL *iD, doubl
     }
 }
 
-/* rho = L^-T kappa (chunk, lanes) and u = Wcol rho per column (population-major like z); t: 2 n scratch */
-static void FN(fk_ros_solve_T)(const ROS *rs, int nl, int P, const REAL *iD, double hg, const REAL *sigma,
-                               const REAL *Ut, const REAL *LU, const int *piv, const REAL *kappa, REAL *rho, REAL *u,
-                               REAL *t)
+/* rho = L^-T kappa (chunk, lanes) and u = Wcol rho per column (population-major like z); t: 2 n nl scratch */
+FK_INLINE void FN(fk_ros_solve_T)(const ROS *rs, int nl, int P, const REAL *iD, double hg, const REAL *sigma,
+                               const REAL *Ut, const REAL *Mi, const REAL *kappa, REAL *rho, REAL *u, REAL *t)
 {
     const int n = rs->n, C = rs->C;
-    REAL *s = t + n;
+    REAL *v = t + (size_t)n * nl;
     for (int q = 0; q < 2 * P; q++) {
         const REAL d = iD[q];
         for (int l = 0; l < nl; l++)
@@ -1640,62 +1675,46 @@ static void FN(fk_ros_solve_T)(const ROS *rs, int nl, int P, const REAL *iD, dou
     }
     for (int c = 0; c < C; c++) {
         const REAL *W = rs->Wcol + (size_t)c * n * 2 * n, *ut = Ut + (size_t)c * n * n;
+        const REAL *B = Mi + (size_t)c * n * n * nl;
         REAL *rv = rho + (size_t)c * n * nl, *ra = rho + (size_t)(P + c * n) * nl, *uc = u + (size_t)c * n * nl;
         const REAL *sg = sigma + (size_t)c * n * nl;
-        for (int j = 0; j < n; j++) { /* s = Wcol (kappa / D), lanes innermost */
+        for (int j = 0; j < n; j++) { /* s = Wcol (kappa / D) into uc, t = sigma s */
             const REAL *row = W + (size_t)j * 2 * n;
             REAL acc[FK_LANES] = {0};
             for (int i = 0; i < n; i++) {
                 FN(fk_axpy)(acc, rv + i * nl, row[i], nl);
                 FN(fk_axpy)(acc, ra + i * nl, row[n + i], nl);
             }
-            for (int l = 0; l < nl; l++)
+            for (int l = 0; l < nl; l++) {
                 uc[j * nl + l] = acc[l];
+                t[j * nl + l] = sg[j * nl + l] * acc[l];
+            }
         }
-        for (int l = 0; l < nl; l++) {
-            const REAL *M = LU + ((size_t)c * nl + l) * n * n;
-            const int *pv = piv + ((size_t)c * nl + l) * n;
-            for (int j = 0; j < n; j++) {
-                s[j] = uc[j * nl + l];
-                t[j] = sg[j * nl + l] * s[j];
-            }
-            /* M^T v = t: U^T w = t, L^T x = w, v = the swaps undone in reverse */
+        for (int j = 0; j < n; j++) { /* v = M^-T t: v_j = sum_i Mi[i][j] t_i */
+            REAL acc[FK_LANES] = {0};
             for (int i = 0; i < n; i++) {
-                REAL acc = t[i];
-                for (int j = 0; j < i; j++)
-                    acc -= M[j * n + i] * t[j];
-                t[i] = acc * M[i * n + i];
+                const REAL *b = B + ((size_t)i * n + j) * nl, *ti = t + (size_t)i * nl;
+                for (int l = 0; l < nl; l++)
+                    acc[l] += b[l] * ti[l];
             }
-            for (int i = n - 2; i >= 0; i--) {
-                REAL acc = t[i];
-                for (int j = i + 1; j < n; j++)
-                    acc -= M[j * n + i] * t[j];
-                t[i] = acc;
-            }
-            for (int k = n - 1; k >= 0; k--)
-                if (pv[k] != k) {
-                    const REAL tmp = t[k];
-                    t[k] = t[pv[k]];
-                    t[pv[k]] = tmp;
-                }
-            /* u = s + hg U~^T v; rho += hg [v, -v] / D */
-            for (int p = 0; p < n; p++) {
-                REAL acc = s[p];
-                for (int i = 0; i < n; i++)
-                    acc += (REAL)hg * ut[i * n + p] * t[i];
-                uc[p * nl + l] = acc;
-            }
-            for (int i = 0; i < n; i++) {
-                rv[i * nl + l] += (REAL)hg * t[i] * iD[c * n + i];
-                ra[i * nl + l] -= (REAL)hg * t[i] * iD[P + c * n + i];
-            }
+            for (int l = 0; l < nl; l++)
+                v[j * nl + l] = acc[l];
+        }
+        /* u = s + hg U~^T v; rho += hg [v, -v] / D */
+        for (int p = 0; p < n; p++)
+            for (int i = 0; i < n; i++)
+                FN(fk_axpy)(uc + p * nl, v + i * nl, (REAL)hg * ut[i * n + p], nl);
+        for (int i = 0; i < n; i++) {
+            const REAL dv = (REAL)hg * iD[c * n + i], da = -(REAL)hg * iD[P + c * n + i];
+            FN(fk_axpy)(rv + i * nl, v + i * nl, dv, nl);
+            FN(fk_axpy)(ra + i * nl, v + i * nl, da, nl);
         }
     }
 }
 
 /* phi = (dF/dy)(Y)^T q of a stage (w, g) in lanes; sz scratch (P x nl). Adds g_source q_target
  * to gW (dense P x 2P, or per entry) where gW is not NULL. */
-static void FN(fk_ros_vjp)(const MODEL *md, int nl, const REAL *q, const REAL *w, const REAL *g, REAL *phi, REAL *sz,
+FK_INLINE void FN(fk_ros_vjp)(const MODEL *md, int nl, const REAL *q, const REAL *w, const REAL *g, REAL *phi, REAL *sz,
                            REAL *gW)
 {
     const int P = md->P, P2 = 2 * md->P;
@@ -1732,7 +1751,10 @@ static void FN(fk_ros_vjp)(const MODEL *md, int nl, const REAL *q, const REAL *w
     }
     for (size_t n2 = 0; n2 < BPc; n2++) {
         REAL S;
-        FN(fk_ros_slope)(w[n2], md->sat, (int)(n2 / nl), &S, NULL);
+        if (md->sat)
+            FN(fk_ros_slope)(w[n2], md->sat, (int)(n2 / nl), &S, NULL);
+        else
+            S = FN(fk_ros_slope_g)(w[n2], g[n2]);
         sz[n2] *= S;
     }
     for (int p = 0; p < P; p++) {
@@ -1746,7 +1768,7 @@ static void FN(fk_ros_vjp)(const MODEL *md, int nl, const REAL *q, const REAL *w
 }
 
 /* gd (K x 2P, shared by the trials) or the per-trial drive cotangent += q of segment k */
-static void FN(fk_ros_gdrive)(const MODEL *md, int b0, int nl, int k, const REAL *q, REAL *gd, REAL *gdrive_trials)
+FK_INLINE void FN(fk_ros_gdrive)(const MODEL *md, int b0, int nl, int k, const REAL *q, REAL *gd, REAL *gdrive_trials)
 {
     const int P2 = 2 * md->P;
     if (md->Bd == 1) {
@@ -1764,7 +1786,7 @@ static void FN(fk_ros_gdrive)(const MODEL *md, int b0, int nl, int k, const REAL
 }
 
 /* One step of one chunk (forward, or recomputed and differentiated where cx->lam is set). */
-static void FN(fk_ros_chunk)(FN(fk_rctx) *cx, int tid, int b0)
+FK_INLINE void FN(fk_ros_chunk)(FN(fk_rctx) *cx, int tid, int b0)
 {
     const MODEL *md = cx->md;
     const ROS *rs = cx->rs;
@@ -1778,9 +1800,9 @@ static void FN(fk_ros_chunk)(FN(fk_rctx) *cx, int tid, int b0)
     REAL *K = kap + NL, *Fs = K + (size_t)s * NL, *Rho = Fs + (size_t)s * NL;
     REAL *Ws = Rho + (size_t)s * NL, *Gs = Ws + (size_t)s * BPL, *Z = Gs + (size_t)s * BPL;
     REAL *sigma = Z + (size_t)s * BPL, *iD = sigma + BPL, *u = iD + NL /* iD: 2P */, *sz = u + BPL;
-    REAL *sbar = sz + BPL, *we = sbar + BPL, *LU = we + BPL, *Wv = LU + (size_t)rs->C * cx->L * n * n;
-    REAL *Wa = Wv + (size_t)rs->C * n * n, *Ut = Wa + (size_t)rs->C * n * n, *t = Ut + (size_t)rs->C * n * n;
-    int *piv = (int *)(t + 4 * n); /* C x L x n ints fit in the C x L x n REALs reserved */
+    REAL *sbar = sz + BPL, *we = sbar + BPL, *Mi = we + BPL, *Wv = Mi + (size_t)rs->C * cx->L * n * n;
+    REAL *Wa = Wv + (size_t)rs->C * n * n, *Ut = Wa + (size_t)rs->C * n * n, *Aw = Ut + (size_t)rs->C * n * n;
+    REAL *t = Aw + (size_t)n * n * cx->L;
     FN(fk_to_lanes)(cx->y + (size_t)b0 * P2, y, nl, P2);
     for (int q = 0; q < P2; q++)
         iD[q] = (REAL)1 / ((REAL)1 - (REAL)hg * md->c[q]);
@@ -1800,10 +1822,13 @@ static void FN(fk_ros_chunk)(FN(fk_rctx) *cx, int tid, int b0)
     }
     for (size_t n2 = 0; n2 < BPc; n2++) {
         REAL S;
-        FN(fk_ros_slope)(Ws[n2], md->sat, (int)(n2 / nl), &S, NULL);
+        if (md->sat)
+            FN(fk_ros_slope)(Ws[n2], md->sat, (int)(n2 / nl), &S, NULL);
+        else
+            S = FN(fk_ros_slope_g)(Ws[n2], Gs[n2]);
         sigma[n2] = -md->m * S; /* d a S */
     }
-    if (!FN(fk_ros_factor)(rs, nl, hg, Ut, sigma, LU, piv)) {
+    if (!FN(fk_ros_invert)(rs, nl, hg, Ut, sigma, Mi, Aw)) {
         cx->bad[ci] = 1;
         return;
     }
@@ -1817,7 +1842,7 @@ static void FN(fk_ros_chunk)(FN(fk_rctx) *cx, int tid, int b0)
         FN(fk_combine)(rs->cc + (size_t)i * s, 1, 0, i, Fi, (REAL)1, K, (size_t)nl * P2, r);
         for (size_t q = 0; q < (size_t)nl * P2; q++)
             r[q] *= (REAL)rs->gamma;
-        FN(fk_ros_solve)(rs, nl, P, iD, hg, sigma, Wv, Wa, LU, piv, r, Ki, Z + (size_t)i * BPc, t);
+        FN(fk_ros_solve)(rs, nl, P, iD, hg, sigma, Wv, Wa, Mi, r, Ki, Z + (size_t)i * BPc, t);
     }
     FN(fk_combine)(rs->m, 1, 0, s, y, (REAL)h, K, (size_t)nl * P2, yn);
     if (!cx->lam) {
@@ -1874,7 +1899,7 @@ static void FN(fk_ros_chunk)(FN(fk_rctx) *cx, int tid, int b0)
                 kap[q] += aj * pj[q] + cj * rj[q];
         }
         REAL *rho = Rho + (size_t)i * Nc;
-        FN(fk_ros_solve_T)(rs, nl, P, iD, hg, sigma, Ut, LU, piv, kap, rho, u, t);
+        FN(fk_ros_solve_T)(rs, nl, P, iD, hg, sigma, Ut, Mi, kap, rho, u, t);
         for (size_t q = 0; q < NN; q++)
             r[q] = (REAL)rs->gamma * rho[q];
         if (i == 0 && cx->extra0) {
@@ -1925,7 +1950,8 @@ FK_CLONES static void FN(fk_ros_task)(void *ctx, int tid)
 }
 
 /* Shared start of the two entry points: the context, the model's local copy, the pool and the scratch. */
-static int FN(fk_ros_begin)(const MODEL *md, const ROS *rs, MODEL *local, fk_pool *pool, FN(fk_rctx) *cx)
+static int FN(fk_ros_begin)(const MODEL *md, const ROS *rs, REAL *work, MODEL *local, fk_pool *pool,
+                            FN(fk_rctx) *cx)
 {
     int drive_ok;
     FN(fk_begin)(md, local, pool, &drive_ok);
@@ -1938,30 +1964,40 @@ static int FN(fk_ros_begin)(const MODEL *md, const ROS *rs, MODEL *local, fk_poo
     int ok = drive_ok;
     const size_t n_scr = FN(fk_ros_scratch)(md, rs, cx->L);
     for (int t = 0; t < pool->T; t++)
-        ok = ok && (cx->scr[t] = FN(fk_scratch)(n_scr)) != NULL;
+        cx->scr[t] = work + (size_t)t * n_scr;
     return ok;
 }
 
 static void FN(fk_ros_end)(MODEL *local, fk_pool *pool, FN(fk_rctx) *cx)
 {
     fk_pool_stop(pool);
-    for (int t = 0; t < FK_MAX_THREADS; t++)
-        free(cx->scr[t]);
+    (void)cx;
     FN(fk_end)(local);
+}
+
+/* REALs of the workspace the two entry points need: per thread one chunk's scratch, for
+ * up to `threads` threads (the caller allocates it once per solve). */
+size_t FN(fk_ros_work)(const MODEL *md, const ROS *rs, int threads)
+{
+    const int L = FN(fk_lanes)(md->B), n_chunks = (md->B + L - 1) / L;
+    int T = threads < n_chunks ? threads : n_chunks;
+    T = T < 1 ? 1 : (T > FK_MAX_THREADS ? FK_MAX_THREADS : T);
+    return (size_t)T * FN(fk_ros_scratch)(md, rs, L);
 }
 
 /* One Rosenbrock-W step of h from y (B x 2P, plain layout) in segment seg: y_new into yn and
  * the error norm's sum of squares into *sq. fresh: evaluate stage 0 into F0, w0, g0 (else
  * they hold it); want_end: also F(y_new) into Fn, wn, gn. Returns 0 (ok), 1 (a singular
  * system or a non-finite state: reject the step) or 3 (out of memory). */
-FK_CLONES int FN(fk_ros_step)(const MODEL *md, const ROS *rs, const REAL *y, double h, int seg, int fresh, REAL *F0,
+FK_CLONES int FN(fk_ros_step)(const MODEL *md, const ROS *rs, REAL *work, const REAL *y, double h, int seg, int fresh,
+                              REAL *F0,
                               REAL *w0, REAL *g0, REAL *yn, int want_end, REAL *Fn, REAL *wn, REAL *gn, double rtol,
                               double atol, double *sq)
 {
     MODEL local;
     fk_pool pool;
     FN(fk_rctx) cx;
-    int ok = FN(fk_ros_begin)(md, rs, &local, &pool, &cx);
+    int ok = FN(fk_ros_begin)(md, rs, work, &local, &pool, &cx);
     double *sqc = (double *)calloc((size_t)cx.n_chunks, sizeof(double));
     int *bad = (int *)calloc((size_t)cx.n_chunks, sizeof(int));
     int status = 3;
@@ -1990,13 +2026,14 @@ FK_CLONES int FN(fk_ros_step)(const MODEL *md, const ROS *rs, const REAL *y, dou
  * of F(y_new) (outputs interpolated inside the step). Accumulates per chunk of trials into
  * gW (n_chunks x entries), gWcol (n_chunks x C x n x 2n) and gdrive (n_chunks x K x 2P where the
  * trials share the drive, else B x K x 2P), where not NULL. Returns 0, 1 (singular) or 3. */
-FK_CLONES int FN(fk_ros_adjoint)(const MODEL *md, const ROS *rs, const REAL *y, double h, int seg, REAL *lam,
+FK_CLONES int FN(fk_ros_adjoint)(const MODEL *md, const ROS *rs, REAL *work, const REAL *y, double h, int seg,
+                                 REAL *lam,
                                  const REAL *extra0, const REAL *qe, REAL *gW, REAL *gWcol, REAL *gdrive)
 {
     MODEL local;
     fk_pool pool;
     FN(fk_rctx) cx;
-    int ok = FN(fk_ros_begin)(md, rs, &local, &pool, &cx);
+    int ok = FN(fk_ros_begin)(md, rs, work, &local, &pool, &cx);
     double *sqc = (double *)calloc((size_t)cx.n_chunks, sizeof(double));
     int *bad = (int *)calloc((size_t)cx.n_chunks, sizeof(int));
     int status = 3;

@@ -451,6 +451,9 @@ class _CompiledStepper:
         self.first = (z(B, 2 * P), z(B, P), z(B, P))
         self.end = (z(B, 2 * P), z(B, P), z(B, P))
         self.sq = ffi.new("double *")
+        # the kernel's workspace, once per solve (per thread one chunk of trials' scratch)
+        size = int(getattr(self.lib, f"fk_ros_work{self.sfx}")(self.md, rs, int(self.md.threads)))
+        self.work = torch.empty(max(size, 1), dtype=dt)
         self.coupling_shape, self.sparse = tuple(coupling.shape), row_ptr is not None
 
     def _p(self, t):
@@ -473,7 +476,7 @@ class _CompiledStepper:
         y_new = torch.empty_like(y)
         p = self._p
         rc = getattr(self.lib, f"fk_ros_step{self.sfx}")(
-            self.md, self.rs, p(y), float(h), int(k), int(fresh), p(self.first[0]), p(self.first[1]),
+            self.md, self.rs, p(self.work), p(y), float(h), int(k), int(fresh), p(self.first[0]), p(self.first[1]),
             p(self.first[2]), p(y_new), int(want_end), p(self.end[0]), p(self.end[1]), p(self.end[2]),
             float(rtol), float(atol), self.sq)
         if rc == 3:
@@ -503,7 +506,7 @@ class _CompiledStepper:
         extra0 = None if extra0 is None else extra0.contiguous()
         qe = None if qe is None else qe.contiguous()
         rc = getattr(self.lib, f"fk_ros_adjoint{self.sfx}")(
-            self.md, self.rs, p(y.contiguous()), float(h), int(k), p(lam), p(extra0), p(qe), p(self.gW),
+            self.md, self.rs, p(self.work), p(y.contiguous()), float(h), int(k), p(lam), p(extra0), p(qe), p(self.gW),
             p(self.gWcol), p(self.gdrive))
         if rc == 3:
             raise MemoryError("the compiled Rosenbrock adjoint could not allocate its workspace")
