@@ -31,9 +31,14 @@ GAM[3, :3] = 0.24212380706095346, -1.2232505839045147, 0.54526025533510214
 B_SOL = np.array([0.24212380706095346, -1.2232505839045147, 1.5452602553351020, 0.435866521508459])
 
 
-def _setup(dense: bool, batch: int = 2):
-    net = two_area_net(cp.load_preset("dl25"))
-    rates = torch.tensor([[20.0], [6.0]], dtype=torch.float64).expand(batch, 2, net.n_inputs).clone()
+def _setup(dense: bool, batch: int = 2, saturated: bool = False, dtype=torch.float64):
+    params = cp.load_preset("dl25")
+    if saturated:  # L2/3E saturates at 20 Hz: the slope and its derivative take the saturated form
+        r_max = np.full(8, np.inf)
+        r_max[0] = 20.0
+        params = params.with_overrides({"r_max": r_max})
+    net = two_area_net(params, dtype=dtype)
+    rates = torch.tensor([[20.0], [6.0]], dtype=dtype).expand(batch, 2, net.n_inputs).clone()
     rates[1] *= 0.5  # trials of their own drive, two segments each
     y0 = net.initial_state(batch)
     y0[:, 0] = 2.0
@@ -95,13 +100,18 @@ def _loss(out):
     return (out[..., :P] ** 2).mean() * 1e-2 + out[2:4, :, P:].sum() * 10.0 + out[-1, :, 3].sum()
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("dense", [True, False])
-def test_steps_and_gradients_equal_the_original_form(dense, kernel):
+CASES = [(True, "eager", False), (False, "eager", False), (True, "eager", True)]
+if "compiled" in KERNELS:
+    CASES += [(True, "compiled", False), (False, "compiled", False), (False, "compiled", True)]
+
+
+@pytest.mark.parametrize("dense, kernel, saturated", CASES)
+def test_steps_and_gradients_equal_the_original_form(dense, kernel, saturated):
     """Outputs (stops and interpolated times) and the gradients of a loss with respect to every
     learnable weight (input, lateral, feedforward) and the initial state equal those of the
-    scheme written in its original form and differentiated by autograd, step for step."""
-    net, field, y0 = _setup(dense)
+    scheme written in its original form and differentiated by autograd, step for step; with a
+    saturating population too."""
+    net, field, y0 = _setup(dense, saturated=saturated)
     out, opts, out_times = _solve(field, y0, kernel=kernel)
     assert opts["steps"] > 10 and opts["attempts"] >= opts["steps"]
     params = [p for p in net.parameters() if p.requires_grad]
@@ -202,3 +212,16 @@ def test_scheme_coefficients_solve_the_order_conditions():
     assert B_SOL.sum() == pytest.approx(1.0, abs=1e-14)
     beta = (ALPHA + GAM).sum(1)
     assert B_SOL @ beta == pytest.approx(0.5 - GAMMA, abs=1e-14)
+
+
+@pytest.mark.skipif("compiled" not in KERNELS, reason="no C compiler for the kernel")
+def test_kernel_in_float32_follows_float64():
+    """The compiled step in float32 lands within float32's reach of the float64 solve (same steps
+    up to the controller's rounding)."""
+    outs = []
+    for dtype in (torch.float64, torch.float32):
+        _, field, y0 = _setup(False, dtype=dtype)
+        with torch.no_grad():
+            out, opts, _ = _solve(field, y0.detach(), kernel="compiled")
+        outs.append(out.double())
+    torch.testing.assert_close(outs[1], outs[0], rtol=2e-3, atol=2e-3)
