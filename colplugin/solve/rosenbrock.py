@@ -26,7 +26,8 @@ column and trial,
     (I - h gamma U~ diag(sigma)) z = E^T D^-1 r,    U~ = E^T D^-1 W_col^T,
     x = D^-1 (r + h gamma W_col^T (sigma z)),
 
-solved through its inverse (one batched LU per step). The step size follows torchdiffeq's
+solved through its inverse, formed once per step (a batched LU in the eager loop, Gauss-Jordan
+across the trials in the compiled kernel). The step size follows torchdiffeq's
 rule (RMS error norm, safety 0.9, growth at most 10x, shrink at least 0.2x) with the
 exponent 1/3 of the order-2 estimate.
 
@@ -44,6 +45,13 @@ the backward pass recomputes each step's stages from it, then runs, last stage f
 
 where the last term is the dependence of the matrix on the state (through g''), which a
 "frozen Jacobian" gradient would drop.
+
+Where it runs: on the CPU each step and each step's adjoint run in the compiled kernel
+(``fk_ros_step`` and ``fk_ros_adjoint`` in ``_fused_kernel.c``: chunks of 8 trials side by
+side, on ``torch.get_num_threads()`` threads), the step-size control and the outputs in
+Python; elsewhere (GPUs, no C compiler, ``kernel="eager"``) as tensor operations. Both are
+checked against the scheme written in its original form and differentiated by autograd
+(``tests/test_solve_rosenbrock.py``).
 
 References
 ----------

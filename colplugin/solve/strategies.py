@@ -118,9 +118,9 @@ class Engine:
         otherwise (other methods, :class:`Adjoint`); see :meth:`Solver.resolve`. ``"fused"``:
         colplugin's fused explicit Runge-Kutta loop (:mod:`colplugin.solve.fused`), for dense
         and sparse couplings and the methods ``euler``, ``midpoint``, ``rk4`` (same scheme
-        and grid as torchdiffeq) and ``dopri5`` (torchdiffeq's error norm and step-size
-        rule, plus a stiffness cap); it builds no autograd graph and its backward pass is
-        the exact gradient of the discrete solve.
+        and grid as torchdiffeq), ``dopri5`` (torchdiffeq's error norm and step-size
+        rule, plus a stiffness cap) and the Rosenbrock-W ``ros34pw2``; it builds no autograd
+        graph and its backward pass is the exact gradient of the discrete solve.
     kernel : {"auto", "compiled", "eager"}
         How the fused backend runs its loop (other backends ignore it). ``"auto"``
         (default): as compiled code (:mod:`colplugin.solve.compiled`, a C kernel built once
@@ -207,7 +207,11 @@ class Solver:
     ----------
     method : str
         ``"rk4"`` (fixed step, default), ``"euler"``, ``"midpoint"``, or an adaptive
-        method (``"dopri5"``, ``"bosh3"``, ...).
+        method (``"dopri5"``, ``"bosh3"``, ...), or ``"ros34pw2"``: colplugin's stiff-aware
+        Rosenbrock-W scheme (:mod:`colplugin.solve.rosenbrock`; order 3, stable at any step
+        for the columns' own fast modes, so the step follows the tolerance instead of the
+        stiffness), fused backend only (its engine defaults to ``backend="auto"``), with
+        :class:`Direct` gradients (its exact discrete adjoint).
     control : FixedStep or ErrorControl, optional
         Default: ``FixedStep()`` (0.5 ms) for fixed-step methods, ``ErrorControl()``
         (rtol = atol = 1e-6) for adaptive ones. A fixed-step method with an
