@@ -535,6 +535,32 @@ def _hermite(theta: torch.Tensor) -> torch.Tensor:
     return torch.stack([2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + theta, -2 * t3 + 3 * t2, t3 - t2])
 
 
+def _control(ratio: float, h: float, h_next: float, last: bool, order: int) -> tuple[bool, float]:
+    """(accepted, the next step to try, s) after a step of h (s) whose scaled error is ``ratio``
+    (torchdiffeq's rule; a step shortened to land on a stop keeps the proposal ``h_next``)."""
+    if not ratio <= 1.0:
+        return False, h * (max(_DFACTOR, _SAFETY * ratio ** (-1 / order)) if math.isfinite(ratio) else _DFACTOR)
+    fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / order))) if ratio > 0 else _IFACTOR
+    return True, (h * fac if not last or fac < 1.0 else h_next)
+
+
+def _emit_inside(pending: list, out: torch.Tensor, st, y: torch.Tensor, y_new: torch.Tensor, t: float, h: float,
+                 t_new: float) -> tuple[list[int], list[float]]:
+    """Write the outputs of ``pending`` ((time, row), by time) up to t_new into ``out``: the step's
+    cubic Hermite interpolant through y, F(y), y_new, F(y_new); remove them and return their rows
+    and thetas."""
+    n_in = 0
+    while n_in < len(pending) and pending[n_in][0] <= t_new:
+        n_in += 1
+    rows = [j for _, j in pending[:n_in]]
+    theta = [min(max((tj - t) / h, 0.0), 1.0) for tj, _ in pending[:n_in]]
+    del pending[:n_in]
+    H = _hermite(torch.tensor(theta, dtype=y.dtype, device=y.device))
+    out[rows] = (H[0].view(-1, 1, 1) * y + (h * H[1]).view(-1, 1, 1) * st.F0
+                 + H[2].view(-1, 1, 1) * y_new + (h * H[3]).view(-1, 1, 1) * st.Fn)
+    return rows, theta
+
+
 def _forward(ctx, st, y0, drive, stops, seg, out_idx, watch, opts, order: int):
     """The adaptive solve through ``stops`` with the stepper ``st``; records for the backward pass on ``ctx``."""
     keep = any(ctx.needs_input_grad)
@@ -570,29 +596,16 @@ def _forward(ctx, st, y0, drive, stops, seg, out_idx, watch, opts, order: int):
             if attempts % watch_every == 0:
                 watch(t, st.w0, watch_every)
             attempts += 1
-            if not ratio <= 1.0:  # rejected, NaN or a singular system: shrink and retry
-                fac = max(_DFACTOR, _SAFETY * ratio ** (-1 / order)) if math.isfinite(ratio) else _DFACTOR
-                h_next = h * fac
+            accepted, h_next = _control(ratio, h, h_next, last, order)
+            if not accepted:  # rejected, NaN or a singular system: retry with the shrunk step
                 if h_next < 1e-12 * max(abs(t_end), 1.0):
                     raise StepSizeUnderflow(f"step size underflow at t = {t:.6g} s")
                 continue
-            fac = min(_IFACTOR, max(_DFACTOR, _SAFETY * ratio ** (-1 / order))) if ratio > 0 else _IFACTOR
-            if not last or fac < 1.0:
-                h_next = h * fac
             log.append((t, h, k))
             if keep:
                 steps.append((y, h, k))
             if want_end:
-                n_in = 0
-                while n_in < len(pending) and pending[n_in][0] <= t_new:
-                    n_in += 1
-                rows = [j for _, j in pending[:n_in]]
-                theta = [min(max((tj - t) / h, 0.0), 1.0) for tj, _ in pending[:n_in]]
-                del pending[:n_in]
-                H = _hermite(torch.tensor(theta, dtype=y.dtype, device=y.device))
-                out[rows] = (H[0].view(-1, 1, 1) * y + (h * H[1]).view(-1, 1, 1) * st.F0
-                             + H[2].view(-1, 1, 1) * y_new + (h * H[3]).view(-1, 1, 1) * st.Fn)
-                dense_at[n_acc] = (rows, theta)
+                dense_at[n_acc] = _emit_inside(pending, out, st, y, y_new, t, h, t_new)
             st.advance(want_end)
             fresh = not want_end
             n_acc += 1

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .compiled import KERNELS
-from .fused import FUSED_METHODS, TABLEAUS, check_checkpoint_every
+from .fused import FUSED_METHODS, check_checkpoint_every
 from .rosenbrock import ROSENBROCK
 
 __all__ = ["Solver", "FixedStep", "ErrorControl", "Engine", "StepControl", "Direct", "Adjoint", "Gradient",
@@ -185,6 +185,16 @@ _SHORTHANDS = {"step": "control", "rtol": "control", "atol": "control",
                "interpolate": "engine"}
 
 
+def _check_backend(method: str, engine: Engine) -> None:
+    """Refuse a method that the engine's backend does not integrate, naming the backend that does."""
+    if engine.backend == "fused" and method not in FUSED_METHODS:
+        raise ValueError(f"Solver(backend='fused') integrates {', '.join(FUSED_METHODS)} only, not "
+                         f"{method!r}; use backend='torchdiffeq' for torchdiffeq's {method}")
+    if engine.backend == "torchdiffeq" and method in ROSENBROCK:
+        raise ValueError(f"{method} is colplugin's Rosenbrock-W scheme, which torchdiffeq does not have; use "
+                         f"Solver({method!r}, backend='fused') (or backend='auto')")
+
+
 @dataclass(frozen=True, init=False)
 class Solver:
     """How to integrate: the method (how to step), its step control, and the engine (where to run).
@@ -266,12 +276,7 @@ class Solver:
                                    ("dense", dense), ("interpolate", interpolate)) if v is not None}
         if given:
             engine = replace(engine, **given)
-        if engine.backend == "fused" and method not in FUSED_METHODS:
-            raise ValueError(f"Solver(backend='fused') integrates {', '.join(FUSED_METHODS)} only, not "
-                             f"{method!r}; use backend='torchdiffeq' for torchdiffeq's {method}")
-        if engine.backend == "torchdiffeq" and method in ROSENBROCK:
-            raise ValueError(f"{method} is colplugin's Rosenbrock-W scheme, which torchdiffeq does not have; use "
-                             f"Solver({method!r}, backend='fused') (or backend='auto')")
+        _check_backend(method, engine)
         if not _is_number(max_steps):
             raise TypeError(f"Solver max_steps={max_steps!r} ({type(max_steps).__name__}) must be a whole number "
                             "of steps >= 1, e.g. max_steps=1_000_000 (the default)")
