@@ -193,6 +193,17 @@ def test_large_steps_where_dopri5_is_held_by_stability():
     assert float((ros.rate - ref.rate).abs().max()) < 1e-3
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_second_derivatives_are_refused(kernel):
+    """create_graph=True would differentiate a hand-written adjoint that has no derivatives of its
+    own: refused with the fix, not answered with a silent wrong Hessian."""
+    net, field, y0 = _setup(True)
+    out, _, _ = _solve(field, y0, kernel=kernel)
+    params = [p for p in net.parameters() if p.requires_grad]
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(_loss(out), params, create_graph=True)
+
+
 def test_refusals_name_the_fix():
     with pytest.raises(ValueError, match="torchdiffeq does not have"):
         cp.Solver("ros34pw2", backend="torchdiffeq")

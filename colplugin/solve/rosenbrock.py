@@ -627,6 +627,10 @@ def _forward(ctx, st, y0, drive, stops, seg, out_idx, watch, opts, order: int):
 
 def _backward(ctx, grad_out, need_p, need_drive) -> torch.Tensor:
     """The cotangent of y0; the stepper keeps the drive's and the parameters'."""
+    if torch.is_grad_enabled():  # create_graph=True: the hand-written adjoint has no derivatives of its own
+        raise RuntimeError("the Rosenbrock-W solve's backward pass is not differentiable (no second derivatives, "
+                           "create_graph=True); use Solver(backend='torchdiffeq') with an explicit method such as "
+                           "'dopri5' for higher derivatives")
     (drive,) = ctx.saved_tensors
     st, steps = ctx.st, ctx.steps
     B = grad_out.shape[1]
