@@ -209,6 +209,11 @@ def test_refusals_name_the_fix():
         cp.Solver("ros34pw2", backend="torchdiffeq")
     with pytest.raises(ValueError, match="Direct"):
         cp.solve.strategies.check_combination(cp.Solver("ros34pw2"), cp.Adjoint())
+    with pytest.raises(ValueError, match="gradient=Direct"):  # the path simulate and the trainer take
+        cp.Solver("ros34pw2").resolve(cp.Adjoint())
+    net = two_area_net(cp.load_preset("dl25"))
+    with pytest.raises(ValueError, match="gradient=Direct"):
+        cp.simulate(net, cp.Stimulus.constant([20.0]), 0.01, solver=cp.Solver("ros34pw2"), gradient=cp.Adjoint())
     assert cp.Solver("ros34pw2").resolve(cp.Direct()).backend == "fused"
     assert cp.Solver.from_dict(cp.Solver("ros34pw2", rtol=1e-4).to_dict()) == cp.Solver("ros34pw2", rtol=1e-4)
 

@@ -1498,7 +1498,7 @@ typedef struct {
     const ROS *rs;
     int L, n_chunks, T, seg, fresh, want_end;
     double h, rtol, atol;
-    const REAL *y, *extra0, *qe;
+    const REAL *y, *extra0, *qe, *lam_in; /* lam_in: the adjoint's cotangent of y_new (lam: of y, out) */
     REAL *F0, *w0, *g0, *yn, *Fn, *wn, *gn, *lam;
     REAL *gW, *gWcol, *gd;      /* adjoint: per-chunk accumulators (n_chunks x ...), or NULL */
     size_t n_gW, n_gWcol, n_gd;
@@ -1872,7 +1872,7 @@ FK_INLINE void FN(fk_ros_chunk)(FN(fk_rctx) *cx, int tid, int b0)
     REAL *gW = cx->gW ? cx->gW + (size_t)ci * cx->n_gW : NULL;
     REAL *gWc = cx->gWcol ? cx->gWcol + (size_t)ci * cx->n_gWcol : NULL;
     REAL *gd = cx->gd ? (md->Bd == 1 ? cx->gd + (size_t)ci * cx->n_gd : cx->gd) : NULL;
-    FN(fk_to_lanes)(cx->lam + (size_t)b0 * P2, lam, nl, P2);
+    FN(fk_to_lanes)(cx->lam_in + (size_t)b0 * P2, lam, nl, P2);
     if (cx->qe) { /* outputs interpolated inside the step: F(y_new) has a cotangent */
         REAL *ge = sbar; /* scratch until sbar is used */
         FN(fk_stage)(md, b0, nl, yn, seg, Y, we, ge);
@@ -2021,13 +2021,13 @@ FK_CLONES int FN(fk_ros_step)(const MODEL *md, const ROS *rs, REAL *work, const 
     return status;
 }
 
-/* The adjoint of one step (recomputed from y): lam (B x 2P) from the cotangent of y_new to
- * that of y. extra0 (or NULL): an added cotangent of stage 0's F; qe (or NULL): the cotangent
+/* The adjoint of one step (recomputed from y): from lam (B x 2P), the cotangent of y_new, to
+ * lam_out, that of y. extra0 (or NULL): an added cotangent of stage 0's F; qe (or NULL): the cotangent
  * of F(y_new) (outputs interpolated inside the step). Accumulates per chunk of trials into
  * gW (n_chunks x entries), gWcol (n_chunks x C x n x 2n) and gdrive (n_chunks x K x 2P where the
  * trials share the drive, else B x K x 2P), where not NULL. Returns 0, 1 (singular) or 3. */
 FK_CLONES int FN(fk_ros_adjoint)(const MODEL *md, const ROS *rs, REAL *work, const REAL *y, double h, int seg,
-                                 REAL *lam,
+                                 const REAL *lam, REAL *lam_out,
                                  const REAL *extra0, const REAL *qe, REAL *gW, REAL *gWcol, REAL *gdrive)
 {
     MODEL local;
@@ -2038,7 +2038,7 @@ FK_CLONES int FN(fk_ros_adjoint)(const MODEL *md, const ROS *rs, REAL *work, con
     int *bad = (int *)calloc((size_t)cx.n_chunks, sizeof(int));
     int status = 3;
     if (ok && sqc && bad) {
-        cx.y = y; cx.h = h; cx.seg = seg; cx.lam = lam; cx.extra0 = extra0; cx.qe = qe;
+        cx.y = y; cx.h = h; cx.seg = seg; cx.lam_in = lam; cx.lam = lam_out; cx.extra0 = extra0; cx.qe = qe;
         cx.gW = gW; cx.gWcol = gWcol; cx.gd = gdrive; cx.sq = sqc; cx.bad = bad;
         cx.n_gW = md->sparse ? (size_t)md->row_ptr[md->P] : (size_t)md->P * 2 * md->P;
         cx.n_gWcol = (size_t)rs->C * rs->n * 2 * rs->n;

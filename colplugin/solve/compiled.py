@@ -160,7 +160,8 @@ int fk_ros_step{S}(const fk_model{S} *md, const fk_ros{S} *rs, {R} *work, const 
                    int fresh, {R} *F0, {R} *w0, {R} *g0, {R} *yn, int want_end, {R} *Fn, {R} *wn, {R} *gn,
                    double rtol, double atol, double *sq);
 int fk_ros_adjoint{S}(const fk_model{S} *md, const fk_ros{S} *rs, {R} *work, const {R} *y, double h, int seg,
-                      {R} *lam, const {R} *extra0, const {R} *qe, {R} *gW, {R} *gWcol, {R} *gdrive);
+                      const {R} *lam, {R} *lam_out, const {R} *extra0, const {R} *qe, {R} *gW, {R} *gWcol,
+                      {R} *gdrive);
 """
 _CDEF = ('extern "Python" int fk_watch(void *, double, double);\n'
          'void fk_expm1_array(const double *x, double *out, long n);\n'

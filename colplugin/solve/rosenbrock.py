@@ -364,6 +364,9 @@ class _EagerStepper:
         B = y.shape[0]
         with torch.no_grad():
             y_new, _, stages, first, _, ok = sch.step(y, h, dr_k, None, keep=True)
+        if not ok:
+            raise RuntimeError(f"the Rosenbrock-W backward pass could not recompute the accepted step of {h:.3g} s "
+                               "(its linear system became singular); solve with a tighter tolerance")
         lam = lam.clone()
         Gs, Qs = [], []
         if qe is not None:
@@ -510,15 +513,19 @@ class _CompiledStepper:
 
     def adjoint(self, y, h, dr_k, k, lam, extra0, qe):
         p = self._p
-        lam = lam.contiguous().clone()
+        lam = lam.contiguous()
+        lam_out = torch.empty_like(lam)  # no copy between kernel calls (torch's threads would spin after one)
         extra0 = None if extra0 is None else extra0.contiguous()
         qe = None if qe is None else qe.contiguous()
         rc = getattr(self.lib, f"fk_ros_adjoint{self.sfx}")(
-            self.md, self.rs, p(self.work), p(y.contiguous()), float(h), int(k), p(lam), p(extra0), p(qe), p(self.gW),
-            p(self.gWcol), p(self.gdrive))
+            self.md, self.rs, p(self.work), p(y.contiguous()), float(h), int(k), p(lam), p(lam_out), p(extra0),
+            p(qe), p(self.gW), p(self.gWcol), p(self.gdrive))
         if rc == 3:
             raise MemoryError("the compiled Rosenbrock adjoint could not allocate its workspace")
-        return lam
+        if rc == 1:
+            raise RuntimeError(f"the Rosenbrock-W backward pass could not recompute the accepted step of {h:.3g} s "
+                               "(its linear system became singular); solve with a tighter tolerance")
+        return lam_out
 
     def finish(self) -> tuple:
         g_drive = None

@@ -344,9 +344,11 @@ def solver_for_transfer(solver: Solver, network: ColumnNetwork) -> Solver:
     what = (f"the {tr.name!r} transfer" if not tr.fused else
             "synaptic gating" if "G" in network.state_variables else "a term the fused solver lacks")
     if solver.backend == "fused" or solver.method in ROSENBROCK:
-        raise ValueError(f"Solver(backend='fused') (and {solver.method}, which runs there only) integrates the DMF "
-                         f"transfer without synaptic gating only; this network has {what}. Use an explicit method "
-                         f"with Solver(backend='torchdiffeq') (or backend='auto', which does so)")
+        fix = ("Use an explicit method, e.g. Solver('dopri5') (backend='auto' integrates it with torchdiffeq here)"
+               if solver.method in ROSENBROCK else
+               "Use Solver(backend='torchdiffeq') (or backend='auto', which does so)")
+        raise ValueError(f"Solver(backend='fused') (and {solver.method}, if it runs there only) integrates the DMF "
+                         f"transfer without synaptic gating only; this network has {what}. {fix}")
     if what not in _ANNOUNCED:
         _ANNOUNCED.add(what)
         warnings.warn(f"the fused solver implements the DMF transfer without synaptic gating; this network has "

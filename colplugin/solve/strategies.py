@@ -150,7 +150,9 @@ class Engine:
         steps. ``0``: keep every stage (memory grows linearly with the number of steps). A
         positive int M: checkpoints every M accepted steps (M at or past the number of
         steps: one chunk, recomputed once). The recomputed stages are the forward's
-        arithmetic, so the gradients agree with ``0``'s up to the order of summation.
+        arithmetic, so the gradients agree with ``0``'s up to the order of summation. The
+        Rosenbrock-W ``ros34pw2`` ignores it: it keeps the state before every accepted step
+        (B x 2P numbers; its steps are few) and recomputes each step in the backward pass.
     interpolate : bool
         How the fused backend records output times between the stimulus change points.
         ``True`` (default): with an adaptive method that has dense output (``dopri5``), the
@@ -191,8 +193,10 @@ def _check_backend(method: str, engine: Engine) -> None:
         raise ValueError(f"Solver(backend='fused') integrates {', '.join(FUSED_METHODS)} only, not "
                          f"{method!r}; use backend='torchdiffeq' for torchdiffeq's {method}")
     if engine.backend == "torchdiffeq" and method in ROSENBROCK:
-        raise ValueError(f"{method} is colplugin's Rosenbrock-W scheme, which torchdiffeq does not have; use "
-                         f"Solver({method!r}, backend='fused') (or backend='auto')")
+        raise ValueError(f"{method} is colplugin's Rosenbrock-W scheme, which torchdiffeq does not have: it runs in "
+                         f"the fused backend (Solver({method!r}), backend 'auto' or 'fused') with gradient=Direct() "
+                         "(its exact discrete adjoint). Adjoint(), which runs torchdiffeq's odeint_adjoint, needs "
+                         "an explicit method such as Solver('dopri5')")
 
 
 @dataclass(frozen=True, init=False)
@@ -364,6 +368,8 @@ class Solver:
         with :class:`Direct` gradients, and ``"torchdiffeq"`` otherwise; other backends are
         returned unchanged.
         """
+        if self.method in ROSENBROCK and isinstance(gradient, Adjoint):
+            check_combination(self, gradient)  # refused, with the fix
         if self.backend != "auto":
             return self
         fused = self.method in FUSED_METHODS and not isinstance(gradient, Adjoint)

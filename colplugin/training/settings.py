@@ -156,6 +156,7 @@ class TrainSettings:
         which :class:`~colplugin.solve.Direct` uses). Every other pair is returned as given.
         """
         if isinstance(self.gradient, Adjoint) and solver.fused:
+            solver.resolve(self.gradient)  # a fused-only method (ros34pw2) is refused here, with the fix
             return solver.on("torchdiffeq")
         return solver
 
