@@ -1447,6 +1447,9 @@ FK_CLONES int FN(fk_backward)(const MODEL *md, const SOLVE *sv, const REAL *grad
  * inverted by Gauss-Jordan elimination with partial pivoting (the lanes side by side). */
 
 #define ROS FK_CAT(fk_ros, FK_SFX)
+#ifndef FK_ROS_SHARE_MIN
+#define FK_ROS_SHARE_MIN 131072L /* trials x populations from which a Rosenbrock step uses several threads */
+#endif
 
 typedef struct {
     int n, C, s;                /* populations per column, columns, stages */
@@ -1954,7 +1957,10 @@ static int FN(fk_ros_begin)(const MODEL *md, const ROS *rs, REAL *work, MODEL *l
                             FN(fk_rctx) *cx)
 {
     int drive_ok;
-    FN(fk_begin)(md, local, pool, &drive_ok);
+    MODEL m1 = *md;
+    if ((long)md->B * md->P < FK_ROS_SHARE_MIN)
+        m1.threads = 1; /* a step too small to share: threads started per call would cost more than they save */
+    FN(fk_begin)(&m1, local, pool, &drive_ok);
     memset(cx, 0, sizeof *cx);
     cx->md = local;
     cx->rs = rs;
