@@ -1952,33 +1952,47 @@ FK_CLONES static void FN(fk_ros_task)(void *ctx, int tid)
         FN(fk_ros_chunk)(cx, tid, c * cx->L);
 }
 
-/* Shared start of the two entry points: the context, the model's local copy, the pool and the scratch. */
-static int FN(fk_ros_begin)(const MODEL *md, const ROS *rs, REAL *work, MODEL *local, fk_pool *pool,
-                            FN(fk_rctx) *cx)
+/* Run one step (or its adjoint) chunk by chunk, as cx (the caller's fields set, the rest 0)
+ * describes: the model's local copy, the pool (several threads only from FK_ROS_SHARE_MIN
+ * trial-populations: a smaller step costs more in thread starts than it saves) and the
+ * scratch in work. *sq (if not NULL) gets the error norm's sum of squares, summed in chunk
+ * order. Returns 0, 1 (a singular system or a non-finite state) or 3 (out of memory). */
+static int FN(fk_ros_run)(const MODEL *md, const ROS *rs, REAL *work, FN(fk_rctx) *cx, double *sq)
 {
+    MODEL m1 = *md, local;
+    fk_pool pool;
     int drive_ok;
-    MODEL m1 = *md;
     if ((long)md->B * md->P < FK_ROS_SHARE_MIN)
-        m1.threads = 1; /* a step too small to share: threads started per call would cost more than they save */
-    FN(fk_begin)(&m1, local, pool, &drive_ok);
-    memset(cx, 0, sizeof *cx);
-    cx->md = local;
+        m1.threads = 1;
+    FN(fk_begin)(&m1, &local, &pool, &drive_ok);
+    cx->md = &local;
     cx->rs = rs;
     cx->L = FN(fk_lanes)(md->B);
     cx->n_chunks = (md->B + cx->L - 1) / cx->L;
-    cx->T = pool->T;
-    int ok = drive_ok;
+    cx->T = pool.T;
     const size_t n_scr = FN(fk_ros_scratch)(md, rs, cx->L);
-    for (int t = 0; t < pool->T; t++)
+    for (int t = 0; t < pool.T; t++)
         cx->scr[t] = work + (size_t)t * n_scr;
-    return ok;
-}
-
-static void FN(fk_ros_end)(MODEL *local, fk_pool *pool, FN(fk_rctx) *cx)
-{
-    fk_pool_stop(pool);
-    (void)cx;
-    FN(fk_end)(local);
+    cx->sq = (double *)calloc((size_t)cx->n_chunks, sizeof(double));
+    cx->bad = (int *)calloc((size_t)cx->n_chunks, sizeof(int));
+    int status = 3;
+    if (drive_ok && cx->sq && cx->bad) {
+        fk_pool_run(&pool, FN(fk_ros_task), cx);
+        status = 0;
+        double total = 0;
+        for (int c = 0; c < cx->n_chunks; c++) {
+            total += cx->sq[c];
+            if (cx->bad[c])
+                status = 1;
+        }
+        if (sq)
+            *sq = total;
+    }
+    free(cx->sq);
+    free(cx->bad);
+    fk_pool_stop(&pool);
+    FN(fk_end)(&local);
+    return status;
 }
 
 /* REALs of the workspace the two entry points need: per thread one chunk's scratch, for
@@ -1996,35 +2010,14 @@ size_t FN(fk_ros_work)(const MODEL *md, const ROS *rs, int threads)
  * they hold it); want_end: also F(y_new) into Fn, wn, gn. Returns 0 (ok), 1 (a singular
  * system or a non-finite state: reject the step) or 3 (out of memory). */
 FK_CLONES int FN(fk_ros_step)(const MODEL *md, const ROS *rs, REAL *work, const REAL *y, double h, int seg, int fresh,
-                              REAL *F0,
-                              REAL *w0, REAL *g0, REAL *yn, int want_end, REAL *Fn, REAL *wn, REAL *gn, double rtol,
-                              double atol, double *sq)
+                              REAL *F0, REAL *w0, REAL *g0, REAL *yn, int want_end, REAL *Fn, REAL *wn, REAL *gn,
+                              double rtol, double atol, double *sq)
 {
-    MODEL local;
-    fk_pool pool;
     FN(fk_rctx) cx;
-    int ok = FN(fk_ros_begin)(md, rs, work, &local, &pool, &cx);
-    double *sqc = (double *)calloc((size_t)cx.n_chunks, sizeof(double));
-    int *bad = (int *)calloc((size_t)cx.n_chunks, sizeof(int));
-    int status = 3;
-    if (ok && sqc && bad) {
-        cx.y = y; cx.h = h; cx.seg = seg; cx.fresh = fresh; cx.F0 = F0; cx.w0 = w0; cx.g0 = g0; cx.yn = yn;
-        cx.want_end = want_end; cx.Fn = Fn; cx.wn = wn; cx.gn = gn; cx.rtol = rtol; cx.atol = atol;
-        cx.sq = sqc; cx.bad = bad;
-        fk_pool_run(&pool, FN(fk_ros_task), &cx);
-        status = 0;
-        double total = 0;
-        for (int c = 0; c < cx.n_chunks; c++) {
-            total += sqc[c];
-            if (bad[c])
-                status = 1;
-        }
-        *sq = total;
-    }
-    free(sqc);
-    free(bad);
-    FN(fk_ros_end)(&local, &pool, &cx);
-    return status;
+    memset(&cx, 0, sizeof cx);
+    cx.y = y; cx.h = h; cx.seg = seg; cx.fresh = fresh; cx.F0 = F0; cx.w0 = w0; cx.g0 = g0; cx.yn = yn;
+    cx.want_end = want_end; cx.Fn = Fn; cx.wn = wn; cx.gn = gn; cx.rtol = rtol; cx.atol = atol;
+    return FN(fk_ros_run)(md, rs, work, &cx, sq);
 }
 
 /* The adjoint of one step (recomputed from y): from lam (B x 2P), the cotangent of y_new, to
@@ -2033,32 +2026,17 @@ FK_CLONES int FN(fk_ros_step)(const MODEL *md, const ROS *rs, REAL *work, const 
  * gW (n_chunks x entries), gWcol (n_chunks x C x n x 2n) and gdrive (n_chunks x K x 2P where the
  * trials share the drive, else B x K x 2P), where not NULL. Returns 0, 1 (singular) or 3. */
 FK_CLONES int FN(fk_ros_adjoint)(const MODEL *md, const ROS *rs, REAL *work, const REAL *y, double h, int seg,
-                                 const REAL *lam, REAL *lam_out,
-                                 const REAL *extra0, const REAL *qe, REAL *gW, REAL *gWcol, REAL *gdrive)
+                                 const REAL *lam, REAL *lam_out, const REAL *extra0, const REAL *qe, REAL *gW,
+                                 REAL *gWcol, REAL *gdrive)
 {
-    MODEL local;
-    fk_pool pool;
     FN(fk_rctx) cx;
-    int ok = FN(fk_ros_begin)(md, rs, work, &local, &pool, &cx);
-    double *sqc = (double *)calloc((size_t)cx.n_chunks, sizeof(double));
-    int *bad = (int *)calloc((size_t)cx.n_chunks, sizeof(int));
-    int status = 3;
-    if (ok && sqc && bad) {
-        cx.y = y; cx.h = h; cx.seg = seg; cx.lam_in = lam; cx.lam = lam_out; cx.extra0 = extra0; cx.qe = qe;
-        cx.gW = gW; cx.gWcol = gWcol; cx.gd = gdrive; cx.sq = sqc; cx.bad = bad;
-        cx.n_gW = md->sparse ? (size_t)md->row_ptr[md->P] : (size_t)md->P * 2 * md->P;
-        cx.n_gWcol = (size_t)rs->C * rs->n * 2 * rs->n;
-        cx.n_gd = (size_t)md->K * 2 * md->P;
-        fk_pool_run(&pool, FN(fk_ros_task), &cx);
-        status = 0;
-        for (int c = 0; c < cx.n_chunks; c++)
-            if (bad[c])
-                status = 1;
-    }
-    free(sqc);
-    free(bad);
-    FN(fk_ros_end)(&local, &pool, &cx);
-    return status;
+    memset(&cx, 0, sizeof cx);
+    cx.y = y; cx.h = h; cx.seg = seg; cx.lam_in = lam; cx.lam = lam_out; cx.extra0 = extra0; cx.qe = qe;
+    cx.gW = gW; cx.gWcol = gWcol; cx.gd = gdrive;
+    cx.n_gW = md->sparse ? (size_t)md->row_ptr[md->P] : (size_t)md->P * 2 * md->P;
+    cx.n_gWcol = (size_t)rs->C * rs->n * 2 * rs->n;
+    cx.n_gd = (size_t)md->K * 2 * md->P;
+    return FN(fk_ros_run)(md, rs, work, &cx, NULL);
 }
 
 #undef ROS

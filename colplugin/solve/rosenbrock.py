@@ -304,7 +304,30 @@ def _hermite(theta: torch.Tensor) -> torch.Tensor:
     return torch.stack([2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + theta, -2 * t3 + 3 * t2, t3 - t2])
 
 
-class _EagerStepper:
+class _Stepper:
+    """What both steppers share: ``first`` (F, w, g) at the next step's state, ``end`` at the last
+    accepted step's new state (where computed), and their views for the driver."""
+
+    first: tuple
+    end: tuple
+
+    @property
+    def F0(self) -> torch.Tensor:
+        """F at the step's state (mV/s)."""
+        return self.first[0]
+
+    @property
+    def w0(self) -> torch.Tensor:
+        """w of the first stage (for the divergence check)."""
+        return self.first[1]
+
+    @property
+    def Fn(self) -> torch.Tensor:
+        """F at the new state (mV/s), where the step computed it."""
+        return self.end[0]
+
+
+class _EagerStepper(_Stepper):
     """Steps and step adjoints with tensor operations (any device): :class:`_Scheme` plus the
     accumulators of the parameter and drive cotangents."""
 
@@ -313,18 +336,6 @@ class _EagerStepper:
         self.sch = _Scheme(tab, ops, _intra_column(ops, layout, n).detach(), n, y0.shape[0])
         self.first = None  # (F, w, g) at the state of the next step
         self.end = None  # (F, w, g) at the last accepted step's new state
-
-    @property
-    def F0(self) -> torch.Tensor:
-        return self.first[0]
-
-    @property
-    def w0(self) -> torch.Tensor:
-        return self.first[1]
-
-    @property
-    def Fn(self) -> torch.Tensor:
-        return self.end[0]
 
     def step(self, y, h, dr_k, k, fresh, want_end, rtol, atol):
         """(y_new, error ratio (NaN: reject), evaluations) of a step of h from y in segment k."""
@@ -436,7 +447,7 @@ class _EagerStepper:
         return g_drive, g_params
 
 
-class _CompiledStepper:
+class _CompiledStepper(_Stepper):
     """Steps and step adjoints in the compiled kernel (``fk_ros_step``, ``fk_ros_adjoint``: the
     same arithmetic as :class:`_EagerStepper`, chunks of trials on several threads)."""
 
@@ -469,18 +480,6 @@ class _CompiledStepper:
 
     def _p(self, t):
         return compiled._ptr(self.ffi, t, self.real)
-
-    @property
-    def F0(self) -> torch.Tensor:
-        return self.first[0]
-
-    @property
-    def w0(self) -> torch.Tensor:
-        return self.first[1]
-
-    @property
-    def Fn(self) -> torch.Tensor:
-        return self.end[0]
 
     def step(self, y, h, dr_k, k, fresh, want_end, rtol, atol):
         y = y.contiguous()
