@@ -1626,6 +1626,21 @@ FK_INLINE int FN(fk_ros_invert)(const ROS *rs, int nl, double hg, const REAL *Ut
     return 1;
 }
 
+/* out = B t (transpose 0) or B^T t (1), lane by lane: B n x n x nl, t and out n x nl */
+FK_INLINE void FN(fk_ros_matvec)(int n, int nl, const REAL *B, int transpose, const REAL *t, REAL *out)
+{
+    for (int i = 0; i < n; i++) {
+        REAL acc[FK_LANES] = {0};
+        for (int j = 0; j < n; j++) {
+            const REAL *b = B + ((size_t)(transpose ? j * n + i : i * n + j)) * nl, *tj = t + (size_t)j * nl;
+            for (int l = 0; l < nl; l++)
+                acc[l] += b[l] * tj[l];
+        }
+        for (int l = 0; l < nl; l++)
+            out[i * nl + l] = acc[l];
+    }
+}
+
 /* x = L^-1 r (chunk, lanes), z = E^T x per column (population-major lanes: (c n + i) nl + l); t: n nl scratch */
 FK_INLINE void FN(fk_ros_solve)(const ROS *rs, int nl, int P, const REAL *iD, double hg, const REAL *sigma,
                              const REAL *Wv, const REAL *Wa, const REAL *Mi, const REAL *r, REAL *x, REAL *z, REAL *t)
@@ -1641,16 +1656,7 @@ FK_INLINE void FN(fk_ros_solve)(const ROS *rs, int nl, int P, const REAL *iD, do
         const REAL *sg = sigma + (size_t)c * n * nl, *B = Mi + (size_t)c * n * n * nl;
         for (int i = 0; i < n * nl; i++)
             t[i] = xv[i] - xa[i];
-        for (int i = 0; i < n; i++) { /* z = M^-1 t */
-            REAL acc[FK_LANES] = {0};
-            for (int j = 0; j < n; j++) {
-                const REAL *b = B + ((size_t)i * n + j) * nl, *tj = t + (size_t)j * nl;
-                for (int l = 0; l < nl; l++)
-                    acc[l] += b[l] * tj[l];
-            }
-            for (int l = 0; l < nl; l++)
-                zc[i * nl + l] = acc[l];
-        }
+        FN(fk_ros_matvec)(n, nl, B, 0, t, zc); /* z = M^-1 t */
         /* x += hg W^T (sigma z) / D */
         const REAL *wv = Wv + (size_t)c * n * n, *wa = Wa + (size_t)c * n * n;
         for (int j = 0; j < n; j++) {
@@ -1693,16 +1699,7 @@ FK_INLINE void FN(fk_ros_solve_T)(const ROS *rs, int nl, int P, const REAL *iD, 
                 t[j * nl + l] = sg[j * nl + l] * acc[l];
             }
         }
-        for (int j = 0; j < n; j++) { /* v = M^-T t: v_j = sum_i Mi[i][j] t_i */
-            REAL acc[FK_LANES] = {0};
-            for (int i = 0; i < n; i++) {
-                const REAL *b = B + ((size_t)i * n + j) * nl, *ti = t + (size_t)i * nl;
-                for (int l = 0; l < nl; l++)
-                    acc[l] += b[l] * ti[l];
-            }
-            for (int l = 0; l < nl; l++)
-                v[j * nl + l] = acc[l];
-        }
+        FN(fk_ros_matvec)(n, nl, B, 1, t, v); /* v = M^-T t */
         /* u = s + hg U~^T v; rho += hg [v, -v] / D */
         for (int p = 0; p < n; p++)
             for (int i = 0; i < n; i++)
