@@ -67,6 +67,11 @@ def test_resting_state_is_a_stable_fixed_point(dl25):
     assert ev.real.max() == pytest.approx(-1 / dl25["tau_a"], rel=1e-3)  # slowest: pure adaptation modes
     rates = net.rates(y)[0]
     assert torch.all(rates[1::2] > rates[0::2])  # inhibitory above excitatory in every layer
+    # one stable fixed point: Newton from a shorter settling run finds the same one
+    torch.testing.assert_close(resting_state(net, settle=0.3), y, rtol=1e-9, atol=1e-9)
+    for bad in (0.0, -1.0, float("inf"), "2 s"):
+        with pytest.raises(ValueError, match="settle"):
+            resting_state(net, settle=bad)
 
 
 def test_gradcheck_through_the_solver(dl25):

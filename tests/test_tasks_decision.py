@@ -182,21 +182,86 @@ def test_figure2_starts_at_rest_and_normalises_each_layer(tmp_path):
 
 
 def test_gating_option_maps_wong_wang_onto_the_task_axes():
-    """--gating: tau_G = tau_S / time_scale, gamma_G = gamma * time_scale * rate_scale (0.1 s / 10 and
-    0.641 * 10 * 20, by hand), so gamma tau r at the scaled rates is Wong & Wang's at theirs."""
+    """gating_parameters: tau_G = tau_S / time_scale, gamma_G = gamma * time_scale * rate_scale (0.1 s / 10 and
+    0.641 * 10 * 20, by hand), so gamma tau r at the scaled rates is Wong & Wang's at theirs; --gating itself
+    uses the fitted slow gating (FITTED_GATING) unless the parameters bring their own."""
     from colplugin.cli import build_parser
-    from colplugin.tasks.decision import Decision
+    from colplugin.params import load_preset
+    from colplugin.tasks.decision import FITTED_GATING, Decision, gating_parameters
 
+    ww = gating_parameters(Decision())
+    assert ww["tau_G"] == pytest.approx(0.01) and ww["gamma_G"] == pytest.approx(128.2)
+    assert ww["gamma_G"] * ww["tau_G"] * (40.0 / 20) == pytest.approx(0.641 * 0.1 * 40.0)
     assert Decision().build_network(seed=0).gating is None  # the paper's network is ungated
     net = Decision(gating=True).build_network(seed=0)
-    assert net.gating.tau == pytest.approx(0.01) and net.gating.gamma == pytest.approx(128.2)
-    assert net.gating.gamma * net.gating.tau * (40.0 / 20) == pytest.approx(0.641 * 0.1 * 40.0)
+    assert net.gating.tau == pytest.approx(FITTED_GATING["tau_G"])
+    assert net.gating.gamma * net.gating.tau == pytest.approx(1.0)  # G saturates above 1 Hz (WW's 20 Hz / 20)
+    own = load_preset("dl25").with_overrides({"gating": "inter_column", **ww})
+    assert Decision(gating=True).build_network(own, seed=0).gating.tau == pytest.approx(0.01)  # the user's wins
     args = build_parser().parse_args(["train", "decision", "--gating"])
     assert Decision.from_args(args).gating is True
     assert Decision.from_args(build_parser().parse_args(["train", "decision"])).gating is False
     assert Decision.from_config(Decision(gating=True).config()).gating is True  # a checkpoint rebuilds it
     with pytest.raises(ValueError, match="gating"):
         Decision(gating="yes")
+
+
+def test_gated_start_holds_the_stronger_inputs_winner_with_a_2_percent_asymmetry():
+    """The gated network's start (fitted gating and weights): for inputs 20 / 16 Hz either way round, the
+    column with the stronger input wins by the end of the stimulus and stays above Wong-Wang's decision
+    threshold (15 Hz / 20) after it while the other stays below, also with column 0's self-excitation x1.02 or
+    x0.98. Wong & Wang's 10 ms gating on the task's axes, with the same weights, does not."""
+    import importlib
+
+    from colplugin.params import load_preset
+    from colplugin.solve.simulate import simulate
+    from colplugin.tasks.decision import Decision, gating_parameters
+
+    module = importlib.import_module("colplugin.tasks.decision")
+    task = Decision(gating=True)
+    mu = torch.tensor([[20.0, 16.0], [16.0, 20.0]], dtype=torch.float64)
+    threshold = 15.0 / task.rate_scale
+    k_end = int(round(2 * task.phase / task.dt_out)) - 1
+
+    def holds(net) -> bool:
+        with torch.no_grad():
+            y = task.output(simulate(net, task.stimulus(mu), task.duration, dt_out=task.dt_out, solver=task.solver))
+        at_offset, end = y[k_end], y[-1]
+        return (at_offset.argmax(1).tolist() == [0, 1] and end.argmax(1).tolist() == [0, 1]
+                and min(float(end[0, 0]), float(end[1, 1])) >= threshold
+                and max(float(end[0, 1]), float(end[1, 0])) < threshold)
+
+    net = task.build_network(seed=0)
+    for probe in (net, module._asymmetric(net, 1.02), module._asymmetric(net, 0.98)):
+        assert holds(probe)
+    fast = task.build_network(load_preset("dl25").with_overrides({"gating": "inter_column",
+                                                                   **gating_parameters(task)}), seed=0)
+    assert not holds(fast)  # 10 ms gating: one column wins before the stimulus, whatever the inputs
+
+
+def test_spontaneous_decision_only_where_the_undecided_state_is_a_saddle():
+    """Without input, the paper's network stays at its stable rest for the whole window (None); the gated one,
+    whose undecided state is a saddle (a positive eigenvalue at the fixed point Newton finds after one phase),
+    picks a winner by itself, later than the stimulus would come (one phase)."""
+    import importlib
+
+    import numpy as np
+
+    from colplugin.solve.fixed_points import jacobian, resting_state
+    from colplugin.tasks.decision import Decision
+
+    module = importlib.import_module("colplugin.tasks.decision")
+    paper = Decision()
+    assert module._spontaneous_decision(module._asymmetric(paper.build_network(seed=0), 1.02), paper, 0.75) is None
+    task = Decision(gating=True)
+    net = module._asymmetric(task.build_network(seed=0), 1.02)
+    with torch.no_grad():
+        undecided = resting_state(net, settle=task.phase)
+        decided = resting_state(net, settle=4.0)
+    growth = [float(np.linalg.eigvals(jacobian(net, y, None).numpy()).real.max()) for y in (undecided, decided)]
+    assert growth[0] > 0 > growth[1]  # a saddle, then the stable state it decides into
+    when = module._spontaneous_decision(net, task, 15.0 / task.rate_scale)
+    assert when is not None and when > task.phase
 
 
 def test_a_2_percent_asymmetry_scales_column_0s_self_excitation_only():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -25,10 +26,14 @@ def _inputs(network: ColumnNetwork, u: Sequence[float] | torch.Tensor | None) ->
 
 
 def resting_state(network: ColumnNetwork, u: Sequence[float] | torch.Tensor | None = None,
-                  tol: float = 1e-10) -> torch.Tensor:
+                  tol: float = 1e-10, settle: float = 2.0) -> torch.Tensor:
     """The fixed point y* = [V*, A*] (1, 2P), mV, under constant input rates ``u`` (Hz; default none).
 
-    Newton's method on dy/dt = 0, started from the end of a 2 s simulation.
+    Newton's method on dy/dt = 0, started from the end of a simulation of ``settle`` seconds
+    from the zero state (default 2 s). Newton converges to the fixed point nearest that
+    state, stable or not: a shorter ``settle`` finds the undecided state of a network whose
+    symmetric state is a saddle (the gated decision network), a longer one the state it
+    decides into.
 
     Raises
     ------
@@ -39,8 +44,11 @@ def resting_state(network: ColumnNetwork, u: Sequence[float] | torch.Tensor | No
     with torch.no_grad():
         solver = Solver.default()  # torchdiffeq's for a transfer the fused loop lacks, without the user notice
         solver = solver if network.fusable else solver.on("torchdiffeq")
-        traj = simulate(network, Stimulus.constant(uu, dtype=uu.dtype, device=uu.device), duration=2.0,
-                        dt_out=0.1, solver=solver)
+        if not (isinstance(settle, (int, float)) and 0 < settle < math.inf):
+            raise ValueError(f"resting_state(settle={settle!r}): give the settling time as a positive number of "
+                             "seconds (default 2)")
+        traj = simulate(network, Stimulus.constant(uu, dtype=uu.dtype, device=uu.device), duration=float(settle),
+                        dt_out=float(settle) / 20, solver=solver)
         y = traj.state[-1].clone()
 
         def f(z: torch.Tensor) -> torch.Tensor:

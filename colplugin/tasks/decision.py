@@ -39,26 +39,38 @@ from ..stimulus import MembraneNoise, Stimulus
 from ..training.settings import TrainSettings
 from ..training.task import Batch, Option, Task, register_task
 
-__all__ = ["Decision", "WongWang", "wong_wang", "gating_parameters", "figure2", "decision_metrics", "decision_times",
-           "decision_dynamics", "nrmse_floor_single_rest"]
+__all__ = ["Decision", "WongWang", "wong_wang", "gating_parameters", "FITTED_GATING", "figure2", "decision_metrics",
+           "decision_times", "decision_dynamics", "nrmse_floor_single_rest"]
 
 #: Learnable lateral sets of the decision network: L2/3E -> L2/3I of the other column (the paper's), or of
 #: every column (its own too); each with L2/3E self-excitation.
 LATERAL_COLUMNS = ("different", "all")
 #: Interval (s) over which the stochastic variant holds each noise increment (and its solver's step).
 NOISE_STEP = 1e-3
+#: How long (in trial durations) :func:`decision_metrics` waits for a decision without input.
+SPONTANEOUS_WINDOW = 10
 #: Seed of the noise realisations of the evaluation (Figure 2, held-out metrics).
 EVALUATION_NOISE_SEED = 2024
-#: Initial lateral weights (nA) of the decision network with ``gating=True``: inside the regime in which the
-#: gated network holds a winner after the stimulus (``decision_dynamics``' persistence scan).
-GATING_INIT_NA = {"cross": 1500.0, "self": 400.0}
+#: Synaptic gating of the decision network with ``gating=True`` (on the column's time axis): a slow NMDA-like
+#: gating, ``tau_G`` 0.28 s and ``gamma_G tau_G = 1`` (G saturates above about 1 Hz, Wong-Wang's 20 Hz on the
+#: task's rate scale). Fitted, with :data:`GATING_INIT_NA`, by Nelder-Mead on the task's loss over 16 training
+#: pairs (``validation/decision_gating_fit.py``), because Wong & Wang's own gating mapped onto the task's axes
+#: (:func:`gating_parameters`: 10 ms) holds no winner in these columns: their L2/3E responds almost linearly to
+#: its input (intra-column inhibition), so symmetric rest and persistent winner never coexist, and with a 10 ms
+#: gating the winner falls back within the post-stimulus phase.
+FITTED_GATING = {"tau_G": 0.28, "gamma_G": 1.0 / 0.28}
+#: Initial lateral weights (nA) of the decision network with ``gating=True`` (fitted with :data:`FITTED_GATING`).
+GATING_INIT_NA = {"cross": 10000.0, "self": 800.0}
+#: Relative jitter of those initial weights (the columns start within 2 %, the asymmetry the metrics test).
+GATING_INIT_JITTER = 0.02
 
 
 def gating_parameters(task: "Decision", ww: "WongWang | None" = None) -> dict[str, float]:
-    """``tau_G`` (s) and ``gamma_G`` of the decision network with ``gating=True``: Wong & Wang's NMDA gating
-    on the task's axes. Times are Wong-Wang's divided by ``time_scale`` and rates by ``rate_scale``, so
-    ``tau_G = tau_S / time_scale`` and, for the same saturation ``gamma tau r`` at the scaled rates,
-    ``gamma_G = gamma time_scale rate_scale`` (0.01 s and 128.2 at the defaults)."""
+    """``tau_G`` (s) and ``gamma_G`` of Wong & Wang's NMDA gating on the task's axes (for comparison: the
+    decision network with ``gating=True`` uses :data:`FITTED_GATING`). Times are Wong-Wang's divided by
+    ``time_scale`` and rates by ``rate_scale``, so ``tau_G = tau_S / time_scale`` and, for the same saturation
+    ``gamma tau r`` at the scaled rates, ``gamma_G = gamma time_scale rate_scale`` (0.01 s and 128.2 at the
+    defaults). Measured: with it the trained network holds no winner after the stimulus (docs/guide/tasks.md)."""
     ww = ww or WongWang()
     return {"tau_G": ww.tau_S_s / task.time_scale, "gamma_G": ww.gamma * task.time_scale * task.rate_scale}
 
@@ -279,11 +291,10 @@ class Decision(Task):
                                  f"parameters {params.name!r} use {params['transfer']!r}: leave out --gating or use "
                                  "a DMF preset (dl25)")
             if params["gating"] == "none":
-                params = params.with_overrides({"gating": "inter_column", **gating_parameters(self)})
-            # start where a winner can outlast the stimulus (decision_dynamics' persistence scan of the gated
-            # network: cross 1000-2500 nA, self 400-700 nA persist), nearly symmetric
-            lateral = [dataclasses.replace(p, init=GATING_INIT_NA[p.name.rsplit(":", 1)[1]], jitter=0.05)
-                       for p in lateral]
+                params = params.with_overrides({"gating": "inter_column", **FITTED_GATING})
+            # start from the fitted weights, where the winner outlasts the stimulus, nearly symmetric
+            lateral = [dataclasses.replace(p, init=GATING_INIT_NA[p.name.rsplit(":", 1)[1]],
+                                           jitter=GATING_INIT_JITTER) for p in lateral]
         return ColumnNetwork(params, {"mt": ("mt", 2)}, [Input("mt"), *lateral], seed=seed)
 
     def inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -382,7 +393,8 @@ class Decision(Task):
                       f"winner correct **{_fmt(m['winner_correct'])}** of {m['pairs_2hz']} pairs differing by >= 2 Hz "
                       f"(goal >= 0.95); persistence after offset {_fmt(m['persistence'])}, with a 2 % asymmetry "
                       f"between the columns {_fmt(m.get('persistence_asymmetric'))} (WW persists in "
-                      f"{m['ww_persistent_pairs']} pairs).", ""]
+                      f"{m['ww_persistent_pairs']} pairs). "
+                      + _spontaneous_sentence(m, evaluation.get("rest_growth_rate_per_s")), ""]
         d = evaluation.get("dynamics")
         if d:
             rest = d["time_constants_ms"]["rest"]["membrane"]
@@ -415,6 +427,18 @@ class Decision(Task):
 
 
 
+def _spontaneous_sentence(m: Mapping[str, Any], growth: float | None) -> str:
+    """What the network does without input (``decision_metrics``' ``spontaneous_decision_s``, Figure 2's rest)."""
+    if "spontaneous_window_s" not in m:
+        return ""
+    rest = "" if growth is None else (f"its undecided rest is {'a saddle' if growth > 0 else 'stable'} "
+                                      f"(largest growth rate {growth:.3g}/s); ")
+    when = m.get("spontaneous_decision_s")
+    return (f"Without input, {rest}with the 2 % asymmetry it "
+            + (f"picks a winner by itself after **{when:.3g} s** (Wong-Wang never does)." if when is not None
+               else f"never picks a winner within {m['spontaneous_window_s']:.3g} s, as Wong-Wang."))
+
+
 def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
             evidence: np.ndarray | None = None) -> dict[str, Any]:
     """dL25 Figure 2 protocol: mu_A = 20 Hz, mu_B = 20 - c, c = 0, 2, ..., 20 Hz, in three phases.
@@ -422,8 +446,12 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
     No input for one phase, the stimulus for one phase, no input for one phase (the
     task's pre / stimulus / post phases), so that the figure shows the decision and what
     remains of it after the stimulus. Every trial starts from the network's rest state
-    (its fixed point without input), so that the figure opens at rest, not with the
-    transient from a zero state.
+    (its fixed point without input nearest the state a trial reaches at stimulus onset:
+    :func:`~colplugin.solve.fixed_points.resting_state` settled for one phase), so that the
+    figure opens at rest, not with the transient from a zero state. In the gated network
+    that rest is a saddle, the undecided state (``rest_growth_rate_per_s`` > 0; a network
+    left without input decides by itself, :func:`decision_metrics`'
+    ``spontaneous_decision_s``).
 
     Simulated at 1 ms output resolution (so that the onset of the separation is
     resolved). Writes into ``out``: ``figure2.json`` (the numbers below, every E rate and
@@ -436,6 +464,8 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
     -------
     dict
         ``evidence_hz``, ``winner_column``, ``stronger_input_wins`` (c > 0),
+        ``rest_growth_rate_per_s`` (the largest real part of the Jacobian's eigenvalues at the
+        start: < 0 a stable rest, > 0 a saddle),
         ``final_L23E_separation_hz``, ``separation_onset_s`` (after stimulus onset, first
         time the L2/3E separation exceeds ``separation_threshold_hz``), final rates per layer.
     """
@@ -443,7 +473,10 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
     mu = torch.tensor(np.stack([np.full_like(c, 20.0), 20.0 - c], 1))
     z = torch.zeros_like(mu)
     stim = Stimulus([0.0, task.phase, 2 * task.phase], torch.stack([z, mu, z], 1))
-    rest = resting_state(net).reshape(1, -1).expand(len(c), -1).clone()
+    with torch.no_grad():
+        rest = resting_state(net, settle=task.phase)
+    growth = float(np.linalg.eigvals(jacobian(net, rest, None).detach().cpu().numpy()).real.max())
+    rest = rest.reshape(1, -1).expand(len(c), -1).clone()
     with torch.no_grad():
         traj = simulate(net, stim, task.duration, dt_out=1e-3, solver=task.solver, noise=task.noise, y0=rest,
                         generator=torch.Generator().manual_seed(EVALUATION_NOISE_SEED))
@@ -472,7 +505,7 @@ def figure2(net: ColumnNetwork, task: Decision, out: Path | None = None,
                                              - rates[-1, np.arange(len(c)), 1 - winner, 3]).tolist(),
                "final_rates_hz": {lay: rates[-1, :, :, i].tolist()
                                   for i, lay in enumerate(("L23E", "L4E", "L5E", "L6E"))},
-               "rates_hz": rates.tolist(), "initial_state": "rest",
+               "rates_hz": rates.tolist(), "initial_state": "rest", "rest_growth_rate_per_s": growth,
                "layer_rates_normalised": normalised.tolist(),
                "layer_rate_range_hz": np.concatenate([low, peak]).reshape(2, -1).T.tolist()}
     if out is not None:
@@ -518,6 +551,12 @@ def decision_metrics(net: ColumnNetwork, task: Decision, out: Path | None = None
     * ``persistence_asymmetric``: the same with a 2 % asymmetry between the columns (column
       0's learned self-excitation times 1.02 and, separately, 0.98; the lower of the two):
       a winner that persists only in a perfectly symmetric network is not robust.
+    * ``spontaneous_decision_s``: without any input, from the trials' start (the zero
+      state), with the same 2 % asymmetry: the first time a column's L2/3E reaches the
+      decision threshold (the earlier of the two factors), or ``None`` if neither does
+      within ``SPONTANEOUS_WINDOW`` trial durations. ``None`` for a network whose
+      undecided state is stable (Wong-Wang's); a time for one whose undecided state is a
+      saddle, so that its decisions are the stimulus's only while they come before it.
 
     Writes ``decision_metrics.json`` into ``out``.
     """
@@ -552,6 +591,7 @@ def decision_metrics(net: ColumnNetwork, task: Decision, out: Path | None = None
     for factor in (1.02, 0.98):
         y_a = task.output(_held_out_run(_asymmetric(net, factor), task, batch)).numpy()[:T]
         asym.append(float(_persists(y_a, ww_win, threshold)[ww_persists].mean()) if ww_persists.any() else None)
+    spontaneous = [_spontaneous_decision(_asymmetric(net, factor), task, threshold) for factor in (1.02, 0.98)]
     numbers = {"pairs": int(len(mu)), "nrmse": nrmse, "decision_time_rank_correlation": rho,
                "decided_pairs": int(both.sum()), "ww_decided_pairs": int(np.isfinite(dt_ww).sum()),
                "net_decided_pairs": int(np.isfinite(dt_net).sum()),
@@ -560,6 +600,8 @@ def decision_metrics(net: ColumnNetwork, task: Decision, out: Path | None = None
                "persistence_asymmetric": None if None in asym else min(asym),
                "persistence_asymmetric_by_factor": {"1.02": asym[0], "0.98": asym[1]},
                "ww_persistent_pairs": int(ww_persists.sum()), "decision_threshold_hz": threshold,
+               "spontaneous_decision_s": min((x for x in spontaneous if x is not None), default=None),
+               "spontaneous_window_s": SPONTANEOUS_WINDOW * task.duration,
                "decision_times_s": {"columns": [None if np.isnan(x) else float(x) for x in dt_net],
                                     "wong_wang": [None if np.isnan(x) else float(x) for x in dt_ww]},
                "mu_hz": mu.tolist(), "goals": {"nrmse": "<= 0.15", "decision_time_rank_correlation": ">= 0.9",
@@ -575,6 +617,24 @@ def _held_out_run(net: ColumnNetwork, task: Decision, batch: Batch) -> Trajector
     with torch.no_grad():
         return simulate(net, batch.stimulus, task.duration, dt_out=task.dt_out, solver=task.solver,
                         noise=task.noise, generator=torch.Generator().manual_seed(EVALUATION_NOISE_SEED))
+
+
+def _spontaneous_decision(net: ColumnNetwork, task: Decision, threshold: float) -> float | None:
+    """Without input, from the zero state: the first time (s) a column's L2/3E reaches ``threshold`` (Hz) within
+    ``SPONTANEOUS_WINDOW`` trial durations, else None (solved one trial duration at a time, stopping at the
+    first that decides)."""
+    stim = Stimulus([0.0], torch.zeros(1, 1, 2, dtype=torch.float64))
+    generator = torch.Generator().manual_seed(EVALUATION_NOISE_SEED)
+    y0 = None
+    for k in range(SPONTANEOUS_WINDOW):
+        with torch.no_grad():
+            traj = simulate(net, stim, task.duration, dt_out=task.dt_out, solver=task.solver, noise=task.noise,
+                            generator=generator, y0=y0)
+        hit = np.nonzero(task.output(traj).numpy()[:, 0].max(-1) >= threshold)[0]
+        if len(hit):
+            return k * task.duration + float(traj.t[hit[0]])
+        y0 = traj.state[-1]
+    return None
 
 
 def _persists(y: np.ndarray, winner: np.ndarray, threshold: float) -> np.ndarray:
