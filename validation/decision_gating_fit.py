@@ -67,8 +67,8 @@ def nrmse(x: np.ndarray) -> float:
         return 10.0
     y = task.output(traj).numpy()[:len(target)]
     e = float(np.sqrt(np.mean((y - target) ** 2)) / span)
-    print(f"cross {cross:9.1f} nA  self {self_:7.1f} nA  tau_G {tau:.4f} s  gamma_G tau_G {gamma_tau:.4f}  nrmse {e:.4f}",
-          flush=True)
+    print(f"cross {cross:9.1f} nA  self {self_:7.1f} nA  tau_G {tau:.4f} s  gamma_G tau_G {gamma_tau:.4f}  "
+          f"nrmse {e:.4f}", flush=True)
     return e
 
 
