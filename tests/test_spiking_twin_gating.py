@@ -10,7 +10,8 @@ import pytest
 
 import colplugin as cp
 from colplugin.spiking import simulate_spiking, spiking_twin
-from colplugin.spiking.network import Connection, LIFModel, Population, SpikingNetwork, SpikingNetworkError
+from colplugin.spiking.network import (Connection, LIFModel, Population, SpikingNetwork, SpikingNetworkError,
+                                      SynapticGatingModel)
 from colplugin.spiking.twin import twin_gating
 
 
@@ -56,8 +57,7 @@ def test_the_twin_says_why_it_cannot_gate():
     tw = spiking_twin(net, scale=0.05, k_scale=0.5, reference_rates=np.full(net.n_populations, 2.0),
                       backend_gating=False)
     assert tw.gating is None and not any(c.gated for c in tw.connections) and "not mapped" in tw.metadata["gating"]
-    model, note = twin_gating(_net(gamma_G=128.2, tau_G=0.01))
-    assert model is None and "exceeds 1" in note and "below about 0.78 Hz" in note
+    assert "below about 15.6 Hz" in note  # 1 / (gamma tau) = 1 / (0.641 * 0.1 s), by hand
     assert twin_gating(cp.ColumnNetwork(cp.load_preset("dl25"), {"mt": ("mt", 1)}))[1] == "no synaptic gating"
 
 
@@ -104,3 +104,57 @@ def test_slow_weak_gating_carries_the_ungated_mean_drive():
     without = rate(base, 1e-6)
     assert ungated - without > 0.5  # the projection matters (measured 3.8 -> 5.0 Hz)
     assert 0.2 < (gated - without) / (ungated - without) < 1.5, (gated, ungated, without)  # measured 0.4
+
+
+def test_a_gamma_above_1_is_shared_by_the_source_population():
+    """gamma_G > 1 (the gated decision network's 3.57): a neuron's own variable would overshoot 1, so the twin
+    gives each source population one variable; a per-neuron model refuses such a gamma, a shared one refuses a
+    population smaller than gamma (a jump gamma / N above 1)."""
+    model, note = twin_gating(_net(gamma_G=1 / 0.28, tau_G=0.28))
+    assert model.shared and model.gamma == pytest.approx(1 / 0.28) and model.tau == pytest.approx(280.0)
+    assert "gating mapped" in note and "shares one" in note
+    with pytest.raises(SpikingNetworkError, match="shared=True"):
+        SynapticGatingModel(100.0, 2.0)
+    lif = LIFModel(250.0, 10.0, -65.0, -65.0, -50.0, 2.0, 0.5)
+    pops = (Population("a", 3, lif), Population("b", 10, lif))
+    with pytest.raises(SpikingNetworkError, match="more neurons"):
+        SpikingNetwork("n", pops, (Connection("a", "b", 20, 87.8, gated=True),),
+                       gating=SynapticGatingModel(100.0, 3.5, shared=True))
+
+
+@pytest.mark.brian2
+def test_a_shared_gating_variable_follows_the_rate_models_g():
+    """One population of 50 Poisson neurons at 2 Hz, its shared gating variable recorded: the time average after
+    the rise matches the rate model's fixed point G* = gamma tau r / (1 + gamma tau r) at the measured rate r
+    (by hand, 2/3 at 2 Hz), with gamma tau = 1 (gamma 3.57 > 1; a jump of gamma instead of gamma / N per
+    spike would give about 1, a neuron's own variable overshoots 1)."""
+    import brian2 as b2
+
+    from colplugin.spiking.brian2 import _shared_gates
+
+    b2.start_scope()
+    tau, gamma, n = 0.28, 1 / 0.28, 50
+    lif = LIFModel(250.0, 10.0, -65.0, -65.0, -50.0, 2.0, 0.5)
+    net = SpikingNetwork("n", (Population("a", n, lif), Population("b", 5, lif)),
+                         (Connection("a", "b", 100, 87.8, gated=True),),
+                         gating=SynapticGatingModel(1e3 * tau, gamma, shared=True))
+    G = b2.NeuronGroup(n + 5, "rate_i : Hz (constant)\nI_gat : amp", threshold="rand() < rate_i * dt",
+                       name="neurons")
+    G.rate_i = np.r_[np.full(n, 2.0), np.zeros(5)] * b2.Hz
+    rng = np.random.default_rng(0)
+    tgt = [rng.integers(0, 5, 100) + n]
+    objs = _shared_gates(b2, net, G, {"a": 0, "b": n}, list(net.connections), tgt, [np.full(100, 1.0)])
+    gates = objs[0]
+    mon = b2.StateMonitor(gates, "G", record=0, dt=1 * b2.ms)
+    spikes = b2.SpikeMonitor(G[:n])
+    b2.seed(1)
+    target = b2.prefs.codegen.target
+    b2.prefs.codegen.target = "numpy"  # the repeated-index updates of the gates' synapses, no compilation
+    try:
+        b2.Network(G, *objs, mon, spikes).run(6 * b2.second)
+    finally:
+        b2.prefs.codegen.target = target
+    t = mon.t / b2.second
+    r = spikes.num_spikes / n / 6.0  # Hz, population mean rate
+    g_star = gamma * tau * r / (1 + gamma * tau * r)
+    assert float(np.mean(mon.G[0][t > 1.5])) == pytest.approx(g_star, rel=0.05), (r, g_star)

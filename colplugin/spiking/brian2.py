@@ -15,7 +15,11 @@ Adaptation: populations with ``threshold_jump > 0`` get a threshold variable ``t
 Synaptic gating (a network with a :class:`~colplugin.spiking.network.SynapticGatingModel`): every
 neuron gets a gating variable ``s_G`` (``ds_G/dt = -s_G / tau_G``, ``s_G += gamma_G (1 - s_G)`` at
 its spikes) and the gated connections one more ``Synapses`` object whose summed variable
-``I_gat_post = w * s_G_pre`` adds to the membrane current.
+``I_gat_post = w * s_G_pre`` adds to the membrane current. A shared gating (``shared=True``) is one
+``NeuronGroup`` of gating variables, one per gated source population (``G += gamma_G (1 - G) / N``
+at each spike of its ``N`` neurons, a ``Synapses`` object from the neurons), and each target
+neuron's gated synapses from one population are one synapse from that population's variable
+(their weights summed): ``I_gat_post = w * G_pre``.
 
 Reproducibility: connectivity, weights, delays and initial potentials come from
 ``numpy.random.default_rng(seed)``; the Poisson input uses Brian2's generator, seeded with
@@ -149,10 +153,12 @@ def _neuron_equations(b2, models: list[LIFModel], plan, gating=None) -> tuple[st
     if any(m.adapting for m in models):
         eqs += "dtheta/dt = -theta / tau_th : volt\nq_th : volt (constant)\ntau_th : second (constant)\n"
         threshold, reset = "v > V_th + theta", "v = V_reset; theta += q_th"
-    if gating is not None:  # every neuron's gating variable, and the summed current of the gated synapses
-        eqs += "ds_G/dt = -s_G / tau_G : 1\nI_gat : amp\n"
-        namespace.update(tau_G=gating.tau * b2.ms, gamma_G=gating.gamma)
-        reset += "; s_G += gamma_G * (1 - s_G)"
+    if gating is not None:  # the summed current of the gated synapses, and every neuron's gating variable
+        eqs += "I_gat : amp\n"
+        if not gating.shared:
+            eqs += "ds_G/dt = -s_G / tau_G : 1\n"
+            namespace.update(tau_G=gating.tau * b2.ms, gamma_G=gating.gamma)
+            reset += "; s_G += gamma_G * (1 - s_G)"
     return eqs, per_neuron, namespace, threshold, reset
 
 
@@ -243,10 +249,43 @@ def _gated_synapses(b2, net: SpikingNetwork, G, offsets: dict, rng: np.random.Ge
         sd = abs(c.weight) * c.weight_rel_sd
         ww = draw_normal(rng, c.weight, sd, n, low=0.0 if c.weight > 0 else None, high=0.0 if c.weight < 0 else None)
         w.append(ww * net.population(c.target).model.tau_syn / (g.gamma * g.tau))
+    if g.shared:
+        return _shared_gates(b2, net, G, offsets, gated, tgt, w)
     S = b2.Synapses(G, G, "w : amp\nI_gat_post = w * s_G_pre : amp (summed)", name="gated_synapses")
     S.connect(i=np.concatenate(src).astype(np.int32), j=np.concatenate(tgt).astype(np.int32))
     S.w = np.concatenate(w) * b2.pA
     return [S]
+
+
+def _shared_gates(b2, net: SpikingNetwork, G, offsets: dict, gated: list, tgt: list, w: list) -> list:
+    """A shared gating: one variable per gated source population and one synapse from it per target neuron.
+
+    ``tgt`` and ``w`` are the gated connections' drawn targets (neuron indices) and weights (pA, already
+    scaled by ``tau_syn / (gamma tau)``), connection by connection; a target neuron's weights from one
+    source population are summed (the variable is the same for every neuron of that population).
+    """
+    g = net.gating
+    sources = sorted({c.source for c in gated}, key=lambda name: offsets[name])
+    gate = {name: k for k, name in enumerate(sources)}
+    gates = b2.NeuronGroup(len(sources), "dG/dt = -G / tau_G : 1\ninv_N : 1 (constant)", method="exact",
+                           namespace={"tau_G": g.tau * b2.ms}, name="population_gates")
+    gates.inv_N = [1.0 / net.size_of(name) for name in sources]
+    spikes = b2.Synapses(G, gates, on_pre="G_post += gamma_G * inv_N_post * (1 - G_post)",
+                         namespace={"gamma_G": g.gamma}, name="gate_spikes")
+    pre = np.concatenate([offsets[name] + np.arange(net.size_of(name)) for name in sources])
+    post = np.concatenate([np.full(net.size_of(name), gate[name]) for name in sources])
+    spikes.connect(i=pre.astype(np.int32), j=post.astype(np.int32))
+    total: dict[tuple[int, int], float] = {}
+    for c, t, ww in zip(gated, tgt, w):
+        summed = np.bincount(t, weights=ww, minlength=len(G))
+        for j in np.nonzero(summed)[0]:
+            key = (gate[c.source], int(j))
+            total[key] = total.get(key, 0.0) + float(summed[j])
+    S = b2.Synapses(gates, G, "w : amp\nI_gat_post = w * G_pre : amp (summed)", name="gated_synapses")
+    keys = sorted(total)
+    S.connect(i=np.array([k[0] for k in keys], dtype=np.int32), j=np.array([k[1] for k in keys], dtype=np.int32))
+    S.w = np.array([total[k] for k in keys]) * b2.pA
+    return [gates, spikes, S]
 
 
 def _poisson_input(b2, G, plan):

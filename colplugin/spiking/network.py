@@ -301,30 +301,40 @@ class Connection:
 
 @dataclass(frozen=True)
 class SynapticGatingModel:
-    """A saturating gating variable ``s`` in every neuron (Wong & Wang 2006's NMDA gating, spike by spike).
+    """A saturating gating variable (Wong & Wang 2006's NMDA gating, spike by spike).
 
     ``ds/dt = -s / tau`` between spikes, and ``s += gamma (1 - s)`` at each of the neuron's own spikes:
     for a Poisson train at rate ``r`` the mean of ``s`` obeys ``d<s>/dt = -<s> / tau + gamma (1 - <s>) r``
     (exactly: the jump is linear in ``s`` and independent of the spike), the rate model's gating G.
+
+    With ``shared=True`` the variable belongs to a population instead of a neuron: one ``G`` per
+    population, ``G += gamma (1 - G) / N`` at each spike of any of its ``N`` neurons, so that its
+    mean obeys the same equation at the population rate ``r``; the jump per spike is ``gamma / N``,
+    which keeps ``G`` in [0, 1] for a ``gamma`` above 1 (up to ``N``), where a neuron's own variable
+    cannot follow (it would overshoot 1).
 
     Parameters
     ----------
     tau : float
         Decay time constant, ms.
     gamma : float
-        Jump per spike towards 1 (dimensionless, in (0, 1]).
+        Rise per spike towards 1 (dimensionless): in (0, 1] for a variable per neuron, up to the
+        gated source populations' sizes for a shared one.
+    shared : bool
+        One variable per population (default False: one per neuron).
     """
 
     tau: float
     gamma: float
+    shared: bool = False
 
     def __post_init__(self) -> None:
         _finite("gating tau", self.tau, positive=True)
         _finite("gating gamma", self.gamma, positive=True)
-        if self.gamma > 1:
+        if self.gamma > 1 and not self.shared:
             raise SpikingNetworkError(f"gating gamma = {self.gamma} is a jump of s towards 1 per spike and must lie "
-                                      "in (0, 1]; a rate model whose gamma exceeds 1 has no spike-by-spike "
-                                      "counterpart of this form")
+                                      "in (0, 1] for a variable per neuron; a rate model whose gamma exceeds 1 needs "
+                                      "a variable per population (SynapticGatingModel(..., shared=True))")
 
 
 @dataclass(frozen=True)
@@ -463,6 +473,10 @@ class SpikingNetwork:
             if c.source not in neurons:
                 raise SpikingNetworkError(f"gated connection {c.source} -> {c.target}: the source must be a "
                                           "population of neurons (a Poisson source has no gating variable)")
+            if self.gating.shared and self.size_of(c.source) < self.gating.gamma:
+                raise SpikingNetworkError(f"gated connection {c.source} -> {c.target}: a shared gating variable "
+                                          f"rises by gamma / N = {self.gating.gamma:g} / {self.size_of(c.source)} "
+                                          "per spike, more than its distance to 1; scale the twin up (more neurons)")
         for i in self.poisson_inputs:
             if i.target not in neurons:
                 raise SpikingNetworkError(f"Poisson input target {i.target!r} is not a population of {self.name!r}")

@@ -32,7 +32,8 @@ of amplitude ``J_ij`` (exponential currents with time constant ``tau_s``) from p
 A network with synaptic gating keeps it where the backend can (:func:`twin_gating`): each
 neuron's gating variable jumps by ``gamma_G (1 - s)`` at its spikes and decays with ``tau_G``,
 so its mean obeys the rate model's dG/dt, and an inter-column synapse of amplitude ``J``
-carries ``J tau_s s / (gamma_G tau_G)``.
+carries ``J tau_s s / (gamma_G tau_G)``; where ``gamma_G > 1`` (more than a neuron's variable can
+rise per spike) the source population shares one variable, ``+ gamma_G (1 - G) / N`` per spike.
 
 The twin describes one trial of the stimulus; build one twin per trial.
 """
@@ -217,27 +218,31 @@ def twin_gating(network: ColumnNetwork, backend_gating: bool = True) -> tuple[Sy
     A gated network's inter-column synapses act through every source neuron's gating variable
     (``s += gamma (1 - s)`` at each spike, decay ``tau``), whose mean is the rate model's G, where
     the backend has gated connections (``backend_gating``) and ``gamma <= 1`` (a jump towards 1 per
-    spike). Otherwise the projections stay ungated spiking synapses and the twin measures the network
-    with its learned weights acting through the presynaptic spikes: the gated drive where
-    ``gamma tau r << 1``, without its saturation and its slow decay.
+    spike). For ``gamma > 1`` a neuron's own variable would overshoot 1, so the variable is shared by
+    the source population (``G += gamma (1 - G) / N`` at each of its ``N`` neurons' spikes, the same
+    mean at the population rate). Without gated connections on the backend the projections stay
+    ungated spiking synapses and the twin measures the network with its learned weights acting
+    through the presynaptic spikes: the gated drive where ``gamma tau r << 1``, without its
+    saturation and its slow decay.
     """
     g = network.gating
     if g is None:
         return None, "no synaptic gating"
     tau, gamma = float(g.tau), float(g.gamma)
     if not backend_gating:
-        why = "this spiking backend has no gated connections (NEST would need a NESTML neuron; use brian2)"
-    elif gamma > 1:
-        why = (f"gamma_G = {gamma:g} exceeds 1, and a spike moves a neuron's gating variable towards 1 by at most "
-               "all the way: the spike-by-spike form cannot reach a rate model whose gating rises by more than "
-               "its distance to 1 per spike")
-    else:
-        return (SynapticGatingModel(1e3 * tau, gamma),
-                f"gating mapped: each neuron's gating variable (tau {1e3 * tau:g} ms, gamma {gamma:g} per spike) "
-                "carries the inter-column synapses")
-    return None, (f"gating not mapped: {why}. The twin's inter-column synapses are ungated (the gated drive where "
-                  f"gamma tau r << 1, i.e. below about {1 / (gamma * tau):.3g} Hz, without its saturation and "
-                  "its slow decay)")
+        return None, ("gating not mapped: this spiking backend has no gated connections (NEST would need a NESTML "
+                      "neuron; use brian2). The twin's inter-column synapses are ungated (the gated drive where "
+                      f"gamma tau r << 1, i.e. below about {1 / (gamma * tau):.3g} Hz, without its saturation and "
+                      "its slow decay)")
+    if gamma > 1:
+        return (SynapticGatingModel(1e3 * tau, gamma, shared=True),
+                f"gating mapped: gamma_G = {gamma:g} exceeds 1, more than a neuron's own gating variable can rise "
+                f"per spike, so each source population shares one (tau {1e3 * tau:g} ms, gamma {gamma:g} / N per "
+                "spike of its N neurons; its mean is the rate model's G at the population rate) that carries the "
+                "inter-column synapses")
+    return (SynapticGatingModel(1e3 * tau, gamma),
+            f"gating mapped: each neuron's gating variable (tau {1e3 * tau:g} ms, gamma {gamma:g} per spike) "
+            "carries the inter-column synapses")
 
 
 def _stimulus_inputs(network: ColumnNetwork, stim: Stimulus) -> list[PoissonInput]:
