@@ -16,8 +16,9 @@ Synaptic gating (a network with a :class:`~colplugin.spiking.network.SynapticGat
 neuron gets a gating variable ``s_G`` (``ds_G/dt = -s_G / tau_G``, ``s_G += gamma_G (1 - s_G)`` at
 its spikes) and the gated connections one more ``Synapses`` object whose summed variable
 ``I_gat_post = w * s_G_pre`` adds to the membrane current. A shared gating (``shared=True``) is one
-``NeuronGroup`` of gating variables, one per gated source population (``G += gamma_G (1 - G) / N``
-at each spike of its ``N`` neurons, a ``Synapses`` object from the neurons), and each target
+``NeuronGroup`` of gating variables, one per gated source population (``G += gamma_G (1 - G) k / N``
+after each step in which ``k`` of its ``N`` neurons spiked, counted by a ``Synapses`` object from
+the neurons), and each target
 neuron's gated synapses from one population are one synapse from that population's variable
 (their weights summed): ``I_gat_post = w * G_pre``.
 
@@ -267,11 +268,14 @@ def _shared_gates(b2, net: SpikingNetwork, G, offsets: dict, gated: list, tgt: l
     g = net.gating
     sources = sorted({c.source for c in gated}, key=lambda name: offsets[name])
     gate = {name: k for k, name in enumerate(sources)}
-    gates = b2.NeuronGroup(len(sources), "dG/dt = -G / tau_G : 1\ninv_N : 1 (constant)", method="exact",
-                           namespace={"tau_G": g.tau * b2.ms}, name="population_gates")
+    gates = b2.NeuronGroup(len(sources), "dG/dt = -G / tau_G : 1\ninv_N : 1 (constant)\nn_spikes : 1",
+                           method="exact", namespace={"tau_G": g.tau * b2.ms, "gamma_G": g.gamma},
+                           name="population_gates")
     gates.inv_N = [1.0 / net.size_of(name) for name in sources]
-    spikes = b2.Synapses(G, gates, on_pre="G_post += gamma_G * inv_N_post * (1 - G_post)",
-                         namespace={"gamma_G": g.gamma}, name="gate_spikes")
+    # a step's spikes are counted (order-free), then move G towards 1 together, after the synapses' slot
+    gates.run_regularly("G += gamma_G * inv_N * n_spikes * (1 - G)\nn_spikes = 0", when="resets",
+                        name="population_gates_rise")
+    spikes = b2.Synapses(G, gates, on_pre="n_spikes_post += 1", name="gate_spikes")
     pre = np.concatenate([offsets[name] + np.arange(net.size_of(name)) for name in sources])
     post = np.concatenate([np.full(net.size_of(name), gate[name]) for name in sources])
     spikes.connect(i=pre.astype(np.int32), j=post.astype(np.int32))
