@@ -53,11 +53,11 @@ SPONTANEOUS_WINDOW = 10
 EVALUATION_NOISE_SEED = 2024
 #: Synaptic gating of the decision network with ``gating=True`` (on the column's time axis): a slow NMDA-like
 #: gating, ``tau_G`` 0.28 s and ``gamma_G tau_G = 1`` (G saturates above about 1 Hz, Wong-Wang's 20 Hz on the
-#: task's rate scale). Fitted, with :data:`GATING_INIT_NA`, by Nelder-Mead on the task's loss over 16 training
-#: pairs (``validation/decision_gating_fit.py``), because Wong & Wang's own gating mapped onto the task's axes
-#: (:func:`gating_parameters`: 10 ms) holds no winner in these columns: their L2/3E responds almost linearly to
-#: its input (intra-column inhibition), so symmetric rest and persistent winner never coexist, and with a 10 ms
-#: gating the winner falls back within the post-stimulus phase.
+#: task's rate scale). Fitted, with :data:`GATING_INIT_NA`, by Nelder-Mead on the normalised RMS error to
+#: Wong-Wang over 16 training pairs (``validation/decision_gating_fit.py``), because Wong & Wang's own gating
+#: mapped onto the task's axes (:func:`gating_parameters`: 10 ms) holds no winner in these columns: their L2/3E
+#: responds almost linearly to its input (intra-column inhibition), so symmetric rest and persistent winner never
+#: coexist, and with a 10 ms gating the winner falls back within the post-stimulus phase.
 FITTED_GATING = {"tau_G": 0.28, "gamma_G": 1.0 / 0.28}
 #: Initial lateral weights (nA) of the decision network with ``gating=True`` (fitted with :data:`FITTED_GATING`).
 GATING_INIT_NA = {"cross": 10000.0, "self": 800.0}
@@ -380,7 +380,11 @@ class Decision(Task):
         (:func:`figure2`: ``figure2.json``, ``figure2.png``) in ``out``."""
         numbers = figure2(network, self, out)
         numbers["metrics"] = decision_metrics(network, self, out)
-        numbers["dynamics"] = decision_dynamics(network, self, out)
+        scan = {}
+        if network.gating is not None:  # scan around the gated start, not the ungated network's range
+            scan = {"cross_nA": tuple(GATING_INIT_NA["cross"] * x for x in (0.5, 1.0, 2.0)),
+                    "self_nA": tuple(GATING_INIT_NA["self"] * x for x in (0.5, 1.0, 2.0))}
+        numbers["dynamics"] = decision_dynamics(network, self, out, **scan)
         return numbers
 
     def report_section(self, network: ColumnNetwork, result: Any, evaluation: Mapping[str, Any],
@@ -408,11 +412,14 @@ class Decision(Task):
                       f"(median) and keeps its winner at {d['ww_persistent_hz']:.3g} Hz after the stimulus. A network "
                       f"that sits at one rest rate outside the stimulus (and follows Wong-Wang exactly while it is "
                       f"on) scores nrmse {d['nrmse_floor_single_rest']['nrmse']:.3g} at best. "
-                      f"Lateral weights can make the winner persist (a three-attractor regime: "
-                      f"{sum(r.get('persists', False) for r in d['persistence_scan'])} of "
+                      f"Lateral weights can make the winner persist ("
+                      + ("a three-attractor regime: " if network.gating is None else "from the zero state: ")
+                      + f"{sum(r.get('persists', False) for r in d['persistence_scan'])} of "
                       f"{len(d['persistence_scan'])} scanned weight pairs), but at most at "
-                      f"{d['max_persistent_winner_hz']:.3g} Hz before self-excitation runs away "
-                      f"(f is convex and does not saturate); with the winner held at no more than that, the same "
+                      f"{d['max_persistent_winner_hz']:.3g} Hz"
+                      + (" before self-excitation runs away (f is convex and does not saturate)"
+                         if network.gating is None else " (gated)")
+                      + "; with the winner held at no more than that, the same "
                       f"estimate is nrmse {d['nrmse_floor_capped_persistence']:.3g} (`decision_dynamics.json`).", ""]
         return lines + [f"![figure 2]({prefix}figure2.png)"]
 
