@@ -49,12 +49,37 @@ def test_decision_accuracy_from_rates_by_hand():
     # the tie (condition 0) is left out; condition 1: one of two right; condition 2: both
     assert task.accuracy_from_rates(rates, cond) == pytest.approx(3 / 4)
     assert task.readout_window() == (0.9, 1.0)
+    assert task.persistence_window() == pytest.approx((1.4, 1.5))  # the post-stimulus phase's last 0.1 s
 
 
 def test_default_task_has_no_read_out_from_rates():
     t = XOR()  # the base class's defaults, called on a task
     assert Task.accuracy_from_rates(t, {}, t.evaluation_stimulus()) is None
     assert Task.readout_window(t) == (0.9, 1.0)
+    assert Task.persistence_window(t) is None
+
+
+def test_persistence_read_out_by_hand():
+    """The twin's persistence block: the decision read-out over the window, the rate model's from its trajectory."""
+    from colplugin.analysis.twin import _persistence, _windows
+
+    task = Decision()
+    cond = task.evaluation_stimulus()
+    (w0, w1), late = _windows(task, task.duration)
+    assert (w0, w1) == (0.9, 1.0) and late == pytest.approx((1.4, 1.5))
+    names = ["mt[0].L23E", "mt[1].L23E"]
+    t = np.arange(0, 1.5001, 0.1)
+    r = np.zeros((len(t), 3, 2))
+    r[t >= 1.35, 1] = [2.0, 0.5]  # condition 1: column 0 (the stronger input) holds; condition 2: column 1 wins
+    r[t >= 1.35, 2] = [0.5, 2.0]
+    spk = np.zeros((3, 2, 2))
+    spk[1] = [[2.0, 0.5], [0.4, 0.6]]  # one of two trials holds
+    spk[2] = [[2.0, 0.5], [2.0, 0.5]]
+    got = _persistence(task, late, names, cond, t, r, spk)
+    assert got["accuracy"] == pytest.approx(3 / 4) and got["dmf_accuracy"] == pytest.approx(1 / 2)
+    assert got["per_condition"][1]["mt[0].L23E"] == {"dmf_hz": 2.0, "spiking_hz": pytest.approx(1.2)}
+    with pytest.raises(ValueError, match="persistence window"):
+        _windows(task, 1.2)
 
 
 def test_condition_labels_name_the_stimulus_segment():

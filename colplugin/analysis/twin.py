@@ -15,6 +15,9 @@ it from a fresh state (``network_reused``: one draw of connectivity, weights and
   trials of all conditions together; ``dmf_accuracy`` is the same read-out of the DMF's
   rates in that window (one trial per condition). ``None`` for tasks without a read-out
   from rates.
+- ``persistence``: for tasks with a persistence window (:meth:`Task.persistence_window`,
+  after the stimulus: the decision task), the same read-out over that window (``accuracy``,
+  ``dmf_accuracy``, the rates per condition); ``None`` otherwise.
 - ``per_population``: for every column and population, the DMF rate and the spiking rate
   (Elephant's ``mean_firing_rate`` over all neurons of the population, mean over trials)
   in the read-out window, and the relative difference ``(spiking - DMF) / max(DMF,
@@ -214,6 +217,34 @@ def _binned_rates(result, duration: float, bin_s: float = BIN_S) -> np.ndarray:
                      for n in result.populations], 1)
 
 
+def _windows(task, duration: float) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """The task's read-out window (default: the trial's last tenth) and its persistence window (or None), checked."""
+    window = task.readout_window() if task is not None else (0.9 * duration, duration)
+    late = task.persistence_window() if task is not None else None
+    out = []
+    for what, w in (("read-out", window), ("persistence", late)):
+        if w is None:
+            out.append(None)
+            continue
+        a, b = float(w[0]), float(w[1])
+        if not 0 <= a < b <= duration:
+            raise ValueError(f"the {what} window [{a}, {b}) s must lie within the trial [0, {duration}] s")
+        out.append((a, b))
+    return out[0], out[1]
+
+
+def _persistence(task, late: tuple[float, float], names: list[str], conditions: Stimulus, t_dmf: np.ndarray,
+                 r_dmf: np.ndarray, spk_late: np.ndarray) -> dict[str, Any]:
+    """The task's read-out over its persistence window: spiking (every trial) and rate model, per condition."""
+    dmf_late = r_dmf[(t_dmf >= late[0]) & (t_dmf <= late[1])].mean(0)  # (C, P)
+    return {"window_s": list(late),
+            "accuracy": task.accuracy_from_rates({n: spk_late[:, :, i] for i, n in enumerate(names)}, conditions),
+            "dmf_accuracy": task.accuracy_from_rates({n: dmf_late[:, i:i + 1] for i, n in enumerate(names)},
+                                                     conditions),
+            "per_condition": [{n: {"dmf_hz": float(dmf_late[b, i]), "spiking_hz": float(spk_late[b, :, i].mean())}
+                               for i, n in enumerate(names)} for b in range(len(dmf_late))]}
+
+
 def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, task=None, *,
              settings: TwinSettings | None = None, dt: float = 1e-4, progress: bool = True,
              source: str = "", neo_format: str = "nix", **options: Any) -> dict[str, Any]:
@@ -263,10 +294,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     if not isinstance(conditions, Stimulus) or conditions.n_inputs != network.n_inputs:
         raise ValueError(f"conditions must be a Stimulus with the network's {network.n_inputs} input channels")
     t0_wall = time.perf_counter()
-    window = task.readout_window() if task is not None else (0.9 * duration, duration)
-    w0, w1 = float(window[0]), float(window[1])
-    if not 0 <= w0 < w1 <= duration:
-        raise ValueError(f"the read-out window [{w0}, {w1}) s must lie within the trial [0, {duration}] s")
+    (w0, w1), late = _windows(task, duration)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(network.channel_names)
@@ -280,6 +308,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     reference = r_dmf.mean(0)  # what spiking_twin's DC compensation uses (the trial mean)
 
     spk = np.zeros((C, trials, P))
+    spk_late = np.zeros((C, trials, P))
     binned = []
     first_results = []
     block = None
@@ -307,6 +336,8 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
                 run_builds.append(res.build_seconds)
                 run_simulates.append(res.simulate_seconds)
                 spk[b, j] = _population_rates(res, w0, w1)
+                if late is not None:
+                    spk_late[b, j] = _population_rates(res, *late)
                 bins_b.append(_binned_rates(res, duration))
                 if j == 0:
                     first_results.append(res)
@@ -338,6 +369,7 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
     if task is not None:
         accuracy = task.accuracy_from_rates({n: spk[:, :, i] for i, n in enumerate(names)}, conditions)
         dmf_accuracy = task.accuracy_from_rates({n: dmf_win[:, i:i + 1] for i, n in enumerate(names)}, conditions)
+    persistence = None if late is None else _persistence(task, late, names, conditions, t_dmf, r_dmf, spk_late)
     channels = network.channels
     per_population = {}
     for i, n in enumerate(names):
@@ -375,7 +407,8 @@ def twin_run(out: str | Path, network, conditions: Stimulus, duration: float, ta
         "conditions": [{"index": b, "label": _condition_label(conditions, b),
                         "segment_times_s": conditions.times.tolist(),
                         "input_rates_hz": conditions.rates[b].tolist()} for b in range(C)],
-        "accuracy": accuracy, "dmf_accuracy": dmf_accuracy, "rate_floor_hz": RATE_FLOOR_HZ,
+        "accuracy": accuracy, "dmf_accuracy": dmf_accuracy, "persistence": persistence,
+        "rate_floor_hz": RATE_FLOOR_HZ,
         "rate_model": network.transfer.label,
         "gating": twin_gating(network, spiking_backend(backend).gating)[1],
         "per_population": per_population, "n_neurons": int(n_neurons), "n_synapses": int(n_synapses),
@@ -449,6 +482,12 @@ def twin_report_section(result: dict[str, Any], prefix: str = "") -> list[str]:
     else:
         lines += [f"Task accuracy of the spiking twin: **{acc:.3g}** (all trials; the {model}'s own read-out in the "
                   f"same window: {dacc if dacc is None else f'{dacc:.3g}'}).", ""]
+    late = result.get("persistence")
+    if late and late.get("accuracy") is not None:
+        p0, p1 = late["window_s"]
+        dl = late["dmf_accuracy"]
+        lines += [f"After the stimulus, over [{p0:g}, {p1:g}) s, the choice holds in **{late['accuracy']:.3g}** of "
+                  f"the spiking trials (the {model}: {dl if dl is None else f'{dl:.3g}'}).", ""]
     lines += [f"{model} vs spiking rate per population (mean over conditions; difference (spiking - {model}) / "
               f"max({model}, {RATE_FLOOR_HZ} Hz)); per condition and trial in `{prefix}twin.json`:", "",
               result.get("table_md") or _table_md(result), ""]

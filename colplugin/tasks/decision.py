@@ -347,6 +347,10 @@ class Decision(Task):
         """The last 0.1 s of the stimulus phase (where :meth:`accuracy` reads the winner)."""
         return 2 * self.phase - 0.1, 2 * self.phase
 
+    def persistence_window(self) -> tuple[float, float]:
+        """The last 0.1 s of the post-stimulus phase (where :func:`decision_metrics` reads persistence)."""
+        return self.duration - 0.1, self.duration
+
     def accuracy_from_rates(self, rates: Mapping[str, Any], conditions: Stimulus) -> float | None:
         """Fraction of trials in which the column with the stronger input has the higher L2/3E rate.
 

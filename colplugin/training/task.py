@@ -206,6 +206,12 @@ class Task(ABC):
         """
         return 0.9 * self.duration, self.duration
 
+    def persistence_window(self) -> tuple[float, float] | None:
+        """A second read-out window ``(t_start, t_stop)`` (s), after the stimulus, where the task's
+        choice should persist (a spiking twin reports :meth:`accuracy_from_rates` over it too);
+        ``None`` (the default): the task asks for no persistence."""
+        return None
+
     def accuracy_from_rates(self, rates: Mapping[str, Any], conditions: Stimulus) -> float | None:
         """The task's accuracy computed from population rates (e.g. those of a spiking twin).
 
