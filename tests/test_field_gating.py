@@ -203,20 +203,25 @@ def test_synaptic_gating_refuses_bad_constants():
 
 
 def test_a_fixed_step_past_the_gatings_stability_limit_is_an_error():
-    """The decision network's gating (gamma_G 128.2, tau_G 10 ms) relaxes at ~5000/s at 40 Hz: rk4 at 1 ms
-    (h lambda ~ 5 > 2.8) leaves [0, 1] and is refused; the adaptive default keeps G in [0, 1]."""
-    from colplugin.tasks.decision import Decision
+    """Wong & Wang's gating on the decision task's axes (gamma_G 128.2, tau_G 10 ms) relaxes at ~5000/s at
+    40 Hz: rk4 at 1 ms (h lambda ~ 5 > 2.8) leaves [0, 1] and is refused; the adaptive default keeps G in
+    [0, 1]. The task's own slow gating (1/0.28 s + 3.6 r) is stable at 1 ms, so its noisy variant runs."""
+    from colplugin.tasks.decision import Decision, gating_parameters
 
     task = Decision(gating=True)
-    net = task.build_network(seed=0)
+    fast = load_preset("dl25").with_overrides({"gating": "inter_column", **gating_parameters(task)})
+    net = task.build_network(fast, seed=0)
     stim = task.stimulus(torch.tensor([[40.0, 0.0]], dtype=torch.float64))
     with torch.no_grad(), pytest.raises(cp.SimulationError, match="gating G left"):
         cp.simulate(net, stim, task.duration, solver=cp.Solver("rk4", step=1e-3, backend="torchdiffeq"))
     with torch.no_grad():
         traj = cp.simulate(net, stim, task.duration, solver=task.solver)
     assert 0 <= float(traj.G.min()) and float(traj.G.max()) <= 1
-    with pytest.raises(ValueError, match="noise"):
-        Decision(gating=True, noise_mV=1.0)
+    noisy = Decision(gating=True, noise_mV=1.0)
+    with torch.no_grad():
+        traj = cp.simulate(noisy.build_network(seed=0), stim, task.duration, solver=noisy.solver, noise=noisy.noise,
+                           generator=torch.Generator().manual_seed(0))
+    assert noisy.solver.method == "rk4" and 0 <= float(traj.G.min()) and float(traj.G.max()) <= 1
     with pytest.raises(ValueError, match="--gating"):
         task.build_network(load_preset("dl25_lif"))
 

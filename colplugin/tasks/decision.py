@@ -273,10 +273,6 @@ class Decision(Task):
         self.noise = MembraneNoise(self.noise_mV, NOISE_STEP) if self.noise_mV != 0 else None
         if not isinstance(gating, (bool, np.bool_)):
             raise ValueError(f"Decision(gating={gating!r}): give True or False (--gating switches it on)")
-        if gating and self.noise is not None:
-            raise ValueError(f"decision --gating with --noise-mv {self.noise_mV:g}: the noisy variant steps at a fixed "
-                             f"{1e3 * NOISE_STEP:g} ms, past the stability limit of the gated network's G at its "
-                             "rates (1/tau_G + gamma_G r reaches thousands per second); train --gating without noise")
         self.gating = bool(gating)
         if solver is None:  # the stochastic variant: fixed steps that hold each noise increment
             solver = (Solver("dopri5", rtol=1e-5, atol=1e-4, backend="auto") if self.noise is None
