@@ -185,8 +185,14 @@ def test_readme_python_example_runs(tmp_path):
     readme = (EXAMPLES.parent / "README.md").read_text()
     code = readme.split("## Python in 20 lines")[1].split("```python")[1].split("```")[0]
     assert len(code.strip().splitlines()) <= 20
+    from colplugin.solve import compiled
+
+    # a fresh HOME, but with the solver kernel this installation has built (building it into a fresh cache is
+    # tested in test_solve_compiled; here it would only add a compilation)
+    ok, _ = compiled.kernel_available()
+    kernels = {"COLPLUGIN_CACHE_DIR": str(Path(compiled._module()[0].__file__).parents[1])} if ok else {}
     proc = subprocess.run([sys.executable, "-c", "import torch; torch.set_num_threads(1)\n" + code],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+                          env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **kernels})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "torch.nix").is_file() and (tmp_path / "brian2.nix").is_file()
