@@ -230,9 +230,10 @@ class Decision(Task):
 
     Default training (:attr:`settings`): Adam at lr 0.2 (``gating=True``: :data:`GATING_LR`)
     with direct gradients until the validation loss (:meth:`test_set`, 32 pairs) has not
-    improved for 15 updates (at most 400), keeping the parameters of its minimum. Evaluation: the fit to Wong-Wang on
-    held-out pairs (:func:`decision_metrics`, ``decision_metrics.json``) and dL25's
-    Figure 2 protocol in all three phases (:func:`figure2`).
+    improved for 15 updates (at most 400), keeping the parameters of its minimum.
+    Evaluation: the fit to Wong-Wang on held-out pairs (:func:`decision_metrics`,
+    ``decision_metrics.json``) and dL25's Figure 2 protocol in all three phases
+    (:func:`figure2`).
     """
 
     name = "decision"
@@ -279,8 +280,7 @@ class Decision(Task):
                       else Solver("rk4", step=NOISE_STEP, backend="auto"))
         self.solver = solver
         self.settings = TrainSettings(updates=400, lr=GATING_LR if self.gating else 0.2, gradient="direct",
-                                      batch_size=batch_size,
-                                      evaluate_initial=True, patience=15)
+                                      batch_size=batch_size, evaluate_initial=True, patience=15)
 
     def build_network(self, params: Params | None = None, seed: int | None = None) -> ColumnNetwork:
         params = params or load_preset("dl25")
