@@ -54,9 +54,15 @@ def test_the_wheel_holds_the_package_data_and_runs(dist, tmp_path):
              "r = cp.simulate(net, cp.Stimulus([0.0], [[20.0]]), 0.05).rate\n"
              "assert torch.isfinite(r).all()\n"
              "print(cp.__version__)\n") % str(target)
-    # run from an empty directory with only the installed wheel ahead of the dependencies on the path
+    # run from an empty directory with only the installed wheel ahead of the dependencies on the path; the solver
+    # kernel from this installation's cache (the wheel's kernel source hashes to the same name; a build into a
+    # fresh cache is tested in test_solve_compiled)
+    from colplugin.solve import compiled
+
+    ok, _ = compiled.kernel_available()
+    kernels = {"COLPLUGIN_CACHE_DIR": str(Path(compiled._module()[0].__file__).parents[1])} if ok else {}
     proc = subprocess.run([sys.executable, "-c", smoke], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **kernels})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == colplugin.__version__
 
