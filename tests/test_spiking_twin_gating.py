@@ -73,8 +73,9 @@ def test_gated_connections_need_a_gating_model_and_brian2():
 
 
 @pytest.mark.brian2
-def test_a_gated_twin_runs_on_brian2():
-    net = _net()
+@pytest.mark.parametrize("gating", [{}, {"gamma_G": 1 / 0.28, "tau_G": 0.28}], ids=["per-neuron", "shared"])
+def test_a_gated_twin_runs_on_brian2(gating):
+    net = _net(**gating)
     stim = cp.Stimulus([0.0], [[30.0, 0.0]])
     tw = spiking_twin(net, stim, scale=0.02, k_scale=0.1, duration=0.2)
     res = simulate_spiking(tw, 0.15, backend="brian2", device="runtime", seed=1)

@@ -245,7 +245,8 @@ def _gated_synapses(b2, net: SpikingNetwork, G, offsets: dict, rng: np.random.Ge
     src, tgt, w = [], [], []
     for c in gated:
         n = c.n_synapses
-        src.append(rng.integers(0, net.size_of(c.source), n, dtype=np.int64) + offsets[c.source])
+        if not g.shared:  # a shared variable is the same for every source neuron: no draw of the source
+            src.append(rng.integers(0, net.size_of(c.source), n, dtype=np.int64) + offsets[c.source])
         tgt.append(rng.integers(0, net.size_of(c.target), n, dtype=np.int64) + offsets[c.target])
         sd = abs(c.weight) * c.weight_rel_sd
         ww = draw_normal(rng, c.weight, sd, n, low=0.0 if c.weight > 0 else None, high=0.0 if c.weight < 0 else None)
@@ -279,16 +280,13 @@ def _shared_gates(b2, net: SpikingNetwork, G, offsets: dict, gated: list, tgt: l
     pre = np.concatenate([offsets[name] + np.arange(net.size_of(name)) for name in sources])
     post = np.concatenate([np.full(net.size_of(name), gate[name]) for name in sources])
     spikes.connect(i=pre.astype(np.int32), j=post.astype(np.int32))
-    total: dict[tuple[int, int], float] = {}
+    total = np.zeros((len(sources), len(G)))  # summed weight (pA) of each target neuron from each variable
     for c, t, ww in zip(gated, tgt, w):
-        summed = np.bincount(t, weights=ww, minlength=len(G))
-        for j in np.nonzero(summed)[0]:
-            key = (gate[c.source], int(j))
-            total[key] = total.get(key, 0.0) + float(summed[j])
+        total[gate[c.source]] += np.bincount(t, weights=ww, minlength=len(G))
+    i, j = np.nonzero(total)
     S = b2.Synapses(gates, G, "w : amp\nI_gat_post = w * G_pre : amp (summed)", name="gated_synapses")
-    keys = sorted(total)
-    S.connect(i=np.array([k[0] for k in keys], dtype=np.int32), j=np.array([k[1] for k in keys], dtype=np.int32))
-    S.w = np.array([total[k] for k in keys]) * b2.pA
+    S.connect(i=i.astype(np.int32), j=j.astype(np.int32))
+    S.w = total[i, j] * b2.pA
     return [gates, spikes, S]
 
 
